@@ -1,0 +1,358 @@
+//! The command line: `recordfs mount` and `recordfs check`.
+
+use std::io::{Read, Write};
+use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use log::{error, info};
+
+use crate::error::{Error, Result};
+use crate::files::RecordFs;
+use crate::fuse::{describe, Adapter};
+use crate::options::{Options, SyncMode, DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE};
+use crate::recovery;
+use crate::store::Layout;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "recordfs",
+    version,
+    about = "A filesystem of JSON records: every save is atomic, durable, checked and logged.",
+    long_about = "recordfs serves a directory in which every file named <uuid>.json must hold valid JSON. \
+Ordinary programs use it with plain file I/O; every change they make is committed atomically at close, \
+fsync or rename, written to a checksummed log, then to a backing file in STORE, and recovered after any crash."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve STORE at MOUNTPOINT (STORE is created if missing or empty).
+    Mount {
+        store: PathBuf,
+        mountpoint: PathBuf,
+        /// When a commit is durable: always (at the syscall), fsync (at fsync), never (at unmount).
+        #[arg(long, value_enum, default_value = "always")]
+        sync: SyncMode,
+        /// Stay in the foreground; otherwise return once the mount is live.
+        #[arg(long)]
+        foreground: bool,
+        /// Serve the store read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// Let users other than the one mounting use the mount.
+        #[arg(long)]
+        allow_other: bool,
+        /// The largest file, in bytes (writes past it get EFBIG). At most 1 GiB.
+        #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE)]
+        max_file_size: u64,
+        /// FUSE request threads. Syncs never block them; more helps only with slow reads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Verify a store offline: every log checksum, every backing file against the log.
+    /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
+    Check { store: PathBuf },
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount {
+            store,
+            mountpoint,
+            sync,
+            foreground,
+            read_only,
+            allow_other,
+            max_file_size,
+            threads,
+        } => {
+            if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
+                eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
+                return 2;
+            }
+            if threads == 0 || threads > 64 {
+                eprintln!("recordfs: --threads must be between 1 and 64");
+                return 2;
+            }
+            let opts = Options {
+                sync,
+                max_file_size,
+                read_only,
+                salvage: false,
+            };
+            let mount = MountArgs {
+                store,
+                mountpoint,
+                opts,
+                allow_other,
+                threads,
+            };
+            if foreground {
+                init_logging();
+                run_mount(mount, None)
+            } else {
+                daemonize_and_mount(mount)
+            }
+        }
+        Command::Check { store } => {
+            init_logging();
+            check(&store)
+        }
+    }
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+}
+
+struct MountArgs {
+    store: PathBuf,
+    mountpoint: PathBuf,
+    opts: Options,
+    allow_other: bool,
+    threads: usize,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// Forks before any thread exists; the parent returns once the child reports the mount live
+/// (exit 0) or failed (exit 1, with the child's reason).
+fn daemonize_and_mount(mount: MountArgs) -> i32 {
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("recordfs: pipe: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    // SAFETY: no other thread runs yet, so the child may continue running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("recordfs: fork: {}", std::io::Error::last_os_error());
+            1
+        }
+        0 => {
+            // SAFETY: fds[1] is ours; fds[0] belongs to the parent.
+            unsafe {
+                libc::close(fds[0]);
+                libc::setsid();
+            }
+            let ready = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+            init_logging();
+            run_mount(mount, Some(ready))
+        }
+        _child => {
+            unsafe { libc::close(fds[1]) };
+            let mut from_child = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+            let mut msg = String::new();
+            let _ = from_child.read_to_string(&mut msg);
+            match msg.strip_prefix("ok") {
+                Some(rest) => {
+                    print!("{rest}");
+                    0
+                }
+                None => {
+                    eprint!(
+                        "{}",
+                        if msg.is_empty() {
+                            "recordfs: the daemon died before mounting\n".into()
+                        } else {
+                            msg
+                        }
+                    );
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// Sends the daemon's stdin to /dev/null and its output to STORE/daemon.log, once the store
+/// is known to be ours (never into a foreign directory).
+fn detach_output(layout: &Layout) -> Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.daemon_log())
+        .map_err(|e| Error::io(format!("opening {}", layout.daemon_log().display()), &e))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", &e))?;
+    let (log, null) = (log.into_raw_fd(), null.into_raw_fd());
+    // SAFETY: dup2 onto the standard descriptors; the originals are closed after.
+    unsafe {
+        libc::dup2(null, 0);
+        libc::dup2(log, 1);
+        libc::dup2(log, 2);
+        libc::close(log);
+        libc::close(null);
+    }
+    Ok(())
+}
+
+fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
+    let fail = |ready: &mut Option<std::fs::File>, msg: String| {
+        error!("{msg}");
+        if let Some(r) = ready {
+            let _ = writeln!(r, "recordfs: {msg}");
+        }
+        1
+    };
+    let store = absolute(&m.store);
+    let mountpoint = absolute(&m.mountpoint);
+    match std::fs::metadata(&mountpoint) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => return fail(&mut ready, format!("mount point {} is not a directory", mountpoint.display())),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return fail(&mut ready, format!(
+                "mount point {} is a dead mount (its daemon was killed); clear it with `umount -l {}` first",
+                mountpoint.display(),
+                mountpoint.display()
+            ))
+        }
+        Err(e) => return fail(&mut ready, format!("mount point {}: {e}", mountpoint.display())),
+    }
+    if store.starts_with(&mountpoint) {
+        return fail(
+            &mut ready,
+            "the store cannot be inside the mount point".into(),
+        );
+    }
+    let fs = match RecordFs::start(&store, m.opts.clone()) {
+        Ok(fs) => Arc::new(fs),
+        Err(e) => {
+            return fail(
+                &mut ready,
+                format!("cannot open store {}: {}", store.display(), describe(&e)),
+            )
+        }
+    };
+    if ready.is_some() {
+        if let Err(e) = detach_output(fs.layout()) {
+            return fail(&mut ready, describe(&e));
+        }
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(format!("recordfs:{}", store.display())),
+        fuser::MountOption::Subtype("recordfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        // Reads do not change atime: it changes only when set (utimes), like noatime.
+        fuser::MountOption::NoAtime,
+        if m.opts.read_only {
+            fuser::MountOption::RO
+        } else {
+            fuser::MountOption::RW
+        },
+    ];
+    if m.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(m.threads);
+    let mut session = match fuser::Session::new(Adapter::new(fs.clone()), &mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("cannot mount at {}: {e}", mountpoint.display());
+            drop(fs);
+            return fail(&mut ready, msg);
+        }
+    };
+    start_invalidator(&fs, session.notifier());
+    let mut unmounter = session.unmount_callable();
+    let signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    match signals {
+        Ok(mut signals) => {
+            let mp = mountpoint.clone();
+            std::thread::Builder::new()
+                .name("recordfs-signals".into())
+                .spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        info!("signal {sig}: unmounting {}", mp.display());
+                        if let Err(e) = unmounter.unmount() {
+                            error!("unmounting {}: {e}", mp.display());
+                        }
+                    }
+                })
+                .expect("spawning the signal thread");
+        }
+        Err(e) => return fail(&mut ready, format!("installing signal handlers: {e}")),
+    }
+    info!(
+        "{} mounted at {} (--sync {:?})",
+        store.display(),
+        mountpoint.display(),
+        m.opts.sync
+    );
+    let live = format!(
+        "ok{} is mounted at {}; unmount with: umount {}\n",
+        store.display(),
+        mountpoint.display(),
+        mountpoint.display()
+    );
+    if let Some(mut r) = ready.take() {
+        let _ = r.write_all(live.as_bytes());
+    }
+    let result = session.run();
+    let clean = fs.pipeline().fatal().is_none();
+    drop(fs);
+    match result {
+        Ok(()) if clean => {
+            info!("{} unmounted cleanly", mountpoint.display());
+            0
+        }
+        Ok(()) => 1,
+        Err(e) => {
+            error!("session ended: {e}");
+            1
+        }
+    }
+}
+
+/// Drops the kernel's cached pages of a file whose committed bytes changed, from a thread of
+/// its own: the kernel may wait on a request this daemon is serving.
+fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(4096);
+    fs.set_invalidator(Box::new(move |fid| {
+        // A full queue only delays invalidation; readers opened later never use stale pages.
+        let _ = tx.try_send(fid);
+    }));
+    std::thread::Builder::new()
+        .name("recordfs-inval".into())
+        .spawn(move || {
+            for fid in rx {
+                let _ = notifier.inval_inode(fuser::INodeNo(fid), 0, 0);
+            }
+        })
+        .expect("spawning the invalidation thread");
+}
+
+fn check(store: &Path) -> i32 {
+    let layout = Layout::new(store);
+    match recovery::check(&layout) {
+        Ok(report) => {
+            for p in &report.problems {
+                println!("PROBLEM: {p}");
+            }
+            println!(
+                "{}: {} log segments, {} entries, {} files; {} problems",
+                store.display(),
+                report.segments,
+                report.entries,
+                report.files,
+                report.problems.len()
+            );
+            i32::from(!report.problems.is_empty())
+        }
+        Err(e) => {
+            eprintln!("recordfs check: {}", describe(&e));
+            2
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! The commit pipeline: every change of the store goes through `Pipeline::commit`.
+//!
+//! Order of events for one commit (FORMAT.md, "Writing and syncing"):
+//! 1. under the state lock: check the change against the namespace, give it the next sequence
+//!    number, append its line to the log (`write`, page cache only), apply it to the
+//!    namespace, keep its bytes in `pending`, queue it;
+//! 2. the commit thread takes everything queued, `fdatasync`s the log once for all of it
+//!    (group commit), and answers the callers waiting for those sequence numbers;
+//! 3. only then does it change the backing tree (write-ahead rule), and drop the bytes from
+//!    `pending`. Until then readers are served from `pending`.
+//!
+//! A failed log sync is fatal for the store: the kernel may have dropped the dirty pages, so a
+//! retry that "succeeds" would be a lie. The store turns read-only until remounted.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{error, info, warn};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{err, Error, Result};
+use crate::log::{encode_entry, Entry, Fid, Kind, LogWriter, Op, Seq, Time};
+use crate::namespace::{Applied, ContentLoc, Inode, Namespace};
+use crate::options::MAX_PENDING_BYTES;
+use crate::store::{self, FileMeta, Layout};
+
+/// Something to call once a sequence number is durable (or can never be).
+pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// How long the commit thread waits before trying again to write a backing file after the
+/// disk was full.
+const APPLY_RETRY: Duration = Duration::from_millis(100);
+
+/// The state every commit changes, guarded by one lock.
+pub struct State {
+    pub ns: Namespace,
+    log: LogWriter,
+    /// Bytes committed but not yet in their backing file, with the entry that holds them.
+    pending: HashMap<Fid, (Seq, Arc<Vec<u8>>)>,
+    pending_bytes: u64,
+    /// The backing tree as it stands on disk: fid → name in `root/`. It trails the namespace
+    /// while renames and deletes wait for their log sync.
+    disk: HashMap<Fid, Vec<u8>>,
+    /// Logged, not yet synced.
+    unsynced: Vec<Entry>,
+    /// Synced, not yet applied to the backing tree.
+    unapplied: VecDeque<Entry>,
+    /// Fids whose backing file changed since the last checkpoint.
+    changed: HashSet<Fid>,
+    /// Set when the store turned read-only after a failure; the reason.
+    fatal: Option<String>,
+    /// The backing tree cannot be written (disk full); the error.
+    stalled: Option<Error>,
+    shutting_down: bool,
+}
+
+/// What a reader reads: the bytes of one committed version, fixed at open.
+pub enum Snapshot {
+    Memory(Arc<Vec<u8>>),
+    File(File),
+}
+
+impl Snapshot {
+    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
+        match self {
+            Snapshot::Memory(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size).min(bytes.len());
+                Ok(bytes[start..end].to_vec())
+            }
+            Snapshot::File(f) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0; size];
+                let mut got = 0;
+                while got < size {
+                    match f.read_at(&mut buf[got..], offset + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io("reading a backing file", &e)),
+                    }
+                }
+                buf.truncate(got);
+                Ok(buf)
+            }
+        }
+    }
+
+    /// The whole content, refusing more than `limit` bytes.
+    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>> {
+        let len = match self {
+            Snapshot::Memory(b) => b.len() as u64,
+            Snapshot::File(f) => f
+                .metadata()
+                .map_err(|e| Error::io("stat of a backing file", &e))?
+                .len(),
+        };
+        if len > limit {
+            return Err(err!(
+                EFBIG,
+                "file of {len} bytes exceeds the limit of {limit}"
+            ));
+        }
+        self.read_at(0, len as usize)
+    }
+}
+
+struct Waiters {
+    durable: Seq,
+    by_seq: BTreeMap<Seq, Vec<Waiter>>,
+    /// Set once a log sync failed: everything not yet durable never will be.
+    failed: Option<String>,
+}
+
+pub struct Pipeline {
+    layout: Layout,
+    state: Mutex<State>,
+    /// Wakes the commit thread (work queued) and committers waiting for room in `pending`.
+    wake: Condvar,
+    room: Condvar,
+    waiters: Mutex<Waiters>,
+    /// Counts log syncs, for the figures in benchmarks and tests.
+    pub syncs: AtomicU64,
+}
+
+pub struct Committed {
+    pub seq: Seq,
+    pub applied: Applied,
+}
+
+impl Pipeline {
+    /// `disk` says where each file's backing file is; recovery makes it match `ns`.
+    pub fn start(layout: Layout, ns: Namespace, log: LogWriter) -> (Arc<Pipeline>, JoinHandle<()>) {
+        let durable = ns.last_seq();
+        let disk = ns.files().map(|i| (i.fid, i.name.clone())).collect();
+        let pipeline = Arc::new(Pipeline {
+            layout,
+            state: Mutex::new(State {
+                ns,
+                log,
+                pending: HashMap::new(),
+                pending_bytes: 0,
+                disk,
+                unsynced: Vec::new(),
+                unapplied: VecDeque::new(),
+                changed: HashSet::new(),
+                fatal: None,
+                stalled: None,
+                shutting_down: false,
+            }),
+            wake: Condvar::new(),
+            room: Condvar::new(),
+            waiters: Mutex::new(Waiters {
+                durable,
+                by_seq: BTreeMap::new(),
+                failed: None,
+            }),
+            syncs: AtomicU64::new(0),
+        });
+        let p = pipeline.clone();
+        let thread = std::thread::Builder::new()
+            .name("recordfs-commit".into())
+            .spawn(move || p.run())
+            .expect("spawning the commit thread");
+        (pipeline, thread)
+    }
+
+    /// Reads the namespace.
+    pub fn with_ns<T>(&self, f: impl FnOnce(&Namespace) -> T) -> T {
+        f(&self.state.lock().ns)
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        self.state.lock().fatal.clone()
+    }
+
+    /// Commits one change. `build` runs under the state lock: it checks the change against the
+    /// namespace and returns the op to log, or an error that leaves everything unchanged.
+    pub fn commit(&self, build: impl FnOnce(&mut Namespace) -> Result<Op>) -> Result<Committed> {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(reason) = &st.fatal {
+                return Err(err!(
+                    EROFS,
+                    "the store is read-only after a failure: {reason}"
+                ));
+            }
+            if st.pending_bytes <= MAX_PENDING_BYTES {
+                break;
+            }
+            if let Some(e) = &st.stalled {
+                return Err(Error::new(
+                    e.errno,
+                    format!("backing files cannot be written: {}", e.reason),
+                ));
+            }
+            self.room.wait(&mut st);
+        }
+        let op = build(&mut st.ns)?;
+        let entry = Entry {
+            seq: st.ns.last_seq() + 1,
+            ts: Time::now().millis(),
+            op,
+        };
+        let line = encode_entry(&entry);
+        let offset = st.log.append(&line).inspect_err(|e| {
+            if !e.is_no_space() && e.errno != libc::EFBIG {
+                self.turn_read_only(&mut st, format!("log append failed: {e}"));
+            }
+        })?;
+        let loc = matches!(entry.op, Op::Set { .. }).then_some(ContentLoc {
+            segment: st.log.start_seq(),
+            offset,
+        });
+        let applied = match st.ns.apply(&entry, loc) {
+            Ok(a) => a,
+            Err(e) => {
+                // The entry is in the log but the namespace refused it: a bug. Nothing more
+                // may be written on top of it.
+                let reason = format!("entry {} does not fit the namespace: {e}", entry.seq);
+                self.turn_read_only(&mut st, reason.clone());
+                return Err(err!(EIO, "{reason}"));
+            }
+        };
+        if let Op::Set { fid, data, .. } = &entry.op {
+            let previous = st.pending.insert(*fid, (entry.seq, data.bytes.clone()));
+            st.pending_bytes += data.len();
+            if let Some((_, old)) = previous {
+                st.pending_bytes -= old.len() as u64;
+            }
+        }
+        let seq = entry.seq;
+        st.unsynced.push(entry);
+        self.wake.notify_one();
+        Ok(Committed { seq, applied })
+    }
+
+    /// The bytes of a file's committed version, as a reader opening it now must see them.
+    pub fn snapshot(&self, fid: Fid) -> Result<Snapshot> {
+        let st = self.state.lock();
+        if let Some((_, bytes)) = st.pending.get(&fid) {
+            return Ok(Snapshot::Memory(bytes.clone()));
+        }
+        let name = st
+            .disk
+            .get(&fid)
+            .ok_or_else(|| err!(ENOENT, "fid {fid} has no backing file"))?;
+        let path = self.layout.backing(name);
+        // Opened under the lock: the commit thread cannot move the file meanwhile.
+        File::open(&path)
+            .map(Snapshot::File)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), &e))
+    }
+
+    /// Calls `done` once `seq` is durable in the log (at once if it is already).
+    pub fn when_durable(&self, seq: Seq, done: Waiter) {
+        let mut w = self.waiters.lock();
+        if seq <= w.durable {
+            drop(w);
+            return done(Ok(()));
+        }
+        if let Some(reason) = &w.failed {
+            let e = err!(EIO, "the log could not be synced: {reason}");
+            drop(w);
+            return done(Err(e));
+        }
+        w.by_seq.entry(seq).or_default().push(done);
+        drop(w);
+        // The commit thread may be idle with nothing queued if `seq` was synced and applied
+        // but `durable` was not yet raised; waking it is harmless.
+        self.wake.notify_one();
+    }
+
+    /// Blocks until `seq` is durable: for tests and for the command line.
+    pub fn wait_durable(&self, seq: Seq) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.when_durable(
+            seq,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(err!(EIO, "the commit thread is gone")))
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.state.lock().ns.last_seq()
+    }
+
+    /// Stops the commit thread after it has synced and applied everything, then makes the
+    /// backing tree durable and writes a checkpoint.
+    pub fn shutdown(&self, thread: JoinHandle<()>) -> Result<()> {
+        self.state.lock().shutting_down = true;
+        self.wake.notify_all();
+        if thread.join().is_err() {
+            return Err(err!(EIO, "the commit thread panicked"));
+        }
+        let mut st = self.state.lock();
+        if let Some(reason) = &st.fatal {
+            return Err(err!(
+                EIO,
+                "not checkpointed: the store failed earlier: {reason}"
+            ));
+        }
+        if !st.unapplied.is_empty() {
+            let e = st.stalled.clone().unwrap_or_else(|| err!(EIO, "unknown"));
+            return Err(Error::new(
+                e.errno,
+                format!(
+                    "{} committed entries are in the log but not in the backing files ({}); the next mount applies them",
+                    st.unapplied.len(),
+                    e.reason
+                ),
+            ));
+        }
+        self.checkpoint(&mut st)
+    }
+
+    /// Makes every backing file durable, then records that in the log.
+    fn checkpoint(&self, st: &mut State) -> Result<()> {
+        if st.changed.is_empty() {
+            return Ok(());
+        }
+        let root = File::open(self.layout.root())
+            .map_err(|e| Error::io("opening the backing tree", &e))?;
+        // syncfs flushes every file and symlink the tree holds, and the directory itself.
+        // SAFETY: valid descriptor.
+        if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
+            let e = std::io::Error::last_os_error();
+            let e = Error::io("syncfs of the backing tree", &e);
+            self.turn_read_only(st, e.reason.clone());
+            return Err(e);
+        }
+        store::sync_dir(&self.layout.root())?;
+        let upto = st.ns.last_seq();
+        let entry = Entry {
+            seq: upto + 1,
+            ts: Time::now().millis(),
+            op: Op::Checkpoint { upto },
+        };
+        st.log.append(&encode_entry(&entry))?;
+        st.ns.apply(&entry, None)?;
+        st.log
+            .sync()
+            .inspect_err(|e| self.turn_read_only(st, e.reason.clone()))?;
+        st.changed.clear();
+        info!("checkpoint: the backing files hold every commit up to entry {upto}");
+        Ok(())
+    }
+
+    fn turn_read_only(&self, st: &mut State, reason: String) {
+        if st.fatal.is_none() {
+            error!(
+                "store {} is now read-only until remounted: {reason}",
+                self.layout.store.display()
+            );
+            st.fatal = Some(reason);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The commit thread
+
+    fn run(&self) {
+        loop {
+            let (batch, shutting_down) = {
+                let mut st = self.state.lock();
+                while Self::idle(&st) && !st.shutting_down {
+                    if st.stalled.is_some() && st.fatal.is_none() {
+                        if self.wake.wait_for(&mut st, APPLY_RETRY).timed_out() {
+                            break;
+                        }
+                    } else {
+                        self.wake.wait(&mut st);
+                    }
+                }
+                let batch = match st.unsynced.last() {
+                    Some(last) => Some((last.seq, st.log.sync_handle())),
+                    None => None,
+                };
+                (batch, st.shutting_down)
+            };
+            if let Some((end, handle)) = batch {
+                let synced = handle.and_then(|f| {
+                    f.sync_data()
+                        .map_err(|e| Error::io("fdatasync of the log", &e))
+                });
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                let mut st = self.state.lock();
+                match synced {
+                    Ok(()) => {
+                        // Entries committed after `end` were not surely covered by this sync:
+                        // they wait for the next one.
+                        let n = st.unsynced.iter().take_while(|e| e.seq <= end).count();
+                        let synced: Vec<Entry> = st.unsynced.drain(..n).collect();
+                        st.unapplied.extend(synced);
+                        drop(st);
+                        self.mark_durable(end);
+                    }
+                    Err(e) => {
+                        self.turn_read_only(&mut st, e.reason.clone());
+                        st.unsynced.clear();
+                        drop(st);
+                        self.fail_waiters(&e.reason);
+                    }
+                }
+            }
+            if self.state.lock().fatal.is_none() {
+                self.apply_synced();
+            }
+            if shutting_down && Self::idle(&self.state.lock()) {
+                return;
+            }
+        }
+    }
+
+    /// Nothing the commit thread can do now: nothing to sync, and nothing to apply (or the
+    /// backing tree cannot take it).
+    fn idle(st: &State) -> bool {
+        st.unsynced.is_empty()
+            && (st.unapplied.is_empty() || st.fatal.is_some() || st.stalled.is_some())
+    }
+
+    fn mark_durable(&self, upto: Seq) {
+        let ready: Vec<Waiter> = {
+            let mut w = self.waiters.lock();
+            w.durable = w.durable.max(upto);
+            let later = w.by_seq.split_off(&(upto + 1));
+            std::mem::replace(&mut w.by_seq, later)
+                .into_values()
+                .flatten()
+                .collect()
+        };
+        for done in ready {
+            done(Ok(()));
+        }
+    }
+
+    fn fail_waiters(&self, reason: &str) {
+        let all: Vec<Waiter> = {
+            let mut w = self.waiters.lock();
+            w.failed = Some(reason.to_string());
+            std::mem::take(&mut w.by_seq)
+                .into_values()
+                .flatten()
+                .collect()
+        };
+        for done in all {
+            done(Err(err!(EIO, "the log could not be synced: {reason}")));
+        }
+    }
+
+    /// Applies synced entries to the backing tree, in order, stopping at the first that
+    /// cannot be applied (disk full): it is tried again later.
+    fn apply_synced(&self) {
+        loop {
+            let entry = {
+                let st = self.state.lock();
+                match st.unapplied.front() {
+                    Some(e) => e.clone(),
+                    None => return,
+                }
+            };
+            match self.apply_to_disk(&entry) {
+                Ok(()) => {
+                    let mut st = self.state.lock();
+                    st.unapplied.pop_front();
+                    if st.stalled.take().is_some() {
+                        info!("backing files can be written again");
+                    }
+                }
+                Err(e) if e.is_no_space() => {
+                    let mut st = self.state.lock();
+                    if st.stalled.is_none() {
+                        warn!(
+                            "backing file of entry {} not written, will retry: {e}",
+                            entry.seq
+                        );
+                    }
+                    st.stalled = Some(e);
+                    self.room.notify_all();
+                    return;
+                }
+                Err(e) => {
+                    let mut st = self.state.lock();
+                    self.turn_read_only(&mut st, format!("writing a backing file failed: {e}"));
+                    self.room.notify_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Makes the backing tree reflect one synced entry.
+    fn apply_to_disk(&self, entry: &Entry) -> Result<()> {
+        let root = |name: &[u8]| self.layout.backing(name);
+        match &entry.op {
+            Op::Set {
+                fid,
+                name,
+                kind,
+                attrs,
+                data,
+                ..
+            } => {
+                let tmp = self.layout.tmp().join(format!("{fid}.{}", entry.seq));
+                let meta = FileMeta {
+                    mode: attrs.mode,
+                    uid: attrs.uid,
+                    gid: attrs.gid,
+                    atime: attrs.atime,
+                    mtime: attrs.mtime,
+                };
+                if *kind == Kind::File {
+                    // The bytes are written outside the lock; only the rename needs it.
+                    let staged = self
+                        .layout
+                        .tmp()
+                        .join(format!("{fid}.{}.staged", entry.seq));
+                    store::replace_file(&tmp, &staged, &data.bytes, Some(&meta), false)?;
+                    let mut st = self.state.lock();
+                    store::rename(&staged, &root(name))?;
+                    self.settle(&mut st, *fid, entry.seq, name, data.len());
+                } else {
+                    let mut st = self.state.lock();
+                    store::replace_symlink(&tmp, &root(name), &data.bytes, &meta)?;
+                    self.settle(&mut st, *fid, entry.seq, name, data.len());
+                }
+            }
+            Op::Attr {
+                fid, name, attrs, ..
+            } => {
+                let st = self.state.lock();
+                if st.disk.get(fid).map(Vec::as_slice) == Some(name.as_slice()) {
+                    let is_link = st.ns.get(*fid).is_some_and(|i| i.kind == Kind::Symlink);
+                    if !is_link {
+                        store::set_meta(
+                            &root(name),
+                            &FileMeta {
+                                mode: attrs.mode,
+                                uid: attrs.uid,
+                                gid: attrs.gid,
+                                atime: attrs.atime,
+                                mtime: attrs.mtime,
+                            },
+                        )?;
+                    }
+                }
+                drop(st);
+                self.state.lock().changed.insert(*fid);
+            }
+            Op::Delete { fid, name, .. } => {
+                let mut st = self.state.lock();
+                store::remove(&root(name))?;
+                st.disk.remove(fid);
+                st.changed.insert(*fid);
+            }
+            Op::Rename {
+                fid,
+                name,
+                to_name,
+                replaced,
+                exchange,
+                ..
+            } => {
+                let mut st = self.state.lock();
+                if *exchange {
+                    store::exchange(&root(name), &root(to_name))?;
+                    if let Some(other) = replaced {
+                        st.disk.insert(*other, name.clone());
+                        st.changed.insert(*other);
+                    }
+                } else {
+                    store::rename(&root(name), &root(to_name))?;
+                    if let Some(old) = replaced {
+                        st.disk.remove(old);
+                    }
+                }
+                st.disk.insert(*fid, to_name.clone());
+                st.changed.insert(*fid);
+            }
+            Op::Checkpoint { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A file's bytes reached its backing file: readers may read them there now.
+    fn settle(&self, st: &mut State, fid: Fid, seq: Seq, name: &[u8], len: u64) {
+        st.disk.insert(fid, name.to_vec());
+        st.changed.insert(fid);
+        if st.pending.get(&fid).is_some_and(|(s, _)| *s == seq) {
+            st.pending.remove(&fid);
+            st.pending_bytes -= len;
+            self.room.notify_all();
+        }
+    }
+
+    /// For `stat`-like reporting and tests: bytes waiting for their backing files.
+    pub fn pending_bytes(&self) -> u64 {
+        self.state.lock().pending_bytes
+    }
+
+    /// The inode of a fid, cloned (for answers built outside the lock).
+    pub fn inode(&self, fid: Fid) -> Option<Inode> {
+        self.state.lock().ns.get(fid).cloned()
+    }
+}

@@ -1,0 +1,1079 @@
+//! The core of the filesystem: what each operation means, with no FUSE in sight. The FUSE
+//! adapter (`fuse.rs`) forwards to `RecordFs`; tests call it directly too.
+//!
+//! A handle that writes works on its own copy of the file; the copy is committed as a whole
+//! at flush (close), fsync, or when the file is renamed. Readers hold the version that was
+//! committed when they opened (a `Snapshot`). See README, "Semantics".
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use log::{error, info, warn};
+use parking_lot::Mutex;
+
+use crate::commit::{Pipeline, Snapshot, Waiter};
+use crate::error::{err, Error, Result};
+use crate::log::{Attrs, Data, Fid, Kind, Op, Seq, Time, ROOT};
+use crate::namespace::{Inode, Namespace};
+use crate::options::{Options, SyncMode, MAX_HANDLES, NAME_MAX, SYMLINK_MAX};
+use crate::record::{is_record_name, validate_json};
+use crate::recovery::{self, Finding};
+use crate::store::{self, Layout, StoreLock};
+
+/// What `stat` shows of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: Fid,
+    pub kind: Kind,
+    pub size: u64,
+    pub attrs: Attrs,
+    pub nlink: u32,
+}
+
+impl Stat {
+    fn of(inode: &Inode) -> Stat {
+        Stat {
+            ino: inode.fid,
+            kind: inode.kind,
+            size: match inode.kind {
+                Kind::Symlink => inode.target.as_ref().map_or(0, |t| t.len() as u64),
+                _ => inode.size,
+            },
+            attrs: inode.attrs,
+            nlink: match inode.kind {
+                Kind::Dir => 2,
+                _ => 1,
+            },
+        }
+    }
+}
+
+/// A commit the caller may have to wait for before answering: `Some(seq)` when the mount's
+/// `--sync` mode says the answer must wait until entry `seq` is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Ticket(pub Option<Seq>);
+
+impl Ticket {
+    pub const NONE: Ticket = Ticket(None);
+}
+
+/// Attribute changes asked by `setattr`; `None` leaves a field as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+/// A handle that writes: its own copy of the file until it commits.
+struct Writer {
+    fid: Fid,
+    /// The committed version it started from; read lazily.
+    base: Option<Snapshot>,
+    /// Its copy, once read (or from the start with O_TRUNC). Shared with the commit pipeline
+    /// after a commit, and copied again only on the next write.
+    data: Option<Arc<Vec<u8>>>,
+    dirty: bool,
+    /// Bytes were written (or ftruncate called) since the last commit: not only O_TRUNC.
+    written: bool,
+    append: bool,
+    readable: bool,
+    last_write: Time,
+    /// The checksum of the last bytes refused as a record, so a close after a failed fsync
+    /// does not keep the same rejected bytes twice.
+    rejected: Option<u32>,
+}
+
+impl Writer {
+    /// Its bytes are the ones last refused: committing them again would only fail again.
+    fn is_rejected_copy(&self) -> bool {
+        match (&self.data, self.rejected) {
+            (Some(d), Some(crc)) => crate::log::crc32c(d) == crc,
+            _ => false,
+        }
+    }
+}
+
+enum Handle {
+    Read { fid: Fid, snapshot: Snapshot },
+    Write(Mutex<Writer>),
+    Dir { entries: Vec<DirEntry> },
+}
+
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: Fid,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Handles {
+    next: u64,
+    map: HashMap<u64, Arc<Handle>>,
+    /// Open file handles per fid.
+    opens: HashMap<Fid, usize>,
+    /// Files whose last name is gone while handles are open: `fstat` still works on them.
+    orphans: HashMap<Fid, Inode>,
+    /// When (wall clock) a file's mtime was last set explicitly: a commit after that keeps it.
+    mtime_set: HashMap<Fid, Time>,
+}
+
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+type Invalidator = Box<dyn Fn(Fid) + Send + Sync>;
+
+pub struct RecordFs {
+    layout: Layout,
+    opts: Options,
+    pipeline: Arc<Pipeline>,
+    commit_thread: Mutex<Option<JoinHandle<()>>>,
+    handles: Mutex<Handles>,
+    damaged: HashSet<Fid>,
+    invalidator: Mutex<Option<Invalidator>>,
+    rejected_count: AtomicU64,
+    findings: Vec<Finding>,
+    _lock: StoreLock,
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(err!(
+            ENAMETOOLONG,
+            "name of {} bytes is longer than {NAME_MAX}",
+            name.len()
+        ));
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(err!(
+            EINVAL,
+            "{:?} cannot name a file",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    Ok(())
+}
+
+fn check_dir(dir: Fid) -> Result<()> {
+    if dir != ROOT {
+        return Err(err!(ENOTDIR, "fid {dir} is not a directory"));
+    }
+    Ok(())
+}
+
+fn show(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+impl RecordFs {
+    /// Opens the store (creating it if missing or empty), recovers it, and starts the commit
+    /// thread.
+    pub fn start(store: &std::path::Path, opts: Options) -> Result<RecordFs> {
+        let layout = Layout::new(store);
+        let recovered = recovery::recover(&layout, &opts)?;
+        let (pipeline, thread) = Pipeline::start(layout.clone(), recovered.ns, recovered.log);
+        Ok(RecordFs {
+            layout,
+            opts,
+            pipeline,
+            commit_thread: Mutex::new(Some(thread)),
+            handles: Mutex::new(Handles {
+                next: 1,
+                ..Handles::default()
+            }),
+            damaged: recovered.damaged,
+            invalidator: Mutex::new(None),
+            rejected_count: AtomicU64::new(0),
+            findings: recovered.findings,
+            _lock: recovered.lock,
+        })
+    }
+
+    /// What recovery found and repaired when this store was opened.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Called with a fid whose committed bytes changed, so kernel caches can be dropped.
+    pub fn set_invalidator(&self, f: Invalidator) {
+        *self.invalidator.lock() = Some(f);
+    }
+
+    /// Flushes and syncs everything, writes a checkpoint, stops the commit thread. Handles
+    /// still open with uncommitted bytes are committed first.
+    pub fn shutdown(&self) -> Result<()> {
+        let open: Vec<u64> = self.handles.lock().map.keys().copied().collect();
+        for fh in open {
+            self.release(fh);
+        }
+        match self.commit_thread.lock().take() {
+            Some(t) => self.pipeline.shutdown(t),
+            None => Ok(()),
+        }
+    }
+
+    /// Calls `done` when the ticket's entry is durable.
+    pub fn when_durable(&self, ticket: Ticket, done: Waiter) {
+        match ticket.0 {
+            None => done(Ok(())),
+            Some(seq) => self.pipeline.when_durable(seq, done),
+        }
+    }
+
+    /// Blocks until the ticket's entry is durable.
+    pub fn wait(&self, ticket: Ticket) -> Result<()> {
+        match ticket.0 {
+            None => Ok(()),
+            Some(seq) => self.pipeline.wait_durable(seq),
+        }
+    }
+
+    fn commit_ticket(&self, seq: Seq) -> Ticket {
+        Ticket((self.opts.sync == SyncMode::Always).then_some(seq))
+    }
+
+    fn fsync_ticket(&self, seq: Seq) -> Ticket {
+        Ticket((self.opts.sync != SyncMode::Never).then_some(seq))
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(err!(EROFS, "mounted read-only"));
+        }
+        Ok(())
+    }
+
+    fn commit(&self, build: impl FnOnce(&mut Namespace) -> Result<Op>) -> Result<Seq> {
+        self.writable()?;
+        let committed = self.pipeline.commit(build)?;
+        if !committed.applied.removed.is_empty() {
+            let mut h = self.handles.lock();
+            for inode in committed.applied.removed {
+                if h.opens.contains_key(&inode.fid) {
+                    h.orphans.insert(inode.fid, inode);
+                }
+            }
+        }
+        Ok(committed.seq)
+    }
+
+    fn inode(&self, fid: Fid) -> Result<Inode> {
+        if let Some(i) = self.pipeline.inode(fid) {
+            return Ok(i);
+        }
+        self.handles
+            .lock()
+            .orphans
+            .get(&fid)
+            .cloned()
+            .ok_or_else(|| err!(ENOENT, "no file with inode {fid}"))
+    }
+
+    fn notify_changed(&self, fid: Fid) {
+        if let Some(f) = &*self.invalidator.lock() {
+            f(fid);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Names
+
+    pub fn lookup(&self, dir: Fid, name: &[u8]) -> Result<Stat> {
+        check_dir(dir)?;
+        if name.len() > NAME_MAX {
+            return Err(err!(ENAMETOOLONG, "name longer than {NAME_MAX} bytes"));
+        }
+        self.pipeline
+            .with_ns(|ns| ns.lookup(dir, name).map(Stat::of))
+            .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))
+    }
+
+    pub fn getattr(&self, fid: Fid, fh: Option<u64>) -> Result<Stat> {
+        let mut stat = Stat::of(&self.inode(fid)?);
+        // The handle that writes sees its own size (fstat after write).
+        if let Some(Handle::Write(w)) = fh.and_then(|fh| self.handle(fh).ok()).as_deref() {
+            let w = w.lock();
+            if let (Some(data), true) = (&w.data, w.fid == fid) {
+                stat.size = data.len() as u64;
+            }
+        }
+        Ok(stat)
+    }
+
+    pub fn readlink(&self, fid: Fid) -> Result<Vec<u8>> {
+        let inode = self.inode(fid)?;
+        match (&inode.kind, &inode.target) {
+            (Kind::Symlink, Some(t)) => Ok(t.to_vec()),
+            _ => Err(err!(EINVAL, "{} is not a symbolic link", show(&inode.name))),
+        }
+    }
+
+    fn new_attrs(mode: u32, uid: u32, gid: u32) -> Attrs {
+        let now = Time::now();
+        Attrs {
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            atime: now,
+            mtime: now,
+            ctime: now,
+        }
+    }
+
+    /// Makes a new empty regular file or symlink, committed as its own entry.
+    fn make(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        kind: Kind,
+        attrs: Attrs,
+        data: Data,
+    ) -> Result<(Stat, Seq)> {
+        check_dir(dir)?;
+        check_name(name)?;
+        let seq = self.commit(|ns| {
+            if ns.lookup(dir, name).is_some() {
+                return Err(err!(EEXIST, "{} exists", show(name)));
+            }
+            Ok(Op::Set {
+                fid: ns.allocate_fid(),
+                dir,
+                name: name.to_vec(),
+                kind,
+                attrs,
+                data,
+            })
+        })?;
+        Ok((self.lookup(dir, name)?, seq))
+    }
+
+    /// mknod of a regular file (others answer EPERM in the adapter).
+    pub fn mknod(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Stat, Ticket)> {
+        let (stat, seq) = self.make(
+            dir,
+            name,
+            Kind::File,
+            Self::new_attrs(mode, uid, gid),
+            Data::empty(),
+        )?;
+        Ok((stat, self.commit_ticket(seq)))
+    }
+
+    pub fn symlink(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Stat, Ticket)> {
+        if target.len() > SYMLINK_MAX {
+            return Err(err!(
+                ENAMETOOLONG,
+                "symlink target longer than {SYMLINK_MAX} bytes"
+            ));
+        }
+        let data = Data::new(Arc::new(target.to_vec()));
+        let (stat, seq) = self.make(
+            dir,
+            name,
+            Kind::Symlink,
+            Self::new_attrs(0o777, uid, gid),
+            data,
+        )?;
+        Ok((stat, self.commit_ticket(seq)))
+    }
+
+    /// open(O_CREAT): makes the file, or opens it if it exists and O_EXCL is not set.
+    pub fn create(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        flags: i32,
+    ) -> Result<(Stat, u64, Ticket)> {
+        match self.make(
+            dir,
+            name,
+            Kind::File,
+            Self::new_attrs(mode, uid, gid),
+            Data::empty(),
+        ) {
+            Ok((stat, seq)) => {
+                let fh = self.add_handle(
+                    stat.ino,
+                    flags,
+                    Some(Snapshot::Memory(Arc::new(Vec::new()))),
+                )?;
+                Ok((stat, fh, self.commit_ticket(seq)))
+            }
+            Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
+                let stat = self.lookup(dir, name)?;
+                let fh = self.open(stat.ino, flags)?;
+                Ok((stat, fh, Ticket::NONE))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn unlink(&self, dir: Fid, name: &[u8]) -> Result<Ticket> {
+        check_dir(dir)?;
+        let seq = self.commit(|ns| {
+            let inode = ns
+                .lookup(dir, name)
+                .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
+            if inode.kind == Kind::Dir {
+                return Err(err!(EISDIR, "{} is a directory", show(name)));
+            }
+            Ok(Op::Delete {
+                fid: inode.fid,
+                dir,
+                name: name.to_vec(),
+            })
+        })?;
+        Ok(self.commit_ticket(seq))
+    }
+
+    /// rename(2) and renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE. Uncommitted writes
+    /// to the file being renamed are committed first; a plain file that becomes a record must
+    /// hold valid JSON.
+    pub fn rename(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        to_dir: Fid,
+        to_name: &[u8],
+        flags: u32,
+    ) -> Result<Ticket> {
+        check_dir(dir)?;
+        check_dir(to_dir)?;
+        check_name(to_name)?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
+            return Err(err!(EINVAL, "rename flags {flags:#x} are not supported"));
+        }
+        let src = self.lookup(dir, name)?;
+        self.commit_writers_of(src.ino)?;
+        // A concurrent commit may change what we validated; then check again.
+        for _ in 0..3 {
+            let src = self.inode(self.lookup(dir, name)?.ino)?;
+            let dst = self
+                .pipeline
+                .with_ns(|ns| ns.lookup(to_dir, to_name).cloned());
+            if dst.as_ref().is_some_and(|d| d.fid == src.fid) {
+                return Ok(Ticket::NONE);
+            }
+            self.check_becomes_record(&src, to_name)?;
+            if let (true, Some(d)) = (exchange, &dst) {
+                self.check_becomes_record(d, name)?;
+            }
+            let seen = (src.last_seq, dst.as_ref().map(|d| (d.fid, d.last_seq)));
+            let result = self.commit(|ns| {
+                let s = ns
+                    .lookup(dir, name)
+                    .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
+                let d = ns.lookup(to_dir, to_name);
+                if (s.last_seq, d.map(|d| (d.fid, d.last_seq))) != seen || s.fid != src.fid {
+                    return Err(err!(EAGAIN, "changed while checked"));
+                }
+                if d.is_some() && noreplace {
+                    return Err(err!(EEXIST, "{} exists", show(to_name)));
+                }
+                if d.is_none() && exchange {
+                    return Err(err!(ENOENT, "{} does not exist", show(to_name)));
+                }
+                if d.is_some_and(|d| d.kind == Kind::Dir) {
+                    return Err(err!(EISDIR, "{} is a directory", show(to_name)));
+                }
+                Ok(Op::Rename {
+                    fid: s.fid,
+                    dir,
+                    name: name.to_vec(),
+                    to_dir,
+                    to_name: to_name.to_vec(),
+                    replaced: d.map(|d| d.fid),
+                    exchange,
+                })
+            });
+            match result {
+                Ok(seq) => return Ok(self.commit_ticket(seq)),
+                Err(e) if e.errno == libc::EAGAIN => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(err!(
+            EAGAIN,
+            "{} kept changing during the rename",
+            show(name)
+        ))
+    }
+
+    /// A regular file renamed to a record's name must hold valid JSON.
+    fn check_becomes_record(&self, inode: &Inode, new_name: &[u8]) -> Result<()> {
+        if inode.kind != Kind::File || !is_record_name(new_name) || is_record_name(&inode.name) {
+            return Ok(());
+        }
+        let bytes = self.read_committed(inode.fid)?;
+        validate_json(&bytes).map_err(|e| self.reject(new_name, &bytes, e))
+    }
+
+    fn read_committed(&self, fid: Fid) -> Result<Vec<u8>> {
+        if self.damaged.contains(&fid) {
+            return Err(err!(EIO, "the backing file of inode {fid} is damaged"));
+        }
+        self.pipeline
+            .snapshot(fid)?
+            .read_all(self.opts.max_file_size)
+    }
+
+    /// Keeps refused bytes in `rejected/` and says where, in the error the caller gets.
+    fn reject(&self, name: &[u8], bytes: &[u8], e: Error) -> Error {
+        let tag = Time::now().millis() * 1000
+            + self.rejected_count.fetch_add(1, Ordering::Relaxed) % 1000;
+        let kept = match store::keep_rejected(&self.layout, name, tag, bytes) {
+            Ok(path) => format!("the rejected bytes are in {}", path.display()),
+            Err(e2) => format!("the rejected bytes could not be kept: {e2}"),
+        };
+        Error::new(
+            e.errno,
+            format!(
+                "{}: refused, {}; the previous version is kept; {kept}",
+                show(name),
+                e.reason
+            ),
+        )
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Handles
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles
+            .lock()
+            .map
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| err!(EBADF, "no open handle {fh}"))
+    }
+
+    fn insert_handle(&self, h: Handle, fid: Option<Fid>) -> Result<u64> {
+        let mut hs = self.handles.lock();
+        if hs.map.len() >= MAX_HANDLES {
+            return Err(err!(ENFILE, "{MAX_HANDLES} handles are open"));
+        }
+        let fh = hs.next;
+        hs.next += 1;
+        hs.map.insert(fh, Arc::new(h));
+        if let Some(fid) = fid {
+            *hs.opens.entry(fid).or_default() += 1;
+        }
+        Ok(fh)
+    }
+
+    fn add_handle(&self, fid: Fid, flags: i32, base: Option<Snapshot>) -> Result<u64> {
+        let acc = flags & libc::O_ACCMODE;
+        if acc == libc::O_RDONLY {
+            let snapshot = match base {
+                Some(s) => s,
+                None => self.snapshot(fid)?,
+            };
+            return self.insert_handle(Handle::Read { fid, snapshot }, Some(fid));
+        }
+        self.writable()?;
+        let truncate = flags & libc::O_TRUNC != 0;
+        let writer = Writer {
+            fid,
+            base: if truncate { None } else { base },
+            data: truncate.then(|| Arc::new(Vec::new())),
+            // open(O_TRUNC) empties the file at the commit point, not before: a crash before
+            // close keeps the old content.
+            dirty: truncate,
+            written: false,
+            append: flags & libc::O_APPEND != 0,
+            readable: acc == libc::O_RDWR,
+            last_write: Time::now(),
+            rejected: None,
+        };
+        let writer = match writer.base.is_none() && writer.data.is_none() {
+            true => Writer {
+                base: Some(self.snapshot(fid)?),
+                ..writer
+            },
+            false => writer,
+        };
+        self.insert_handle(Handle::Write(Mutex::new(writer)), Some(fid))
+    }
+
+    fn snapshot(&self, fid: Fid) -> Result<Snapshot> {
+        if self.damaged.contains(&fid) {
+            return Err(err!(
+                EIO,
+                "the backing file of inode {fid} is damaged; see the mount's log"
+            ));
+        }
+        self.pipeline.snapshot(fid)
+    }
+
+    pub fn open(&self, fid: Fid, flags: i32) -> Result<u64> {
+        let inode = self.inode(fid)?;
+        match inode.kind {
+            Kind::Dir => return Err(err!(EISDIR, "the root is a directory")),
+            Kind::Symlink => return Err(err!(ELOOP, "{} is a symlink", show(&inode.name))),
+            Kind::File => {}
+        }
+        self.add_handle(fid, flags, None)
+    }
+
+    fn load<'a>(&self, w: &'a mut Writer) -> Result<&'a mut Arc<Vec<u8>>> {
+        if w.data.is_none() {
+            let base = w.base.take().expect("a writer has a base until it loads");
+            match base.read_all(self.opts.max_file_size) {
+                Ok(bytes) => w.data = Some(Arc::new(bytes)),
+                Err(e) => {
+                    w.base = Some(base);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(w.data.as_mut().expect("loaded above"))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        match &*self.handle(fh)? {
+            Handle::Read { snapshot, .. } => snapshot.read_at(offset, size as usize),
+            Handle::Write(w) => {
+                let w = &mut *w.lock();
+                if !w.readable {
+                    return Err(err!(EBADF, "handle {fh} is not open for reading"));
+                }
+                if let (None, Some(base)) = (&w.data, &w.base) {
+                    return base.read_at(offset, size as usize);
+                }
+                let data = self.load(w)?;
+                let start = (offset as usize).min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                Ok(data[start..end].to_vec())
+            }
+            Handle::Dir { .. } => Err(err!(EISDIR, "handle {fh} is a directory")),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> Result<u32> {
+        let handle = self.handle(fh)?;
+        let Handle::Write(w) = &*handle else {
+            return Err(err!(EBADF, "handle {fh} is not open for writing"));
+        };
+        let w = &mut *w.lock();
+        let max = self.opts.max_file_size;
+        let append = w.append;
+        let data = self.load(w)?;
+        // O_APPEND is applied here: the kernel's idea of the size may be the committed one.
+        let offset = if append { data.len() as u64 } else { offset };
+        let end = offset
+            .checked_add(bytes.len() as u64)
+            .filter(|end| *end <= max)
+            .ok_or_else(|| {
+                err!(
+                    EFBIG,
+                    "a write to {offset} would pass the file size limit of {max} bytes"
+                )
+            })?;
+        let data = Arc::make_mut(data);
+        if data.len() < end as usize {
+            data.resize(end as usize, 0);
+        }
+        data[offset as usize..end as usize].copy_from_slice(bytes);
+        w.dirty = true;
+        w.written = true;
+        w.last_write = Time::now();
+        Ok(bytes.len() as u32)
+    }
+
+    /// Commits a writer's copy if it changed. Returns the entry, if one was written.
+    fn commit_writer(&self, w: &mut Writer) -> Result<Option<Seq>> {
+        if !w.dirty {
+            return Ok(None);
+        }
+        let bytes = self.load(w)?.clone();
+        let fid = w.fid;
+        let Some(inode) = self.pipeline.inode(fid) else {
+            // Unlinked while open: as on a local filesystem, the bytes go with the file.
+            w.dirty = false;
+            return Ok(None);
+        };
+        let json = validate_json(&bytes);
+        if let (true, Err(e)) = (is_record_name(&inode.name), &json) {
+            let dcrc = crate::log::crc32c(&bytes);
+            let e = if w.rejected == Some(dcrc) {
+                Error::new(
+                    e.errno,
+                    format!("{}: refused again, {}", show(&inode.name), e.reason),
+                )
+            } else {
+                w.rejected = Some(dcrc);
+                self.reject(&inode.name, &bytes, e.clone())
+            };
+            return Err(e);
+        }
+        let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();
+        let last_write = w.last_write;
+        let data = Data::new(bytes);
+        let result = self.commit(|ns| {
+            let inode = ns
+                .get(fid)
+                .ok_or_else(|| err!(ENOENT, "unlinked during the commit"))?;
+            if is_record_name(&inode.name) && json.is_err() {
+                return Err(err!(EAGAIN, "renamed to a record's name during the commit"));
+            }
+            let mut attrs = inode.attrs;
+            // A utimes after the last write wins over the write's time, as on ext4.
+            if !mtime_set.is_some_and(|t| t > last_write) {
+                attrs.mtime = last_write;
+            }
+            attrs.ctime = Time::now();
+            Ok(Op::Set {
+                fid,
+                dir: inode.parent,
+                name: inode.name.clone(),
+                kind: Kind::File,
+                attrs,
+                data,
+            })
+        });
+        match result {
+            Ok(seq) => {
+                w.dirty = false;
+                w.written = false;
+                w.rejected = None;
+                self.notify_changed(fid);
+                Ok(Some(seq))
+            }
+            Err(e) if e.errno == libc::ENOENT => {
+                w.dirty = false;
+                Ok(None)
+            }
+            Err(e) if e.errno == libc::EAGAIN => self.commit_writer(w),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commits every handle of `fid` that holds uncommitted writes.
+    fn commit_writers_of(&self, fid: Fid) -> Result<()> {
+        let writers: Vec<Arc<Handle>> = self
+            .handles
+            .lock()
+            .map
+            .values()
+            .filter(|h| matches!(&***h, Handle::Write(w) if w.lock().fid == fid))
+            .cloned()
+            .collect();
+        for h in writers {
+            if let Handle::Write(w) = &*h {
+                self.commit_writer(&mut w.lock())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// close(2) of a descriptor: the commit point of a handle that wrote.
+    ///
+    /// A handle that was only truncated by open(O_TRUNC) and never written does not commit
+    /// here but at its last close (release) or fsync: the shell's `> file` opens, dup2()s and
+    /// closes the first descriptor before writing, and committing the empty file at that
+    /// close would lose the old content if the write that follows is refused or never comes.
+    pub fn flush(&self, fh: u64) -> Result<Ticket> {
+        match &*self.handle(fh)? {
+            Handle::Write(w) => {
+                let mut w = w.lock();
+                if !w.written {
+                    return Ok(Ticket::NONE);
+                }
+                Ok(match self.commit_writer(&mut w)? {
+                    Some(seq) => self.commit_ticket(seq),
+                    None => Ticket::NONE,
+                })
+            }
+            _ => Ok(Ticket::NONE),
+        }
+    }
+
+    /// fsync/fdatasync: commits the handle's writes and waits for everything this file has
+    /// committed (in `--sync fsync` and `always`).
+    pub fn fsync(&self, fh: u64) -> Result<Ticket> {
+        let handle = self.handle(fh)?;
+        let fid = match &*handle {
+            Handle::Write(w) => {
+                let mut w = w.lock();
+                self.commit_writer(&mut w)?;
+                w.fid
+            }
+            Handle::Read { fid, .. } => *fid,
+            Handle::Dir { .. } => return self.fsyncdir(),
+        };
+        let seq = self.inode(fid)?.last_seq;
+        Ok(self.fsync_ticket(seq))
+    }
+
+    pub fn fsyncdir(&self) -> Result<Ticket> {
+        Ok(self.fsync_ticket(self.pipeline.last_seq()))
+    }
+
+    /// The last close of a handle. A handle still holding writes (its flush failed or never
+    /// came) is committed here; there is nobody left to tell of an error but the log.
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = self.handles.lock().map.remove(&fh) else {
+            return;
+        };
+        let fid = match &*handle {
+            Handle::Write(w) => {
+                let mut w = w.lock();
+                if w.dirty && !w.is_rejected_copy() {
+                    if let Err(e) = self.commit_writer(&mut w) {
+                        error!("inode {}: uncommitted writes lost at release: {e}", w.fid);
+                    }
+                }
+                w.fid
+            }
+            Handle::Read { fid, .. } => *fid,
+            Handle::Dir { .. } => return,
+        };
+        let mut hs = self.handles.lock();
+        let n = hs.opens.get_mut(&fid).map(|n| {
+            *n -= 1;
+            *n
+        });
+        if n == Some(0) {
+            hs.opens.remove(&fid);
+            hs.orphans.remove(&fid);
+            hs.mtime_set.remove(&fid);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Attributes
+
+    pub fn setattr(&self, fid: Fid, fh: Option<u64>, set: SetAttr) -> Result<(Stat, Ticket)> {
+        self.writable()?;
+        let mut last = None;
+        if let Some(size) = set.size {
+            if size > self.opts.max_file_size {
+                return Err(err!(
+                    EFBIG,
+                    "size {size} passes the limit of {} bytes",
+                    self.opts.max_file_size
+                ));
+            }
+            let handle = fh.and_then(|fh| self.handle(fh).ok());
+            match handle.as_deref() {
+                // ftruncate on a handle that writes: part of that handle's next commit.
+                Some(Handle::Write(w)) if w.lock().fid == fid => {
+                    let w = &mut *w.lock();
+                    Arc::make_mut(self.load(w)?).resize(size as usize, 0);
+                    w.dirty = true;
+                    w.written = true;
+                    w.last_write = Time::now();
+                }
+                _ => last = Some(self.truncate_committed(fid, size)?),
+            }
+        }
+        if set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some()
+        {
+            let now = Time::now();
+            if set.mtime.is_some() {
+                self.handles.lock().mtime_set.insert(fid, now);
+            }
+            last = Some(self.commit(|ns| {
+                let inode = ns
+                    .get(fid)
+                    .ok_or_else(|| err!(ENOENT, "no file with inode {fid}"))?;
+                let mut attrs = inode.attrs;
+                if let Some(m) = set.mode {
+                    attrs.mode = m & 0o7777;
+                }
+                attrs.uid = set.uid.unwrap_or(attrs.uid);
+                attrs.gid = set.gid.unwrap_or(attrs.gid);
+                attrs.atime = set.atime.unwrap_or(attrs.atime);
+                attrs.mtime = set.mtime.unwrap_or(attrs.mtime);
+                attrs.ctime = now;
+                Ok(Op::Attr {
+                    fid,
+                    dir: inode.parent,
+                    name: inode.name.clone(),
+                    attrs,
+                })
+            })?);
+        }
+        let stat = self.getattr(fid, fh)?;
+        Ok((
+            stat,
+            last.map_or(Ticket::NONE, |seq| self.commit_ticket(seq)),
+        ))
+    }
+
+    /// truncate(2) by path: a commit of its own, so a record must still parse afterwards.
+    fn truncate_committed(&self, fid: Fid, size: u64) -> Result<Seq> {
+        let inode = self.inode(fid)?;
+        if inode.kind != Kind::File {
+            return Err(err!(EISDIR, "{} is not a regular file", show(&inode.name)));
+        }
+        let mut bytes = if size == 0 {
+            Vec::new()
+        } else {
+            self.read_committed(fid)?
+        };
+        bytes.resize(size as usize, 0);
+        if is_record_name(&inode.name) {
+            validate_json(&bytes).map_err(|e| self.reject(&inode.name, &bytes, e))?;
+        }
+        let data = Data::new(Arc::new(bytes));
+        let seen = inode.last_seq;
+        let seq = self.commit(|ns| {
+            let inode = ns
+                .get(fid)
+                .ok_or_else(|| err!(ENOENT, "no file with inode {fid}"))?;
+            if inode.last_seq != seen {
+                return Err(err!(
+                    EAGAIN,
+                    "{} changed during truncate; try again",
+                    show(&inode.name)
+                ));
+            }
+            let now = Time::now();
+            let mut attrs = inode.attrs;
+            attrs.mtime = now;
+            attrs.ctime = now;
+            Ok(Op::Set {
+                fid,
+                dir: inode.parent,
+                name: inode.name.clone(),
+                kind: Kind::File,
+                attrs,
+                data,
+            })
+        })?;
+        self.notify_changed(fid);
+        Ok(seq)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Directories
+
+    pub fn opendir(&self, fid: Fid) -> Result<u64> {
+        check_dir(fid)?;
+        let mut entries = vec![
+            DirEntry {
+                ino: ROOT,
+                kind: Kind::Dir,
+                name: b".".to_vec(),
+            },
+            DirEntry {
+                ino: ROOT,
+                kind: Kind::Dir,
+                name: b"..".to_vec(),
+            },
+        ];
+        self.pipeline.with_ns(|ns| {
+            entries.extend(ns.list(fid).map(|i| DirEntry {
+                ino: i.fid,
+                kind: i.kind,
+                name: i.name.clone(),
+            }))
+        });
+        self.insert_handle(Handle::Dir { entries }, None)
+    }
+
+    /// The entries of an open directory from `offset` on; each one's offset is its index + 1.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        match &*self.handle(fh)? {
+            Handle::Dir { entries } => Ok(entries.iter().skip(offset as usize).cloned().collect()),
+            _ => Err(err!(ENOTDIR, "handle {fh} is not a directory")),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().map.remove(&fh);
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        let path = std::ffi::CString::new(self.layout.store.as_os_str().as_bytes())
+            .map_err(|_| err!(EINVAL, "NUL in the store's path"))?;
+        // SAFETY: statvfs fills the zeroed struct; path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(Error::io(
+                "statvfs of the store",
+                &std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(StatFs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            namelen: NAME_MAX as u32,
+        })
+    }
+}
+
+impl Drop for RecordFs {
+    fn drop(&mut self) {
+        if self.commit_thread.lock().is_some() {
+            if let Err(e) = self.shutdown() {
+                warn!("{}: not cleanly closed: {e}", self.layout.store.display());
+            } else {
+                info!("{}: closed cleanly", self.layout.store.display());
+            }
+        }
+    }
+}
+
+/// For messages: a name as the user typed it.
+pub fn display_name(name: &OsStr) -> String {
+    name.to_string_lossy().into_owned()
+}

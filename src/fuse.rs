@@ -1,0 +1,575 @@
+//! The FUSE adapter: turns kernel requests into calls on `RecordFs` and answers them. It
+//! holds no state of its own beyond the kernel-facing choices (cache TTLs, open flags), and it
+//! is where errors are logged: once, as they are answered.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use log::{debug, error, warn};
+
+use crate::error::{errno_name, Error, Result};
+use crate::files::{RecordFs, SetAttr, Stat, Ticket};
+use crate::log::{Kind, Time};
+
+/// Names change only through this mount, and the kernel updates its dentries itself on
+/// unlink and rename, so names may be cached.
+const ENTRY_TTL: Duration = Duration::from_secs(1);
+/// Attributes are never cached: a commit by one process changes the size another process
+/// reads up to (the kernel clamps cached reads to the size it holds).
+const ATTR_TTL: Duration = Duration::ZERO;
+
+pub struct Adapter {
+    fs: Arc<RecordFs>,
+}
+
+impl Adapter {
+    pub fn new(fs: Arc<RecordFs>) -> Adapter {
+        Adapter { fs }
+    }
+}
+
+fn attr(s: &Stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(s.ino),
+        size: s.size,
+        blocks: s.size.div_ceil(512),
+        atime: s.attrs.atime.to_system(),
+        mtime: s.attrs.mtime.to_system(),
+        ctime: s.attrs.ctime.to_system(),
+        crtime: s.attrs.ctime.to_system(),
+        kind: file_type(s.kind),
+        perm: s.attrs.mode as u16,
+        nlink: s.nlink,
+        uid: s.attrs.uid,
+        gid: s.attrs.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Dir => FileType::Directory,
+    }
+}
+
+fn time(t: TimeOrNow) -> Time {
+    match t {
+        TimeOrNow::Now => Time::now(),
+        TimeOrNow::SpecificTime(t) => Time::from_system(t),
+    }
+}
+
+/// Logs an error once, where it is answered: expected answers (a lookup that misses) at
+/// debug level, refused saves and the like at warn, failures of the store at error.
+fn logged(op: &str, what: &str, e: &Error) -> Errno {
+    match e.errno {
+        libc::ENOENT | libc::EEXIST | libc::ENAMETOOLONG | libc::ENOTDIR | libc::EISDIR => {
+            debug!("{op} {what}: {e}")
+        }
+        libc::EIO | libc::EROFS => error!("{op} {what}: {e}"),
+        _ => warn!("{op} {what}: {e}"),
+    }
+    Errno::from_i32(e.errno)
+}
+
+fn show(name: &OsStr) -> String {
+    name.to_string_lossy().into_owned()
+}
+
+impl Adapter {
+    /// Answers once the ticket's commit is durable, from the commit thread if need be: no
+    /// FUSE thread waits for a sync.
+    fn after(
+        &self,
+        ticket: Ticket,
+        op: &'static str,
+        what: String,
+        answer: impl FnOnce(std::result::Result<(), Errno>) + Send + 'static,
+    ) {
+        self.fs.when_durable(
+            ticket,
+            Box::new(move |r: Result<()>| answer(r.map_err(|e| logged(op, &what, &e)))),
+        );
+    }
+
+    fn empty(&self, op: &'static str, what: String, r: Result<Ticket>, reply: ReplyEmpty) {
+        match r {
+            Ok(t) => self.after(t, op, what, move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }),
+            Err(e) => reply.error(logged(op, &what, &e)),
+        }
+    }
+
+    fn entry(&self, op: &'static str, what: String, r: Result<(Stat, Ticket)>, reply: ReplyEntry) {
+        match r {
+            Ok((stat, t)) => self.after(t, op, what, move |r| match r {
+                Ok(()) => reply.entry_with_ttls(&ATTR_TTL, &ENTRY_TTL, &attr(&stat), Generation(0)),
+                Err(e) => reply.error(e),
+            }),
+            Err(e) => reply.error(logged(op, &what, &e)),
+        }
+    }
+
+    /// Every file handle bypasses the page cache. The cache belongs to the inode, not the
+    /// handle: a handle that writes would show its uncommitted bytes to readers through it,
+    /// and a reader that opened an older version could get pages of a newer one cached by a
+    /// later opener — a torn read across a commit. Each handle reads its own snapshot.
+    fn open_flags(&self) -> FopenFlags {
+        FopenFlags::FOPEN_DIRECT_IO
+    }
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Without ATOMIC_O_TRUNC the kernel truncates with a SETATTR before OPEN, which would
+        // commit an empty file: open(O_TRUNC) then a crash must keep the old content.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            return Err(std::io::Error::other(format!(
+                "the kernel lacks {missing:?}; recordfs needs it for open(O_TRUNC) to be atomic"
+            )));
+        }
+        // mmap of a direct-I/O file; without it mmap fails with ENODEV.
+        if config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_err()
+        {
+            warn!("the kernel cannot mmap direct-I/O files: mmap on this mount fails");
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.fs.shutdown() {
+            error!("unmount: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = self
+            .fs
+            .lookup(parent.0, name.as_bytes())
+            .map(|s| (s, Ticket::NONE));
+        self.entry("lookup", show(name), r, reply);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+            Ok(s) => reply.attr(&ATTR_TTL, &attr(&s)),
+            Err(e) => reply.error(logged("getattr", &ino.0.to_string(), &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+        };
+        let what = format!("inode {}", ino.0);
+        match self.fs.setattr(ino.0, fh.map(|f| f.0), set) {
+            Ok((stat, t)) => self.after(t, "setattr", what, move |r| match r {
+                Ok(()) => reply.attr(&ATTR_TTL, &attr(&stat)),
+                Err(e) => reply.error(e),
+            }),
+            Err(e) => reply.error(logged("setattr", &what, &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(logged("readlink", &ino.0.to_string(), &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            warn!(
+                "mknod {}: only regular files are supported (EPERM)",
+                show(name)
+            );
+            return reply.error(Errno::EPERM);
+        }
+        let r = self
+            .fs
+            .mknod(parent.0, name.as_bytes(), mode, req.uid(), req.gid());
+        self.entry("mknod", show(name), r, reply);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        warn!(
+            "mkdir {}: this version keeps a flat directory (EPERM)",
+            show(name)
+        );
+        reply.error(Errno::EPERM);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.fs.unlink(parent.0, name.as_bytes());
+        self.empty("unlink", show(name), r, reply);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        debug!(
+            "rmdir {}: there are no subdirectories (ENOTDIR)",
+            show(name)
+        );
+        reply.error(Errno::ENOTDIR);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.fs.symlink(
+            parent.0,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            req.uid(),
+            req.gid(),
+        );
+        self.entry("symlink", show(link_name), r, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.fs.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            flags.bits(),
+        );
+        self.empty(
+            "rename",
+            format!("{} -> {}", show(name), show(newname)),
+            r,
+            reply,
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        warn!(
+            "link {}: hard links are not supported (EPERM)",
+            show(newname)
+        );
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, flags.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags()),
+            Err(e) => reply.error(logged("open", &format!("inode {}", ino.0), &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(logged("read", &format!("inode {}", ino.0), &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(logged("write", &format!("inode {}", ino.0), &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.fs.flush(fh.0);
+        self.empty("close", format!("inode {}", ino.0), r, reply);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.fs.fsync(fh.0);
+        self.empty("fsync", format!("inode {}", ino.0), r, reply);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(logged("opendir", &ino.0.to_string(), &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(fh.0, offset) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    let next = offset + i as u64 + 1;
+                    if reply.add(
+                        INodeNo(e.ino),
+                        next,
+                        file_type(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(logged("readdir", "", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.fs.fsyncdir();
+        self.empty("fsyncdir", String::new(), r, reply);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+            ),
+            Err(e) => reply.error(logged("statfs", "", &e)),
+        }
+    }
+
+    // Extended attributes are not stored (the log has no place for them). ENOSYS makes the
+    // kernel answer EOPNOTSUPP itself from then on, without asking on every write, as a
+    // filesystem without xattr support does; cp -a and rsync -X carry on without them.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    // No file here is a terminal or takes ioctls; isatty() probes with TCGETS.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    // With default_permissions the kernel checks access itself; ENOSYS tells it not to ask.
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let what = show(name);
+        match self
+            .fs
+            .create(parent.0, name.as_bytes(), mode, req.uid(), req.gid(), flags)
+        {
+            Ok((stat, fh, t)) => {
+                let fopen = self.open_flags();
+                let fs = self.fs.clone();
+                self.after(t, "create", what, move |r| match r {
+                    Ok(()) => reply.created(
+                        &ATTR_TTL,
+                        &attr(&stat),
+                        Generation(0),
+                        FileHandle(fh),
+                        fopen,
+                    ),
+                    Err(e) => {
+                        fs.release(fh);
+                        reply.error(e)
+                    }
+                });
+            }
+            Err(e) => reply.error(logged("create", &what, &e)),
+        }
+    }
+}
+
+/// For the command line: an errno as its name.
+pub fn describe(e: &Error) -> String {
+    format!("{} ({})", e.reason, errno_name(e.errno))
+}

@@ -1,0 +1,17 @@
+//! recordfs: a FUSE filesystem of JSON records with atomic, durable, write-through commits.
+//!
+//! Data flows one way: syscall → `fuse` (adapter) → `files` (the core) → `commit` (the
+//! pipeline) → `log` → `store` (the backing files). `recovery` rebuilds the state at mount;
+//! `namespace` holds names and attributes. Nothing below `files` knows about FUSE.
+
+pub mod cli;
+pub mod commit;
+pub mod error;
+pub mod files;
+pub mod fuse;
+pub mod log;
+pub mod namespace;
+pub mod options;
+pub mod record;
+pub mod recovery;
+pub mod store;

@@ -1,0 +1,1027 @@
+//! The log: entries, their one-line JSON encoding with a CRC32C, and the segment writer and
+//! scanner. FORMAT.md is the authoritative description; this file implements it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::error::{err, Error, Result};
+
+pub const FORMAT_VERSION: u64 = 1;
+/// The fid of the root directory; also the FUSE root inode number.
+pub const ROOT: Fid = 1;
+/// A header line is small; this bounds reading it before its `max_line` is known.
+const MAX_HEADER_LINE: usize = 4096;
+/// Everything in an entry but its data: names are at most 255 bytes, so 4 KiB is generous.
+pub const ENTRY_OVERHEAD: usize = 4096;
+
+pub type Fid = u64;
+pub type Seq = u64;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The longest line an entry with `max_file_size` bytes of data can need: base64 is 4/3 of the
+/// data and the utf8 encoding is chosen only when it at most doubles it.
+pub fn max_line_for(max_file_size: u64) -> u64 {
+    max_file_size * 2 + ENTRY_OVERHEAD as u64
+}
+
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time {
+    pub secs: i64,
+    pub nsecs: u32,
+}
+
+impl Time {
+    pub fn now() -> Time {
+        Time::from_system(SystemTime::now())
+    }
+
+    pub fn from_system(t: SystemTime) -> Time {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Time {
+                secs: d.as_secs() as i64,
+                nsecs: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (mut secs, mut nsecs) = (-(d.as_secs() as i64), d.subsec_nanos());
+                if nsecs > 0 {
+                    secs -= 1;
+                    nsecs = 1_000_000_000 - nsecs;
+                }
+                Time { secs, nsecs }
+            }
+        }
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        let base = if self.secs >= 0 {
+            UNIX_EPOCH + std::time::Duration::from_secs(self.secs as u64)
+        } else {
+            UNIX_EPOCH - std::time::Duration::from_secs(self.secs.unsigned_abs())
+        };
+        base + std::time::Duration::from_nanos(self.nsecs as u64)
+    }
+
+    pub fn millis(self) -> u64 {
+        (self.secs.max(0) as u64) * 1000 + (self.nsecs / 1_000_000) as u64
+    }
+
+    pub fn to_timespec(self) -> libc::timespec {
+        libc::timespec {
+            tv_sec: self.secs,
+            tv_nsec: self.nsecs as i64,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Symlink,
+    Dir,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Symlink => "symlink",
+            Kind::Dir => "dir",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    /// Permission bits only (the 0o7777 part); the kind is separate.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
+/// A file's bytes, with their checksum and their encoding in a log line computed once, so
+/// that the costly part of an entry can be built before the store's lock is taken.
+#[derive(Clone, Debug)]
+pub struct Data {
+    pub bytes: Arc<Vec<u8>>,
+    pub dcrc: u32,
+    /// `"enc":"…","data":"…"` as it stands in a line.
+    fragment: Arc<Vec<u8>>,
+}
+
+impl Data {
+    pub fn new(bytes: Arc<Vec<u8>>) -> Data {
+        let dcrc = crc32c(&bytes);
+        let mut fragment = Vec::with_capacity(bytes.len() + 32);
+        let as_text = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| serde_json::to_string(s).ok())
+            .filter(|quoted| quoted.len() <= 2 * bytes.len() + 2);
+        match as_text {
+            Some(quoted) => {
+                fragment.extend_from_slice(b"\"enc\":\"utf8\",\"data\":");
+                fragment.extend_from_slice(quoted.as_bytes());
+            }
+            None => {
+                fragment.extend_from_slice(b"\"enc\":\"base64\",\"data\":\"");
+                fragment.extend_from_slice(B64.encode(bytes.as_slice()).as_bytes());
+                fragment.push(b'"');
+            }
+        }
+        Data {
+            bytes,
+            dcrc,
+            fragment: Arc::new(fragment),
+        }
+    }
+
+    pub fn empty() -> Data {
+        Data::new(Arc::new(Vec::new()))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Set {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        kind: Kind,
+        attrs: Attrs,
+        data: Data,
+    },
+    Attr {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        attrs: Attrs,
+    },
+    Delete {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+    },
+    Rename {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        to_dir: Fid,
+        to_name: Vec<u8>,
+        replaced: Option<Fid>,
+        exchange: bool,
+    },
+    Checkpoint {
+        upto: Seq,
+    },
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Set { .. } => "SET",
+            Op::Attr { .. } => "ATTR",
+            Op::Delete { .. } => "DELETE",
+            Op::Rename { .. } => "RENAME",
+            Op::Checkpoint { .. } => "CHECKPOINT",
+        }
+    }
+
+    /// The file an entry is about, if any.
+    pub fn fid(&self) -> Option<Fid> {
+        match self {
+            Op::Set { fid, .. }
+            | Op::Attr { fid, .. }
+            | Op::Delete { fid, .. }
+            | Op::Rename { fid, .. } => Some(*fid),
+            Op::Checkpoint { .. } => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub seq: Seq,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub ts: u64,
+    pub op: Op,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) {
+    out.push(b',');
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *out, value).expect("serialising plain values cannot fail");
+}
+
+fn name_value(name: &[u8]) -> Value {
+    match std::str::from_utf8(name) {
+        Ok(s) => Value::String(s.to_owned()),
+        Err(_) => serde_json::json!({ "b64": B64.encode(name) }),
+    }
+}
+
+fn push_time(out: &mut Vec<u8>, key: &str, t: Time) {
+    push_json(out, key, &[t.secs, t.nsecs as i64]);
+}
+
+fn push_attrs(out: &mut Vec<u8>, a: &Attrs) {
+    push_json(out, "mode", &a.mode);
+    push_json(out, "uid", &a.uid);
+    push_json(out, "gid", &a.gid);
+    push_time(out, "atime", a.atime);
+    push_time(out, "mtime", a.mtime);
+    push_time(out, "ctime", a.ctime);
+}
+
+/// Appends `,"crc":"…"}` to a line body that starts with `{` and has no closing brace yet.
+fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let mut checked = Vec::with_capacity(body.len() + 1);
+    checked.extend_from_slice(&body);
+    checked.push(b'}');
+    let crc = crc32c(&checked);
+    body.extend_from_slice(format!(",\"crc\":\"{crc:08x}\"}}").as_bytes());
+    body
+}
+
+/// The line of an entry, without its newline.
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(format!("{{\"seq\":{},\"ts\":{}", entry.seq, entry.ts).as_bytes());
+    push_json(&mut out, "op", entry.op.name());
+    match &entry.op {
+        Op::Set {
+            fid,
+            dir,
+            name,
+            kind,
+            attrs,
+            data,
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            push_json(&mut out, "kind", kind.as_str());
+            push_attrs(&mut out, attrs);
+            push_json(&mut out, "len", &data.len());
+            push_json(&mut out, "dcrc", &format!("{:08x}", data.dcrc));
+            out.push(b',');
+            out.extend_from_slice(&data.fragment);
+        }
+        Op::Attr {
+            fid,
+            dir,
+            name,
+            attrs,
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            push_attrs(&mut out, attrs);
+        }
+        Op::Delete { fid, dir, name } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+        }
+        Op::Rename {
+            fid,
+            dir,
+            name,
+            to_dir,
+            to_name,
+            replaced,
+            exchange,
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            push_json(&mut out, "to_dir", to_dir);
+            push_json(&mut out, "to_name", &name_value(to_name));
+            push_json(&mut out, "replaced", replaced);
+            push_json(&mut out, "exchange", exchange);
+        }
+        Op::Checkpoint { upto } => push_json(&mut out, "upto", upto),
+    }
+    seal(out)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub version: u64,
+    pub start_seq: Seq,
+    pub max_line: u64,
+    pub created: u64,
+}
+
+pub fn encode_header(h: &Header) -> Vec<u8> {
+    let mut out = b"{\"recordfs\":\"log\"".to_vec();
+    push_json(&mut out, "version", &h.version);
+    push_json(&mut out, "start_seq", &h.start_seq);
+    push_json(&mut out, "max_line", &h.max_line);
+    push_json(&mut out, "created", &h.created);
+    seal(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Checks the framing and checksum of one line (without newline) and parses it.
+fn check_line(line: &[u8]) -> std::result::Result<serde_json::Map<String, Value>, String> {
+    const TAIL: usize = r#","crc":"00000000"}"#.len();
+    if line.len() < TAIL + 1 || line[0] != b'{' {
+        return Err("not an entry line".into());
+    }
+    let (body, tail) = line.split_at(line.len() - TAIL);
+    if !tail.starts_with(b",\"crc\":\"") || !tail.ends_with(b"\"}") {
+        return Err("no trailing crc field".into());
+    }
+    let hex = &tail[8..16];
+    let stored = hex
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        .then(|| std::str::from_utf8(hex).ok())
+        .flatten()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or("crc is not 8 hex digits")?;
+    let mut checked = Vec::with_capacity(body.len() + 1);
+    checked.extend_from_slice(body);
+    checked.push(b'}');
+    let actual = crc32c(&checked);
+    if actual != stored {
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        ));
+    }
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("line is not a JSON object".into()),
+        Err(e) => Err(format!("checksum matches but JSON does not parse: {e}")),
+    }
+}
+
+struct Fields(serde_json::Map<String, Value>);
+
+impl Fields {
+    fn get(&self, key: &str) -> std::result::Result<&Value, String> {
+        self.0
+            .get(key)
+            .ok_or_else(|| format!("missing field {key:?}"))
+    }
+    fn u64(&self, key: &str) -> std::result::Result<u64, String> {
+        self.get(key)?
+            .as_u64()
+            .ok_or_else(|| format!("field {key:?} is not an unsigned integer"))
+    }
+    fn u32(&self, key: &str) -> std::result::Result<u32, String> {
+        u32::try_from(self.u64(key)?).map_err(|_| format!("field {key:?} is out of range"))
+    }
+    fn str(&self, key: &str) -> std::result::Result<&str, String> {
+        self.get(key)?
+            .as_str()
+            .ok_or_else(|| format!("field {key:?} is not a string"))
+    }
+    fn name(&self, key: &str) -> std::result::Result<Vec<u8>, String> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Object(m) => m
+                .get("b64")
+                .and_then(Value::as_str)
+                .and_then(|b| B64.decode(b).ok())
+                .ok_or_else(|| format!("field {key:?} is not a name")),
+            _ => Err(format!("field {key:?} is not a name")),
+        }
+    }
+    fn time(&self, key: &str) -> std::result::Result<Time, String> {
+        let bad = || format!("field {key:?} is not [seconds, nanoseconds]");
+        let arr = self.get(key)?.as_array().ok_or_else(bad)?;
+        match arr.as_slice() {
+            [s, n] => Ok(Time {
+                secs: s.as_i64().ok_or_else(bad)?,
+                nsecs: n.as_u64().filter(|n| *n < 1_000_000_000).ok_or_else(bad)? as u32,
+            }),
+            _ => Err(bad()),
+        }
+    }
+    fn attrs(&self) -> std::result::Result<Attrs, String> {
+        Ok(Attrs {
+            mode: self.u32("mode")? & 0o7777,
+            uid: self.u32("uid")?,
+            gid: self.u32("gid")?,
+            atime: self.time("atime")?,
+            mtime: self.time("mtime")?,
+            ctime: self.time("ctime")?,
+        })
+    }
+    fn data(&self) -> std::result::Result<Data, String> {
+        let text = self.str("data")?;
+        let bytes = match self.str("enc")? {
+            "utf8" => text.as_bytes().to_vec(),
+            "base64" => B64
+                .decode(text)
+                .map_err(|e| format!("bad base64 data: {e}"))?,
+            other => return Err(format!("unknown encoding {other:?}")),
+        };
+        let data = Data::new(Arc::new(bytes));
+        if data.len() != self.u64("len")? {
+            return Err("data length does not match len".into());
+        }
+        let dcrc = u32::from_str_radix(self.str("dcrc")?, 16).map_err(|e| e.to_string())?;
+        if data.dcrc != dcrc {
+            return Err("data checksum does not match dcrc".into());
+        }
+        Ok(data)
+    }
+}
+
+pub fn decode_entry(line: &[u8]) -> std::result::Result<Entry, String> {
+    let f = Fields(check_line(line)?);
+    let seq = f.u64("seq")?;
+    let ts = f.u64("ts")?;
+    let op = match f.str("op")? {
+        "SET" => Op::Set {
+            fid: f.u64("fid")?,
+            dir: f.u64("dir")?,
+            name: f.name("name")?,
+            kind: match f.str("kind")? {
+                "file" => Kind::File,
+                "symlink" => Kind::Symlink,
+                other => return Err(format!("unknown kind {other:?}")),
+            },
+            attrs: f.attrs()?,
+            data: f.data()?,
+        },
+        "ATTR" => Op::Attr {
+            fid: f.u64("fid")?,
+            dir: f.u64("dir")?,
+            name: f.name("name")?,
+            attrs: f.attrs()?,
+        },
+        "DELETE" => Op::Delete {
+            fid: f.u64("fid")?,
+            dir: f.u64("dir")?,
+            name: f.name("name")?,
+        },
+        "RENAME" => Op::Rename {
+            fid: f.u64("fid")?,
+            dir: f.u64("dir")?,
+            name: f.name("name")?,
+            to_dir: f.u64("to_dir")?,
+            to_name: f.name("to_name")?,
+            replaced: match f.get("replaced")? {
+                Value::Null => None,
+                v => Some(v.as_u64().ok_or("field \"replaced\" is not a fid")?),
+            },
+            exchange: f
+                .get("exchange")?
+                .as_bool()
+                .ok_or("field \"exchange\" is not a boolean")?,
+        },
+        "CHECKPOINT" => Op::Checkpoint {
+            upto: f.u64("upto")?,
+        },
+        other => return Err(format!("unknown op {other:?}")),
+    };
+    Ok(Entry { seq, ts, op })
+}
+
+pub fn decode_header(line: &[u8]) -> std::result::Result<Header, String> {
+    let f = Fields(check_line(line)?);
+    if f.str("recordfs")? != "log" {
+        return Err("not a recordfs log header".into());
+    }
+    let version = f.u64("version")?;
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "log format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+        ));
+    }
+    Ok(Header {
+        version,
+        start_seq: f.u64("start_seq")?,
+        max_line: f.u64("max_line")?,
+        created: f.u64("created")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments
+
+pub fn segment_name(start_seq: Seq) -> String {
+    format!("{start_seq:020}.log")
+}
+
+pub fn parse_segment_name(name: &str) -> Option<Seq> {
+    let digits = name.strip_suffix(".log")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The segments of a log directory, oldest first.
+pub fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
+        if let Some(seq) = ent.file_name().to_str().and_then(parse_segment_name) {
+            out.push((seq, ent.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Appends lines to one segment. A failed append is cut off again, so the segment never holds
+/// a partial line that a later append would bury in the middle of the log.
+pub struct LogWriter {
+    file: File,
+    path: PathBuf,
+    start_seq: Seq,
+    len: u64,
+    max_line: u64,
+}
+
+impl LogWriter {
+    /// Creates a new segment holding only its header, durably (file and directory synced).
+    pub fn create(dir: &Path, start_seq: Seq, max_line: u64) -> Result<LogWriter> {
+        let path = dir.join(segment_name(start_seq));
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(ctx("creating log segment"), &e))?;
+        let mut w = LogWriter {
+            file,
+            path: path.clone(),
+            start_seq,
+            len: 0,
+            max_line,
+        };
+        let header = encode_header(&Header {
+            version: FORMAT_VERSION,
+            start_seq,
+            max_line,
+            created: Time::now().millis(),
+        });
+        w.append(&header)?;
+        w.file
+            .sync_all()
+            .map_err(|e| Error::io(ctx("syncing new log segment"), &e))?;
+        crate::store::sync_dir(dir)?;
+        Ok(w)
+    }
+
+    /// Opens an existing segment to append after its first `len` bytes (all checked good).
+    pub fn open(path: &Path, header: &Header, len: u64) -> Result<LogWriter> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening log segment {}", path.display()), &e))?;
+        Ok(LogWriter {
+            file,
+            path: path.to_owned(),
+            start_seq: header.start_seq,
+            len,
+            max_line: header.max_line,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn start_seq(&self) -> Seq {
+        self.start_seq
+    }
+
+    /// fdatasync of the segment: everything appended so far is durable when it returns.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("fdatasync of {}", self.path.display()), &e))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn max_line(&self) -> u64 {
+        self.max_line
+    }
+
+    /// A second descriptor of the segment, for syncing it without holding the writer.
+    pub fn sync_handle(&self) -> Result<File> {
+        self.file
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the log descriptor", &e))
+    }
+
+    /// Writes one line (newline added) at the end; returns its offset.
+    pub fn append(&mut self, line: &[u8]) -> Result<u64> {
+        if line.len() as u64 > self.max_line {
+            return Err(err!(
+                EFBIG,
+                "log entry of {} bytes exceeds the segment's limit of {}",
+                line.len(),
+                self.max_line
+            ));
+        }
+        let offset = self.len;
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+        let res = (|| {
+            self.file.seek(SeekFrom::Start(offset))?;
+            self.file.write_all(&buf)
+        })();
+        match res {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(offset)
+            }
+            Err(e) => {
+                let error = Error::io(format!("appending to {}", self.path.display()), &e);
+                if let Err(e2) = self.file.set_len(offset) {
+                    return Err(err!(
+                        EIO,
+                        "{error}; then cutting the partial entry failed: {e2}"
+                    ));
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanning
+
+/// A line that did not check out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadLine {
+    pub offset: u64,
+    pub reason: String,
+    /// The last good entry before it.
+    pub prev_seq: Option<Seq>,
+}
+
+/// What a scan of one segment found.
+#[derive(Debug)]
+pub struct SegmentScan {
+    pub header: Option<Header>,
+    /// The offset just after the last good line: where a torn tail is cut.
+    pub good_end: u64,
+    pub bad: Vec<BadLine>,
+    /// A good line came after a bad one: corruption in the middle, not a torn tail.
+    pub good_after_bad: bool,
+    pub last_seq: Option<Seq>,
+}
+
+/// Reads one line of at most `max` bytes. Returns the line (without newline) and whether it
+/// ended in a newline; a longer line is skipped to its end and reported as `Err(len)`.
+fn read_bounded_line(
+    r: &mut impl BufRead,
+    max: usize,
+) -> std::io::Result<Option<std::result::Result<(Vec<u8>, bool), u64>>> {
+    let mut line = Vec::new();
+    let mut skipped: u64 = 0;
+    let mut too_long = false;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            if line.is_empty() && skipped == 0 && !too_long {
+                return Ok(None);
+            }
+            return Ok(Some(if too_long {
+                Err(skipped)
+            } else {
+                Ok((line, false))
+            }));
+        }
+        let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        let n = chunk.len();
+        if too_long || line.len() + n > max {
+            too_long = true;
+            skipped += (line.len() + n) as u64;
+            line.clear();
+        } else {
+            line.extend_from_slice(chunk);
+        }
+        r.consume(n + usize::from(found));
+        if found {
+            return Ok(Some(if too_long {
+                Err(skipped + 1)
+            } else {
+                Ok((line, true))
+            }));
+        }
+    }
+}
+
+/// Reads a segment line by line, giving every good entry (with its offset) to `visit`.
+/// `expect_seq` is the sequence number the first entry must have, when known.
+pub fn scan_segment(
+    path: &Path,
+    mut expect_seq: Option<Seq>,
+    mut visit: impl FnMut(u64, Entry) -> Result<()>,
+) -> Result<SegmentScan> {
+    let file =
+        File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    let mut r = BufReader::with_capacity(256 * 1024, file);
+    let io_err = |e: std::io::Error| Error::io(format!("reading {}", path.display()), &e);
+    let mut scan = SegmentScan {
+        header: None,
+        good_end: 0,
+        bad: Vec::new(),
+        good_after_bad: false,
+        last_seq: None,
+    };
+    let mut offset: u64 = 0;
+    let mut max = MAX_HEADER_LINE;
+    while let Some(read) = read_bounded_line(&mut r, max).map_err(io_err)? {
+        let (consumed, result) = match read {
+            Err(skipped) => (
+                skipped,
+                Err(format!("line longer than the limit of {max} bytes")),
+            ),
+            Ok((line, ended)) => {
+                let consumed = line.len() as u64 + u64::from(ended);
+                let result = if !ended {
+                    Err("line has no newline (torn write)".to_string())
+                } else if scan.header.is_none() && offset == 0 {
+                    decode_header(&line).map(|h| {
+                        max = h.max_line.min(usize::MAX as u64) as usize;
+                        expect_seq.get_or_insert(h.start_seq);
+                        scan.header = Some(h);
+                        None
+                    })
+                } else {
+                    decode_entry(&line).map(Some)
+                };
+                (consumed, result)
+            }
+        };
+        match result {
+            Ok(entry) => {
+                if let Some(entry) = entry {
+                    if scan.header.is_none() {
+                        return Err(err!(
+                            EIO,
+                            "{}: the header is unreadable but entries follow",
+                            path.display()
+                        ));
+                    }
+                    match expect_seq {
+                        Some(want) if entry.seq != want && scan.bad.is_empty() => {
+                            scan.bad.push(BadLine {
+                                offset,
+                                reason: format!(
+                                    "sequence number {} where {want} was expected",
+                                    entry.seq
+                                ),
+                                prev_seq: scan.last_seq,
+                            });
+                        }
+                        _ => {}
+                    }
+                    if !scan.bad.is_empty() {
+                        // Entries after a bad line are checked, not applied: the state they
+                        // build on is unknown.
+                        scan.good_after_bad = true;
+                    } else {
+                        scan.last_seq = Some(entry.seq);
+                        visit(offset, entry.clone())?;
+                    }
+                    expect_seq = Some(entry.seq + 1);
+                } else if !scan.bad.is_empty() {
+                    scan.good_after_bad = true;
+                }
+                if scan.bad.is_empty() {
+                    scan.good_end = offset + consumed;
+                }
+            }
+            Err(reason) => scan.bad.push(BadLine {
+                offset,
+                reason,
+                prev_seq: scan.last_seq,
+            }),
+        }
+        offset += consumed;
+    }
+    Ok(scan)
+}
+
+/// Reads the entry at `offset` of a segment (to restore a file's bytes from the log).
+pub fn read_entry_at(path: &Path, offset: u64, max_line: u64) -> Result<Entry> {
+    let mut file =
+        File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(format!("seeking in {}", path.display()), &e))?;
+    let mut r = BufReader::new(&mut file);
+    match read_bounded_line(&mut r, max_line as usize) {
+        Ok(Some(Ok((line, true)))) => {
+            decode_entry(&line).map_err(|e| err!(EIO, "{} at offset {offset}: {e}", path.display()))
+        }
+        Ok(_) => Err(err!(
+            EIO,
+            "{} at offset {offset}: no whole entry",
+            path.display()
+        )),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs() -> Attrs {
+        let t = Time {
+            secs: 1_700_000_000,
+            nsecs: 5,
+        };
+        Attrs {
+            mode: 0o644,
+            uid: 1000,
+            gid: 100,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        }
+    }
+
+    fn roundtrip(op: Op) -> Entry {
+        let line = encode_entry(&Entry {
+            seq: 9,
+            ts: 1234,
+            op,
+        });
+        assert!(!line.contains(&b'\n'));
+        let v: Value = serde_json::from_slice(&line).expect("every line is JSON");
+        assert_eq!(v["seq"], 9);
+        decode_entry(&line).expect("decodes")
+    }
+
+    #[test]
+    fn set_round_trips_exact_bytes_in_both_encodings() {
+        for bytes in [
+            b"{\"a\": \"\\u00e9\"}\n".to_vec(),
+            vec![0, 1, 2, 255, 254, b'\n'],
+            Vec::new(),
+            "d\u{e9}j\u{e0} \"vu\"\t".as_bytes().to_vec(),
+        ] {
+            let e = roundtrip(Op::Set {
+                fid: 7,
+                dir: ROOT,
+                name: b"x.json".to_vec(),
+                kind: Kind::File,
+                attrs: attrs(),
+                data: Data::new(Arc::new(bytes.clone())),
+            });
+            match e.op {
+                Op::Set { data, attrs: a, .. } => {
+                    assert_eq!(*data.bytes, bytes);
+                    assert_eq!(a, attrs());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn control_bytes_use_base64_so_lines_stay_bounded() {
+        let bytes = vec![1u8; 1000];
+        let d = Data::new(Arc::new(bytes));
+        assert!(d.fragment.starts_with(b"\"enc\":\"base64\""));
+        assert!(d.fragment.len() as u64 <= max_line_for(1000));
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip() {
+        let e = roundtrip(Op::Rename {
+            fid: 3,
+            dir: ROOT,
+            name: vec![b'a', 0xff],
+            to_dir: ROOT,
+            to_name: b"b".to_vec(),
+            replaced: Some(4),
+            exchange: false,
+        });
+        match e.op {
+            Op::Rename { name, replaced, .. } => {
+                assert_eq!(name, vec![b'a', 0xff]);
+                assert_eq!(replaced, Some(4));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected() {
+        let line = encode_entry(&Entry {
+            seq: 1,
+            ts: 2,
+            op: Op::Delete {
+                fid: 5,
+                dir: ROOT,
+                name: b"a.txt".to_vec(),
+            },
+        });
+        for i in 0..line.len() {
+            for bit in 0..8 {
+                let mut bad = line.clone();
+                bad[i] ^= 1 << bit;
+                assert!(decode_entry(&bad).is_err(), "flip at byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_name(1), "00000000000000000001.log");
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name("1.log"), None);
+    }
+
+    #[test]
+    fn scan_cuts_torn_tail_and_flags_middle_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LogWriter::create(dir.path(), 1, 1 << 20).unwrap();
+        for seq in 1..=3 {
+            let line = encode_entry(&Entry {
+                seq,
+                ts: 0,
+                op: Op::Checkpoint { upto: 0 },
+            });
+            w.append(&line).unwrap();
+        }
+        let path = w.path().to_owned();
+        let good_len = w.len();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"seq\":4,\"ts\"");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = 0;
+        let scan = scan_segment(&path, None, |_, _| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 3);
+        assert_eq!(scan.good_end, good_len);
+        assert_eq!(scan.bad.len(), 1);
+        assert!(!scan.good_after_bad);
+
+        // Corrupt the second entry: the third still checks, so this is corruption.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(2)
+            .unwrap()
+            .0;
+        bytes[second - 5] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let scan = scan_segment(&path, None, |_, _| Ok(())).unwrap();
+        assert!(scan.good_after_bad);
+        assert_eq!(scan.last_seq, Some(1));
+        assert_eq!(scan.bad[0].prev_seq, Some(1));
+    }
+}

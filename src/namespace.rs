@@ -1,0 +1,399 @@
+//! The namespace: which names exist, which file (fid) each names, and every file's attributes
+//! — but never its bytes, which live in the backing files (or, briefly, in the commit
+//! pipeline). Live commits and recovery change it through the same `apply`, so replaying the
+//! log rebuilds exactly the state the mount served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::error::{err, Result};
+use crate::log::{Attrs, Entry, Fid, Kind, Op, Seq, Time, ROOT};
+
+/// Where the bytes of a file's current version stand in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentLoc {
+    /// The segment's first sequence number (names the segment).
+    pub segment: Seq,
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Inode {
+    pub fid: Fid,
+    pub parent: Fid,
+    pub name: Vec<u8>,
+    pub kind: Kind,
+    pub attrs: Attrs,
+    pub size: u64,
+    /// CRC32C of the current bytes.
+    pub dcrc: u32,
+    /// A symlink's target (small, so kept in memory; a file's bytes never are).
+    pub target: Option<Arc<Vec<u8>>>,
+    /// The last entry that changed this file, bytes or attributes.
+    pub last_seq: Seq,
+    /// The entry holding the current bytes, if the log read so far has it.
+    pub content: Option<ContentLoc>,
+}
+
+pub struct Namespace {
+    inodes: HashMap<Fid, Inode>,
+    entries: BTreeMap<(Fid, Vec<u8>), Fid>,
+    next_fid: Fid,
+    last_seq: Seq,
+}
+
+/// What an applied entry took out of the namespace: files that lost their last name.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub removed: Vec<Inode>,
+}
+
+fn time_of_millis(ms: u64) -> Time {
+    Time {
+        secs: (ms / 1000) as i64,
+        nsecs: ((ms % 1000) * 1_000_000) as u32,
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Namespace {
+    /// An empty root directory. Its real attributes come from the log's first entry.
+    pub fn new() -> Namespace {
+        let epoch = Time { secs: 0, nsecs: 0 };
+        let root = Inode {
+            fid: ROOT,
+            parent: ROOT,
+            name: Vec::new(),
+            kind: Kind::Dir,
+            attrs: Attrs {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                atime: epoch,
+                mtime: epoch,
+                ctime: epoch,
+            },
+            size: 0,
+            dcrc: 0,
+            target: None,
+            last_seq: 0,
+            content: None,
+        };
+        Namespace {
+            inodes: HashMap::from([(ROOT, root)]),
+            entries: BTreeMap::new(),
+            next_fid: ROOT + 1,
+            last_seq: 0,
+        }
+    }
+
+    pub fn get(&self, fid: Fid) -> Option<&Inode> {
+        self.inodes.get(&fid)
+    }
+
+    pub fn lookup(&self, dir: Fid, name: &[u8]) -> Option<&Inode> {
+        self.entries
+            .get(&(dir, name.to_vec()))
+            .and_then(|fid| self.inodes.get(fid))
+    }
+
+    /// The entries of a directory, in name order.
+    pub fn list(&self, dir: Fid) -> impl Iterator<Item = &Inode> {
+        self.entries
+            .range((dir, Vec::new())..)
+            .take_while(move |((d, _), _)| *d == dir)
+            .filter_map(|(_, fid)| self.inodes.get(fid))
+    }
+
+    /// Every file but the root.
+    pub fn files(&self) -> impl Iterator<Item = &Inode> {
+        self.inodes.values().filter(|i| i.fid != ROOT)
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.inodes.len() - 1
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Takes a fid that has never named a file in this store.
+    pub fn allocate_fid(&mut self) -> Fid {
+        let fid = self.next_fid;
+        self.next_fid += 1;
+        fid
+    }
+
+    /// Applies one entry. An entry that does not fit the namespace (a rename of an unknown
+    /// file, a sequence number out of order) is an error: during recovery it means the log is
+    /// damaged; during a live commit it is a bug in the caller.
+    pub fn apply(&mut self, entry: &Entry, loc: Option<ContentLoc>) -> Result<Applied> {
+        if entry.seq <= self.last_seq {
+            return Err(err!(
+                EIO,
+                "entry {} comes after entry {}",
+                entry.seq,
+                self.last_seq
+            ));
+        }
+        let ts = time_of_millis(entry.ts);
+        let mut applied = Applied::default();
+        match &entry.op {
+            Op::Set {
+                fid,
+                dir,
+                name,
+                kind,
+                attrs,
+                data,
+            } => {
+                self.check_dir(*dir)?;
+                let target = (*kind == Kind::Symlink).then(|| data.bytes.clone());
+                match self.inodes.get_mut(fid) {
+                    Some(inode) => {
+                        if inode.parent != *dir || inode.name != *name || inode.kind != *kind {
+                            return Err(err!(
+                                EIO,
+                                "entry {} sets fid {fid} under a name or kind it does not have",
+                                entry.seq
+                            ));
+                        }
+                        inode.attrs = *attrs;
+                        inode.size = data.len();
+                        inode.dcrc = data.dcrc;
+                        inode.target = target;
+                        inode.last_seq = entry.seq;
+                        inode.content = loc;
+                    }
+                    None => {
+                        if *fid <= ROOT {
+                            return Err(err!(EIO, "entry {} names fid {fid}", entry.seq));
+                        }
+                        if self.entries.contains_key(&(*dir, name.clone())) {
+                            return Err(err!(
+                                EIO,
+                                "entry {} creates {:?}, which exists",
+                                entry.seq,
+                                String::from_utf8_lossy(name)
+                            ));
+                        }
+                        self.entries.insert((*dir, name.clone()), *fid);
+                        self.inodes.insert(
+                            *fid,
+                            Inode {
+                                fid: *fid,
+                                parent: *dir,
+                                name: name.clone(),
+                                kind: *kind,
+                                attrs: *attrs,
+                                size: data.len(),
+                                dcrc: data.dcrc,
+                                target,
+                                last_seq: entry.seq,
+                                content: loc,
+                            },
+                        );
+                        self.next_fid = self.next_fid.max(fid + 1);
+                        self.touch_dir(*dir, ts);
+                    }
+                }
+            }
+            Op::Attr { fid, attrs, .. } => {
+                let inode = self.known(*fid, entry.seq)?;
+                inode.attrs = *attrs;
+                inode.last_seq = entry.seq;
+            }
+            Op::Delete { fid, dir, name } => {
+                self.expect_entry(*dir, name, *fid, entry.seq)?;
+                self.entries.remove(&(*dir, name.clone()));
+                applied.removed.extend(self.inodes.remove(fid));
+                self.touch_dir(*dir, ts);
+            }
+            Op::Rename {
+                fid,
+                dir,
+                name,
+                to_dir,
+                to_name,
+                replaced,
+                exchange,
+            } => {
+                self.check_dir(*to_dir)?;
+                self.expect_entry(*dir, name, *fid, entry.seq)?;
+                let at_target = self.entries.get(&(*to_dir, to_name.clone())).copied();
+                if at_target != *replaced {
+                    return Err(err!(
+                        EIO,
+                        "entry {} expects {:?} at the target, the namespace has {:?}",
+                        entry.seq,
+                        replaced,
+                        at_target
+                    ));
+                }
+                if *exchange {
+                    let other = replaced
+                        .ok_or_else(|| err!(EIO, "entry {} exchanges with nothing", entry.seq))?;
+                    self.entries.insert((*dir, name.clone()), other);
+                    self.entries.insert((*to_dir, to_name.clone()), *fid);
+                    self.rename_inode(other, *dir, name, ts, entry.seq);
+                } else {
+                    self.entries.remove(&(*dir, name.clone()));
+                    if let Some(old) = replaced {
+                        applied.removed.extend(self.inodes.remove(old));
+                    }
+                    self.entries.insert((*to_dir, to_name.clone()), *fid);
+                }
+                self.rename_inode(*fid, *to_dir, to_name, ts, entry.seq);
+                self.touch_dir(*dir, ts);
+                self.touch_dir(*to_dir, ts);
+            }
+            Op::Checkpoint { .. } => {}
+        }
+        self.last_seq = entry.seq;
+        Ok(applied)
+    }
+
+    fn check_dir(&self, dir: Fid) -> Result<()> {
+        if dir != ROOT {
+            return Err(err!(EIO, "directory fid {dir} does not exist"));
+        }
+        Ok(())
+    }
+
+    fn known(&mut self, fid: Fid, seq: Seq) -> Result<&mut Inode> {
+        self.inodes
+            .get_mut(&fid)
+            .ok_or_else(|| err!(EIO, "entry {seq} names fid {fid}, which does not exist"))
+    }
+
+    fn expect_entry(&self, dir: Fid, name: &[u8], fid: Fid, seq: Seq) -> Result<()> {
+        match self.entries.get(&(dir, name.to_vec())) {
+            Some(f) if *f == fid => Ok(()),
+            other => Err(err!(
+                EIO,
+                "entry {seq} expects fid {fid} at {:?}, the namespace has {other:?}",
+                String::from_utf8_lossy(name)
+            )),
+        }
+    }
+
+    fn rename_inode(&mut self, fid: Fid, dir: Fid, name: &[u8], ts: Time, seq: Seq) {
+        if let Some(inode) = self.inodes.get_mut(&fid) {
+            inode.parent = dir;
+            inode.name = name.to_vec();
+            // A rename changes the inode's ctime, as on ext4 and tmpfs.
+            inode.attrs.ctime = ts;
+            inode.last_seq = seq;
+        }
+    }
+
+    fn touch_dir(&mut self, dir: Fid, ts: Time) {
+        if let Some(d) = self.inodes.get_mut(&dir) {
+            d.attrs.mtime = ts;
+            d.attrs.ctime = ts;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Data;
+
+    fn attrs() -> Attrs {
+        let t = Time { secs: 1, nsecs: 0 };
+        Attrs {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        }
+    }
+
+    fn set(seq: Seq, fid: Fid, name: &str, bytes: &[u8]) -> Entry {
+        Entry {
+            seq,
+            ts: 5000,
+            op: Op::Set {
+                fid,
+                dir: ROOT,
+                name: name.into(),
+                kind: Kind::File,
+                attrs: attrs(),
+                data: Data::new(Arc::new(bytes.to_vec())),
+            },
+        }
+    }
+
+    #[test]
+    fn rename_over_removes_the_target_and_exchange_swaps() {
+        let mut ns = Namespace::new();
+        ns.apply(&set(1, 2, "a", b"A"), None).unwrap();
+        ns.apply(&set(2, 3, "b", b"BB"), None).unwrap();
+        let rename = |seq, replaced, exchange| Entry {
+            seq,
+            ts: 6000,
+            op: Op::Rename {
+                fid: 2,
+                dir: ROOT,
+                name: b"a".to_vec(),
+                to_dir: ROOT,
+                to_name: b"b".to_vec(),
+                replaced,
+                exchange,
+            },
+        };
+        ns.apply(&rename(3, Some(3), true), None).unwrap();
+        assert_eq!(ns.lookup(ROOT, b"a").unwrap().fid, 3);
+        assert_eq!(ns.lookup(ROOT, b"b").unwrap().fid, 2);
+        ns.apply(&set(4, 3, "a", b"AAA"), None).unwrap();
+        // Fid 2 is at "b" now, so a rename of fid 2 from "a" does not fit.
+        assert!(ns.apply(&rename(5, Some(3), false), None).is_err());
+        let back = Entry {
+            seq: 5,
+            ts: 7000,
+            op: Op::Rename {
+                fid: 3,
+                dir: ROOT,
+                name: b"a".to_vec(),
+                to_dir: ROOT,
+                to_name: b"b".to_vec(),
+                replaced: Some(2),
+                exchange: false,
+            },
+        };
+        let applied = ns.apply(&back, None).unwrap();
+        assert_eq!(applied.removed.len(), 1);
+        assert_eq!(applied.removed[0].fid, 2);
+        assert_eq!(ns.list(ROOT).count(), 1);
+        assert_eq!(ns.lookup(ROOT, b"b").unwrap().size, 3);
+        assert_eq!(ns.get(ROOT).unwrap().attrs.mtime.secs, 7);
+    }
+
+    #[test]
+    fn entries_out_of_order_or_unknown_are_refused() {
+        let mut ns = Namespace::new();
+        ns.apply(&set(2, 2, "a", b""), None).unwrap();
+        assert!(ns.apply(&set(2, 3, "b", b""), None).is_err());
+        assert!(ns.apply(&set(3, 4, "a", b""), None).is_err());
+        let del = Entry {
+            seq: 4,
+            ts: 0,
+            op: Op::Delete {
+                fid: 9,
+                dir: ROOT,
+                name: b"a".to_vec(),
+            },
+        };
+        assert!(ns.apply(&del, None).is_err());
+        assert_eq!(ns.allocate_fid(), 3);
+    }
+}

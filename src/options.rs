@@ -1,0 +1,46 @@
+//! What a mount is told at start, and the limits that bound it.
+
+/// When a commit is durable. See CONTRACT section 3 and README "Durability".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// Every commit's syscall returns after the log is synced (group commit).
+    Always,
+    /// fsync/fdatasync of a file, or fsync of the directory, waits for the log sync.
+    Fsync,
+    /// Only a clean unmount syncs; a crash may lose recent commits, never tear one.
+    Never,
+}
+
+/// The default for `--max-file-size`: 64 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 20;
+/// `--max-file-size` may not exceed 1 GiB: the log holds a file's bytes in one line.
+pub const MAX_MAX_FILE_SIZE: u64 = 1 << 30;
+/// Longest name in a directory, as on Linux filesystems.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target, as PATH_MAX.
+pub const SYMLINK_MAX: usize = 4096;
+/// Bytes committed but not yet written to their backing files. Past it commits wait for the
+/// backing tree to catch up (or fail with ENOSPC while it cannot).
+pub const MAX_PENDING_BYTES: u64 = 256 << 20;
+/// Open file handles at once; past it open answers ENFILE.
+pub const MAX_HANDLES: usize = 65_536;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub sync: SyncMode,
+    pub max_file_size: u64,
+    pub read_only: bool,
+    /// Mount a log with corruption in its middle, dropping the bad entries (reported).
+    pub salvage: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: SyncMode::Always,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            read_only: false,
+            salvage: false,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Commit points, atomicity, validation and durability, on real mounts.
+
+mod common;
+use common::*;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+#[test]
+fn bytes_round_trip_exactly_through_mount_and_backing_file() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let rec = "  {\"b\" : [1,2.50, \"\u{e9}\\u00e9\"],\n\t\"a\":null }  \n";
+    fs::write(env.path(&record(1)), rec).unwrap();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    fs::write(env.path("blob.bin"), &binary).unwrap();
+    assert_eq!(fs::read_to_string(env.path(&record(1))).unwrap(), rec);
+    assert_eq!(fs::read(env.path("blob.bin")).unwrap(), binary);
+    // The backing file holds exactly the committed bytes (once applied).
+    assert!(wait_until(Duration::from_secs(10), || fs::read(
+        env.backing("blob.bin")
+    )
+    .ok()
+        == Some(binary.clone())));
+    m.stop();
+    assert_eq!(fs::read_to_string(env.backing(&record(1))).unwrap(), rec);
+    let (code, out) = env.check();
+    assert_eq!(code, 0, "{out}");
+    let m = env.mount(&[]);
+    assert_eq!(fs::read(env.path("blob.bin")).unwrap(), binary);
+    drop(m);
+}
+
+#[test]
+fn readers_see_the_old_content_until_the_writer_closes() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let p = env.path(&record(2));
+    fs::write(&p, "{\"v\": 1}").unwrap();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
+    w.write_all(b"{\"v\": 2, \"long\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}")
+        .unwrap();
+    // Another opener, and stat, see the committed version.
+    assert_eq!(fs::read_to_string(&p).unwrap(), "{\"v\": 1}");
+    assert_eq!(fs::metadata(&p).unwrap().len(), 8);
+    let mut r = fs::File::open(&p).unwrap();
+    drop(w); // close: the commit point
+    assert_eq!(
+        fs::read_to_string(&p).unwrap(),
+        "{\"v\": 2, \"long\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}"
+    );
+    // A reader opened before the commit keeps the version it opened.
+    let mut old = String::new();
+    r.read_to_string(&mut old).unwrap();
+    assert_eq!(old, "{\"v\": 1}");
+}
+
+#[test]
+fn invalid_json_is_refused_at_close_and_fsync_and_kept_aside() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let p = env.path(&record(3));
+    fs::write(&p, "{\"good\": true}").unwrap();
+
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
+    f.write_all(b"{\"good\": tru").unwrap();
+    let e = f.sync_all().expect_err("fsync of invalid JSON");
+    assert_eq!(errno_of(&e), libc::EINVAL);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "{\"good\": true}");
+    // close(2) reports it too (std's File drop ignores close errors, so close by hand).
+    use std::os::unix::io::IntoRawFd;
+    let fd = f.into_raw_fd();
+    assert_eq!(unsafe { libc::close(fd) }, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EINVAL)
+    );
+    assert_eq!(fs::read_to_string(&p).unwrap(), "{\"good\": true}");
+
+    // The shell's `>` truncates, dup2()s, closes, writes: the old version must survive it.
+    let (_, _) = sh(&format!("echo 'not json' > {}", p.display()));
+    assert_eq!(fs::read_to_string(&p).unwrap(), "{\"good\": true}");
+
+    let rejected: Vec<String> = fs::read_dir(env.store.join("rejected"))
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        rejected.contains(&"{\"good\": tru".to_string()),
+        "{rejected:?}"
+    );
+    assert!(rejected.contains(&"not json\n".to_string()), "{rejected:?}");
+    let log = m.daemon_log();
+    assert!(
+        log.contains(&record(3)) && log.contains("line 1 column 12"),
+        "{log}"
+    );
+    // Plain files are not checked.
+    fs::write(env.path("registry.json"), "not json either").unwrap();
+    assert_eq!(
+        fs::read_to_string(env.path("registry.json")).unwrap(),
+        "not json either"
+    );
+}
+
+#[test]
+fn a_plain_file_renamed_to_a_record_must_hold_json() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    fs::write(env.path(&record(4)), "[1]").unwrap();
+    fs::write(env.path("draft.tmp"), "{oops").unwrap();
+    let e = fs::rename(env.path("draft.tmp"), env.path(&record(4))).unwrap_err();
+    assert_eq!(errno_of(&e), libc::EINVAL);
+    assert_eq!(fs::read_to_string(env.path(&record(4))).unwrap(), "[1]");
+    assert!(env.path("draft.tmp").exists());
+    fs::write(env.path("draft.tmp"), "[2]").unwrap();
+    fs::rename(env.path("draft.tmp"), env.path(&record(4))).unwrap();
+    assert_eq!(fs::read_to_string(env.path(&record(4))).unwrap(), "[2]");
+}
+
+#[test]
+fn rename_commits_the_writes_of_a_file_still_open() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let mut f = fs::File::create(env.path("new.tmp")).unwrap();
+    f.write_all(b"{\"from\": \"open handle\"}").unwrap();
+    fs::rename(env.path("new.tmp"), env.path(&record(5))).unwrap();
+    assert_eq!(
+        fs::read_to_string(env.path(&record(5))).unwrap(),
+        "{\"from\": \"open handle\"}"
+    );
+    drop(f);
+}
+
+#[test]
+fn acknowledged_commits_survive_sigkill() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    for i in 0..50u32 {
+        fs::write(env.path(&record(100 + i)), format!("{{\"i\": {i}}}")).unwrap();
+    }
+    fs::write(env.path("notes.txt"), "hello").unwrap();
+    m.kill9();
+    let _m = env.mount(&[]);
+    for i in 0..50u32 {
+        assert_eq!(
+            fs::read_to_string(env.path(&record(100 + i))).unwrap(),
+            format!("{{\"i\": {i}}}")
+        );
+    }
+    assert_eq!(fs::read_to_string(env.path("notes.txt")).unwrap(), "hello");
+}
+
+#[test]
+fn o_trunc_then_sigkill_before_close_keeps_the_old_content() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let p = env.path(&record(6));
+    fs::write(&p, "{\"old\": \"content\"}").unwrap();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
+    f.write_all(b"{\"new\": ").unwrap();
+    m.kill9();
+    drop(f);
+    let _m = env.mount(&[]);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "{\"old\": \"content\"}");
+}
+
+#[test]
+fn metadata_commits_survive_sigkill() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    for n in ["a.txt", "b.txt", "c.txt", "gone.txt"] {
+        fs::write(env.path(n), n).unwrap();
+    }
+    fs::remove_file(env.path("gone.txt")).unwrap();
+    fs::rename(env.path("a.txt"), env.path("b.txt")).unwrap();
+    fs::set_permissions(env.path("c.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, out) = sh(&format!(
+        "touch -d '2001-02-03 04:05:06.5 UTC' {}",
+        env.path("c.txt").display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    m.kill9();
+    let _m = env.mount(&[]);
+    let mut names: Vec<String> = fs::read_dir(&env.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b.txt", "c.txt"]);
+    assert_eq!(fs::read_to_string(env.path("b.txt")).unwrap(), "a.txt");
+    let md = fs::metadata(env.path("c.txt")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o640);
+    assert_eq!(md.mtime(), 981173106);
+    assert_eq!(md.mtime_nsec(), 500_000_000);
+}
+
+#[test]
+fn explicit_mtime_after_writes_is_kept_at_close() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let p = env.path("copy.txt");
+    let mut f = fs::File::create(&p).unwrap();
+    f.write_all(b"data").unwrap();
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    f.set_modified(t).unwrap();
+    drop(f);
+    assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), t);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "data");
+}
+
+#[test]
+fn appends_and_holes_and_ftruncate_behave_like_a_local_file() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let p = env.path("log.txt");
+    fs::write(&p, "one\n").unwrap();
+    let mut a = OpenOptions::new().append(true).open(&p).unwrap();
+    a.write_all(b"two\n").unwrap();
+    // Documented difference (README, Semantics): fstat shows the committed size until the
+    // commit; lseek(SEEK_END) on the writer sees its own size.
+    assert_eq!(a.metadata().unwrap().len(), 4);
+    assert_eq!(a.seek(SeekFrom::End(0)).unwrap(), 8);
+    drop(a);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "one\ntwo\n");
+    let mut f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    f.seek(SeekFrom::Start(10)).unwrap();
+    f.write_all(b"x").unwrap();
+    f.set_len(12).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut all = Vec::new();
+    f.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"one\ntwo\n\0\0x\0");
+    drop(f);
+    assert_eq!(fs::read(&p).unwrap(), b"one\ntwo\n\0\0x\0");
+}
+
+#[test]
+fn unlinked_open_files_stay_readable() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let p = env.path("tmpfile");
+    fs::write(&p, "still here").unwrap();
+    let mut r = fs::File::open(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    assert!(!p.exists());
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still here");
+    assert_eq!(r.metadata().unwrap().len(), 10);
+}

@@ -1,0 +1,199 @@
+//! Mounting real recordfs daemons for tests: every mount is unmounted when its guard drops,
+//! even when the test fails, and every wait is bounded.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_recordfs");
+
+/// Polls `cond` every 10 ms for at most `limit`.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+pub fn is_mounted(mnt: &Path) -> bool {
+    let want = mnt.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Lazily detaches whatever is mounted at `mnt` (a killed daemon leaves a dead mount).
+pub fn force_unmount(mnt: &Path) {
+    for _ in 0..3 {
+        if !is_mounted(mnt) {
+            return;
+        }
+        let _ = Command::new("umount").arg("-l").arg(mnt).status();
+    }
+}
+
+pub fn record(n: u32) -> String {
+    format!("{n:08x}-0000-4000-8000-000000000000.json")
+}
+
+/// A temporary store and mount point.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub mnt: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        Env { dir, store, mnt }
+    }
+
+    pub fn mount(&self, args: &[&str]) -> Mount {
+        Mount::start(&self.store, &self.mnt, args).expect("mount")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    pub fn backing(&self, name: &str) -> PathBuf {
+        self.store.join("root").join(name)
+    }
+
+    pub fn log_segment(&self) -> PathBuf {
+        self.store.join("log").join("00000000000000000001.log")
+    }
+
+    pub fn check(&self) -> (i32, String) {
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg(&self.store)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+/// A running daemon in the foreground and its mount.
+pub struct Mount {
+    pub child: Option<Child>,
+    pub mnt: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Mount {
+    pub fn start(store: &Path, mnt: &Path, args: &[&str]) -> Result<Mount, String> {
+        let log = store.with_extension(format!("daemon.{}.log", std::process::id()));
+        let logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .arg("mount")
+            .arg(store)
+            .arg(mnt)
+            .arg("--foreground")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut exited = None;
+        let up = wait_until(Duration::from_secs(20), || {
+            if let Ok(Some(st)) = child.try_wait() {
+                exited = Some(st);
+                return true;
+            }
+            is_mounted(mnt)
+        });
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(st) = exited {
+            return Err(format!("daemon exited with {st}: {text}"));
+        }
+        if !up {
+            let _ = child.kill();
+            let _ = child.wait();
+            force_unmount(mnt);
+            return Err(format!("mount did not appear within 20 s: {text}"));
+        }
+        Ok(Mount {
+            child: Some(child),
+            mnt: mnt.to_owned(),
+            log,
+        })
+    }
+
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash: nothing is flushed, the dead mount is detached.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        force_unmount(&self.mnt);
+    }
+
+    /// SIGTERM, as a clean stop; returns the daemon's exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let mut status = None;
+        let ok = wait_until(Duration::from_secs(30), || {
+            status = c.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if !ok {
+            let _ = c.kill();
+            let _ = c.wait();
+            force_unmount(&self.mnt);
+            panic!("daemon did not stop within 30 s of SIGTERM");
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || !is_mounted(&self.mnt)),
+            "mount still present after the daemon exited"
+        );
+        status.unwrap()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        force_unmount(&self.mnt);
+    }
+}
+
+/// Runs a shell command, returning (exit code, stdout+stderr).
+pub fn sh(cmd: &str) -> (i32, String) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+pub fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
