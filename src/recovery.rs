@@ -178,6 +178,14 @@ fn backing_problem(layout: &Layout, inode: &Inode, full: bool) -> Option<String>
             if md.len() != inode.size {
                 return Some(format!("{} bytes, the log says {}", md.len(), inode.size));
             }
+            // Every backing file is given its mtime when written: a change made behind the
+            // store's back shows here without reading the bytes.
+            let mtime = (md.mtime(), md.mtime_nsec() as u32);
+            if mtime != (inode.attrs.mtime.secs, inode.attrs.mtime.nsecs) && !full {
+                return Some(
+                    "modified behind the store's back (mtime differs from the log)".into(),
+                );
+            }
             if full {
                 match fs::read(&path) {
                     Ok(bytes) if crc32c(&bytes) != inode.dcrc => {

@@ -1,0 +1,199 @@
+//! Recovery after crashes and damage, and the refusals that protect a store.
+
+mod common;
+use common::*;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::process::Command;
+
+fn mount_fails(env: &Env, args: &[&str]) -> String {
+    match Mount::start(&env.store, &env.mnt, args) {
+        Ok(_) => panic!("the mount should have been refused"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_torn_last_entry_is_cut_with_a_warning() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path(&record(1)), "{\"kept\": 1}").unwrap();
+    m.stop();
+    let good_len = fs::metadata(env.log_segment()).unwrap().len();
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(env.log_segment())
+        .unwrap();
+    log.write_all(b"{\"seq\":99,\"ts\":1,\"op\":\"SET\",\"fid\":2,\"na")
+        .unwrap();
+    drop(log);
+    let (code, out) = env.check();
+    assert_eq!(code, 1, "check reports the torn tail: {out}");
+    assert!(out.contains(&format!("offset {good_len}")), "{out}");
+    let m = env.mount(&[]);
+    assert_eq!(
+        fs::read_to_string(env.path(&record(1))).unwrap(),
+        "{\"kept\": 1}"
+    );
+    let text = m.daemon_log();
+    assert!(
+        text.contains("torn last entry") && text.contains(&format!("offset {good_len}")),
+        "{text}"
+    );
+    fs::write(env.path(&record(2)), "[]").unwrap();
+    m.stop();
+    assert_eq!(env.check().0, 0);
+}
+
+#[test]
+fn corruption_in_the_middle_refuses_the_mount_and_check_names_it() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    for i in 0..5 {
+        fs::write(env.path(&record(i)), format!("{{\"n\": {i}}}")).unwrap();
+    }
+    m.stop();
+    let mut bytes = fs::read(env.log_segment()).unwrap();
+    let needle = b"\\\"n\\\": 2";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("entry of record 2");
+    bytes[at + needle.len() - 1] = b'7';
+    fs::write(env.log_segment(), &bytes).unwrap();
+    let line_start = bytes[..at].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+
+    let err = mount_fails(&env, &[]);
+    assert!(
+        err.contains("corrupt") && err.contains(&format!("offset {line_start}")),
+        "{err}"
+    );
+    assert!(err.contains("00000000000000000001.log"), "{err}");
+    assert!(err.contains("Last good entry before it:"), "{err}");
+    let (code, out) = env.check();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("offset {line_start}")), "{out}");
+    // The store was not touched by the refused mount.
+    assert_eq!(fs::read(env.log_segment()).unwrap(), bytes);
+}
+
+#[test]
+fn a_missing_or_stale_backing_file_is_restored_from_the_log() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path(&record(1)), "{\"a\": 1}").unwrap();
+    fs::write(env.path("notes.txt"), "notes").unwrap();
+    m.stop();
+    fs::remove_file(env.backing(&record(1))).unwrap();
+    fs::write(env.backing("notes.txt"), "NOTES").unwrap();
+    fs::write(env.backing("stray.txt"), "not from the log").unwrap();
+    let (code, out) = env.check();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&record(1)) && out.contains("missing"), "{out}");
+    assert!(
+        out.contains("notes.txt") && out.contains("differs"),
+        "{out}"
+    );
+    assert!(out.contains("stray.txt"), "{out}");
+
+    let m = env.mount(&[]);
+    assert_eq!(
+        fs::read_to_string(env.path(&record(1))).unwrap(),
+        "{\"a\": 1}"
+    );
+    assert_eq!(fs::read_to_string(env.path("notes.txt")).unwrap(), "notes");
+    assert!(!env.path("stray.txt").exists());
+    assert_eq!(
+        fs::read_to_string(env.backing(&record(1))).unwrap(),
+        "{\"a\": 1}"
+    );
+    let lost: Vec<_> = fs::read_dir(env.store.join("lost+found"))
+        .unwrap()
+        .collect();
+    assert_eq!(lost.len(), 1, "the stray file is kept aside, not deleted");
+    m.stop();
+    assert_eq!(env.check().0, 0);
+}
+
+#[test]
+fn leftover_temp_files_are_removed_at_mount() {
+    let env = Env::new();
+    env.mount(&[]).stop();
+    fs::write(env.store.join("tmp").join("7.12"), "half a write").unwrap();
+    let _m = env.mount(&[]);
+    assert_eq!(fs::read_dir(env.store.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_store_is_refused() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let other = env.dir.path().join("mnt2");
+    fs::create_dir(&other).unwrap();
+    let err = match Mount::start(&env.store, &other, &[]) {
+        Ok(_) => panic!("second daemon mounted"),
+        Err(e) => e,
+    };
+    assert!(err.contains("in use by recordfs pid"), "{err}");
+    assert!(!is_mounted(&other));
+}
+
+#[test]
+fn a_foreign_directory_is_refused_and_left_alone() {
+    let env = Env::new();
+    fs::create_dir(&env.store).unwrap();
+    fs::write(env.store.join("important.doc"), "mine").unwrap();
+    let err = mount_fails(&env, &[]);
+    assert!(err.contains("not a recordfs store"), "{err}");
+    let names: Vec<_> = fs::read_dir(&env.store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["important.doc"]);
+    // Also from the daemonizing command line: a clear message, exit 1.
+    let out = Command::new(BIN)
+        .arg("mount")
+        .arg(&env.store)
+        .arg(&env.mnt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a recordfs store"));
+    assert!(!is_mounted(&env.mnt));
+}
+
+#[test]
+fn background_mount_returns_once_live_and_sigterm_unmounts_cleanly() {
+    let env = Env::new();
+    let out = Command::new(BIN)
+        .arg("mount")
+        .arg(&env.store)
+        .arg(&env.mnt)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Live as soon as the command returns: no wait.
+    assert!(is_mounted(&env.mnt));
+    fs::write(env.path(&record(9)), "{}").unwrap();
+    let holder = fs::read_to_string(env.store.join("lock")).unwrap();
+    let pid: i32 = holder.split_whitespace().nth(2).unwrap().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let gone = wait_until(std::time::Duration::from_secs(20), || {
+        !is_mounted(&env.mnt) && unsafe { libc::kill(pid, 0) } != 0
+    });
+    force_unmount(&env.mnt);
+    assert!(gone, "daemon {pid} did not unmount and exit after SIGTERM");
+    let (code, text) = env.check();
+    assert_eq!(code, 0, "{text}");
+    let log = fs::read_to_string(env.log_segment()).unwrap();
+    assert!(
+        log.contains("\"op\":\"CHECKPOINT\""),
+        "a clean stop writes a checkpoint"
+    );
+}
