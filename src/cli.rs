@@ -300,7 +300,8 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         let _ = r.write_all(live.as_bytes());
     }
     let result = session.run();
-    let clean = fs.pipeline().fatal().is_none();
+    // destroy() has run the shutdown, unless the session failed first.
+    let clean = fs.shutdown().is_ok() && fs.closed_cleanly();
     drop(fs);
     match result {
         Ok(()) if clean => {

@@ -4,10 +4,11 @@
 //! 1. under the state lock: check the change against the namespace, give it the next sequence
 //!    number, append its line to the log (`write`, page cache only), apply it to the
 //!    namespace, keep its bytes in `pending`, queue it;
-//! 2. the commit thread takes everything queued, `fdatasync`s the log once for all of it
+//! 2. the sync thread takes everything queued, `fdatasync`s the log once for all of it
 //!    (group commit), and answers the callers waiting for those sequence numbers;
-//! 3. only then does it change the backing tree (write-ahead rule), and drop the bytes from
-//!    `pending`. Until then readers are served from `pending`.
+//! 3. only then does the apply thread change the backing tree (write-ahead rule), and drop
+//!    the bytes from `pending`. Until then readers are served from `pending`. The two threads
+//!    are separate so that the next sync starts while the last batch is being applied.
 //!
 //! A failed log sync is fatal for the store: the kernel may have dropped the dirty pages, so a
 //! retry that "succeeds" would be a lie. The store turns read-only until remounted.
@@ -18,7 +19,7 @@ use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
@@ -35,6 +36,13 @@ pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
 /// How long the commit thread waits before trying again to write a backing file after the
 /// disk was full.
 const APPLY_RETRY: Duration = Duration::from_millis(100);
+/// How long a synced entry waits before the apply thread writes its backing file. Within it,
+/// a SET that a later SET of the same file supersedes is skipped: a create's empty file is
+/// usually replaced by its content a millisecond later. Readers are served from `pending`
+/// meanwhile, so this changes what reaches the disk, not what anyone sees.
+const APPLY_DELAY: Duration = Duration::from_millis(20);
+/// The longest a sync waits for a batch to form (see `run_sync`).
+const MAX_LINGER: Duration = Duration::from_millis(2);
 
 /// The state every commit changes, guarded by one lock.
 pub struct State {
@@ -48,8 +56,8 @@ pub struct State {
     disk: HashMap<Fid, Vec<u8>>,
     /// Logged, not yet synced.
     unsynced: Vec<Entry>,
-    /// Synced, not yet applied to the backing tree.
-    unapplied: VecDeque<Entry>,
+    /// Synced, not yet applied to the backing tree, with when they were synced.
+    unapplied: VecDeque<(Instant, Entry)>,
     /// Fids whose backing file changed since the last checkpoint.
     changed: HashSet<Fid>,
     /// Set when the store turned read-only after a failure; the reason.
@@ -57,6 +65,8 @@ pub struct State {
     /// The backing tree cannot be written (disk full); the error.
     stalled: Option<Error>,
     shutting_down: bool,
+    /// The sync thread has synced everything and stopped.
+    sync_done: bool,
 }
 
 /// What a reader reads: the bytes of one committed version, fixed at open.
@@ -120,12 +130,22 @@ struct Waiters {
 pub struct Pipeline {
     layout: Layout,
     state: Mutex<State>,
-    /// Wakes the commit thread (work queued) and committers waiting for room in `pending`.
+    /// Wakes the sync thread (entries logged), the apply thread (entries synced), and
+    /// committers waiting for room in `pending`.
     wake: Condvar,
+    apply_wake: Condvar,
     room: Condvar,
     waiters: Mutex<Waiters>,
-    /// Counts log syncs, for the figures in benchmarks and tests.
+    /// Counts log syncs and commits, for the figures in benchmarks and tests.
     pub syncs: AtomicU64,
+    pub commits: AtomicU64,
+    sync_nanos: AtomicU64,
+}
+
+/// The pipeline's two threads, joined at shutdown.
+pub struct Threads {
+    sync: JoinHandle<()>,
+    apply: JoinHandle<()>,
 }
 
 pub struct Committed {
@@ -135,7 +155,7 @@ pub struct Committed {
 
 impl Pipeline {
     /// `disk` says where each file's backing file is; recovery makes it match `ns`.
-    pub fn start(layout: Layout, ns: Namespace, log: LogWriter) -> (Arc<Pipeline>, JoinHandle<()>) {
+    pub fn start(layout: Layout, ns: Namespace, log: LogWriter) -> (Arc<Pipeline>, Threads) {
         let durable = ns.last_seq();
         let disk = ns.files().map(|i| (i.fid, i.name.clone())).collect();
         let pipeline = Arc::new(Pipeline {
@@ -152,8 +172,10 @@ impl Pipeline {
                 fatal: None,
                 stalled: None,
                 shutting_down: false,
+                sync_done: false,
             }),
             wake: Condvar::new(),
+            apply_wake: Condvar::new(),
             room: Condvar::new(),
             waiters: Mutex::new(Waiters {
                 durable,
@@ -161,13 +183,21 @@ impl Pipeline {
                 failed: None,
             }),
             syncs: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            sync_nanos: AtomicU64::new(0),
         });
-        let p = pipeline.clone();
-        let thread = std::thread::Builder::new()
-            .name("recordfs-commit".into())
-            .spawn(move || p.run())
-            .expect("spawning the commit thread");
-        (pipeline, thread)
+        let spawn = |name: &str, f: fn(&Pipeline)| {
+            let p = pipeline.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || f(&p))
+                .expect("spawning a commit pipeline thread")
+        };
+        let threads = Threads {
+            sync: spawn("recordfs-sync", Pipeline::run_sync),
+            apply: spawn("recordfs-apply", Pipeline::run_apply),
+        };
+        (pipeline, threads)
     }
 
     /// Reads the namespace.
@@ -236,6 +266,7 @@ impl Pipeline {
         }
         let seq = entry.seq;
         st.unsynced.push(entry);
+        self.commits.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
         Ok(Committed { seq, applied })
     }
@@ -270,10 +301,6 @@ impl Pipeline {
             return done(Err(e));
         }
         w.by_seq.entry(seq).or_default().push(done);
-        drop(w);
-        // The commit thread may be idle with nothing queued if `seq` was synced and applied
-        // but `durable` was not yet raised; waking it is harmless.
-        self.wake.notify_one();
     }
 
     /// Blocks until `seq` is durable: for tests and for the command line.
@@ -295,12 +322,21 @@ impl Pipeline {
 
     /// Stops the commit thread after it has synced and applied everything, then makes the
     /// backing tree durable and writes a checkpoint.
-    pub fn shutdown(&self, thread: JoinHandle<()>) -> Result<()> {
+    pub fn shutdown(&self, threads: Threads) -> Result<()> {
         self.state.lock().shutting_down = true;
         self.wake.notify_all();
-        if thread.join().is_err() {
-            return Err(err!(EIO, "the commit thread panicked"));
+        if threads.sync.join().is_err() || threads.apply.join().is_err() {
+            return Err(err!(EIO, "a commit pipeline thread panicked"));
         }
+        let (commits, syncs) = (
+            self.commits.load(Ordering::Relaxed),
+            self.syncs.load(Ordering::Relaxed),
+        );
+        info!(
+            "stats: {commits} commits, {syncs} log syncs ({:.2} commits per sync, {:.0} µs per sync)",
+            commits as f64 / syncs.max(1) as f64,
+            self.sync_nanos.load(Ordering::Relaxed) as f64 / syncs.max(1) as f64 / 1000.0
+        );
         let mut st = self.state.lock();
         if let Some(reason) = &st.fatal {
             return Err(err!(
@@ -367,64 +403,111 @@ impl Pipeline {
     // -----------------------------------------------------------------------------------------
     // The commit thread
 
-    fn run(&self) {
+    /// The sync thread: one `fdatasync` for everything logged since the last one.
+    ///
+    /// Group commit needs a batch to form: when every committer waits on the running sync,
+    /// the first one to commit again would otherwise start the next sync alone. So before
+    /// syncing, the thread waits until as many entries as the last batch had are queued, for
+    /// at most half as long as the last sync took (PostgreSQL's commit_delay, adaptively). A
+    /// lone committer makes batches of one and never waits.
+    fn run_sync(&self) {
+        let mut last_batch = 1usize;
+        let mut last_sync = Duration::ZERO;
         loop {
-            let (batch, shutting_down) = {
+            let (end, handle) = {
                 let mut st = self.state.lock();
-                while Self::idle(&st) && !st.shutting_down {
-                    if st.stalled.is_some() && st.fatal.is_none() {
-                        if self.wake.wait_for(&mut st, APPLY_RETRY).timed_out() {
-                            break;
-                        }
-                    } else {
-                        self.wake.wait(&mut st);
+                while st.unsynced.is_empty() && !st.shutting_down {
+                    self.wake.wait(&mut st);
+                }
+                let deadline = Instant::now() + (last_sync / 2).min(MAX_LINGER);
+                while st.unsynced.len() < last_batch && !st.shutting_down {
+                    if self.wake.wait_until(&mut st, deadline).timed_out() {
+                        break;
                     }
                 }
-                let batch = match st.unsynced.last() {
-                    Some(last) => Some((last.seq, st.log.sync_handle())),
-                    None => None,
-                };
-                (batch, st.shutting_down)
+                last_batch = st.unsynced.len().max(1);
+                match st.unsynced.last() {
+                    Some(last) => (last.seq, st.log.sync_handle()),
+                    None => {
+                        st.sync_done = true;
+                        self.apply_wake.notify_all();
+                        return;
+                    }
+                }
             };
-            if let Some((end, handle)) = batch {
-                let synced = handle.and_then(|f| {
-                    f.sync_data()
-                        .map_err(|e| Error::io("fdatasync of the log", &e))
-                });
-                self.syncs.fetch_add(1, Ordering::Relaxed);
-                let mut st = self.state.lock();
-                match synced {
-                    Ok(()) => {
-                        // Entries committed after `end` were not surely covered by this sync:
-                        // they wait for the next one.
-                        let n = st.unsynced.iter().take_while(|e| e.seq <= end).count();
-                        let synced: Vec<Entry> = st.unsynced.drain(..n).collect();
-                        st.unapplied.extend(synced);
-                        drop(st);
-                        self.mark_durable(end);
-                    }
-                    Err(e) => {
-                        self.turn_read_only(&mut st, e.reason.clone());
-                        st.unsynced.clear();
-                        drop(st);
-                        self.fail_waiters(&e.reason);
-                    }
+            let started = Instant::now();
+            let synced = handle.and_then(|f| {
+                f.sync_data()
+                    .map_err(|e| Error::io("fdatasync of the log", &e))
+            });
+            last_sync = started.elapsed();
+            self.sync_nanos
+                .fetch_add(last_sync.as_nanos() as u64, Ordering::Relaxed);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            let mut st = self.state.lock();
+            match synced {
+                Ok(()) => {
+                    // Entries committed after `end` were not surely covered by this sync:
+                    // they wait for the next one.
+                    let n = st.unsynced.iter().take_while(|e| e.seq <= end).count();
+                    let synced: Vec<Entry> = st.unsynced.drain(..n).collect();
+                    let now = Instant::now();
+                    st.unapplied.extend(synced.into_iter().map(|e| (now, e)));
+                    self.apply_wake.notify_one();
+                    drop(st);
+                    self.mark_durable(end);
                 }
-            }
-            if self.state.lock().fatal.is_none() {
-                self.apply_synced();
-            }
-            if shutting_down && Self::idle(&self.state.lock()) {
-                return;
+                Err(e) => {
+                    self.turn_read_only(&mut st, e.reason.clone());
+                    st.unsynced.clear();
+                    drop(st);
+                    self.fail_waiters(&e.reason);
+                }
             }
         }
     }
 
-    /// Nothing the commit thread can do now: nothing to sync, and nothing to apply (or the
-    /// backing tree cannot take it).
-    fn idle(st: &State) -> bool {
-        st.unsynced.is_empty()
-            && (st.unapplied.is_empty() || st.fatal.is_some() || st.stalled.is_some())
+    /// The apply thread: brings the backing tree up to the synced entries, in order.
+    fn run_apply(&self) {
+        // After the sync thread stops, a stalled apply gets one last try before giving up.
+        let mut last_try = false;
+        loop {
+            {
+                let mut st = self.state.lock();
+                loop {
+                    if st.unapplied.is_empty() || st.fatal.is_some() {
+                        if st.sync_done {
+                            return;
+                        }
+                        self.apply_wake.wait(&mut st);
+                        continue;
+                    }
+                    if st.stalled.is_some() {
+                        if st.sync_done {
+                            if last_try {
+                                return;
+                            }
+                            last_try = true;
+                            break;
+                        }
+                        // Disk full: try again now and then.
+                        if self.apply_wake.wait_for(&mut st, APPLY_RETRY).timed_out() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let due = st.unapplied.front().map(|(t, _)| *t + APPLY_DELAY);
+                    let hurry = st.sync_done || st.pending_bytes > MAX_PENDING_BYTES / 2;
+                    match due {
+                        Some(due) if !hurry && Instant::now() < due => {
+                            self.apply_wake.wait_until(&mut st, due);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            self.apply_synced();
+        }
     }
 
     fn mark_durable(&self, upto: Seq) {
@@ -461,9 +544,16 @@ impl Pipeline {
     fn apply_synced(&self) {
         loop {
             let entry = {
-                let st = self.state.lock();
+                let mut st = self.state.lock();
+                if superseded(&st.unapplied) {
+                    st.unapplied.pop_front();
+                    continue;
+                }
+                if !self.due(&st) {
+                    return;
+                }
                 match st.unapplied.front() {
-                    Some(e) => e.clone(),
+                    Some((_, e)) => e.clone(),
                     None => return,
                 }
             };
@@ -590,6 +680,14 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Entries synced less than `APPLY_DELAY` ago wait, unless the store is shutting down
+    /// or `pending` is filling up.
+    fn due(&self, st: &State) -> bool {
+        st.unapplied.front().is_some_and(|(t, _)| {
+            st.sync_done || st.pending_bytes > MAX_PENDING_BYTES / 2 || t.elapsed() >= APPLY_DELAY
+        })
+    }
+
     /// A file's bytes reached its backing file: readers may read them there now.
     fn settle(&self, st: &mut State, fid: Fid, seq: Seq, name: &[u8], len: u64) {
         st.disk.insert(fid, name.to_vec());
@@ -601,7 +699,7 @@ impl Pipeline {
         }
     }
 
-    /// For `stat`-like reporting and tests: bytes waiting for their backing files.
+    /// For reporting and tests: bytes waiting for their backing files.
     pub fn pending_bytes(&self) -> u64 {
         self.state.lock().pending_bytes
     }
@@ -610,4 +708,31 @@ impl Pipeline {
     pub fn inode(&self, fid: Fid) -> Option<Inode> {
         self.state.lock().ns.get(fid).cloned()
     }
+}
+
+/// Whether the first queued entry is a SET that a later SET of the same file replaces, with
+/// no rename or delete of that file between them: writing it would be undone at once.
+fn superseded(queue: &VecDeque<(Instant, Entry)>) -> bool {
+    let Some((_, first)) = queue.front() else {
+        return false;
+    };
+    let Op::Set {
+        fid,
+        kind: Kind::File,
+        ..
+    } = &first.op
+    else {
+        return false;
+    };
+    for (_, e) in queue.iter().skip(1) {
+        match &e.op {
+            Op::Set { fid: f, .. } if f == fid => return true,
+            Op::Rename {
+                fid: f, replaced, ..
+            } if f == fid || *replaced == Some(*fid) => return false,
+            Op::Delete { fid: f, .. } if f == fid => return false,
+            _ => {}
+        }
+    }
+    false
 }

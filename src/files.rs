@@ -10,12 +10,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use log::{error, info, warn};
+use log::{error, warn};
 use parking_lot::Mutex;
 
-use crate::commit::{Pipeline, Snapshot, Waiter};
+use crate::commit::{Pipeline, Snapshot, Threads, Waiter};
 use crate::error::{err, Error, Result};
 use crate::log::{Attrs, Data, Fid, Kind, Op, Seq, Time, ROOT};
 use crate::namespace::{Inode, Namespace};
@@ -143,7 +142,9 @@ pub struct RecordFs {
     layout: Layout,
     opts: Options,
     pipeline: Arc<Pipeline>,
-    commit_thread: Mutex<Option<JoinHandle<()>>>,
+    commit_threads: Mutex<Option<Threads>>,
+    /// How the shutdown went, once it has run.
+    closed: Mutex<Option<Result<()>>>,
     handles: Mutex<Handles>,
     damaged: HashSet<Fid>,
     invalidator: Mutex<Option<Invalidator>>,
@@ -188,12 +189,13 @@ impl RecordFs {
     pub fn start(store: &std::path::Path, opts: Options) -> Result<RecordFs> {
         let layout = Layout::new(store);
         let recovered = recovery::recover(&layout, &opts)?;
-        let (pipeline, thread) = Pipeline::start(layout.clone(), recovered.ns, recovered.log);
+        let (pipeline, threads) = Pipeline::start(layout.clone(), recovered.ns, recovered.log);
         Ok(RecordFs {
             layout,
             opts,
             pipeline,
-            commit_thread: Mutex::new(Some(thread)),
+            commit_threads: Mutex::new(Some(threads)),
+            closed: Mutex::new(None),
             handles: Mutex::new(Handles {
                 next: 1,
                 ..Handles::default()
@@ -230,15 +232,28 @@ impl RecordFs {
 
     /// Flushes and syncs everything, writes a checkpoint, stops the commit thread. Handles
     /// still open with uncommitted bytes are committed first.
+    /// Runs once; later calls return the first one's result.
     pub fn shutdown(&self) -> Result<()> {
+        let mut closed = self.closed.lock();
+        if let Some(result) = &*closed {
+            return result.clone();
+        }
         let open: Vec<u64> = self.handles.lock().map.keys().copied().collect();
         for fh in open {
             self.release(fh);
         }
-        match self.commit_thread.lock().take() {
+        *self.invalidator.lock() = None;
+        let result = match self.commit_threads.lock().take() {
             Some(t) => self.pipeline.shutdown(t),
             None => Ok(()),
-        }
+        };
+        *closed = Some(result.clone());
+        result
+    }
+
+    /// Whether the store was closed with everything applied and checkpointed.
+    pub fn closed_cleanly(&self) -> bool {
+        matches!(&*self.closed.lock(), Some(Ok(())))
     }
 
     /// Calls `done` when the ticket's entry is durable.
@@ -767,7 +782,7 @@ impl RecordFs {
             }
             let mut attrs = inode.attrs;
             // A utimes after the last write wins over the write's time, as on ext4.
-            if !mtime_set.is_some_and(|t| t > last_write) {
+            if mtime_set.is_none_or(|t| t <= last_write) {
                 attrs.mtime = last_write;
             }
             attrs.ctime = Time::now();
@@ -1063,11 +1078,9 @@ impl RecordFs {
 
 impl Drop for RecordFs {
     fn drop(&mut self) {
-        if self.commit_thread.lock().is_some() {
+        if self.closed.lock().is_none() {
             if let Err(e) = self.shutdown() {
                 warn!("{}: not cleanly closed: {e}", self.layout.store.display());
-            } else {
-                info!("{}: closed cleanly", self.layout.store.display());
             }
         }
     }

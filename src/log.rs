@@ -711,12 +711,16 @@ pub struct SegmentScan {
     pub last_seq: Option<Seq>,
 }
 
-/// Reads one line of at most `max` bytes. Returns the line (without newline) and whether it
-/// ended in a newline; a longer line is skipped to its end and reported as `Err(len)`.
-fn read_bounded_line(
-    r: &mut impl BufRead,
-    max: usize,
-) -> std::io::Result<Option<std::result::Result<(Vec<u8>, bool), u64>>> {
+/// One line read by `read_bounded_line`.
+enum LineRead {
+    /// The line without its newline, and whether a newline ended it.
+    Line(Vec<u8>, bool),
+    /// A line longer than allowed, skipped to its end: how many bytes it took.
+    TooLong(u64),
+}
+
+/// Reads one line of at most `max` bytes; `None` at the end of the file.
+fn read_bounded_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<LineRead>> {
     let mut line = Vec::new();
     let mut skipped: u64 = 0;
     let mut too_long = false;
@@ -727,9 +731,9 @@ fn read_bounded_line(
                 return Ok(None);
             }
             return Ok(Some(if too_long {
-                Err(skipped)
+                LineRead::TooLong(skipped)
             } else {
-                Ok((line, false))
+                LineRead::Line(line, false)
             }));
         }
         let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
@@ -747,9 +751,9 @@ fn read_bounded_line(
         r.consume(n + usize::from(found));
         if found {
             return Ok(Some(if too_long {
-                Err(skipped + 1)
+                LineRead::TooLong(skipped + 1)
             } else {
-                Ok((line, true))
+                LineRead::Line(line, true)
             }));
         }
     }
@@ -777,11 +781,11 @@ pub fn scan_segment(
     let mut max = MAX_HEADER_LINE;
     while let Some(read) = read_bounded_line(&mut r, max).map_err(io_err)? {
         let (consumed, result) = match read {
-            Err(skipped) => (
+            LineRead::TooLong(skipped) => (
                 skipped,
                 Err(format!("line longer than the limit of {max} bytes")),
             ),
-            Ok((line, ended)) => {
+            LineRead::Line(line, ended) => {
                 let consumed = line.len() as u64 + u64::from(ended);
                 let result = if !ended {
                     Err("line has no newline (torn write)".to_string())
@@ -856,7 +860,7 @@ pub fn read_entry_at(path: &Path, offset: u64, max_line: u64) -> Result<Entry> {
         .map_err(|e| Error::io(format!("seeking in {}", path.display()), &e))?;
     let mut r = BufReader::new(&mut file);
     match read_bounded_line(&mut r, max_line as usize) {
-        Ok(Some(Ok((line, true)))) => {
+        Ok(Some(LineRead::Line(line, true))) => {
             decode_entry(&line).map_err(|e| err!(EIO, "{} at offset {offset}: {e}", path.display()))
         }
         Ok(_) => Err(err!(

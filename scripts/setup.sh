@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing recordfs needs on a fresh Debian machine:
+# fuse3 (fusermount3, to clear mounts as any user), and the tools the tests drive for real.
+# Idempotent: installs only what is missing. Needs root (FUSE mounts need it too).
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (FUSE mounts and package installs need it)" >&2
+  exit 1
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "setup: /dev/fuse is missing; load the fuse module (modprobe fuse)" >&2
+  exit 1
+fi
+
+missing=()
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v vim >/dev/null 2>&1 || missing+=(vim)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v truncate >/dev/null 2>&1 || missing+=(coreutils)
+command -v mount >/dev/null 2>&1 || missing+=(mount)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for c in rustfmt clippy; do
+  if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$c"
+  fi
+done

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: format, lints, unit tests, and the integration tests
+# that mount real recordfs filesystems (root and /dev/fuse needed; scripts/setup.sh checks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets 2>&1
+if grep -q 'recordfs:' /proc/self/mounts; then
+  echo "test.sh: a recordfs mount was left behind:" >&2
+  grep 'recordfs:' /proc/self/mounts >&2
+  exit 1
+fi
