@@ -7,9 +7,9 @@ scripts/setup.sh
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo test"
-cargo test --all-targets 2>&1
+cargo test --all-targets --features failpoints 2>&1
 if grep -q 'recordfs:' /proc/self/mounts; then
   echo "test.sh: a recordfs mount was left behind:" >&2
   grep 'recordfs:' /proc/self/mounts >&2

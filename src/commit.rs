@@ -437,6 +437,7 @@ impl Pipeline {
             };
             let started = Instant::now();
             let synced = handle.and_then(|f| {
+                failpoint_log_sync(self.syncs.load(Ordering::Relaxed))?;
                 f.sync_data()
                     .map_err(|e| Error::io("fdatasync of the log", &e))
             });
@@ -735,4 +736,21 @@ fn superseded(queue: &VecDeque<(Instant, Entry)>) -> bool {
         }
     }
     false
+}
+
+/// With the `failpoints` feature, fails the log sync after the Nth (RECORDFS_FAIL_LOG_SYNC_AFTER).
+#[cfg(feature = "failpoints")]
+fn failpoint_log_sync(done: u64) -> Result<()> {
+    let after = std::env::var("RECORDFS_FAIL_LOG_SYNC_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    match after {
+        Some(n) if done >= n => Err(err!(EIO, "fdatasync of the log: injected failure")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint_log_sync(_done: u64) -> Result<()> {
+    Ok(())
 }

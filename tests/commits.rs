@@ -263,3 +263,83 @@ fn unlinked_open_files_stay_readable() {
     assert_eq!(s, "still here");
     assert_eq!(r.metadata().unwrap().len(), 10);
 }
+
+/// A version that shows whether it is whole: its padding repeats its own number.
+fn version(writer: u32, n: u32) -> String {
+    let len = 5_000 + ((writer * 7919 + n * 104_729) % 30_000) as usize;
+    format!(
+        "{{\"w\": {writer}, \"n\": {n}, \"pad\": \"{}\"}}",
+        char::from(b'a' + (n % 26) as u8).to_string().repeat(len)
+    )
+}
+
+fn is_whole(text: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return false;
+    };
+    let (Some(w), Some(n)) = (v["w"].as_u64(), v["n"].as_u64()) else {
+        return false;
+    };
+    text == version(w as u32, n as u32)
+}
+
+#[test]
+fn concurrent_writers_and_readers_only_ever_see_whole_versions() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let names: Vec<_> = (0..2).map(|i| env.path(&record(500 + i))).collect();
+    for p in &names {
+        fs::write(p, version(9, 0)).unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let mut readers = Vec::new();
+        for r in 0..2 {
+            let (names, stop) = (names.clone(), stop.clone());
+            readers.push(s.spawn(move || {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = fs::read_to_string(&names[r % 2]).unwrap();
+                    assert!(
+                        is_whole(&text),
+                        "a torn or mixed read: {} bytes",
+                        text.len()
+                    );
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        let writers: Vec<_> = (0..4u32)
+            .map(|w| {
+                let names = names.clone();
+                s.spawn(move || {
+                    for n in 1..=40u32 {
+                        let p = &names[((w + n) % 2) as usize];
+                        let mut f = OpenOptions::new()
+                            .write(true)
+                            .truncate(true)
+                            .open(p)
+                            .unwrap();
+                        let v = version(w, n);
+                        // Several writes per version, so a reader could catch one half-done.
+                        for chunk in v.as_bytes().chunks(4096) {
+                            f.write_all(chunk).unwrap();
+                        }
+                        drop(f);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    for p in &names {
+        assert!(is_whole(&fs::read_to_string(p).unwrap()));
+    }
+}

@@ -197,3 +197,21 @@ pub fn sh(cmd: &str) -> (i32, String) {
 pub fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
+
+/// Creates or truncates `path`, writes `bytes` and closes it, reporting an error from close(2)
+/// (the commit point) that `fs::write` would drop.
+pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::io::IntoRawFd;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    let fd = f.into_raw_fd();
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The core, driven directly without FUSE: the same code the mount runs.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use recordfs::files::{RecordFs, SetAttr};
+use recordfs::log::ROOT;
+use recordfs::options::{Options, SyncMode};
+
+fn rec(n: u32) -> Vec<u8> {
+    format!("{n:08x}-0000-4000-8000-000000000000.json").into_bytes()
+}
+
+fn create_and_commit(fs: &RecordFs, name: &[u8], bytes: &[u8]) -> recordfs::error::Result<()> {
+    let (stat, fh, t) = fs.create(ROOT, name, 0o644, 0, 0, libc::O_WRONLY | libc::O_TRUNC)?;
+    fs.wait(t)?;
+    fs.write(fh, 0, bytes)?;
+    let r = fs.flush(fh).and_then(|t| fs.wait(t));
+    fs.release(fh);
+    assert!(stat.ino > ROOT);
+    r
+}
+
+#[test]
+fn concurrent_commits_share_log_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(RecordFs::start(&dir.path().join("s"), Options::default()).unwrap());
+    std::thread::scope(|s| {
+        for t in 0..8u32 {
+            let fs = fs.clone();
+            s.spawn(move || {
+                for i in 0..50u32 {
+                    create_and_commit(&fs, &rec(t * 1000 + i), format!("[{t}, {i}]").as_bytes())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let commits = fs.pipeline().commits.load(Ordering::Relaxed);
+    let syncs = fs.pipeline().syncs.load(Ordering::Relaxed);
+    assert_eq!(commits, 800);
+    assert!(
+        syncs < commits,
+        "group commit: {syncs} syncs for {commits} commits"
+    );
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn state_survives_a_reopen_and_damage_is_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let opts = Options {
+        sync: SyncMode::Fsync,
+        ..Options::default()
+    };
+    {
+        let fs = RecordFs::start(&store, opts.clone()).unwrap();
+        create_and_commit(&fs, &rec(1), b"{\"a\": 1}").unwrap();
+        create_and_commit(&fs, b"plain", b"text").unwrap();
+        let e = create_and_commit(&fs, &rec(1), b"{bad").unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+        assert!(e.reason.contains("rejected bytes are in"), "{}", e.reason);
+        let plain = fs.lookup(ROOT, b"plain").unwrap();
+        let set = SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        };
+        let (stat, t) = fs.setattr(plain.ino, None, set).unwrap();
+        fs.wait(t).unwrap();
+        assert_eq!(stat.attrs.mode, 0o600);
+        fs.wait(fs.rename(ROOT, b"plain", ROOT, b"renamed", 0).unwrap())
+            .unwrap();
+        fs.shutdown().unwrap();
+    }
+    std::fs::remove_file(store.join("root").join("renamed")).unwrap();
+    let fs = RecordFs::start(&store, opts).unwrap();
+    assert!(fs
+        .findings()
+        .iter()
+        .any(|f| f.what.contains("renamed") && f.what.contains("restored")));
+    let r = fs.lookup(ROOT, b"renamed").unwrap();
+    assert_eq!(r.attrs.mode, 0o600);
+    let fh = fs.open(r.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(fh, 0, 100).unwrap(), b"text");
+    fs.release(fh);
+    let rec1 = fs.lookup(ROOT, &rec(1)).unwrap();
+    let fh = fs.open(rec1.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(fh, 0, 100).unwrap(), b"{\"a\": 1}");
+    fs.release(fh);
+    assert!(fs.lookup(ROOT, b"plain").is_err());
+}
+
+#[test]
+fn rename_flags_noreplace_and_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RecordFs::start(&dir.path().join("s"), Options::default()).unwrap();
+    create_and_commit(&fs, b"a", b"A").unwrap();
+    create_and_commit(&fs, b"b", b"B").unwrap();
+    let e = fs
+        .rename(ROOT, b"a", ROOT, b"b", libc::RENAME_NOREPLACE)
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EEXIST);
+    fs.wait(
+        fs.rename(ROOT, b"a", ROOT, b"b", libc::RENAME_EXCHANGE)
+            .unwrap(),
+    )
+    .unwrap();
+    let read = |name: &[u8]| {
+        let fh = fs
+            .open(fs.lookup(ROOT, name).unwrap().ino, libc::O_RDONLY)
+            .unwrap();
+        let v = fs.read(fh, 0, 10).unwrap();
+        fs.release(fh);
+        v
+    };
+    assert_eq!(read(b"a"), b"B");
+    assert_eq!(read(b"b"), b"A");
+    let e = fs
+        .rename(ROOT, b"a", ROOT, b"c", libc::RENAME_EXCHANGE)
+        .unwrap_err();
+    assert_eq!(e.errno, libc::ENOENT);
+    fs.shutdown().unwrap();
+    drop(fs);
+    let fs = RecordFs::start(&dir.path().join("s"), Options::default()).unwrap();
+    assert!(fs.findings().is_empty(), "{:?}", fs.findings());
+}
