@@ -84,7 +84,6 @@ pub fn main() -> i32 {
                 sync,
                 max_file_size,
                 read_only,
-                salvage: false,
             };
             let mount = MountArgs {
                 store,

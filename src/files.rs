@@ -814,17 +814,22 @@ impl RecordFs {
 
     /// Commits every handle of `fid` that holds uncommitted writes.
     fn commit_writers_of(&self, fid: Fid) -> Result<()> {
-        let writers: Vec<Arc<Handle>> = self
+        // Lock order is writer, then the handle table (commit_writer takes the table): so
+        // the writers are collected first and locked only after the table is released.
+        let handles: Vec<Arc<Handle>> = self
             .handles
             .lock()
             .map
             .values()
-            .filter(|h| matches!(&***h, Handle::Write(w) if w.lock().fid == fid))
+            .filter(|h| matches!(&***h, Handle::Write(_)))
             .cloned()
             .collect();
-        for h in writers {
+        for h in handles {
             if let Handle::Write(w) = &*h {
-                self.commit_writer(&mut w.lock())?;
+                let mut w = w.lock();
+                if w.fid == fid {
+                    self.commit_writer(&mut w)?;
+                }
             }
         }
         Ok(())

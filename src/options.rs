@@ -30,8 +30,6 @@ pub struct Options {
     pub sync: SyncMode,
     pub max_file_size: u64,
     pub read_only: bool,
-    /// Mount a log with corruption in its middle, dropping the bad entries (reported).
-    pub salvage: bool,
 }
 
 impl Default for Options {
@@ -40,7 +38,6 @@ impl Default for Options {
             sync: SyncMode::Always,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             read_only: false,
-            salvage: false,
         }
     }
 }

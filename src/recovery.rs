@@ -383,6 +383,20 @@ pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
         log.max_line().max(max_line),
         !opts.read_only,
     )?;
+    if opts.read_only && (!reconciled.findings.is_empty() || scan.torn.is_some()) {
+        // Read-only, nothing can be repaired, and the backing files are not what the log
+        // says: serving them would show a state that was never committed.
+        return Err(err!(
+            EROFS,
+            "{} needs recovery ({}); mount it once without --read-only",
+            layout.store.display(),
+            reconciled
+                .findings
+                .first()
+                .map(|f| f.what.clone())
+                .unwrap_or_else(|| "the log ends in a torn entry".into())
+        ));
+    }
     for f in &reconciled.findings {
         warn!("recovery: {f}");
     }

@@ -197,3 +197,29 @@ fn background_mount_returns_once_live_and_sigterm_unmounts_cleanly() {
         "a clean stop writes a checkpoint"
     );
 }
+
+#[test]
+fn read_only_mounts_serve_a_sound_store_and_refuse_one_needing_recovery() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path(&record(1)), "{\"ro\": true}").unwrap();
+    m.stop();
+    let m = env.mount(&["--read-only"]);
+    assert_eq!(
+        fs::read_to_string(env.path(&record(1))).unwrap(),
+        "{\"ro\": true}"
+    );
+    let e = fs::write(env.path(&record(1)), "[]").unwrap_err();
+    assert_eq!(errno_of(&e), libc::EROFS);
+    m.stop();
+    fs::remove_file(env.backing(&record(1))).unwrap();
+    let err = mount_fails(&env, &["--read-only"]);
+    assert!(
+        err.contains("needs recovery") && err.contains("without --read-only"),
+        "{err}"
+    );
+    assert!(
+        !env.backing(&record(1)).exists(),
+        "a read-only mount repairs nothing"
+    );
+}
