@@ -140,3 +140,37 @@ fn emacs_style_lock_symlink() {
     fs::remove_file(&lock).unwrap();
     assert_eq!(names(&env).len(), 0);
 }
+
+#[test]
+fn mmap_and_locks_work() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let script = format!(
+        r#"
+import mmap, fcntl
+p = {p:?}
+open(p, "wb").write(b"hello mmap world")
+with open(p, "rb") as f:
+    assert mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:5] == b"hello"
+with open(p, "r+b") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    m = mmap.mmap(f.fileno(), 0)
+    m[0:5] = b"HELLO"
+    m.flush()
+    m.close()
+assert open(p, "rb").read() == b"HELLO mmap world", open(p, "rb").read()
+"#,
+        p = env.path("data.bin").to_str().unwrap()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
