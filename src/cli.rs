@@ -204,6 +204,14 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         }
         1
     };
+    // Registered before anything is mounted: a SIGTERM that comes while the mount is being
+    // set up is queued and unmounts it once it is live, instead of killing the daemon and
+    // leaving a dead mount behind.
+    let signals =
+        match signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => return fail(&mut ready, format!("installing signal handlers: {e}")),
+        };
     let store = absolute(&m.store);
     let mountpoint = absolute(&m.mountpoint);
     match std::fs::metadata(&mountpoint) {
@@ -265,24 +273,19 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
     };
     start_invalidator(&fs, session.notifier());
     let mut unmounter = session.unmount_callable();
-    let signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
-    match signals {
-        Ok(mut signals) => {
-            let mp = mountpoint.clone();
-            std::thread::Builder::new()
-                .name("recordfs-signals".into())
-                .spawn(move || {
-                    if let Some(sig) = signals.forever().next() {
-                        info!("signal {sig}: unmounting {}", mp.display());
-                        if let Err(e) = unmounter.unmount() {
-                            error!("unmounting {}: {e}", mp.display());
-                        }
-                    }
-                })
-                .expect("spawning the signal thread");
-        }
-        Err(e) => return fail(&mut ready, format!("installing signal handlers: {e}")),
-    }
+    let mut signals = signals;
+    let mp = mountpoint.clone();
+    std::thread::Builder::new()
+        .name("recordfs-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                info!("signal {sig}: unmounting {}", mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    error!("unmounting {}: {e}", mp.display());
+                }
+            }
+        })
+        .expect("spawning the signal thread");
     info!(
         "{} mounted at {} (--sync {:?})",
         store.display(),
