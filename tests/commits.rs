@@ -343,3 +343,48 @@ fn concurrent_writers_and_readers_only_ever_see_whole_versions() {
         assert!(is_whole(&fs::read_to_string(p).unwrap()));
     }
 }
+
+#[test]
+fn chown_o_excl_and_renameat2_flags_through_the_kernel() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path("a"), "A").unwrap();
+    fs::write(env.path("b"), "B").unwrap();
+    std::os::unix::fs::chown(env.path("a"), Some(1234), Some(5678)).unwrap();
+    let e = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(env.path("a"))
+        .unwrap_err();
+    assert_eq!(errno_of(&e), libc::EEXIST);
+    let c = |n: &str| CString::new(env.path(n).as_os_str().as_bytes()).unwrap();
+    let renameat2 = |from: &str, to: &str, flags: u32| {
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                c(from).as_ptr(),
+                libc::AT_FDCWD,
+                c(to).as_ptr(),
+                flags,
+            )
+        };
+        if rc == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        }
+    };
+    assert_eq!(renameat2("a", "b", libc::RENAME_NOREPLACE), libc::EEXIST);
+    assert_eq!(renameat2("a", "b", libc::RENAME_EXCHANGE), 0);
+    assert_eq!(fs::read_to_string(env.path("a")).unwrap(), "B");
+    assert_eq!(fs::read_to_string(env.path("b")).unwrap(), "A");
+    assert_eq!(renameat2("a", "a", 0), 0, "rename onto itself");
+    m.kill9();
+    let _m = env.mount(&[]);
+    let md = fs::metadata(env.path("b")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+    assert_eq!(fs::read_to_string(env.path("b")).unwrap(), "A");
+    assert_eq!(fs::read_to_string(env.path("a")).unwrap(), "B");
+}
