@@ -179,6 +179,18 @@ fn check_dir(dir: Fid) -> Result<()> {
     Ok(())
 }
 
+/// The entry that gives an existing regular file new bytes.
+fn new_content(inode: &Inode, attrs: Attrs, data: Data) -> Op {
+    Op::Set {
+        fid: inode.fid,
+        dir: inode.parent,
+        name: inode.name.clone(),
+        kind: Kind::File,
+        attrs,
+        data,
+    }
+}
+
 fn show(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
@@ -786,14 +798,7 @@ impl RecordFs {
                 attrs.mtime = last_write;
             }
             attrs.ctime = Time::now();
-            Ok(Op::Set {
-                fid,
-                dir: inode.parent,
-                name: inode.name.clone(),
-                kind: Kind::File,
-                attrs,
-                data,
-            })
+            Ok(new_content(inode, attrs, data))
         });
         match result {
             Ok(seq) => {
@@ -1006,14 +1011,7 @@ impl RecordFs {
             let mut attrs = inode.attrs;
             attrs.mtime = now;
             attrs.ctime = now;
-            Ok(Op::Set {
-                fid,
-                dir: inode.parent,
-                name: inode.name.clone(),
-                kind: Kind::File,
-                attrs,
-                data,
-            })
+            Ok(new_content(inode, attrs, data))
         })?;
         self.notify_changed(fid);
         Ok(seq)
