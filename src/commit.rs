@@ -363,17 +363,10 @@ impl Pipeline {
         if st.changed.is_empty() {
             return Ok(());
         }
-        let root = File::open(self.layout.root())
-            .map_err(|e| Error::io("opening the backing tree", &e))?;
-        // syncfs flushes every file and symlink the tree holds, and the directory itself.
-        // SAFETY: valid descriptor.
-        if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-            let e = std::io::Error::last_os_error();
-            let e = Error::io("syncfs of the backing tree", &e);
+        if let Err(e) = self.sync_changed(st) {
             self.turn_read_only(st, e.reason.clone());
             return Err(e);
         }
-        store::sync_dir(&self.layout.root())?;
         let upto = st.ns.last_seq();
         let entry = Entry {
             seq: upto + 1,
@@ -388,6 +381,36 @@ impl Pipeline {
         st.changed.clear();
         info!("checkpoint: the backing files hold every commit up to entry {upto}");
         Ok(())
+    }
+
+    /// fsync of every backing file changed since the last checkpoint, then of `root/`. A
+    /// symlink cannot be fsynced by itself; if one changed, syncfs covers it (and everything
+    /// else on that filesystem, which is slower on a busy disk, hence not the default).
+    fn sync_changed(&self, st: &State) -> Result<()> {
+        let mut symlink_changed = false;
+        for fid in &st.changed {
+            let Some(name) = st.disk.get(fid) else {
+                continue; // deleted: the directory's fsync covers it
+            };
+            if st.ns.get(*fid).is_some_and(|i| i.kind == Kind::Symlink) {
+                symlink_changed = true;
+                continue;
+            }
+            let path = self.layout.backing(name);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(format!("fsync of {}", path.display()), &e))?;
+        }
+        if symlink_changed {
+            let root = File::open(self.layout.root())
+                .map_err(|e| Error::io("opening the backing tree", &e))?;
+            // SAFETY: valid descriptor.
+            if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(Error::io("syncfs of the backing tree", &e));
+            }
+        }
+        store::sync_dir(&self.layout.root())
     }
 
     fn turn_read_only(&self, st: &mut State, reason: String) {

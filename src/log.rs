@@ -119,13 +119,31 @@ pub struct Attrs {
 pub struct Data {
     pub bytes: Arc<Vec<u8>>,
     pub dcrc: u32,
-    /// `"enc":"…","data":"…"` as it stands in a line.
-    fragment: Arc<Vec<u8>>,
+    /// `"enc":"…","data":"…"` as it stands in a line; made by `new`, not when decoding
+    /// (recovery reads entries, it does not write them).
+    fragment: Option<Arc<Vec<u8>>>,
 }
 
 impl Data {
     pub fn new(bytes: Arc<Vec<u8>>) -> Data {
         let dcrc = crc32c(&bytes);
+        let fragment = Some(Arc::new(Self::encode(&bytes)));
+        Data {
+            bytes,
+            dcrc,
+            fragment,
+        }
+    }
+
+    fn decoded(bytes: Vec<u8>) -> Data {
+        Data {
+            dcrc: crc32c(&bytes),
+            bytes: Arc::new(bytes),
+            fragment: None,
+        }
+    }
+
+    fn encode(bytes: &[u8]) -> Vec<u8> {
         let mut fragment = Vec::with_capacity(bytes.len() + 32);
         let as_text = std::str::from_utf8(&bytes)
             .ok()
@@ -138,15 +156,11 @@ impl Data {
             }
             None => {
                 fragment.extend_from_slice(b"\"enc\":\"base64\",\"data\":\"");
-                fragment.extend_from_slice(B64.encode(bytes.as_slice()).as_bytes());
+                fragment.extend_from_slice(B64.encode(bytes).as_bytes());
                 fragment.push(b'"');
             }
         }
-        Data {
-            bytes,
-            dcrc,
-            fragment: Arc::new(fragment),
-        }
+        fragment
     }
 
     pub fn empty() -> Data {
@@ -291,7 +305,10 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             push_json(&mut out, "len", &data.len());
             push_json(&mut out, "dcrc", &format!("{:08x}", data.dcrc));
             out.push(b',');
-            out.extend_from_slice(&data.fragment);
+            match &data.fragment {
+                Some(f) => out.extend_from_slice(f),
+                None => out.extend_from_slice(&Data::encode(&data.bytes)),
+            }
         }
         Op::Attr {
             fid,
@@ -447,7 +464,7 @@ impl Fields {
                 .map_err(|e| format!("bad base64 data: {e}"))?,
             other => return Err(format!("unknown encoding {other:?}")),
         };
-        let data = Data::new(Arc::new(bytes));
+        let data = Data::decoded(bytes);
         if data.len() != self.u64("len")? {
             return Err("data length does not match len".into());
         }
@@ -932,9 +949,9 @@ mod tests {
     #[test]
     fn control_bytes_use_base64_so_lines_stay_bounded() {
         let bytes = vec![1u8; 1000];
-        let d = Data::new(Arc::new(bytes));
-        assert!(d.fragment.starts_with(b"\"enc\":\"base64\""));
-        assert!(d.fragment.len() as u64 <= max_line_for(1000));
+        let f = Data::encode(&bytes);
+        assert!(f.starts_with(b"\"enc\":\"base64\""));
+        assert!(f.len() as u64 <= max_line_for(1000));
     }
 
     #[test]
