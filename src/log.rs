@@ -145,7 +145,7 @@ impl Data {
 
     fn encode(bytes: &[u8]) -> Vec<u8> {
         let mut fragment = Vec::with_capacity(bytes.len() + 32);
-        let as_text = std::str::from_utf8(&bytes)
+        let as_text = std::str::from_utf8(bytes)
             .ok()
             .and_then(|s| serde_json::to_string(s).ok())
             .filter(|quoted| quoted.len() <= 2 * bytes.len() + 2);
