@@ -34,8 +34,6 @@ impl std::fmt::Display for Finding {
 
 struct LogScan {
     ns: Namespace,
-    /// Files changed since the last checkpoint: their backing files may lag the log.
-    touched: HashSet<Fid>,
     /// The last segment, where appends continue, and its good length.
     last: Option<(PathBuf, Header, u64)>,
     /// A torn last entry: where it starts, and why it is bad.
@@ -53,7 +51,6 @@ fn name_str(name: &[u8]) -> String {
 fn scan_log(layout: &Layout) -> Result<LogScan> {
     let mut scan = LogScan {
         ns: Namespace::new(),
-        touched: HashSet::new(),
         last: None,
         torn: None,
         segments: 0,
@@ -74,14 +71,12 @@ fn scan_log(layout: &Layout) -> Result<LogScan> {
             }
         }
         let ns = &mut scan.ns;
-        let touched = &mut scan.touched;
         let entries = &mut scan.entries;
         let seg = scan_segment(&path, expect, |offset, entry| {
             let loc = matches!(entry.op, Op::Set { .. }).then_some(crate::namespace::ContentLoc {
                 segment: start,
                 offset,
             });
-            note_touched(touched, &entry);
             *entries += 1;
             ns.apply(&entry, loc).map(|_| ()).map_err(|e| {
                 err!(
@@ -126,24 +121,6 @@ fn scan_log(layout: &Layout) -> Result<LogScan> {
     Ok(scan)
 }
 
-fn note_touched(touched: &mut HashSet<Fid>, entry: &Entry) {
-    match &entry.op {
-        Op::Checkpoint { .. } => touched.clear(),
-        Op::Rename {
-            fid,
-            replaced: Some(other),
-            exchange: true,
-            ..
-        } => {
-            touched.insert(*fid);
-            touched.insert(*other);
-        }
-        op => {
-            touched.extend(op.fid());
-        }
-    }
-}
-
 fn meta_of(a: &Attrs) -> FileMeta {
     FileMeta {
         mode: a.mode,
@@ -155,7 +132,7 @@ fn meta_of(a: &Attrs) -> FileMeta {
 }
 
 /// How a backing file differs from what the log says it holds.
-fn backing_problem(layout: &Layout, inode: &Inode, full: bool) -> Option<String> {
+fn backing_problem(layout: &Layout, inode: &Inode) -> Option<String> {
     let path = layout.backing(&inode.name);
     let md = match fs::symlink_metadata(&path) {
         Ok(md) => md,
@@ -178,27 +155,25 @@ fn backing_problem(layout: &Layout, inode: &Inode, full: bool) -> Option<String>
             if md.len() != inode.size {
                 return Some(format!("{} bytes, the log says {}", md.len(), inode.size));
             }
-            // Every backing file is given its mtime when written: a change made behind the
-            // store's back shows here without reading the bytes.
-            let mtime = (md.mtime(), md.mtime_nsec() as u32);
-            if mtime != (inode.attrs.mtime.secs, inode.attrs.mtime.nsecs) && !full {
-                return Some(
-                    "modified behind the store's back (mtime differs from the log)".into(),
-                );
-            }
-            if full {
-                match fs::read(&path) {
-                    Ok(bytes) if crc32c(&bytes) != inode.dcrc => {
-                        return Some("content differs from the log (checksum)".into())
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Some(format!("unreadable: {e}")),
+            match fs::read(&path) {
+                Ok(bytes) if crc32c(&bytes) != inode.dcrc => {
+                    Some("content differs from the log (checksum)".into())
                 }
+                Ok(_) => None,
+                Err(e) => Some(format!("unreadable: {e}")),
             }
-            None
         }
         Kind::Dir => None,
     }
+}
+
+/// Whether a backing file's mode, owner and mtime are the log's.
+fn meta_matches(layout: &Layout, inode: &Inode) -> bool {
+    fs::symlink_metadata(layout.backing(&inode.name)).is_ok_and(|md| {
+        md.mode() & 0o7777 == inode.attrs.mode
+            && (md.uid(), md.gid()) == (inode.attrs.uid, inode.attrs.gid)
+            && (md.mtime(), md.mtime_nsec() as u32) == (inode.attrs.mtime.secs, inode.attrs.mtime.nsecs)
+    })
 }
 
 /// Rewrites a backing file from the entry that holds its bytes.
@@ -244,13 +219,7 @@ pub struct Reconciled {
 
 /// Holds `root/` against the namespace. With `repair`, restores from the log and moves
 /// unknown files to `lost+found/`; without, only reports.
-fn reconcile(
-    layout: &Layout,
-    ns: &Namespace,
-    full_check: &dyn Fn(Fid) -> bool,
-    max_line: u64,
-    repair: bool,
-) -> Result<Reconciled> {
+fn reconcile(layout: &Layout, ns: &Namespace, max_line: u64, repair: bool) -> Result<Reconciled> {
     let mut out = Reconciled::default();
     let root = layout.root();
     for ent in
@@ -286,10 +255,9 @@ fn reconcile(
     let mut files: Vec<&Inode> = ns.files().collect();
     files.sort_by_key(|i| i.fid);
     for inode in files {
-        let full = full_check(inode.fid);
-        let Some(problem) = backing_problem(layout, inode, full) else {
-            if repair && full && inode.kind == Kind::File {
-                // Attribute changes since the checkpoint may not have reached it.
+        let Some(problem) = backing_problem(layout, inode) else {
+            if repair && inode.kind == Kind::File && !meta_matches(layout, inode) {
+                // An attribute change whose entry had not reached the backing file.
                 store::set_meta(&layout.backing(&inode.name), &meta_of(&inode.attrs))?;
             }
             continue;
@@ -375,11 +343,11 @@ pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
             }
         }
     };
-    let touched = scan.touched;
+    // Every backing file is read and checked against its CRC32C in the log: bit rot keeps
+    // size and mtime, and a corrupt file must never be served as if it were fine.
     let reconciled = reconcile(
         layout,
         &ns,
-        &|fid| touched.contains(&fid),
         log.max_line().max(max_line),
         !opts.read_only,
     )?;
@@ -514,7 +482,7 @@ pub fn check(layout: &Layout) -> Result<CheckReport> {
         });
     }
     let max_line = scan.last.as_ref().map(|(_, h, _)| h.max_line).unwrap_or(0);
-    let reconciled = reconcile(layout, &scan.ns, &|_| true, max_line, false)?;
+    let reconciled = reconcile(layout, &scan.ns, max_line, false)?;
     problems.extend(reconciled.findings);
     let leftovers = fs::read_dir(layout.tmp()).map(|d| d.count()).unwrap_or(0);
     if leftovers > 0 {
