@@ -172,7 +172,8 @@ fn meta_matches(layout: &Layout, inode: &Inode) -> bool {
     fs::symlink_metadata(layout.backing(&inode.name)).is_ok_and(|md| {
         md.mode() & 0o7777 == inode.attrs.mode
             && (md.uid(), md.gid()) == (inode.attrs.uid, inode.attrs.gid)
-            && (md.mtime(), md.mtime_nsec() as u32) == (inode.attrs.mtime.secs, inode.attrs.mtime.nsecs)
+            && (md.mtime(), md.mtime_nsec() as u32)
+                == (inode.attrs.mtime.secs, inode.attrs.mtime.nsecs)
     })
 }
 
@@ -345,12 +346,7 @@ pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
     };
     // Every backing file is read and checked against its CRC32C in the log: bit rot keeps
     // size and mtime, and a corrupt file must never be served as if it were fine.
-    let reconciled = reconcile(
-        layout,
-        &ns,
-        log.max_line().max(max_line),
-        !opts.read_only,
-    )?;
+    let reconciled = reconcile(layout, &ns, log.max_line().max(max_line), !opts.read_only)?;
     if opts.read_only && (!reconciled.findings.is_empty() || scan.torn.is_some()) {
         // Read-only, nothing can be repaired, and the backing files are not what the log
         // says: serving them would show a state that was never committed.
