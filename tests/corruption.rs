@@ -74,10 +74,13 @@ enum Target {
     Backing(String),
 }
 
+/// Changes the bytes of the damaged file.
+type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+
 struct Case {
     label: String,
     target: Target,
-    mutate: Box<dyn Fn(&mut Vec<u8>)>,
+    mutate: Mutation,
     keep_mtime: bool,
 }
 
