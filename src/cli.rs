@@ -338,7 +338,7 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) {
 
 fn check(store: &Path) -> i32 {
     let layout = Layout::new(store);
-    match recovery::check(&layout) {
+    match recovery::check(&crate::disk::RealDisk, &layout) {
         Ok(report) => {
             for p in &report.problems {
                 println!("PROBLEM: {p}");

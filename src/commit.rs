@@ -14,8 +14,6 @@
 //! retry that "succeeds" would be a lie. The store turns read-only until remounted.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,11 +22,12 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
 
+use crate::disk::{Disk, FileMeta, ReadAt};
 use crate::error::{err, Error, Result};
 use crate::log::{encode_entry, Entry, Fid, Kind, LogWriter, Op, Seq, Time};
 use crate::namespace::{Applied, ContentLoc, Inode, Namespace};
 use crate::options::MAX_PENDING_BYTES;
-use crate::store::{self, FileMeta, Layout};
+use crate::store::{self, Layout};
 
 /// Something to call once a sequence number is durable (or can never be).
 pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
@@ -72,7 +71,7 @@ pub struct State {
 /// What a reader reads: the bytes of one committed version, fixed at open.
 pub enum Snapshot {
     Memory(Arc<Vec<u8>>),
-    File(File),
+    Disk(Arc<dyn ReadAt>),
 }
 
 impl Snapshot {
@@ -83,15 +82,13 @@ impl Snapshot {
                 let end = start.saturating_add(size).min(bytes.len());
                 Ok(bytes[start..end].to_vec())
             }
-            Snapshot::File(f) => {
-                use std::os::unix::fs::FileExt;
+            Snapshot::Disk(f) => {
                 let mut buf = vec![0; size];
                 let mut got = 0;
                 while got < size {
                     match f.read_at(&mut buf[got..], offset + got as u64) {
                         Ok(0) => break,
                         Ok(n) => got += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(Error::io("reading a backing file", &e)),
                     }
                 }
@@ -105,10 +102,9 @@ impl Snapshot {
     pub fn read_all(&self, limit: u64) -> Result<Vec<u8>> {
         let len = match self {
             Snapshot::Memory(b) => b.len() as u64,
-            Snapshot::File(f) => f
-                .metadata()
-                .map_err(|e| Error::io("stat of a backing file", &e))?
-                .len(),
+            Snapshot::Disk(f) => f
+                .size()
+                .map_err(|e| Error::io("stat of a backing file", &e))?,
         };
         if len > limit {
             return Err(err!(
@@ -128,6 +124,7 @@ struct Waiters {
 }
 
 pub struct Pipeline {
+    disk: Arc<dyn Disk>,
     layout: Layout,
     state: Mutex<State>,
     /// Wakes the sync thread (entries logged), the apply thread (entries synced), and
@@ -155,17 +152,23 @@ pub struct Committed {
 
 impl Pipeline {
     /// `disk` says where each file's backing file is; recovery makes it match `ns`.
-    pub fn start(layout: Layout, ns: Namespace, log: LogWriter) -> (Arc<Pipeline>, Threads) {
+    pub fn start(
+        disk: Arc<dyn Disk>,
+        layout: Layout,
+        ns: Namespace,
+        log: LogWriter,
+    ) -> (Arc<Pipeline>, Threads) {
         let durable = ns.last_seq();
-        let disk = ns.files().map(|i| (i.fid, i.name.clone())).collect();
+        let on_disk = ns.files().map(|i| (i.fid, i.name.clone())).collect();
         let pipeline = Arc::new(Pipeline {
+            disk,
             layout,
             state: Mutex::new(State {
                 ns,
                 log,
                 pending: HashMap::new(),
                 pending_bytes: 0,
-                disk,
+                disk: on_disk,
                 unsynced: Vec::new(),
                 unapplied: VecDeque::new(),
                 changed: HashSet::new(),
@@ -282,9 +285,10 @@ impl Pipeline {
             .get(&fid)
             .ok_or_else(|| err!(ENOENT, "fid {fid} has no backing file"))?;
         let path = self.layout.backing(name);
-        // Opened under the lock: the commit thread cannot move the file meanwhile.
-        File::open(&path)
-            .map(Snapshot::File)
+        // Opened under the lock: the apply thread cannot move the file meanwhile.
+        self.disk
+            .open_read(&path)
+            .map(Snapshot::Disk)
             .map_err(|e| Error::io(format!("opening {}", path.display()), &e))
     }
 
@@ -397,20 +401,16 @@ impl Pipeline {
                 continue;
             }
             let path = self.layout.backing(name);
-            File::open(&path)
-                .and_then(|f| f.sync_all())
+            self.disk
+                .sync_file(&path)
                 .map_err(|e| Error::io(format!("fsync of {}", path.display()), &e))?;
         }
         if symlink_changed {
-            let root = File::open(self.layout.root())
-                .map_err(|e| Error::io("opening the backing tree", &e))?;
-            // SAFETY: valid descriptor.
-            if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(Error::io("syncfs of the backing tree", &e));
-            }
+            self.disk
+                .sync_everything(&self.layout.root())
+                .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
         }
-        store::sync_dir(&self.layout.root())
+        store::sync_dir(&*self.disk, &self.layout.root())
     }
 
     fn turn_read_only(&self, st: &mut State, reason: String) {
@@ -459,9 +459,9 @@ impl Pipeline {
                 }
             };
             let started = Instant::now();
-            let synced = handle.and_then(|f| {
-                failpoint_log_sync(self.syncs.load(Ordering::Relaxed))?;
-                f.sync_data()
+            let synced = failpoint_log_sync(self.syncs.load(Ordering::Relaxed)).and_then(|_| {
+                handle
+                    .sync_data()
                     .map_err(|e| Error::io("fdatasync of the log", &e))
             });
             last_sync = started.elapsed();
@@ -613,6 +613,7 @@ impl Pipeline {
 
     /// Makes the backing tree reflect one synced entry.
     fn apply_to_disk(&self, entry: &Entry) -> Result<()> {
+        let disk = &*self.disk;
         let root = |name: &[u8]| self.layout.backing(name);
         match &entry.op {
             Op::Set {
@@ -637,13 +638,13 @@ impl Pipeline {
                         .layout
                         .tmp()
                         .join(format!("{fid}.{}.staged", entry.seq));
-                    store::replace_file(&tmp, &staged, &data.bytes, Some(&meta), false)?;
+                    store::replace_file(disk, &tmp, &staged, &data.bytes, Some(&meta), false)?;
                     let mut st = self.state.lock();
-                    store::rename(&staged, &root(name))?;
+                    store::rename(disk, &staged, &root(name))?;
                     self.settle(&mut st, *fid, entry.seq, name, data.len());
                 } else {
                     let mut st = self.state.lock();
-                    store::replace_symlink(&tmp, &root(name), &data.bytes, &meta)?;
+                    store::replace_symlink(disk, &tmp, &root(name), &data.bytes)?;
                     self.settle(&mut st, *fid, entry.seq, name, data.len());
                 }
             }
@@ -655,6 +656,7 @@ impl Pipeline {
                     let is_link = st.ns.get(*fid).is_some_and(|i| i.kind == Kind::Symlink);
                     if !is_link {
                         store::set_meta(
+                            disk,
                             &root(name),
                             &FileMeta {
                                 mode: attrs.mode,
@@ -671,7 +673,7 @@ impl Pipeline {
             }
             Op::Delete { fid, name, .. } => {
                 let mut st = self.state.lock();
-                store::remove(&root(name))?;
+                store::remove(disk, &root(name))?;
                 st.disk.remove(fid);
                 st.changed.insert(*fid);
             }
@@ -685,13 +687,13 @@ impl Pipeline {
             } => {
                 let mut st = self.state.lock();
                 if *exchange {
-                    store::exchange(&root(name), &root(to_name))?;
+                    store::exchange(disk, &root(name), &root(to_name))?;
                     if let Some(other) = replaced {
                         st.disk.insert(*other, name.clone());
                         st.changed.insert(*other);
                     }
                 } else {
-                    store::rename(&root(name), &root(to_name))?;
+                    store::rename(disk, &root(name), &root(to_name))?;
                     if let Some(old) = replaced {
                         st.disk.remove(old);
                     }

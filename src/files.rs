@@ -15,6 +15,7 @@ use log::{error, warn};
 use parking_lot::Mutex;
 
 use crate::commit::{Pipeline, Snapshot, Threads, Waiter};
+use crate::disk::{Disk, RealDisk};
 use crate::error::{err, Error, Result};
 use crate::log::{Attrs, Data, Fid, Kind, Op, Seq, Time, ROOT};
 use crate::namespace::{Inode, Namespace};
@@ -139,6 +140,7 @@ pub struct StatFs {
 type Invalidator = Box<dyn Fn(Fid) + Send + Sync>;
 
 pub struct RecordFs {
+    disk: Arc<dyn Disk>,
     layout: Layout,
     opts: Options,
     pipeline: Arc<Pipeline>,
@@ -199,10 +201,21 @@ impl RecordFs {
     /// Opens the store (creating it if missing or empty), recovers it, and starts the commit
     /// thread.
     pub fn start(store: &std::path::Path, opts: Options) -> Result<RecordFs> {
+        RecordFs::start_on(Arc::new(RealDisk), store, opts)
+    }
+
+    /// Like `start`, on any disk (tests use a simulated one).
+    pub fn start_on(
+        disk: Arc<dyn Disk>,
+        store: &std::path::Path,
+        opts: Options,
+    ) -> Result<RecordFs> {
         let layout = Layout::new(store);
-        let recovered = recovery::recover(&layout, &opts)?;
-        let (pipeline, threads) = Pipeline::start(layout.clone(), recovered.ns, recovered.log);
+        let recovered = recovery::recover(&*disk, &layout, &opts)?;
+        let (pipeline, threads) =
+            Pipeline::start(disk.clone(), layout.clone(), recovered.ns, recovered.log);
         Ok(RecordFs {
+            disk,
             layout,
             opts,
             pipeline,
@@ -597,7 +610,7 @@ impl RecordFs {
     fn reject(&self, name: &[u8], bytes: &[u8], e: Error) -> Error {
         let tag = Time::now().millis() * 1000
             + self.rejected_count.fetch_add(1, Ordering::Relaxed) % 1000;
-        let kept = match store::keep_rejected(&self.layout, name, tag, bytes) {
+        let kept = match store::keep_rejected(&*self.disk, &self.layout, name, tag, bytes) {
             Ok(path) => format!("the rejected bytes are in {}", path.display()),
             Err(e2) => format!("the rejected bytes could not be kept: {e2}"),
         };

@@ -1,8 +1,8 @@
 //! The log: entries, their one-line JSON encoding with a CRC32C, and the segment writer and
 //! scanner. FORMAT.md is the authoritative description; this file implements it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use serde_json::Value;
 
+use crate::disk::{Disk, DiskFile, Reader};
 use crate::error::{err, Error, Result};
 
 pub const FORMAT_VERSION: u64 = 1;
@@ -561,16 +562,17 @@ pub fn parse_segment_name(name: &str) -> Option<Seq> {
 }
 
 /// The segments of a log directory, oldest first.
-pub fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
-    let mut out = Vec::new();
-    let rd =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
-        if let Some(seq) = ent.file_name().to_str().and_then(parse_segment_name) {
-            out.push((seq, ent.path()));
-        }
-    }
+pub fn list_segments(disk: &dyn Disk, dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
+    let names = disk
+        .list(dir)
+        .map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
+    let mut out: Vec<(Seq, PathBuf)> = names
+        .iter()
+        .filter_map(|n| {
+            let seq = std::str::from_utf8(n).ok().and_then(parse_segment_name)?;
+            Some((seq, dir.join(std::ffi::OsStr::from_bytes(n))))
+        })
+        .collect();
     out.sort();
     Ok(out)
 }
@@ -578,7 +580,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
 /// Appends lines to one segment. A failed append is cut off again, so the segment never holds
 /// a partial line that a later append would bury in the middle of the log.
 pub struct LogWriter {
-    file: File,
+    file: Arc<dyn DiskFile>,
     path: PathBuf,
     start_seq: Seq,
     len: u64,
@@ -587,14 +589,11 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Creates a new segment holding only its header, durably (file and directory synced).
-    pub fn create(dir: &Path, start_seq: Seq, max_line: u64) -> Result<LogWriter> {
+    pub fn create(disk: &dyn Disk, dir: &Path, start_seq: Seq, max_line: u64) -> Result<LogWriter> {
         let path = dir.join(segment_name(start_seq));
         let ctx = |what: &str| format!("{what} {}", path.display());
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = disk
+            .open_file(&path, true)
             .map_err(|e| Error::io(ctx("creating log segment"), &e))?;
         let mut w = LogWriter {
             file,
@@ -611,18 +610,16 @@ impl LogWriter {
         });
         w.append(&header)?;
         w.file
-            .sync_all()
+            .sync_data()
             .map_err(|e| Error::io(ctx("syncing new log segment"), &e))?;
-        crate::store::sync_dir(dir)?;
+        crate::store::sync_dir(disk, dir)?;
         Ok(w)
     }
 
     /// Opens an existing segment to append after its first `len` bytes (all checked good).
-    pub fn open(path: &Path, header: &Header, len: u64) -> Result<LogWriter> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
+    pub fn open(disk: &dyn Disk, path: &Path, header: &Header, len: u64) -> Result<LogWriter> {
+        let file = disk
+            .open_file(path, false)
             .map_err(|e| Error::io(format!("opening log segment {}", path.display()), &e))?;
         Ok(LogWriter {
             file,
@@ -660,11 +657,9 @@ impl LogWriter {
         self.max_line
     }
 
-    /// A second descriptor of the segment, for syncing it without holding the writer.
-    pub fn sync_handle(&self) -> Result<File> {
-        self.file
-            .try_clone()
-            .map_err(|e| Error::io("duplicating the log descriptor", &e))
+    /// The segment, for syncing it without holding the writer.
+    pub fn sync_handle(&self) -> Arc<dyn DiskFile> {
+        self.file.clone()
     }
 
     /// Writes one line (newline added) at the end; returns its offset.
@@ -681,11 +676,7 @@ impl LogWriter {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line);
         buf.push(b'\n');
-        let res = (|| {
-            self.file.seek(SeekFrom::Start(offset))?;
-            self.file.write_all(&buf)
-        })();
-        match res {
+        match self.file.write_at(offset, &buf) {
             Ok(()) => {
                 self.len += buf.len() as u64;
                 Ok(offset)
@@ -779,13 +770,15 @@ fn read_bounded_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option
 /// Reads a segment line by line, giving every good entry (with its offset) to `visit`.
 /// `expect_seq` is the sequence number the first entry must have, when known.
 pub fn scan_segment(
+    disk: &dyn Disk,
     path: &Path,
     mut expect_seq: Option<Seq>,
     mut visit: impl FnMut(u64, Entry) -> Result<()>,
 ) -> Result<SegmentScan> {
-    let file =
-        File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-    let mut r = BufReader::with_capacity(256 * 1024, file);
+    let file = disk
+        .open_read(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    let mut r = BufReader::with_capacity(256 * 1024, Reader::new(file, 0));
     let io_err = |e: std::io::Error| Error::io(format!("reading {}", path.display()), &e);
     let mut scan = SegmentScan {
         header: None,
@@ -870,12 +863,11 @@ pub fn scan_segment(
 }
 
 /// Reads the entry at `offset` of a segment (to restore a file's bytes from the log).
-pub fn read_entry_at(path: &Path, offset: u64, max_line: u64) -> Result<Entry> {
-    let mut file =
-        File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| Error::io(format!("seeking in {}", path.display()), &e))?;
-    let mut r = BufReader::new(&mut file);
+pub fn read_entry_at(disk: &dyn Disk, path: &Path, offset: u64, max_line: u64) -> Result<Entry> {
+    let file = disk
+        .open_read(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    let mut r = BufReader::new(Reader::new(file, offset));
     match read_bounded_line(&mut r, max_line as usize) {
         Ok(Some(LineRead::Line(line, true))) => {
             decode_entry(&line).map_err(|e| err!(EIO, "{} at offset {offset}: {e}", path.display()))
@@ -1004,7 +996,8 @@ mod tests {
     #[test]
     fn scan_cuts_torn_tail_and_flags_middle_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = LogWriter::create(dir.path(), 1, 1 << 20).unwrap();
+        let disk: &dyn Disk = &crate::disk::RealDisk;
+        let mut w = LogWriter::create(disk, dir.path(), 1, 1 << 20).unwrap();
         for seq in 1..=3 {
             let line = encode_entry(&Entry {
                 seq,
@@ -1019,7 +1012,7 @@ mod tests {
         bytes.extend_from_slice(b"{\"seq\":4,\"ts\"");
         std::fs::write(&path, &bytes).unwrap();
         let mut seen = 0;
-        let scan = scan_segment(&path, None, |_, _| {
+        let scan = scan_segment(disk, &path, None, |_, _| {
             seen += 1;
             Ok(())
         })
@@ -1040,7 +1033,7 @@ mod tests {
             .0;
         bytes[second - 5] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
-        let scan = scan_segment(&path, None, |_, _| Ok(())).unwrap();
+        let scan = scan_segment(disk, &path, None, |_, _| Ok(())).unwrap();
         assert!(scan.good_after_bad);
         assert_eq!(scan.last_seq, Some(1));
         assert_eq!(scan.bad[0].prev_seq, Some(1));

@@ -4,13 +4,12 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ::log::{info, warn};
 
+use crate::disk::{Disk, EntryKind, FileMeta};
 use crate::error::{err, Error, Result};
 use crate::log::{
     self, crc32c, encode_entry, list_segments, max_line_for, scan_segment, Attrs, Entry, Fid,
@@ -18,7 +17,7 @@ use crate::log::{
 };
 use crate::namespace::{Inode, Namespace};
 use crate::options::Options;
-use crate::store::{self, FileMeta, Layout, StoreLock};
+use crate::store::{self, Layout, StoreLock};
 
 /// One thing found wrong (or repaired) in a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +47,7 @@ fn name_str(name: &[u8]) -> String {
 
 /// Reads every segment, checking each line and replaying the entries. Corruption in the
 /// middle of the log is an error naming the segment, offset and last good sequence number.
-fn scan_log(layout: &Layout) -> Result<LogScan> {
+fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
     let mut scan = LogScan {
         ns: Namespace::new(),
         last: None,
@@ -56,7 +55,7 @@ fn scan_log(layout: &Layout) -> Result<LogScan> {
         segments: 0,
         entries: 0,
     };
-    let segments = list_segments(&layout.log_dir())?;
+    let segments = list_segments(disk, &layout.log_dir())?;
     let count = segments.len();
     for (i, (start, path)) in segments.into_iter().enumerate() {
         let is_last = i + 1 == count;
@@ -72,7 +71,7 @@ fn scan_log(layout: &Layout) -> Result<LogScan> {
         }
         let ns = &mut scan.ns;
         let entries = &mut scan.entries;
-        let seg = scan_segment(&path, expect, |offset, entry| {
+        let seg = scan_segment(disk, &path, expect, |offset, entry| {
             let loc = matches!(entry.op, Op::Set { .. }).then_some(crate::namespace::ContentLoc {
                 segment: start,
                 offset,
@@ -132,30 +131,30 @@ fn meta_of(a: &Attrs) -> FileMeta {
 }
 
 /// How a backing file differs from what the log says it holds.
-fn backing_problem(layout: &Layout, inode: &Inode) -> Option<String> {
+fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode) -> Option<String> {
     let path = layout.backing(&inode.name);
-    let md = match fs::symlink_metadata(&path) {
-        Ok(md) => md,
+    let st = match disk.stat(&path) {
+        Ok(st) => st,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some("missing".into()),
         Err(e) => return Some(format!("unreadable: {e}")),
     };
     match inode.kind {
         Kind::Symlink => {
-            if !md.file_type().is_symlink() {
+            if st.kind != EntryKind::Symlink {
                 return Some("not a symlink".into());
             }
-            let target = fs::read_link(&path).ok()?;
+            let target = disk.read_link(&path).ok()?;
             let want = inode.target.as_deref().map(Vec::as_slice).unwrap_or(&[]);
-            (target.as_os_str().as_bytes() != want).then(|| "wrong symlink target".into())
+            (target != want).then(|| "wrong symlink target".into())
         }
         Kind::File => {
-            if !md.file_type().is_file() {
+            if st.kind != EntryKind::File {
                 return Some("not a regular file".into());
             }
-            if md.len() != inode.size {
-                return Some(format!("{} bytes, the log says {}", md.len(), inode.size));
+            if st.len != inode.size {
+                return Some(format!("{} bytes, the log says {}", st.len, inode.size));
             }
-            match fs::read(&path) {
+            match disk.read(&path) {
                 Ok(bytes) if crc32c(&bytes) != inode.dcrc => {
                     Some("content differs from the log (checksum)".into())
                 }
@@ -168,45 +167,50 @@ fn backing_problem(layout: &Layout, inode: &Inode) -> Option<String> {
 }
 
 /// Whether a backing file's mode, owner and mtime are the log's.
-fn meta_matches(layout: &Layout, inode: &Inode) -> bool {
-    fs::symlink_metadata(layout.backing(&inode.name)).is_ok_and(|md| {
-        md.mode() & 0o7777 == inode.attrs.mode
-            && (md.uid(), md.gid()) == (inode.attrs.uid, inode.attrs.gid)
-            && (md.mtime(), md.mtime_nsec() as u32)
-                == (inode.attrs.mtime.secs, inode.attrs.mtime.nsecs)
+fn meta_matches(disk: &dyn Disk, layout: &Layout, inode: &Inode) -> bool {
+    disk.stat(&layout.backing(&inode.name)).is_ok_and(|st| {
+        st.mode == inode.attrs.mode
+            && (st.uid, st.gid) == (inode.attrs.uid, inode.attrs.gid)
+            && st.mtime == inode.attrs.mtime
     })
 }
 
 /// Rewrites a backing file from the entry that holds its bytes.
-fn restore(layout: &Layout, inode: &Inode, max_line: u64) -> Result<()> {
+fn restore(disk: &dyn Disk, layout: &Layout, inode: &Inode, max_line: u64) -> Result<()> {
     let loc = inode
         .content
         .ok_or_else(|| err!(EIO, "the log no longer holds its bytes"))?;
     let segment = layout.log_dir().join(log::segment_name(loc.segment));
-    let entry = log::read_entry_at(&segment, loc.offset, max_line)?;
+    let entry = log::read_entry_at(disk, &segment, loc.offset, max_line)?;
     let Op::Set { data, .. } = entry.op else {
         return Err(err!(EIO, "the entry at its log position is not a SET"));
     };
     let dest = layout.backing(&inode.name);
+    if disk.stat(&dest).is_ok_and(|st| st.kind == EntryKind::Dir) {
+        // Nothing of ours is a directory: set it aside rather than delete what is in it.
+        set_aside(disk, layout, &inode.name)?;
+    }
     let tmp = layout.tmp().join(format!("restore.{}", inode.fid));
     match inode.kind {
-        Kind::Symlink => {
-            let _ = fs::remove_dir_all(&dest);
-            store::replace_symlink(&tmp, &dest, &data.bytes, &meta_of(&inode.attrs))
-        }
-        _ => {
-            if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-                fs::remove_dir_all(&dest).map_err(|e| Error::io("removing a directory", &e))?;
-            }
-            store::replace_file(
-                &tmp,
-                &dest,
-                &data.bytes,
-                Some(&meta_of(&inode.attrs)),
-                false,
-            )
-        }
+        Kind::Symlink => store::replace_symlink(disk, &tmp, &dest, &data.bytes),
+        _ => store::replace_file(
+            disk,
+            &tmp,
+            &dest,
+            &data.bytes,
+            Some(&meta_of(&inode.attrs)),
+            false,
+        ),
     }
+}
+
+/// Moves something in the backing tree to `lost+found/`, returning where.
+fn set_aside(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<PathBuf> {
+    let mut moved = name.to_vec();
+    moved.extend_from_slice(format!(".{}", Time::now().millis()).as_bytes());
+    let dest = layout.lost_found().join(OsStr::from_bytes(&moved));
+    store::rename(disk, &layout.backing(name), &dest)?;
+    Ok(dest)
 }
 
 /// What `reconcile` found and did.
@@ -215,51 +219,54 @@ pub struct Reconciled {
     pub findings: Vec<Finding>,
     /// Files whose backing file is wrong and could not be restored.
     pub damaged: HashSet<Fid>,
+    /// Backing files written (to be synced), and whether the tree's names changed.
+    pub restored: Vec<(PathBuf, Kind)>,
     pub changed: bool,
 }
 
 /// Holds `root/` against the namespace. With `repair`, restores from the log and moves
 /// unknown files to `lost+found/`; without, only reports.
-fn reconcile(layout: &Layout, ns: &Namespace, max_line: u64, repair: bool) -> Result<Reconciled> {
+fn reconcile(
+    disk: &dyn Disk,
+    layout: &Layout,
+    ns: &Namespace,
+    max_line: u64,
+    repair: bool,
+) -> Result<Reconciled> {
     let mut out = Reconciled::default();
     let root = layout.root();
-    for ent in
-        fs::read_dir(&root).map_err(|e| Error::io(format!("listing {}", root.display()), &e))?
-    {
-        let ent = ent.map_err(|e| Error::io(format!("listing {}", root.display()), &e))?;
-        let name = ent.file_name();
-        if ns.lookup(ROOT, name.as_bytes()).is_some() {
+    let names = disk
+        .list(&root)
+        .map_err(|e| Error::io(format!("listing {}", root.display()), &e))?;
+    for name in names {
+        if ns.lookup(ROOT, &name).is_some() {
             continue;
         }
+        let shown = name_str(&name);
         if repair {
-            let mut moved = name.as_bytes().to_vec();
-            moved.extend_from_slice(format!(".{}", Time::now().millis()).as_bytes());
-            let dest = layout.lost_found().join(OsStr::from_bytes(&moved));
-            store::rename(&ent.path(), &dest)?;
+            let dest = set_aside(disk, layout, &name)?;
             out.changed = true;
             out.findings.push(Finding {
                 what: format!(
-                    "{}: in the backing tree but not in the log; moved to {}",
-                    name.to_string_lossy(),
+                    "{shown}: in the backing tree but not in the log; moved to {}",
                     dest.display()
                 ),
             });
         } else {
             out.findings.push(Finding {
-                what: format!(
-                    "{}: in the backing tree but not in the log",
-                    name.to_string_lossy()
-                ),
+                what: format!("{shown}: in the backing tree but not in the log"),
             });
         }
     }
     let mut files: Vec<&Inode> = ns.files().collect();
     files.sort_by_key(|i| i.fid);
     for inode in files {
-        let Some(problem) = backing_problem(layout, inode) else {
-            if repair && inode.kind == Kind::File && !meta_matches(layout, inode) {
+        let Some(problem) = backing_problem(disk, layout, inode) else {
+            if repair && inode.kind == Kind::File && !meta_matches(disk, layout, inode) {
                 // An attribute change whose entry had not reached the backing file.
-                store::set_meta(&layout.backing(&inode.name), &meta_of(&inode.attrs))?;
+                let path = layout.backing(&inode.name);
+                store::set_meta(disk, &path, &meta_of(&inode.attrs))?;
+                out.restored.push((path, inode.kind));
             }
             continue;
         };
@@ -270,9 +277,10 @@ fn reconcile(layout: &Layout, ns: &Namespace, max_line: u64, repair: bool) -> Re
             });
             continue;
         }
-        match restore(layout, inode, max_line) {
+        match restore(disk, layout, inode, max_line) {
             Ok(()) => {
                 out.changed = true;
+                out.restored.push((layout.backing(&inode.name), inode.kind));
                 out.findings.push(Finding {
                     what: format!("{name}: backing file {problem}; restored from the log"),
                 });
@@ -302,16 +310,16 @@ pub struct Recovered {
 }
 
 /// Opens (or creates) a store and recovers it. See FORMAT.md, "Recovery".
-pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
-    let lock = store::open_store(layout, !opts.read_only)?;
+pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recovered> {
+    let lock = store::open_store(disk, layout, !opts.read_only)?;
     let mut findings = Vec::new();
     if !opts.read_only {
-        let n = store::clear_tmp(layout)?;
+        let n = store::clear_tmp(disk, layout)?;
         if n > 0 {
             info!("removed {n} temp files left by an interrupted write");
         }
     }
-    let scan = scan_log(layout)?;
+    let scan = scan_log(disk, layout)?;
     let max_line = max_line_for(opts.max_file_size);
     let mut ns = scan.ns;
     let log = match scan.last {
@@ -322,7 +330,7 @@ pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
                 layout.store.display()
             ))
         }
-        None => new_log(layout, &mut ns, max_line)?,
+        None => new_log(disk, layout, &mut ns, max_line)?,
         Some((path, header, good_end)) => {
             if let Some((torn_path, offset, reason)) = &scan.torn {
                 let what = format!(
@@ -332,21 +340,27 @@ pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
                 warn!("{what}");
                 findings.push(Finding { what });
                 if !opts.read_only {
-                    cut(torn_path, *offset)?;
+                    cut(disk, torn_path, *offset)?;
                 }
             }
             if header.max_line == 0 {
                 // Even the header was torn: the segment never held an entry.
-                store::remove(&path)?;
-                new_log(layout, &mut ns, max_line)?
+                store::remove(disk, &path)?;
+                new_log(disk, layout, &mut ns, max_line)?
             } else {
-                LogWriter::open(&path, &header, good_end)?
+                LogWriter::open(disk, &path, &header, good_end)?
             }
         }
     };
     // Every backing file is read and checked against its CRC32C in the log: bit rot keeps
     // size and mtime, and a corrupt file must never be served as if it were fine.
-    let reconciled = reconcile(layout, &ns, log.max_line().max(max_line), !opts.read_only)?;
+    let reconciled = reconcile(
+        disk,
+        layout,
+        &ns,
+        log.max_line().max(max_line),
+        !opts.read_only,
+    )?;
     if opts.read_only && (!reconciled.findings.is_empty() || scan.torn.is_some()) {
         // Read-only, nothing can be repaired, and the backing files are not what the log
         // says: serving them would show a state that was never committed.
@@ -364,8 +378,8 @@ pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
     for f in &reconciled.findings {
         warn!("recovery: {f}");
     }
-    if reconciled.changed {
-        sync_tree(layout)?;
+    if reconciled.changed || !reconciled.restored.is_empty() {
+        sync_restored(disk, layout, &reconciled.restored)?;
     }
     findings.extend(reconciled.findings);
     info!(
@@ -384,21 +398,26 @@ pub fn recover(layout: &Layout, opts: &Options) -> Result<Recovered> {
     })
 }
 
-fn cut(path: &Path, offset: u64) -> Result<()> {
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
+fn cut(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
+    let f = disk
+        .open_file(path, false)
         .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
     f.set_len(offset)
-        .and_then(|_| f.sync_all())
+        .and_then(|_| f.sync_data())
         .map_err(|e| Error::io(format!("cutting {}", path.display()), &e))
 }
 
 /// A new store's first segment, holding the root directory's attributes as its first entry.
-fn new_log(layout: &Layout, ns: &mut Namespace, max_line: u64) -> Result<LogWriter> {
+fn new_log(
+    disk: &dyn Disk,
+    layout: &Layout,
+    ns: &mut Namespace,
+    max_line: u64,
+) -> Result<LogWriter> {
     let start = ns.last_seq() + 1;
-    let mut log = LogWriter::create(&layout.log_dir(), start, max_line)?;
-    let md = fs::metadata(&layout.store)
+    let mut log = LogWriter::create(disk, &layout.log_dir(), start, max_line)?;
+    let md = disk
+        .stat(&layout.store)
         .map_err(|e| Error::io(format!("stat of {}", layout.store.display()), &e))?;
     let now = Time::now();
     let entry = Entry {
@@ -410,8 +429,8 @@ fn new_log(layout: &Layout, ns: &mut Namespace, max_line: u64) -> Result<LogWrit
             name: Vec::new(),
             attrs: Attrs {
                 mode: 0o755,
-                uid: md.uid(),
-                gid: md.gid(),
+                uid: md.uid,
+                gid: md.gid,
                 atime: now,
                 mtime: now,
                 ctime: now,
@@ -424,19 +443,20 @@ fn new_log(layout: &Layout, ns: &mut Namespace, max_line: u64) -> Result<LogWrit
     Ok(log)
 }
 
-/// Makes every restored backing file and the tree's names durable.
-pub fn sync_tree(layout: &Layout) -> Result<()> {
-    let root =
-        fs::File::open(layout.root()).map_err(|e| Error::io("opening the backing tree", &e))?;
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: valid descriptor.
-    if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-        return Err(Error::io(
-            "syncfs of the backing tree",
-            &std::io::Error::last_os_error(),
-        ));
+/// Makes every restored backing file and the tree's names durable. A symlink cannot be
+/// fsynced by itself: if one was restored, everything is synced.
+fn sync_restored(disk: &dyn Disk, layout: &Layout, restored: &[(PathBuf, Kind)]) -> Result<()> {
+    for (path, kind) in restored {
+        if *kind == Kind::Symlink {
+            disk.sync_everything(&layout.root())
+                .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
+        } else {
+            disk.sync_file(path)
+                .map_err(|e| Error::io(format!("fsync of {}", path.display()), &e))?;
+        }
     }
-    store::sync_dir(&layout.root())
+    store::sync_dir(disk, &layout.root())?;
+    store::sync_dir(disk, &layout.lost_found())
 }
 
 /// The result of `recordfs check`.
@@ -449,10 +469,10 @@ pub struct CheckReport {
 
 /// Verifies a store offline without changing it: every log line's checksum and every backing
 /// file's bytes against the log.
-pub fn check(layout: &Layout) -> Result<CheckReport> {
-    let _lock = store::open_store(layout, false)?;
+pub fn check(disk: &dyn Disk, layout: &Layout) -> Result<CheckReport> {
+    let _lock = store::open_store(disk, layout, false)?;
     let mut problems = Vec::new();
-    let scan = match scan_log(layout) {
+    let scan = match scan_log(disk, layout) {
         Ok(s) => s,
         Err(e) => {
             problems.push(Finding { what: e.reason });
@@ -478,9 +498,9 @@ pub fn check(layout: &Layout) -> Result<CheckReport> {
         });
     }
     let max_line = scan.last.as_ref().map(|(_, h, _)| h.max_line).unwrap_or(0);
-    let reconciled = reconcile(layout, &scan.ns, max_line, false)?;
+    let reconciled = reconcile(disk, layout, &scan.ns, max_line, false)?;
     problems.extend(reconciled.findings);
-    let leftovers = fs::read_dir(layout.tmp()).map(|d| d.count()).unwrap_or(0);
+    let leftovers = disk.list(&layout.tmp()).map(|d| d.len()).unwrap_or(0);
     if leftovers > 0 {
         problems.push(Finding {
             what: format!("{leftovers} temp files in tmp/ (the next mount removes them)"),

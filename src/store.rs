@@ -1,14 +1,13 @@
-//! The STORE directory on disk: its layout, the marker that makes a directory a store, the
-//! lock that keeps a second daemon out, and the one helper that replaces a file atomically.
+//! The STORE directory: its layout, the marker that makes a directory a store, the lock that
+//! keeps a second daemon out, and the one helper that replaces a file atomically. All I/O goes
+//! through the `Disk` seam.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::disk::{Disk, DiskLock, EntryKind, FileMeta};
 use crate::error::{err, Error, Result};
 use crate::log::Time;
 
@@ -66,106 +65,60 @@ impl Layout {
     }
 }
 
-/// fsync of a directory, so that the names created or removed in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    let f = File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), &e))?;
-    f.sync_all()
-        .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), &e))
+fn io_err<'a>(what: &'a str, path: &'a Path) -> impl Fn(io::Error) -> Error + 'a {
+    move |e| Error::io(format!("{what} {}", path.display()), &e)
 }
 
-/// What to give a replaced file besides its bytes.
-pub struct FileMeta {
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub atime: Time,
-    pub mtime: Time,
+/// fsync of a directory, so that the names created or removed in it are durable.
+pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir)
+        .map_err(io_err("fsync of directory", dir))
 }
 
 /// Writes `bytes` to `tmp`, then renames it over `dest`. With `durable`, the temp file is
 /// fsynced before the rename and `dest`'s directory after it: the classic atomic replace.
 /// Without, the caller makes it durable later (see FORMAT.md, "Writing and syncing").
 pub fn replace_file(
+    disk: &dyn Disk,
     tmp: &Path,
     dest: &Path,
     bytes: &[u8],
     meta: Option<&FileMeta>,
     durable: bool,
 ) -> Result<()> {
-    let res = (|| -> Result<()> {
-        let ctx = |what: &str| format!("{what} {}", tmp.display());
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(tmp)
-            .map_err(|e| Error::io(ctx("creating"), &e))?;
-        f.write_all(bytes)
-            .map_err(|e| Error::io(ctx("writing"), &e))?;
-        if let Some(m) = meta {
-            apply_meta(&f, m).map_err(|e| Error::io(ctx("setting attributes of"), &e))?;
-        }
-        if durable {
-            f.sync_all().map_err(|e| Error::io(ctx("fsync of"), &e))?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(tmp);
+    let written = disk
+        .write_file(tmp, bytes, meta)
+        .map_err(io_err("writing", tmp))
+        .and_then(|_| match durable {
+            true => disk.sync_file(tmp).map_err(io_err("fsync of", tmp)),
+            false => Ok(()),
+        });
+    if let Err(e) = written {
+        let _ = disk.remove(tmp);
         return Err(e);
     }
-    rename(tmp, dest)?;
+    rename(disk, tmp, dest)?;
     if durable {
-        sync_dir(dest.parent().expect("a backing file has a directory"))?;
+        sync_dir(disk, dest.parent().expect("a backing file has a directory"))?;
     }
     Ok(())
 }
 
 /// Like `replace_file`, for a symbolic link.
-pub fn replace_symlink(tmp: &Path, dest: &Path, target: &[u8], meta: &FileMeta) -> Result<()> {
-    let _ = fs::remove_file(tmp);
-    std::os::unix::fs::symlink(OsStr::from_bytes(target), tmp)
-        .map_err(|e| Error::io(format!("creating symlink {}", tmp.display()), &e))?;
-    let _ = std::os::unix::fs::lchown(tmp, Some(meta.uid), Some(meta.gid));
-    rename(tmp, dest)
+pub fn replace_symlink(disk: &dyn Disk, tmp: &Path, dest: &Path, target: &[u8]) -> Result<()> {
+    let _ = disk.remove(tmp);
+    disk.symlink(target, tmp)
+        .map_err(io_err("creating symlink", tmp))?;
+    rename(disk, tmp, dest)
 }
 
-fn apply_meta(f: &File, m: &FileMeta) -> std::io::Result<()> {
-    let fd = f.as_raw_fd();
-    // SAFETY: fd is a valid open descriptor for the duration of these calls.
-    unsafe {
-        if libc::fchown(fd, m.uid, m.gid) != 0 {
-            let e = std::io::Error::last_os_error();
-            // A non-root daemon cannot give files away; the log still holds the owner.
-            if e.raw_os_error() != Some(libc::EPERM) {
-                return Err(e);
-            }
-        }
-        if libc::fchmod(fd, m.mode & 0o7777) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let times = [m.atime.to_timespec(), m.mtime.to_timespec()];
-        if libc::futimens(fd, times.as_ptr()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+pub fn set_meta(disk: &dyn Disk, path: &Path, meta: &FileMeta) -> Result<()> {
+    disk.set_meta(path, meta)
+        .map_err(io_err("setting attributes of", path))
 }
 
-/// Sets mode, owner and times of an existing backing file (an ATTR entry).
-pub fn set_meta(path: &Path, m: &FileMeta) -> Result<()> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-    apply_meta(&f, m)
-        .map_err(|e| Error::io(format!("setting attributes of {}", path.display()), &e))
-}
-
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| {
+pub fn rename(disk: &dyn Disk, from: &Path, to: &Path) -> Result<()> {
+    disk.rename(from, to).map_err(|e| {
         Error::io(
             format!("renaming {} to {}", from.display(), to.display()),
             &e,
@@ -174,65 +127,48 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// renameat2(RENAME_EXCHANGE): both names stay, their files swap.
-pub fn exchange(a: &Path, b: &Path) -> Result<()> {
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())
-        .map_err(|_| err!(EINVAL, "NUL in path"))?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())
-        .map_err(|_| err!(EINVAL, "NUL in path"))?;
-    // SAFETY: both are valid NUL-terminated paths.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Error::io(
+pub fn exchange(disk: &dyn Disk, a: &Path, b: &Path) -> Result<()> {
+    disk.exchange(a, b).map_err(|e| {
+        Error::io(
             format!("exchanging {} and {}", a.display(), b.display()),
             &e,
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Removes a file; one that is already gone is fine (recovery may redo a removal).
-pub fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
+pub fn remove(disk: &dyn Disk, path: &Path) -> Result<()> {
+    match disk.remove(path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("removing {}", path.display()), &e)),
     }
 }
 
 /// The exclusive lock on a store, held for as long as this value lives.
 pub struct StoreLock {
-    _file: File,
+    _lock: Box<dyn DiskLock>,
 }
 
 /// Opens (creating if needed) the store at `layout`, refusing a foreign directory, and takes
 /// its lock. `create` allows making a new store in a missing or empty directory.
-pub fn open_store(layout: &Layout, create: bool) -> Result<StoreLock> {
+pub fn open_store(disk: &dyn Disk, layout: &Layout, create: bool) -> Result<StoreLock> {
     let store = &layout.store;
-    match fs::metadata(store) {
-        Ok(m) if !m.is_dir() => {
+    match disk.stat(store) {
+        Ok(st) if st.kind != EntryKind::Dir => {
             return Err(err!(ENOTDIR, "{} is not a directory", store.display()));
         }
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            fs::create_dir_all(store)
-                .map_err(|e| Error::io(format!("creating {}", store.display()), &e))?;
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+            disk.create_dir(store).map_err(io_err("creating", store))?;
         }
         Err(e) => return Err(Error::io(format!("opening store {}", store.display()), &e)),
     }
-    if !layout.marker().exists() {
-        let empty = fs::read_dir(store)
-            .map_err(|e| Error::io(format!("listing {}", store.display()), &e))?
-            .next()
-            .is_none();
+    if disk.stat(&layout.marker()).is_err() {
+        let empty = disk
+            .list(store)
+            .map_err(io_err("listing", store))?
+            .is_empty();
         if !empty {
             return Err(err!(
                 EEXIST,
@@ -246,6 +182,7 @@ pub fn open_store(layout: &Layout, create: bool) -> Result<StoreLock> {
         // The marker goes first: a crash during the rest leaves a store that the next open
         // completes, never a half-made directory that looks foreign.
         replace_file(
+            disk,
             &store.join(".recordfs.store.tmp"),
             &layout.marker(),
             MARKER_TEXT.as_bytes(),
@@ -253,85 +190,69 @@ pub fn open_store(layout: &Layout, create: bool) -> Result<StoreLock> {
             true,
         )?;
     }
-    let marker = fs::read_to_string(layout.marker())
-        .map_err(|e| Error::io(format!("reading {}", layout.marker().display()), &e))?;
-    if marker.trim() != MARKER_TEXT.trim() {
+    let marker = disk
+        .read(&layout.marker())
+        .map_err(io_err("reading", &layout.marker()))?;
+    if marker.trim_ascii() != MARKER_TEXT.trim().as_bytes() {
         return Err(err!(
             EINVAL,
             "{} holds {:?}: not a store this version of recordfs can open",
             layout.marker().display(),
-            marker.trim()
+            String::from_utf8_lossy(marker.trim_ascii())
         ));
     }
-    let lock = lock_store(layout)?;
-    for dir in layout.dirs() {
-        if !dir.exists() {
-            fs::create_dir(&dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
-            sync_dir(store)?;
-        }
-    }
-    Ok(lock)
-}
-
-fn lock_store(layout: &Layout) -> Result<StoreLock> {
-    let path = layout.store.join(LOCK);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-    // SAFETY: valid descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        return Err(err!(
-            EBUSY,
-            "store {} is in use by {}",
-            layout.store.display(),
-            if holder.trim().is_empty() {
-                "another process".to_string()
-            } else {
-                holder.trim().to_string()
-            }
-        ));
-    }
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let text = format!(
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let holder = format!(
         "recordfs pid {} on {} since {} (unix time)\n",
         std::process::id(),
         host.trim(),
         Time::now().secs
     );
-    file.set_len(0)
-        .and_then(|_| file.write_all(text.as_bytes()))
-        .map_err(|e| Error::io(format!("writing {}", path.display()), &e))?;
-    Ok(StoreLock { _file: file })
+    let lock_path = store.join(LOCK);
+    let lock = disk.lock(&lock_path, &holder).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => err!(
+            EBUSY,
+            "store {} is in use by {}",
+            store.display(),
+            if e.to_string().is_empty() {
+                "another process".to_string()
+            } else {
+                e.to_string()
+            }
+        ),
+        _ => Error::io(format!("locking {}", lock_path.display()), &e),
+    })?;
+    for dir in layout.dirs() {
+        if disk.stat(&dir).is_err() {
+            disk.create_dir(&dir).map_err(io_err("creating", &dir))?;
+            sync_dir(disk, store)?;
+        }
+    }
+    Ok(StoreLock { _lock: lock })
 }
 
 /// Removes everything in `tmp/`: the remains of interrupted replacements.
-pub fn clear_tmp(layout: &Layout) -> Result<usize> {
-    let mut n = 0;
+pub fn clear_tmp(disk: &dyn Disk, layout: &Layout) -> Result<usize> {
     let dir = layout.tmp();
-    for ent in
-        fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?
-    {
-        let ent = ent.map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
-        remove(&ent.path())?;
-        n += 1;
+    let names = disk.list(&dir).map_err(io_err("listing", &dir))?;
+    for name in &names {
+        remove(disk, &dir.join(OsStr::from_bytes(name)))?;
     }
-    if n > 0 {
-        sync_dir(&dir)?;
+    if !names.is_empty() {
+        sync_dir(disk, &dir)?;
     }
-    Ok(n)
+    Ok(names.len())
 }
 
 /// Keeps the bytes of a refused save in `rejected/`, returning where. Old ones beyond
 /// `MAX_REJECTED_KEPT` are removed so a looping bad writer cannot fill the disk.
-pub fn keep_rejected(layout: &Layout, name: &[u8], tag: u64, bytes: &[u8]) -> Result<PathBuf> {
+pub fn keep_rejected(
+    disk: &dyn Disk,
+    layout: &Layout,
+    name: &[u8],
+    tag: u64,
+    bytes: &[u8],
+) -> Result<PathBuf> {
     let dir = layout.rejected();
     let mut file_name = name.to_vec();
     file_name.extend_from_slice(format!(".{tag}.rejected").as_bytes());
@@ -340,22 +261,18 @@ pub fn keep_rejected(layout: &Layout, name: &[u8], tag: u64, bytes: &[u8]) -> Re
         file_name.drain(..file_name.len() - 255);
     }
     let dest = dir.join(OsStr::from_bytes(&file_name));
-    replace_file(
-        &layout.tmp().join(format!("rejected.{tag}")),
-        &dest,
-        bytes,
-        None,
-        false,
-    )?;
-    let mut kept: Vec<(i64, PathBuf)> = fs::read_dir(&dir)
-        .map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.metadata().ok()?.mtime(), e.path())))
-        .collect();
-    if kept.len() > MAX_REJECTED_KEPT {
+    let tmp = layout.tmp().join(format!("rejected.{tag}"));
+    replace_file(disk, &tmp, &dest, bytes, None, false)?;
+    let names = disk.list(&dir).map_err(io_err("listing", &dir))?;
+    if names.len() > MAX_REJECTED_KEPT {
+        let mut kept: Vec<(Time, PathBuf)> = names
+            .iter()
+            .map(|n| dir.join(OsStr::from_bytes(n)))
+            .filter_map(|p| Some((disk.stat(&p).ok()?.mtime, p)))
+            .collect();
         kept.sort();
         for (_, p) in &kept[..kept.len() - MAX_REJECTED_KEPT] {
-            let _ = fs::remove_file(p);
+            let _ = disk.remove(p);
         }
     }
     Ok(dest)

@@ -1,0 +1,340 @@
+//! The storage seam: every byte the log and the backing files put on disk goes through `Disk`.
+//!
+//! `RealDisk` is `std::fs` and `libc`. `SimDisk` (simdisk.rs) is a disk for tests that knows
+//! what was synced and can crash, losing or tearing what was not. The contract each method
+//! keeps is written on it; both implementations keep it.
+
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::log::Time;
+
+/// What a replaced or changed file is given besides its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Time,
+    pub mtime: Time,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Symlink,
+    Dir,
+    Other,
+}
+
+/// `lstat` of a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskStat {
+    pub kind: EntryKind,
+    pub len: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Time,
+}
+
+/// Reads one fixed version of a file: a later rename over its path does not change it.
+pub trait ReadAt: Send + Sync {
+    /// Reads up to `buf.len()` bytes at `offset`; 0 at the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn size(&self) -> io::Result<u64>;
+}
+
+/// A file open for writing at offsets (the log).
+pub trait DiskFile: Send + Sync {
+    /// Writes all of `bytes` at `offset`, extending the file; a failure may leave part written.
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// fdatasync: everything written before it is durable when it returns 0.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// A held lock on a store; released when dropped.
+pub trait DiskLock: Send + Sync {}
+
+pub trait Disk: Send + Sync + 'static {
+    /// Opens a file to write; `create_new` fails with EEXIST if it exists.
+    fn open_file(&self, path: &Path, create_new: bool) -> io::Result<Arc<dyn DiskFile>>;
+    /// Opens a regular file (not following a symlink) to read the version it has now.
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn ReadAt>>;
+    /// Creates or truncates `path` and writes `bytes`, with `meta` if given. Not synced.
+    fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()>;
+    /// fsync of a file: its bytes and attributes are durable when it returns 0.
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
+    /// fsync of a directory: the names created, renamed or removed in it are durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes everything durable (syncfs): the only way to make a symlink's inode durable.
+    fn sync_everything(&self, path: &Path) -> io::Result<()>;
+    /// rename(2), replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// renameat2(RENAME_EXCHANGE).
+    fn exchange(&self, a: &Path, b: &Path) -> io::Result<()>;
+    /// Removes a file or symlink; NotFound if it is not there.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// The names in a directory.
+    fn list(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>>;
+    /// lstat; NotFound if nothing is there.
+    fn stat(&self, path: &Path) -> io::Result<DiskStat>;
+    fn symlink(&self, target: &[u8], path: &Path) -> io::Result<()>;
+    fn read_link(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Sets mode, owner (where allowed) and times of a regular file.
+    fn set_meta(&self, path: &Path, meta: &FileMeta) -> io::Result<()>;
+    /// Creates a directory (durably: the sync of its parent is the caller's).
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes the store's exclusive lock; WouldBlock, with the holder's text, if it is held.
+    fn lock(&self, path: &Path, holder: &str) -> io::Result<Box<dyn DiskLock>>;
+}
+
+impl dyn Disk {
+    /// Reads a whole file.
+    pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let f = self.open_read(path)?;
+        let len = f.size()? as usize;
+        let mut buf = vec![0; len];
+        let mut got = 0;
+        while got < len {
+            match f.read_at(&mut buf[got..], got as u64)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+}
+
+/// `std::io::Read` over a `ReadAt`, for streaming a log segment.
+pub struct Reader {
+    inner: Arc<dyn ReadAt>,
+    offset: u64,
+}
+
+impl Reader {
+    pub fn new(inner: Arc<dyn ReadAt>, offset: u64) -> Reader {
+        Reader { inner, offset }
+    }
+}
+
+impl io::Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The machine's filesystem.
+pub struct RealDisk;
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match FileExt::read_at(self, buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+impl DiskFile for File {
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        FileExt::write_all_at(self, bytes, offset)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+struct FlockLock(#[allow(dead_code)] File);
+impl DiskLock for FlockLock {}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn apply_meta(f: &File, m: &FileMeta) -> io::Result<()> {
+    let fd = f.as_raw_fd();
+    // SAFETY: fd is a valid open descriptor for the duration of these calls.
+    unsafe {
+        if libc::fchown(fd, m.uid, m.gid) != 0 {
+            let e = io::Error::last_os_error();
+            // A non-root daemon cannot give files away; the log still holds the owner.
+            if e.raw_os_error() != Some(libc::EPERM) {
+                return Err(e);
+            }
+        }
+        check(libc::fchmod(fd, m.mode & 0o7777))?;
+        let times = [m.atime.to_timespec(), m.mtime.to_timespec()];
+        check(libc::futimens(fd, times.as_ptr()))
+    }
+}
+
+impl Disk for RealDisk {
+    fn open_file(&self, path: &Path, create_new: bool) -> io::Result<Arc<dyn DiskFile>> {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true);
+        if create_new {
+            o.create_new(true);
+        }
+        Ok(Arc::new(o.open(path)?))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn ReadAt>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(Arc::new(f))
+    }
+
+    fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        FileExt::write_all_at(&f, bytes, 0)?;
+        if let Some(m) = meta {
+            apply_meta(&f, m)?;
+        }
+        Ok(())
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn sync_everything(&self, path: &Path) -> io::Result<()> {
+        let f = File::open(path)?;
+        // SAFETY: valid descriptor.
+        check(unsafe { libc::syncfs(f.as_raw_fd()) })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        let (ca, cb) = (cpath(a)?, cpath(b)?);
+        // SAFETY: both are valid NUL-terminated paths.
+        check(unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<DiskStat> {
+        let md = fs::symlink_metadata(path)?;
+        let ft = md.file_type();
+        Ok(DiskStat {
+            kind: if ft.is_file() {
+                EntryKind::File
+            } else if ft.is_symlink() {
+                EntryKind::Symlink
+            } else if ft.is_dir() {
+                EntryKind::Dir
+            } else {
+                EntryKind::Other
+            },
+            len: md.len(),
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime: Time {
+                secs: md.mtime(),
+                nsecs: md.mtime_nsec() as u32,
+            },
+        })
+    }
+
+    fn symlink(&self, target: &[u8], path: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
+    }
+
+    fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {
+        Ok(fs::read_link(path)?.as_os_str().as_bytes().to_vec())
+    }
+
+    fn set_meta(&self, path: &Path, meta: &FileMeta) -> io::Result<()> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        apply_meta(&f, meta)
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir(path)
+    }
+
+    fn lock(&self, path: &Path, holder: &str) -> io::Result<Box<dyn DiskLock>> {
+        use std::io::{Read, Write};
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)?;
+        // SAFETY: valid descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                text.trim().to_string(),
+            ));
+        }
+        file.set_len(0)?;
+        file.write_all(holder.as_bytes())?;
+        Ok(Box::new(FlockLock(file)))
+    }
+}
