@@ -543,6 +543,13 @@ impl RecordFs {
             if dst.as_ref().is_some_and(|d| d.fid == src.fid) {
                 return Ok(Ticket::NONE);
             }
+            // Errors in the order rename(2) gives them: an existing target first.
+            if noreplace && dst.is_some() {
+                return Err(err!(EEXIST, "{} exists", show(to_name)));
+            }
+            if exchange && dst.is_none() {
+                return Err(err!(ENOENT, "{} does not exist", show(to_name)));
+            }
             self.check_becomes_record(&src, to_name)?;
             if let (true, Some(d)) = (exchange, &dst) {
                 self.check_becomes_record(d, name)?;

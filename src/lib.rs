@@ -15,4 +15,5 @@ pub mod namespace;
 pub mod options;
 pub mod record;
 pub mod recovery;
+pub mod simdisk;
 pub mod store;

@@ -705,6 +705,9 @@ pub struct BadLine {
     pub reason: String,
     /// The last good entry before it.
     pub prev_seq: Option<Seq>,
+    /// It holds NUL bytes, which no line written contains: blocks that never reached the
+    /// disk (see `SegmentScan::hole`).
+    pub has_nul: bool,
 }
 
 /// What a scan of one segment found.
@@ -714,8 +717,14 @@ pub struct SegmentScan {
     /// The offset just after the last good line: where a torn tail is cut.
     pub good_end: u64,
     pub bad: Vec<BadLine>,
-    /// A good line came after a bad one: corruption in the middle, not a torn tail.
+    /// A good line came after a bad one: corruption in the middle, not a torn tail — unless
+    /// the first bad line is a hole.
     pub good_after_bad: bool,
+    /// The first bad line holds NUL bytes: a hole of blocks that never reached the disk.
+    /// fdatasync makes everything up to the end of the file durable, so a hole can only lie in
+    /// the part never synced, and nothing after it was ever acknowledged as durable: the log
+    /// ends at the hole, whatever lines follow it.
+    pub hole: bool,
     pub last_seq: Option<Seq>,
 }
 
@@ -785,17 +794,20 @@ pub fn scan_segment(
         good_end: 0,
         bad: Vec::new(),
         good_after_bad: false,
+        hole: false,
         last_seq: None,
     };
     let mut offset: u64 = 0;
     let mut max = MAX_HEADER_LINE;
     while let Some(read) = read_bounded_line(&mut r, max).map_err(io_err)? {
+        let mut has_nul = false;
         let (consumed, result) = match read {
             LineRead::TooLong(skipped) => (
                 skipped,
                 Err(format!("line longer than the limit of {max} bytes")),
             ),
             LineRead::Line(line, ended) => {
+                has_nul = line.contains(&0);
                 let consumed = line.len() as u64 + u64::from(ended);
                 let result = if !ended {
                     Err("line has no newline (torn write)".to_string())
@@ -831,6 +843,7 @@ pub fn scan_segment(
                                     entry.seq
                                 ),
                                 prev_seq: scan.last_seq,
+                                has_nul: false,
                             });
                         }
                         _ => {}
@@ -851,11 +864,17 @@ pub fn scan_segment(
                     scan.good_end = offset + consumed;
                 }
             }
-            Err(reason) => scan.bad.push(BadLine {
-                offset,
-                reason,
-                prev_seq: scan.last_seq,
-            }),
+            Err(reason) => {
+                if scan.bad.is_empty() {
+                    scan.hole = has_nul;
+                }
+                scan.bad.push(BadLine {
+                    offset,
+                    reason,
+                    prev_seq: scan.last_seq,
+                    has_nul,
+                })
+            }
         }
         offset += consumed;
     }

@@ -89,7 +89,7 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         })?;
         scan.segments += 1;
         if let Some(first) = seg.bad.first() {
-            if seg.good_after_bad || !is_last {
+            if (seg.good_after_bad && !seg.hole) || !is_last {
                 return Err(err!(
                     EIO,
                     "log {} is corrupt at offset {}: {}; entries after it are intact, so this is not a torn write. Last good entry before it: {}. The store is left as it is.",
@@ -102,7 +102,19 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
                         .unwrap_or_else(|| "none".into())
                 ));
             }
-            scan.torn = Some((path.clone(), first.offset, first.reason.clone()));
+            let reason = if seg.hole {
+                format!(
+                    "a hole of bytes that never reached the disk{}",
+                    if seg.good_after_bad {
+                        ", with unsynced entries after it"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                first.reason.clone()
+            };
+            scan.torn = Some((path.clone(), first.offset, reason));
         }
         if is_last {
             let header = match seg.header {
@@ -340,6 +352,7 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
                 warn!("{what}");
                 findings.push(Finding { what });
                 if !opts.read_only {
+                    keep_cut_bytes(disk, torn_path, *offset)?;
                     cut(disk, torn_path, *offset)?;
                 }
             }
@@ -396,6 +409,30 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
         damaged: reconciled.damaged,
         findings,
     })
+}
+
+/// Keeps what a cut removes beside the segment (`<segment>.cut-<offset>`): nothing the log held
+/// is destroyed, even what was never acknowledged.
+fn keep_cut_bytes(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
+    let bytes = disk
+        .read(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+    let tail = &bytes[(offset as usize).min(bytes.len())..];
+    if tail.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".cut-{offset}"));
+    let dest = PathBuf::from(name);
+    disk.write_file(&dest, tail, None)
+        .and_then(|_| disk.sync_file(&dest))
+        .map_err(|e| Error::io(format!("keeping the cut bytes in {}", dest.display()), &e))?;
+    info!(
+        "the {} bytes cut off are kept in {}",
+        tail.len(),
+        dest.display()
+    );
+    Ok(())
 }
 
 fn cut(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
