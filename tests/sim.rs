@@ -591,8 +591,11 @@ fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
                 .any(|(s, _)| matches(&state, s)),
             "fail_at {fail_at}: {state:?}"
         );
-        fs.create(ROOT, b"after", 0o644, 0, 0, libc::O_WRONLY)
+        let (_, fh, t) = fs
+            .create(ROOT, b"after", 0o644, 0, 0, libc::O_WRONLY)
             .expect("writable again after remount");
+        fs.wait(t).unwrap();
+        fs.release(fh);
     }
 }
 
