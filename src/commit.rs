@@ -66,6 +66,8 @@ pub struct State {
     shutting_down: bool,
     /// The sync thread has synced everything and stopped.
     sync_done: bool,
+    /// `quiesce` waits: apply at once, without `APPLY_DELAY`.
+    hurry: bool,
 }
 
 /// What a reader reads: the bytes of one committed version, fixed at open.
@@ -176,6 +178,7 @@ impl Pipeline {
                 stalled: None,
                 shutting_down: false,
                 sync_done: false,
+                hurry: false,
             }),
             wake: Condvar::new(),
             apply_wake: Condvar::new(),
@@ -521,7 +524,8 @@ impl Pipeline {
                         continue;
                     }
                     let due = st.unapplied.front().map(|(t, _)| *t + APPLY_DELAY);
-                    let hurry = st.sync_done || st.pending_bytes > MAX_PENDING_BYTES / 2;
+                    let hurry =
+                        st.sync_done || st.hurry || st.pending_bytes > MAX_PENDING_BYTES / 2;
                     match due {
                         Some(due) if !hurry && Instant::now() < due => {
                             self.apply_wake.wait_until(&mut st, due);
@@ -710,7 +714,10 @@ impl Pipeline {
     /// or `pending` is filling up.
     fn due(&self, st: &State) -> bool {
         st.unapplied.front().is_some_and(|(t, _)| {
-            st.sync_done || st.pending_bytes > MAX_PENDING_BYTES / 2 || t.elapsed() >= APPLY_DELAY
+            st.sync_done
+                || st.hurry
+                || st.pending_bytes > MAX_PENDING_BYTES / 2
+                || t.elapsed() >= APPLY_DELAY
         })
     }
 
@@ -723,6 +730,20 @@ impl Pipeline {
             st.pending_bytes -= len;
             self.room.notify_all();
         }
+    }
+
+    /// Waits until everything committed is synced and in the backing files (or cannot be):
+    /// tests crash the disk at such points so that what it holds does not depend on timing.
+    pub fn quiesce(&self) {
+        let mut st = self.state.lock();
+        st.hurry = true;
+        self.apply_wake.notify_all();
+        while !(st.unsynced.is_empty()
+            && (st.unapplied.is_empty() || st.fatal.is_some() || st.stalled.is_some()))
+        {
+            self.room.wait_for(&mut st, Duration::from_millis(1));
+        }
+        st.hurry = false;
     }
 
     /// For reporting and tests: bytes waiting for their backing files.

@@ -76,11 +76,24 @@ struct Fault {
 struct Sim {
     generation: u64,
     nodes: HashMap<Ino, Node>,
-    dirs: HashMap<PathBuf, Dir>,
+    dirs: BTreeMap<PathBuf, Dir>,
     next_ino: Ino,
     faults: Vec<Fault>,
     /// Bytes of live file content allowed in all; past it writes fail with ENOSPC.
     capacity: Option<u64>,
+}
+
+/// Where `crash` takes its decisions from: a seeded `Rng`, or an enumerator that walks every
+/// outcome (tests/sim.rs).
+pub trait Chooser {
+    /// A number below `n` (0 when `n` is 0 or 1).
+    fn choose(&mut self, n: u64) -> u64;
+}
+
+impl Chooser for Rng {
+    fn choose(&mut self, n: u64) -> u64 {
+        self.below(n)
+    }
 }
 
 /// A tiny deterministic generator (xorshift64*), so the crate needs no dependency for it.
@@ -254,9 +267,9 @@ impl Sim {
         Ok(())
     }
 
-    fn crash(&mut self, rng: &mut Rng) {
+    fn crash(&mut self, rng: &mut dyn Chooser) {
         for dir in self.dirs.values_mut() {
-            let keep = rng.below(dir.unsynced.len() as u64 + 1) as usize;
+            let keep = rng.choose(dir.unsynced.len() as u64 + 1) as usize;
             for op in &dir.unsynced[..keep] {
                 apply_dir_op(&mut dir.durable, op);
             }
@@ -269,21 +282,21 @@ impl Sim {
             let node = self.nodes.get_mut(&ino).expect("listed");
             let writes = std::mem::take(&mut node.unsynced);
             let mut content = node.durable.clone();
-            match rng.below(4) {
+            match rng.choose(4) {
                 0 => {}
                 1 => writes.iter().for_each(|w| apply_write(&mut content, w)),
                 2 => writes
                     .iter()
-                    .filter(|_| rng.chance(50))
+                    .filter(|_| rng.choose(2) == 0)
                     .for_each(|w| apply_write(&mut content, w)),
                 _ => {
-                    let keep = rng.below(writes.len() as u64 + 1) as usize;
+                    let keep = rng.choose(writes.len() as u64 + 1) as usize;
                     for (i, w) in writes[..keep].iter().enumerate() {
                         match w {
                             Write::At(off, bytes) if i + 1 == keep && bytes.len() > 512 => {
-                                let unit = if rng.chance(50) { 512 } else { 4096 };
+                                let unit = if rng.choose(2) == 0 { 512 } else { 4096 };
                                 let cut =
-                                    (rng.below(bytes.len() as u64 / unit + 1) * unit) as usize;
+                                    (rng.choose(bytes.len() as u64 / unit + 1) * unit) as usize;
                                 let torn = Write::At(*off, bytes[..cut.min(bytes.len())].to_vec());
                                 apply_write(&mut content, &torn);
                             }
@@ -294,7 +307,7 @@ impl Sim {
             }
             node.durable = content.clone();
             node.live = content;
-            if rng.chance(50) {
+            if rng.choose(2) == 0 {
                 node.durable_meta = node.meta;
             }
             node.meta = node.durable_meta;
@@ -346,8 +359,13 @@ impl SimDisk {
     /// Crashes the machine: what was not synced is lost, kept or torn as `seed` decides. This
     /// view and its handles are dead from now on; the returned one is the disk after reboot.
     pub fn crash(&self, seed: u64) -> SimDisk {
+        self.crash_with(&mut Rng::new(seed))
+    }
+
+    /// Like `crash`, with every decision taken from `chooser`.
+    pub fn crash_with(&self, chooser: &mut dyn Chooser) -> SimDisk {
         let mut sim = self.sim.lock();
-        sim.crash(&mut Rng::new(seed));
+        sim.crash(chooser);
         SimDisk {
             sim: self.sim.clone(),
             generation: sim.generation,
