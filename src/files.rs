@@ -90,16 +90,9 @@ struct Writer {
     /// The checksum of the last bytes refused as a record, so a close after a failed fsync
     /// does not keep the same rejected bytes twice.
     rejected: Option<u32>,
-}
-
-impl Writer {
-    /// Its bytes are the ones last refused: committing them again would only fail again.
-    fn is_rejected_copy(&self) -> bool {
-        match (&self.data, self.rejected) {
-            (Some(d), Some(crc)) => crate::log::crc32c(d) == crc,
-            _ => false,
-        }
-    }
+    /// The last commit of these bytes failed and the caller was told: release must not commit
+    /// them behind its back. A new write earns a new attempt.
+    failed: bool,
 }
 
 enum Handle {
@@ -676,6 +669,7 @@ impl RecordFs {
             // close keeps the old content.
             dirty: truncate,
             written: false,
+            failed: false,
             append: flags & libc::O_APPEND != 0,
             readable: acc == libc::O_RDWR,
             last_write: Time::now(),
@@ -772,12 +766,20 @@ impl RecordFs {
         data[offset as usize..end as usize].copy_from_slice(bytes);
         w.dirty = true;
         w.written = true;
+        w.failed = false;
         w.last_write = Time::now();
         Ok(bytes.len() as u32)
     }
 
-    /// Commits a writer's copy if it changed. Returns the entry, if one was written.
+    /// Commits a writer's copy if it changed. Returns the entry, if one was written. A failure
+    /// is remembered (`failed`) so that release does not commit what the caller saw fail.
     fn commit_writer(&self, w: &mut Writer) -> Result<Option<Seq>> {
+        let result = self.try_commit_writer(w);
+        w.failed = result.is_err();
+        result
+    }
+
+    fn try_commit_writer(&self, w: &mut Writer) -> Result<Option<Seq>> {
         if !w.dirty {
             return Ok(None);
         }
@@ -832,7 +834,7 @@ impl RecordFs {
                 w.dirty = false;
                 Ok(None)
             }
-            Err(e) if e.errno == libc::EAGAIN => self.commit_writer(w),
+            Err(e) if e.errno == libc::EAGAIN => self.try_commit_writer(w),
             Err(e) => Err(e),
         }
     }
@@ -912,7 +914,7 @@ impl RecordFs {
         let fid = match &*handle {
             Handle::Write(w) => {
                 let mut w = w.lock();
-                if w.dirty && !w.is_rejected_copy() {
+                if w.dirty && !w.failed {
                     if let Err(e) = self.commit_writer(&mut w) {
                         error!("inode {}: uncommitted writes lost at release: {e}", w.fid);
                     }
@@ -956,6 +958,7 @@ impl RecordFs {
                     Arc::make_mut(self.load(w)?).resize(size as usize, 0);
                     w.dirty = true;
                     w.written = true;
+                    w.failed = false;
                     w.last_write = Time::now();
                 }
                 _ => last = Some(self.truncate_committed(fid, size)?),
