@@ -942,3 +942,33 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
     }
     eprintln!("faults: {injected} injected (write EIO, rename EIO, write ENOSPC, full disk), all recovered");
 }
+
+/// Regression (found by the fault sweep, write ENOSPC seed 0): close() answered ENOSPC, then
+/// the release of the same handle committed the bytes anyway — a save the program was told had
+/// failed appeared later.
+#[test]
+fn regression_a_failed_close_is_not_committed_at_release() {
+    use recordfs::simdisk::FaultOn;
+    let disk = SimDisk::new();
+    let fs =
+        RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default()).unwrap();
+    let (st, fh, t) = fs
+        .create(ROOT, b"doc.txt", 0o644, 0, 0, libc::O_WRONLY)
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.write(fh, 0, b"new content").unwrap();
+    fs.pipeline().quiesce();
+    disk.fail_next(FaultOn::Write, 0, libc::ENOSPC);
+    let e = fs.flush(fh).and_then(|t| fs.wait(t)).unwrap_err();
+    assert_eq!(e.errno, libc::ENOSPC);
+    let before = fs.pipeline().last_seq();
+    fs.release(fh);
+    assert_eq!(
+        fs.pipeline().last_seq(),
+        before,
+        "release committed what close said had failed"
+    );
+    let rh = fs.open(st.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(rh, 0, 100).unwrap(), b"");
+    fs.release(rh);
+}
