@@ -165,7 +165,10 @@ impl DiskFile for File {
     }
 }
 
-struct FlockLock(#[allow(dead_code)] File);
+/// Holds the flock(2)ed file open: closing it releases the lock.
+struct FlockLock {
+    _file: File,
+}
 impl DiskLock for FlockLock {}
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -335,6 +338,6 @@ impl Disk for RealDisk {
         }
         file.set_len(0)?;
         file.write_all(holder.as_bytes())?;
-        Ok(Box::new(FlockLock(file)))
+        Ok(Box::new(FlockLock { _file: file }))
     }
 }
