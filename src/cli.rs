@@ -57,6 +57,28 @@ pub enum Command {
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
     Check { store: PathBuf },
+    /// Print the log's entries, one JSON object per line as stored (for jq): a record's
+    /// history with --name. Works on a mounted store too.
+    Log {
+        store: PathBuf,
+        /// Only entries about this file name (also as either side of a rename).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only entries with this sequence number or later.
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only entries with this sequence number or earlier.
+        #[arg(long)]
+        until: Option<u64>,
+    },
+    /// Count records and plain files (and their bytes), the log's size and entries, and the
+    /// last checkpoint. Works on a mounted store too.
+    Stats {
+        store: PathBuf,
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> i32 {
@@ -102,6 +124,50 @@ pub fn main() -> i32 {
         Command::Check { store } => {
             init_logging();
             check(&store)
+        }
+        Command::Log {
+            store,
+            name,
+            since,
+            until,
+        } => {
+            let filter = crate::inspect::LogFilter {
+                name: name.map(String::into_bytes),
+                since,
+                until,
+            };
+            let out = std::io::stdout();
+            let mut out = std::io::BufWriter::new(out.lock());
+            let done = crate::inspect::print_log(
+                &crate::disk::RealDisk,
+                &Layout::new(&store),
+                &filter,
+                &mut out,
+            )
+            .and_then(|_| out.flush().map_err(|e| Error::io("writing the output", &e)));
+            match done {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("recordfs log: {}", describe(&e));
+                    2
+                }
+            }
+        }
+        Command::Stats { store, json } => {
+            match crate::inspect::stats(&crate::disk::RealDisk, &Layout::new(&store)) {
+                Ok(s) if json => {
+                    println!("{}", serde_json::to_string(&s).expect("stats serialise"));
+                    0
+                }
+                Ok(s) => {
+                    print!("{}", s.text(&store));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("recordfs stats: {}", describe(&e));
+                    2
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod disk;
 pub mod error;
 pub mod files;
 pub mod fuse;
+pub mod inspect;
 pub mod log;
 pub mod namespace;
 pub mod options;

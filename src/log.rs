@@ -881,6 +881,40 @@ pub fn scan_segment(
     Ok(scan)
 }
 
+/// Calls `f` with the offset and bytes of every line of a segment (the header's `max_line`
+/// bounds what is read into memory); a line too long is given as empty.
+pub fn for_each_line(
+    disk: &dyn Disk,
+    path: &Path,
+    mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let file = disk
+        .open_read(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    let mut r = BufReader::with_capacity(256 * 1024, Reader::new(file, 0));
+    let (mut offset, mut max) = (0u64, MAX_HEADER_LINE);
+    while let Some(read) = read_bounded_line(&mut r, max)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?
+    {
+        match read {
+            LineRead::TooLong(n) => {
+                f(offset, &[])?;
+                offset += n;
+            }
+            LineRead::Line(line, ended) => {
+                if offset == 0 {
+                    if let Ok(h) = decode_header(&line) {
+                        max = h.max_line.min(usize::MAX as u64) as usize;
+                    }
+                }
+                f(offset, &line)?;
+                offset += line.len() as u64 + u64::from(ended);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the entry at `offset` of a segment (to restore a file's bytes from the log).
 pub fn read_entry_at(disk: &dyn Disk, path: &Path, offset: u64, max_line: u64) -> Result<Entry> {
     let file = disk

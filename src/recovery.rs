@@ -13,7 +13,7 @@ use crate::disk::{Disk, EntryKind, FileMeta};
 use crate::error::{err, Error, Result};
 use crate::log::{
     self, crc32c, encode_entry, list_segments, max_line_for, scan_segment, Attrs, Entry, Fid,
-    Header, Kind, LogWriter, Op, Time, ROOT,
+    Header, Kind, LogWriter, Op, Seq, Time, ROOT,
 };
 use crate::namespace::{Inode, Namespace};
 use crate::options::Options;
@@ -31,14 +31,21 @@ impl std::fmt::Display for Finding {
     }
 }
 
-struct LogScan {
-    ns: Namespace,
+pub struct LogScan {
+    pub ns: Namespace,
     /// The last segment, where appends continue, and its good length.
     last: Option<(PathBuf, Header, u64)>,
     /// A torn last entry: where it starts, and why it is bad.
     torn: Option<(PathBuf, u64, String)>,
     segments: usize,
-    entries: u64,
+    pub entries: u64,
+    /// The last CHECKPOINT: the entry it covers and when it was written.
+    pub checkpoint: Option<(Seq, u64)>,
+}
+
+/// Reads the log of a store and replays it, changing nothing (for `recordfs stats`).
+pub fn replay(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
+    scan_log(disk, layout)
 }
 
 fn name_str(name: &[u8]) -> String {
@@ -54,6 +61,7 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         torn: None,
         segments: 0,
         entries: 0,
+        checkpoint: None,
     };
     let segments = list_segments(disk, &layout.log_dir())?;
     let count = segments.len();
@@ -71,12 +79,16 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         }
         let ns = &mut scan.ns;
         let entries = &mut scan.entries;
+        let checkpoint = &mut scan.checkpoint;
         let seg = scan_segment(disk, &path, expect, |offset, entry| {
             let loc = matches!(entry.op, Op::Set { .. }).then_some(crate::namespace::ContentLoc {
                 segment: start,
                 offset,
             });
             *entries += 1;
+            if let Op::Checkpoint { upto } = entry.op {
+                *checkpoint = Some((upto, entry.ts));
+            }
             ns.apply(&entry, loc).map(|_| ()).map_err(|e| {
                 err!(
                     EIO,

@@ -1,0 +1,192 @@
+//! Reading a store without changing it: `recordfs log` (the entries, as they stand in the log)
+//! and `recordfs stats`. Both work on a mounted store too: the log is only ever appended to.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+use crate::log::{decode_entry, for_each_line, list_segments, Fid, Kind, Op, Seq, ROOT};
+use crate::record::is_record_name;
+use crate::recovery;
+use crate::store::Layout;
+
+/// Which entries `print_log` prints.
+#[derive(Clone, Debug, Default)]
+pub struct LogFilter {
+    /// The history of this name: every entry of every file that ever held it, so a save by
+    /// temp file and rename shows the bytes written under the temp name too.
+    pub name: Option<Vec<u8>>,
+    pub since: Option<Seq>,
+    pub until: Option<Seq>,
+}
+
+fn names_of(op: &Op) -> Vec<&[u8]> {
+    match op {
+        Op::Set { name, .. } | Op::Attr { name, .. } | Op::Delete { name, .. } => vec![name],
+        Op::Rename { name, to_name, .. } => vec![name, to_name],
+        Op::Checkpoint { .. } => vec![],
+    }
+}
+
+impl LogFilter {
+    fn keeps(&self, seq: Seq, op: &Op, fids: &HashSet<Fid>) -> bool {
+        if self.since.is_some_and(|s| seq < s) || self.until.is_some_and(|u| seq > u) {
+            return false;
+        }
+        match &self.name {
+            None => true,
+            Some(want) => {
+                names_of(op).contains(&want.as_slice())
+                    || op.fid().is_some_and(|f| fids.contains(&f))
+            }
+        }
+    }
+}
+
+/// The files that ever held `name` (a first pass over the log).
+fn files_named(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<HashSet<Fid>> {
+    let mut fids = HashSet::new();
+    for (_, path) in list_segments(disk, &layout.log_dir())? {
+        for_each_line(disk, &path, |offset, line| {
+            let Some(e) = (offset > 0).then(|| decode_entry(line).ok()).flatten() else {
+                return Ok(());
+            };
+            match &e.op {
+                Op::Rename {
+                    name: from,
+                    to_name,
+                    replaced,
+                    exchange,
+                    ..
+                } => {
+                    if to_name == name {
+                        fids.extend(e.op.fid());
+                    }
+                    // An exchange moves the other file to `from`.
+                    if *exchange && from == name {
+                        fids.extend(*replaced);
+                    }
+                }
+                op if names_of(op).first() == Some(&name) => fids.extend(op.fid()),
+                _ => {}
+            }
+            Ok(())
+        })?;
+    }
+    Ok(fids)
+}
+
+/// Writes every entry the filter keeps, one per line exactly as in the log (JSON, jq-ready),
+/// oldest first. Lines that do not check out are reported on stderr and skipped. Returns how
+/// many were written.
+pub fn print_log(
+    disk: &dyn Disk,
+    layout: &Layout,
+    filter: &LogFilter,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let fids = match &filter.name {
+        Some(name) => files_named(disk, layout, name)?,
+        None => HashSet::new(),
+    };
+    let mut printed = 0;
+    for (_, path) in list_segments(disk, &layout.log_dir())? {
+        for_each_line(disk, &path, |offset, line| {
+            if offset == 0 {
+                return Ok(()); // the segment's header
+            }
+            match decode_entry(line) {
+                Ok(e) if filter.keeps(e.seq, &e.op, &fids) => {
+                    out.write_all(line)
+                        .and_then(|_| out.write_all(b"\n"))
+                        .map_err(|e| Error::io("writing the output", &e))?;
+                    printed += 1;
+                }
+                Ok(_) => {}
+                Err(why) => eprintln!(
+                    "recordfs log: {} offset {offset}: skipped: {why}",
+                    path.display()
+                ),
+            }
+            Ok(())
+        })?;
+    }
+    Ok(printed)
+}
+
+/// What `recordfs stats` reports.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub records: u64,
+    pub record_bytes: u64,
+    pub plain_files: u64,
+    pub plain_bytes: u64,
+    pub symlinks: u64,
+    pub log_segments: u64,
+    pub log_bytes: u64,
+    pub log_entries: u64,
+    pub last_seq: Seq,
+    pub last_checkpoint_seq: Option<Seq>,
+    /// Milliseconds since the Unix epoch.
+    pub last_checkpoint_time: Option<u64>,
+    pub kept_old_logs: u64,
+}
+
+pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
+    let scan = recovery::replay(disk, layout)?;
+    let mut s = Stats {
+        log_entries: scan.entries,
+        last_seq: scan.ns.last_seq(),
+        last_checkpoint_seq: scan.checkpoint.map(|(seq, _)| seq),
+        last_checkpoint_time: scan.checkpoint.map(|(_, ts)| ts),
+        ..Stats::default()
+    };
+    for inode in scan.ns.list(ROOT) {
+        match inode.kind {
+            Kind::Symlink => s.symlinks += 1,
+            Kind::File if is_record_name(&inode.name) => {
+                s.records += 1;
+                s.record_bytes += inode.size;
+            }
+            Kind::File => {
+                s.plain_files += 1;
+                s.plain_bytes += inode.size;
+            }
+            Kind::Dir => {}
+        }
+    }
+    for (_, path) in list_segments(disk, &layout.log_dir())? {
+        s.log_segments += 1;
+        s.log_bytes += disk
+            .stat(&path)
+            .map_err(|e| Error::io(format!("stat of {}", path.display()), &e))?
+            .len;
+    }
+    Ok(s)
+}
+
+impl Stats {
+    /// The report for people.
+    pub fn text(&self, store: &std::path::Path) -> String {
+        let checkpoint = match (self.last_checkpoint_seq, self.last_checkpoint_time) {
+            (Some(seq), Some(ts)) => format!("entry {seq} at {ts} ms since the Unix epoch"),
+            _ => "none yet".into(),
+        };
+        format!(
+            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {}\n",
+            String::from_utf8_lossy(store.as_os_str().as_bytes()),
+            self.records,
+            self.record_bytes,
+            self.plain_files,
+            self.plain_bytes,
+            self.symlinks,
+            self.log_segments,
+            self.log_bytes,
+            self.log_entries,
+            self.last_seq,
+            self.kept_old_logs
+        )
+    }
+}
