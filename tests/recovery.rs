@@ -223,3 +223,54 @@ fn read_only_mounts_serve_a_sound_store_and_refuse_one_needing_recovery() {
         "a read-only mount repairs nothing"
     );
 }
+
+#[test]
+fn umount_flushes_checkpoints_and_ends_the_daemon_cleanly() {
+    let env = Env::new();
+    let mut m = env.mount(&[]);
+    fs::write(env.path(&record(3)), "{\"before\": \"umount\"}").unwrap();
+    let st = Command::new("umount").arg(&env.mnt).status().unwrap();
+    assert!(st.success(), "umount");
+    let mut child = m.child.take().unwrap();
+    let mut status = None;
+    let exited = wait_until(std::time::Duration::from_secs(20), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    assert!(exited, "the daemon did not exit after umount");
+    assert!(status.unwrap().success(), "{}", m.daemon_log());
+    assert!(
+        m.daemon_log().contains("unmounted cleanly"),
+        "{}",
+        m.daemon_log()
+    );
+    let log = fs::read_to_string(env.log_segment()).unwrap();
+    assert!(log
+        .lines()
+        .last()
+        .unwrap()
+        .contains("\"op\":\"CHECKPOINT\""));
+    assert_eq!(env.check().0, 0);
+    assert_eq!(
+        fs::read_to_string(env.backing(&record(3))).unwrap(),
+        "{\"before\": \"umount\"}"
+    );
+}
+
+#[test]
+fn allow_other_lets_another_user_in() {
+    let env = Env::new();
+    let _m = env.mount(&["--allow-other"]);
+    fs::write(env.path("hello.txt"), "hi").unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(env.path("hello.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hi");
+}
