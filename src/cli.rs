@@ -71,6 +71,14 @@ pub enum Command {
         #[arg(long)]
         until: Option<u64>,
     },
+    /// Compact a store that is not mounted: write a snapshot, start a new log segment, and
+    /// move the old segments to STORE/log/old/ (the newest --keep-logs are kept).
+    Compact {
+        store: PathBuf,
+        /// How many old segments (and snapshots) to keep.
+        #[arg(long, default_value_t = crate::compact::DEFAULT_KEEP_LOGS)]
+        keep_logs: usize,
+    },
     /// Count records and plain files (and their bytes), the log's size and entries, and the
     /// last checkpoint. Works on a mounted store too.
     Stats {
@@ -149,6 +157,31 @@ pub fn main() -> i32 {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("recordfs log: {}", describe(&e));
+                    2
+                }
+            }
+        }
+        Command::Compact { store, keep_logs } => {
+            init_logging();
+            let layout = Layout::new(&store);
+            match crate::compact::compact(
+                &crate::disk::RealDisk,
+                &layout,
+                &Options::default(),
+                keep_logs,
+            ) {
+                Ok(c) => {
+                    println!(
+                        "{}: compacted up to entry {}; {} segments retired to log/old/, {} old files deleted",
+                        store.display(),
+                        c.upto,
+                        c.retired,
+                        c.deleted
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("recordfs compact: {}", describe(&e));
                     2
                 }
             }

@@ -45,10 +45,17 @@ impl LogFilter {
     }
 }
 
+/// The kept old segments (log/old/), then the live ones: the whole history there is.
+fn all_segments(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Seq, std::path::PathBuf)>> {
+    let mut all = crate::compact::old_segments(disk, layout)?;
+    all.extend(list_segments(disk, &layout.log_dir())?);
+    Ok(all)
+}
+
 /// The files that ever held `name` (a first pass over the log).
 fn files_named(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<HashSet<Fid>> {
     let mut fids = HashSet::new();
-    for (_, path) in list_segments(disk, &layout.log_dir())? {
+    for (_, path) in all_segments(disk, layout)? {
         for_each_line(disk, &path, |offset, line| {
             let Some(e) = (offset > 0).then(|| decode_entry(line).ok()).flatten() else {
                 return Ok(());
@@ -92,7 +99,7 @@ pub fn print_log(
         None => HashSet::new(),
     };
     let mut printed = 0;
-    for (_, path) in list_segments(disk, &layout.log_dir())? {
+    for (_, path) in all_segments(disk, layout)? {
         for_each_line(disk, &path, |offset, line| {
             if offset == 0 {
                 return Ok(()); // the segment's header
@@ -157,6 +164,7 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
             Kind::Dir => {}
         }
     }
+    s.kept_old_logs = crate::compact::old_segments(disk, layout)?.len() as u64;
     for (_, path) in list_segments(disk, &layout.log_dir())? {
         s.log_segments += 1;
         s.log_bytes += disk

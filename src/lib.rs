@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod commit;
+pub mod compact;
 pub mod disk;
 pub mod error;
 pub mod files;

@@ -548,6 +548,140 @@ pub fn decode_header(line: &[u8]) -> std::result::Result<Header, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Snapshots and the manifest (compaction)
+
+/// One file as a snapshot describes it: everything but its bytes, which its backing file holds
+/// (made durable before the snapshot was written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    pub fid: Fid,
+    pub dir: Fid,
+    pub name: Vec<u8>,
+    pub kind: Kind,
+    pub attrs: Attrs,
+    pub len: u64,
+    pub dcrc: u32,
+    /// A symlink's target.
+    pub target: Option<Vec<u8>>,
+}
+
+/// The state after entry `upto`, without the files' bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub upto: Seq,
+    pub next_fid: Fid,
+    pub root: Attrs,
+    pub files: Vec<FileRecord>,
+}
+
+pub fn snapshot_name(upto: Seq) -> String {
+    format!("{upto:020}.snapshot")
+}
+
+pub const MANIFEST: &str = "MANIFEST";
+
+/// A snapshot file: a header line, then one line per file, each sealed like a log line.
+pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
+    let mut head = b"{\"recordfs\":\"snapshot\"".to_vec();
+    push_json(&mut head, "version", &FORMAT_VERSION);
+    push_json(&mut head, "upto", &s.upto);
+    push_json(&mut head, "next_fid", &s.next_fid);
+    push_json(&mut head, "files", &s.files.len());
+    push_attrs(&mut head, &s.root);
+    let mut out = seal(head);
+    out.push(b'\n');
+    for f in &s.files {
+        let mut line = b"{\"op\":\"FILE\"".to_vec();
+        push_json(&mut line, "fid", &f.fid);
+        push_json(&mut line, "dir", &f.dir);
+        push_json(&mut line, "name", &name_value(&f.name));
+        push_json(&mut line, "kind", f.kind.as_str());
+        push_attrs(&mut line, &f.attrs);
+        push_json(&mut line, "len", &f.len);
+        push_json(&mut line, "dcrc", &format!("{:08x}", f.dcrc));
+        if let Some(t) = &f.target {
+            push_json(&mut line, "target", &name_value(t));
+        }
+        out.extend_from_slice(&seal(line));
+        out.push(b'\n');
+    }
+    out
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
+    let mut lines = bytes.split(|b| *b == b'\n');
+    let head = Fields(check_line(lines.next().unwrap_or_default())?);
+    if head.str("recordfs")? != "snapshot" || head.u64("version")? != FORMAT_VERSION {
+        return Err("not a recordfs snapshot of this version".into());
+    }
+    let count = head.u64("files")?;
+    let mut files = Vec::new();
+    for line in lines.by_ref().take(count as usize) {
+        let f = Fields(check_line(line)?);
+        files.push(FileRecord {
+            fid: f.u64("fid")?,
+            dir: f.u64("dir")?,
+            name: f.name("name")?,
+            kind: match f.str("kind")? {
+                "file" => Kind::File,
+                "symlink" => Kind::Symlink,
+                other => return Err(format!("unknown kind {other:?}")),
+            },
+            attrs: f.attrs()?,
+            len: f.u64("len")?,
+            dcrc: u32::from_str_radix(f.str("dcrc")?, 16).map_err(|e| e.to_string())?,
+            target: f
+                .0
+                .contains_key("target")
+                .then(|| f.name("target"))
+                .transpose()?,
+        });
+    }
+    if files.len() as u64 != count || lines.any(|l| !l.is_empty()) {
+        return Err(format!("the snapshot should hold exactly {count} files"));
+    }
+    Ok(Snapshot {
+        upto: head.u64("upto")?,
+        next_fid: head.u64("next_fid")?,
+        root: head.attrs()?,
+        files,
+    })
+}
+
+/// `log/MANIFEST`: which snapshot and segments hold the store's state. Written by temp file,
+/// fsync, rename, directory fsync: its rename is the commit point of a compaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub snapshot: Seq,
+    /// The first live segment; it starts at `snapshot + 1`.
+    pub first_segment: Seq,
+}
+
+pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
+    let mut body = b"{\"recordfs\":\"manifest\"".to_vec();
+    push_json(&mut body, "version", &FORMAT_VERSION);
+    push_json(&mut body, "snapshot", &m.snapshot);
+    push_json(&mut body, "first_segment", &m.first_segment);
+    let mut out = seal(body);
+    out.push(b'\n');
+    out
+}
+
+pub fn decode_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+    let line = bytes
+        .strip_suffix(b"\n")
+        .ok_or("the manifest is not one whole line")?;
+    let f = Fields(check_line(line)?);
+    if f.str("recordfs")? != "manifest" || f.u64("version")? != FORMAT_VERSION {
+        return Err("not a recordfs manifest of this version".into());
+    }
+    Ok(Manifest {
+        snapshot: f.u64("snapshot")?,
+        first_segment: f.u64("first_segment")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Segments
 
 pub fn segment_name(start_seq: Seq) -> String {
@@ -1037,6 +1171,49 @@ mod tests {
                 assert!(decode_entry(&bad).is_err(), "flip at byte {i} bit {bit}");
             }
         }
+    }
+
+    #[test]
+    fn snapshots_and_manifests_round_trip_and_detect_damage() {
+        let snap = Snapshot {
+            upto: 41,
+            next_fid: 9,
+            root: attrs(),
+            files: vec![
+                FileRecord {
+                    fid: 3,
+                    dir: ROOT,
+                    name: vec![b'a', 0xff],
+                    kind: Kind::File,
+                    attrs: attrs(),
+                    len: 12,
+                    dcrc: 0xdead_beef,
+                    target: None,
+                },
+                FileRecord {
+                    fid: 4,
+                    dir: ROOT,
+                    name: b"link".to_vec(),
+                    kind: Kind::Symlink,
+                    attrs: attrs(),
+                    len: 1,
+                    dcrc: 0,
+                    target: Some(b"t".to_vec()),
+                },
+            ],
+        };
+        let bytes = encode_snapshot(&snap);
+        assert_eq!(decode_snapshot(&bytes).unwrap(), snap);
+        let mut bad = bytes.clone();
+        bad[bytes.len() / 2] ^= 1;
+        assert!(decode_snapshot(&bad).is_err());
+        assert!(decode_snapshot(&bytes[..bytes.len() - 3]).is_err());
+        let m = Manifest {
+            snapshot: 41,
+            first_segment: 42,
+        };
+        assert_eq!(decode_manifest(&encode_manifest(&m)).unwrap(), m);
+        assert!(decode_manifest(&encode_manifest(&m)[1..]).is_err());
     }
 
     #[test]

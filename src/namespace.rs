@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{err, Result};
-use crate::log::{Attrs, Entry, Fid, Kind, Op, Seq, Time, ROOT};
+use crate::log::{Attrs, Entry, Fid, FileRecord, Kind, Op, Seq, Snapshot, Time, ROOT};
 
 /// Where the bytes of a file's current version stand in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +89,70 @@ impl Namespace {
             entries: BTreeMap::new(),
             next_fid: ROOT + 1,
             last_seq: 0,
+        }
+    }
+
+    /// The namespace a snapshot describes. The files' bytes are in their backing files, not
+    /// in the log: `content` is None, so a damaged one cannot be restored (and says so).
+    pub fn from_snapshot(snap: &Snapshot) -> Result<Namespace> {
+        let mut ns = Namespace::new();
+        ns.inodes.get_mut(&ROOT).expect("the root exists").attrs = snap.root;
+        for f in &snap.files {
+            if f.fid <= ROOT || f.dir != ROOT || ns.inodes.contains_key(&f.fid) {
+                return Err(err!(
+                    EIO,
+                    "snapshot {}: file {} does not fit",
+                    snap.upto,
+                    f.fid
+                ));
+            }
+            if ns.entries.insert((f.dir, f.name.clone()), f.fid).is_some() {
+                return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
+            }
+            ns.inodes.insert(
+                f.fid,
+                Inode {
+                    fid: f.fid,
+                    parent: f.dir,
+                    name: f.name.clone(),
+                    kind: f.kind,
+                    attrs: f.attrs,
+                    size: f.len,
+                    dcrc: f.dcrc,
+                    target: f.target.clone().map(Arc::new),
+                    last_seq: snap.upto,
+                    content: None,
+                },
+            );
+        }
+        ns.next_fid = snap
+            .next_fid
+            .max(ns.inodes.keys().max().copied().unwrap_or(ROOT) + 1);
+        ns.last_seq = snap.upto;
+        Ok(ns)
+    }
+
+    /// The snapshot of the current state (names and attributes; no bytes).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut files: Vec<FileRecord> = self
+            .files()
+            .map(|i| FileRecord {
+                fid: i.fid,
+                dir: i.parent,
+                name: i.name.clone(),
+                kind: i.kind,
+                attrs: i.attrs,
+                len: i.size,
+                dcrc: i.dcrc,
+                target: i.target.as_ref().map(|t| t.to_vec()),
+            })
+            .collect();
+        files.sort_by_key(|f| f.fid);
+        Snapshot {
+            upto: self.last_seq,
+            next_fid: self.next_fid,
+            root: self.inodes[&ROOT].attrs,
+            files,
         }
     }
 

@@ -43,6 +43,18 @@ pub struct LogScan {
     pub checkpoint: Option<(Seq, u64)>,
 }
 
+/// `log/MANIFEST`, if the store was ever compacted.
+pub fn read_manifest(disk: &dyn Disk, layout: &Layout) -> Result<Option<log::Manifest>> {
+    let path = layout.log_dir().join(log::MANIFEST);
+    match disk.read(&path) {
+        Ok(bytes) => log::decode_manifest(&bytes)
+            .map(Some)
+            .map_err(|e| err!(EIO, "{} is corrupt: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), &e)),
+    }
+}
+
 /// Reads the log of a store and replays it, changing nothing (for `recordfs stats`).
 pub fn replay(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
     scan_log(disk, layout)
@@ -63,7 +75,27 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         entries: 0,
         checkpoint: None,
     };
-    let segments = list_segments(disk, &layout.log_dir())?;
+    let mut segments = list_segments(disk, &layout.log_dir())?;
+    if let Some(m) = read_manifest(disk, layout)? {
+        // A compacted store: the snapshot, then the segments from the manifest's first on.
+        // Older segments (if a crash left them) are history, not state.
+        let path = layout.log_dir().join(log::snapshot_name(m.snapshot));
+        let bytes = disk
+            .read(&path)
+            .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
+        let snap = log::decode_snapshot(&bytes)
+            .map_err(|e| err!(EIO, "snapshot {} is corrupt: {e}", path.display()))?;
+        scan.ns = Namespace::from_snapshot(&snap)?;
+        scan.checkpoint = Some((snap.upto, 0));
+        segments.retain(|(start, _)| *start >= m.first_segment);
+        if segments.first().map(|(start, _)| *start) != Some(m.first_segment) {
+            return Err(err!(
+                EIO,
+                "the manifest names log segment {}, which is missing",
+                log::segment_name(m.first_segment)
+            ));
+        }
+    }
     let count = segments.len();
     for (i, (start, path)) in segments.into_iter().enumerate() {
         let is_last = i + 1 == count;

@@ -81,6 +81,8 @@ struct Sim {
     faults: Vec<Fault>,
     /// Bytes of live file content allowed in all; past it writes fail with ENOSPC.
     capacity: Option<u64>,
+    /// Mutating operations left before the machine "dies" (every later one answers EIO).
+    budget: Option<u64>,
 }
 
 /// Where `crash` takes its decisions from: a seeded `Rng`, or an enumerator that walks every
@@ -172,7 +174,19 @@ fn default_meta() -> FileMeta {
 }
 
 impl Sim {
+    fn spend(&mut self) -> io::Result<()> {
+        match &mut self.budget {
+            Some(0) => Err(eio()),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn fault(&mut self, on: FaultOn) -> io::Result<()> {
+        self.spend()?;
         let mut hit = None;
         for (i, f) in self.faults.iter_mut().enumerate() {
             if f.on == on {
@@ -211,6 +225,7 @@ impl Sim {
     }
 
     fn link(&mut self, path: &Path, ino: Ino) -> io::Result<()> {
+        self.spend()?;
         let (parent, name) = split(path)?;
         let dir = self.dir(&parent)?;
         dir.live.insert(name.clone(), ino);
@@ -219,6 +234,7 @@ impl Sim {
     }
 
     fn unlink(&mut self, path: &Path) -> io::Result<Ino> {
+        self.spend()?;
         let (parent, name) = split(path)?;
         let dir = self.dir(&parent)?;
         let ino = dir.live.remove(&name).ok_or_else(|| errno(libc::ENOENT))?;
@@ -320,6 +336,7 @@ impl Sim {
             .collect();
         self.nodes.retain(|ino, _| linked.contains(ino));
         self.faults.clear();
+        self.budget = None;
         self.generation += 1;
     }
 }
@@ -392,9 +409,16 @@ impl SimDisk {
                 next_ino: sim.next_ino,
                 faults: sim.faults.clone(),
                 capacity: sim.capacity,
+                budget: sim.budget,
             })),
             generation: 0,
         }
+    }
+
+    /// Lets `ops` more mutating operations succeed; every one after fails with EIO, as if the
+    /// machine died there (then `crash` to reboot).
+    pub fn fail_after(&self, ops: u64) {
+        self.sim.lock().budget = Some(ops);
     }
 
     /// Limits the bytes of file content the disk holds; `None` lifts the limit.

@@ -1,0 +1,183 @@
+//! Offline compaction: the log is retired into a snapshot and a new segment, old segments are
+//! kept (the newest 3), and a crash at any step of it recovers to the full committed state.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use recordfs::compact::compact;
+use recordfs::files::RecordFs;
+use recordfs::log::ROOT;
+use recordfs::options::Options;
+use recordfs::simdisk::SimDisk;
+use recordfs::store::Layout;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn compaction_retires_the_log_keeps_the_state_and_three_old_logs() {
+    let env = Env::new();
+    let store = env.store.to_str().unwrap().to_string();
+    for round in 0..5u32 {
+        let m = env.mount(&[]);
+        for v in 0..20u32 {
+            fs::write(
+                env.path(&record(1)),
+                format!("{{\"round\": {round}, \"v\": {v}}}"),
+            )
+            .unwrap();
+        }
+        fs::write(env.path(&format!("plain{round}.txt")), "x").unwrap();
+        m.stop();
+        let live_before = fs::metadata(env.store.join("log")).is_ok();
+        assert!(live_before);
+        let (code, out) = run(&["compact", &store]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = run(&["check", &store]);
+        assert_eq!(code, 0, "after compaction {round}: {out}");
+    }
+    // The live log is one header-only segment; three old segments are kept.
+    let live: Vec<_> = fs::read_dir(env.store.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    let live_len = fs::metadata(env.store.join("log").join(&live[0]))
+        .unwrap()
+        .len();
+    assert!(
+        live_len < 300,
+        "the live segment holds only its header: {live_len} bytes"
+    );
+    let old = fs::read_dir(env.store.join("log/old"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
+    assert_eq!(old, 3);
+    let (_, stats) = run(&["stats", "--json", &store]);
+    let s: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(s["kept_old_logs"], 3);
+    assert_eq!(
+        (s["records"].as_u64(), s["plain_files"].as_u64()),
+        (Some(1), Some(5))
+    );
+    // The state is intact, and writes continue after a compaction.
+    let m = env.mount(&[]);
+    assert_eq!(
+        fs::read_to_string(env.path(&record(1))).unwrap(),
+        "{\"round\": 4, \"v\": 19}"
+    );
+    fs::write(env.path(&record(2)), "[2]").unwrap();
+    m.kill9();
+    let _m = env.mount(&[]);
+    assert_eq!(fs::read_to_string(env.path(&record(2))).unwrap(), "[2]");
+    // The history in the kept old logs is still readable.
+    let (_, hist) = run(&["log", &store, "--name", &record(1)]);
+    assert!(
+        hist.lines().count() >= 3 * 20,
+        "{} lines",
+        hist.lines().count()
+    );
+}
+
+fn state(fs: &RecordFs) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
+    let dh = fs.opendir(ROOT).unwrap();
+    let entries = fs.readdir(dh, 2).unwrap();
+    fs.releasedir(dh);
+    entries
+        .into_iter()
+        .map(|e| {
+            let fh = fs.open(e.ino, libc::O_RDONLY).unwrap();
+            let bytes = fs.read(fh, 0, 1 << 20).unwrap();
+            fs.release(fh);
+            (e.name, bytes, fs.getattr(e.ino, None).unwrap().attrs.mode)
+        })
+        .collect()
+}
+
+/// Guards against: a crash during compaction (before the manifest, after it, while old
+/// segments move) that loses or changes committed state.
+#[test]
+fn a_crash_at_any_step_of_compaction_recovers_the_full_state() {
+    let store = Path::new("/store");
+    let disk = SimDisk::new();
+    {
+        let fs = RecordFs::start_on(Arc::new(disk.clone()), store, Options::default()).unwrap();
+        for (i, name) in [
+            "a.txt",
+            "b.txt",
+            "00000001-0000-4000-8000-000000000000.json",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (_, fh, t) = fs
+                .create(ROOT, name.as_bytes(), 0o640, 0, 0, libc::O_WRONLY)
+                .unwrap();
+            fs.wait(t).unwrap();
+            fs.write(
+                fh,
+                0,
+                format!("[{i}, \"{}\"]", "z".repeat(700 * i)).as_bytes(),
+            )
+            .unwrap();
+            fs.wait(fs.flush(fh).unwrap()).unwrap();
+            fs.release(fh);
+        }
+        fs.wait(fs.unlink(ROOT, b"b.txt").unwrap()).unwrap();
+        fs.shutdown().unwrap();
+    }
+    let expected = {
+        let fs = RecordFs::start_on(Arc::new(disk.clone()), store, Options::default()).unwrap();
+        let s = state(&fs);
+        fs.shutdown().unwrap();
+        s
+    };
+    let layout = Layout::new(store);
+    let mut steps = 0;
+    for budget in 0.. {
+        let copy = disk.fork();
+        copy.fail_after(budget);
+        let finished = compact(&copy, &layout, &Options::default(), 3).is_ok();
+        for seed in 0..4 {
+            let rebooted = copy.fork().crash(budget * 10 + seed);
+            let fs = RecordFs::start_on(Arc::new(rebooted.clone()), store, Options::default())
+                .unwrap_or_else(|e| panic!("crash after {budget} operations of compaction: {e}"));
+            assert_eq!(
+                state(&fs),
+                expected,
+                "crash after {budget} operations of compaction, seed {seed}"
+            );
+            fs.shutdown().unwrap();
+            let report = recordfs::recovery::check(&rebooted, &layout).unwrap();
+            assert!(
+                report.problems.is_empty(),
+                "budget {budget}: {:?}",
+                report.problems
+            );
+        }
+        steps += 1;
+        if finished {
+            break;
+        }
+        assert!(budget < 500, "compaction never finished");
+    }
+    eprintln!("compaction: crashed at each of {steps} disk operations, 4 crash outcomes each");
+}
