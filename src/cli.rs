@@ -53,6 +53,15 @@ pub enum Command {
         /// FUSE request threads. Syncs never block them; more helps only with slow reads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Compact the log while mounted once its live segment passes this many bytes.
+        #[arg(long, default_value_t = crate::options::DEFAULT_LOG_LIMIT)]
+        log_limit: u64,
+        /// ... or this many seconds after the last compaction, whichever comes first.
+        #[arg(long, default_value_t = crate::options::DEFAULT_COMPACT_EVERY_SECS)]
+        compact_every: u64,
+        /// Old log segments (and snapshots) kept in STORE/log/old/.
+        #[arg(long, default_value_t = crate::compact::DEFAULT_KEEP_LOGS)]
+        keep_logs: usize,
     },
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
@@ -101,6 +110,9 @@ pub fn main() -> i32 {
             allow_other,
             max_file_size,
             threads,
+            log_limit,
+            compact_every,
+            keep_logs,
         } => {
             if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
                 eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
@@ -114,6 +126,9 @@ pub fn main() -> i32 {
                 sync,
                 max_file_size,
                 read_only,
+                log_limit,
+                compact_every: std::time::Duration::from_secs(compact_every.max(1)),
+                keep_logs,
             };
             let mount = MountArgs {
                 store,
@@ -180,6 +195,7 @@ pub fn main() -> i32 {
                     );
                     0
                 }
+                Err(e) if e.errno == libc::EBUSY => ask_daemon_to_compact(&layout, &e),
                 Err(e) => {
                     eprintln!("recordfs compact: {}", describe(&e));
                     2
@@ -306,11 +322,15 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
     // Registered before anything is mounted: a SIGTERM that comes while the mount is being
     // set up is queued and unmounts it once it is live, instead of killing the daemon and
     // leaving a dead mount behind.
-    let signals =
-        match signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]) {
-            Ok(s) => s,
-            Err(e) => return fail(&mut ready, format!("installing signal handlers: {e}")),
-        };
+    let signals = match signal_hook::iterator::Signals::new([
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+    ]) {
+        Ok(s) => s,
+        Err(e) => return fail(&mut ready, format!("installing signal handlers: {e}")),
+    };
     let store = absolute(&m.store);
     let mountpoint = absolute(&m.mountpoint);
     match std::fs::metadata(&mountpoint) {
@@ -374,14 +394,21 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
     let mut unmounter = session.unmount_callable();
     let mut signals = signals;
     let mp = mountpoint.clone();
+    let for_signals = fs.clone();
     std::thread::Builder::new()
         .name("recordfs-signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == libc::SIGUSR1 {
+                    info!("signal {sig}: compacting the log now");
+                    for_signals.pipeline().request_compaction();
+                    continue;
+                }
                 info!("signal {sig}: unmounting {}", mp.display());
                 if let Err(e) = unmounter.unmount() {
                     error!("unmounting {}: {e}", mp.display());
                 }
+                break;
             }
         })
         .expect("spawning the signal thread");
@@ -433,6 +460,29 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) {
             }
         })
         .expect("spawning the invalidation thread");
+}
+
+/// `recordfs compact` on a mounted store: the daemon holding its lock is sent SIGUSR1.
+fn ask_daemon_to_compact(layout: &Layout, busy: &Error) -> i32 {
+    let holder = std::fs::read_to_string(layout.store.join("lock")).unwrap_or_default();
+    let pid = holder
+        .strip_prefix("recordfs pid ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse::<i32>().ok());
+    match pid {
+        // SAFETY: kill(2) with a pid read from the store's lock file and a plain signal.
+        Some(pid) if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 => {
+            println!(
+                "{} is mounted; asked its daemon (pid {pid}) to compact the log now",
+                layout.store.display()
+            );
+            0
+        }
+        _ => {
+            eprintln!("recordfs compact: {}", describe(busy));
+            2
+        }
+    }
 }
 
 fn check(store: &Path) -> i32 {

@@ -40,6 +40,8 @@ const APPLY_RETRY: Duration = Duration::from_millis(100);
 /// usually replaced by its content a millisecond later. Readers are served from `pending`
 /// meanwhile, so this changes what reaches the disk, not what anyone sees.
 const APPLY_DELAY: Duration = Duration::from_millis(20);
+/// How long the compaction thread waits after a failed compaction before trying again.
+const COMPACT_RETRY: Duration = Duration::from_secs(5);
 /// The longest a sync waits for a batch to form (see `run_sync`).
 const MAX_LINGER: Duration = Duration::from_millis(2);
 
@@ -66,8 +68,10 @@ pub struct State {
     shutting_down: bool,
     /// The sync thread has synced everything and stopped.
     sync_done: bool,
-    /// `quiesce` waits: apply at once, without `APPLY_DELAY`.
+    /// `quiesce` or a compaction waits: apply at once, without `APPLY_DELAY`.
     hurry: bool,
+    /// Someone asked for a compaction now (SIGUSR1, `recordfs compact` on a mounted store).
+    compact_requested: bool,
 }
 
 /// What a reader reads: the bytes of one committed version, fixed at open.
@@ -134,17 +138,30 @@ pub struct Pipeline {
     wake: Condvar,
     apply_wake: Condvar,
     room: Condvar,
+    /// Wakes the compaction thread.
+    compact_wake: Condvar,
+    policy: CompactPolicy,
     waiters: Mutex<Waiters>,
     /// Counts log syncs and commits, for the figures in benchmarks and tests.
     pub syncs: AtomicU64,
     pub commits: AtomicU64,
+    pub compactions: AtomicU64,
     sync_nanos: AtomicU64,
 }
 
-/// The pipeline's two threads, joined at shutdown.
+/// The pipeline's threads, joined at shutdown.
 pub struct Threads {
     sync: JoinHandle<()>,
     apply: JoinHandle<()>,
+    compact: JoinHandle<()>,
+}
+
+/// When the mount compacts its log (README, "Compaction").
+#[derive(Clone, Copy, Debug)]
+pub struct CompactPolicy {
+    pub log_limit: u64,
+    pub every: Duration,
+    pub keep: usize,
 }
 
 pub struct Committed {
@@ -159,6 +176,7 @@ impl Pipeline {
         layout: Layout,
         ns: Namespace,
         log: LogWriter,
+        policy: CompactPolicy,
     ) -> (Arc<Pipeline>, Threads) {
         let durable = ns.last_seq();
         let on_disk = ns.files().map(|i| (i.fid, i.name.clone())).collect();
@@ -179,10 +197,13 @@ impl Pipeline {
                 shutting_down: false,
                 sync_done: false,
                 hurry: false,
+                compact_requested: false,
             }),
             wake: Condvar::new(),
             apply_wake: Condvar::new(),
             room: Condvar::new(),
+            compact_wake: Condvar::new(),
+            policy,
             waiters: Mutex::new(Waiters {
                 durable,
                 by_seq: BTreeMap::new(),
@@ -190,6 +211,7 @@ impl Pipeline {
             }),
             syncs: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
             sync_nanos: AtomicU64::new(0),
         });
         let spawn = |name: &str, f: fn(&Pipeline)| {
@@ -202,6 +224,7 @@ impl Pipeline {
         let threads = Threads {
             sync: spawn("recordfs-sync", Pipeline::run_sync),
             apply: spawn("recordfs-apply", Pipeline::run_apply),
+            compact: spawn("recordfs-compact", Pipeline::run_compact),
         };
         (pipeline, threads)
     }
@@ -273,6 +296,9 @@ impl Pipeline {
         let seq = entry.seq;
         st.unsynced.push(entry);
         self.commits.fetch_add(1, Ordering::Relaxed);
+        if st.log.len() > self.policy.log_limit {
+            self.compact_wake.notify_one();
+        }
         self.wake.notify_one();
         Ok(Committed { seq, applied })
     }
@@ -331,8 +357,11 @@ impl Pipeline {
     /// backing tree durable and writes a checkpoint.
     pub fn shutdown(&self, threads: Threads) -> Result<()> {
         self.state.lock().shutting_down = true;
+        // A compaction under way finishes first: it needs the other two threads.
+        self.compact_wake.notify_all();
+        let compacted = threads.compact.join();
         self.wake.notify_all();
-        if threads.sync.join().is_err() || threads.apply.join().is_err() {
+        if compacted.is_err() || threads.sync.join().is_err() || threads.apply.join().is_err() {
             return Err(err!(EIO, "a commit pipeline thread panicked"));
         }
         let (commits, syncs) = (
@@ -730,6 +759,129 @@ impl Pipeline {
             st.pending_bytes -= len;
             self.room.notify_all();
         }
+    }
+
+    /// Asks the compaction thread to compact now.
+    pub fn request_compaction(&self) {
+        self.state.lock().compact_requested = true;
+        self.compact_wake.notify_one();
+    }
+
+    /// The compaction thread: compacts when the live log passes the limit, when the interval
+    /// has passed, or when asked.
+    fn run_compact(&self) {
+        let mut last = Instant::now();
+        loop {
+            {
+                let mut st = self.state.lock();
+                loop {
+                    if st.shutting_down {
+                        return;
+                    }
+                    let due = st.fatal.is_none()
+                        && (st.compact_requested
+                            || st.log.len() > self.policy.log_limit
+                            || last.elapsed() >= self.policy.every);
+                    if due {
+                        break;
+                    }
+                    let left = self.policy.every.saturating_sub(last.elapsed());
+                    self.compact_wake
+                        .wait_for(&mut st, left.max(Duration::from_millis(10)));
+                }
+                st.compact_requested = false;
+            }
+            last = Instant::now();
+            match self.compact_online() {
+                Ok(Some(c)) => info!(
+                    "compacted the log up to entry {}: {} segments retired to log/old/",
+                    c.upto, c.retired
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    error!("compaction failed; the log stays as it was and grows: {e}");
+                    // Not in a loop: try again after a pause, or when asked.
+                    let mut st = self.state.lock();
+                    if !st.shutting_down {
+                        self.compact_wake.wait_for(&mut st, COMPACT_RETRY);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Online compaction (FORMAT.md, "Compaction"): appends move to a new segment N+1 at once;
+    /// once every entry up to N is in the backing files and those are durable, the snapshot of
+    /// the state after N and the manifest are written, and the old segments retired.
+    fn compact_online(&self) -> Result<Option<crate::compact::Compacted>> {
+        let snapshot = {
+            let mut st = self.state.lock();
+            if let Some(reason) = &st.fatal {
+                return Err(err!(EROFS, "the store failed earlier: {reason}"));
+            }
+            let upto = st.ns.last_seq();
+            if st.log.start_seq() > upto {
+                return Ok(None); // the live segment holds no entry yet
+            }
+            // The sync thread syncs only the live segment: the old one is synced here, before
+            // appends move on, so that its last entries become durable too.
+            if let Err(e) = st.log.sync() {
+                self.turn_read_only(&mut st, e.reason.clone());
+                return Err(e);
+            }
+            let next = LogWriter::create(
+                &*self.disk,
+                &self.layout.log_dir(),
+                upto + 1,
+                st.log.max_line(),
+            )?;
+            st.log = next;
+            st.hurry = true;
+            self.apply_wake.notify_all();
+            st.ns.snapshot()
+        };
+        let upto = snapshot.upto;
+        {
+            let mut st = self.state.lock();
+            loop {
+                let waiting = st.unsynced.first().is_some_and(|e| e.seq <= upto)
+                    || st.unapplied.front().is_some_and(|(_, e)| e.seq <= upto);
+                if !waiting {
+                    break;
+                }
+                if let Some(reason) = st.fatal.clone() {
+                    st.hurry = false;
+                    return Err(err!(EROFS, "the store failed during compaction: {reason}"));
+                }
+                if let Some(e) = st.stalled.clone() {
+                    st.hurry = false;
+                    return Err(Error::new(
+                        e.errno,
+                        format!("backing files cannot be written: {}", e.reason),
+                    ));
+                }
+                self.room.wait_for(&mut st, Duration::from_millis(1));
+            }
+            st.hurry = false;
+        }
+        // Every backing file durable, whatever process wrote it: syncfs, not the changed set.
+        let synced = self
+            .disk
+            .sync_everything(&self.layout.root())
+            .map_err(|e| Error::io("syncfs of the backing tree", &e))
+            .and_then(|_| store::sync_dir(&*self.disk, &self.layout.root()));
+        if let Err(e) = synced {
+            self.turn_read_only(&mut self.state.lock(), e.reason.clone());
+            return Err(e);
+        }
+        let c = crate::compact::commit_snapshot(
+            &*self.disk,
+            &self.layout,
+            &snapshot,
+            self.policy.keep,
+        )?;
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(c))
     }
 
     /// Waits until everything committed is synced and in the backing files (or cannot be):

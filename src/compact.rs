@@ -52,18 +52,6 @@ pub fn compact(disk: &dyn Disk, layout: &Layout, opts: &Options, keep: usize) ->
         .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
     store::sync_dir(disk, &layout.root())?;
 
-    // 2. The snapshot.
-    let snap = log_dir.join(log::snapshot_name(upto));
-    let tmp = layout.tmp().join("snapshot");
-    store::replace_file(
-        disk,
-        &tmp,
-        &snap,
-        &log::encode_snapshot(&rec.ns.snapshot()),
-        None,
-        true,
-    )?;
-
     // 3. The next segment (it may exist: an empty segment from an interrupted compaction).
     let next = upto + 1;
     if !list_segments(disk, &log_dir)?
@@ -72,6 +60,31 @@ pub fn compact(disk: &dyn Disk, layout: &Layout, opts: &Options, keep: usize) ->
     {
         LogWriter::create(disk, &log_dir, next, max_line)?;
     }
+    // 2, 4 and 5.
+    commit_snapshot(disk, layout, &rec.ns.snapshot(), keep)
+}
+
+/// Steps 2, 4 and 5: writes the snapshot, then the manifest naming it and segment `upto + 1`
+/// (which must exist), then retires what came before. The backing files must be durable.
+pub fn commit_snapshot(
+    disk: &dyn Disk,
+    layout: &Layout,
+    snapshot: &log::Snapshot,
+    keep: usize,
+) -> Result<Compacted> {
+    let log_dir = layout.log_dir();
+    let upto = snapshot.upto;
+    let next = upto + 1;
+    let snap = log_dir.join(log::snapshot_name(upto));
+    let tmp = layout.tmp().join("snapshot");
+    store::replace_file(
+        disk,
+        &tmp,
+        &snap,
+        &log::encode_snapshot(snapshot),
+        None,
+        true,
+    )?;
 
     // 4. The commit point.
     let manifest = Manifest {

@@ -205,8 +205,18 @@ impl RecordFs {
     ) -> Result<RecordFs> {
         let layout = Layout::new(store);
         let recovered = recovery::recover(&*disk, &layout, &opts)?;
-        let (pipeline, threads) =
-            Pipeline::start(disk.clone(), layout.clone(), recovered.ns, recovered.log);
+        let policy = crate::commit::CompactPolicy {
+            log_limit: opts.log_limit,
+            every: opts.compact_every,
+            keep: opts.keep_logs,
+        };
+        let (pipeline, threads) = Pipeline::start(
+            disk.clone(),
+            layout.clone(),
+            recovered.ns,
+            recovered.log,
+            policy,
+        );
         Ok(RecordFs {
             disk,
             layout,

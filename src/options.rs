@@ -25,11 +25,22 @@ pub const MAX_PENDING_BYTES: u64 = 256 << 20;
 /// Open file handles at once; past it open answers ENFILE.
 pub const MAX_HANDLES: usize = 65_536;
 
+/// The default for `--log-limit`: the live log is compacted once it passes 1 MiB.
+pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
+/// The default for `--compact-every`: an hour.
+pub const DEFAULT_COMPACT_EVERY_SECS: u64 = 3600;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub sync: SyncMode,
     pub max_file_size: u64,
     pub read_only: bool,
+    /// Compact online once the live log segment passes this many bytes.
+    pub log_limit: u64,
+    /// ... or this long after the last compaction, whichever comes first.
+    pub compact_every: std::time::Duration,
+    /// Old segments (and snapshots) kept in log/old/.
+    pub keep_logs: usize,
 }
 
 impl Default for Options {
@@ -38,6 +49,9 @@ impl Default for Options {
             sync: SyncMode::Always,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             read_only: false,
+            log_limit: DEFAULT_LOG_LIMIT,
+            compact_every: std::time::Duration::from_secs(DEFAULT_COMPACT_EVERY_SECS),
+            keep_logs: crate::compact::DEFAULT_KEEP_LOGS,
         }
     }
 }

@@ -260,6 +260,39 @@ fn restore(disk: &dyn Disk, layout: &Layout, inode: &Inode, max_line: u64) -> Re
     }
 }
 
+/// A regular file in the backing tree holding exactly the bytes `inode` should have.
+fn find_copy(
+    disk: &dyn Disk,
+    layout: &Layout,
+    inode: &Inode,
+    names: &[Vec<u8>],
+) -> Option<PathBuf> {
+    if inode.kind != Kind::File {
+        return None;
+    }
+    names.iter().map(|n| layout.backing(n)).find(|p| {
+        disk.stat(p)
+            .is_ok_and(|st| st.kind == EntryKind::File && st.len == inode.size)
+            && disk.read(p).is_ok_and(|b| crc32c(&b) == inode.dcrc)
+    })
+}
+
+fn copy_into_place(disk: &dyn Disk, layout: &Layout, inode: &Inode, from: &Path) -> Result<()> {
+    let bytes = disk
+        .read(from)
+        .map_err(|e| Error::io(format!("reading {}", from.display()), &e))?;
+    let tmp = layout.tmp().join(format!("restore.{}", inode.fid));
+    let dest = layout.backing(&inode.name);
+    store::replace_file(
+        disk,
+        &tmp,
+        &dest,
+        &bytes,
+        Some(&meta_of(&inode.attrs)),
+        false,
+    )
+}
+
 /// Moves something in the backing tree to `lost+found/`, returning where.
 fn set_aside(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<PathBuf> {
     let mut moved = name.to_vec();
@@ -294,26 +327,11 @@ fn reconcile(
     let names = disk
         .list(&root)
         .map_err(|e| Error::io(format!("listing {}", root.display()), &e))?;
-    for name in names {
-        if ns.lookup(ROOT, &name).is_some() {
-            continue;
-        }
-        let shown = name_str(&name);
-        if repair {
-            let dest = set_aside(disk, layout, &name)?;
-            out.changed = true;
-            out.findings.push(Finding {
-                what: format!(
-                    "{shown}: in the backing tree but not in the log; moved to {}",
-                    dest.display()
-                ),
-            });
-        } else {
-            out.findings.push(Finding {
-                what: format!("{shown}: in the backing tree but not in the log"),
-            });
-        }
-    }
+    let strays: Vec<Vec<u8>> = names
+        .iter()
+        .filter(|n| ns.lookup(ROOT, n).is_none())
+        .cloned()
+        .collect();
     let mut files: Vec<&Inode> = ns.files().collect();
     files.sort_by_key(|i| i.fid);
     for inode in files {
@@ -333,12 +351,21 @@ fn reconcile(
             });
             continue;
         }
-        match restore(disk, layout, inode, max_line) {
+        let restored = restore(disk, layout, inode, max_line).or_else(|e| {
+            // The log no longer holds the bytes (they were compacted into a snapshot), but a
+            // rename or exchange that had not reached the disk may have left them under
+            // another name: take them from there.
+            match find_copy(disk, layout, inode, &names) {
+                Some(from) => copy_into_place(disk, layout, inode, &from),
+                None => Err(e),
+            }
+        });
+        match restored {
             Ok(()) => {
                 out.changed = true;
                 out.restored.push((layout.backing(&inode.name), inode.kind));
                 out.findings.push(Finding {
-                    what: format!("{name}: backing file {problem}; restored from the log"),
+                    what: format!("{name}: backing file {problem}; restored"),
                 });
             }
             Err(e) if e.is_no_space() => return Err(e),
@@ -351,6 +378,23 @@ fn reconcile(
                     ),
                 });
             }
+        }
+    }
+    for name in strays {
+        let shown = name_str(&name);
+        if repair {
+            let dest = set_aside(disk, layout, &name)?;
+            out.changed = true;
+            out.findings.push(Finding {
+                what: format!(
+                    "{shown}: in the backing tree but not in the log; moved to {}",
+                    dest.display()
+                ),
+            });
+        } else {
+            out.findings.push(Finding {
+                what: format!("{shown}: in the backing tree but not in the log"),
+            });
         }
     }
     Ok(out)

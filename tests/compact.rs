@@ -181,3 +181,83 @@ fn a_crash_at_any_step_of_compaction_recovers_the_full_state() {
     }
     eprintln!("compaction: crashed at each of {steps} disk operations, 4 crash outcomes each");
 }
+
+fn log_bytes(dir: &Path) -> (u64, u64, usize) {
+    let (mut live, mut old, mut old_logs) = (0, 0, 0);
+    for e in fs::read_dir(dir.join("log")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            live += e.metadata().unwrap().len();
+        }
+    }
+    if let Ok(rd) = fs::read_dir(dir.join("log/old")) {
+        for e in rd {
+            let e = e.unwrap();
+            old += e.metadata().unwrap().len();
+            old_logs += usize::from(e.file_name().to_string_lossy().ends_with(".log"));
+        }
+    }
+    (live, old, old_logs)
+}
+
+#[test]
+fn online_compaction_keeps_the_log_bounded_under_a_long_update_loop() {
+    const LIMIT: u64 = 16 * 1024;
+    let env = Env::new();
+    let m = env.mount(&["--log-limit", &LIMIT.to_string(), "--keep-logs", "3"]);
+    for i in 0..1500u32 {
+        let body = format!("{{\"i\": {i}, \"pad\": \"{}\"}}", "p".repeat(400));
+        fs::write(env.path(&record(i % 10)), body).unwrap();
+        if i % 100 == 0 {
+            fs::remove_file(env.path(&record(i % 10))).unwrap();
+        }
+    }
+    // Compaction runs beside the writers; give the last one time to finish.
+    let bounded = wait_until(std::time::Duration::from_secs(20), || {
+        let (live, old, old_logs) = log_bytes(&env.store);
+        live <= LIMIT + 8192 && old_logs <= 3 && old <= 3 * (LIMIT + 8192) + 64 * 1024
+    });
+    let (live, old, old_logs) = log_bytes(&env.store);
+    assert!(
+        bounded,
+        "log not bounded: live {live} bytes, old {old} bytes in {old_logs} segments"
+    );
+    for i in 1490..1500u32 {
+        assert!(fs::read_to_string(env.path(&record(i % 10)))
+            .unwrap()
+            .contains(&format!("\"i\": {i},")));
+    }
+    assert!(m.daemon_log().contains("compacted the log up to entry"));
+    m.stop();
+    let (code, out) = run(&["check", env.store.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let _m = env.mount(&[]);
+    assert!(fs::read_to_string(env.path(&record(9)))
+        .unwrap()
+        .contains("\"i\": 1499,"));
+}
+
+#[test]
+fn recordfs_compact_on_a_mounted_store_asks_its_daemon() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    for v in 0..50u32 {
+        fs::write(env.path(&record(1)), format!("[{v}]")).unwrap();
+    }
+    let (code, out) = run(&["compact", env.store.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("asked its daemon"), "{out}");
+    assert!(wait_until(std::time::Duration::from_secs(20), || env
+        .store
+        .join("log/MANIFEST")
+        .exists()));
+    fs::write(env.path(&record(1)), "[\"after\"]").unwrap();
+    m.kill9();
+    let m = env.mount(&[]);
+    assert_eq!(
+        fs::read_to_string(env.path(&record(1))).unwrap(),
+        "[\"after\"]"
+    );
+    m.stop();
+    assert_eq!(run(&["check", env.store.to_str().unwrap()]).0, 0);
+}

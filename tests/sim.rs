@@ -408,6 +408,12 @@ fn run_case(
 ) -> Result<usize, String> {
     let opts = Options {
         sync: mode,
+        // A log limit so small that compaction runs online all the time (`sweep_compacting`).
+        log_limit: if COMPACTING.with(|c| c.get()) {
+            1500
+        } else {
+            Options::default().log_limit
+        },
         ..Options::default()
     };
     let disk = SimDisk::new();
@@ -450,13 +456,14 @@ fn run_case(
                 .collect::<Vec<_>>()
         ));
     }
+    fs.shutdown()
+        .map_err(|e| format!("clean stop after recovery: {e}"))?;
+    drop(fs);
+    // Checked once the recovered process stopped: its own compaction writes temp files too.
     let tmp = rebooted.list(&Path::new(STORE).join("tmp")).unwrap();
     if !tmp.is_empty() {
         return Err(format!("temp files left after recovery: {tmp:?}"));
     }
-    fs.shutdown()
-        .map_err(|e| format!("clean stop after recovery: {e}"))?;
-    drop(fs);
     let report =
         recovery::check(&rebooted, &Layout::new(Path::new(STORE))).map_err(|e| e.to_string())?;
     if !report.problems.is_empty() {
@@ -487,6 +494,16 @@ fn shrink(mode: SyncMode, mut ops: Vec<Op>, crash_seed: u64, first: String) -> (
         }
     }
     (ops, why)
+}
+
+thread_local! {
+    static COMPACTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The sweep, with online compaction running beside the operations and the crash.
+fn sweep_compacting(mode: SyncMode) {
+    COMPACTING.with(|c| c.set(true));
+    sweep(mode);
 }
 
 fn sweep(mode: SyncMode) {
@@ -526,6 +543,16 @@ fn crash_recovery_matches_the_model_sync_fsync() {
 #[test]
 fn crash_recovery_matches_the_model_sync_never() {
     sweep(SyncMode::Never);
+}
+
+#[test]
+fn crash_recovery_matches_the_model_with_online_compaction() {
+    sweep_compacting(SyncMode::Always);
+}
+
+#[test]
+fn crash_recovery_matches_the_model_with_online_compaction_sync_fsync() {
+    sweep_compacting(SyncMode::Fsync);
 }
 
 /// A failed log sync (fsyncgate): the commit waiting on it gets EIO, every later change is

@@ -39,10 +39,24 @@ struct Allowed {
 
 #[test]
 fn sigkill_storm_loses_no_acknowledged_commit() {
-    let rounds: u64 = std::env::var("RECORDFS_SOAK")
+    storm(soak(30), &[]);
+}
+
+/// The same storm with a log limit so small that the daemon is nearly always compacting: the
+/// kills land before, during and after online compactions.
+#[test]
+fn sigkill_storm_during_online_compaction_loses_no_acknowledged_commit() {
+    storm(soak(12), &["--log-limit", "65536", "--keep-logs", "2"]);
+}
+
+fn soak(default: u64) -> u64 {
+    std::env::var("RECORDFS_SOAK")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(default)
+}
+
+fn storm(rounds: u64, args: &[&str]) {
     let writer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/storm_writer.py");
     let env = Env::new();
     // Per record: the state known after the last verification (None: never created).
@@ -56,7 +70,7 @@ fn sigkill_storm_loses_no_acknowledged_commit() {
         rng
     };
     for round in 1..=rounds {
-        let m = env.mount(&[]);
+        let m = env.mount(args);
         let children: Vec<Child> = (0..WRITERS)
             .map(|w| {
                 Command::new("python3")
@@ -122,7 +136,7 @@ fn sigkill_storm_loses_no_acknowledged_commit() {
                 }
             }
         }
-        let m = env.mount(&[]);
+        let m = env.mount(args);
         for (name, a) in &allowed {
             let text = match fs::read_to_string(env.path(name)) {
                 Ok(t) => t,
@@ -154,6 +168,12 @@ fn sigkill_storm_loses_no_acknowledged_commit() {
     }
     let (code, out) = env.check();
     assert_eq!(code, 0, "{out}");
+    if args.contains(&"--log-limit") {
+        assert!(
+            env.store.join("log/MANIFEST").exists(),
+            "no compaction happened during the storm"
+        );
+    }
     eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {checked_total} record states checked");
 }
 
