@@ -12,23 +12,7 @@ scripts/setup.sh
 cargo build --release -q
 bin=$PWD/target/release/recordfs
 
-work=$(mktemp -d /tmp/recordfs-bench.XXXXXX)
-disk=$work/disk
-mnt=$work/mnt
-loop=""
-cleanup() {
-  set +e
-  if grep -q " $mnt " /proc/self/mounts; then umount "$mnt" 2>/dev/null || umount -l "$mnt"; fi
-  if grep -q " $disk " /proc/self/mounts; then umount "$disk" 2>/dev/null || umount -l "$disk"; fi
-  [ -n "$loop" ] && losetup -d "$loop"
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$disk" "$mnt"
-truncate -s 2G "$work/disk.img"
-mkfs.ext4 -q -F "$work/disk.img"
-loop=$(losetup -f --show "$work/disk.img")
-mount "$loop" "$disk"
+. scripts/loopdisk.sh
 echo "disk: fresh ext4 on $loop; $secs s per run, $rounds rounds, runs interleaved"
 
 run_atomic() { mkdir -p "$disk/direct"; python3 scripts/bench_load.py atomic "$disk/direct" "$1" "$secs"; }

@@ -446,6 +446,17 @@ impl Fields {
             _ => Err(bad()),
         }
     }
+    fn kind(&self) -> std::result::Result<Kind, String> {
+        match self.str("kind")? {
+            "file" => Ok(Kind::File),
+            "symlink" => Ok(Kind::Symlink),
+            other => Err(format!("unknown kind {other:?}")),
+        }
+    }
+    /// A CRC32C written as 8 hex digits.
+    fn crc(&self, key: &str) -> std::result::Result<u32, String> {
+        u32::from_str_radix(self.str(key)?, 16).map_err(|e| format!("field {key:?}: {e}"))
+    }
     fn attrs(&self) -> std::result::Result<Attrs, String> {
         Ok(Attrs {
             mode: self.u32("mode")? & 0o7777,
@@ -469,7 +480,7 @@ impl Fields {
         if data.len() != self.u64("len")? {
             return Err("data length does not match len".into());
         }
-        let dcrc = u32::from_str_radix(self.str("dcrc")?, 16).map_err(|e| e.to_string())?;
+        let dcrc = self.crc("dcrc")?;
         if data.dcrc != dcrc {
             return Err("data checksum does not match dcrc".into());
         }
@@ -486,11 +497,7 @@ pub fn decode_entry(line: &[u8]) -> std::result::Result<Entry, String> {
             fid: f.u64("fid")?,
             dir: f.u64("dir")?,
             name: f.name("name")?,
-            kind: match f.str("kind")? {
-                "file" => Kind::File,
-                "symlink" => Kind::Symlink,
-                other => return Err(format!("unknown kind {other:?}")),
-            },
+            kind: f.kind()?,
             attrs: f.attrs()?,
             data: f.data()?,
         },
@@ -622,14 +629,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
             fid: f.u64("fid")?,
             dir: f.u64("dir")?,
             name: f.name("name")?,
-            kind: match f.str("kind")? {
-                "file" => Kind::File,
-                "symlink" => Kind::Symlink,
-                other => return Err(format!("unknown kind {other:?}")),
-            },
+            kind: f.kind()?,
             attrs: f.attrs()?,
             len: f.u64("len")?,
-            dcrc: u32::from_str_radix(f.str("dcrc")?, 16).map_err(|e| e.to_string())?,
+            dcrc: f.crc("dcrc")?,
             target: f
                 .0
                 .contains_key("target")
