@@ -48,7 +48,7 @@ python3 - "$mnt" "$commits" <<'PY'
 import os, sys
 d, n = sys.argv[1], int(sys.argv[2])
 names = [os.path.join(d, f"{i:08x}-0000-4000-8000-000000000000.json") for i in range(200)]
-for i in range(n // 2):  # each save of an existing record is one commit; a create is two
+for i in range(n):  # each save of an existing record is one commit (the 200 creates add 400)
     with open(names[i % 200], "w") as f:
         f.write('{"i": %d}' % i)
 PY
