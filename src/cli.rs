@@ -146,6 +146,7 @@ pub fn main() -> i32 {
         }
         Command::Check { store } => {
             init_logging();
+            crate::progress::enable_on_terminal();
             check(&store)
         }
         Command::Log {
@@ -178,6 +179,7 @@ pub fn main() -> i32 {
         }
         Command::Compact { store, keep_logs } => {
             init_logging();
+            crate::progress::enable_on_terminal();
             let layout = Layout::new(&store);
             match crate::compact::compact(
                 &crate::disk::RealDisk,

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod log;
 pub mod namespace;
 pub mod options;
+pub mod progress;
 pub mod record;
 pub mod recovery;
 pub mod simdisk;

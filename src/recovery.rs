@@ -334,7 +334,9 @@ fn reconcile(
         .collect();
     let mut files: Vec<&Inode> = ns.files().collect();
     files.sort_by_key(|i| i.fid);
+    let mut progress = crate::progress::Progress::new("checking backing files", files.len() as u64);
     for inode in files {
+        progress.tick();
         let Some(problem) = backing_problem(disk, layout, inode) else {
             if repair && inode.kind == Kind::File && !meta_matches(disk, layout, inode) {
                 // An attribute change whose entry had not reached the backing file.

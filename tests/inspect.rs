@@ -97,3 +97,26 @@ fn stats_counts_records_plain_files_and_the_log() {
     assert_eq!(code, 0);
     assert!(text.contains("records      2 (7 bytes)"), "{text}");
 }
+
+#[test]
+fn long_work_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    for i in 0..20u32 {
+        fs::write(env.path(&record(i)), "[]").unwrap();
+    }
+    m.stop();
+    let store = env.store.to_str().unwrap();
+    // A pipe: nothing but the report.
+    let out = Command::new(BIN).args(["check", store]).output().unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("checking backing files"));
+    // A terminal (script(1) gives the command a pseudo-terminal).
+    let out = Command::new("script")
+        .args(["-qec", &format!("{BIN} check {store}"), "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("checking backing files: 20/20"), "{text}");
+}
