@@ -838,6 +838,7 @@ impl Pipeline {
             st.log = next;
             st.hurry = true;
             self.apply_wake.notify_all();
+            info!("compacting the log up to entry {upto}; appends go to a new segment");
             st.ns.snapshot()
         };
         let upto = snapshot.upto;

@@ -69,8 +69,10 @@ fn storm(rounds: u64, args: &[&str]) {
         rng ^= rng << 17;
         rng
     };
+    let mut daemon_log = std::path::PathBuf::new();
     for round in 1..=rounds {
         let m = env.mount(args);
+        daemon_log = m.log.clone();
         let children: Vec<Child> = (0..WRITERS)
             .map(|w| {
                 Command::new("python3")
@@ -169,10 +171,13 @@ fn storm(rounds: u64, args: &[&str]) {
     let (code, out) = env.check();
     assert_eq!(code, 0, "{out}");
     if args.contains(&"--log-limit") {
-        assert!(
-            env.store.join("log/MANIFEST").exists(),
-            "no compaction happened during the storm"
-        );
+        // Kills land during compactions: on a busy machine a compaction's syncfs may outlast
+        // every round, so what must be seen is compactions under way, finished or not.
+        let daemon = fs::read_to_string(&daemon_log).unwrap_or_default();
+        let started = daemon.matches("compacting the log up to entry").count();
+        let finished = daemon.matches("compacted the log up to entry").count();
+        assert!(started > 0, "no compaction started during the storm");
+        eprintln!("storm: {started} compactions started, {finished} finished before a kill");
     }
     eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {checked_total} record states checked");
 }
