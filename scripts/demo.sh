@@ -48,8 +48,8 @@ show "$bin mount $store $mnt"
 show "ls $mnt"
 show "cat $mnt/6f1c2b7e-1d2a-4c3b-9f00-000000000003.json"
 
-step "every commit is a checksummed JSON line in the store's log"
-show "jq -c '{seq, op, name}' $store/log/*.log | tail -5"
-show "$bin check $store || true   # while mounted, check refuses: the store is in use"
+step "every commit is a checksummed JSON line in the store's log: a record's history, and the store's figures"
+show "$bin log $store --name $alice | jq -c '{seq, op, name, data}'"
+show "$bin stats $store"
 
 printf '\nThe demo store is mounted at %s (store: %s).\nUnmount it with: umount %s\n' "$mnt" "$store" "$mnt"
