@@ -14,7 +14,7 @@ use std::sync::Arc;
 use recordfs::disk::Disk;
 use recordfs::files::{RecordFs, SetAttr, Ticket};
 use recordfs::log::{Time, ROOT};
-use recordfs::options::{Options, SyncMode};
+use recordfs::options::{Options, SyncMode, DEFAULT_LOG_LIMIT};
 use recordfs::record::{is_record_name, validate_json};
 use recordfs::recovery;
 use recordfs::simdisk::{Rng, SimDisk};
@@ -401,21 +401,12 @@ fn matches(actual: &State, expected: &State) -> bool {
 
 /// Runs `ops`, crashes after `crash_after` of them, recovers and checks. Err says what broke.
 fn run_case(
-    mode: SyncMode,
+    opts: &Options,
     ops: &[Op],
     crash_after: usize,
     crash_seed: u64,
 ) -> Result<usize, String> {
-    let opts = Options {
-        sync: mode,
-        // A log limit so small that compaction runs online all the time (`sweep_compacting`).
-        log_limit: if COMPACTING.with(|c| c.get()) {
-            1500
-        } else {
-            Options::default().log_limit
-        },
-        ..Options::default()
-    };
+    let opts = opts.clone();
     let disk = SimDisk::new();
     let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
         .map_err(|e| e.to_string())?;
@@ -474,18 +465,18 @@ fn run_case(
 
 /// Runs a case a few times: the background threads make the disk at the crash depend on
 /// timing, so a failure may need more than one run to show again.
-fn fails(mode: SyncMode, ops: &[Op], crash_seed: u64) -> Option<String> {
-    (0..5).find_map(|_| run_case(mode, ops, ops.len(), crash_seed).err())
+fn fails(opts: &Options, ops: &[Op], crash_seed: u64) -> Option<String> {
+    (0..5).find_map(|_| run_case(opts, ops, ops.len(), crash_seed).err())
 }
 
 /// Removes ops one at a time while the case still fails: a smaller failing case.
-fn shrink(mode: SyncMode, mut ops: Vec<Op>, crash_seed: u64, first: String) -> (Vec<Op>, String) {
+fn shrink(opts: &Options, mut ops: Vec<Op>, crash_seed: u64, first: String) -> (Vec<Op>, String) {
     let mut why = first;
     let mut i = 0;
     while i < ops.len() {
         let mut fewer = ops.clone();
         fewer.remove(i);
-        match fails(mode, &fewer, crash_seed) {
+        match fails(opts, &fewer, crash_seed) {
             Some(e) => {
                 ops = fewer;
                 why = e;
@@ -496,17 +487,13 @@ fn shrink(mode: SyncMode, mut ops: Vec<Op>, crash_seed: u64, first: String) -> (
     (ops, why)
 }
 
-thread_local! {
-    static COMPACTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The sweep, with online compaction running beside the operations and the crash.
-fn sweep_compacting(mode: SyncMode) {
-    COMPACTING.with(|c| c.set(true));
-    sweep(mode);
-}
-
-fn sweep(mode: SyncMode) {
+/// `log_limit`: a small one keeps online compaction running beside the ops and the crash.
+fn sweep(mode: SyncMode, log_limit: u64) {
+    let opts = Options {
+        sync: mode,
+        log_limit,
+        ..Options::default()
+    };
     let cases: u64 = std::env::var("RECORDFS_SOAK")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -519,10 +506,10 @@ fn sweep(mode: SyncMode) {
             .collect();
         let crash_after = rng.below(ops.len() as u64 + 1) as usize;
         let crash_seed = rng.next_u64();
-        match run_case(mode, &ops, crash_after, crash_seed) {
+        match run_case(&opts, &ops, crash_after, crash_seed) {
             Ok(unsynced) => states += unsynced,
             Err(first) => {
-                let (ops, why) = shrink(mode, ops[..crash_after].to_vec(), crash_seed, first);
+                let (ops, why) = shrink(&opts, ops[..crash_after].to_vec(), crash_seed, first);
                 panic!("{mode:?} seed {seed}: {why}\nshrunk to {} ops (crash seed {crash_seed}):\n{ops:#?}", ops.len());
             }
         }
@@ -532,27 +519,27 @@ fn sweep(mode: SyncMode) {
 
 #[test]
 fn crash_recovery_matches_the_model_sync_always() {
-    sweep(SyncMode::Always);
+    sweep(SyncMode::Always, DEFAULT_LOG_LIMIT);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_sync_fsync() {
-    sweep(SyncMode::Fsync);
+    sweep(SyncMode::Fsync, DEFAULT_LOG_LIMIT);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_sync_never() {
-    sweep(SyncMode::Never);
+    sweep(SyncMode::Never, DEFAULT_LOG_LIMIT);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_online_compaction() {
-    sweep_compacting(SyncMode::Always);
+    sweep(SyncMode::Always, 1500);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_online_compaction_sync_fsync() {
-    sweep_compacting(SyncMode::Fsync);
+    sweep(SyncMode::Fsync, 1500);
 }
 
 /// A failed log sync (fsyncgate): the commit waiting on it gets EIO, every later change is
