@@ -87,7 +87,17 @@ fn storm(rounds: u64, args: &[&str]) {
                     .unwrap()
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(150 + next() % 450));
+        let delay = 150 + next() % 450;
+        if args.contains(&"--log-limit") {
+            // However slow the machine, a compaction is under way when the kill comes: ask
+            // for one (SIGUSR1) partway through the round.
+            std::thread::sleep(Duration::from_millis(delay / 2));
+            let pid = m.child.as_ref().map(|c| c.id() as i32).unwrap();
+            unsafe { libc::kill(pid, libc::SIGUSR1) };
+            std::thread::sleep(Duration::from_millis(delay - delay / 2));
+        } else {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         let mnt = m.mnt.clone();
         let mut m = Some(m);
         // SIGKILL the daemon, but leave its dead mount until the writers have all failed:
