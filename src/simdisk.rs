@@ -5,7 +5,8 @@
 //! - a file keeps none, all, a random subset, or a prefix of its unsynced writes, and the last
 //!   kept write of a prefix may be torn at a 512-byte or 4 KiB boundary;
 //! - a directory keeps a prefix of its unsynced name operations (creates, renames, unlinks), so a
-//!   rename between two directories may reach one and not the other;
+//!   rename between two directories may reach one and not the other; a rename or exchange
+//!   within one directory is one operation, all or nothing, as journaling filesystems make it;
 //! - attributes keep their synced value or their latest one.
 //!
 //! Each file and directory decides independently, which reorders unsynced writes across
@@ -48,6 +49,9 @@ struct Node {
 enum DirOp {
     Link(Vec<u8>, Ino),
     Unlink(Vec<u8>),
+    /// A rename or exchange within one directory: all or nothing, as a journaling filesystem
+    /// commits it (a rename between directories is an unlink and a link, and can half-persist).
+    Swap(Vec<(Vec<u8>, Option<Ino>)>),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -159,6 +163,14 @@ fn apply_dir_op(entries: &mut BTreeMap<Vec<u8>, Ino>, op: &DirOp) {
         DirOp::Unlink(name) => {
             entries.remove(name);
         }
+        DirOp::Swap(changes) => {
+            for (name, ino) in changes {
+                match ino {
+                    Some(ino) => entries.insert(name.clone(), *ino),
+                    None => entries.remove(name),
+                };
+            }
+        }
     }
 }
 
@@ -230,6 +242,15 @@ impl Sim {
         let dir = self.dir(&parent)?;
         dir.live.insert(name.clone(), ino);
         dir.unsynced.push(DirOp::Link(name, ino));
+        Ok(())
+    }
+
+    /// Changes names in one directory at once (a rename or exchange within it).
+    fn swap(&mut self, dir: &Path, changes: Vec<(Vec<u8>, Option<Ino>)>) -> io::Result<()> {
+        self.spend()?;
+        let d = self.dir(dir)?;
+        apply_dir_op(&mut d.live, &DirOp::Swap(changes.clone()));
+        d.unsynced.push(DirOp::Swap(changes));
         Ok(())
     }
 
@@ -556,8 +577,11 @@ impl Disk for SimDisk {
         if from == to {
             return Ok(());
         }
-        let (to_parent, _) = split(to)?;
+        let ((from_parent, from_name), (to_parent, to_name)) = (split(from)?, split(to)?);
         sim.dir(&to_parent)?;
+        if from_parent == to_parent {
+            return sim.swap(&from_parent, vec![(from_name, None), (to_name, Some(ino))]);
+        }
         sim.unlink(from)?;
         sim.link(to, ino)
     }
@@ -566,6 +590,10 @@ impl Disk for SimDisk {
         let mut sim = self.live()?;
         sim.fault(FaultOn::Rename)?;
         let (ia, ib) = (sim.lookup(a)?, sim.lookup(b)?);
+        let ((pa, na), (pb, nb)) = (split(a)?, split(b)?);
+        if pa == pb {
+            return sim.swap(&pa, vec![(na, Some(ib)), (nb, Some(ia))]);
+        }
         sim.link(a, ib)?;
         sim.link(b, ia)
     }
