@@ -177,9 +177,11 @@ impl Pipeline {
         ns: Namespace,
         log: LogWriter,
         policy: CompactPolicy,
+        backing_durable: bool,
     ) -> (Arc<Pipeline>, Threads) {
         let durable = ns.last_seq();
-        let on_disk = ns.files().map(|i| (i.fid, i.name.clone())).collect();
+        let on_disk: HashMap<Fid, Vec<u8>> = ns.files().map(|i| (i.fid, i.name.clone())).collect();
+        let on_disk_fids: HashSet<Fid> = on_disk.keys().copied().collect();
         let pipeline = Arc::new(Pipeline {
             disk,
             layout,
@@ -191,7 +193,11 @@ impl Pipeline {
                 disk: on_disk,
                 unsynced: Vec::new(),
                 unapplied: VecDeque::new(),
-                changed: HashSet::new(),
+                // Until proven durable, every backing file is owed a sync at the next checkpoint.
+                changed: match backing_durable {
+                    true => HashSet::new(),
+                    false => on_disk_fids,
+                },
                 fatal: None,
                 stalled: None,
                 shutting_down: false,

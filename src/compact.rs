@@ -150,10 +150,7 @@ pub fn commit_snapshot(
 /// The sequence number naming a segment (`<seq>.log`) or a snapshot (`<seq>.snapshot`).
 fn history_seq(name: &[u8]) -> Option<Seq> {
     let name = std::str::from_utf8(name).ok()?;
-    let digits = name
-        .strip_suffix(".log")
-        .or_else(|| name.strip_suffix(".snapshot"))?;
-    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+    log::parse_segment_name(name).or_else(|| log::parse_snapshot_name(name))
 }
 
 /// The old segments kept in `log/old/`, oldest first.

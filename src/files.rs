@@ -216,6 +216,7 @@ impl RecordFs {
             recovered.ns,
             recovered.log,
             policy,
+            recovered.backing_durable,
         );
         Ok(RecordFs {
             disk,

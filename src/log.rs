@@ -692,7 +692,16 @@ pub fn segment_name(start_seq: Seq) -> String {
 }
 
 pub fn parse_segment_name(name: &str) -> Option<Seq> {
-    let digits = name.strip_suffix(".log")?;
+    parse_numbered(name, ".log")
+}
+
+pub fn parse_snapshot_name(name: &str) -> Option<Seq> {
+    parse_numbered(name, ".snapshot")
+}
+
+/// `<20 digits><suffix>`: how segments and snapshots are named.
+fn parse_numbered(name: &str, suffix: &str) -> Option<Seq> {
+    let digits = name.strip_suffix(suffix)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
@@ -1224,6 +1233,8 @@ mod tests {
         assert_eq!(segment_name(1), "00000000000000000001.log");
         assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
         assert_eq!(parse_segment_name("1.log"), None);
+        assert_eq!(parse_segment_name("+0000000000000000001.log"), None);
+        assert_eq!(parse_snapshot_name(&snapshot_name(7)), Some(7));
     }
 
     #[test]

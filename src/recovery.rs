@@ -241,6 +241,11 @@ fn restore(disk: &dyn Disk, layout: &Layout, inode: &Inode, max_line: u64) -> Re
     let Op::Set { data, .. } = entry.op else {
         return Err(err!(EIO, "the entry at its log position is not a SET"));
     };
+    write_back(disk, layout, inode, &data.bytes)
+}
+
+/// Puts `bytes` in place as the backing file (or symlink) of `inode`, with its attributes.
+fn write_back(disk: &dyn Disk, layout: &Layout, inode: &Inode, bytes: &[u8]) -> Result<()> {
     let dest = layout.backing(&inode.name);
     if disk.stat(&dest).is_ok_and(|st| st.kind == EntryKind::Dir) {
         // Nothing of ours is a directory: set it aside rather than delete what is in it.
@@ -248,12 +253,12 @@ fn restore(disk: &dyn Disk, layout: &Layout, inode: &Inode, max_line: u64) -> Re
     }
     let tmp = layout.tmp().join(format!("restore.{}", inode.fid));
     match inode.kind {
-        Kind::Symlink => store::replace_symlink(disk, &tmp, &dest, &data.bytes),
+        Kind::Symlink => store::replace_symlink(disk, &tmp, &dest, bytes),
         _ => store::replace_file(
             disk,
             &tmp,
             &dest,
-            &data.bytes,
+            bytes,
             Some(&meta_of(&inode.attrs)),
             false,
         ),
@@ -281,16 +286,7 @@ fn copy_into_place(disk: &dyn Disk, layout: &Layout, inode: &Inode, from: &Path)
     let bytes = disk
         .read(from)
         .map_err(|e| Error::io(format!("reading {}", from.display()), &e))?;
-    let tmp = layout.tmp().join(format!("restore.{}", inode.fid));
-    let dest = layout.backing(&inode.name);
-    store::replace_file(
-        disk,
-        &tmp,
-        &dest,
-        &bytes,
-        Some(&meta_of(&inode.attrs)),
-        false,
-    )
+    write_back(disk, layout, inode, &bytes)
 }
 
 /// Moves something in the backing tree to `lost+found/`, returning where.
@@ -409,6 +405,10 @@ pub struct Recovered {
     pub log: LogWriter,
     pub damaged: HashSet<Fid>,
     pub findings: Vec<Finding>,
+    /// The log ends at a checkpoint or a snapshot: every backing file is durable. If not (the
+    /// last process died), files it wrote may sit only in the page cache, even those recovery
+    /// found right, and the next checkpoint must sync them all.
+    pub backing_durable: bool,
 }
 
 /// Opens (or creates) a store and recovers it. See FORMAT.md, "Recovery".
@@ -492,12 +492,16 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
         scan.segments,
         ns.file_count()
     );
+    let backing_durable = scan
+        .checkpoint
+        .is_some_and(|(upto, _)| ns.last_seq() <= upto + 1);
     Ok(Recovered {
         lock,
         ns,
         log,
         damaged: reconciled.damaged,
         findings,
+        backing_durable,
     })
 }
 
