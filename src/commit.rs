@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
 
-use crate::disk::{Disk, FileMeta, ReadAt};
+use crate::disk::{Disk, EntryKind, FileMeta, ReadAt};
 use crate::error::{err, Error, Result};
 use crate::log::{encode_entry, Entry, Fid, Kind, LogWriter, Op, Seq, Time};
 use crate::namespace::{Applied, ContentLoc, Inode, Namespace};
@@ -692,7 +692,14 @@ impl Pipeline {
             } => {
                 let st = self.state.lock();
                 if st.disk.get(fid).map(Vec::as_slice) == Some(name.as_slice()) {
-                    let is_link = st.ns.get(*fid).is_some_and(|i| i.kind == Kind::Symlink);
+                    // A file unlinked since this entry is gone from the namespace but not
+                    // yet from the backing tree, which then says what it is.
+                    let is_link = match st.ns.get(*fid) {
+                        Some(inode) => inode.kind == Kind::Symlink,
+                        None => disk
+                            .stat(&root(name))
+                            .is_ok_and(|s| s.kind == EntryKind::Symlink),
+                    };
                     if !is_link {
                         store::set_meta(
                             disk,

@@ -62,6 +62,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EBUSY => "EBUSY",
         libc::EAGAIN => "EAGAIN",
         libc::EACCES => "EACCES",
+        libc::ESTALE => "ESTALE",
         _ => "errno",
     }
 }

@@ -5,11 +5,12 @@
 //! at flush (close), fsync, or when the file is renamed. Readers hold the version that was
 //! committed when they opened (a `Snapshot`). See README, "Semantics".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{error, warn};
 use parking_lot::Mutex;
@@ -93,7 +94,17 @@ struct Writer {
     /// The last commit of these bytes failed and the caller was told: release must not commit
     /// them behind its back. A new write earns a new attempt.
     failed: bool,
+    /// The processes (by the kernel's lock owner: one per table of open files) whose writes
+    /// are not yet committed. close(2) commits only for one of them: a forked child that
+    /// closes its inherited copy (at exec, or at exit) must not commit its parent's half-done
+    /// writes. `unowned`: a change whose process the kernel does not name (ftruncate, a
+    /// mapping's writeback), after which any close commits.
+    owners: Vec<u64>,
+    unowned: bool,
 }
+
+/// More distinct writing processes than this on one handle count as `unowned`.
+const MAX_OWNERS: usize = 8;
 
 enum Handle {
     Read { fid: Fid, snapshot: Snapshot },
@@ -114,10 +125,37 @@ struct Handles {
     map: HashMap<u64, Arc<Handle>>,
     /// Open file handles per fid.
     opens: HashMap<Fid, usize>,
-    /// Files whose last name is gone while handles are open: `fstat` still works on them.
+    /// Files whose last name is gone while handles are open (`fstat` still works on them),
+    /// and for a moment files just removed (see `recently_removed`).
     orphans: HashMap<Fid, Inode>,
+    /// Files removed (unlinked, renamed over) while not open, newest last. For `GRACE` they
+    /// stay in `orphans`: the kernel may have looked the name up just before the removal and
+    /// send the open of the old file just after, which on a local filesystem opens the old
+    /// file. Past that, such an open answers ESTALE and the kernel looks the name up again.
+    recently_removed: VecDeque<(Instant, Fid)>,
     /// When (wall clock) a file's mtime was last set explicitly: a commit after that keeps it.
     mtime_set: HashMap<Fid, Time>,
+}
+
+/// How long a removed file can still be opened through a name the kernel had cached: more
+/// than the entry TTL (1 s) the adapter gives the kernel.
+const GRACE: Duration = Duration::from_secs(3);
+/// The most removed files kept for `GRACE` at once.
+const MAX_RECENTLY_REMOVED: usize = 1024;
+
+impl Handles {
+    fn forget_removed(&mut self, now: Instant) {
+        while let Some(&(at, fid)) = self.recently_removed.front() {
+            if now.duration_since(at) < GRACE && self.recently_removed.len() <= MAX_RECENTLY_REMOVED
+            {
+                break;
+            }
+            self.recently_removed.pop_front();
+            if !self.opens.contains_key(&fid) {
+                self.orphans.remove(&fid);
+            }
+        }
+    }
 }
 
 pub struct StatFs {
@@ -321,15 +359,22 @@ impl RecordFs {
         let committed = self.pipeline.commit(build)?;
         if !committed.applied.removed.is_empty() {
             let mut h = self.handles.lock();
+            let now = Instant::now();
             for inode in committed.applied.removed {
-                if h.opens.contains_key(&inode.fid) {
-                    h.orphans.insert(inode.fid, inode);
+                if !h.opens.contains_key(&inode.fid) {
+                    h.recently_removed.push_back((now, inode.fid));
                 }
+                h.orphans.insert(inode.fid, inode);
             }
+            h.forget_removed(now);
         }
         Ok(committed.seq)
     }
 
+    /// A file by inode number, also one removed while open or a moment ago. One that is gone
+    /// answers ESTALE, not ENOENT: the kernel had the name cached when another process
+    /// replaced the file, and on ESTALE it looks the name up again and retries, as open(2)
+    /// on a local filesystem never fails with ENOENT for a name that always existed.
     fn inode(&self, fid: Fid) -> Result<Inode> {
         if let Some(i) = self.pipeline.inode(fid) {
             return Ok(i);
@@ -339,7 +384,7 @@ impl RecordFs {
             .orphans
             .get(&fid)
             .cloned()
-            .ok_or_else(|| err!(ENOENT, "no file with inode {fid}"))
+            .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))
     }
 
     fn notify_changed(&self, fid: Fid) {
@@ -362,7 +407,14 @@ impl RecordFs {
     }
 
     pub fn getattr(&self, fid: Fid, fh: Option<u64>) -> Result<Stat> {
-        let mut stat = Stat::of(&self.inode(fid)?);
+        let mut stat = match self.pipeline.inode(fid) {
+            Some(inode) => Stat::of(&inode),
+            // Unlinked while open: no name links to it any more, as fstat says elsewhere.
+            None => Stat {
+                nlink: 0,
+                ..Stat::of(&self.inode(fid)?)
+            },
+        };
         // The handle that writes sees its own size (fstat after write).
         if let Some(Handle::Write(w)) = fh.and_then(|fh| self.handle(fh).ok()).as_deref() {
             let w = w.lock();
@@ -490,9 +542,9 @@ impl RecordFs {
                 Ok((stat, fh, self.commit_ticket(seq)))
             }
             Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
-                let stat = self.lookup(dir, name)?;
-                let fh = self.open(stat.ino, flags)?;
-                Ok((stat, fh, Ticket::NONE))
+                let ino = self.lookup(dir, name)?.ino;
+                let (fh, ticket) = self.open(ino, flags)?;
+                Ok((self.getattr(ino, Some(fh))?, fh, ticket))
             }
             Err(e) => Err(e),
         }
@@ -685,6 +737,8 @@ impl RecordFs {
             readable: acc == libc::O_RDWR,
             last_write: Time::now(),
             rejected: None,
+            owners: Vec::new(),
+            unowned: false,
         };
         let writer = match writer.base.is_none() && writer.data.is_none() {
             true => Writer {
@@ -703,17 +757,30 @@ impl RecordFs {
                 "the backing file of inode {fid} is damaged; see the mount's log"
             ));
         }
-        self.pipeline.snapshot(fid)
+        self.pipeline.snapshot(fid).map_err(|e| {
+            match (e.errno, self.pipeline.inode(fid)) {
+                // Removed, and its backing file gone too: the kernel will look again.
+                (libc::ENOENT, None) => err!(ESTALE, "inode {fid} was removed"),
+                _ => e,
+            }
+        })
     }
 
-    pub fn open(&self, fid: Fid, flags: i32) -> Result<u64> {
+    pub fn open(&self, fid: Fid, flags: i32) -> Result<(u64, Ticket)> {
         let inode = self.inode(fid)?;
         match inode.kind {
             Kind::Dir => return Err(err!(EISDIR, "the root is a directory")),
             Kind::Symlink => return Err(err!(ELOOP, "{} is a symlink", show(&inode.name))),
             Kind::File => {}
         }
-        self.add_handle(fid, flags, None)
+        // Linux empties the file for open(O_RDONLY | O_TRUNC) too. A reader has no copy to
+        // hold the truncation until a commit point, so it commits at once, like truncate(2).
+        let mut ticket = Ticket::NONE;
+        if flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC != 0 {
+            self.writable()?;
+            ticket = self.commit_ticket(self.truncate_committed(fid, 0)?);
+        }
+        Ok((self.add_handle(fid, flags, None)?, ticket))
     }
 
     fn load<'a>(&self, w: &'a mut Writer) -> Result<&'a mut Arc<Vec<u8>>> {
@@ -751,6 +818,11 @@ impl RecordFs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> Result<u32> {
+        self.write_as(fh, offset, bytes, None)
+    }
+
+    /// write(2) by the process with lock owner `owner` (None: unknown).
+    pub fn write_as(&self, fh: u64, offset: u64, bytes: &[u8], owner: Option<u64>) -> Result<u32> {
         let handle = self.handle(fh)?;
         let Handle::Write(w) = &*handle else {
             return Err(err!(EBADF, "handle {fh} is not open for writing"));
@@ -779,6 +851,11 @@ impl RecordFs {
         w.written = true;
         w.failed = false;
         w.last_write = Time::now();
+        match owner {
+            Some(o) if w.owners.contains(&o) => {}
+            Some(o) if w.owners.len() < MAX_OWNERS => w.owners.push(o),
+            _ => w.unowned = true,
+        }
         Ok(bytes.len() as u32)
     }
 
@@ -796,9 +873,22 @@ impl RecordFs {
         }
         let bytes = self.load(w)?.clone();
         let fid = w.fid;
+        let last_write = w.last_write;
+        // A utimes after the last write wins over the write's time, as on ext4.
+        let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();
+        let mtime = |old: Time| match mtime_set.is_none_or(|t| t <= last_write) {
+            true => last_write,
+            false => old,
+        };
         let Some(inode) = self.pipeline.inode(fid) else {
-            // Unlinked while open: as on a local filesystem, the bytes go with the file.
+            // Unlinked while open: as on a local filesystem, the bytes go with the file, and
+            // fstat of the open file shows them until its last close.
+            if let Some(orphan) = self.handles.lock().orphans.get_mut(&fid) {
+                orphan.size = bytes.len() as u64;
+                orphan.attrs.mtime = mtime(orphan.attrs.mtime);
+            }
             w.dirty = false;
+            self.notify_changed(fid);
             return Ok(None);
         };
         let json = validate_json(&bytes);
@@ -815,8 +905,6 @@ impl RecordFs {
             };
             return Err(e);
         }
-        let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();
-        let last_write = w.last_write;
         let data = Data::new(bytes);
         let result = self.commit(|ns| {
             let inode = ns
@@ -826,10 +914,7 @@ impl RecordFs {
                 return Err(err!(EAGAIN, "renamed to a record's name during the commit"));
             }
             let mut attrs = inode.attrs;
-            // A utimes after the last write wins over the write's time, as on ext4.
-            if mtime_set.is_none_or(|t| t <= last_write) {
-                attrs.mtime = last_write;
-            }
+            attrs.mtime = mtime(attrs.mtime);
             attrs.ctime = Time::now();
             Ok(new_content(inode, attrs, data))
         });
@@ -838,6 +923,8 @@ impl RecordFs {
                 w.dirty = false;
                 w.written = false;
                 w.rejected = None;
+                w.owners.clear();
+                w.unowned = false;
                 self.notify_changed(fid);
                 Ok(Some(seq))
             }
@@ -875,16 +962,30 @@ impl RecordFs {
 
     /// close(2) of a descriptor: the commit point of a handle that wrote.
     ///
-    /// A handle that was only truncated by open(O_TRUNC) and never written does not commit
-    /// here but at its last close (release) or fsync: the shell's `> file` opens, dup2()s and
-    /// closes the first descriptor before writing, and committing the empty file at that
-    /// close would lose the old content if the write that follows is refused or never comes.
+    /// A record's handle that was only truncated by open(O_TRUNC) and never written does not
+    /// commit here but at its last close (release) or fsync: the shell's `> file` opens,
+    /// dup2()s and closes the first descriptor before writing, and committing the empty
+    /// record at that close would lose its content if the JSON that follows is refused. A
+    /// plain file is emptied here, as on a local filesystem: the kernel sends the release
+    /// after close(2) has returned, and a `stat` right after `: > file` must see it empty.
     pub fn flush(&self, fh: u64) -> Result<Ticket> {
+        self.flush_as(fh, None)
+    }
+
+    /// close(2) by the process with lock owner `owner` (None: unknown, which commits).
+    pub fn flush_as(&self, fh: u64, owner: Option<u64>) -> Result<Ticket> {
         match &*self.handle(fh)? {
             Handle::Write(w) => {
                 let mut w = w.lock();
-                if !w.written {
+                let record = || self.inode(w.fid).is_ok_and(|i| is_record_name(&i.name));
+                if !w.written && (!w.dirty || record()) {
                     return Ok(Ticket::NONE);
+                }
+                // A process that did not write closing its copy of the descriptor.
+                if let (true, false, Some(o)) = (w.written, w.unowned, owner) {
+                    if !w.owners.contains(&o) {
+                        return Ok(Ticket::NONE);
+                    }
                 }
                 Ok(match self.commit_writer(&mut w)? {
                     Some(seq) => self.commit_ticket(seq),
@@ -942,7 +1043,11 @@ impl RecordFs {
         });
         if n == Some(0) {
             hs.opens.remove(&fid);
-            hs.orphans.remove(&fid);
+            // A file removed a moment ago stays openable until `forget_removed` drops it.
+            if hs.orphans.contains_key(&fid) && !hs.recently_removed.iter().any(|(_, f)| *f == fid)
+            {
+                hs.orphans.remove(&fid);
+            }
             hs.mtime_set.remove(&fid);
         }
     }
@@ -970,6 +1075,7 @@ impl RecordFs {
                     w.dirty = true;
                     w.written = true;
                     w.failed = false;
+                    w.unowned = true;
                     w.last_write = Time::now();
                 }
                 _ => last = Some(self.truncate_committed(fid, size)?),
@@ -988,7 +1094,7 @@ impl RecordFs {
             last = Some(self.commit(|ns| {
                 let inode = ns
                     .get(fid)
-                    .ok_or_else(|| err!(ENOENT, "no file with inode {fid}"))?;
+                    .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))?;
                 let mut attrs = inode.attrs;
                 if let Some(m) = set.mode {
                     attrs.mode = m & 0o7777;
@@ -1033,7 +1139,7 @@ impl RecordFs {
         let seq = self.commit(|ns| {
             let inode = ns
                 .get(fid)
-                .ok_or_else(|| err!(ENOENT, "no file with inode {fid}"))?;
+                .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))?;
             if inode.last_seq != seen {
                 return Err(err!(
                     EAGAIN,

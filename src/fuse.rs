@@ -76,9 +76,13 @@ fn time(t: TimeOrNow) -> Time {
 /// debug level, refused saves and the like at warn, failures of the store at error.
 fn logged(op: &str, what: &str, e: &Error) -> Errno {
     match e.errno {
-        libc::ENOENT | libc::EEXIST | libc::ENAMETOOLONG | libc::ENOTDIR | libc::EISDIR => {
-            debug!("{op} {what}: {e}")
-        }
+        // ESTALE: a name the kernel had cached was replaced; it looks the name up again.
+        libc::ENOENT
+        | libc::ESTALE
+        | libc::EEXIST
+        | libc::ENAMETOOLONG
+        | libc::ENOTDIR
+        | libc::EISDIR => debug!("{op} {what}: {e}"),
         libc::EIO | libc::EROFS => error!("{op} {what}: {e}"),
         _ => warn!("{op} {what}: {e}"),
     }
@@ -328,9 +332,20 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let what = format!("inode {}", ino.0);
         match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags()),
-            Err(e) => reply.error(logged("open", &format!("inode {}", ino.0), &e)),
+            Ok((fh, t)) => {
+                let fopen = self.open_flags();
+                let fs = self.fs.clone();
+                self.after(t, "open", what, move |r| match r {
+                    Ok(()) => reply.opened(FileHandle(fh), fopen),
+                    Err(e) => {
+                        fs.release(fh);
+                        reply.error(e)
+                    }
+                });
+            }
+            Err(e) => reply.error(logged("open", &what, &e)),
         }
     }
 
@@ -360,10 +375,13 @@ impl Filesystem for Adapter {
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        match self
+            .fs
+            .write_as(fh.0, offset, data, lock_owner.map(|o| o.0))
+        {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(logged("write", &format!("inode {}", ino.0), &e)),
         }
@@ -374,10 +392,10 @@ impl Filesystem for Adapter {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let r = self.fs.flush(fh.0);
+        let r = self.fs.flush_as(fh.0, Some(lock_owner.0));
         self.empty("close", format!("inode {}", ino.0), r, reply);
     }
 

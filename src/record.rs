@@ -14,10 +14,13 @@ pub fn is_record_name(name: &[u8]) -> bool {
         && uuid::Uuid::try_parse(stem).is_ok_and(|u| u.hyphenated().to_string() == stem)
 }
 
-/// A record holds RFC 8259 JSON text, or nothing (a freshly created file).
-///
-/// serde_json checks UTF-8 and grammar; it also refuses nesting deeper than 128 levels, a
-/// limit we keep on purpose (see README, Limits).
+/// The deepest a record's arrays and objects may nest: the most serde_json reads by default
+/// (its recursion limit, 128, counts the top level too), so that a program reading records
+/// with it can read every record (README, Limits).
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// A record holds RFC 8259 JSON text, or nothing (a freshly created file), nesting at most
+/// `MAX_JSON_DEPTH` deep.
 pub fn validate_json(bytes: &[u8]) -> Result<()> {
     if bytes.is_empty() {
         return Ok(());
@@ -35,7 +38,8 @@ pub fn validate_json(bytes: &[u8]) -> Result<()> {
         err!(EINVAL, "invalid UTF-8 at line {line} column {column}")
     })?;
     match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        Ok(_) => Ok(()),
+        // Ignoring values, serde_json keeps no count of depth: count it here.
+        Ok(_) => check_depth(bytes),
         Err(e) => Err(err!(
             EINVAL,
             "invalid JSON at line {} column {}: {}",
@@ -44,6 +48,33 @@ pub fn validate_json(bytes: &[u8]) -> Result<()> {
             e
         )),
     }
+}
+
+/// Refuses text (already known to be valid JSON) that nests deeper than `MAX_JSON_DEPTH`.
+fn check_depth(bytes: &[u8]) -> Result<()> {
+    let (mut depth, mut in_string, mut escaped, mut line) = (0usize, false, false, 1);
+    for &b in bytes {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(err!(
+                        EINVAL,
+                        "JSON nested deeper than {MAX_JSON_DEPTH} levels at line {line}"
+                    ));
+                }
+            }
+            (false, _, b']' | b'}') => depth -= 1,
+            (false, _, b'\n') => line += 1,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -81,5 +112,15 @@ mod tests {
         assert!(validate_json(b"\n").is_err());
         assert!(validate_json(b"{\"a\": \"\xff\"}").is_err());
         assert!(validate_json(b"{} {}").is_err());
+    }
+
+    #[test]
+    fn nesting_is_limited_outside_strings_only() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(validate_json(nested(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        let e = validate_json(nested(MAX_JSON_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(e.reason.contains("deeper than 127"), "{}", e.reason);
+        let deep_text = format!("{{\"s\": \"{}\\\"\", \"t\": {{}}}}", "[{".repeat(200));
+        assert!(validate_json(deep_text.as_bytes()).is_ok(), "{deep_text}");
     }
 }

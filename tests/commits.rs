@@ -388,3 +388,32 @@ fn chown_o_excl_and_renameat2_flags_through_the_kernel() {
     assert_eq!(fs::read_to_string(env.path("b")).unwrap(), "A");
     assert_eq!(fs::read_to_string(env.path("a")).unwrap(), "B");
 }
+
+/// Regression (found by tests/concurrency.rs): a forked child closes its copies of the
+/// parent's descriptors (at exec, at exit), and each close reaches the daemon as a flush. It
+/// committed the parent's half-written file, for every reader to see. Only a close by a
+/// process that wrote through the descriptor commits it now; the last close always does.
+#[test]
+fn a_child_process_closing_its_copy_does_not_commit_the_parents_writes() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    for name in ["plain.txt".to_string(), record(0x51)] {
+        let script = format!(
+            r#"
+import subprocess
+p = {p:?}
+f = open(p, "w")
+f.write('{{"half": '); f.flush()
+subprocess.run(["true"])                    # closes the inherited copy in the child
+subprocess.run(["true"], close_fds=False)   # closes it at exec (O_CLOEXEC)
+assert open(p).read() == "", repr(open(p).read())
+f.write('"done"}}'); f.close()
+assert open(p).read() == '{{"half": "done"}}', repr(open(p).read())
+"#,
+            p = env.path(&name).to_str().unwrap()
+        );
+        python(&script, &[]);
+    }
+    let log = _m.daemon_log();
+    assert!(!log.contains("refused"), "no half record was tried: {log}");
+}

@@ -104,7 +104,7 @@ fn state(fs: &RecordFs) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
     entries
         .into_iter()
         .map(|e| {
-            let fh = fs.open(e.ino, libc::O_RDONLY).unwrap();
+            let fh = fs.open(e.ino, libc::O_RDONLY).unwrap().0;
             let bytes = fs.read(fh, 0, 1 << 20).unwrap();
             fs.release(fh);
             (e.name, bytes, fs.getattr(e.ino, None).unwrap().attrs.mode)

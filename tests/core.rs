@@ -81,11 +81,11 @@ fn state_survives_a_reopen_and_damage_is_repaired() {
         .any(|f| f.what.contains("renamed") && f.what.contains("restored")));
     let r = fs.lookup(ROOT, b"renamed").unwrap();
     assert_eq!(r.attrs.mode, 0o600);
-    let fh = fs.open(r.ino, libc::O_RDONLY).unwrap();
+    let fh = fs.open(r.ino, libc::O_RDONLY).unwrap().0;
     assert_eq!(fs.read(fh, 0, 100).unwrap(), b"text");
     fs.release(fh);
     let rec1 = fs.lookup(ROOT, &rec(1)).unwrap();
-    let fh = fs.open(rec1.ino, libc::O_RDONLY).unwrap();
+    let fh = fs.open(rec1.ino, libc::O_RDONLY).unwrap().0;
     assert_eq!(fs.read(fh, 0, 100).unwrap(), b"{\"a\": 1}");
     fs.release(fh);
     assert!(fs.lookup(ROOT, b"plain").is_err());
@@ -109,7 +109,8 @@ fn rename_flags_noreplace_and_exchange() {
     let read = |name: &[u8]| {
         let fh = fs
             .open(fs.lookup(ROOT, name).unwrap().ino, libc::O_RDONLY)
-            .unwrap();
+            .unwrap()
+            .0;
         let v = fs.read(fh, 0, 10).unwrap();
         fs.release(fh);
         v
@@ -124,4 +125,70 @@ fn rename_flags_noreplace_and_exchange() {
     drop(fs);
     let fs = RecordFs::start(&dir.path().join("s"), Options::default()).unwrap();
     assert!(fs.findings().is_empty(), "{:?}", fs.findings());
+}
+
+/// Regression (found by tests/differential.rs): utimensat(AT_SYMLINK_NOFOLLOW) on a symlink,
+/// then its unlink before the apply thread reached the first: the namespace had forgotten the
+/// symlink, so the attribute change was applied to the backing symlink as to a file, failed
+/// with ELOOP, and turned the whole store read-only.
+#[test]
+fn regression_attributes_of_a_symlink_unlinked_before_they_reach_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RecordFs::start(&dir.path().join("s"), Options::default()).unwrap();
+    // A symlink to itself: following it loops, as the backing file's set_meta did.
+    let (st, t) = fs.symlink(ROOT, b"loop", b"loop", 0, 0).unwrap();
+    fs.wait(t).unwrap();
+    let when = recordfs::log::Time {
+        secs: 1_500_000_000,
+        nsecs: 0,
+    };
+    let set = SetAttr {
+        mtime: Some(when),
+        atime: Some(when),
+        ..SetAttr::default()
+    };
+    let (_, t) = fs.setattr(st.ino, None, set).unwrap();
+    fs.wait(t).unwrap();
+    fs.wait(fs.unlink(ROOT, b"loop").unwrap()).unwrap();
+    fs.pipeline().quiesce();
+    assert_eq!(fs.pipeline().fatal(), None);
+    create_and_commit(&fs, &rec(1), b"{}").unwrap();
+    fs.shutdown().unwrap();
+}
+
+/// Regression (found by tests/concurrency.rs): the kernel looks a name up, another process
+/// renames a file over it, then the kernel's open of the old file arrives. It answered
+/// ENOENT, which open(O_CREAT) never does on a local filesystem; there it opens the old file.
+/// Now it does too, for a moment; later an open of a removed file answers ESTALE, and the
+/// kernel then looks the name up again.
+#[test]
+fn regression_open_of_a_file_replaced_a_moment_ago_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RecordFs::start(&dir.path().join("s"), Options::default()).unwrap();
+    create_and_commit(&fs, &rec(1), b"{\"v\": \"old\"}").unwrap();
+    create_and_commit(&fs, b"new.tmp", b"{\"v\": \"new\"}").unwrap();
+    let old = fs.lookup(ROOT, &rec(1)).unwrap().ino;
+    fs.wait(fs.rename(ROOT, b"new.tmp", ROOT, &rec(1), 0).unwrap())
+        .unwrap();
+    let (fh, _) = fs.open(old, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(fh, 0, 100).unwrap(), b"{\"v\": \"old\"}");
+    assert_eq!(fs.getattr(old, None).unwrap().nlink, 0);
+    fs.release(fh);
+    let (fh, _) = fs.open(old, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    fs.write(fh, 0, b"{\"lost\": true}").unwrap();
+    fs.wait(fs.flush(fh).unwrap()).unwrap();
+    fs.release(fh);
+    let fh = fs
+        .open(fs.lookup(ROOT, &rec(1)).unwrap().ino, libc::O_RDONLY)
+        .unwrap()
+        .0;
+    assert_eq!(fs.read(fh, 0, 100).unwrap(), b"{\"v\": \"new\"}");
+    fs.release(fh);
+    // Once its backing file is gone, the removed file answers ESTALE.
+    fs.pipeline().quiesce();
+    assert_eq!(
+        fs.open(old, libc::O_RDONLY).map(|_| ()).unwrap_err().errno,
+        libc::ESTALE
+    );
+    fs.shutdown().unwrap();
 }

@@ -162,8 +162,8 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             let bytes = &cs[*content];
             let append = matches!(op, Op::Append { .. });
             let fh = match ino(n) {
-                Ok(i) => fs
-                    .open(
+                Ok(i) => {
+                    fs.open(
                         i,
                         libc::O_WRONLY
                             | if append {
@@ -172,7 +172,9 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                                 libc::O_TRUNC
                             },
                     )
-                    .unwrap(),
+                    .unwrap()
+                    .0
+                }
                 Err(_) => {
                     let (_, fh, t) = fs
                         .create(
@@ -334,7 +336,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
         }
         Op::Fsync { name } => {
             if let Ok(i) = ino(NAMES[*name]) {
-                let fh = fs.open(i, libc::O_RDONLY).unwrap();
+                let fh = fs.open(i, libc::O_RDONLY).unwrap().0;
                 let t = fs.fsync(fh).unwrap();
                 fs.wait(t).unwrap();
                 fs.release(fh);
@@ -357,7 +359,7 @@ fn read_state(fs: &RecordFs) -> State {
     let mut out = State::new();
     for e in entries {
         let st = fs.getattr(e.ino, None).unwrap();
-        let fh = fs.open(e.ino, libc::O_RDONLY).unwrap();
+        let fh = fs.open(e.ino, libc::O_RDONLY).unwrap().0;
         let content = fs.read(fh, 0, 1 << 20).unwrap();
         fs.release(fh);
         out.insert(
@@ -972,7 +974,7 @@ fn regression_a_failed_close_is_not_committed_at_release() {
         before,
         "release committed what close said had failed"
     );
-    let rh = fs.open(st.ino, libc::O_RDONLY).unwrap();
+    let rh = fs.open(st.ino, libc::O_RDONLY).unwrap().0;
     assert_eq!(fs.read(rh, 0, 100).unwrap(), b"");
     fs.release(rh);
 }

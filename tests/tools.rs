@@ -100,16 +100,7 @@ print(open(t).read())
         d = env.mnt.to_str().unwrap(),
         t = target.to_str().unwrap()
     );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(&script, &[]);
     assert_eq!(
         fs::read_to_string(&target).unwrap(),
         "{\"v\": 1, \"list\": [1, 2, 3]}"
@@ -163,14 +154,316 @@ assert open(p, "rb").read() == b"HELLO mmap world", open(p, "rb").read()
 "#,
         p = env.path("data.bin").to_str().unwrap()
     );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
+    python(&script, &[]);
+}
+
+/// Runs a shell command in the mount, failing the test with its output if it fails.
+fn run_in(env: &Env, cmd: &str) -> String {
+    let (code, out) = sh(&format!("set -e; cd {}; {cmd}", env.mnt.display()));
+    assert_eq!(code, 0, "{cmd}: {out}");
+    out
+}
+
+/// The record holds `new`, its backup `NAME~` holds `old`, and nothing else is left (swap
+/// files, lock symlinks).
+fn saved_with_backup(env: &Env, r: &str, new: &str, old: &str) {
+    assert_eq!(fs::read_to_string(env.path(r)).unwrap(), new);
+    let backup = format!("{r}~");
+    assert_eq!(fs::read_to_string(env.path(&backup)).unwrap(), old);
+    assert_eq!(names(env), [r.to_string(), backup]);
+}
+
+#[test]
+fn vim_with_default_settings_swap_and_backup_by_rename() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let r = record(7);
+    fs::write(env.path(&r), "{\"name\": \"old\"}\n").unwrap();
+    // -u DEFAULTS: vim's own defaults (swap file, writebackup); then backup by rename, the
+    // way `:set backup backupcopy=no` saves: the original renamed to NAME~, a new file written
+    // (backupskip emptied: by default vim makes no backups under /tmp, where the mount is).
+    // The listing taken in the middle of the edit shows the swap file on the mount.
+    let out = run_in(
+        &env,
+        &format!(
+            "HOME=/nonexistent vim -Es -u DEFAULTS -i NONE -c 'set backup backupcopy=no backupskip=' \
+             -c '!ls -a > {ls}' -c '%s/old/new/' -c 'wq' {r}; cat {ls}",
+            ls = env.dir.path().join("ls").display()
+        ),
+    );
     assert!(
-        out.status.success(),
+        out.contains(&format!(".{r}.swp")),
+        "no swap file seen: {out}"
+    );
+    saved_with_backup(&env, &r, "{\"name\": \"new\"}\n", "{\"name\": \"old\"}\n");
+}
+
+#[test]
+fn nano_saves_through_a_terminal() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let r = record(8);
+    fs::write(env.path(&r), "{\"a\": 1}\n").unwrap();
+    // nano needs a terminal: a pseudo-terminal, keys typed into it, a bounded wait.
+    let script = format!(
+        r#"
+import os, pty, time, select, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("nano", ["nano", "--ignorercfiles", {p:?}])
+def keys(b):
+    os.write(fd, b)
+    time.sleep(0.3)
+def drain():
+    while select.select([fd], [], [], 0.2)[0]:
+        try:
+            if not os.read(fd, 65536):
+                return
+        except OSError:
+            return
+time.sleep(1.0); drain()
+keys(b"\x1b\\")            # M-\ : to the top
+keys(b"\x0b")              # ^K : cut the line
+keys(b'{{"a": 2}}')        # type the new line
+keys(b"\x0f"); drain()     # ^O : write out
+keys(b"\r"); drain()       # confirm the name
+keys(b"\x18"); drain()     # ^X : exit
+deadline = time.time() + 10
+while time.time() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(os.waitstatus_to_exitcode(status))
+    drain()
+os.kill(pid, 9)
+sys.exit("nano did not exit")
+"#,
+        p = env.path(&r).to_str().unwrap()
+    );
+    python(&script, &[("TERM", "xterm")]);
+    assert_eq!(fs::read_to_string(env.path(&r)).unwrap(), "{\"a\": 2}\n");
+    assert_eq!(names(&env), [r]);
+}
+
+#[test]
+fn emacs_batch_save_with_lock_and_backup() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let r = record(9);
+    fs::write(env.path(&r), "{\"a\": 1}\n").unwrap();
+    // In batch mode emacs still locks a file it modifies (a .#NAME symlink), and at the first
+    // save makes NAME~ by renaming the original. Its default backup predicate skips files
+    // under /tmp, where the test's mount is: the predicate is opened up. HOME is outside the
+    // mount (with no HOME, emacs tries to mkdir in the current directory: EPERM here).
+    let home = env.dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let out = run_in(
+        &env,
+        &format!(
+            "HOME={h} emacs --batch -Q --eval '(setq backup-enable-predicate (lambda (_) t))' \
+             {r} --eval '(progn (erase-buffer) (insert \"{{\\\"a\\\": 2}}\\n\") \
+             (princ (format \"locked:%s\\n\" (file-locked-p buffer-file-name))) \
+             (save-buffer))' 2>&1",
+            h = home.display()
+        ),
+    );
+    assert!(
+        out.contains("locked:t"),
+        "emacs did not lock the file: {out}"
+    );
+    saved_with_backup(&env, &r, "{\"a\": 2}\n", "{\"a\": 1}\n");
+}
+
+#[test]
+fn perl_pi_and_jq_through_a_temp_file() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let r = record(10);
+    fs::write(env.path(&r), "{\"v\": 1, \"tags\": [\"a\"]}\n").unwrap();
+    run_in(&env, &format!("perl -pi -e 's/\"v\": 1/\"v\": 2/' {r}"));
+    assert_eq!(
+        fs::read_to_string(env.path(&r)).unwrap(),
+        "{\"v\": 2, \"tags\": [\"a\"]}\n"
+    );
+    run_in(
+        &env,
+        &format!("jq -c '.v += 1 | .tags += [\"b\"]' {r} > {r}.tmp && mv {r}.tmp {r}"),
+    );
+    assert_eq!(
+        fs::read_to_string(env.path(&r)).unwrap(),
+        "{\"v\":3,\"tags\":[\"a\",\"b\"]}\n"
+    );
+    // perl -i refused: its new file fails at close, and the record stays as it was.
+    let (code, _) = sh(&format!(
+        "cd {}; perl -pi -e 's/3/3,/' {r}",
+        env.mnt.display()
+    ));
+    assert_ne!(code, 0, "perl must see the refused save");
+    assert_eq!(
+        fs::read_to_string(env.path(&r)).unwrap(),
+        "{\"v\":3,\"tags\":[\"a\",\"b\"]}\n"
+    );
+    assert_eq!(names(&env), [r]);
+}
+
+/// A directory of records and plain files outside the mount, with set modes and times.
+fn source_tree(env: &Env) -> std::path::PathBuf {
+    let src = env.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..5 {
+        fs::write(src.join(record(100 + i)), format!("{{\"i\": {i}}}\n")).unwrap();
+    }
+    fs::write(src.join("notes.txt"), "plain\n").unwrap();
+    std::os::unix::fs::symlink(record(100), src.join("latest")).unwrap();
+    let (code, out) = sh(&format!(
+        "cd {s} && chmod 600 {r} && touch -h -d '2001-02-03 04:05:06.5' * && chmod 640 notes.txt",
+        s = src.display(),
+        r = record(101)
+    ));
+    assert_eq!(code, 0, "{out}");
+    src
+}
+
+#[test]
+fn rsync_a_in_and_out_copies_nothing_the_second_time() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let src = source_tree(&env);
+    let out_dir = env.dir.path().join("out");
+    let rsync = |from: &std::path::Path, to: &std::path::Path| {
+        let (code, out) = sh(&format!(
+            "rsync -a --itemize-changes {}/ {}/",
+            from.display(),
+            to.display()
+        ));
+        assert_eq!(code, 0, "{out}");
+        out
+    };
+    let first = rsync(&src, &env.mnt);
+    assert_eq!(
+        first.lines().filter(|l| l.starts_with(">f")).count(),
+        6,
+        "{first}"
+    );
+    assert_eq!(
+        rsync(&src, &env.mnt),
+        "",
+        "a second rsync into the mount copied something"
+    );
+    let first = rsync(&env.mnt, &out_dir);
+    assert!(first.contains(&record(104)), "{first}");
+    assert_eq!(
+        rsync(&env.mnt, &out_dir),
+        "",
+        "a second rsync out of the mount copied something"
+    );
+    let (code, out) = sh(&format!("diff -r {} {}", src.display(), out_dir.display()));
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn cp_a_tar_and_shutil_copy2_keep_modes_and_times() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let src = source_tree(&env);
+    let m = env.mnt.display();
+    let s = src.display();
+    let d = env.dir.path().display();
+    // cp -a in, tar out, tar back into an empty mount, compared with tar's own --diff.
+    let out = run_in(
+        &env,
+        &format!(
+            "cp -a {s}/. {m}/; \
+             stat -c '%n %a %Y %s' {s}/* | sed 's|{s}/||' > {d}/src.stat; \
+             stat -c '%n %a %Y %s' {m}/* | sed 's|{m}/||' > {d}/mnt.stat; \
+             diff {d}/src.stat {d}/mnt.stat; \
+             tar -C {m} -cf {d}/out.tar .; rm -f {m}/*; tar -C {m} -xf {d}/out.tar; \
+             tar -C {m} --diff -f {d}/out.tar; \
+             tar -C {s} --diff -f {d}/out.tar; echo tar-ok"
+        ),
+    );
+    assert!(out.contains("tar-ok"), "{out}");
+    assert_eq!(
+        fs::read_link(env.path("latest")).unwrap().to_str().unwrap(),
+        record(100)
+    );
+    let script = format!(
+        r#"
+import os, shutil
+src = os.path.join({s:?}, {r:?})
+dst = os.path.join({m:?}, "copy-" + {r:?})
+shutil.copy2(src, dst)
+a, b = os.stat(src), os.stat(dst)
+assert (a.st_mtime_ns, a.st_mode, a.st_size) == (b.st_mtime_ns, b.st_mode, b.st_size), (a, b)
+"#,
+        s = src.to_str().unwrap(),
+        m = env.mnt.to_str().unwrap(),
+        r = record(101)
+    );
+    python(&script, &[]);
+}
+
+#[test]
+fn inotify_watchers_see_create_modify_move_and_delete() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let events = env.dir.path().join("events");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _watcher = Kill(
+        std::process::Command::new("inotifywait")
+            .args([
+                "-m",
+                "-q",
+                "-e",
+                "create,modify,close_write,moved_from,moved_to,delete",
+            ])
+            .args(["--format", "%e %f"])
+            .arg(&env.mnt)
+            .stdout(fs::File::create(&events).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The watch is in place once a probe file's creation is reported.
+    let probe = env.path("probe");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            let _ = fs::write(&probe, "x");
+            fs::read_to_string(&events)
+                .unwrap_or_default()
+                .contains("probe")
+        }),
+        "inotifywait never reported the probe"
+    );
+    fs::remove_file(&probe).unwrap();
+    let (a, b) = (record(11), record(12));
+    write_file(&env.path(&a), b"{\"v\": 1}").unwrap();
+    write_file(&env.path(&a), b"{\"v\": 2}").unwrap();
+    fs::rename(env.path(&a), env.path(&b)).unwrap();
+    fs::remove_file(env.path(&b)).unwrap();
+    let want = [
+        format!("CREATE {a}"),
+        format!("CLOSE_WRITE,CLOSE {a}"),
+        format!("MOVED_FROM {a}"),
+        format!("MOVED_TO {b}"),
+        format!("DELETE {b}"),
+    ];
+    let seen = || fs::read_to_string(&events).unwrap_or_default();
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || want
+            .iter()
+            .all(|w| seen().lines().any(|l| l == w))),
+        "events seen:\n{}",
+        seen()
+    );
+    assert!(
+        seen().lines().any(|l| l == format!("MODIFY {a}")),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        seen()
     );
 }

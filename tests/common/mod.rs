@@ -194,6 +194,22 @@ pub fn sh(cmd: &str) -> (i32, String) {
     )
 }
 
+/// Runs a Python script (with extra environment variables), failing the test with its
+/// stderr if it fails.
+pub fn python(script: &str, env: &[(&str, &str)]) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }

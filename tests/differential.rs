@@ -1,0 +1,1559 @@
+//! Differential testing against a local filesystem: one seeded sequence of syscalls runs on a
+//! recordfs mount and on a tmpfs directory side by side, and after every step the two must give
+//! the same return values, errnos, bytes, stat fields and directory listing.
+//!
+//! Where recordfs means to differ (README, Semantics), the test does not look away: it predicts
+//! recordfs's answer from a small model of those rules and checks it. The model holds, per
+//! file, the bytes of its last commit (what a path open or a stat sees), and per open file
+//! description whether it holds uncommitted writes and, for a read-only one, the version it
+//! opened. Wherever no rule applies (no uncommitted writes; a reader whose version is the
+//! current one) the prediction is tmpfs's own answer, so recordfs must match tmpfs exactly.
+//!
+//! Two rules keep sequences where the comparison can judge them. They are applied as a step
+//! runs, so a shrunk sequence stays valid:
+//! - one writable description per file at a time: two writers of one file are
+//!   last-commit-wins here and byte-merged on tmpfs (tests/concurrency.rs covers that);
+//! - a record holds valid JSON at every commit point: a step that would commit invalid JSON is
+//!   preceded by a fix-up write on both sides (tests/json_rule.rs covers the rule itself).
+//!
+//! A failing sequence is shrunk and printed in the text form of `tests/differential/*.ops`;
+//! the files there are replayed first, as regression tests. `RECORDFS_SOAK=N` runs N sequences.
+
+mod common;
+use common::*;
+
+use recordfs::simdisk::Rng;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::CString;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const NAMES: [&str; 8] = [
+    "10000000-0000-4000-8000-000000000001.json",
+    "10000000-0000-4000-8000-000000000002.json",
+    "10000000-0000-4000-8000-000000000003.json",
+    "a",
+    "b.txt",
+    ".a.swp",
+    "c~",
+    "d",
+];
+const SLOTS: usize = 6;
+/// --sync never: the comparison is of what programs see, and syncs would only slow it.
+const MOUNT_ARGS: &[&str] = &["--sync", "never"];
+
+fn is_record(name: usize) -> bool {
+    name < 3
+}
+
+fn valid_json(bytes: &[u8]) -> bool {
+    bytes.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+#[derive(Clone, Debug, PartialEq)]
+enum Op {
+    Open {
+        slot: usize,
+        name: usize,
+        flags: i32,
+        mode: u32,
+    },
+    Dup {
+        slot: usize,
+        to: usize,
+    },
+    Close {
+        slot: usize,
+    },
+    Read {
+        slot: usize,
+        len: usize,
+    },
+    Pread {
+        slot: usize,
+        off: i64,
+        len: usize,
+    },
+    Write {
+        slot: usize,
+        data: Vec<u8>,
+    },
+    Pwrite {
+        slot: usize,
+        off: i64,
+        data: Vec<u8>,
+    },
+    Lseek {
+        slot: usize,
+        off: i64,
+        whence: i32,
+    },
+    Ftruncate {
+        slot: usize,
+        len: i64,
+    },
+    Truncate {
+        name: usize,
+        len: i64,
+    },
+    Fsync {
+        slot: usize,
+    },
+    Fstat {
+        slot: usize,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+        flags: u32,
+    },
+    Unlink {
+        name: usize,
+    },
+    Chmod {
+        name: usize,
+        mode: u32,
+    },
+    Utimens {
+        name: usize,
+        sec: i64,
+        nsec: i64,
+        nofollow: bool,
+    },
+    Symlink {
+        target: usize,
+        name: usize,
+    },
+    Readlink {
+        name: usize,
+    },
+    MmapRead {
+        slot: usize,
+    },
+    MmapWrite {
+        slot: usize,
+        off: usize,
+        data: Vec<u8>,
+    },
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// One line per op, `name arg arg ...`: the format of `tests/differential/*.ops`.
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Op::Open {
+                slot,
+                name,
+                flags,
+                mode,
+            } => {
+                write!(f, "open {slot} {name} {flags:#x} {mode:#o}")
+            }
+            Op::Dup { slot, to } => write!(f, "dup {slot} {to}"),
+            Op::Close { slot } => write!(f, "close {slot}"),
+            Op::Read { slot, len } => write!(f, "read {slot} {len}"),
+            Op::Pread { slot, off, len } => write!(f, "pread {slot} {off} {len}"),
+            Op::Write { slot, data } => write!(f, "write {slot} {}", hex(data)),
+            Op::Pwrite { slot, off, data } => write!(f, "pwrite {slot} {off} {}", hex(data)),
+            Op::Lseek { slot, off, whence } => write!(f, "lseek {slot} {off} {whence}"),
+            Op::Ftruncate { slot, len } => write!(f, "ftruncate {slot} {len}"),
+            Op::Truncate { name, len } => write!(f, "truncate {name} {len}"),
+            Op::Fsync { slot } => write!(f, "fsync {slot}"),
+            Op::Fstat { slot } => write!(f, "fstat {slot}"),
+            Op::Rename { from, to, flags } => write!(f, "rename {from} {to} {flags}"),
+            Op::Unlink { name } => write!(f, "unlink {name}"),
+            Op::Chmod { name, mode } => write!(f, "chmod {name} {mode:#o}"),
+            Op::Utimens {
+                name,
+                sec,
+                nsec,
+                nofollow,
+            } => {
+                write!(f, "utimens {name} {sec} {nsec} {}", *nofollow as u8)
+            }
+            Op::Symlink { target, name } => write!(f, "symlink {target} {name}"),
+            Op::Readlink { name } => write!(f, "readlink {name}"),
+            Op::MmapRead { slot } => write!(f, "mmap_read {slot}"),
+            Op::MmapWrite { slot, off, data } => {
+                write!(f, "mmap_write {slot} {off} {}", hex(data))
+            }
+        }
+    }
+}
+
+fn parse_op(line: &str) -> Op {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let n = |i: usize| -> i64 {
+        let s = w[i];
+        if let Some(h) = s.strip_prefix("0x") {
+            i64::from_str_radix(h, 16).unwrap()
+        } else if let Some(o) = s.strip_prefix("0o") {
+            i64::from_str_radix(o, 8).unwrap()
+        } else {
+            s.parse().unwrap()
+        }
+    };
+    let u = |i: usize| n(i) as usize;
+    match w[0] {
+        "open" => Op::Open {
+            slot: u(1),
+            name: u(2),
+            flags: n(3) as i32,
+            mode: n(4) as u32,
+        },
+        "dup" => Op::Dup {
+            slot: u(1),
+            to: u(2),
+        },
+        "close" => Op::Close { slot: u(1) },
+        "read" => Op::Read {
+            slot: u(1),
+            len: u(2),
+        },
+        "pread" => Op::Pread {
+            slot: u(1),
+            off: n(2),
+            len: u(3),
+        },
+        "write" => Op::Write {
+            slot: u(1),
+            data: unhex(w[2]),
+        },
+        "pwrite" => Op::Pwrite {
+            slot: u(1),
+            off: n(2),
+            data: unhex(w[3]),
+        },
+        "lseek" => Op::Lseek {
+            slot: u(1),
+            off: n(2),
+            whence: n(3) as i32,
+        },
+        "ftruncate" => Op::Ftruncate {
+            slot: u(1),
+            len: n(2),
+        },
+        "truncate" => Op::Truncate {
+            name: u(1),
+            len: n(2),
+        },
+        "fsync" => Op::Fsync { slot: u(1) },
+        "fstat" => Op::Fstat { slot: u(1) },
+        "rename" => Op::Rename {
+            from: u(1),
+            to: u(2),
+            flags: n(3) as u32,
+        },
+        "unlink" => Op::Unlink { name: u(1) },
+        "chmod" => Op::Chmod {
+            name: u(1),
+            mode: n(2) as u32,
+        },
+        "utimens" => Op::Utimens {
+            name: u(1),
+            sec: n(2),
+            nsec: n(3),
+            nofollow: n(4) != 0,
+        },
+        "symlink" => Op::Symlink {
+            target: u(1),
+            name: u(2),
+        },
+        "readlink" => Op::Readlink { name: u(1) },
+        "mmap_read" => Op::MmapRead { slot: u(1) },
+        "mmap_write" => Op::MmapWrite {
+            slot: u(1),
+            off: u(2),
+            data: unhex(w[3]),
+        },
+        other => panic!("unknown op {other:?} in {line:?}"),
+    }
+}
+
+fn payload(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(10) {
+        0..=3 => {
+            let mut s = format!(
+                "{{\"n\": {}, \"s\": \"{}\"}}",
+                rng.below(100_000),
+                "x".repeat(rng.below(20) as usize)
+            );
+            if rng.chance(50) {
+                s.push('\n');
+            }
+            s.into_bytes()
+        }
+        4..=7 => (0..1 + rng.below(40))
+            .map(|_| b' ' + rng.below(95) as u8)
+            .collect(),
+        8 => (0..1 + rng.below(20))
+            .map(|_| rng.below(256) as u8)
+            .collect(),
+        _ => {
+            let n = 3000 + rng.below(6000) as usize;
+            (0..n).map(|i| b"0123456789abcdef"[i % 16]).collect()
+        }
+    }
+}
+
+fn offset(rng: &mut Rng) -> i64 {
+    match rng.below(10) {
+        0..=4 => rng.below(16) as i64,
+        5..=7 => rng.below(200) as i64,
+        _ => rng.below(9000) as i64,
+    }
+}
+
+fn random_op(rng: &mut Rng) -> Op {
+    let slot = rng.below(SLOTS as u64) as usize;
+    let name = rng.below(NAMES.len() as u64) as usize;
+    match rng.below(100) {
+        0..=15 => {
+            let mut flags = [libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR][rng.below(3) as usize];
+            if rng.chance(50) {
+                flags |= libc::O_CREAT;
+                if rng.chance(20) {
+                    flags |= libc::O_EXCL;
+                }
+            }
+            if rng.chance(25) {
+                flags |= libc::O_TRUNC;
+            }
+            if rng.chance(20) {
+                flags |= libc::O_APPEND;
+            }
+            let mode = [0o644, 0o600, 0o755, 0o444][rng.below(4) as usize];
+            Op::Open {
+                slot,
+                name,
+                flags,
+                mode,
+            }
+        }
+        16..=18 => Op::Dup {
+            slot,
+            to: rng.below(SLOTS as u64) as usize,
+        },
+        19..=28 => Op::Close { slot },
+        29..=33 => Op::Read {
+            slot,
+            len: [1, 7, 100, 8192][rng.below(4) as usize],
+        },
+        34..=38 => Op::Pread {
+            slot,
+            off: offset(rng),
+            len: [1, 7, 100, 8192][rng.below(4) as usize],
+        },
+        39..=47 => Op::Write {
+            slot,
+            data: payload(rng),
+        },
+        48..=55 => Op::Pwrite {
+            slot,
+            off: offset(rng),
+            data: payload(rng),
+        },
+        56..=60 => {
+            let whence = [
+                libc::SEEK_SET,
+                libc::SEEK_CUR,
+                libc::SEEK_END,
+                libc::SEEK_DATA,
+                libc::SEEK_HOLE,
+            ][rng.below(5) as usize];
+            let off = if rng.chance(10) {
+                -(rng.below(50) as i64)
+            } else {
+                offset(rng)
+            };
+            Op::Lseek { slot, off, whence }
+        }
+        61..=64 => Op::Ftruncate {
+            slot,
+            len: offset(rng),
+        },
+        65..=66 => Op::Truncate {
+            name,
+            len: offset(rng),
+        },
+        67..=69 => Op::Fsync { slot },
+        70..=72 => Op::Fstat { slot },
+        73..=79 => Op::Rename {
+            from: name,
+            to: rng.below(NAMES.len() as u64) as usize,
+            flags: [0, 0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE][rng.below(5) as usize],
+        },
+        80..=83 => Op::Unlink { name },
+        84..=85 => Op::Chmod {
+            name,
+            mode: [0o644, 0o600, 0o755, 0o400, 0o4755][rng.below(5) as usize],
+        },
+        86..=88 => Op::Utimens {
+            name,
+            sec: 1_000_000_000 + rng.below(1_000_000_000) as i64,
+            nsec: if rng.chance(20) {
+                libc::UTIME_NOW
+            } else {
+                rng.below(1_000_000_000) as i64
+            },
+            nofollow: rng.chance(20),
+        },
+        89..=91 => Op::Symlink {
+            target: rng.below(NAMES.len() as u64) as usize,
+            name,
+        },
+        92..=93 => Op::Readlink { name },
+        94..=96 => Op::MmapRead { slot },
+        _ => Op::MmapWrite {
+            slot,
+            off: offset(rng) as usize,
+            data: payload(rng),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syscalls, as Result<value, errno>
+
+type Res = Result<i64, i32>;
+
+fn res(ret: i64) -> Res {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cpath(dir: &Path, name: &str) -> CString {
+    CString::new(dir.join(name).as_os_str().as_bytes()).unwrap()
+}
+
+fn lstat(path: &CString, follow: bool) -> Result<libc::stat, i32> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        if follow {
+            libc::stat(path.as_ptr(), &mut st)
+        } else {
+            libc::lstat(path.as_ptr(), &mut st)
+        }
+    };
+    res(r as i64).map(|_| st)
+}
+
+fn fstat(fd: i32) -> Result<libc::stat, i32> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    res(unsafe { libc::fstat(fd, &mut st) } as i64).map(|_| st)
+}
+
+fn read_fd(fd: i32, len: usize, off: Option<i64>) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; len];
+    let n = unsafe {
+        match off {
+            Some(o) => libc::pread(fd, buf.as_mut_ptr().cast(), len, o),
+            None => libc::read(fd, buf.as_mut_ptr().cast(), len),
+        }
+    };
+    res(n as i64).map(|n| {
+        buf.truncate(n as usize);
+        buf
+    })
+}
+
+fn read_path(path: &CString) -> Result<Vec<u8>, i32> {
+    let fd =
+        res(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } as i64)? as i32;
+    let mut all = Vec::new();
+    loop {
+        match read_fd(fd, 65536, None) {
+            Ok(b) if b.is_empty() => break,
+            Ok(b) => all.extend(b),
+            Err(e) => {
+                unsafe { libc::close(fd) };
+                return Err(e);
+            }
+        }
+    }
+    unsafe { libc::close(fd) };
+    Ok(all)
+}
+
+/// The current bytes behind a tmpfs descriptor, whatever its access mode, even unlinked.
+fn content_of_fd(fd: i32) -> Vec<u8> {
+    read_path(&CString::new(format!("/proc/self/fd/{fd}")).unwrap()).expect("reopen via /proc")
+}
+
+fn read_dir(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner
+
+struct Desc {
+    /// The file, by its tmpfs inode number.
+    ino: u64,
+    acc: i32,
+    /// Uncommitted changes (writes, ftruncate, or open with O_TRUNC).
+    dirty: bool,
+    /// Uncommitted writes or ftruncate: close(2) commits these (O_TRUNC alone waits for the
+    /// last close).
+    written: bool,
+    /// A read-only description's version: the bytes committed when it was opened.
+    snapshot: Option<Vec<u8>>,
+    refs: usize,
+    append: bool,
+    /// The positions differ, until the next lseek(SEEK_SET or SEEK_END): after a read of a
+    /// version tmpfs no longer has, or after a write with O_APPEND (the kernel takes the new
+    /// position from its idea of the size, which a stat resets to the committed size; README,
+    /// Semantics).
+    position_unknown: bool,
+}
+
+struct Slot {
+    r: i32,
+    t: i32,
+    desc: usize,
+}
+
+struct Runner {
+    r: PathBuf,
+    t: PathBuf,
+    slots: Vec<Option<Slot>>,
+    descs: HashMap<usize, Desc>,
+    next_desc: usize,
+    /// Per file: the bytes of its last commit, which recordfs shows to a path open or stat.
+    committed: HashMap<u64, Vec<u8>>,
+    /// Per file: an mtime set by utimensat and not changed since.
+    mtime: HashMap<u64, (i64, i64)>,
+    fixups: usize,
+}
+
+type Step = Result<(), String>;
+
+fn same<T: PartialEq + fmt::Debug>(what: &str, r: T, t: T) -> Step {
+    if r == t {
+        Ok(())
+    } else {
+        Err(format!("{what}: recordfs {r:?}, tmpfs {t:?}"))
+    }
+}
+
+fn errno_only<T>(r: &Result<T, i32>) -> Result<(), i32> {
+    r.as_ref().map(|_| ()).map_err(|e| *e)
+}
+
+impl Runner {
+    fn new(r: &Path, t: &Path) -> Runner {
+        Runner {
+            r: r.to_owned(),
+            t: t.to_owned(),
+            slots: (0..SLOTS).map(|_| None).collect(),
+            descs: HashMap::new(),
+            next_desc: 0,
+            committed: HashMap::new(),
+            mtime: HashMap::new(),
+            fixups: 0,
+        }
+    }
+
+    fn both(&self, name: usize) -> (CString, CString) {
+        (cpath(&self.r, NAMES[name]), cpath(&self.t, NAMES[name]))
+    }
+
+    /// The tmpfs inode behind `name`, following a symlink when `follow`.
+    fn ino(&self, name: usize, follow: bool) -> Option<u64> {
+        lstat(&cpath(&self.t, NAMES[name]), follow)
+            .ok()
+            .map(|s| s.st_ino)
+    }
+
+    /// The name a regular file has now (none once unlinked).
+    fn name_of(&self, ino: u64) -> Option<usize> {
+        (0..NAMES.len()).find(|&n| {
+            lstat(&cpath(&self.t, NAMES[n]), false)
+                .is_ok_and(|s| s.st_ino == ino && s.st_mode & libc::S_IFMT == libc::S_IFREG)
+        })
+    }
+
+    fn dirty(&self, ino: u64) -> bool {
+        self.descs.values().any(|d| d.ino == ino && d.dirty)
+    }
+
+    fn writer(&self, ino: u64) -> Option<usize> {
+        self.descs
+            .iter()
+            .find(|(_, d)| d.ino == ino && d.acc != libc::O_RDONLY)
+            .map(|(id, _)| *id)
+    }
+
+    fn slot_of_desc(&self, id: usize) -> usize {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.desc == id))
+            .expect("an open description has a descriptor")
+    }
+
+    /// A commit of description `id`: recordfs now shows what tmpfs holds (an unlinked file's
+    /// commit only to fstat of its open descriptors).
+    fn committed_now(&mut self, id: usize) {
+        let slot = self.slot_of_desc(id);
+        let t = self.slots[slot].as_ref().unwrap().t;
+        let d = self.descs.get_mut(&id).unwrap();
+        d.dirty = false;
+        d.written = false;
+        let ino = d.ino;
+        self.committed.insert(ino, content_of_fd(t));
+    }
+
+    /// Before a commit point of description `id`: a record must then hold valid JSON, so a
+    /// write on both sides makes it so (counted in `fixups`).
+    fn make_valid(&mut self, id: usize) -> Step {
+        let slot = self.slot_of_desc(id);
+        let (r, t) = {
+            let s = self.slots[slot].as_ref().unwrap();
+            (s.r, s.t)
+        };
+        let ino = self.descs[&id].ino;
+        let Some(name) = self.name_of(ino) else {
+            return Ok(());
+        };
+        if !is_record(name) || valid_json(&content_of_fd(t)) {
+            return Ok(());
+        }
+        self.fixups += 1;
+        let text = format!("{{\"fixup\": {}}}\n", self.fixups);
+        let b = text.as_bytes();
+        let w = |fd| res(unsafe { libc::pwrite(fd, b.as_ptr().cast(), b.len(), 0) } as i64);
+        same("fix-up pwrite", w(r), w(t))?;
+        let tr = |fd| res(unsafe { libc::ftruncate(fd, b.len() as i64) } as i64);
+        same("fix-up ftruncate", tr(r), tr(t))?;
+        // O_APPEND descriptors write at the end whatever the offset: truncate and append.
+        if !valid_json(&content_of_fd(t)) {
+            same(
+                "fix-up ftruncate 0",
+                unsafe { libc::ftruncate(r, 0) },
+                unsafe { libc::ftruncate(t, 0) },
+            )?;
+            same("fix-up write", w(r), w(t))?;
+        }
+        let d = self.descs.get_mut(&id).unwrap();
+        d.dirty = true;
+        d.written = true;
+        self.mtime.remove(&ino);
+        Ok(())
+    }
+
+    /// A truncate-only commit happens at release, which the kernel sends after close(2)
+    /// returns: wait (bounded) for it to show.
+    fn settle(&self, ino: u64) -> Step {
+        let Some(name) = self.name_of(ino) else {
+            return Ok(());
+        };
+        let want = self.committed[&ino].clone();
+        let p = cpath(&self.r, NAMES[name]);
+        if wait_until(Duration::from_secs(10), || {
+            read_path(&p).ok().as_ref() == Some(&want)
+        }) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the commit at release of {} never showed",
+                NAMES[name]
+            ))
+        }
+    }
+
+    fn fd(&self, slot: usize) -> Option<(i32, i32, usize)> {
+        self.slots[slot].as_ref().map(|s| (s.r, s.t, s.desc))
+    }
+
+    fn step(&mut self, op: &Op) -> Step {
+        match *op {
+            Op::Open {
+                slot,
+                name,
+                flags,
+                mode,
+            } => {
+                if self.slots[slot].is_some() {
+                    return Ok(());
+                }
+                let writes =
+                    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+                if let Some(ino) = self.ino(name, true) {
+                    if writes && self.writer(ino).is_some() {
+                        return Ok(());
+                    }
+                }
+                let (pr, pt) = self.both(name);
+                let flags = flags | libc::O_CLOEXEC;
+                let r = res(unsafe { libc::open(pr.as_ptr(), flags, mode) } as i64);
+                let t = res(unsafe { libc::open(pt.as_ptr(), flags, mode) } as i64);
+                if let (Ok(r), Err(_)) | (Err(_), Ok(r)) = (&r, &t) {
+                    // Close whichever succeeded before reporting.
+                    let _ = unsafe { libc::close(*r as i32) };
+                }
+                same("open", errno_only(&r), errno_only(&t))?;
+                let (Ok(r), Ok(t)) = (r, t) else {
+                    return Ok(());
+                };
+                let ino = fstat(t as i32).unwrap().st_ino;
+                let created = !self.committed.contains_key(&ino);
+                if created {
+                    self.committed.insert(ino, Vec::new());
+                }
+                let truncated = flags & libc::O_TRUNC != 0;
+                if created || truncated {
+                    self.mtime.remove(&ino);
+                }
+                let acc = flags & libc::O_ACCMODE;
+                // A reader has no copy to hold the truncation: it is a commit of its own.
+                if truncated && acc == libc::O_RDONLY {
+                    self.committed.insert(ino, Vec::new());
+                }
+                let id = self.next_desc;
+                self.next_desc += 1;
+                self.descs.insert(
+                    id,
+                    Desc {
+                        ino,
+                        acc,
+                        dirty: truncated && acc != libc::O_RDONLY,
+                        written: false,
+                        snapshot: (acc == libc::O_RDONLY).then(|| self.committed[&ino].clone()),
+                        refs: 1,
+                        append: flags & libc::O_APPEND != 0,
+                        position_unknown: false,
+                    },
+                );
+                self.slots[slot] = Some(Slot {
+                    r: r as i32,
+                    t: t as i32,
+                    desc: id,
+                });
+                Ok(())
+            }
+            Op::Dup { slot, to } => {
+                let (Some((r, t, id)), true) = (self.fd(slot), self.slots[to].is_none()) else {
+                    return Ok(());
+                };
+                let r2 = unsafe { libc::fcntl(r, libc::F_DUPFD_CLOEXEC, 0) };
+                let t2 = unsafe { libc::fcntl(t, libc::F_DUPFD_CLOEXEC, 0) };
+                assert!(r2 >= 0 && t2 >= 0, "dup");
+                self.descs.get_mut(&id).unwrap().refs += 1;
+                self.slots[to] = Some(Slot {
+                    r: r2,
+                    t: t2,
+                    desc: id,
+                });
+                Ok(())
+            }
+            Op::Close { slot } => self.close(slot),
+            Op::Read { slot, len } => self.read(slot, len, None),
+            Op::Pread { slot, off, len } => self.read(slot, len, Some(off)),
+            Op::Write { slot, ref data } => self.write(slot, data, None),
+            Op::Pwrite {
+                slot,
+                off,
+                ref data,
+            } => self.write(slot, data, Some(off)),
+            Op::Lseek { slot, off, whence } => {
+                let Some((r, t, id)) = self.fd(slot) else {
+                    return Ok(());
+                };
+                let cur = unsafe { libc::lseek(r, 0, libc::SEEK_CUR) };
+                let rr = res(unsafe { libc::lseek(r, off, whence) });
+                let tt = res(unsafe { libc::lseek(t, off, whence) });
+                let d = &self.descs[&id];
+                // The size this descriptor sees: its own copy for a writer, the last commit
+                // for a reader (whose reads still come from the version it opened).
+                let size = match d.acc {
+                    libc::O_RDONLY => self.committed.get(&d.ino).map_or(0, |c| c.len()) as i64,
+                    _ => content_of_fd(t).len() as i64,
+                };
+                let want = match whence {
+                    libc::SEEK_SET if off >= 0 => Ok(off),
+                    libc::SEEK_CUR if cur + off >= 0 => Ok(cur + off),
+                    libc::SEEK_END if size + off >= 0 => Ok(size + off),
+                    libc::SEEK_SET | libc::SEEK_CUR | libc::SEEK_END => Err(libc::EINVAL),
+                    // No holes are reported: all of a file is data (allowed by POSIX).
+                    _ if off < 0 || off >= size => Err(libc::ENXIO),
+                    libc::SEEK_DATA => Ok(off),
+                    _ => Ok(size),
+                };
+                same("lseek (rule)", rr, want)?;
+                // Where recordfs's idea of the size is tmpfs's, the answers agree (but for
+                // holes, which tmpfs reports).
+                let known = !d.position_unknown;
+                // (A file all hole has no data for tmpfs: even the errno may differ there.)
+                let holes = whence == libc::SEEK_DATA || whence == libc::SEEK_HOLE;
+                if size == content_of_fd(t).len() as i64 && !holes {
+                    same("lseek errno", errno_only(&rr), errno_only(&tt))?;
+                    if known {
+                        same("lseek", rr, tt)?;
+                    }
+                }
+                // Where both moved to one place, the positions are known to agree again.
+                let d = self.descs.get_mut(&id).unwrap();
+                match (rr, tt) {
+                    (Ok(a), Ok(b)) if a == b => d.position_unknown &= whence == libc::SEEK_CUR,
+                    (Err(_), Err(_)) => {}
+                    _ => d.position_unknown = true,
+                }
+                Ok(())
+            }
+            Op::Ftruncate { slot, len } => {
+                let Some((r, t, id)) = self.fd(slot) else {
+                    return Ok(());
+                };
+                let rr = res(unsafe { libc::ftruncate(r, len) } as i64);
+                let tt = res(unsafe { libc::ftruncate(t, len) } as i64);
+                same("ftruncate", rr, tt)?;
+                if rr.is_ok() {
+                    let d = self.descs.get_mut(&id).unwrap();
+                    d.dirty = true;
+                    d.written = true;
+                    let ino = d.ino;
+                    self.mtime.remove(&ino);
+                }
+                Ok(())
+            }
+            Op::Truncate { name, len } => {
+                if let Some(ino) = self.ino(name, true) {
+                    if self.writer(ino).is_some() {
+                        return Ok(());
+                    }
+                    if self.name_of(ino).is_some_and(is_record) {
+                        let mut c = self.committed[&ino].clone();
+                        c.resize(len as usize, 0);
+                        if !valid_json(&c) {
+                            return Ok(());
+                        }
+                    }
+                }
+                let (pr, pt) = self.both(name);
+                let rr = res(unsafe { libc::truncate(pr.as_ptr(), len) } as i64);
+                let tt = res(unsafe { libc::truncate(pt.as_ptr(), len) } as i64);
+                same("truncate", rr, tt)?;
+                if rr.is_ok() {
+                    let ino = self.ino(name, true).unwrap();
+                    self.committed.insert(ino, read_path(&pt).unwrap());
+                    self.mtime.remove(&ino);
+                }
+                Ok(())
+            }
+            Op::Fsync { slot } => {
+                let Some((r, t, id)) = self.fd(slot) else {
+                    return Ok(());
+                };
+                let commits = self.descs[&id].dirty;
+                if commits {
+                    self.make_valid(id)?;
+                }
+                same("fsync", unsafe { libc::fsync(r) }, unsafe {
+                    libc::fsync(t)
+                })?;
+                if commits {
+                    self.committed_now(id);
+                }
+                Ok(())
+            }
+            Op::Fstat { slot } => {
+                let Some((r, t, id)) = self.fd(slot) else {
+                    return Ok(());
+                };
+                let ino = self.descs[&id].ino;
+                self.compare_stat("fstat", ino, fstat(r), fstat(t))
+            }
+            Op::Rename { from, to, flags } => self.rename(from, to, flags),
+            Op::Unlink { name } => {
+                let (pr, pt) = self.both(name);
+                same("unlink", unsafe { libc::unlink(pr.as_ptr()) }, unsafe {
+                    libc::unlink(pt.as_ptr())
+                })
+            }
+            Op::Chmod { name, mode } => {
+                let (pr, pt) = self.both(name);
+                same("chmod", unsafe { libc::chmod(pr.as_ptr(), mode) }, unsafe {
+                    libc::chmod(pt.as_ptr(), mode)
+                })
+            }
+            Op::Utimens {
+                name,
+                sec,
+                nsec,
+                nofollow,
+            } => {
+                let (pr, pt) = self.both(name);
+                let ts = [
+                    libc::timespec {
+                        tv_sec: sec - 5,
+                        tv_nsec: 0,
+                    },
+                    libc::timespec {
+                        tv_sec: sec,
+                        tv_nsec: nsec,
+                    },
+                ];
+                let flags = if nofollow {
+                    libc::AT_SYMLINK_NOFOLLOW
+                } else {
+                    0
+                };
+                let u = |p: &CString| unsafe {
+                    libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), flags)
+                };
+                let rr = u(&pr);
+                same("utimensat", rr, u(&pt))?;
+                if rr == 0 {
+                    let ino = self.ino(name, !nofollow).unwrap();
+                    if nsec == libc::UTIME_NOW {
+                        self.mtime.remove(&ino);
+                    } else {
+                        self.mtime.insert(ino, (sec, nsec));
+                    }
+                }
+                Ok(())
+            }
+            Op::Symlink { target, name } => {
+                let (pr, pt) = self.both(name);
+                let tgt = CString::new(NAMES[target]).unwrap();
+                same(
+                    "symlink",
+                    unsafe { libc::symlink(tgt.as_ptr(), pr.as_ptr()) },
+                    unsafe { libc::symlink(tgt.as_ptr(), pt.as_ptr()) },
+                )
+            }
+            Op::Readlink { name } => {
+                let (pr, pt) = self.both(name);
+                same(
+                    "readlink",
+                    std::fs::read_link(pr.to_str().unwrap()).map_err(|e| errno_of(&e)),
+                    std::fs::read_link(pt.to_str().unwrap()).map_err(|e| errno_of(&e)),
+                )
+            }
+            Op::MmapRead { slot } => self.mmap(slot, None),
+            Op::MmapWrite {
+                slot,
+                off,
+                ref data,
+            } => self.mmap(slot, Some((off, data))),
+        }
+    }
+
+    fn close(&mut self, slot: usize) -> Step {
+        let Some((r, t, id)) = self.fd(slot) else {
+            return Ok(());
+        };
+        let (written, last) = (self.descs[&id].written, self.descs[&id].refs == 1);
+        if written || (last && self.descs[&id].dirty) {
+            self.make_valid(id)?;
+        }
+        // Truncated only (O_TRUNC): a plain file commits at this close, a record at the
+        // last close, which the kernel sends after close(2) returns.
+        let d = &self.descs[&id];
+        let record = self.name_of(d.ino).is_some_and(is_record);
+        let at_flush = d.written || (d.dirty && !record);
+        let at_release = !at_flush && last && d.dirty;
+        let ino = d.ino;
+        if at_flush || at_release {
+            self.committed_now(id);
+        }
+        same("close", unsafe { libc::close(r) }, unsafe {
+            libc::close(t)
+        })?;
+        self.slots[slot] = None;
+        let d = self.descs.get_mut(&id).unwrap();
+        d.refs -= 1;
+        if d.refs == 0 {
+            self.descs.remove(&id);
+        }
+        if at_release {
+            self.settle(ino)?;
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, slot: usize, len: usize, off: Option<i64>) -> Step {
+        let Some((r, t, id)) = self.fd(slot) else {
+            return Ok(());
+        };
+        let pos_r = off.unwrap_or_else(|| unsafe { libc::lseek(r, 0, libc::SEEK_CUR) });
+        let pos_t = off.unwrap_or_else(|| unsafe { libc::lseek(t, 0, libc::SEEK_CUR) });
+        let d = &self.descs[&id];
+        if !d.position_unknown {
+            same("position", pos_r, pos_t)?;
+        }
+        // A reader sees the version it opened; a writer (the only one) sees what tmpfs holds.
+        let content = match &d.snapshot {
+            Some(snap) => snap.clone(),
+            None => content_of_fd(t),
+        };
+        let rr = read_fd(r, len, off);
+        let tt = read_fd(t, len, off);
+        same("read errno", errno_only(&rr), errno_only(&tt))?;
+        // A reader whose version is not tmpfs's current one moves by different counts.
+        if rr.as_ref().map(Vec::len) != tt.as_ref().map(Vec::len) && off.is_none() {
+            self.descs.get_mut(&id).unwrap().position_unknown = true;
+        }
+        if rr.is_ok() {
+            let start = (pos_r.max(0) as usize).min(content.len());
+            let end = (start + len).min(content.len());
+            same("read", rr, Ok(content[start..end].to_vec()))?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, slot: usize, data: &[u8], off: Option<i64>) -> Step {
+        let Some((r, t, id)) = self.fd(slot) else {
+            return Ok(());
+        };
+        // Where the positions differ (a documented difference moved one), a write() would
+        // only make the two files differ: skipped, like a step the rules forbid.
+        let d = &self.descs[&id];
+        if off.is_none() && d.position_unknown && !d.append {
+            return Ok(());
+        }
+        let w = |fd| {
+            res(unsafe {
+                match off {
+                    Some(o) => libc::pwrite(fd, data.as_ptr().cast(), data.len(), o),
+                    None => libc::write(fd, data.as_ptr().cast(), data.len()),
+                }
+            } as i64)
+        };
+        let rr = w(r);
+        same("write", rr, w(t))?;
+        if rr.is_ok() {
+            let d = self.descs.get_mut(&id).unwrap();
+            d.dirty = true;
+            d.written = true;
+            d.position_unknown |= d.append;
+            let ino = d.ino;
+            self.mtime.remove(&ino);
+        }
+        Ok(())
+    }
+
+    fn rename(&mut self, from: usize, to: usize, flags: u32) -> Step {
+        let src = self.ino(from, false);
+        let dst = self.ino(to, false);
+        let src_file = src.filter(|_| self.name_of(src.unwrap()) == Some(from));
+        // What the kernel refuses itself (a missing source or target, an existing target
+        // with RENAME_NOREPLACE) or does itself (a rename onto the same file) never reaches
+        // recordfs; what does reaches it commits the source's uncommitted writes first.
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let succeeds = src.is_some()
+            && src != dst
+            && !(flags & libc::RENAME_NOREPLACE != 0 && dst.is_some())
+            && !(exchange && dst.is_none());
+        let writer = src_file
+            .and_then(|i| self.writer(i))
+            .filter(|id| succeeds && self.descs[id].dirty);
+        if let Some(id) = writer {
+            self.make_valid(id)?;
+        }
+        if succeeds {
+            // A plain file becoming a record must already hold valid JSON (tested apart).
+            let becomes = |ino: Option<u64>, old: usize, new: usize| {
+                ino.is_some_and(|i| {
+                    self.committed.contains_key(&i)
+                        && self.name_of(i) == Some(old)
+                        && is_record(new)
+                        && !is_record(old)
+                        && !valid_json(&match writer {
+                            Some(id) if self.descs[&id].ino == i => {
+                                content_of_fd(self.slots[self.slot_of_desc(id)].as_ref().unwrap().t)
+                            }
+                            _ => self.committed[&i].clone(),
+                        })
+                })
+            };
+            if becomes(src, from, to) || (exchange && becomes(dst, to, from)) {
+                return Ok(());
+            }
+        }
+        if let Some(id) = writer {
+            self.committed_now(id);
+        }
+        let (fr, ft) = self.both(from);
+        let (tr, tt) = self.both(to);
+        let rn = |a: &CString, b: &CString| unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                flags,
+            ) as i32
+        };
+        same("rename", rn(&fr, &tr), rn(&ft, &tt))
+    }
+
+    fn mmap(&mut self, slot: usize, write: Option<(usize, &Vec<u8>)>) -> Step {
+        let Some((r, t, id)) = self.fd(slot) else {
+            return Ok(());
+        };
+        let d = &self.descs[&id];
+        let current = content_of_fd(t);
+        // The page cache is the inode's: a mapping shows the current version only when no
+        // description holds uncommitted writes and this one opened the current version.
+        if self.dirty(d.ino)
+            || d.snapshot.as_ref().is_some_and(|s| *s != current)
+            || current.is_empty()
+        {
+            return Ok(());
+        }
+        // msync(MS_SYNC) is an fsync: a commit point, at which a record must hold JSON.
+        if write.is_some() && (d.acc != libc::O_RDWR || self.name_of(d.ino).is_some_and(is_record))
+        {
+            return Ok(());
+        }
+        let ino = d.ino;
+        let len = current.len();
+        // A program learns the length to map from fstat, which also tells the kernel the size
+        // its page faults check (README, Semantics: mmap).
+        same(
+            "fstat size before mmap",
+            fstat(r).map(|s| s.st_size),
+            Ok(len as i64),
+        )?;
+        let prot = if write.is_some() {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        let map =
+            |fd| unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        let (mr, mt) = (map(r), map(t));
+        let ok = |m| m != libc::MAP_FAILED;
+        if ok(mr) != ok(mt) {
+            for m in [mr, mt].into_iter().filter(|m| ok(*m)) {
+                unsafe { libc::munmap(m, len) };
+            }
+            return Err(format!("mmap: recordfs {}, tmpfs {}", ok(mr), ok(mt)));
+        }
+        if !ok(mr) {
+            return Ok(());
+        }
+        let view =
+            |m: *mut libc::c_void| unsafe { std::slice::from_raw_parts_mut(m as *mut u8, len) };
+        let result = (|| {
+            same("mmap bytes", &view(mr)[..], &view(mt)[..])?;
+            if let Some((off, data)) = write {
+                let off = off.min(len - 1);
+                let n = data.len().min(len - off);
+                view(mr)[off..off + n].copy_from_slice(&data[..n]);
+                view(mt)[off..off + n].copy_from_slice(&data[..n]);
+                same(
+                    "msync",
+                    unsafe { libc::msync(mr, len, libc::MS_SYNC) },
+                    unsafe { libc::msync(mt, len, libc::MS_SYNC) },
+                )?;
+            }
+            Ok(())
+        })();
+        unsafe {
+            libc::munmap(mr, len);
+            libc::munmap(mt, len);
+        }
+        if write.is_some() {
+            self.descs.get_mut(&id).unwrap().dirty = true;
+            self.committed_now(id);
+            self.mtime.remove(&ino);
+        }
+        result
+    }
+
+    fn compare_stat(
+        &self,
+        what: &str,
+        ino: u64,
+        r: Result<libc::stat, i32>,
+        t: Result<libc::stat, i32>,
+    ) -> Step {
+        same(&format!("{what} errno"), errno_only(&r), errno_only(&t))?;
+        let (Ok(r), Ok(t)) = (r, t) else {
+            return Ok(());
+        };
+        same(
+            &format!("{what} mode"),
+            format!("{:o}", r.st_mode),
+            format!("{:o}", t.st_mode),
+        )?;
+        same(&format!("{what} nlink"), r.st_nlink, t.st_nlink)?;
+        same(
+            &format!("{what} uid/gid"),
+            (r.st_uid, r.st_gid),
+            (t.st_uid, t.st_gid),
+        )?;
+        if t.st_mode & libc::S_IFMT == libc::S_IFREG {
+            // A stat sees the last commit's size.
+            let committed = self.committed.get(&ino).map_or(0, |c| c.len()) as i64;
+            same(&format!("{what} size (committed)"), r.st_size, committed)?;
+            if !self.dirty(ino) {
+                same(&format!("{what} size"), r.st_size, t.st_size)?;
+            }
+        } else {
+            same(&format!("{what} size"), r.st_size, t.st_size)?;
+        }
+        if let Some(&(s, ns)) = self.mtime.get(&ino) {
+            same(
+                &format!("{what} mtime (recordfs)"),
+                (r.st_mtime, r.st_mtime_nsec),
+                (s, ns),
+            )?;
+            same(
+                &format!("{what} mtime (tmpfs)"),
+                (t.st_mtime, t.st_mtime_nsec),
+                (s, ns),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The visible state: listing, then each name's lstat, link target and content.
+    fn check_state(&mut self) -> Step {
+        same("listing", read_dir(&self.r), read_dir(&self.t))?;
+        for (n, name) in NAMES.iter().enumerate() {
+            let (pr, pt) = self.both(n);
+            let (r, t) = (lstat(&pr, false), lstat(&pt, false));
+            let ino = t.map_or(0, |s| s.st_ino);
+            self.compare_stat(&format!("lstat {}", name), ino, r, t)?;
+            let Ok(t) = t else { continue };
+            match t.st_mode & libc::S_IFMT {
+                libc::S_IFLNK => {
+                    same(
+                        &format!("readlink {}", name),
+                        std::fs::read_link(pr.to_str().unwrap()).ok(),
+                        std::fs::read_link(pt.to_str().unwrap()).ok(),
+                    )?;
+                }
+                _ => {
+                    let committed = self.committed.get(&ino).ok_or_else(|| {
+                        format!("test bug: {} (inode {ino}) is not in the model", name)
+                    })?;
+                    same(
+                        &format!("content {} (committed)", name),
+                        read_path(&pr),
+                        Ok(committed.clone()),
+                    )?;
+                    if !self.dirty(ino) {
+                        same(&format!("content {}", name), read_path(&pr), read_path(&pt))?;
+                    }
+                }
+            }
+        }
+        // Forget files that have neither a name nor an open description.
+        let live: BTreeSet<u64> = (0..NAMES.len())
+            .filter_map(|n| self.ino(n, false))
+            .chain(self.descs.values().map(|d| d.ino))
+            .collect();
+        self.committed.retain(|ino, _| live.contains(ino));
+        self.mtime.retain(|ino, _| live.contains(ino));
+        Ok(())
+    }
+
+    /// Closes every descriptor (committing what they hold, as a program's exit would).
+    fn close_all(&mut self) -> Step {
+        for slot in 0..SLOTS {
+            self.close(slot)?;
+        }
+        self.check_state()
+    }
+
+    /// Closes every descriptor, without looking.
+    fn close_fds(&mut self) {
+        for s in self.slots.iter_mut().filter_map(|s| s.take()) {
+            unsafe {
+                libc::close(s.r);
+                libc::close(s.t);
+            }
+        }
+        self.descs.clear();
+    }
+
+    /// Back to two empty directories.
+    fn reset(&mut self) -> Step {
+        self.close_fds();
+        self.committed.clear();
+        self.mtime.clear();
+        for dir in [&self.r, &self.t] {
+            for name in read_dir(dir) {
+                std::fs::remove_file(dir.join(&name))
+                    .map_err(|e| format!("reset: unlink {}: {e}", dir.join(&name).display()))?;
+            }
+        }
+        same("listing after reset", read_dir(&self.r), read_dir(&self.t))
+    }
+
+    /// Runs `ops`, comparing after each; Err names the step and the difference.
+    fn run(&mut self, ops: &[Op]) -> Result<(), (usize, String)> {
+        self.reset().map_err(|e| (0, e))?;
+        let trace = std::env::var_os("RECORDFS_DIFF_TRACE").is_some();
+        for (i, op) in ops.iter().enumerate() {
+            if trace {
+                eprintln!("{op}");
+            }
+            self.step(op)
+                .and_then(|_| self.check_state())
+                .map_err(|e| (i, format!("{op}: {e}")))?;
+        }
+        self.close_all()
+            .map_err(|e| (ops.len(), format!("closing all: {e}")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driving
+
+/// A tmpfs directory for the reference side, unmounted on drop.
+struct Tmpfs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn new() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tmpfs");
+        std::fs::create_dir(&path).unwrap();
+        let (code, out) = sh(&format!(
+            "mount -t tmpfs -o size=64m,mode=755 recordfs-diff {}",
+            path.display()
+        ));
+        assert_eq!(code, 0, "mount tmpfs: {out}");
+        Tmpfs { _dir: dir, path }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount -l {}", self.path.display()));
+    }
+}
+
+/// The same op with its payload cut to 8 bytes and its offset below 16, if that is simpler.
+fn simpler(op: &Op) -> Option<Op> {
+    let cut = |d: &Vec<u8>| d[..d.len().min(8)].to_vec();
+    let op2 = match op.clone() {
+        Op::Write { slot, data } => Op::Write {
+            slot,
+            data: cut(&data),
+        },
+        Op::Pwrite { slot, off, data } => Op::Pwrite {
+            slot,
+            off: off.min(15),
+            data: cut(&data),
+        },
+        Op::MmapWrite { slot, off, data } => Op::MmapWrite {
+            slot,
+            off: off.min(15),
+            data: cut(&data),
+        },
+        Op::Pread { slot, off, len } => Op::Pread {
+            slot,
+            off: off.min(15),
+            len,
+        },
+        Op::Ftruncate { slot, len } => Op::Ftruncate {
+            slot,
+            len: len.min(15),
+        },
+        Op::Truncate { name, len } => Op::Truncate {
+            name,
+            len: len.min(15),
+        },
+        _ => return None,
+    };
+    (op2 != *op).then_some(op2)
+}
+
+/// Runs `ops` on a new store and a new tmpfs, so that a shrinking step does not inherit what
+/// an earlier failure did to the mount. Returns the result and the daemon's log.
+fn fresh_run(ops: &[Op]) -> (Result<(), (usize, String)>, String) {
+    let env = Env::new();
+    let tmpfs = Tmpfs::new();
+    let mount = env.mount(MOUNT_ARGS);
+    let mut runner = Runner::new(&env.mnt, &tmpfs.path);
+    let result = runner.run(ops);
+    runner.close_fds();
+    (result, mount.daemon_log())
+}
+
+fn shrink(mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, String)) {
+    ops.truncate(why.0 + 1);
+    let mut chunk = ops.len() / 2;
+    while chunk >= 1 {
+        let mut i = 0;
+        while i + chunk <= ops.len() {
+            let mut fewer = ops.clone();
+            fewer.drain(i..i + chunk);
+            match fresh_run(&fewer).0 {
+                Err(e) => {
+                    ops = fewer;
+                    ops.truncate(e.0 + 1);
+                    why = e;
+                }
+                Ok(()) => i += chunk,
+            }
+        }
+        chunk /= 2;
+    }
+    for i in 0..ops.len() {
+        if let Some(op) = simpler(&ops[i]) {
+            let mut other = ops.clone();
+            other[i] = op;
+            if let Err(e) = fresh_run(&other).0 {
+                ops = other;
+                why = e;
+            }
+        }
+    }
+    (ops, why)
+}
+
+fn fail_with(label: &str, ops: Vec<Op>, why: (usize, String)) -> ! {
+    eprintln!("{label}: step {}: {} (shrinking)", why.0, why.1);
+    let (ops, why) = shrink(ops, why);
+    let log = fresh_run(&ops).1;
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+    panic!(
+        "{label}: step {}: {}\nshrunk to {} ops (keep in tests/differential/NAME.ops):\n# {}\n{}\n\n\
+         daemon log of the shrunk case, newest first:\n{}",
+        why.0,
+        why.1,
+        ops.len(),
+        why.1,
+        text.join("\n"),
+        tail.join("\n")
+    );
+}
+
+fn regressions() -> Vec<(String, Vec<Op>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/differential");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ops"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let ops = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(parse_op)
+                .collect();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), ops)
+        })
+        .collect()
+}
+
+#[test]
+fn ops_print_and_parse_back() {
+    let mut rng = Rng::new(7);
+    for _ in 0..2000 {
+        let op = random_op(&mut rng);
+        assert_eq!(parse_op(&op.to_string()), op);
+    }
+}
+
+#[test]
+fn random_syscalls_match_tmpfs() {
+    let env = Env::new();
+    let tmpfs = Tmpfs::new();
+    let mut mount = Some(env.mount(MOUNT_ARGS));
+    let mut runner = Runner::new(&env.mnt, &tmpfs.path);
+
+    for (name, ops) in regressions() {
+        if let Err(why) = runner.run(&ops) {
+            fail_with(&format!("regression {name}"), ops, why);
+        }
+    }
+
+    let sequences: u64 = std::env::var("RECORDFS_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let mut steps = 0;
+    for seed in 0..sequences {
+        let mut rng = Rng::new(seed + 1);
+        let ops: Vec<Op> = (0..60 + rng.below(60))
+            .map(|_| random_op(&mut rng))
+            .collect();
+        steps += ops.len();
+        if std::env::var_os("RECORDFS_DIFF_TRACE").is_some() {
+            eprintln!("# seed {seed}");
+        }
+        if let Err(why) = runner.run(&ops) {
+            fail_with(&format!("seed {seed}"), ops, why);
+        }
+        // Every eighth sequence: a clean stop and a new mount show the same state.
+        if seed % 8 == 7 {
+            let before_r = snapshot_dir(&env.mnt);
+            assert_eq!(
+                before_r,
+                snapshot_dir(&tmpfs.path),
+                "seed {seed}: before the remount"
+            );
+            assert!(mount.take().unwrap().stop().success());
+            mount = Some(env.mount(MOUNT_ARGS));
+            assert_eq!(
+                snapshot_dir(&env.mnt),
+                before_r,
+                "seed {seed}: after the remount"
+            );
+        }
+    }
+    eprintln!(
+        "{sequences} sequences, {steps} steps, {} fix-up writes",
+        runner.fixups
+    );
+    runner.reset().unwrap();
+    drop(mount);
+}
+
+/// Names, kinds, modes, sizes, link targets and contents of a directory.
+fn snapshot_dir(dir: &Path) -> Vec<(String, u32, i64, Vec<u8>)> {
+    read_dir(dir)
+        .into_iter()
+        .map(|n| {
+            let p = cpath(dir, &n);
+            let st = lstat(&p, false).unwrap();
+            let body = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                std::fs::read_link(dir.join(&n))
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                read_path(&p).unwrap()
+            };
+            (n, st.st_mode, st.st_size, body)
+        })
+        .collect()
+}

@@ -1,0 +1,254 @@
+//! The JSON rule on its own: seeded sequences of saves of valid and invalid JSON to records,
+//! by every path a program saves through (write and close, fsync, temp file and rename,
+//! truncate, append), on a real mount. After each save: a valid one is the record's content;
+//! an invalid one fails with EINVAL at its commit point, the previous version stays, and the
+//! refused bytes are in STORE/rejected/. At the end of each sequence the daemon is killed
+//! and the store mounted again: every acknowledged save is there, no refused one is.
+
+mod common;
+use common::*;
+
+use recordfs::simdisk::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{AsRawFd, IntoRawFd};
+use std::path::Path;
+
+/// Documents labelled by hand: the judge below must agree with every label.
+fn corpus() -> Vec<(Vec<u8>, bool)> {
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+    let mut v: Vec<(Vec<u8>, bool)> = [
+        ("{}", true),
+        ("[]", true),
+        ("{\"a\": 1}", true),
+        ("\"text\"", true),
+        ("12.5e3", true),
+        ("null", true),
+        ("true", true),
+        (" {\"x\": [1, 2, {\"y\": null}]} \n", true),
+        ("{\"é\": \"ü ☃\"}", true),
+        ("{", false),
+        ("{\"a\": }", false),
+        ("[1,]", false),
+        ("{\"a\": 1} x", false),
+        ("   ", false),
+        ("NaN", false),
+        ("'x'", false),
+        ("{\"a\":1}{\"b\":2}", false),
+        ("{\"a\": 1,}", false),
+        ("01", false),
+    ]
+    .iter()
+    .map(|(s, ok)| (s.as_bytes().to_vec(), *ok))
+    .collect();
+    v.push((b"\0".to_vec(), false));
+    v.push((b"{\"a\": \"\xff\"}".to_vec(), false));
+    v.push((b"\xef\xbb\xbf{}".to_vec(), false));
+    v.push((nested(127), true));
+    // Deeper than the 127 levels a record may nest (README, Limits).
+    v.push((nested(128), false));
+    v.push((nested(200), false));
+    v.push((
+        format!("{{\"s\": \"{}\"}}", "[".repeat(200)).into_bytes(),
+        true,
+    ));
+    v
+}
+
+/// What a record may hold: nothing (a new file) or one JSON text in UTF-8 (RFC 8259),
+/// nesting at most 127 deep: what serde_json reads into a `Value` (its recursion limit of
+/// 128 counts the top level), once the bytes are known to be UTF-8 (it skips ignored strings' bytes unchecked).
+fn judge(bytes: &[u8]) -> bool {
+    bytes.is_empty()
+        || std::str::from_utf8(bytes)
+            .is_ok_and(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
+}
+
+#[test]
+fn the_judge_agrees_with_the_labels() {
+    for (doc, ok) in corpus() {
+        assert_eq!(judge(&doc), ok, "{:?}", String::from_utf8_lossy(&doc));
+    }
+}
+
+#[derive(Debug)]
+enum Save {
+    /// open(O_TRUNC), write, close.
+    Direct,
+    /// write, fsync (the commit point), then close.
+    Fsync,
+    /// a temp file, then rename over the record.
+    Replace,
+    /// open(O_APPEND), write, close: the whole file must parse afterwards.
+    Append,
+    /// truncate(2) by path to `len`.
+    Truncate(u64),
+}
+
+fn close_fd(f: fs::File) -> std::io::Result<()> {
+    let fd = f.into_raw_fd();
+    match unsafe { libc::close(fd) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Performs `save` of `doc` to `path`; the result of its commit point.
+fn perform(save: &Save, path: &Path, doc: &[u8]) -> std::io::Result<()> {
+    match save {
+        Save::Direct => {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?;
+            f.write_all(doc)?;
+            close_fd(f)
+        }
+        Save::Fsync => {
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            f.set_len(0)?;
+            f.write_all(doc)?;
+            let synced = match unsafe { libc::fsync(f.as_raw_fd()) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            };
+            let closed = close_fd(f);
+            // The close retries the same bytes: it must give the same answer.
+            assert_eq!(
+                synced.as_ref().map_err(errno_of),
+                closed.as_ref().map_err(errno_of),
+                "close after fsync"
+            );
+            synced
+        }
+        Save::Replace => {
+            let tmp = path.with_extension("tmp");
+            write_file(&tmp, doc)?;
+            let r = fs::rename(&tmp, path);
+            if r.is_err() {
+                assert_eq!(
+                    fs::read(&tmp).unwrap(),
+                    doc,
+                    "a refused rename keeps the temp file"
+                );
+                fs::remove_file(&tmp).unwrap();
+            }
+            r
+        }
+        Save::Append => {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .open(path)?;
+            f.write_all(doc)?;
+            close_fd(f)
+        }
+        Save::Truncate(len) => {
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            match unsafe { libc::truncate(c.as_ptr(), *len as i64) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        }
+    }
+}
+
+fn rejected_contents(store: &Path) -> BTreeSet<Vec<u8>> {
+    fs::read_dir(store.join("rejected"))
+        .map(|d| d.map(|e| fs::read(e.unwrap().path()).unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn saves_of_random_json_follow_the_rule() {
+    let env = Env::new();
+    let docs = corpus();
+    let names: Vec<String> = (1..=3).map(record).collect();
+    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let (mut refused, mut accepted) = (0, 0);
+    let sequences: u64 = std::env::var("RECORDFS_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    for seed in 0..sequences {
+        let m = env.mount(&[]);
+        let mut rng = Rng::new(seed + 1000);
+        for step in 0..20 {
+            let name = &names[rng.below(3) as usize];
+            let path = env.path(name);
+            let (doc, _) = &docs[rng.below(docs.len() as u64) as usize];
+            let old = model.get(name).cloned();
+            let save = match rng.below(5) {
+                0 => Save::Direct,
+                1 => Save::Fsync,
+                2 => Save::Replace,
+                3 => Save::Append,
+                _ => match &old {
+                    Some(o) if !o.is_empty() => Save::Truncate(rng.below(o.len() as u64 + 4)),
+                    _ => Save::Direct,
+                },
+            };
+            let new: Vec<u8> = match &save {
+                Save::Append => [old.clone().unwrap_or_default(), doc.clone()].concat(),
+                Save::Truncate(len) => {
+                    let mut b = old.clone().unwrap();
+                    b.resize(*len as usize, 0);
+                    b
+                }
+                _ => doc.clone(),
+            };
+            let what = format!(
+                "seed {seed} step {step}: {save:?} of {:?} to {name}",
+                String::from_utf8_lossy(&new)
+            );
+            let result = perform(&save, &path, doc);
+            if judge(&new) {
+                assert!(result.is_ok(), "{what}: refused: {result:?}");
+                model.insert(name.clone(), new);
+                accepted += 1;
+            } else {
+                let e = result.expect_err(&format!("{what}: accepted"));
+                assert_eq!(errno_of(&e), libc::EINVAL, "{what}: {e}");
+                // A save that created the file leaves it created, and empty.
+                let kept = old.unwrap_or_default();
+                if matches!(save, Save::Replace) && !model.contains_key(name) {
+                    assert!(
+                        !path.exists(),
+                        "{what}: a refused rename created the record"
+                    );
+                } else {
+                    model.insert(name.clone(), kept);
+                }
+                assert!(
+                    rejected_contents(&env.store).contains(&new),
+                    "{what}: the refused bytes are not in rejected/"
+                );
+                refused += 1;
+            }
+            for (n, want) in &model {
+                assert_eq!(&fs::read(env.path(n)).unwrap(), want, "{what}: then {n}");
+            }
+        }
+        m.kill9();
+        let m = env.mount(&[]);
+        for (n, want) in &model {
+            assert_eq!(
+                &fs::read(env.path(n)).unwrap(),
+                want,
+                "seed {seed}: {n} after SIGKILL"
+            );
+        }
+        drop(m);
+    }
+    eprintln!("{accepted} saves accepted, {refused} refused");
+    assert!(accepted > 0 && refused > 0);
+}
