@@ -106,6 +106,20 @@ struct Writer {
 /// More distinct writing processes than this on one handle count as `unowned`.
 const MAX_OWNERS: usize = 8;
 
+/// Who made a write (see `RecordFs::write_as`).
+#[derive(Clone, Copy, Debug)]
+pub struct WriteBy {
+    pub owner: Option<u64>,
+    pub writeback: bool,
+}
+
+impl Writer {
+    const UNKNOWN: WriteBy = WriteBy {
+        owner: None,
+        writeback: false,
+    };
+}
+
 enum Handle {
     Read { fid: Fid, snapshot: Snapshot },
     Write(Mutex<Writer>),
@@ -818,11 +832,13 @@ impl RecordFs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> Result<u32> {
-        self.write_as(fh, offset, bytes, None)
+        self.write_as(fh, offset, bytes, Writer::UNKNOWN)
     }
 
-    /// write(2) by the process with lock owner `owner` (None: unknown).
-    pub fn write_as(&self, fh: u64, offset: u64, bytes: &[u8], owner: Option<u64>) -> Result<u32> {
+    /// A write by `who`: the process (lock owner) that made it, if the kernel names it, and
+    /// whether it is a mapping's pages written back (which land at their offset even with
+    /// O_APPEND, as on a local filesystem).
+    pub fn write_as(&self, fh: u64, offset: u64, bytes: &[u8], who: WriteBy) -> Result<u32> {
         let handle = self.handle(fh)?;
         let Handle::Write(w) = &*handle else {
             return Err(err!(EBADF, "handle {fh} is not open for writing"));
@@ -832,7 +848,11 @@ impl RecordFs {
         let append = w.append;
         let data = self.load(w)?;
         // O_APPEND is applied here: the kernel's idea of the size may be the committed one.
-        let offset = if append { data.len() as u64 } else { offset };
+        let offset = if append && !who.writeback {
+            data.len() as u64
+        } else {
+            offset
+        };
         let end = offset
             .checked_add(bytes.len() as u64)
             .filter(|end| *end <= max)
@@ -851,7 +871,7 @@ impl RecordFs {
         w.written = true;
         w.failed = false;
         w.last_write = Time::now();
-        match owner {
+        match who.owner {
             Some(o) if w.owners.contains(&o) => {}
             Some(o) if w.owners.len() < MAX_OWNERS => w.owners.push(o),
             _ => w.unowned = true,
@@ -1091,11 +1111,7 @@ impl RecordFs {
             if set.mtime.is_some() {
                 self.handles.lock().mtime_set.insert(fid, now);
             }
-            last = Some(self.commit(|ns| {
-                let inode = ns
-                    .get(fid)
-                    .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))?;
-                let mut attrs = inode.attrs;
+            let update = |attrs: &mut Attrs| {
                 if let Some(m) = set.mode {
                     attrs.mode = m & 0o7777;
                 }
@@ -1104,13 +1120,31 @@ impl RecordFs {
                 attrs.atime = set.atime.unwrap_or(attrs.atime);
                 attrs.mtime = set.mtime.unwrap_or(attrs.mtime);
                 attrs.ctime = now;
-                Ok(Op::Attr {
-                    fid,
-                    dir: inode.parent,
-                    name: inode.name.clone(),
-                    attrs,
-                })
-            })?);
+            };
+            if self.pipeline.inode(fid).is_none() {
+                // Unlinked while open (fchmod, futimens, fchown): the attributes go with the
+                // open file, as its bytes do; nothing is left to commit.
+                let mut hs = self.handles.lock();
+                let orphan = hs
+                    .orphans
+                    .get_mut(&fid)
+                    .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))?;
+                update(&mut orphan.attrs);
+            } else {
+                last = Some(self.commit(|ns| {
+                    let inode = ns
+                        .get(fid)
+                        .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))?;
+                    let mut attrs = inode.attrs;
+                    update(&mut attrs);
+                    Ok(Op::Attr {
+                        fid,
+                        dir: inode.parent,
+                        name: inode.name.clone(),
+                        attrs,
+                    })
+                })?);
+            }
         }
         let stat = self.getattr(fid, fh)?;
         Ok((

@@ -17,7 +17,7 @@ use fuser::{
 use log::{debug, error, warn};
 
 use crate::error::{errno_name, Error, Result};
-use crate::files::{RecordFs, SetAttr, Stat, Ticket};
+use crate::files::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
 use crate::log::{Kind, Time};
 
 /// Names change only through this mount, and the kernel updates its dentries itself on
@@ -373,15 +373,16 @@ impl Filesystem for Adapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self
-            .fs
-            .write_as(fh.0, offset, data, lock_owner.map(|o| o.0))
-        {
+        let who = WriteBy {
+            owner: lock_owner.map(|o| o.0),
+            writeback: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
+        };
+        match self.fs.write_as(fh.0, offset, data, who) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(logged("write", &format!("inode {}", ino.0), &e)),
         }

@@ -140,6 +140,20 @@ enum Op {
         off: usize,
         data: Vec<u8>,
     },
+    Fchmod {
+        slot: usize,
+        mode: u32,
+    },
+    Futimens {
+        slot: usize,
+        sec: i64,
+        nsec: i64,
+    },
+    Fchown {
+        slot: usize,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 fn hex(data: &[u8]) -> String {
@@ -189,6 +203,9 @@ impl fmt::Display for Op {
             Op::Symlink { target, name } => write!(f, "symlink {target} {name}"),
             Op::Readlink { name } => write!(f, "readlink {name}"),
             Op::MmapRead { slot } => write!(f, "mmap_read {slot}"),
+            Op::Fchmod { slot, mode } => write!(f, "fchmod {slot} {mode:#o}"),
+            Op::Futimens { slot, sec, nsec } => write!(f, "futimens {slot} {sec} {nsec}"),
+            Op::Fchown { slot, uid, gid } => write!(f, "fchown {slot} {uid} {gid}"),
             Op::MmapWrite { slot, off, data } => {
                 write!(f, "mmap_write {slot} {off} {}", hex(data))
             }
@@ -276,6 +293,20 @@ fn parse_op(line: &str) -> Op {
         },
         "readlink" => Op::Readlink { name: u(1) },
         "mmap_read" => Op::MmapRead { slot: u(1) },
+        "fchmod" => Op::Fchmod {
+            slot: u(1),
+            mode: n(2) as u32,
+        },
+        "futimens" => Op::Futimens {
+            slot: u(1),
+            sec: n(2),
+            nsec: n(3),
+        },
+        "fchown" => Op::Fchown {
+            slot: u(1),
+            uid: n(2) as u32,
+            gid: n(3) as u32,
+        },
         "mmap_write" => Op::MmapWrite {
             slot: u(1),
             off: u(2),
@@ -322,7 +353,7 @@ fn offset(rng: &mut Rng) -> i64 {
 fn random_op(rng: &mut Rng) -> Op {
     let slot = rng.below(SLOTS as u64) as usize;
     let name = rng.below(NAMES.len() as u64) as usize;
-    match rng.below(100) {
+    match rng.below(106) {
         0..=15 => {
             let mut flags = [libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR][rng.below(3) as usize];
             if rng.chance(50) {
@@ -419,6 +450,20 @@ fn random_op(rng: &mut Rng) -> Op {
         },
         92..=93 => Op::Readlink { name },
         94..=96 => Op::MmapRead { slot },
+        100..=101 => Op::Fchmod {
+            slot,
+            mode: [0o644, 0o600, 0o755, 0o4755][rng.below(4) as usize],
+        },
+        102..=103 => Op::Futimens {
+            slot,
+            sec: 1_000_000_000 + rng.below(1_000_000_000) as i64,
+            nsec: rng.below(1_000_000_000) as i64,
+        },
+        104..=105 => Op::Fchown {
+            slot,
+            uid: [0, 1000, 65534][rng.below(3) as usize],
+            gid: [0, 1000, 65534][rng.below(3) as usize],
+        },
         _ => Op::MmapWrite {
             slot,
             off: offset(rng) as usize,
@@ -952,6 +997,44 @@ impl Runner {
                 )
             }
             Op::MmapRead { slot } => self.mmap(slot, None),
+            Op::Fchmod { slot, mode } => {
+                let Some((r, t, _)) = self.fd(slot) else {
+                    return Ok(());
+                };
+                same("fchmod", unsafe { libc::fchmod(r, mode) }, unsafe {
+                    libc::fchmod(t, mode)
+                })
+            }
+            Op::Futimens { slot, sec, nsec } => {
+                let Some((r, t, id)) = self.fd(slot) else {
+                    return Ok(());
+                };
+                let ts = [
+                    libc::timespec {
+                        tv_sec: sec - 5,
+                        tv_nsec: 0,
+                    },
+                    libc::timespec {
+                        tv_sec: sec,
+                        tv_nsec: nsec,
+                    },
+                ];
+                let rr = unsafe { libc::futimens(r, ts.as_ptr()) };
+                same("futimens", rr, unsafe { libc::futimens(t, ts.as_ptr()) })?;
+                if rr == 0 {
+                    let ino = self.descs[&id].ino;
+                    self.mtime.insert(ino, (sec, nsec));
+                }
+                Ok(())
+            }
+            Op::Fchown { slot, uid, gid } => {
+                let Some((r, t, _)) = self.fd(slot) else {
+                    return Ok(());
+                };
+                same("fchown", unsafe { libc::fchown(r, uid, gid) }, unsafe {
+                    libc::fchown(t, uid, gid)
+                })
+            }
             Op::MmapWrite {
                 slot,
                 off,
