@@ -921,6 +921,16 @@ impl Pipeline {
     pub fn inode(&self, fid: Fid) -> Option<Inode> {
         self.state.lock().ns.get(fid).cloned()
     }
+
+    /// Whether the live log segment holds the current bytes of regular file `fid`. A file
+    /// last written before the latest compaction (or in an earlier segment) has them only in
+    /// its backing file.
+    pub fn bytes_in_live_log(&self, fid: Fid) -> bool {
+        let st = self.state.lock();
+        st.ns.get(fid).is_some_and(|i| {
+            i.kind != Kind::File || i.content.is_some_and(|c| c.segment >= st.log.start_seq())
+        })
+    }
 }
 
 /// Whether the first queued entry is a SET that a later SET of the same file replaces, with

@@ -142,9 +142,9 @@ struct Handles {
     /// Files whose last name is gone while handles are open (`fstat` still works on them),
     /// and for a moment files just removed (see `recently_removed`).
     orphans: HashMap<Fid, Inode>,
-    /// Files removed (unlinked, renamed over) while not open, newest last. For `GRACE` they
-    /// stay in `orphans`: the kernel may have looked the name up just before the removal and
-    /// send the open of the old file just after, which on a local filesystem opens the old
+    /// Files removed (unlinked, renamed over), newest last. For `GRACE` they stay in
+    /// `orphans`, open or not: the kernel may have looked the name up just before the removal
+    /// and send the open of the old file just after, which on a local filesystem opens the old
     /// file. Past that, such an open answers ESTALE and the kernel looks the name up again.
     recently_removed: VecDeque<(Instant, Fid)>,
     /// When (wall clock) a file's mtime was last set explicitly: a commit after that keeps it.
@@ -375,9 +375,7 @@ impl RecordFs {
             let mut h = self.handles.lock();
             let now = Instant::now();
             for inode in committed.applied.removed {
-                if !h.opens.contains_key(&inode.fid) {
-                    h.recently_removed.push_back((now, inode.fid));
-                }
+                h.recently_removed.push_back((now, inode.fid));
                 h.orphans.insert(inode.fid, inode);
             }
             h.forget_removed(now);
@@ -604,6 +602,12 @@ impl RecordFs {
         }
         let src = self.lookup(dir, name)?;
         self.commit_writers_of(src.ino)?;
+        self.keep_bytes_in_log(src.ino)?;
+        if exchange {
+            if let Ok(dst) = self.lookup(to_dir, to_name) {
+                self.keep_bytes_in_log(dst.ino)?;
+            }
+        }
         // A concurrent commit may change what we validated; then check again.
         for _ in 0..3 {
             let src = self.inode(self.lookup(dir, name)?.ino)?;
@@ -663,6 +667,30 @@ impl RecordFs {
             "{} kept changing during the rename",
             show(name)
         ))
+    }
+
+    /// Before a backing file is renamed: a crash in the middle of a rename on a filesystem
+    /// without a journal can keep neither of its names, and recovery then restores the file
+    /// from the log, if the log holds its bytes. A file last written before the latest
+    /// compaction has them only in its backing file, so they are committed again first (the
+    /// same version; a file changed meanwhile has its new bytes in the log already).
+    fn keep_bytes_in_log(&self, fid: Fid) -> Result<()> {
+        if self.pipeline.bytes_in_live_log(fid) || self.damaged.contains(&fid) {
+            return Ok(());
+        }
+        let seen = self.inode(fid)?.last_seq;
+        let data = Data::new(Arc::new(self.read_committed(fid)?));
+        let result = self.commit(|ns| match ns.get(fid) {
+            Some(inode) if inode.last_seq == seen => Ok(new_content(inode, inode.attrs, data)),
+            _ => Err(err!(
+                EAGAIN,
+                "inode {fid} changed; its bytes are in the log"
+            )),
+        });
+        match result {
+            Err(e) if e.errno != libc::EAGAIN => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// A regular file renamed to a record's name must hold valid JSON.

@@ -6,7 +6,8 @@
 //!   kept write of a prefix may be torn at a 512-byte or 4 KiB boundary;
 //! - a directory keeps a prefix of its unsynced name operations (creates, renames, unlinks), so a
 //!   rename between two directories may reach one and not the other; a rename or exchange
-//!   within one directory is one operation, all or nothing, as journaling filesystems make it;
+//!   within one directory is one operation, all or nothing, as journaling filesystems make it
+//!   (or, after `without_journal`, two that a crash keeps or loses apart);
 //! - attributes keep their synced value or their latest one.
 //!
 //! Each file and directory decides independently, which reorders unsynced writes across
@@ -87,6 +88,9 @@ struct Sim {
     capacity: Option<u64>,
     /// Mutating operations left before the machine "dies" (every later one answers EIO).
     budget: Option<u64>,
+    /// A filesystem without a journal: a rename or exchange within one directory is two name
+    /// operations, and a crash may keep the first alone (see `without_journal`).
+    no_journal: bool,
 }
 
 /// Where `crash` takes its decisions from: a seeded `Rng`, or an enumerator that walks every
@@ -431,6 +435,7 @@ impl SimDisk {
                 faults: sim.faults.clone(),
                 capacity: sim.capacity,
                 budget: sim.budget,
+                no_journal: sim.no_journal,
             })),
             generation: 0,
         }
@@ -440,6 +445,13 @@ impl SimDisk {
     /// machine died there (then `crash` to reboot).
     pub fn fail_after(&self, ops: u64) {
         self.sim.lock().budget = Some(ops);
+    }
+
+    /// From now on a rename within one directory is an unlink then a link, and an exchange two
+    /// links, each kept or lost by a crash on its own: a filesystem without a journal (ext2,
+    /// ext4 made without one), where a crash mid-rename may keep neither name.
+    pub fn without_journal(&self) {
+        self.sim.lock().no_journal = true;
     }
 
     /// Limits the bytes of file content the disk holds; `None` lifts the limit.
@@ -579,7 +591,7 @@ impl Disk for SimDisk {
         }
         let ((from_parent, from_name), (to_parent, to_name)) = (split(from)?, split(to)?);
         sim.dir(&to_parent)?;
-        if from_parent == to_parent {
+        if from_parent == to_parent && !sim.no_journal {
             return sim.swap(&from_parent, vec![(from_name, None), (to_name, Some(ino))]);
         }
         sim.unlink(from)?;
@@ -591,7 +603,7 @@ impl Disk for SimDisk {
         sim.fault(FaultOn::Rename)?;
         let (ia, ib) = (sim.lookup(a)?, sim.lookup(b)?);
         let ((pa, na), (pb, nb)) = (split(a)?, split(b)?);
-        if pa == pb {
+        if pa == pb && !sim.no_journal {
             return sim.swap(&pa, vec![(na, Some(ib)), (nb, Some(ia))]);
         }
         sim.link(a, ib)?;
