@@ -24,7 +24,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::disk::{Disk, EntryKind, FileMeta, ReadAt};
 use crate::error::{err, Error, Result};
-use crate::log::{encode_entry, Entry, Fid, Kind, LogWriter, Op, Seq, Time};
+use crate::log::{encode_entry, Data, Entry, Fid, Kind, LogWriter, Op, Seq, Time};
 use crate::namespace::{Applied, ContentLoc, Inode, Namespace};
 use crate::options::MAX_PENDING_BYTES;
 use crate::store::{self, Layout};
@@ -247,7 +247,46 @@ impl Pipeline {
     /// Commits one change. `build` runs under the state lock: it checks the change against the
     /// namespace and returns the op to log, or an error that leaves everything unchanged.
     pub fn commit(&self, build: impl FnOnce(&mut Namespace) -> Result<Op>) -> Result<Committed> {
+        self.commit_keeping(&[], &[], build)
+    }
+
+    /// Like `commit`, with the current bytes of every regular file in `in_log` in the live
+    /// segment when the entry is (see `bytes_in_live_log`): for a file whose bytes are not,
+    /// `relog` must bring them (read by the caller), and they are committed again first, under
+    /// the same lock, so that no compaction comes between. EAGAIN if they are missing or stale.
+    pub fn commit_keeping(
+        &self,
+        in_log: &[Fid],
+        relog: &[(Fid, Data)],
+        build: impl FnOnce(&mut Namespace) -> Result<Op>,
+    ) -> Result<Committed> {
         let mut st = self.state.lock();
+        self.wait_for_room(&mut st)?;
+        let missing: Vec<Fid> = in_log
+            .iter()
+            .copied()
+            .filter(|f| !bytes_in_log(&st, *f))
+            .collect();
+        for fid in &missing {
+            let again = relog.iter().find(|(f, _)| f == fid).and_then(|(_, data)| {
+                let inode = st.ns.get(*fid)?;
+                (inode.dcrc == crate::log::crc32c(&data.bytes)).then(|| Op::Set {
+                    fid: *fid,
+                    dir: inode.parent,
+                    name: inode.name.clone(),
+                    kind: Kind::File,
+                    attrs: inode.attrs,
+                    data: data.clone(),
+                })
+            });
+            let op = again.ok_or_else(|| err!(EAGAIN, "inode {fid} has left the live log"))?;
+            self.append(&mut st, op)?;
+        }
+        let op = build(&mut st.ns)?;
+        self.append(&mut st, op)
+    }
+
+    fn wait_for_room(&self, st: &mut parking_lot::MutexGuard<'_, State>) -> Result<()> {
         loop {
             if let Some(reason) = &st.fatal {
                 return Err(err!(
@@ -264,9 +303,13 @@ impl Pipeline {
                     format!("backing files cannot be written: {}", e.reason),
                 ));
             }
-            self.room.wait(&mut st);
+            self.room.wait(st);
         }
-        let op = build(&mut st.ns)?;
+        Ok(())
+    }
+
+    /// Appends one entry for `op` and applies it to the namespace (the state lock held).
+    fn append(&self, st: &mut parking_lot::MutexGuard<'_, State>, op: Op) -> Result<Committed> {
         let entry = Entry {
             seq: st.ns.last_seq() + 1,
             ts: Time::now().millis(),
@@ -275,7 +318,7 @@ impl Pipeline {
         let line = encode_entry(&entry);
         let offset = st.log.append(&line).inspect_err(|e| {
             if !e.is_no_space() && e.errno != libc::EFBIG {
-                self.turn_read_only(&mut st, format!("log append failed: {e}"));
+                self.turn_read_only(st, format!("log append failed: {e}"));
             }
         })?;
         let loc = matches!(entry.op, Op::Set { .. }).then_some(ContentLoc {
@@ -288,7 +331,7 @@ impl Pipeline {
                 // The entry is in the log but the namespace refused it: a bug. Nothing more
                 // may be written on top of it.
                 let reason = format!("entry {} does not fit the namespace: {e}", entry.seq);
-                self.turn_read_only(&mut st, reason.clone());
+                self.turn_read_only(st, reason.clone());
                 return Err(err!(EIO, "{reason}"));
             }
         };
@@ -926,11 +969,14 @@ impl Pipeline {
     /// last written before the latest compaction (or in an earlier segment) has them only in
     /// its backing file.
     pub fn bytes_in_live_log(&self, fid: Fid) -> bool {
-        let st = self.state.lock();
-        st.ns.get(fid).is_some_and(|i| {
-            i.kind != Kind::File || i.content.is_some_and(|c| c.segment >= st.log.start_seq())
-        })
+        bytes_in_log(&self.state.lock(), fid)
     }
+}
+
+fn bytes_in_log(st: &State, fid: Fid) -> bool {
+    st.ns.get(fid).is_some_and(|i| {
+        i.kind != Kind::File || i.content.is_some_and(|c| c.segment >= st.log.start_seq())
+    })
 }
 
 /// Whether the first queued entry is a SET that a later SET of the same file replaces, with

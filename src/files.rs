@@ -97,8 +97,9 @@ struct Writer {
     /// The processes (by the kernel's lock owner: one per table of open files) whose writes
     /// are not yet committed. close(2) commits only for one of them: a forked child that
     /// closes its inherited copy (at exec, or at exit) must not commit its parent's half-done
-    /// writes. `unowned`: a change whose process the kernel does not name (ftruncate, a
-    /// mapping's writeback), after which any close commits.
+    /// writes. With none known (only ftruncate or a mapping's writeback changed the copy: the
+    /// kernel names no process for those), or with more than `MAX_OWNERS` (`unowned`), any
+    /// close commits.
     owners: Vec<u64>,
     unowned: bool,
 }
@@ -369,8 +370,19 @@ impl RecordFs {
     }
 
     fn commit(&self, build: impl FnOnce(&mut Namespace) -> Result<Op>) -> Result<Seq> {
+        self.commit_keeping(&[], &[], build)
+    }
+
+    /// A commit with the bytes of the files in `in_log` in the live log (see
+    /// `Pipeline::commit_keeping`).
+    fn commit_keeping(
+        &self,
+        in_log: &[Fid],
+        relog: &[(Fid, Data)],
+        build: impl FnOnce(&mut Namespace) -> Result<Op>,
+    ) -> Result<Seq> {
         self.writable()?;
-        let committed = self.pipeline.commit(build)?;
+        let committed = self.pipeline.commit_keeping(in_log, relog, build)?;
         if !committed.applied.removed.is_empty() {
             let mut h = self.handles.lock();
             let now = Instant::now();
@@ -602,15 +614,18 @@ impl RecordFs {
         }
         let src = self.lookup(dir, name)?;
         self.commit_writers_of(src.ino)?;
-        self.keep_bytes_in_log(src.ino)?;
-        if exchange {
-            if let Ok(dst) = self.lookup(to_dir, to_name) {
-                self.keep_bytes_in_log(dst.ino)?;
-            }
-        }
         // A concurrent commit may change what we validated; then check again.
         for _ in 0..3 {
-            let src = self.inode(self.lookup(dir, name)?.ino)?;
+            // The log must hold the bytes of what is renamed (see `keep_bytes_in_log`) when
+            // the rename commits: a compaction in between is an EAGAIN, and another round.
+            let src_fid = self.lookup(dir, name)?.ino;
+            let mut in_log = vec![src_fid];
+            if exchange {
+                in_log.extend(self.lookup(to_dir, to_name).map(|d| d.ino));
+            }
+            in_log.retain(|fid| !self.damaged.contains(fid));
+            let relog = self.bytes_to_relog(&in_log);
+            let src = self.inode(src_fid)?;
             let dst = self
                 .pipeline
                 .with_ns(|ns| ns.lookup(to_dir, to_name).cloned());
@@ -628,13 +643,16 @@ impl RecordFs {
             if let (true, Some(d)) = (exchange, &dst) {
                 self.check_becomes_record(d, name)?;
             }
-            let seen = (src.last_seq, dst.as_ref().map(|d| (d.fid, d.last_seq)));
-            let result = self.commit(|ns| {
+            // What was checked: which files, holding which bytes (a commit of the same bytes
+            // again, as `relog` makes, changes nothing that was checked).
+            let checked = |i: &Inode| (i.fid, i.size, i.dcrc);
+            let seen = (checked(&src), dst.as_ref().map(checked));
+            let result = self.commit_keeping(&in_log, &relog, |ns| {
                 let s = ns
                     .lookup(dir, name)
                     .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
                 let d = ns.lookup(to_dir, to_name);
-                if (s.last_seq, d.map(|d| (d.fid, d.last_seq))) != seen || s.fid != src.fid {
+                if (checked(s), d.map(checked)) != seen {
                     return Err(err!(EAGAIN, "changed while checked"));
                 }
                 if d.is_some() && noreplace {
@@ -669,28 +687,21 @@ impl RecordFs {
         ))
     }
 
-    /// Before a backing file is renamed: a crash in the middle of a rename on a filesystem
-    /// without a journal can keep neither of its names, and recovery then restores the file
-    /// from the log, if the log holds its bytes. A file last written before the latest
-    /// compaction has them only in its backing file, so they are committed again first (the
-    /// same version; a file changed meanwhile has its new bytes in the log already).
-    fn keep_bytes_in_log(&self, fid: Fid) -> Result<()> {
-        if self.pipeline.bytes_in_live_log(fid) || self.damaged.contains(&fid) {
-            return Ok(());
-        }
-        let seen = self.inode(fid)?.last_seq;
-        let data = Data::new(Arc::new(self.read_committed(fid)?));
-        let result = self.commit(|ns| match ns.get(fid) {
-            Some(inode) if inode.last_seq == seen => Ok(new_content(inode, inode.attrs, data)),
-            _ => Err(err!(
-                EAGAIN,
-                "inode {fid} changed; its bytes are in the log"
-            )),
-        });
-        match result {
-            Err(e) if e.errno != libc::EAGAIN => Err(e),
-            _ => Ok(()),
-        }
+    /// A crash in the middle of a rename of a backing file, on a filesystem without a
+    /// journal, can keep neither of its names; recovery then restores the file from the log,
+    /// if the log holds its bytes. A file last written before the latest compaction has them
+    /// only in its backing file: they are read here and committed again with the rename
+    /// (`Pipeline::commit_keeping`). FORMAT.md, "Entries".
+    /// A file that cannot be read is left out: the commit then answers EAGAIN, and the next
+    /// round of the rename meets whatever happened to it.
+    fn bytes_to_relog(&self, fids: &[Fid]) -> Vec<(Fid, Data)> {
+        fids.iter()
+            .filter(|fid| !self.pipeline.bytes_in_live_log(**fid))
+            .filter_map(|fid| {
+                let bytes = self.read_committed(*fid).ok()?;
+                Some((*fid, Data::new(Arc::new(bytes))))
+            })
+            .collect()
     }
 
     /// A regular file renamed to a record's name must hold valid JSON.
@@ -902,7 +913,8 @@ impl RecordFs {
         match who.owner {
             Some(o) if w.owners.contains(&o) => {}
             Some(o) if w.owners.len() < MAX_OWNERS => w.owners.push(o),
-            _ => w.unowned = true,
+            Some(_) => w.unowned = true,
+            None => {}
         }
         Ok(bytes.len() as u32)
     }
@@ -1031,7 +1043,7 @@ impl RecordFs {
                 }
                 // A process that did not write closing its copy of the descriptor.
                 if let (true, false, Some(o)) = (w.written, w.unowned, owner) {
-                    if !w.owners.contains(&o) {
+                    if !w.owners.is_empty() && !w.owners.contains(&o) {
                         return Ok(Ticket::NONE);
                     }
                 }
@@ -1123,7 +1135,6 @@ impl RecordFs {
                     w.dirty = true;
                     w.written = true;
                     w.failed = false;
-                    w.unowned = true;
                     w.last_write = Time::now();
                 }
                 _ => last = Some(self.truncate_committed(fid, size)?),

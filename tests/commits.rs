@@ -409,6 +409,13 @@ subprocess.run(["true"], close_fds=False)   # closes it at exec (O_CLOEXEC)
 assert open(p).read() == "", repr(open(p).read())
 f.write('"done"}}'); f.close()
 assert open(p).read() == '{{"half": "done"}}', repr(open(p).read())
+# The same after ftruncate, which the kernel sends without naming the process.
+f = open(p, "r+")
+f.truncate(0); f.write('{{"again": '); f.flush()
+subprocess.run(["true"])
+assert open(p).read() == '{{"half": "done"}}', repr(open(p).read())
+f.write('1}}'); f.close()
+assert open(p).read() == '{{"again": 1}}', repr(open(p).read())
 "#,
             p = env.path(&name).to_str().unwrap()
         );

@@ -41,8 +41,9 @@ const NAMES: [&str; 8] = [
     "d",
 ];
 const SLOTS: usize = 6;
-/// --sync never: the comparison is of what programs see, and syncs would only slow it.
-const MOUNT_ARGS: &[&str] = &["--sync", "never"];
+/// --sync never for most sequences: the comparison is of what programs see, and syncs would
+/// only slow it; a few run under the default (--sync always), whose replies wait for syncs.
+const SYNC_NEVER: &[&str] = &["--sync", "never"];
 
 fn is_record(name: usize) -> bool {
     name < 3
@@ -1474,17 +1475,17 @@ fn simpler(op: &Op) -> Option<Op> {
 
 /// Runs `ops` on a new store and a new tmpfs, so that a shrinking step does not inherit what
 /// an earlier failure did to the mount. Returns the result and the daemon's log.
-fn fresh_run(ops: &[Op]) -> (Result<(), (usize, String)>, String) {
+fn fresh_run(args: &[&str], ops: &[Op]) -> (Result<(), (usize, String)>, String) {
     let env = Env::new();
     let tmpfs = Tmpfs::new();
-    let mount = env.mount(MOUNT_ARGS);
+    let mount = env.mount(args);
     let mut runner = Runner::new(&env.mnt, &tmpfs.path);
     let result = runner.run(ops);
     runner.close_fds();
     (result, mount.daemon_log())
 }
 
-fn shrink(mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, String)) {
+fn shrink(args: &[&str], mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, String)) {
     ops.truncate(why.0 + 1);
     let mut chunk = ops.len() / 2;
     while chunk >= 1 {
@@ -1492,7 +1493,7 @@ fn shrink(mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, Strin
         while i + chunk <= ops.len() {
             let mut fewer = ops.clone();
             fewer.drain(i..i + chunk);
-            match fresh_run(&fewer).0 {
+            match fresh_run(args, &fewer).0 {
                 Err(e) => {
                     ops = fewer;
                     ops.truncate(e.0 + 1);
@@ -1507,7 +1508,7 @@ fn shrink(mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, Strin
         if let Some(op) = simpler(&ops[i]) {
             let mut other = ops.clone();
             other[i] = op;
-            if let Err(e) = fresh_run(&other).0 {
+            if let Err(e) = fresh_run(args, &other).0 {
                 ops = other;
                 why = e;
             }
@@ -1516,10 +1517,10 @@ fn shrink(mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, Strin
     (ops, why)
 }
 
-fn fail_with(label: &str, ops: Vec<Op>, why: (usize, String)) -> ! {
-    eprintln!("{label}: step {}: {} (shrinking)", why.0, why.1);
-    let (ops, why) = shrink(ops, why);
-    let log = fresh_run(&ops).1;
+fn fail_with(args: &[&str], label: &str, ops: Vec<Op>, why: (usize, String)) -> ! {
+    eprintln!("{label} ({args:?}): step {}: {} (shrinking)", why.0, why.1);
+    let (ops, why) = shrink(args, ops, why);
+    let log = fresh_run(args, &ops).1;
     let tail: Vec<&str> = log.lines().rev().take(20).collect();
     let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
     panic!(
@@ -1565,26 +1566,36 @@ fn ops_print_and_parse_back() {
     }
 }
 
+/// One test, both mounts in turn: another test thread of this process that forks (to start a
+/// daemon) would close inherited copies of this one's descriptors, and a close of a copy of
+/// a descriptor changed only by ftruncate commits it (README, Semantics: close).
 #[test]
 fn random_syscalls_match_tmpfs() {
+    differential(SYNC_NEVER, 60, 0);
+    differential(&[], 8, 1 << 32);
+}
+
+/// The kept cases, then `sequences` random ones (RECORDFS_SOAK overrides) from seeds
+/// `seed_base + 0, 1, ...`, on one mount made with `args`.
+fn differential(args: &[&str], sequences: u64, seed_base: u64) {
     let env = Env::new();
     let tmpfs = Tmpfs::new();
-    let mut mount = Some(env.mount(MOUNT_ARGS));
+    let mut mount = Some(env.mount(args));
     let mut runner = Runner::new(&env.mnt, &tmpfs.path);
 
     for (name, ops) in regressions() {
         if let Err(why) = runner.run(&ops) {
-            fail_with(&format!("regression {name}"), ops, why);
+            fail_with(args, &format!("regression {name}"), ops, why);
         }
     }
 
     let sequences: u64 = std::env::var("RECORDFS_SOAK")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(sequences);
     let mut steps = 0;
     for seed in 0..sequences {
-        let mut rng = Rng::new(seed + 1);
+        let mut rng = Rng::new(seed_base + seed + 1);
         let ops: Vec<Op> = (0..60 + rng.below(60))
             .map(|_| random_op(&mut rng))
             .collect();
@@ -1593,7 +1604,7 @@ fn random_syscalls_match_tmpfs() {
             eprintln!("# seed {seed}");
         }
         if let Err(why) = runner.run(&ops) {
-            fail_with(&format!("seed {seed}"), ops, why);
+            fail_with(args, &format!("seed {seed}"), ops, why);
         }
         // Every eighth sequence: a clean stop and a new mount show the same state.
         if seed % 8 == 7 {
@@ -1604,7 +1615,7 @@ fn random_syscalls_match_tmpfs() {
                 "seed {seed}: before the remount"
             );
             assert!(mount.take().unwrap().stop().success());
-            mount = Some(env.mount(MOUNT_ARGS));
+            mount = Some(env.mount(args));
             assert_eq!(
                 snapshot_dir(&env.mnt),
                 before_r,
@@ -1613,7 +1624,7 @@ fn random_syscalls_match_tmpfs() {
         }
     }
     eprintln!(
-        "{sequences} sequences, {steps} steps, {} fix-up writes",
+        "{args:?}: {sequences} sequences, {steps} steps, {} fix-up writes",
         runner.fixups
     );
     runner.reset().unwrap();

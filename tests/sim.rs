@@ -352,15 +352,24 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
 }
 
 /// The state a mounted store shows.
-fn read_state(fs: &RecordFs) -> State {
+/// Every file's state, or the first error met reading it (a damaged file, say).
+fn read_state(fs: &RecordFs) -> Result<State, String> {
     let dh = fs.opendir(ROOT).unwrap();
     let entries = fs.readdir(dh, 2).unwrap();
     fs.releasedir(dh);
     let mut out = State::new();
     for e in entries {
-        let st = fs.getattr(e.ino, None).unwrap();
-        let fh = fs.open(e.ino, libc::O_RDONLY).unwrap().0;
-        let content = fs.read(fh, 0, 1 << 20).unwrap();
+        let name = String::from_utf8_lossy(&e.name).into_owned();
+        let st = fs
+            .getattr(e.ino, None)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let fh = fs
+            .open(e.ino, libc::O_RDONLY)
+            .map_err(|e| format!("{name}: {e}"))?
+            .0;
+        let content = fs
+            .read(fh, 0, 1 << 20)
+            .map_err(|e| format!("{name}: {e}"))?;
         fs.release(fh);
         out.insert(
             String::from_utf8(e.name).unwrap(),
@@ -371,7 +380,7 @@ fn read_state(fs: &RecordFs) -> State {
             },
         );
     }
-    out
+    Ok(out)
 }
 
 /// A state in a line: each file's name, length, first bytes and mode.
@@ -447,7 +456,7 @@ fn run_case(
     drop(fs); // the dead process: its threads now see EIO
     let fs = RecordFs::start_on(Arc::new(rebooted.clone()), Path::new(STORE), opts)
         .map_err(|e| format!("recovery failed: {e}"))?;
-    let state = read_state(&fs);
+    let state = read_state(&fs).map_err(|e| format!("after recovery: {e}"))?;
     if !h.states[h.durable..]
         .iter()
         .any(|(s, _)| matches(&state, s))
@@ -636,7 +645,7 @@ fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
         let rebooted = disk.crash(fail_at);
         drop(fs);
         let fs = RecordFs::start_on(Arc::new(rebooted), Path::new(STORE), opts).unwrap();
-        let state = read_state(&fs);
+        let state = read_state(&fs).unwrap();
         assert!(
             h.states[h.durable..]
                 .iter()
@@ -845,7 +854,7 @@ fn exhaustive_small_workloads_at_every_crash_point() {
                     Options::default(),
                 )
                 .unwrap_or_else(|e| panic!("{w:?} after {step} ops: recovery failed: {e}"));
-                let state = read_state(&fs2);
+                let state = read_state(&fs2).unwrap();
                 assert!(
                     matches(&state, expected),
                     "{w:?} after {step} ops, outcome {:?}: {state:?} != {expected:?}",
@@ -965,7 +974,7 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
                 Options::default(),
             )
             .unwrap_or_else(|e| panic!("{fault:?}/{errno} seed {seed}: recovery failed: {e}"));
-            let state = read_state(&fs);
+            let state = read_state(&fs).unwrap();
             assert!(
                 h.states[h.durable..].iter().any(|(s, _)| matches(&state, s)),
                 "{fault:?}/{errno} seed {seed}: recovered [{}]\nops {ops:?}, fault before op {at}\nhistory (durable from {}):\n{}",

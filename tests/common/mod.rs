@@ -162,10 +162,21 @@ impl Mount {
             status.is_some()
         });
         if !ok {
+            // Where it hangs: the threads' stacks, then the end of its log.
+            let stacks = sh(&format!(
+                "for t in /proc/{}/task/*; do echo \"== $t $(cat $t/comm)\"; cat $t/stack 2>/dev/null; done",
+                c.id()
+            ))
+            .1;
             let _ = c.kill();
             let _ = c.wait();
             force_unmount(&self.mnt);
-            panic!("daemon did not stop within 30 s of SIGTERM");
+            let log = self.daemon_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "daemon did not stop within 30 s of SIGTERM\n{stacks}\nits log, newest first:\n{}",
+                tail.join("\n")
+            );
         }
         assert!(
             wait_until(Duration::from_secs(5), || !is_mounted(&self.mnt)),
