@@ -114,8 +114,9 @@ pub struct WriteBy {
     pub writeback: bool,
 }
 
-impl Writer {
-    const UNKNOWN: WriteBy = WriteBy {
+impl WriteBy {
+    /// A write whose process and kind are not known (the core driven without FUSE).
+    pub const UNKNOWN: WriteBy = WriteBy {
         owner: None,
         writeback: false,
     };
@@ -616,8 +617,8 @@ impl RecordFs {
         self.commit_writers_of(src.ino)?;
         // A concurrent commit may change what we validated; then check again.
         for _ in 0..3 {
-            // The log must hold the bytes of what is renamed (see `keep_bytes_in_log`) when
-            // the rename commits: a compaction in between is an EAGAIN, and another round.
+            // The log must hold the bytes of what is renamed (see `bytes_to_relog`) when the
+            // rename commits: a compaction in between is an EAGAIN, and another round.
             let src_fid = self.lookup(dir, name)?.ino;
             let mut in_log = vec![src_fid];
             if exchange {
@@ -692,6 +693,7 @@ impl RecordFs {
     /// if the log holds its bytes. A file last written before the latest compaction has them
     /// only in its backing file: they are read here and committed again with the rename
     /// (`Pipeline::commit_keeping`). FORMAT.md, "Entries".
+    ///
     /// A file that cannot be read is left out: the commit then answers EAGAIN, and the next
     /// round of the rename meets whatever happened to it.
     fn bytes_to_relog(&self, fids: &[Fid]) -> Vec<(Fid, Data)> {
@@ -830,7 +832,6 @@ impl RecordFs {
         // hold the truncation until a commit point, so it commits at once, like truncate(2).
         let mut ticket = Ticket::NONE;
         if flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC != 0 {
-            self.writable()?;
             ticket = self.commit_ticket(self.truncate_committed(fid, 0)?);
         }
         Ok((self.add_handle(fid, flags, None)?, ticket))
@@ -871,7 +872,7 @@ impl RecordFs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> Result<u32> {
-        self.write_as(fh, offset, bytes, Writer::UNKNOWN)
+        self.write_as(fh, offset, bytes, WriteBy::UNKNOWN)
     }
 
     /// A write by `who`: the process (lock owner) that made it, if the kernel names it, and

@@ -128,6 +128,15 @@ struct History {
 }
 
 impl History {
+    /// A history that starts at the empty store `fs` has just made.
+    fn new(fs: &RecordFs) -> History {
+        let mut h = History {
+            states: Vec::new(),
+            durable: 0,
+        };
+        h.push(State::new(), fs);
+        h
+    }
     fn push(&mut self, s: State, fs: &RecordFs) {
         self.states.push((s, fs.pipeline().last_seq()));
     }
@@ -433,11 +442,7 @@ fn run_case(
     let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
         .map_err(|e| e.to_string())?;
     let mut model = State::new();
-    let mut h = History {
-        states: Vec::new(),
-        durable: 0,
-    };
-    h.push(model.clone(), &fs);
+    let mut h = History::new(&fs);
     let mut open = Vec::new();
     for (i, op) in ops[..crash_after].iter().enumerate() {
         // A handle left open would be committed by a later rename of its file (as promised),
@@ -594,11 +599,7 @@ fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
         let fs =
             RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone()).unwrap();
         let mut model = State::new();
-        let mut h = History {
-            states: Vec::new(),
-            durable: 0,
-        };
-        h.push(model.clone(), &fs);
+        let mut h = History::new(&fs);
         disk.fail_next(FaultOn::Sync, fail_at, libc::EIO);
         let mut failed = false;
         for i in 0..8 {
@@ -829,11 +830,7 @@ fn exhaustive_small_workloads_at_every_crash_point() {
         let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default())
             .unwrap();
         let mut model = State::new();
-        let mut h = History {
-            states: Vec::new(),
-            durable: 0,
-        };
-        h.push(model.clone(), &fs);
+        let mut h = History::new(&fs);
         let mut open = Vec::new();
         for step in 0..=w.len() {
             if step > 0 {
@@ -908,11 +905,7 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
                 RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default())
                     .unwrap();
             let mut model = State::new();
-            let mut h = History {
-                states: Vec::new(),
-                durable: 0,
-            };
-            h.push(model.clone(), &fs);
+            let mut h = History::new(&fs);
             let mut open = Vec::new();
             let ops: Vec<Op> = (0..12)
                 .map(|_| random_op(&mut rng))
