@@ -10,8 +10,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --features failpoints 2>&1
-if grep -q 'recordfs:' /proc/self/mounts; then
-  echo "test.sh: a recordfs mount was left behind:" >&2
-  grep 'recordfs:' /proc/self/mounts >&2
+# recordfs mounts, and the differential test's reference tmpfs.
+if grep -qE '^(recordfs:|recordfs-diff )' /proc/self/mounts; then
+  echo "test.sh: a mount was left behind:" >&2
+  grep -E '^(recordfs:|recordfs-diff )' /proc/self/mounts >&2
   exit 1
 fi

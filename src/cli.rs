@@ -4,9 +4,10 @@ use std::io::{Read, Write};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use log::{error, info};
+use log::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::files::RecordFs;
@@ -384,7 +385,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(m.threads);
-    let mut session = match fuser::Session::new(Adapter::new(fs.clone()), &mountpoint, &config) {
+    let session = match fuser::Session::new(Adapter::new(fs.clone()), &mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("cannot mount at {}: {e}", mountpoint.display());
@@ -393,7 +394,6 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         }
     };
     start_invalidator(&fs, session.notifier());
-    let mut unmounter = session.unmount_callable();
     let mut signals = signals;
     let mp = mountpoint.clone();
     let for_signals = fs.clone();
@@ -407,9 +407,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
                     continue;
                 }
                 info!("signal {sig}: unmounting {}", mp.display());
-                if let Err(e) = unmounter.unmount() {
-                    error!("unmounting {}: {e}", mp.display());
-                }
+                unmount(&mp);
                 break;
             }
         })
@@ -443,6 +441,82 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
             error!("session ended: {e}");
             1
         }
+    }
+}
+
+/// How long a stop waits for a busy mount point to come free before detaching it.
+const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+
+/// Unmounts for a SIGTERM or SIGINT. A mount point is busy for a moment after use (the kernel
+/// releases a closed file asynchronously; a child between fork and exec holds its parent's
+/// descriptors), so EBUSY is retried for a grace. Past it the mount is detached, as libfuse
+/// daemons do: the name goes at once, open files go on being served and committed, and the
+/// session ends, cleanly, when the last of them closes.
+fn unmount(mp: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = std::ffi::CString::new(mp.as_os_str().as_bytes()) else {
+        return;
+    };
+    // Our mount's device: if it changes, somebody else unmounted it, and a retry could take
+    // down whatever is mounted there now.
+    let ours = match std::fs::metadata(mp) {
+        Ok(md) => md.dev(),
+        Err(e) => {
+            error!("unmounting {}: {e}", mp.display());
+            return;
+        }
+    };
+    let deadline = Instant::now() + UNMOUNT_GRACE;
+    loop {
+        // SAFETY: umount2(2) with a NUL-terminated path.
+        if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+            return;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) {
+            // Not root: only the setuid helper may unmount, and it detaches (as fuser does).
+            fusermount_detach(mp);
+            return;
+        }
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            error!("unmounting {}: {e}", mp.display());
+            return;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if std::fs::metadata(mp).map(|md| md.dev()).ok() != Some(ours) {
+            return;
+        }
+    }
+    warn!(
+        "{} is still busy after {} s (a process has a file or its working directory in it): \
+         detaching it; open files are served until they close, then the daemon exits",
+        mp.display(),
+        UNMOUNT_GRACE.as_secs()
+    );
+    // SAFETY: as above.
+    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+        let e = std::io::Error::last_os_error();
+        error!("detaching {}: {e}", mp.display());
+    }
+}
+
+fn fusermount_detach(mp: &Path) {
+    let out = std::process::Command::new("fusermount3")
+        .args(["-u", "-q", "-z", "--"])
+        .arg(mp)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => error!(
+            "fusermount3 -u -z {}: {}",
+            mp.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => error!("running fusermount3 to unmount {}: {e}", mp.display()),
     }
 }
 

@@ -153,9 +153,24 @@ impl Mount {
     }
 
     /// SIGTERM, as a clean stop; returns the daemon's exit status.
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_for_exit()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let c = self.child.as_ref().expect("running");
+        unsafe { libc::kill(c.id() as i32, sig) };
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        let c = self.child.as_mut().expect("running");
+        matches!(c.try_wait(), Ok(None))
+    }
+
+    /// Waits (30 s at most) for the daemon to exit once told to stop, and for its mount to go.
+    pub fn wait_for_exit(mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let mut status = None;
         let ok = wait_until(Duration::from_secs(30), || {
             status = c.try_wait().ok().flatten();
