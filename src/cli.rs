@@ -468,6 +468,7 @@ fn unmount(mp: &Path) {
         }
     };
     let deadline = Instant::now() + UNMOUNT_GRACE;
+    let mut busy_seen = false;
     loop {
         // SAFETY: umount2(2) with a NUL-terminated path.
         if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
@@ -485,6 +486,14 @@ fn unmount(mp: &Path) {
         }
         if Instant::now() >= deadline {
             break;
+        }
+        if !busy_seen {
+            busy_seen = true;
+            info!(
+                "{} is busy; trying again for up to {} s",
+                mp.display(),
+                UNMOUNT_GRACE.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
         if std::fs::metadata(mp).map(|md| md.dev()).ok() != Some(ours) {

@@ -226,6 +226,7 @@ fn sigterm_waits_for_a_mount_point_that_is_busy_for_a_moment() {
     assert!(is_mounted(&env.mnt), "still mounted while a file is open");
     drop(held);
     let log = exits_cleanly(m);
+    assert!(log.contains("is busy; trying again"), "{log}");
     assert!(!log.contains("detaching"), "freed within the grace: {log}");
 }
 
