@@ -41,8 +41,12 @@ fn build_template(env: &Env) {
     fs::write(env.path(&record(1)), "{\"i\": 1, \"second\": true}").unwrap();
     fs::write(env.path("notes.txt"), "plain, edited\n").unwrap();
     fs::write(env.path(&record(7)), "[7]").unwrap();
-    // Let the backing files catch up, then crash.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Let the backing files catch up (the apply thread writes them after the log sync, in
+    // order: the last one written means all are), then crash.
+    let caught_up = wait_until(std::time::Duration::from_secs(10), || {
+        fs::read(env.backing(&record(7))).ok().as_deref() == Some(b"[7]".as_slice())
+    });
+    assert!(caught_up, "the backing files did not catch up");
     m.kill9();
 }
 

@@ -211,29 +211,41 @@ import os, pty, time, select, sys
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp("nano", ["nano", "--ignorercfiles", {p:?}])
-def keys(b):
-    os.write(fd, b)
-    time.sleep(0.3)
-def drain():
-    while select.select([fd], [], [], 0.2)[0]:
-        try:
-            if not os.read(fd, 65536):
-                return
-        except OSError:
-            return
-time.sleep(1.0); drain()
-keys(b"\x1b\\")            # M-\ : to the top
-keys(b"\x0b")              # ^K : cut the line
-keys(b'{{"a": 2}}')        # type the new line
-keys(b"\x0f"); drain()     # ^O : write out
-keys(b"\r"); drain()       # confirm the name
-keys(b"\x18"); drain()     # ^X : exit
+screen = b""
+def expect(text):
+    # Reads the screen until `text` shows, 10 s at most.
+    global screen
+    deadline = time.time() + 10
+    while text not in screen:
+        left = deadline - time.time()
+        if left <= 0:
+            os.kill(pid, 9)
+            sys.exit("nano never showed %r; the screen ended with %r" % (text, screen[-300:]))
+        if select.select([fd], [], [], left)[0]:
+            try:
+                screen += os.read(fd, 65536)
+            except OSError:
+                sys.exit("nano exited before showing %r" % text)
+    screen = b""
+expect(b"Help")              # the shortcut bar: nano is ready for keys
+os.write(fd, b"\x1b\\")     # M-\ : to the top
+os.write(fd, b"\x0b")       # ^K : cut the line
+os.write(fd, b'{{"a": 2}}')  # type the new line
+os.write(fd, b"\x0f")       # ^O : write out
+expect(b"File Name to Write")
+os.write(fd, b"\r")         # confirm the name
+expect(b"Wrote")
+os.write(fd, b"\x18")       # ^X : exit
 deadline = time.time() + 10
 while time.time() < deadline:
     done, status = os.waitpid(pid, os.WNOHANG)
     if done:
         sys.exit(os.waitstatus_to_exitcode(status))
-    drain()
+    if select.select([fd], [], [], 0.1)[0]:
+        try:
+            os.read(fd, 65536)
+        except OSError:
+            pass
 os.kill(pid, 9)
 sys.exit("nano did not exit")
 "#,
