@@ -63,6 +63,10 @@ pub enum Command {
         /// Old log segments (and snapshots) kept in STORE/log/old/.
         #[arg(long, default_value_t = crate::compact::DEFAULT_KEEP_LOGS)]
         keep_logs: usize,
+        /// Mount a store whose log is damaged in the middle: drop the lines that cannot be
+        /// used (each named, its bytes kept in STORE/log/), keep every other commit.
+        #[arg(long, conflicts_with = "read_only")]
+        salvage: bool,
     },
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
@@ -114,6 +118,7 @@ pub fn main() -> i32 {
             log_limit,
             compact_every,
             keep_logs,
+            salvage,
         } => {
             if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
                 eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
@@ -128,8 +133,9 @@ pub fn main() -> i32 {
                 max_file_size,
                 read_only,
                 log_limit,
-                compact_every: std::time::Duration::from_secs(compact_every.max(1)),
+                compact_every: Duration::from_secs(compact_every.max(1)),
                 keep_logs,
+                salvage,
             };
             let mount = MountArgs {
                 store,

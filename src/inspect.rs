@@ -7,7 +7,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::log::{decode_entry, for_each_line, list_segments, Fid, Kind, Op, Seq, ROOT};
+use crate::log::{
+    decode_entry, for_each_line, list_segments, Fid, Kind, Op, Seq, LONGEST_LINE, ROOT,
+};
 use crate::record::is_record_name;
 use crate::recovery;
 use crate::store::Layout;
@@ -22,14 +24,6 @@ pub struct LogFilter {
     pub until: Option<Seq>,
 }
 
-fn names_of(op: &Op) -> Vec<&[u8]> {
-    match op {
-        Op::Set { name, .. } | Op::Attr { name, .. } | Op::Delete { name, .. } => vec![name],
-        Op::Rename { name, to_name, .. } => vec![name, to_name],
-        Op::Checkpoint { .. } => vec![],
-    }
-}
-
 impl LogFilter {
     fn keeps(&self, seq: Seq, op: &Op, fids: &HashSet<Fid>) -> bool {
         if self.since.is_some_and(|s| seq < s) || self.until.is_some_and(|u| seq > u) {
@@ -38,8 +32,7 @@ impl LogFilter {
         match &self.name {
             None => true,
             Some(want) => {
-                names_of(op).contains(&want.as_slice())
-                    || op.fid().is_some_and(|f| fids.contains(&f))
+                op.names().contains(&want.as_slice()) || op.fid().is_some_and(|f| fids.contains(&f))
             }
         }
     }
@@ -56,7 +49,7 @@ fn all_segments(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Seq, std::path:
 fn files_named(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<HashSet<Fid>> {
     let mut fids = HashSet::new();
     for (_, path) in all_segments(disk, layout)? {
-        for_each_line(disk, &path, |offset, line| {
+        for_each_line(disk, &path, LONGEST_LINE, |offset, line| {
             let Some(e) = (offset > 0).then(|| decode_entry(line).ok()).flatten() else {
                 return Ok(());
             };
@@ -76,7 +69,7 @@ fn files_named(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<HashSet<
                         fids.extend(*replaced);
                     }
                 }
-                op if names_of(op).first() == Some(&name) => fids.extend(op.fid()),
+                op if op.names().first() == Some(&name) => fids.extend(op.fid()),
                 _ => {}
             }
             Ok(())
@@ -100,7 +93,7 @@ pub fn print_log(
     };
     let mut printed = 0;
     for (_, path) in all_segments(disk, layout)? {
-        for_each_line(disk, &path, |offset, line| {
+        for_each_line(disk, &path, LONGEST_LINE, |offset, line| {
             if offset == 0 {
                 return Ok(()); // the segment's header
             }

@@ -28,9 +28,13 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// The longest line an entry with `max_file_size` bytes of data can need: base64 is 4/3 of the
 /// data and the utf8 encoding is chosen only when it at most doubles it.
-pub fn max_line_for(max_file_size: u64) -> u64 {
+pub const fn max_line_for(max_file_size: u64) -> u64 {
     max_file_size * 2 + ENTRY_OVERHEAD as u64
 }
+
+/// The longest line any writer may write: the bound for reading a segment whose header (and
+/// so its own bound) is unreadable.
+pub const LONGEST_LINE: u64 = max_line_for(crate::options::MAX_MAX_FILE_SIZE);
 
 pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
@@ -220,6 +224,15 @@ impl Op {
             Op::Delete { .. } => "DELETE",
             Op::Rename { .. } => "RENAME",
             Op::Checkpoint { .. } => "CHECKPOINT",
+        }
+    }
+
+    /// The names an entry mentions.
+    pub fn names(&self) -> Vec<&[u8]> {
+        match self {
+            Op::Set { name, .. } | Op::Attr { name, .. } | Op::Delete { name, .. } => vec![name],
+            Op::Rename { name, to_name, .. } => vec![name, to_name],
+            Op::Checkpoint { .. } => vec![],
         }
     }
 
@@ -976,7 +989,7 @@ pub fn scan_segment(
                     if scan.header.is_none() {
                         return Err(err!(
                             EIO,
-                            "{}: the header is unreadable but entries follow",
+                            "{}: the header is unreadable but entries follow. The store is left as it is; `recordfs mount --salvage` mounts it, reading the entries without the header.",
                             path.display()
                         ));
                     }
@@ -1028,10 +1041,12 @@ pub fn scan_segment(
 }
 
 /// Calls `f` with the offset and bytes of every line of a segment (the header's `max_line`
-/// bounds what is read into memory); a line too long is given as empty.
+/// bounds what is read into memory, or `unreadable_header_max` if the header is damaged); a
+/// line too long is given as empty.
 pub fn for_each_line(
     disk: &dyn Disk,
     path: &Path,
+    unreadable_header_max: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let file = disk
@@ -1049,9 +1064,8 @@ pub fn for_each_line(
             }
             LineRead::Line(line, ended) => {
                 if offset == 0 {
-                    if let Ok(h) = decode_header(&line) {
-                        max = h.max_line.min(usize::MAX as u64) as usize;
-                    }
+                    let bound = decode_header(&line).map_or(unreadable_header_max, |h| h.max_line);
+                    max = bound.min(usize::MAX as u64) as usize;
                 }
                 f(offset, &line)?;
                 offset += line.len() as u64 + u64::from(ended);

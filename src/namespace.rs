@@ -187,6 +187,15 @@ impl Namespace {
         self.last_seq
     }
 
+    /// Marks a sequence number and a fid as used though their entry was not applied (a salvage
+    /// dropped it): neither is ever given out again.
+    pub fn reserve(&mut self, seq: Seq, fid: Option<Fid>) {
+        self.last_seq = self.last_seq.max(seq);
+        if let Some(fid) = fid {
+            self.next_fid = self.next_fid.max(fid + 1);
+        }
+    }
+
     /// Takes a fid that has never named a file in this store.
     pub fn allocate_fid(&mut self) -> Fid {
         let fid = self.next_fid;

@@ -41,6 +41,9 @@ pub struct Options {
     pub compact_every: std::time::Duration,
     /// Old segments (and snapshots) kept in log/old/.
     pub keep_logs: usize,
+    /// Mount a log damaged in the middle anyway, dropping the lines that cannot be used
+    /// (`recovery::salvage`).
+    pub salvage: bool,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             log_limit: DEFAULT_LOG_LIMIT,
             compact_every: std::time::Duration::from_secs(DEFAULT_COMPACT_EVERY_SECS),
             keep_logs: crate::compact::DEFAULT_KEEP_LOGS,
+            salvage: false,
         }
     }
 }

@@ -64,6 +64,34 @@ fn name_str(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
+/// Said with every refusal of a damaged log.
+const SALVAGE_HINT: &str = "The store is left as it is; `recordfs mount --salvage` mounts it, dropping the damaged lines and keeping every other commit.";
+
+/// Where replay starts: the snapshot the manifest names, if the store was compacted, else an
+/// empty namespace; and the segments in charge from there.
+fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<(Namespace, Vec<(Seq, PathBuf)>)> {
+    let mut segments = list_segments(disk, &layout.log_dir())?;
+    let Some(m) = read_manifest(disk, layout)? else {
+        return Ok((Namespace::new(), segments));
+    };
+    // Older segments (if a crash left them) are history, not state.
+    let path = layout.log_dir().join(log::snapshot_name(m.snapshot));
+    let bytes = disk
+        .read(&path)
+        .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
+    let snap = log::decode_snapshot(&bytes)
+        .map_err(|e| err!(EIO, "snapshot {} is corrupt: {e}", path.display()))?;
+    segments.retain(|(start, _)| *start >= m.first_segment);
+    if segments.first().map(|(start, _)| *start) != Some(m.first_segment) {
+        return Err(err!(
+            EIO,
+            "the manifest names log segment {}, which is missing",
+            log::segment_name(m.first_segment)
+        ));
+    }
+    Ok((Namespace::from_snapshot(&snap)?, segments))
+}
+
 /// Reads every segment, checking each line and replaying the entries. Corruption in the
 /// middle of the log is an error naming the segment, offset and last good sequence number.
 fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
@@ -75,27 +103,11 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         entries: 0,
         checkpoint: None,
     };
-    let mut segments = list_segments(disk, &layout.log_dir())?;
-    if let Some(m) = read_manifest(disk, layout)? {
-        // A compacted store: the snapshot, then the segments from the manifest's first on.
-        // Older segments (if a crash left them) are history, not state.
-        let path = layout.log_dir().join(log::snapshot_name(m.snapshot));
-        let bytes = disk
-            .read(&path)
-            .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
-        let snap = log::decode_snapshot(&bytes)
-            .map_err(|e| err!(EIO, "snapshot {} is corrupt: {e}", path.display()))?;
-        scan.ns = Namespace::from_snapshot(&snap)?;
-        scan.checkpoint = Some((snap.upto, 0));
-        segments.retain(|(start, _)| *start >= m.first_segment);
-        if segments.first().map(|(start, _)| *start) != Some(m.first_segment) {
-            return Err(err!(
-                EIO,
-                "the manifest names log segment {}, which is missing",
-                log::segment_name(m.first_segment)
-            ));
-        }
+    let (ns, segments) = start_state(disk, layout)?;
+    if ns.last_seq() > 0 {
+        scan.checkpoint = Some((ns.last_seq(), 0));
     }
+    scan.ns = ns;
     let count = segments.len();
     for (i, (start, path)) in segments.into_iter().enumerate() {
         let is_last = i + 1 == count;
@@ -104,7 +116,7 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
             if start != want {
                 return Err(err!(
                     EIO,
-                    "log segment {} starts at entry {start}, but entry {want} was expected next",
+                    "log segment {} starts at entry {start}, but entry {want} was expected next. {SALVAGE_HINT}",
                     path.display()
                 ));
             }
@@ -124,7 +136,7 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
             ns.apply(&entry, loc).map(|_| ()).map_err(|e| {
                 err!(
                     EIO,
-                    "log {} offset {offset}: entry {} does not fit the state before it: {}",
+                    "log {} offset {offset}: entry {} does not fit the state before it: {}. {SALVAGE_HINT}",
                     path.display(),
                     entry.seq,
                     e.reason
@@ -136,7 +148,7 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
             if (seg.good_after_bad && !seg.hole) || !is_last {
                 return Err(err!(
                     EIO,
-                    "log {} is corrupt at offset {}: {}; entries after it are intact, so this is not a torn write. Last good entry before it: {}. The store is left as it is.",
+                    "log {} is corrupt at offset {}: {}; entries after it are intact, so this is not a torn write. Last good entry before it: {}. {SALVAGE_HINT}",
                     path.display(),
                     first.offset,
                     first.reason,
@@ -174,6 +186,151 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         }
     }
     Ok(scan)
+}
+
+/// `--salvage`: brings a store whose log is damaged in the middle back to a sound state with
+/// every commit the log still holds. Each line that cannot be used is dropped, named, and its
+/// bytes kept in `log/<segment>.bad-<offset>`: a line that does not check out, an entry out of
+/// order or one that does not fit the state before it (it built on a dropped one), and in the
+/// last segment everything after a hole (never synced, as for a torn tail). The backing tree is
+/// brought to the salvaged state, keeping aside whatever differs, and the state is compacted
+/// into a snapshot, so the damaged segments are retired to `log/old/` and the store mounts
+/// without `--salvage` from then on. A store that needs no salvage is left alone.
+fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Finding>> {
+    let Err(refusal) = scan_log(disk, layout) else {
+        return Ok(Vec::new());
+    };
+    let (mut ns, segments) = start_state(disk, layout)?;
+    let mut findings = Vec::new();
+    let mut max_line = max_line_for(opts.max_file_size);
+    // The highest sequence number seen or implied: the new segment starts after it.
+    let mut seen = ns.last_seq();
+    let count = segments.len();
+    for (i, (start, path)) in segments.iter().enumerate() {
+        let in_last = i + 1 == count;
+        let size = disk
+            .stat(path)
+            .map_err(|e| Error::io(format!("stat of {}", path.display()), &e))?
+            .len;
+        if *start > seen + 1 && seen > 0 {
+            findings.push(Finding {
+                what: format!(
+                    "log {}: entries {} to {} are missing before it",
+                    path.display(),
+                    seen + 1,
+                    start - 1
+                ),
+            });
+        }
+        seen = seen.max(start - 1);
+        let mut after_hole = false;
+        let mut dropped_since_good = false;
+        log::for_each_line(disk, path, log::LONGEST_LINE, |offset, line| {
+            let mut fid = None;
+            let why = if after_hole {
+                Some("after a hole of bytes that never reached the disk: never synced".into())
+            } else if offset + line.len() as u64 >= size {
+                Some("no newline (torn write)".into())
+            } else if offset == 0 {
+                match log::decode_header(line) {
+                    Ok(h) => {
+                        max_line = max_line.max(h.max_line);
+                        None
+                    }
+                    Err(e) => Some(format!("segment header: {e}")),
+                }
+            } else {
+                match log::decode_entry(line) {
+                    Err(e) => {
+                        after_hole = in_last && line.contains(&0);
+                        Some(e)
+                    }
+                    Ok(entry) if entry.seq <= seen => Some(format!(
+                        "entry {} after entry {seen}: a duplicate or out of order",
+                        entry.seq
+                    )),
+                    Ok(entry) => {
+                        if entry.seq > seen + 1 && !dropped_since_good {
+                            findings.push(Finding {
+                                what: format!(
+                                    "log {}: entries {} to {} are missing before offset {offset}",
+                                    path.display(),
+                                    seen + 1,
+                                    entry.seq - 1
+                                ),
+                            });
+                        }
+                        seen = entry.seq;
+                        fid = entry.op.fid();
+                        let loc = matches!(entry.op, Op::Set { .. }).then_some(
+                            crate::namespace::ContentLoc {
+                                segment: *start,
+                                offset,
+                            },
+                        );
+                        ns.apply(&entry, loc).err().map(|e| {
+                            format!(
+                                "entry {} does not fit the state before it: {}",
+                                entry.seq, e.reason
+                            )
+                        })
+                    }
+                }
+            };
+            let Some(why) = why else {
+                dropped_since_good = false;
+                return Ok(());
+            };
+            dropped_since_good = true;
+            ns.reserve(seen, fid);
+            let kept = match keep_beside(disk, path, &format!("bad-{offset}"), line)? {
+                Some(dest) => format!("; its bytes are in {}", dest.display()),
+                None => String::new(),
+            };
+            findings.push(Finding {
+                what: format!(
+                    "log {}: the line at offset {offset} is dropped ({why}){kept}",
+                    path.display()
+                ),
+            });
+            Ok(())
+        })?;
+    }
+    if findings.is_empty() {
+        // What made the strict reading refuse is nothing a salvage can drop.
+        return Err(refusal);
+    }
+    for f in &findings {
+        warn!("salvage: {f}");
+    }
+    let reconciled = reconcile(disk, layout, &ns, max_line, Repair::KeepingWhatDiffers)?;
+    for f in &reconciled.findings {
+        warn!("salvage: {f}");
+    }
+    findings.extend(reconciled.findings);
+    // The salvaged state becomes a snapshot (compaction's steps, FORMAT.md): every backing file
+    // durable, a new segment after every sequence number seen and every segment's first (a
+    // segment may hold no usable entry), the snapshot and manifest.
+    let last_start = segments.last().map_or(0, |(start, _)| *start);
+    ns.reserve(seen.max(last_start), None);
+    disk.sync_everything(&layout.root())
+        .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
+    store::sync_dir(disk, &layout.root())?;
+    store::sync_dir(disk, &layout.lost_found())?;
+    drop(LogWriter::create(
+        disk,
+        &layout.log_dir(),
+        ns.last_seq() + 1,
+        max_line,
+    )?);
+    crate::compact::commit_snapshot(disk, layout, &ns.snapshot(), opts.keep_logs)?;
+    info!(
+        "salvage: {} kept in a snapshot of entry {}; the damaged log is in {}",
+        layout.store.display(),
+        ns.last_seq(),
+        layout.log_dir().join("old").display()
+    );
+    Ok(findings)
 }
 
 fn meta_of(a: &Attrs) -> FileMeta {
@@ -309,15 +466,31 @@ pub struct Reconciled {
     pub changed: bool,
 }
 
-/// Holds `root/` against the namespace. With `repair`, restores from the log and moves
-/// unknown files to `lost+found/`; without, only reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    /// Only report (`check`, and read-only mounts).
+    No,
+    /// Restore what differs from the log, which is the truth.
+    FromTheLog,
+    /// The same, but a backing file that differs is first moved to `lost+found/`: after a
+    /// salvage the log is known to miss entries, and the file may hold the only copy of one.
+    KeepingWhatDiffers,
+}
+
+/// Holds `root/` against the namespace: restores from the log and moves unknown files to
+/// `lost+found/`, or only reports.
 fn reconcile(
     disk: &dyn Disk,
     layout: &Layout,
     ns: &Namespace,
     max_line: u64,
-    repair: bool,
+    repair: Repair,
 ) -> Result<Reconciled> {
+    let (repair, keep_differing) = match repair {
+        Repair::No => (false, false),
+        Repair::FromTheLog => (true, false),
+        Repair::KeepingWhatDiffers => (true, true),
+    };
     let mut out = Reconciled::default();
     let root = layout.root();
     let names = disk
@@ -349,6 +522,11 @@ fn reconcile(
             });
             continue;
         }
+        let mut kept = String::new();
+        if keep_differing && disk.stat(&layout.backing(&inode.name)).is_ok() {
+            let dest = set_aside(disk, layout, &inode.name)?;
+            kept = format!(" (what was there is in {})", dest.display());
+        }
         let restored = restore(disk, layout, inode, max_line).or_else(|e| {
             // The log no longer holds the bytes (they were compacted into a snapshot), but a
             // rename or exchange that had not reached the disk may have left them under
@@ -363,7 +541,7 @@ fn reconcile(
                 out.changed = true;
                 out.restored.push((layout.backing(&inode.name), inode.kind));
                 out.findings.push(Finding {
-                    what: format!("{name}: backing file {problem}; restored"),
+                    what: format!("{name}: backing file {problem}; restored{kept}"),
                 });
             }
             Err(e) if e.is_no_space() => return Err(e),
@@ -371,7 +549,7 @@ fn reconcile(
                 out.damaged.insert(inode.fid);
                 out.findings.push(Finding {
                     what: format!(
-                        "{name}: backing file {problem} and cannot be restored: {}; reads answer EIO",
+                        "{name}: backing file {problem} and cannot be restored: {}; reads answer EIO{kept}",
                         e.reason
                     ),
                 });
@@ -421,6 +599,9 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
             info!("removed {n} temp files left by an interrupted write");
         }
     }
+    if opts.salvage && !opts.read_only {
+        findings.extend(salvage(disk, layout, opts)?);
+    }
     let scan = scan_log(disk, layout)?;
     let max_line = max_line_for(opts.max_file_size);
     let mut ns = scan.ns;
@@ -457,13 +638,12 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
     };
     // Every backing file is read and checked against its CRC32C in the log: bit rot keeps
     // size and mtime, and a corrupt file must never be served as if it were fine.
-    let reconciled = reconcile(
-        disk,
-        layout,
-        &ns,
-        log.max_line().max(max_line),
-        !opts.read_only,
-    )?;
+    let repair = if opts.read_only {
+        Repair::No
+    } else {
+        Repair::FromTheLog
+    };
+    let reconciled = reconcile(disk, layout, &ns, log.max_line().max(max_line), repair)?;
     if opts.read_only && (!reconciled.findings.is_empty() || scan.torn.is_some()) {
         // Read-only, nothing can be repaired, and the backing files are not what the log
         // says: serving them would show a state that was never committed.
@@ -512,21 +692,39 @@ fn keep_cut_bytes(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
         .read(path)
         .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
     let tail = &bytes[(offset as usize).min(bytes.len())..];
-    if tail.iter().all(|b| *b == 0) {
-        return Ok(());
+    if let Some(dest) = keep_beside(disk, path, &format!("cut-{offset}"), tail)? {
+        info!(
+            "the {} bytes cut off are kept in {}",
+            tail.len(),
+            dest.display()
+        );
     }
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".cut-{offset}"));
-    let dest = PathBuf::from(name);
-    disk.write_file(&dest, tail, None)
-        .and_then(|_| disk.sync_file(&dest))
-        .map_err(|e| Error::io(format!("keeping the cut bytes in {}", dest.display()), &e))?;
-    info!(
-        "the {} bytes cut off are kept in {}",
-        tail.len(),
-        dest.display()
-    );
     Ok(())
+}
+
+/// Writes bytes the log stops using beside their segment, as `<segment>.<suffix>`, durably.
+/// Zeros (blocks that never reached the disk) hold nothing and are not kept.
+fn keep_beside(
+    disk: &dyn Disk,
+    segment: &Path,
+    suffix: &str,
+    bytes: &[u8],
+) -> Result<Option<PathBuf>> {
+    if bytes.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    let mut name = segment.as_os_str().to_owned();
+    name.push(format!(".{suffix}"));
+    let dest = PathBuf::from(name);
+    disk.write_file(&dest, bytes, None)
+        .and_then(|_| disk.sync_file(&dest))
+        .map_err(|e| {
+            Error::io(
+                format!("keeping dropped log bytes in {}", dest.display()),
+                &e,
+            )
+        })?;
+    Ok(Some(dest))
 }
 
 fn cut(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
@@ -629,7 +827,7 @@ pub fn check(disk: &dyn Disk, layout: &Layout) -> Result<CheckReport> {
         });
     }
     let max_line = scan.last.as_ref().map(|(_, h, _)| h.max_line).unwrap_or(0);
-    let reconciled = reconcile(disk, layout, &scan.ns, max_line, false)?;
+    let reconciled = reconcile(disk, layout, &scan.ns, max_line, Repair::No)?;
     problems.extend(reconciled.findings);
     let leftovers = disk.list(&layout.tmp()).map(|d| d.len()).unwrap_or(0);
     if leftovers > 0 {

@@ -11,12 +11,14 @@
 mod common;
 use common::*;
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use recordfs::files::RecordFs;
+use recordfs::log::{decode_entry, Entry, Op};
 use recordfs::options::Options;
 
 fn build_template(env: &Env) {
@@ -86,6 +88,8 @@ struct Case {
     target: Target,
     mutate: Mutation,
     keep_mtime: bool,
+    /// The log lines whose entries the damage takes away.
+    lost_lines: Vec<usize>,
 }
 
 fn log_cases(log: &[u8], rng: &mut Rng) -> Vec<Case> {
@@ -105,6 +109,7 @@ fn log_cases(log: &[u8], rng: &mut Rng) -> Vec<Case> {
             label: format!("log {where_}: flip bit at {bit}"),
             target: Target::Log,
             keep_mtime: false,
+            lost_lines: vec![i],
             mutate: Box::new(move |b| b[bit] ^= mask),
         });
         let cut = s + 1 + rng.below(e - s - 2);
@@ -112,12 +117,14 @@ fn log_cases(log: &[u8], rng: &mut Rng) -> Vec<Case> {
             label: format!("log {where_}: cut at {cut}"),
             target: Target::Log,
             keep_mtime: false,
+            lost_lines: (i..ls.len()).collect(),
             mutate: Box::new(move |b| b.truncate(cut)),
         });
         cases.push(Case {
             label: format!("log {where_}: duplicated"),
             target: Target::Log,
             keep_mtime: false,
+            lost_lines: vec![],
             mutate: Box::new(move |b| {
                 let line = b[s..e].to_vec();
                 b.splice(e..e, line);
@@ -127,6 +134,7 @@ fn log_cases(log: &[u8], rng: &mut Rng) -> Vec<Case> {
             label: format!("log {where_}: dropped"),
             target: Target::Log,
             keep_mtime: false,
+            lost_lines: vec![i],
             mutate: Box::new(move |b| {
                 b.drain(s..e);
             }),
@@ -135,6 +143,7 @@ fn log_cases(log: &[u8], rng: &mut Rng) -> Vec<Case> {
             label: format!("log {where_}: 512 bytes zeroed"),
             target: Target::Log,
             keep_mtime: false,
+            lost_lines: (i..ls.len()).filter(|&j| ls[j].0 < s + 512).collect(),
             mutate: Box::new(move |b| {
                 let end = (s + 512).min(b.len());
                 b[s..end].fill(0);
@@ -156,18 +165,21 @@ fn backing_cases(names: &[String], rng: &mut Rng, store: &Path) -> Vec<Case> {
                 label: format!("backing {name}: flip bit at {bit} (mtime kept)"),
                 target: t(),
                 keep_mtime: true,
+                lost_lines: vec![],
                 mutate: Box::new(move |b| b[bit] ^= mask),
             });
             cases.push(Case {
                 label: format!("backing {name}: cut to {}", len / 2),
                 target: t(),
                 keep_mtime: false,
+                lost_lines: vec![],
                 mutate: Box::new(move |b| b.truncate(len / 2)),
             });
             cases.push(Case {
                 label: format!("backing {name}: 512 bytes zeroed (mtime kept)"),
                 target: t(),
                 keep_mtime: true,
+                lost_lines: vec![],
                 mutate: Box::new(move |b| {
                     let end = b.len().min(512);
                     b[..end].fill(0);
@@ -178,16 +190,126 @@ fn backing_cases(names: &[String], rng: &mut Rng, store: &Path) -> Vec<Case> {
             label: format!("backing {name}: deleted"),
             target: t(),
             keep_mtime: false,
+            lost_lines: vec![],
             mutate: Box::new(|_| {}),
         });
         cases.push(Case {
             label: format!("backing {name}: one byte appended"),
             target: t(),
             keep_mtime: false,
+            lost_lines: vec![],
             mutate: Box::new(|b| b.push(b'\n')),
         });
     }
     cases
+}
+
+/// The undamaged store, to judge what a salvage keeps.
+struct Template {
+    /// Its backing tree: each name's bytes (a symlink's target).
+    tree: BTreeMap<String, Vec<u8>>,
+    /// Every version its log ever committed (file bytes and symlink targets).
+    versions: HashSet<Vec<u8>>,
+    log: Vec<u8>,
+    segment: std::ffi::OsString,
+}
+
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let path = e.path();
+            let bytes = match fs::read_link(&path) {
+                Ok(target) => target.into_os_string().into_encoded_bytes(),
+                Err(_) => fs::read(&path).unwrap(),
+            };
+            (e.file_name().into_string().unwrap(), bytes)
+        })
+        .collect()
+}
+
+fn entry_lines(log: &[u8]) -> impl Iterator<Item = Entry> + '_ {
+    lines(log)
+        .into_iter()
+        .skip(1)
+        .filter_map(|(s, e)| decode_entry(&log[s..e - 1]).ok())
+}
+
+fn committed_versions(log: &[u8]) -> HashSet<Vec<u8>> {
+    entry_lines(log)
+        .filter_map(|entry| match entry.op {
+            Op::Set { data, .. } => Some(data.bytes.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `--salvage` on a store whose log a case damaged: it mounts; the store is then sound; every
+/// file that no lost entry names is exactly as before; the others (and whatever was set aside)
+/// hold versions that were committed; the damaged segment is retired, not deleted.
+fn salvage_keeps_every_commit_it_can(case: &Case, store: &Path, template: &Template) {
+    let opts = Options {
+        salvage: true,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(store, opts)
+        .unwrap_or_else(|e| panic!("{}: --salvage refused: {e}", case.label));
+    fs.shutdown()
+        .unwrap_or_else(|e| panic!("{}: {e}", case.label));
+    drop(fs);
+    let (code, report) = check(store);
+    assert_eq!(
+        code, 0,
+        "{}: the salvaged store is not sound: {report}",
+        case.label
+    );
+    // The names a lost entry touches: its own, and every name its file ever had.
+    let at = lines(&template.log);
+    let lost: Vec<Entry> = case
+        .lost_lines
+        .iter()
+        .filter_map(|&i| decode_entry(&template.log[at[i].0..at[i].1 - 1]).ok())
+        .collect();
+    let fids: HashSet<u64> = lost.iter().filter_map(|e| e.op.fid()).collect();
+    let touched: HashSet<String> = entry_lines(&template.log)
+        .filter(|e| e.op.fid().is_some_and(|f| fids.contains(&f)))
+        .chain(lost)
+        .flat_map(|e| {
+            e.op.names()
+                .into_iter()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let got = tree(&store.join("root"));
+    for (name, bytes) in &template.tree {
+        if !touched.contains(name) {
+            assert!(
+                got.get(name) == Some(bytes),
+                "{}: {name}, which no lost entry touches, changed",
+                case.label
+            );
+        }
+    }
+    for (name, bytes) in got.iter().chain(&tree(&store.join("lost+found"))) {
+        assert!(
+            template.versions.contains(bytes),
+            "{}: {name} holds bytes that were never committed",
+            case.label
+        );
+    }
+    assert!(
+        store
+            .join("log")
+            .join("old")
+            .join(&template.segment)
+            .exists(),
+        "{}: the damaged segment is kept in log/old/",
+        case.label
+    );
 }
 
 fn check(store: &Path) -> (i32, String) {
@@ -227,6 +349,12 @@ fn every_injected_corruption_is_detected_and_recovery_never_panics() {
         .map(|e| e.file_name().into_string().unwrap())
         .collect();
     backing.sort();
+    let template = Template {
+        tree: tree(&env.store.join("root")),
+        versions: committed_versions(&log),
+        log: log.clone(),
+        segment: segment.file_name().unwrap().to_owned(),
+    };
     let mut cases = log_cases(&log, &mut rng);
     cases.extend(backing_cases(&backing, &mut rng, &env.store));
 
@@ -274,11 +402,12 @@ fn every_injected_corruption_is_detected_and_recovery_never_panics() {
                     case.label
                 );
                 assert!(
-                    e.reason.contains(".log"),
-                    "{}: the error names the log segment: {e}",
+                    e.reason.contains(".log") && e.reason.contains("--salvage"),
+                    "{}: the error names the log segment and the way out: {e}",
                     case.label
                 );
                 refused += 1;
+                salvage_keeps_every_commit_it_can(case, &store, &template);
             }
             Ok(Ok(fs)) => {
                 fs.shutdown()

@@ -80,6 +80,82 @@ fn corruption_in_the_middle_refuses_the_mount_and_check_names_it() {
 }
 
 #[test]
+fn salvage_mounts_a_log_damaged_in_the_middle_and_keeps_every_other_commit() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path(&record(1)), "{\"v\": 1}").unwrap();
+    fs::write(env.path(&record(2)), "{\"v\": 1}").unwrap();
+    fs::write(env.path(&record(1)), "{\"v\": 2}").unwrap();
+    fs::write(env.path(&record(3)), "{\"v\": 1}").unwrap();
+    m.stop();
+    // Bit rot in the entry that committed version 2 of record 1.
+    let mut log = fs::read(env.log_segment()).unwrap();
+    let at = find(&log, b"{\\\"v\\\": 2}").expect("the entry of version 2") + 8;
+    let line_start = log[..at].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+    log[at] = b'3';
+    fs::write(env.log_segment(), &log).unwrap();
+
+    let refused = mount_fails(&env, &[]);
+    assert!(refused.contains("--salvage"), "{refused}");
+    assert!(
+        Command::new(BIN)
+            .args(["mount", "--salvage", "--read-only"])
+            .arg(&env.store)
+            .arg(&env.mnt)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            == Some(2),
+        "a salvage writes: not with --read-only"
+    );
+
+    let m = env.mount(&["--salvage"]);
+    let read = |n| fs::read_to_string(env.path(&record(n))).unwrap();
+    assert_eq!(read(1), "{\"v\": 1}", "the version before the lost entry");
+    assert_eq!(read(2), "{\"v\": 1}");
+    assert_eq!(read(3), "{\"v\": 1}", "entries after the damage are kept");
+    let log_text = m.daemon_log();
+    assert!(
+        log_text.contains(&format!("line at offset {line_start} is dropped")),
+        "{log_text}"
+    );
+    let kept = env.store.join("log").join(format!(
+        "{}.bad-{line_start}",
+        env.log_segment().file_name().unwrap().to_string_lossy()
+    ));
+    let line_end = line_start + log[line_start..].iter().position(|b| *b == b'\n').unwrap();
+    assert_eq!(
+        fs::read(&kept).unwrap(),
+        &log[line_start..line_end],
+        "the dropped line's bytes are kept"
+    );
+    // The backing file held version 2, whose entry is lost: it is kept aside, not overwritten.
+    let aside: Vec<String> = fs::read_dir(env.store.join("lost+found"))
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(aside, ["{\"v\": 2}"]);
+    fs::write(env.path(&record(2)), "{\"v\": 2}").unwrap();
+    m.stop();
+
+    let (code, report) = env.check();
+    assert_eq!(code, 0, "a salvaged store is sound: {report}");
+    let m = env.mount(&[]);
+    assert_eq!(read(1), "{\"v\": 1}");
+    assert_eq!(
+        read(2),
+        "{\"v\": 2}",
+        "commits after the salvage are kept too"
+    );
+    m.stop();
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
 fn a_missing_or_stale_backing_file_is_restored_from_the_log() {
     let env = Env::new();
     let m = env.mount(&[]);
