@@ -391,7 +391,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(m.threads);
-    let session = match fuser::Session::new(Adapter::new(fs.clone()), &mountpoint, &config) {
+    let mut session = match fuser::Session::new(Adapter::new(fs.clone()), &mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("cannot mount at {}: {e}", mountpoint.display());
@@ -400,6 +400,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         }
     };
     start_invalidator(&fs, session.notifier());
+    let unmounter = session.unmount_callable();
     let mut signals = signals;
     let mp = mountpoint.clone();
     let for_signals = fs.clone();
@@ -413,7 +414,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
                     continue;
                 }
                 info!("signal {sig}: unmounting {}", mp.display());
-                unmount(&mp);
+                unmount(&mp, unmounter);
                 break;
             }
         })
@@ -458,51 +459,44 @@ const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
 /// descriptors), so EBUSY is retried for a grace. Past it the mount is detached, as libfuse
 /// daemons do: the name goes at once, open files go on being served and committed, and the
 /// session ends, cleanly, when the last of them closes.
-fn unmount(mp: &Path) {
+fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter) {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
-    let Ok(path) = std::ffi::CString::new(mp.as_os_str().as_bytes()) else {
-        return;
-    };
     // Our mount's device: if it changes, somebody else unmounted it, and a retry could take
     // down whatever is mounted there now.
-    let ours = match std::fs::metadata(mp) {
-        Ok(md) => md.dev(),
+    let ours = std::fs::metadata(mp).map(|md| md.dev()).ok();
+    // fuser's own attempt first: it knows the way for a user who is not root (fusermount3),
+    // and the session does not try again at its end. It gives its mount up even when the
+    // attempt fails, so the retries below are ours.
+    match unmounter.unmount() {
+        Ok(()) => return,
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) && ours.is_some() => {}
         Err(e) => {
             error!("unmounting {}: {e}", mp.display());
             return;
         }
+    }
+    info!(
+        "{} is busy; trying again for up to {} s",
+        mp.display(),
+        UNMOUNT_GRACE.as_secs()
+    );
+    let Ok(path) = std::ffi::CString::new(mp.as_os_str().as_bytes()) else {
+        return;
     };
     let deadline = Instant::now() + UNMOUNT_GRACE;
-    let mut busy_seen = false;
-    loop {
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        if std::fs::metadata(mp).map(|md| md.dev()).ok() != ours {
+            return;
+        }
         // SAFETY: umount2(2) with a NUL-terminated path.
         if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
             return;
         }
         let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EPERM) {
-            // Not root: only the setuid helper may unmount, and it detaches (as fuser does).
-            fusermount_detach(mp);
-            return;
-        }
         if e.raw_os_error() != Some(libc::EBUSY) {
             error!("unmounting {}: {e}", mp.display());
-            return;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        if !busy_seen {
-            busy_seen = true;
-            info!(
-                "{} is busy; trying again for up to {} s",
-                mp.display(),
-                UNMOUNT_GRACE.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        if std::fs::metadata(mp).map(|md| md.dev()).ok() != Some(ours) {
             return;
         }
     }
@@ -516,22 +510,6 @@ fn unmount(mp: &Path) {
     if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
         let e = std::io::Error::last_os_error();
         error!("detaching {}: {e}", mp.display());
-    }
-}
-
-fn fusermount_detach(mp: &Path) {
-    let out = std::process::Command::new("fusermount3")
-        .args(["-u", "-q", "-z", "--"])
-        .arg(mp)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => error!(
-            "fusermount3 -u -z {}: {}",
-            mp.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => error!("running fusermount3 to unmount {}: {e}", mp.display()),
     }
 }
 
