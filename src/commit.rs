@@ -178,6 +178,7 @@ impl Pipeline {
         log: LogWriter,
         policy: CompactPolicy,
         backing_durable: bool,
+        damaged: &HashSet<Fid>,
     ) -> (Arc<Pipeline>, Threads) {
         let durable = ns.last_seq();
         let on_disk: HashMap<Fid, Vec<u8>> = ns.files().map(|i| (i.fid, i.name.clone())).collect();
@@ -193,10 +194,11 @@ impl Pipeline {
                 disk: on_disk,
                 unsynced: Vec::new(),
                 unapplied: VecDeque::new(),
-                // Until proven durable, every backing file is owed a sync at the next checkpoint.
+                // Until proven durable, every backing file is owed a sync at the next checkpoint;
+                // not a damaged one, which may not even exist: it is not served either.
                 changed: match backing_durable {
                     true => HashSet::new(),
-                    false => on_disk_fids,
+                    false => &on_disk_fids - damaged,
                 },
                 fatal: None,
                 stalled: None,

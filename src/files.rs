@@ -271,6 +271,7 @@ impl RecordFs {
             recovered.log,
             policy,
             recovered.backing_durable,
+            &recovered.damaged,
         );
         Ok(RecordFs {
             disk,

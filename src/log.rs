@@ -630,38 +630,96 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
 
 pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
     let mut lines = bytes.split(|b| *b == b'\n');
-    let head = Fields(check_line(lines.next().unwrap_or_default())?);
-    if head.str("recordfs")? != "snapshot" || head.u64("version")? != FORMAT_VERSION {
-        return Err("not a recordfs snapshot of this version".into());
-    }
-    let count = head.u64("files")?;
+    let (upto, next_fid, root, count) = decode_snapshot_head(lines.next().unwrap_or_default())?;
     let mut files = Vec::new();
     for line in lines.by_ref().take(count as usize) {
-        let f = Fields(check_line(line)?);
-        files.push(FileRecord {
-            fid: f.u64("fid")?,
-            dir: f.u64("dir")?,
-            name: f.name("name")?,
-            kind: f.kind()?,
-            attrs: f.attrs()?,
-            len: f.u64("len")?,
-            dcrc: f.crc("dcrc")?,
-            target: f
-                .0
-                .contains_key("target")
-                .then(|| f.name("target"))
-                .transpose()?,
-        });
+        files.push(decode_file_record(line)?);
     }
     if files.len() as u64 != count || lines.any(|l| !l.is_empty()) {
         return Err(format!("the snapshot should hold exactly {count} files"));
     }
     Ok(Snapshot {
-        upto: head.u64("upto")?,
-        next_fid: head.u64("next_fid")?,
-        root: head.attrs()?,
+        upto,
+        next_fid,
+        root,
         files,
     })
+}
+
+/// A snapshot's header: `upto`, `next_fid`, the root's attributes, how many files follow.
+fn decode_snapshot_head(line: &[u8]) -> std::result::Result<(Seq, Fid, Attrs, u64), String> {
+    let head = Fields(check_line(line)?);
+    if head.str("recordfs")? != "snapshot" || head.u64("version")? != FORMAT_VERSION {
+        return Err("not a recordfs snapshot of this version".into());
+    }
+    Ok((
+        head.u64("upto")?,
+        head.u64("next_fid")?,
+        head.attrs()?,
+        head.u64("files")?,
+    ))
+}
+
+fn decode_file_record(line: &[u8]) -> std::result::Result<FileRecord, String> {
+    let f = Fields(check_line(line)?);
+    Ok(FileRecord {
+        fid: f.u64("fid")?,
+        dir: f.u64("dir")?,
+        name: f.name("name")?,
+        kind: f.kind()?,
+        attrs: f.attrs()?,
+        len: f.u64("len")?,
+        dcrc: f.crc("dcrc")?,
+        target: f
+            .0
+            .contains_key("target")
+            .then(|| f.name("target"))
+            .transpose()?,
+    })
+}
+
+/// What a salvage can read of a damaged snapshot: the header's fields if it checks out, every
+/// file line that does, and the lines that do not (offset, bytes, why).
+pub struct SalvagedSnapshot {
+    /// `upto`, `next_fid`, the root's attributes and the number of files it names.
+    pub head: Option<(Seq, Fid, Attrs, u64)>,
+    /// Each file line that checks out, with its offset and bytes.
+    pub files: Vec<(u64, Vec<u8>, FileRecord)>,
+    pub bad: Vec<(u64, Vec<u8>, String)>,
+}
+
+pub fn salvage_snapshot(bytes: &[u8]) -> SalvagedSnapshot {
+    let mut out = SalvagedSnapshot {
+        head: None,
+        files: Vec::new(),
+        bad: Vec::new(),
+    };
+    let mut offset = 0u64;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let at = offset;
+        offset += line.len() as u64 + 1;
+        if line.is_empty() {
+            continue;
+        }
+        let head = (i == 0).then(|| decode_snapshot_head(line));
+        let result = match head {
+            Some(Ok(head)) => {
+                out.head = Some(head);
+                Ok(())
+            }
+            // A first line that is no header may be a file line whose header was lost.
+            _ => decode_file_record(line)
+                .map(|f| out.files.push((at, line.to_vec(), f)))
+                .map_err(|e| match head {
+                    Some(Err(h)) => format!("header: {h}"),
+                    _ => e,
+                }),
+        };
+        if let Err(why) = result {
+            out.bad.push((at, line.to_vec(), why));
+        }
+    }
+    out
 }
 
 /// `log/MANIFEST`: which snapshot and segments hold the store's state. Written by temp file,

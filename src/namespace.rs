@@ -187,6 +187,14 @@ impl Namespace {
         self.last_seq
     }
 
+    /// Takes a file out of the namespace outside any entry (a salvage giving up on a file whose
+    /// bytes are lost); the next snapshot no longer names it.
+    pub fn forget(&mut self, fid: Fid) -> Option<Inode> {
+        let inode = self.inodes.remove(&fid)?;
+        self.entries.remove(&(inode.parent, inode.name.clone()));
+        Some(inode)
+    }
+
     /// Marks a sequence number and a fid as used though their entry was not applied (a salvage
     /// dropped it): neither is ever given out again.
     pub fn reserve(&mut self, seq: Seq, fid: Option<Fid>) {

@@ -71,7 +71,9 @@ const SALVAGE_HINT: &str = "The store is left as it is; `recordfs mount --salvag
 /// empty namespace; and the segments in charge from there.
 fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<(Namespace, Vec<(Seq, PathBuf)>)> {
     let mut segments = list_segments(disk, &layout.log_dir())?;
-    let Some(m) = read_manifest(disk, layout)? else {
+    let manifest =
+        read_manifest(disk, layout).map_err(|e| err!(EIO, "{}. {SALVAGE_HINT}", e.reason))?;
+    let Some(m) = manifest else {
         return Ok((Namespace::new(), segments));
     };
     // Older segments (if a crash left them) are history, not state.
@@ -79,8 +81,13 @@ fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<(Namespace, Vec<(Seq,
     let bytes = disk
         .read(&path)
         .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
-    let snap = log::decode_snapshot(&bytes)
-        .map_err(|e| err!(EIO, "snapshot {} is corrupt: {e}", path.display()))?;
+    let snap = log::decode_snapshot(&bytes).map_err(|e| {
+        err!(
+            EIO,
+            "snapshot {} is corrupt: {e}. {SALVAGE_HINT}",
+            path.display()
+        )
+    })?;
     segments.retain(|(start, _)| *start >= m.first_segment);
     if segments.first().map(|(start, _)| *start) != Some(m.first_segment) {
         return Err(err!(
@@ -200,8 +207,8 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
     let Err(refusal) = scan_log(disk, layout) else {
         return Ok(Vec::new());
     };
-    let (mut ns, segments) = start_state(disk, layout)?;
     let mut findings = Vec::new();
+    let (mut ns, segments) = salvage_start(disk, layout, &mut findings)?;
     let mut max_line = max_line_for(opts.max_file_size);
     // The highest sequence number seen or implied: the new segment starts after it.
     let mut seen = ns.last_seq();
@@ -227,29 +234,38 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         let mut dropped_since_good = false;
         log::for_each_line(disk, path, log::LONGEST_LINE, |offset, line| {
             let mut fid = None;
+            let header = (offset == 0).then(|| log::decode_header(line));
             let why = if after_hole {
                 Some("after a hole of bytes that never reached the disk: never synced".into())
             } else if offset + line.len() as u64 >= size {
                 Some("no newline (torn write)".into())
-            } else if offset == 0 {
-                match log::decode_header(line) {
-                    Ok(h) => {
-                        max_line = max_line.max(h.max_line);
-                        None
-                    }
-                    Err(e) => Some(format!("segment header: {e}")),
-                }
+            } else if let Some(Ok(h)) = header {
+                max_line = max_line.max(h.max_line);
+                None
             } else {
+                // A first line that is no header may be an entry whose header was lost.
                 match log::decode_entry(line) {
                     Err(e) => {
-                        after_hole = in_last && line.contains(&0);
-                        Some(e)
+                        // (Not the header: it is synced when the segment is made.)
+                        after_hole = in_last && offset > 0 && line.contains(&0);
+                        Some(match header {
+                            Some(Err(h)) => format!("segment header: {h}"),
+                            _ => e,
+                        })
                     }
                     Ok(entry) if entry.seq <= seen => Some(format!(
                         "entry {} after entry {seen}: a duplicate or out of order",
                         entry.seq
                     )),
                     Ok(entry) => {
+                        if offset == 0 {
+                            findings.push(Finding {
+                                what: format!(
+                                    "log {}: the segment has no header; its entries are read without it",
+                                    path.display()
+                                ),
+                            });
+                        }
                         if entry.seq > seen + 1 && !dropped_since_good {
                             findings.push(Finding {
                                 what: format!(
@@ -297,17 +313,28 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         })?;
     }
     if findings.is_empty() {
-        // What made the strict reading refuse is nothing a salvage can drop.
-        return Err(refusal);
+        // Every line reads, yet the whole did not: say what the strict reading found.
+        findings.push(Finding {
+            what: refusal.reason,
+        });
+    }
+    let reconciled = reconcile(disk, layout, &ns, max_line, Repair::KeepingWhatDiffers)?;
+    findings.extend(reconciled.findings);
+    // A file whose bytes are nowhere any more leaves the mount rather than answer EIO for
+    // good: what the backing tree held for it is in lost+found/, with the strays.
+    for fid in &reconciled.damaged {
+        if let Some(inode) = ns.forget(*fid) {
+            findings.push(Finding {
+                what: format!(
+                    "{}: taken out of the store, since no version of it can be restored",
+                    name_str(&inode.name)
+                ),
+            });
+        }
     }
     for f in &findings {
         warn!("salvage: {f}");
     }
-    let reconciled = reconcile(disk, layout, &ns, max_line, Repair::KeepingWhatDiffers)?;
-    for f in &reconciled.findings {
-        warn!("salvage: {f}");
-    }
-    findings.extend(reconciled.findings);
     // The salvaged state becomes a snapshot (compaction's steps, FORMAT.md): every backing file
     // durable, a new segment after every sequence number seen and every segment's first (a
     // segment may hold no usable entry), the snapshot and manifest.
@@ -685,6 +712,131 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
     })
 }
 
+/// Where a salvage starts: as `start_state`, but a damaged manifest gives way to the newest
+/// snapshot whose next segment is there (any snapshot with its following segments is a whole
+/// state: compaction writes both before its manifest), and a damaged snapshot gives the files
+/// its good lines name (the backing files of the others are then strays, kept in `lost+found/`).
+fn salvage_start(
+    disk: &dyn Disk,
+    layout: &Layout,
+    findings: &mut Vec<Finding>,
+) -> Result<(Namespace, Vec<(Seq, PathBuf)>)> {
+    let log_dir = layout.log_dir();
+    let mut segments = list_segments(disk, &log_dir)?;
+    let upto = match read_manifest(disk, layout) {
+        Ok(None) => return Ok((Namespace::new(), segments)),
+        Ok(Some(m)) => m.snapshot,
+        Err(e) => {
+            let path = log_dir.join(log::MANIFEST);
+            let bytes = disk
+                .read(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+            let kept = keep_beside(disk, &path, "bad", &bytes)?;
+            let names = disk
+                .list(&log_dir)
+                .map_err(|e| Error::io(format!("listing {}", log_dir.display()), &e))?;
+            let newest = names
+                .iter()
+                .filter_map(|n| log::parse_snapshot_name(std::str::from_utf8(n).ok()?))
+                .filter(|n| segments.iter().any(|(start, _)| *start == n + 1))
+                .max()
+                .ok_or_else(|| err!(EIO, "{}; and no snapshot can take its place", e.reason))?;
+            findings.push(Finding {
+                what: format!(
+                    "{}; snapshot {newest} is used instead{}",
+                    e.reason,
+                    kept.map(|p| format!(", and its bytes are in {}", p.display()))
+                        .unwrap_or_default()
+                ),
+            });
+            newest
+        }
+    };
+    let path = log_dir.join(log::snapshot_name(upto));
+    let bytes = disk
+        .read(&path)
+        .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
+    let snap = match log::decode_snapshot(&bytes) {
+        Ok(snap) => snap,
+        Err(_) => salvaged_snapshot(disk, layout, &path, upto, &bytes, findings)?,
+    };
+    segments.retain(|(start, _)| *start > upto);
+    if segments.first().map(|(start, _)| *start) != Some(upto + 1) {
+        return Err(err!(
+            EIO,
+            "log segment {}, which follows snapshot {upto}, is missing",
+            log::segment_name(upto + 1)
+        ));
+    }
+    Ok((Namespace::from_snapshot(&snap)?, segments))
+}
+
+/// The snapshot `upto` from the lines of it that check out; each other line is dropped, named
+/// and kept beside it. A damaged header's fields come from elsewhere: `upto` from the name,
+/// the next fid from the files, the root's attributes from the store directory.
+fn salvaged_snapshot(
+    disk: &dyn Disk,
+    layout: &Layout,
+    path: &Path,
+    upto: Seq,
+    bytes: &[u8],
+    findings: &mut Vec<Finding>,
+) -> Result<log::Snapshot> {
+    let read = log::salvage_snapshot(bytes);
+    let mut bad = read.bad;
+    let (mut fids, mut names) = (HashSet::new(), HashSet::new());
+    let mut files = Vec::new();
+    for (offset, line, f) in read.files {
+        if f.fid <= ROOT || f.dir != ROOT || !fids.insert(f.fid) || !names.insert(f.name.clone()) {
+            let why = "the file does not fit the ones before it".to_string();
+            bad.push((offset, line, why));
+            continue;
+        }
+        files.push(f);
+    }
+    // The lines after the header: the header's count of files should match them.
+    let lines = files.len() + bad.iter().filter(|(offset, ..)| *offset > 0).count();
+    for (offset, line, why) in bad {
+        let kept = keep_beside(disk, path, &format!("bad-{offset}"), &line)?;
+        findings.push(Finding {
+            what: format!(
+                "snapshot {}: the line at offset {offset} is dropped ({why}){}",
+                path.display(),
+                kept.map(|p| format!("; its bytes are in {}", p.display()))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    let (next_fid, root) = match read.head {
+        Some((_, next_fid, root, count)) => {
+            if count != lines as u64 {
+                findings.push(Finding {
+                    what: format!(
+                        "snapshot {}: its header names {count} files, {lines} lines follow",
+                        path.display()
+                    ),
+                });
+            }
+            (next_fid, root)
+        }
+        None => {
+            findings.push(Finding {
+                what: format!(
+                    "snapshot {}: no readable header; the root directory's attributes are new",
+                    path.display()
+                ),
+            });
+            (ROOT + 1, root_attrs(disk, layout)?)
+        }
+    };
+    Ok(log::Snapshot {
+        upto,
+        next_fid,
+        root,
+        files,
+    })
+}
+
 /// Keeps what a cut removes beside the segment (`<segment>.cut-<offset>`): nothing the log held
 /// is destroyed, even what was never acknowledged.
 fn keep_cut_bytes(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
@@ -745,31 +897,36 @@ fn new_log(
 ) -> Result<LogWriter> {
     let start = ns.last_seq() + 1;
     let mut log = LogWriter::create(disk, &layout.log_dir(), start, max_line)?;
-    let md = disk
-        .stat(&layout.store)
-        .map_err(|e| Error::io(format!("stat of {}", layout.store.display()), &e))?;
-    let now = Time::now();
     let entry = Entry {
         seq: start,
-        ts: now.millis(),
+        ts: Time::now().millis(),
         op: Op::Attr {
             fid: ROOT,
             dir: ROOT,
             name: Vec::new(),
-            attrs: Attrs {
-                mode: 0o755,
-                uid: md.uid,
-                gid: md.gid,
-                atime: now,
-                mtime: now,
-                ctime: now,
-            },
+            attrs: root_attrs(disk, layout)?,
         },
     };
     log.append(&encode_entry(&entry))?;
     log.sync()?;
     ns.apply(&entry, None)?;
     Ok(log)
+}
+
+/// A new root directory's attributes: 0755, owned as the store is, times now.
+fn root_attrs(disk: &dyn Disk, layout: &Layout) -> Result<Attrs> {
+    let md = disk
+        .stat(&layout.store)
+        .map_err(|e| Error::io(format!("stat of {}", layout.store.display()), &e))?;
+    let now = Time::now();
+    Ok(Attrs {
+        mode: 0o755,
+        uid: md.uid,
+        gid: md.gid,
+        atime: now,
+        mtime: now,
+        ctime: now,
+    })
 }
 
 /// Makes every restored backing file and the tree's names durable. A symlink cannot be
