@@ -195,7 +195,8 @@ pub struct RecordFs {
     /// How the shutdown went, once it has run.
     closed: Mutex<Option<Result<()>>>,
     handles: Mutex<Handles>,
-    damaged: HashSet<Fid>,
+    /// Files recovery could not restore: they answer EIO until new content is committed.
+    damaged: Mutex<HashSet<Fid>>,
     invalidator: Mutex<Option<Invalidator>>,
     rejected_count: AtomicU64,
     findings: Vec<Finding>,
@@ -284,7 +285,7 @@ impl RecordFs {
                 next: 1,
                 ..Handles::default()
             }),
-            damaged: recovered.damaged,
+            damaged: Mutex::new(recovered.damaged),
             invalidator: Mutex::new(None),
             rejected_count: AtomicU64::new(0),
             findings: recovered.findings,
@@ -625,7 +626,7 @@ impl RecordFs {
             if exchange {
                 in_log.extend(self.lookup(to_dir, to_name).map(|d| d.ino));
             }
-            in_log.retain(|fid| !self.damaged.contains(fid));
+            in_log.retain(|fid| !self.damaged.lock().contains(fid));
             let relog = self.bytes_to_relog(&in_log);
             let src = self.inode(src_fid)?;
             let dst = self
@@ -717,7 +718,7 @@ impl RecordFs {
     }
 
     fn read_committed(&self, fid: Fid) -> Result<Vec<u8>> {
-        if self.damaged.contains(&fid) {
+        if self.damaged.lock().contains(&fid) {
             return Err(err!(EIO, "the backing file of inode {fid} is damaged"));
         }
         self.pipeline
@@ -807,7 +808,7 @@ impl RecordFs {
     }
 
     fn snapshot(&self, fid: Fid) -> Result<Snapshot> {
-        if self.damaged.contains(&fid) {
+        if self.damaged.lock().contains(&fid) {
             return Err(err!(
                 EIO,
                 "the backing file of inode {fid} is damaged; see the mount's log"
@@ -987,6 +988,8 @@ impl RecordFs {
                 w.rejected = None;
                 w.owners.clear();
                 w.unowned = false;
+                // New content replaces what could not be restored.
+                self.damaged.lock().remove(&fid);
                 self.notify_changed(fid);
                 Ok(Some(seq))
             }
