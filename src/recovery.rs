@@ -208,110 +208,22 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         return Ok(Vec::new());
     };
     let mut findings = Vec::new();
-    let (mut ns, segments) = salvage_start(disk, layout, &mut findings)?;
-    let mut max_line = max_line_for(opts.max_file_size);
-    // The highest sequence number seen or implied: the new segment starts after it.
-    let mut seen = ns.last_seq();
-    let count = segments.len();
+    let (ns, segments) = salvage_start(disk, layout, &mut findings)?;
+    let mut s = Salvage {
+        seen: ns.last_seq(),
+        ns,
+        max_line: max_line_for(opts.max_file_size),
+        findings,
+    };
     for (i, (start, path)) in segments.iter().enumerate() {
-        let in_last = i + 1 == count;
-        let size = disk
-            .stat(path)
-            .map_err(|e| Error::io(format!("stat of {}", path.display()), &e))?
-            .len;
-        if *start > seen + 1 && seen > 0 {
-            findings.push(Finding {
-                what: format!(
-                    "log {}: entries {} to {} are missing before it",
-                    path.display(),
-                    seen + 1,
-                    start - 1
-                ),
-            });
-        }
-        seen = seen.max(start - 1);
-        let mut after_hole = false;
-        let mut dropped_since_good = false;
-        log::for_each_line(disk, path, log::LONGEST_LINE, |offset, line| {
-            let mut fid = None;
-            let header = (offset == 0).then(|| log::decode_header(line));
-            let why = if after_hole {
-                Some("after a hole of bytes that never reached the disk: never synced".into())
-            } else if offset + line.len() as u64 >= size {
-                Some("no newline (torn write)".into())
-            } else if let Some(Ok(h)) = header {
-                max_line = max_line.max(h.max_line);
-                None
-            } else {
-                // A first line that is no header may be an entry whose header was lost.
-                match log::decode_entry(line) {
-                    Err(e) => {
-                        // (Not the header: it is synced when the segment is made.)
-                        after_hole = in_last && offset > 0 && line.contains(&0);
-                        Some(match header {
-                            Some(Err(h)) => format!("segment header: {h}"),
-                            _ => e,
-                        })
-                    }
-                    Ok(entry) if entry.seq <= seen => Some(format!(
-                        "entry {} after entry {seen}: a duplicate or out of order",
-                        entry.seq
-                    )),
-                    Ok(entry) => {
-                        if offset == 0 {
-                            findings.push(Finding {
-                                what: format!(
-                                    "log {}: the segment has no header; its entries are read without it",
-                                    path.display()
-                                ),
-                            });
-                        }
-                        if entry.seq > seen + 1 && !dropped_since_good {
-                            findings.push(Finding {
-                                what: format!(
-                                    "log {}: entries {} to {} are missing before offset {offset}",
-                                    path.display(),
-                                    seen + 1,
-                                    entry.seq - 1
-                                ),
-                            });
-                        }
-                        seen = entry.seq;
-                        fid = entry.op.fid();
-                        let loc = matches!(entry.op, Op::Set { .. }).then_some(
-                            crate::namespace::ContentLoc {
-                                segment: *start,
-                                offset,
-                            },
-                        );
-                        ns.apply(&entry, loc).err().map(|e| {
-                            format!(
-                                "entry {} does not fit the state before it: {}",
-                                entry.seq, e.reason
-                            )
-                        })
-                    }
-                }
-            };
-            let Some(why) = why else {
-                dropped_since_good = false;
-                return Ok(());
-            };
-            dropped_since_good = true;
-            ns.reserve(seen, fid);
-            let kept = match keep_beside(disk, path, &format!("bad-{offset}"), line)? {
-                Some(dest) => format!("; its bytes are in {}", dest.display()),
-                None => String::new(),
-            };
-            findings.push(Finding {
-                what: format!(
-                    "log {}: the line at offset {offset} is dropped ({why}){kept}",
-                    path.display()
-                ),
-            });
-            Ok(())
-        })?;
+        s.read_segment(disk, *start, path, i + 1 == segments.len())?;
     }
+    let Salvage {
+        mut ns,
+        seen,
+        max_line,
+        mut findings,
+    } = s;
     if findings.is_empty() {
         // Every line reads, yet the whole did not: say what the strict reading found.
         findings.push(Finding {
@@ -358,6 +270,118 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         layout.log_dir().join("old").display()
     );
     Ok(findings)
+}
+
+/// A salvage's reading of the segments: the state so far and what it dropped.
+struct Salvage {
+    ns: Namespace,
+    /// The highest sequence number seen or implied: the new segment starts after it.
+    seen: Seq,
+    /// The longest line any segment's header allows (to restore files from them).
+    max_line: u64,
+    findings: Vec<Finding>,
+}
+
+impl Salvage {
+    fn read_segment(&mut self, disk: &dyn Disk, start: Seq, path: &Path, last: bool) -> Result<()> {
+        let size = disk
+            .stat(path)
+            .map_err(|e| Error::io(format!("stat of {}", path.display()), &e))?
+            .len;
+        if start > self.seen + 1 && self.seen > 0 {
+            self.note(format!(
+                "log {}: entries {} to {} are missing before it",
+                path.display(),
+                self.seen + 1,
+                start - 1
+            ));
+        }
+        self.seen = self.seen.max(start - 1);
+        let mut after_hole = false;
+        let mut dropped_since_good = false;
+        log::for_each_line(disk, path, log::LONGEST_LINE, |offset, line| {
+            let why = if after_hole {
+                Some("after a hole of bytes that never reached the disk: never synced".into())
+            } else if offset + line.len() as u64 >= size {
+                Some("no newline (torn write)".into())
+            } else {
+                // A hole ends the last segment as in recovery; not at the header, which is
+                // synced when the segment is made.
+                after_hole = last && offset > 0 && line.contains(&0);
+                self.line(path, start, offset, line, !dropped_since_good)
+            };
+            dropped_since_good = why.is_some();
+            let Some(why) = why else {
+                return Ok(());
+            };
+            let kept = match keep_beside(disk, path, &format!("bad-{offset}"), line)? {
+                Some(dest) => format!("; its bytes are in {}", dest.display()),
+                None => String::new(),
+            };
+            self.note(format!(
+                "log {}: the line at offset {offset} is dropped ({why}){kept}",
+                path.display()
+            ));
+            Ok(())
+        })
+    }
+
+    /// Replays one line if it can be used; otherwise says why it is dropped. A gap in the
+    /// sequence numbers is named when no dropped line explains it.
+    fn line(
+        &mut self,
+        path: &Path,
+        segment: Seq,
+        offset: u64,
+        line: &[u8],
+        name_gaps: bool,
+    ) -> Option<String> {
+        let header = (offset == 0).then(|| log::decode_header(line));
+        if let Some(Ok(h)) = &header {
+            self.max_line = self.max_line.max(h.max_line);
+            return None;
+        }
+        // A first line that is no header may be an entry whose header was lost.
+        let entry = match (log::decode_entry(line), header) {
+            (Ok(entry), _) => entry,
+            (Err(_), Some(Err(h))) => return Some(format!("segment header: {h}")),
+            (Err(e), _) => return Some(e),
+        };
+        if entry.seq <= self.seen {
+            return Some(format!(
+                "entry {} after entry {}: a duplicate or out of order",
+                entry.seq, self.seen
+            ));
+        }
+        if offset == 0 {
+            self.note(format!(
+                "log {}: the segment has no header; its entries are read without it",
+                path.display()
+            ));
+        }
+        if entry.seq > self.seen + 1 && name_gaps {
+            self.note(format!(
+                "log {}: entries {} to {} are missing before offset {offset}",
+                path.display(),
+                self.seen + 1,
+                entry.seq - 1
+            ));
+        }
+        self.seen = entry.seq;
+        let loc = matches!(entry.op, Op::Set { .. })
+            .then_some(crate::namespace::ContentLoc { segment, offset });
+        let why = self.ns.apply(&entry, loc).err()?;
+        // Neither its sequence number nor its file is given out again.
+        self.ns.reserve(entry.seq, entry.op.fid());
+        Some(format!(
+            "entry {} does not fit the state before it: {}",
+            entry.seq, why.reason
+        ))
+    }
+
+    fn note(&mut self, what: String) {
+        self.findings.push(Finding { what });
+    }
 }
 
 fn meta_of(a: &Attrs) -> FileMeta {
