@@ -214,6 +214,7 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         ns,
         max_line: max_line_for(opts.max_file_size),
         findings,
+        dropped: 0,
     };
     for (i, (start, path)) in segments.iter().enumerate() {
         s.read_segment(disk, *start, path, i + 1 == segments.len())?;
@@ -223,6 +224,7 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         seen,
         max_line,
         mut findings,
+        ..
     } = s;
     if findings.is_empty() {
         // Every line reads, yet the whole did not: say what the strict reading found.
@@ -272,6 +274,10 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
     Ok(findings)
 }
 
+/// The dropped lines a salvage names and keeps one by one; past it, a count per segment (a log
+/// damaged throughout must not become a file and a log line per line).
+const MAX_NAMED_DROPS: usize = 1000;
+
 /// A salvage's reading of the segments: the state so far and what it dropped.
 struct Salvage {
     ns: Namespace,
@@ -280,6 +286,8 @@ struct Salvage {
     /// The longest line any segment's header allows (to restore files from them).
     max_line: u64,
     findings: Vec<Finding>,
+    /// Lines dropped so far (counted up to `MAX_NAMED_DROPS`, then per segment).
+    dropped: usize,
 }
 
 impl Salvage {
@@ -314,6 +322,10 @@ impl Salvage {
             let Some(why) = why else {
                 return Ok(());
             };
+            self.dropped += 1;
+            if self.dropped > MAX_NAMED_DROPS {
+                return Ok(());
+            }
             let kept = match keep_beside(disk, path, &format!("bad-{offset}"), line)? {
                 Some(dest) => format!("; its bytes are in {}", dest.display()),
                 None => String::new(),
@@ -323,7 +335,16 @@ impl Salvage {
                 path.display()
             ));
             Ok(())
-        })
+        })?;
+        if self.dropped > MAX_NAMED_DROPS {
+            self.note(format!(
+                "log {}: {} more lines dropped, not named or kept one by one; the segment itself is kept in log/old/",
+                path.display(),
+                self.dropped - MAX_NAMED_DROPS
+            ));
+            self.dropped = MAX_NAMED_DROPS;
+        }
+        Ok(())
     }
 
     /// Replays one line if it can be used; otherwise says why it is dropped. A gap in the

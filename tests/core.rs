@@ -192,3 +192,70 @@ fn regression_open_of_a_file_replaced_a_moment_ago_opens_it() {
     );
     fs.shutdown().unwrap();
 }
+
+#[test]
+fn a_salvage_of_a_log_damaged_throughout_names_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let opts = Options {
+        sync: SyncMode::Never,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(&store, opts.clone()).unwrap();
+    for i in 0..1200u32 {
+        create_and_commit(&fs, &rec(i), format!("[{i}]").as_bytes()).unwrap();
+    }
+    fs.shutdown().unwrap();
+    drop(fs);
+    // Every line but the header, the first entry and the last line loses a byte of its
+    // checksum: damage in the middle, everywhere.
+    let segment = store.join("log").join("00000000000000000001.log");
+    let mut log = std::fs::read(&segment).unwrap();
+    let ends: Vec<usize> = (0..log.len()).filter(|&i| log[i] == b'\n').collect();
+    let damaged = ends.len() - 3;
+    for &end in &ends[2..ends.len() - 1] {
+        log[end - 3] = if log[end - 3] == b'0' { b'1' } else { b'0' };
+    }
+    std::fs::write(&segment, &log).unwrap();
+    assert!(RecordFs::start(&store, opts.clone()).is_err());
+
+    let fs = RecordFs::start(
+        &store,
+        Options {
+            salvage: true,
+            ..opts
+        },
+    )
+    .unwrap();
+    let named = fs
+        .findings()
+        .iter()
+        .filter(|f| f.what.contains("is dropped"))
+        .count();
+    let summary: Vec<_> = fs
+        .findings()
+        .iter()
+        .filter(|f| f.what.contains("more lines dropped"))
+        .collect();
+    assert_eq!(named, 1000, "at most 1,000 dropped lines are named");
+    assert_eq!(summary.len(), 1);
+    assert!(
+        summary[0]
+            .what
+            .contains(&format!("{} more lines dropped", damaged - 1000)),
+        "{}",
+        summary[0].what
+    );
+    let kept = std::fs::read_dir(store.join("log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".bad-")
+        })
+        .count();
+    assert_eq!(kept, 1000, "and kept one by one");
+    fs.shutdown().unwrap();
+}
