@@ -52,4 +52,7 @@ step "every commit is a checksummed JSON line in the store's log: a record's his
 show "$bin log $store --name $alice | jq -c '{seq, op, name, data}'"
 show "$bin stats $store"
 
+step "the store is its owner's alone: its log holds every version of every file, whatever the file's mode"
+show "ls -ld $store $store/log $store/log/*.log"
+
 printf '\nThe demo store is mounted at %s (store: %s).\nUnmount it with: umount %s\n' "$mnt" "$store" "$mnt"

@@ -67,6 +67,11 @@ pub enum Command {
         /// used (each named, its bytes kept in STORE/log/), keep every other commit.
         #[arg(long, conflicts_with = "read_only")]
         salvage: bool,
+        /// Serve a store that users other than its owner can read or enter (STORE, its
+        /// directories or log readable by group or others), instead of refusing it. The log
+        /// holds every file's bytes, whatever the file's mode.
+        #[arg(long)]
+        allow_open_store: bool,
     },
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
@@ -92,6 +97,9 @@ pub enum Command {
         /// How many old segments (and snapshots) to keep.
         #[arg(long, default_value_t = crate::compact::DEFAULT_KEEP_LOGS)]
         keep_logs: usize,
+        /// Compact a store that users other than its owner can reach, instead of refusing.
+        #[arg(long)]
+        allow_open_store: bool,
     },
     /// Count records and plain files (and their bytes), the log's size and entries, and the
     /// last checkpoint. Works on a mounted store too.
@@ -104,6 +112,11 @@ pub enum Command {
 }
 
 pub fn main() -> i32 {
+    // Whatever the caller's umask, what recordfs creates in STORE gets exactly the private
+    // modes it asks for (0600, 0700): a umask may narrow them, which would lock the daemon out
+    // of its own files, never widen them.
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
     match cli.command {
         Command::Mount {
@@ -119,6 +132,7 @@ pub fn main() -> i32 {
             compact_every,
             keep_logs,
             salvage,
+            allow_open_store,
         } => {
             if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
                 eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
@@ -136,6 +150,7 @@ pub fn main() -> i32 {
                 compact_every: Duration::from_secs(compact_every.max(1)),
                 keep_logs,
                 salvage,
+                allow_open_store,
             };
             let mount = MountArgs {
                 store,
@@ -184,16 +199,19 @@ pub fn main() -> i32 {
                 }
             }
         }
-        Command::Compact { store, keep_logs } => {
+        Command::Compact {
+            store,
+            keep_logs,
+            allow_open_store,
+        } => {
             init_logging();
             crate::progress::enable_on_terminal();
             let layout = Layout::new(&store);
-            match crate::compact::compact(
-                &crate::disk::RealDisk,
-                &layout,
-                &Options::default(),
-                keep_logs,
-            ) {
+            let opts = Options {
+                allow_open_store,
+                ..Options::default()
+            };
+            match crate::compact::compact(&crate::disk::RealDisk, &layout, &opts, keep_logs) {
                 Ok(c) => {
                     println!(
                         "{}: compacted up to entry {}; {} segments retired to log/old/, {} old files deleted",
@@ -302,9 +320,12 @@ fn daemonize_and_mount(mount: MountArgs) -> i32 {
 /// Sends the daemon's stdin to /dev/null and its output to STORE/daemon.log, once the store
 /// is known to be ours (never into a foreign directory).
 fn detach_output(layout: &Layout) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::disk::PRIVATE_FILE)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(layout.daemon_log())
         .map_err(|e| Error::io(format!("opening {}", layout.daemon_log().display()), &e))?;
     let null = std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", &e))?;
@@ -425,8 +446,9 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         mountpoint.display(),
         m.opts.sync
     );
+    let notices: String = fs.notices().iter().map(|n| format!("{n}\n")).collect();
     let live = format!(
-        "ok{} is mounted at {}; unmount with: umount {}\n",
+        "ok{notices}{} is mounted at {}; unmount with: umount {}\n",
         store.display(),
         mountpoint.display(),
         mountpoint.display()
@@ -533,7 +555,7 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) {
 
 /// `recordfs compact` on a mounted store: the daemon holding its lock is sent SIGUSR1.
 fn ask_daemon_to_compact(layout: &Layout, busy: &Error) -> i32 {
-    let holder = std::fs::read_to_string(layout.store.join("lock")).unwrap_or_default();
+    let holder = std::fs::read_to_string(layout.lock()).unwrap_or_default();
     let pid = holder
         .strip_prefix("recordfs pid ")
         .and_then(|rest| rest.split_whitespace().next())

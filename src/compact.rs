@@ -35,10 +35,6 @@ pub struct Compacted {
     pub deleted: usize,
 }
 
-fn old_dir(layout: &Layout) -> std::path::PathBuf {
-    layout.log_dir().join("old")
-}
-
 /// Compacts a store that is not mounted (it takes the store's lock).
 pub fn compact(disk: &dyn Disk, layout: &Layout, opts: &Options, keep: usize) -> Result<Compacted> {
     let rec = recovery::recover(disk, layout, opts)?;
@@ -102,7 +98,7 @@ pub fn commit_snapshot(
     )?;
 
     // 5. Retire what came before; keep the newest `keep` old segments and snapshots.
-    let old = old_dir(layout);
+    let old = layout.old_logs();
     if disk.stat(&old).is_err() {
         disk.create_dir(&old)
             .map_err(|e| Error::io(format!("creating {}", old.display()), &e))?;
@@ -155,8 +151,8 @@ fn history_seq(name: &[u8]) -> Option<Seq> {
 
 /// The old segments kept in `log/old/`, oldest first.
 pub fn old_segments(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Seq, std::path::PathBuf)>> {
-    match disk.stat(&old_dir(layout)) {
-        Ok(_) => list_segments(disk, &old_dir(layout)),
+    match disk.stat(&layout.old_logs()) {
+        Ok(_) => list_segments(disk, &layout.old_logs()),
         Err(_) => Ok(Vec::new()),
     }
 }

@@ -63,12 +63,17 @@ pub trait DiskFile: Send + Sync {
 /// A held lock on a store; released when dropped.
 pub trait DiskLock: Send + Sync {}
 
+/// Nothing this seam creates is readable by anyone but its owner: files are created 0600 and
+/// directories 0700 (`write_file` then gives a backing file its own mode, inside a 0700
+/// directory). No method follows a symbolic link in the last component of its path, so a link
+/// planted in STORE cannot make the daemon write elsewhere (see `access.rs`).
 pub trait Disk: Send + Sync + 'static {
     /// Opens a file to write; `create_new` fails with EEXIST if it exists.
     fn open_file(&self, path: &Path, create_new: bool) -> io::Result<Arc<dyn DiskFile>>;
     /// Opens a regular file (not following a symlink) to read the version it has now.
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn ReadAt>>;
-    /// Creates or truncates `path` and writes `bytes`, with `meta` if given. Not synced.
+    /// Creates `path` anew, removing whatever had that name (a link is removed, never
+    /// followed), and writes `bytes`, with `meta` if given. Not synced.
     fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()>;
     /// fsync of a file: its bytes and attributes are durable when it returns 0.
     fn sync_file(&self, path: &Path) -> io::Result<()>;
@@ -90,8 +95,10 @@ pub trait Disk: Send + Sync + 'static {
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Sets mode, owner (where allowed) and times of a regular file.
     fn set_meta(&self, path: &Path, meta: &FileMeta) -> io::Result<()>;
-    /// Creates a directory (durably: the sync of its parent is the caller's).
+    /// Creates a directory, mode 0700 (durably: the sync of its parent is the caller's).
     fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// chmod of a file or directory; ELOOP for a symlink, which is never followed.
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()>;
     /// Takes the store's exclusive lock; WouldBlock, with the holder's text, if it is held.
     fn lock(&self, path: &Path, holder: &str) -> io::Result<Box<dyn DiskLock>>;
 }
@@ -171,6 +178,19 @@ struct FlockLock {
 }
 impl DiskLock for FlockLock {}
 
+/// What every file recordfs creates for itself in STORE is given: its owner's alone.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// What every directory of STORE is given.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Opens to read (a directory with `O_DIRECTORY`) without following a final symlink.
+fn open_nofollow(path: &Path, flags: libc::c_int) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | flags)
+        .open(path)
+}
+
 fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
@@ -203,7 +223,10 @@ fn apply_meta(f: &File, m: &FileMeta) -> io::Result<()> {
 impl Disk for RealDisk {
     fn open_file(&self, path: &Path, create_new: bool) -> io::Result<Arc<dyn DiskFile>> {
         let mut o = OpenOptions::new();
-        o.read(true).write(true);
+        o.read(true)
+            .write(true)
+            .mode(PRIVATE_FILE)
+            .custom_flags(libc::O_NOFOLLOW);
         if create_new {
             o.create_new(true);
         }
@@ -219,12 +242,23 @@ impl Disk for RealDisk {
     }
 
     fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
+        // O_EXCL: a name planted where a temp file goes (a link, or a hard link to a file
+        // elsewhere) is removed, never written through.
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(PRIVATE_FILE)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        };
+        let f = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(path)?;
+                create()?
+            }
+            r => r?,
+        };
         FileExt::write_all_at(&f, bytes, 0)?;
         if let Some(m) = meta {
             apply_meta(&f, m)?;
@@ -233,15 +267,15 @@ impl Disk for RealDisk {
     }
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
+        open_nofollow(path, 0)?.sync_all()
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
+        open_nofollow(path, libc::O_DIRECTORY)?.sync_all()
     }
 
     fn sync_everything(&self, path: &Path) -> io::Result<()> {
-        let f = File::open(path)?;
+        let f = open_nofollow(path, libc::O_DIRECTORY)?;
         // SAFETY: valid descriptor.
         check(unsafe { libc::syncfs(f.as_raw_fd()) })
     }
@@ -315,7 +349,23 @@ impl Disk for RealDisk {
     }
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir(path)
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(PRIVATE_DIR).create(path)
+    }
+
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        // O_PATH opens without needing read permission, and O_NOFOLLOW refuses a link; fchmod
+        // does not take an O_PATH descriptor, so the change goes through its /proc name.
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(path)?;
+        if f.metadata()?.file_type().is_symlink() {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        let proc_path = cpath(Path::new(&format!("/proc/self/fd/{}", f.as_raw_fd())))?;
+        // SAFETY: a NUL-terminated path; chmod follows the /proc link to the opened file.
+        check(unsafe { libc::chmod(proc_path.as_ptr(), mode & 0o7777) })
     }
 
     fn lock(&self, path: &Path, holder: &str) -> io::Result<Box<dyn DiskLock>> {
@@ -325,7 +375,8 @@ impl Disk for RealDisk {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(PRIVATE_FILE)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         // SAFETY: valid descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

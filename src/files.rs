@@ -200,6 +200,7 @@ pub struct RecordFs {
     invalidator: Mutex<Option<Invalidator>>,
     rejected_count: AtomicU64,
     findings: Vec<Finding>,
+    notices: Vec<String>,
     _lock: StoreLock,
 }
 
@@ -289,6 +290,7 @@ impl RecordFs {
             invalidator: Mutex::new(None),
             rejected_count: AtomicU64::new(0),
             findings: recovered.findings,
+            notices: recovered.notices,
             _lock: recovered.lock,
         })
     }
@@ -296,6 +298,11 @@ impl RecordFs {
     /// What recovery found and repaired when this store was opened.
     pub fn findings(&self) -> &[Finding] {
         &self.findings
+    }
+
+    /// What opening changed in the store that the user should hear of once (an upgrade).
+    pub fn notices(&self) -> &[String] {
+        &self.notices
     }
 
     pub fn options(&self) -> &Options {

@@ -4,6 +4,7 @@
 //! pipeline) → `log` → `store` (the backing files). `recovery` rebuilds the state at mount;
 //! `namespace` holds names and attributes. Nothing below `files` knows about FUSE.
 
+pub mod access;
 pub mod cli;
 pub mod commit;
 pub mod compact;

@@ -44,6 +44,8 @@ pub struct Options {
     /// Mount a log damaged in the middle anyway, dropping the lines that cannot be used
     /// (`recovery::salvage`).
     pub salvage: bool,
+    /// Serve a store that other users can reach (access.rs), knowingly, instead of refusing.
+    pub allow_open_store: bool,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             compact_every: std::time::Duration::from_secs(DEFAULT_COMPACT_EVERY_SECS),
             keep_logs: crate::compact::DEFAULT_KEEP_LOGS,
             salvage: false,
+            allow_open_store: false,
         }
     }
 }

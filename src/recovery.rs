@@ -269,7 +269,7 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         "salvage: {} kept in a snapshot of entry {}; the damaged log is in {}",
         layout.store.display(),
         ns.last_seq(),
-        layout.log_dir().join("old").display()
+        layout.old_logs().display()
     );
     Ok(findings)
 }
@@ -655,6 +655,8 @@ pub struct Recovered {
     pub log: LogWriter,
     pub damaged: HashSet<Fid>,
     pub findings: Vec<Finding>,
+    /// What opening changed in the store, for the user to hear once (an upgrade).
+    pub notices: Vec<String>,
     /// The log ends at a checkpoint or a snapshot: every backing file is durable. If not (the
     /// last process died), files it wrote may sit only in the page cache, even those recovery
     /// found right, and the next checkpoint must sync them all.
@@ -663,7 +665,21 @@ pub struct Recovered {
 
 /// Opens (or creates) a store and recovers it. See FORMAT.md, "Recovery".
 pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recovered> {
-    let lock = store::open_store(disk, layout, !opts.read_only)?;
+    let opened = store::open_store(
+        disk,
+        layout,
+        store::Purpose::Serve {
+            writable: !opts.read_only,
+            allow_open: opts.allow_open_store,
+        },
+    )?;
+    let lock = opened.lock;
+    for e in &opened.exposures {
+        warn!("--allow-open-store: {e}");
+    }
+    for n in &opened.notices {
+        warn!("{n}");
+    }
     let mut findings = Vec::new();
     if !opts.read_only {
         let n = store::clear_tmp(disk, layout)?;
@@ -753,6 +769,7 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
         log,
         damaged: reconciled.damaged,
         findings,
+        notices: opened.notices,
         backing_durable,
     })
 }
@@ -1001,8 +1018,14 @@ pub struct CheckReport {
 /// Verifies a store offline without changing it: every log line's checksum and every backing
 /// file's bytes against the log.
 pub fn check(disk: &dyn Disk, layout: &Layout) -> Result<CheckReport> {
-    let _lock = store::open_store(disk, layout, false)?;
-    let mut problems = Vec::new();
+    let opened = store::open_store(disk, layout, store::Purpose::Check)?;
+    let mut problems: Vec<Finding> = opened
+        .exposures
+        .iter()
+        .map(|e| Finding {
+            what: format!("{e} (the log holds every file's bytes, whatever its mode)"),
+        })
+        .collect();
     let scan = match scan_log(disk, layout) {
         Ok(s) => s,
         Err(e) => {

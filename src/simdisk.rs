@@ -55,11 +55,27 @@ enum DirOp {
     Swap(Vec<(Vec<u8>, Option<Ino>)>),
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Dir {
     live: BTreeMap<Vec<u8>, Ino>,
     durable: BTreeMap<Vec<u8>, Ino>,
     unsynced: Vec<DirOp>,
+    /// Permission bits and owner; kept durably, as a directory's are in these tests.
+    mode: u32,
+    uid: u32,
+}
+
+impl Default for Dir {
+    fn default() -> Dir {
+        Dir {
+            live: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            unsynced: Vec::new(),
+            mode: crate::disk::PRIVATE_DIR,
+            // SAFETY: geteuid cannot fail. The process that creates a directory owns it.
+            uid: unsafe { libc::geteuid() },
+        }
+    }
 }
 
 /// What `fail_next` can fail.
@@ -534,17 +550,11 @@ impl Disk for SimDisk {
 
     fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()> {
         let mut sim = self.live()?;
-        let ino = match sim.lookup(path) {
-            Ok(ino) => {
-                sim.write(ino, Write::SetLen(0))?;
-                ino
-            }
-            Err(_) => {
-                let ino = sim.new_node(None);
-                sim.link(path, ino)?;
-                ino
-            }
-        };
+        if sim.lookup(path).is_ok() {
+            sim.unlink(path)?;
+        }
+        let ino = sim.new_node(None);
+        sim.link(path, ino)?;
         sim.write(ino, Write::At(0, bytes.to_vec()))?;
         if let Some(m) = meta {
             sim.node(ino).meta = *m;
@@ -631,12 +641,12 @@ impl Disk for SimDisk {
 
     fn stat(&self, path: &Path) -> io::Result<DiskStat> {
         let mut sim = self.live()?;
-        if sim.dirs.contains_key(path) {
+        if let Some(dir) = sim.dirs.get(path) {
             return Ok(DiskStat {
                 kind: EntryKind::Dir,
                 len: 0,
-                mode: 0o755,
-                uid: 0,
+                mode: dir.mode,
+                uid: dir.uid,
                 gid: 0,
                 mtime: Time { secs: 0, nsecs: 0 },
             });
@@ -695,6 +705,21 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let mut sim = self.live()?;
+        if let Some(dir) = sim.dirs.get_mut(path) {
+            dir.mode = mode & 0o7777;
+            return Ok(());
+        }
+        let ino = sim.lookup(path)?;
+        let node = sim.node(ino);
+        if node.symlink.is_some() {
+            return Err(errno(libc::ELOOP));
+        }
+        node.meta.mode = mode & 0o7777;
+        Ok(())
+    }
+
     fn lock(&self, _path: &Path, _holder: &str) -> io::Result<Box<dyn DiskLock>> {
         drop(self.live()?);
         Ok(Box::new(NoLock))
@@ -712,7 +737,10 @@ mod tests {
         d.write_file(f, b"synced", None).unwrap();
         d.sync_file(f).unwrap();
         d.sync_dir(dir).unwrap();
-        d.write_file(f, b"later", None).unwrap();
+        // Overwritten in place, as the log's segments are.
+        let file = d.open_file(f, false).unwrap();
+        file.set_len(0).unwrap();
+        file.write_at(0, b"later").unwrap();
         let mut seen = std::collections::HashSet::new();
         for seed in 0..64 {
             // Each seed crashes a fresh copy of the same history.
@@ -737,6 +765,31 @@ mod tests {
             );
         }
         assert!(seen.contains(b"synced".as_slice()) && seen.contains(b"later".as_slice()));
+    }
+
+    #[test]
+    fn write_file_replaces_the_name_so_a_crash_may_keep_old_new_or_none() {
+        let d = SimDisk::new();
+        let (dir, f) = (Path::new("/"), Path::new("/f"));
+        d.write_file(f, b"synced", None).unwrap();
+        d.sync_file(f).unwrap();
+        d.sync_dir(dir).unwrap();
+        d.write_file(f, b"later", None).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..64 {
+            let rebooted = d.fork().crash(seed);
+            seen.insert((&rebooted as &dyn Disk).read(f).ok());
+        }
+        for s in &seen {
+            assert!(
+                match s {
+                    None => true,
+                    Some(s) => s == b"synced" || b"later".starts_with(s),
+                },
+                "{s:?}"
+            );
+        }
+        assert!(seen.contains(&Some(b"synced".to_vec())) && seen.contains(&None));
     }
 
     #[test]

@@ -7,12 +7,15 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::disk::{Disk, DiskLock, EntryKind, FileMeta};
+use crate::access::{self, Exposure};
+use crate::disk::{Disk, DiskLock, EntryKind, FileMeta, PRIVATE_DIR};
 use crate::error::{err, Error, Result};
 use crate::log::Time;
 
 pub const MARKER: &str = "recordfs.store";
-const MARKER_TEXT: &str = "{\"format\":\"recordfs-store\",\"version\":1}\n";
+const MARKER_TEXT: &str = "{\"format\":\"recordfs-store\",\"version\":2}\n";
+/// The marker of a store made before modes were enforced; upgraded at its first mount.
+const MARKER_V1: &str = "{\"format\":\"recordfs-store\",\"version\":1}";
 const LOCK: &str = "lock";
 /// How many rejected saves are kept; the oldest go first.
 pub const MAX_REJECTED_KEPT: usize = 256;
@@ -50,11 +53,19 @@ impl Layout {
     pub fn daemon_log(&self) -> PathBuf {
         self.store.join("daemon.log")
     }
+    pub fn lock(&self) -> PathBuf {
+        self.store.join(LOCK)
+    }
+    /// Where compaction retires old segments and snapshots.
+    pub fn old_logs(&self) -> PathBuf {
+        self.log_dir().join("old")
+    }
     /// The backing file of a name in the root directory.
     pub fn backing(&self, name: &[u8]) -> PathBuf {
         self.root().join(OsStr::from_bytes(name))
     }
-    fn dirs(&self) -> [PathBuf; 5] {
+    /// The directories every store has (`log/old/` comes with the first compaction).
+    pub fn dirs(&self) -> [PathBuf; 5] {
         [
             self.log_dir(),
             self.root(),
@@ -62,6 +73,10 @@ impl Layout {
             self.rejected(),
             self.lost_found(),
         ]
+    }
+    /// The files recordfs keeps for itself at the top of STORE.
+    pub fn own_files(&self) -> [PathBuf; 3] {
+        [self.marker(), self.lock(), self.daemon_log()]
     }
 }
 
@@ -150,20 +165,84 @@ pub struct StoreLock {
     _lock: Box<dyn DiskLock>,
 }
 
-/// Opens (creating if needed) the store at `layout`, refusing a foreign directory, and takes
-/// its lock. `create` allows making a new store in a missing or empty directory.
-pub fn open_store(disk: &dyn Disk, layout: &Layout, create: bool) -> Result<StoreLock> {
+/// What the caller of `open_store` will do with the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Serve or compact it. `writable`: a missing or empty STORE becomes a store, and a store
+    /// made by an earlier version is upgraded. A store others can reach is refused unless
+    /// `allow_open` (`--allow-open-store`).
+    Serve { writable: bool, allow_open: bool },
+    /// `recordfs check`: nothing is changed; what others can reach is reported, not refused.
+    Check,
+}
+
+/// An open, locked store.
+pub struct Opened {
+    pub lock: StoreLock,
+    /// Paths of STORE others can reach: accepted with `allow_open`, or for `Check` to report.
+    pub exposures: Vec<Exposure>,
+    /// What opening changed in the store, for the user to hear once (an upgrade).
+    pub notices: Vec<String>,
+}
+
+/// The marker's versions. Version 2 has the log format of version 1 and private modes
+/// (FORMAT.md, "Versions"); a version-1 store is upgraded at its first writable mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+fn read_version(disk: &dyn Disk, layout: &Layout) -> Result<Version> {
+    let marker = disk
+        .read(&layout.marker())
+        .map_err(io_err("reading", &layout.marker()))?;
+    match marker.trim_ascii() {
+        m if m == MARKER_TEXT.trim().as_bytes() => Ok(Version::V2),
+        m if m == MARKER_V1.as_bytes() => Ok(Version::V1),
+        m => Err(err!(
+            EINVAL,
+            "{} holds {:?}: not a store this version of recordfs can open",
+            layout.marker().display(),
+            String::from_utf8_lossy(m)
+        )),
+    }
+}
+
+fn write_marker(disk: &dyn Disk, layout: &Layout) -> Result<()> {
+    replace_file(
+        disk,
+        &layout.store.join(".recordfs.store.tmp"),
+        &layout.marker(),
+        MARKER_TEXT.as_bytes(),
+        None,
+        true,
+    )
+}
+
+/// Opens (creating if needed) the store at `layout`, refusing a foreign directory and one that
+/// other users can reach (access.rs), and takes its lock.
+pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<Opened> {
+    let (writable, allow_open) = match purpose {
+        Purpose::Serve {
+            writable,
+            allow_open,
+        } => (writable, allow_open),
+        Purpose::Check => (false, true),
+    };
+    let uid = access::serving_uid();
     let store = &layout.store;
-    match disk.stat(store) {
+    let st = match disk.stat(store) {
         Ok(st) if st.kind != EntryKind::Dir => {
             return Err(err!(ENOTDIR, "{} is not a directory", store.display()));
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+        Ok(st) => st,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && writable => {
             disk.create_dir(store).map_err(io_err("creating", store))?;
+            disk.stat(store).map_err(io_err("stat of", store))?
         }
         Err(e) => return Err(Error::io(format!("opening store {}", store.display()), &e)),
-    }
+    };
     if disk.stat(&layout.marker()).is_err() {
         let empty = disk
             .list(store)
@@ -176,31 +255,84 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, create: bool) -> Result<Stor
                 store.display()
             ));
         }
-        if !create {
+        if !writable {
             return Err(err!(ENOENT, "{} is not a recordfs store", store.display()));
+        }
+        // An empty directory given for the store becomes private with it, if it is ours.
+        if st.uid != uid && !allow_open {
+            let owner = Exposure::Owner {
+                path: store.clone(),
+                uid: st.uid,
+                want: uid,
+            };
+            return Err(access::refusal(store, &[owner], ACCEPT));
+        }
+        if st.uid == uid && st.mode & 0o077 != 0 {
+            disk.set_mode(store, PRIVATE_DIR)
+                .map_err(io_err("chmod 700", store))?;
         }
         // The marker goes first: a crash during the rest leaves a store that the next open
         // completes, never a half-made directory that looks foreign.
-        replace_file(
-            disk,
-            &store.join(".recordfs.store.tmp"),
-            &layout.marker(),
-            MARKER_TEXT.as_bytes(),
-            None,
-            true,
-        )?;
+        write_marker(disk, layout)?;
     }
-    let marker = disk
-        .read(&layout.marker())
-        .map_err(io_err("reading", &layout.marker()))?;
-    if marker.trim_ascii() != MARKER_TEXT.trim().as_bytes() {
-        return Err(err!(
-            EINVAL,
-            "{} holds {:?}: not a store this version of recordfs can open",
-            layout.marker().display(),
-            String::from_utf8_lossy(marker.trim_ascii())
+    let version = read_version(disk, layout)?;
+    access::refuse_links(disk, layout)?;
+    let lock = take_lock(disk, layout)?;
+    for dir in layout.dirs() {
+        if disk.stat(&dir).is_err() {
+            disk.create_dir(&dir).map_err(io_err("creating", &dir))?;
+            sync_dir(disk, store)?;
+        }
+    }
+    let mut exposures = access::survey(disk, layout, uid)?;
+    let mut notices = Vec::new();
+    if purpose == Purpose::Check {
+        return Ok(Opened {
+            lock,
+            exposures,
+            notices,
+        });
+    }
+    if version == Version::V1 && writable {
+        let mut tightened = String::new();
+        if !allow_open {
+            let n = access::tighten(disk, &exposures)?;
+            exposures = access::untightenable(exposures);
+            tightened = format!("; {n} paths made private (chmod go-rwx)");
+        }
+        write_marker(disk, layout)?;
+        notices.push(format!(
+            "{} was made by an earlier version of recordfs: upgraded to store version 2{tightened}",
+            store.display()
         ));
     }
+    // A link is never accepted: following it could make the daemon write elsewhere.
+    let refused = exposures
+        .iter()
+        .any(|e| !allow_open || matches!(e, Exposure::NotOwn { .. }));
+    if refused {
+        let hint = match version {
+            Version::V1 => ACCEPT_V1,
+            Version::V2 => ACCEPT,
+        };
+        return Err(access::refusal(store, &exposures, hint));
+    }
+    Ok(Opened {
+        lock,
+        exposures,
+        notices,
+    })
+}
+
+/// How a refusal ends: the user may accept an open store knowingly.
+const ACCEPT: &str = "fix it with the commands above, or mount with --allow-open-store to \
+                      accept it as it is";
+const ACCEPT_V1: &str = "it was made by an earlier version: mount it once without --read-only \
+                         and recordfs makes it private, or fix it with the commands above, or \
+                         mount with --allow-open-store to accept it as it is";
+
+/// flock of STORE/lock, writing who holds it; EBUSY naming the holder if another has it.
+fn take_lock(disk: &dyn Disk, layout: &Layout) -> Result<StoreLock> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let holder = format!(
         "recordfs pid {} on {} since {} (unix time)\n",
@@ -208,12 +340,12 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, create: bool) -> Result<Stor
         host.trim(),
         Time::now().secs
     );
-    let lock_path = store.join(LOCK);
+    let lock_path = layout.lock();
     let lock = disk.lock(&lock_path, &holder).map_err(|e| match e.kind() {
         io::ErrorKind::WouldBlock => err!(
             EBUSY,
             "store {} is in use by {}",
-            store.display(),
+            layout.store.display(),
             if e.to_string().is_empty() {
                 "another process".to_string()
             } else {
@@ -222,12 +354,6 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, create: bool) -> Result<Stor
         ),
         _ => Error::io(format!("locking {}", lock_path.display()), &e),
     })?;
-    for dir in layout.dirs() {
-        if disk.stat(&dir).is_err() {
-            disk.create_dir(&dir).map_err(io_err("creating", &dir))?;
-            sync_dir(disk, store)?;
-        }
-    }
     Ok(StoreLock { _lock: lock })
 }
 

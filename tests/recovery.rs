@@ -8,13 +8,6 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-fn mount_fails(env: &Env, args: &[&str]) -> String {
-    match Mount::start(&env.store, &env.mnt, args) {
-        Ok(_) => panic!("the mount should have been refused"),
-        Err(e) => e,
-    }
-}
-
 #[test]
 fn a_torn_last_entry_is_cut_with_a_warning() {
     let env = Env::new();
@@ -65,7 +58,7 @@ fn corruption_in_the_middle_refuses_the_mount_and_check_names_it() {
     fs::write(env.log_segment(), &bytes).unwrap();
     let line_start = bytes[..at].iter().rposition(|b| *b == b'\n').unwrap() + 1;
 
-    let err = mount_fails(&env, &[]);
+    let err = env.mount_refused(&[]);
     assert!(
         err.contains("corrupt") && err.contains(&format!("offset {line_start}")),
         "{err}"
@@ -95,7 +88,7 @@ fn salvage_mounts_a_log_damaged_in_the_middle_and_keeps_every_other_commit() {
     log[at] = b'3';
     fs::write(env.log_segment(), &log).unwrap();
 
-    let refused = mount_fails(&env, &[]);
+    let refused = env.mount_refused(&[]);
     assert!(refused.contains("--salvage"), "{refused}");
     assert!(
         Command::new(BIN)
@@ -221,7 +214,7 @@ fn a_foreign_directory_is_refused_and_left_alone() {
     let env = Env::new();
     fs::create_dir(&env.store).unwrap();
     fs::write(env.store.join("important.doc"), "mine").unwrap();
-    let err = mount_fails(&env, &[]);
+    let err = env.mount_refused(&[]);
     assert!(err.contains("not a recordfs store"), "{err}");
     let names: Vec<_> = fs::read_dir(&env.store)
         .unwrap()
@@ -362,7 +355,7 @@ fn read_only_mounts_serve_a_sound_store_and_refuse_one_needing_recovery() {
     assert_eq!(errno_of(&e), libc::EROFS);
     m.stop();
     fs::remove_file(env.backing(&record(1))).unwrap();
-    let err = mount_fails(&env, &["--read-only"]);
+    let err = env.mount_refused(&["--read-only"]);
     assert!(
         err.contains("needs recovery") && err.contains("without --read-only"),
         "{err}"

@@ -63,6 +63,24 @@ impl Env {
         Mount::start(&self.store, &self.mnt, args).expect("mount")
     }
 
+    /// Mounts, expecting a refusal; returns what the daemon said.
+    pub fn mount_refused(&self, args: &[&str]) -> String {
+        match Mount::start(&self.store, &self.mnt, args) {
+            Ok(_) => panic!("the mount should have been refused"),
+            Err(e) => e,
+        }
+    }
+
+    /// `recordfs compact STORE`, which asks a mounted store's daemon to compact; must succeed.
+    pub fn compact(&self) {
+        let out = Command::new(BIN)
+            .arg("compact")
+            .arg(&self.store)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.mnt.join(name)
     }
@@ -256,4 +274,106 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A daemon started the way users start it: `recordfs mount` without `--foreground`, which
+/// returns once the mount is live. Unmounted when dropped; every wait bounded.
+pub struct Daemon {
+    pub mnt: PathBuf,
+    /// What `recordfs mount` printed (stdout, then stderr).
+    pub said: String,
+    pid: Option<i32>,
+}
+
+impl Daemon {
+    /// Runs `recordfs mount STORE MNT ARGS` under `umask`; Err with what it said if it fails.
+    pub fn start(store: &Path, mnt: &Path, args: &[&str], umask: u32) -> Result<Daemon, String> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount").arg(store).arg(mnt).args(args);
+        // SAFETY: umask(2) is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask);
+                Ok(())
+            });
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            force_unmount(mnt);
+            return Err(said);
+        }
+        let pid = fs::read_to_string(store.join("lock"))
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok());
+        Ok(Daemon {
+            mnt: mnt.to_owned(),
+            said,
+            pid,
+        })
+    }
+
+    /// `umount`, then waits (30 s at most) for the daemon to finish and exit.
+    pub fn stop(mut self) {
+        let unmounted = wait_until(Duration::from_secs(10), || {
+            !is_mounted(&self.mnt)
+                || Command::new("umount")
+                    .arg(&self.mnt)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+        });
+        assert!(unmounted, "umount {} failed for 10 s", self.mnt.display());
+        if let Some(pid) = self.pid.take() {
+            assert!(
+                wait_until(Duration::from_secs(30), || has_exited(pid)),
+                "daemon pid {pid} did not exit within 30 s of umount"
+            );
+        }
+    }
+}
+
+/// Whether a process is gone (or a zombie nobody has reaped yet: it has finished).
+pub fn has_exited(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        force_unmount(&self.mnt);
+        if let Some(pid) = self.pid {
+            if !has_exited(pid) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Runs `sh -c CMD` as the unprivileged user 65534 (nobody), returning (exit code, output).
+pub fn sh_as_nobody(cmd: &str) -> (i32, String) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
