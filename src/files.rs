@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use log::{error, warn};
 use parking_lot::Mutex;
 
+use crate::caller::{self, Caller};
 use crate::commit::{Pipeline, Snapshot, Threads, Waiter};
 use crate::disk::{Disk, RealDisk};
 use crate::error::{err, Error, Result};
@@ -102,16 +103,44 @@ struct Writer {
     /// close commits.
     owners: Vec<u64>,
     unowned: bool,
+    /// The threads whose writes are not yet committed (at most `MAX_OWNERS`): `stat` and
+    /// `fstat` by their process show this copy's size and times (see `getattr_as`).
+    writing_threads: Vec<u32>,
 }
 
 /// More distinct writing processes than this on one handle count as `unowned`.
 const MAX_OWNERS: usize = 8;
+
+impl Writer {
+    fn note_thread(&mut self, tid: u32) {
+        if tid != 0
+            && !self.writing_threads.contains(&tid)
+            && self.writing_threads.len() < MAX_OWNERS
+        {
+            self.writing_threads.push(tid);
+        }
+    }
+
+    /// Whether process `pid` has writes in this copy that are not committed.
+    fn written_by_process(&self, tid: u32, pid: u32) -> bool {
+        self.dirty
+            && (self.writing_threads.contains(&tid)
+                || (pid != 0
+                    && self
+                        .writing_threads
+                        .iter()
+                        .any(|t| caller::process_of(*t) == pid)))
+    }
+}
 
 /// Who made a write (see `RecordFs::write_as`).
 #[derive(Clone, Copy, Debug)]
 pub struct WriteBy {
     pub owner: Option<u64>,
     pub writeback: bool,
+    pub caller: Caller,
+    /// The kernel asks for set-ID bits to go (the writer lacks CAP_FSETID).
+    pub kill_setid: bool,
 }
 
 impl WriteBy {
@@ -119,6 +148,8 @@ impl WriteBy {
     pub const UNKNOWN: WriteBy = WriteBy {
         owner: None,
         writeback: false,
+        caller: Caller::UNKNOWN,
+        kill_setid: false,
     };
 }
 
@@ -141,6 +172,8 @@ struct Handles {
     map: HashMap<u64, Arc<Handle>>,
     /// Open file handles per fid.
     opens: HashMap<Fid, usize>,
+    /// The handles open for writing, per fid.
+    writers: HashMap<Fid, Vec<u64>>,
     /// Files whose last name is gone while handles are open (`fstat` still works on them),
     /// and for a moment files just removed (see `recently_removed`).
     orphans: HashMap<Fid, Inode>,
@@ -459,6 +492,41 @@ impl RecordFs {
         Ok(stat)
     }
 
+    /// `stat` or `fstat` by `caller`, which reach the daemon without a descriptor: the process
+    /// that holds uncommitted writes to the file sees their size and times, as a local
+    /// filesystem shows a writer its own writes; every other process sees the committed file.
+    pub fn getattr_as(&self, fid: Fid, fh: Option<u64>, caller: &Caller) -> Result<Stat> {
+        let mut stat = self.getattr(fid, fh)?;
+        if fh.is_some() || caller.pid == 0 {
+            return Ok(stat);
+        }
+        let writers: Vec<Arc<Handle>> = {
+            let hs = self.handles.lock();
+            let Some(fhs) = hs.writers.get(&fid) else {
+                return Ok(stat);
+            };
+            fhs.iter().filter_map(|f| hs.map.get(f).cloned()).collect()
+        };
+        // Lock order: writers after the handle table is released (see commit_writers_of).
+        let mut process = None;
+        for h in writers {
+            let Handle::Write(w) = &*h else { continue };
+            let w = w.lock();
+            let pid = *process.get_or_insert_with(|| caller.process());
+            if let (true, Some(data)) = (w.written_by_process(caller.pid, pid), &w.data) {
+                stat.size = data.len() as u64;
+                // As the commit will have it: a utimes after the last write wins.
+                let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();
+                if mtime_set.is_none_or(|t| t <= w.last_write) {
+                    stat.attrs.mtime = w.last_write;
+                }
+                stat.attrs.ctime = stat.attrs.ctime.max(w.last_write);
+                break;
+            }
+        }
+        Ok(stat)
+    }
+
     pub fn readlink(&self, fid: Fid) -> Result<Vec<u8>> {
         let inode = self.inode(fid)?;
         match (&inode.kind, &inode.target) {
@@ -560,11 +628,24 @@ impl RecordFs {
         gid: u32,
         flags: i32,
     ) -> Result<(Stat, u64, Ticket)> {
+        let caller = Caller { uid, gid, pid: 0 };
+        self.create_as(dir, name, mode, flags, &caller)
+    }
+
+    /// open(O_CREAT) by `caller`, who owns a file it makes.
+    pub fn create_as(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        caller: &Caller,
+    ) -> Result<(Stat, u64, Ticket)> {
         match self.make(
             dir,
             name,
             Kind::File,
-            Self::new_attrs(mode, uid, gid),
+            Self::new_attrs(mode, caller.uid, caller.gid),
             Data::empty(),
         ) {
             Ok((stat, seq)) => {
@@ -577,7 +658,7 @@ impl RecordFs {
             }
             Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
                 let ino = self.lookup(dir, name)?.ino;
-                let (fh, ticket) = self.open(ino, flags)?;
+                let (fh, ticket) = self.open_as(ino, flags, caller)?;
                 Ok((self.getattr(ino, Some(fh))?, fh, ticket))
             }
             Err(e) => Err(e),
@@ -770,6 +851,9 @@ impl RecordFs {
         }
         let fh = hs.next;
         hs.next += 1;
+        if let (Handle::Write(_), Some(fid)) = (&h, fid) {
+            hs.writers.entry(fid).or_default().push(fh);
+        }
         hs.map.insert(fh, Arc::new(h));
         if let Some(fid) = fid {
             *hs.opens.entry(fid).or_default() += 1;
@@ -803,6 +887,7 @@ impl RecordFs {
             rejected: None,
             owners: Vec::new(),
             unowned: false,
+            writing_threads: Vec::new(),
         };
         let writer = match writer.base.is_none() && writer.data.is_none() {
             true => Writer {
@@ -831,6 +916,12 @@ impl RecordFs {
     }
 
     pub fn open(&self, fid: Fid, flags: i32) -> Result<(u64, Ticket)> {
+        self.open_as(fid, flags, &Caller::UNKNOWN)
+    }
+
+    /// open(2) by `caller`: O_TRUNC by an unprivileged process takes set-ID bits away at
+    /// once, as truncate(2) does (the kernel leaves it to us when it passes O_TRUNC on).
+    pub fn open_as(&self, fid: Fid, flags: i32, caller: &Caller) -> Result<(u64, Ticket)> {
         let inode = self.inode(fid)?;
         match inode.kind {
             Kind::Dir => return Err(err!(EISDIR, "the root is a directory")),
@@ -840,6 +931,10 @@ impl RecordFs {
         // Linux empties the file for open(O_RDONLY | O_TRUNC) too. A reader has no copy to
         // hold the truncation until a commit point, so it commits at once, like truncate(2).
         let mut ticket = Ticket::NONE;
+        if flags & libc::O_TRUNC != 0 && !caller.privileged() {
+            self.writable()?;
+            self.drop_setid(fid, caller)?;
+        }
         if flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC != 0 {
             ticket = self.commit_ticket(self.truncate_committed(fid, 0)?);
         }
@@ -926,7 +1021,40 @@ impl RecordFs {
             Some(_) => w.unowned = true,
             None => {}
         }
+        w.note_thread(who.caller.pid);
+        if who.kill_setid {
+            self.drop_setid(w.fid, &who.caller)?;
+        }
         Ok(bytes.len() as u32)
+    }
+
+    /// Takes set-user-ID and set-group-ID away from a file an unprivileged process changes,
+    /// as a local filesystem does (caller.rs): a commit of its own, logged as an attribute
+    /// change, before any commit of the change itself.
+    fn drop_setid(&self, fid: Fid, caller: &Caller) -> Result<()> {
+        let setid = libc::S_ISUID | libc::S_ISGID;
+        let Some((mode, gid)) = self.pipeline.with_ns(|ns| {
+            ns.get(fid)
+                .filter(|i| i.attrs.mode & setid != 0)
+                .map(|i| (i.attrs.mode, i.attrs.gid))
+        }) else {
+            // An open file unlinked since: its bits go with it.
+            if let Some(orphan) = self.handles.lock().orphans.get_mut(&fid) {
+                let a = &mut orphan.attrs;
+                a.mode = caller::mode_after_change(a.mode, a.gid, caller);
+            }
+            return Ok(());
+        };
+        let kept = caller::mode_after_change(mode, gid, caller);
+        if kept != mode {
+            let set = SetAttr {
+                mode: Some(kept),
+                ..SetAttr::default()
+            };
+            // Not waited for: it is in the log before the change's own commit.
+            let _ = self.setattr(fid, None, set)?;
+        }
+        Ok(())
     }
 
     /// Commits a writer's copy if it changed. Returns the entry, if one was written. A failure
@@ -995,6 +1123,7 @@ impl RecordFs {
                 w.rejected = None;
                 w.owners.clear();
                 w.unowned = false;
+                w.writing_threads.clear();
                 // New content replaces what could not be restored.
                 self.damaged.lock().remove(&fid);
                 self.notify_changed(fid);
@@ -1109,6 +1238,12 @@ impl RecordFs {
             Handle::Dir { .. } => return,
         };
         let mut hs = self.handles.lock();
+        if let Some(fhs) = hs.writers.get_mut(&fid) {
+            fhs.retain(|f| *f != fh);
+            if fhs.is_empty() {
+                hs.writers.remove(&fid);
+            }
+        }
         let n = hs.opens.get_mut(&fid).map(|n| {
             *n -= 1;
             *n
@@ -1128,6 +1263,18 @@ impl RecordFs {
     // Attributes
 
     pub fn setattr(&self, fid: Fid, fh: Option<u64>, set: SetAttr) -> Result<(Stat, Ticket)> {
+        self.setattr_as(fid, fh, set, &Caller::UNKNOWN)
+    }
+
+    /// setattr by `caller` (chmod, chown, utimes, truncate, ftruncate). An ftruncate is part
+    /// of its handle's next commit, and the caller's process sees the new size until then.
+    pub fn setattr_as(
+        &self,
+        fid: Fid,
+        fh: Option<u64>,
+        set: SetAttr,
+        caller: &Caller,
+    ) -> Result<(Stat, Ticket)> {
         self.writable()?;
         let mut last = None;
         if let Some(size) = set.size {
@@ -1148,6 +1295,7 @@ impl RecordFs {
                     w.written = true;
                     w.failed = false;
                     w.last_write = Time::now();
+                    w.note_thread(caller.pid);
                 }
                 _ => last = Some(self.truncate_committed(fid, size)?),
             }

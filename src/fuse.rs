@@ -16,6 +16,7 @@ use fuser::{
 };
 use log::{debug, error, warn};
 
+use crate::caller::Caller;
 use crate::error::{errno_name, Error, Result};
 use crate::files::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
 use crate::log::{Kind, Time};
@@ -91,6 +92,14 @@ fn logged(op: &str, what: &str, e: &Error) -> Errno {
 
 fn show(name: &OsStr) -> String {
     name.to_string_lossy().into_owned()
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
 }
 
 impl Adapter {
@@ -171,8 +180,8 @@ impl Filesystem for Adapter {
         self.entry("lookup", show(name), r, reply);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr_as(ino.0, fh.map(|f| f.0), &caller(req)) {
             Ok(s) => reply.attr(&ATTR_TTL, &attr(&s)),
             Err(e) => reply.error(logged("getattr", &ino.0.to_string(), &e)),
         }
@@ -180,7 +189,7 @@ impl Filesystem for Adapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -205,7 +214,10 @@ impl Filesystem for Adapter {
             mtime: mtime.map(time),
         };
         let what = format!("inode {}", ino.0);
-        match self.fs.setattr(ino.0, fh.map(|f| f.0), set) {
+        match self
+            .fs
+            .setattr_as(ino.0, fh.map(|f| f.0), set, &caller(req))
+        {
             Ok((stat, t)) => self.after(t, "setattr", what, move |r| match r {
                 Ok(()) => reply.attr(&ATTR_TTL, &attr(&stat)),
                 Err(e) => reply.error(e),
@@ -331,9 +343,9 @@ impl Filesystem for Adapter {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let what = format!("inode {}", ino.0);
-        match self.fs.open(ino.0, flags.0) {
+        match self.fs.open_as(ino.0, flags.0, &caller(req)) {
             Ok((fh, t)) => {
                 let fopen = self.open_flags();
                 let fs = self.fs.clone();
@@ -368,7 +380,7 @@ impl Filesystem for Adapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -381,6 +393,8 @@ impl Filesystem for Adapter {
         let who = WriteBy {
             owner: lock_owner.map(|o| o.0),
             writeback: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
+            caller: caller(req),
+            kill_setid: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
         };
         match self.fs.write_as(fh.0, offset, data, who) {
             Ok(n) => reply.written(n),
@@ -564,7 +578,7 @@ impl Filesystem for Adapter {
         let what = show(name);
         match self
             .fs
-            .create(parent.0, name.as_bytes(), mode, req.uid(), req.gid(), flags)
+            .create_as(parent.0, name.as_bytes(), mode, flags, &caller(req))
         {
             Ok((stat, fh, t)) => {
                 let fopen = self.open_flags();

@@ -5,6 +5,7 @@
 //! `namespace` holds names and attributes. Nothing below `files` knows about FUSE.
 
 pub mod access;
+pub mod caller;
 pub mod cli;
 pub mod commit;
 pub mod compact;

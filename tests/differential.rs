@@ -1294,11 +1294,18 @@ impl Runner {
             (t.st_uid, t.st_gid),
         )?;
         if t.st_mode & libc::S_IFMT == libc::S_IFREG {
-            // A stat sees the last commit's size.
+            // The process that wrote (write or ftruncate; this one) sees its own size, as
+            // tmpfs shows it; otherwise a stat sees the last commit's size (open(O_TRUNC)
+            // alone changes nothing before its commit).
+            let written = self.descs.values().any(|d| d.ino == ino && d.written);
             let committed = self.committed.get(&ino).map_or(0, |c| c.len()) as i64;
-            same(&format!("{what} size (committed)"), r.st_size, committed)?;
-            if !self.dirty(ino) {
-                same(&format!("{what} size"), r.st_size, t.st_size)?;
+            if written {
+                same(&format!("{what} size (the writer's)"), r.st_size, t.st_size)?;
+            } else {
+                same(&format!("{what} size (committed)"), r.st_size, committed)?;
+                if !self.dirty(ino) {
+                    same(&format!("{what} size"), r.st_size, t.st_size)?;
+                }
             }
         } else {
             same(&format!("{what} size"), r.st_size, t.st_size)?;

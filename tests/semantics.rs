@@ -65,8 +65,15 @@ fn write_goes_to_the_descriptor_and_close_reports_the_commit() {
     assert_eq!(fs::read_to_string(&p).unwrap(), "{\"ok\": true}");
 }
 
+/// The size another process sees of `p`, by `stat -c %s`.
+fn size_seen_elsewhere(p: &std::path::Path) -> u64 {
+    let (code, out) = common::sh(&format!("stat -c %s {}", p.display()));
+    assert_eq!(code, 0, "{out}");
+    out.trim().parse().unwrap()
+}
+
 #[test]
-fn stat_shows_the_committed_size_while_a_descriptor_writes() {
+fn stat_shows_the_writer_its_own_size_and_others_the_committed_one() {
     let env = Env::new();
     let _m = env.mount(&[]);
     let p = env.path("notes.txt");
@@ -74,15 +81,27 @@ fn stat_shows_the_committed_size_while_a_descriptor_writes() {
     let mut f = rw(&p);
     f.seek(SeekFrom::End(0)).unwrap();
     f.write_all(b"678910").unwrap();
-    assert_eq!(fs::metadata(&p).unwrap().len(), 5, "stat by path");
-    assert_eq!(f.metadata().unwrap().len(), 5, "fstat");
+    assert_eq!(f.metadata().unwrap().len(), 11, "fstat by the writer");
+    assert_eq!(fs::metadata(&p).unwrap().len(), 11, "stat by the writer");
+    assert_eq!(size_seen_elsewhere(&p), 5, "stat by another process");
+    assert_eq!(fs::read(&p).unwrap(), b"12345", "a new reader");
     assert_eq!(
         f.seek(SeekFrom::End(0)).unwrap(),
         11,
         "lseek(SEEK_END) of the writer"
     );
+    // What file exercisers and preallocating writers do first.
+    f.set_len(0).unwrap();
+    f.set_len(100_000).unwrap();
+    assert_eq!(
+        f.metadata().unwrap().len(),
+        100_000,
+        "fstat after ftruncate"
+    );
+    assert_eq!(f.seek(SeekFrom::End(0)).unwrap(), 100_000);
+    assert_eq!(size_seen_elsewhere(&p), 5);
     f.sync_all().unwrap();
-    assert_eq!(fs::metadata(&p).unwrap().len(), 11, "after the commit");
+    assert_eq!(size_seen_elsewhere(&p), 100_000, "after the commit");
 }
 
 #[test]
@@ -104,24 +123,27 @@ fn seek_data_and_seek_hole_report_no_holes() {
 }
 
 #[test]
-fn append_position_trails_the_end_after_a_stat() {
+fn append_position_trails_the_end_only_after_another_process_stat() {
     let env = Env::new();
     let _m = env.mount(&[]);
     let p = env.path("log.txt");
     fs::write(&p, "0123456789").unwrap();
     let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
     f.write_all(b"abc").unwrap();
-    fs::metadata(&p).unwrap(); // the kernel takes the committed size, 10
+    fs::metadata(&p).unwrap(); // the writer's own stat: 13
     f.write_all(b"def").unwrap();
-    let pos = f.stream_position().unwrap();
+    assert_eq!(f.stream_position().unwrap(), 16, "as on a local filesystem");
+    size_seen_elsewhere(&p); // the kernel now takes the committed size, 10
+    f.write_all(b"ghi").unwrap();
     assert_eq!(
-        pos, 13,
-        "10 (the size the kernel had) + 3; a local filesystem says 16"
+        f.stream_position().unwrap(),
+        13,
+        "10 (the size the kernel had) + 3; a local filesystem says 19"
     );
     drop(f);
     assert_eq!(
         fs::read_to_string(&p).unwrap(),
-        "0123456789abcdef",
+        "0123456789abcdefghi",
         "writes went to the end"
     );
 }
