@@ -535,19 +535,31 @@ fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter) {
     }
 }
 
-/// Drops the kernel's cached pages of a file whose committed bytes changed, from a thread of
-/// its own: the kernel may wait on a request this daemon is serving.
+/// Makes the kernel forget what the daemon changed by itself (a file's cached pages, a name),
+/// from a thread of its own: the kernel may wait on a request this daemon is serving.
 fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(4096);
-    fs.set_invalidator(Box::new(move |fid| {
-        // A full queue only delays invalidation; readers opened later never use stale pages.
-        let _ = tx.try_send(fid);
+    use crate::files::Invalidation;
+    use std::os::unix::ffi::OsStrExt;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Invalidation>(4096);
+    fs.set_invalidator(Box::new(move |what| {
+        // A full queue only delays an inode's invalidation (readers opened later never use
+        // stale pages); a name's waiter gives up after its bounded wait.
+        let _ = tx.try_send(what);
     }));
     std::thread::Builder::new()
         .name("recordfs-inval".into())
         .spawn(move || {
-            for fid in rx {
-                let _ = notifier.inval_inode(fuser::INodeNo(fid), 0, 0);
+            for what in rx {
+                match what {
+                    Invalidation::Inode(fid) => {
+                        let _ = notifier.inval_inode(fuser::INodeNo(fid), 0, 0);
+                    }
+                    Invalidation::Entry { dir, name, done } => {
+                        let name = std::ffi::OsStr::from_bytes(&name);
+                        let _ = notifier.inval_entry(fuser::INodeNo(dir), name);
+                        let _ = done.send(());
+                    }
+                }
             }
         })
         .expect("spawning the invalidation thread");

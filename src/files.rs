@@ -103,6 +103,9 @@ struct Writer {
     /// close commits.
     owners: Vec<u64>,
     unowned: bool,
+    /// This handle's open made the file, and nothing has been committed to it since: a
+    /// refused first save then takes the name away again (`undo_creation`).
+    created: bool,
     /// The threads whose writes are not yet committed (at most `MAX_OWNERS`): `stat` and
     /// `fstat` by their process show this copy's size and times (see `getattr_as`).
     writing_threads: Vec<u32>,
@@ -217,7 +220,23 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
-type Invalidator = Box<dyn Fn(Fid) + Send + Sync>;
+/// What the kernel must forget (see `set_invalidator`).
+pub enum Invalidation {
+    /// A file's cached pages and attributes: its committed bytes changed.
+    Inode(Fid),
+    /// A name the kernel may have cached, removed by the daemon itself; `done` hears when
+    /// the kernel has forgotten it.
+    Entry {
+        dir: Fid,
+        name: Vec<u8>,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+}
+
+type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
+
+/// How long a refused first save waits for the kernel to forget the name it removes.
+const FORGET_WAIT: Duration = Duration::from_secs(1);
 
 pub struct RecordFs {
     disk: Arc<dyn Disk>,
@@ -456,7 +475,29 @@ impl RecordFs {
 
     fn notify_changed(&self, fid: Fid) {
         if let Some(f) = &*self.invalidator.lock() {
-            f(fid);
+            f(Invalidation::Inode(fid));
+        }
+    }
+
+    /// Makes the kernel forget a name the daemon removed by itself, and waits (bounded) until
+    /// it has: a `stat` right after the caller hears of it must not find the name cached.
+    fn forget_name(&self, dir: Fid, name: &[u8]) {
+        let (done, forgotten) = std::sync::mpsc::sync_channel(1);
+        if let Some(f) = &*self.invalidator.lock() {
+            f(Invalidation::Entry {
+                dir,
+                name: name.to_vec(),
+                done,
+            });
+        } else {
+            return;
+        }
+        if forgotten.recv_timeout(FORGET_WAIT).is_err() {
+            warn!(
+                "{}: the kernel did not forget the name within {} s",
+                show(name),
+                FORGET_WAIT.as_secs()
+            );
         }
     }
 
@@ -654,6 +695,9 @@ impl RecordFs {
                     flags,
                     Some(Snapshot::Memory(Arc::new(Vec::new()))),
                 )?;
+                if let Ok(Handle::Write(w)) = self.handle(fh).as_deref() {
+                    w.lock().created = true;
+                }
                 Ok((stat, fh, self.commit_ticket(seq)))
             }
             Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
@@ -888,6 +932,7 @@ impl RecordFs {
             owners: Vec::new(),
             unowned: false,
             writing_threads: Vec::new(),
+            created: false,
         };
         let writer = match writer.base.is_none() && writer.data.is_none() {
             true => Writer {
@@ -1124,6 +1169,7 @@ impl RecordFs {
                 w.owners.clear();
                 w.unowned = false;
                 w.writing_threads.clear();
+                w.created = false;
                 // New content replaces what could not be restored.
                 self.damaged.lock().remove(&fid);
                 self.notify_changed(fid);
@@ -1188,13 +1234,62 @@ impl RecordFs {
                         return Ok(Ticket::NONE);
                     }
                 }
-                Ok(match self.commit_writer(&mut w)? {
-                    Some(seq) => self.commit_ticket(seq),
-                    None => Ticket::NONE,
-                })
+                match self.commit_writer(&mut w) {
+                    Ok(Some(seq)) => Ok(self.commit_ticket(seq)),
+                    Ok(None) => Ok(Ticket::NONE),
+                    Err(e) => {
+                        if w.created && w.rejected.is_some() {
+                            self.undo_creation(&mut w);
+                        }
+                        Err(e)
+                    }
+                }
             }
             _ => Ok(Ticket::NONE),
         }
+    }
+
+    /// A new record whose first save is refused at close: the empty file its open made is
+    /// removed again, so a folder scan never meets an empty record nobody meant to keep
+    /// (`echo '{bad' > NEW.json`). Only if nothing was committed to it since. The handle goes
+    /// on with the file unnamed, as after an unlink; its refused bytes are in `rejected/`.
+    fn undo_creation(&self, w: &mut Writer) {
+        let fid = w.fid;
+        w.created = false;
+        let removed = self.commit(|ns| {
+            let inode = ns
+                .get(fid)
+                .ok_or_else(|| err!(ENOENT, "inode {fid} is gone"))?;
+            if inode.size != 0 || inode.kind != Kind::File {
+                return Err(err!(EEXIST, "{} holds content now", show(&inode.name)));
+            }
+            Ok(Op::Delete {
+                fid,
+                dir: inode.parent,
+                name: inode.name.clone(),
+            })
+        });
+        let Ok(seq) = removed else {
+            return; // renamed, unlinked or written by another: theirs to keep
+        };
+        let Some((dir, name)) = self
+            .handles
+            .lock()
+            .orphans
+            .get(&fid)
+            .map(|i| (i.parent, i.name.clone()))
+        else {
+            return;
+        };
+        // Durable before the caller hears of the refusal, like the create it takes back.
+        if let Err(e) = self.wait(self.commit_ticket(seq)) {
+            error!("{}: removing the refused new record: {e}", show(&name));
+        }
+        self.forget_name(dir, &name);
+        warn!(
+            "{}: its first save was refused, so the new empty record is removed again",
+            show(&name)
+        );
     }
 
     /// fsync/fdatasync: commits the handle's writes and waits for everything this file has

@@ -218,15 +218,15 @@ fn saves_of_random_json_follow_the_rule() {
             } else {
                 let e = result.expect_err(&format!("{what}: accepted"));
                 assert_eq!(errno_of(&e), libc::EINVAL, "{what}: {e}");
-                // A save that created the file leaves it created, and empty.
-                let kept = old.unwrap_or_default();
-                if matches!(save, Save::Replace) && !model.contains_key(name) {
-                    assert!(
+                // A save that would have created the record leaves no record behind.
+                match old {
+                    Some(kept) => {
+                        model.insert(name.clone(), kept);
+                    }
+                    None => assert!(
                         !path.exists(),
-                        "{what}: a refused rename created the record"
-                    );
-                } else {
-                    model.insert(name.clone(), kept);
+                        "{what}: a refused first save left the record"
+                    ),
                 }
                 assert!(
                     rejected_contents(&env.store).contains(&new),
@@ -251,4 +251,94 @@ fn saves_of_random_json_follow_the_rule() {
     }
     eprintln!("{accepted} saves accepted, {refused} refused");
     assert!(accepted > 0 && refused > 0);
+}
+
+/// Issue: `echo '{bad' > NEW.json` left a 0-byte record behind, which broke the next
+/// `json.load` scan of the folder. A refused first save now takes the new name back.
+#[test]
+fn a_refused_first_save_leaves_no_empty_record() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let names: Vec<String> = (0..6).map(|i| record(0x300 + i)).collect();
+    let exists = |n: &str| fs::symlink_metadata(env.path(n)).is_ok();
+
+    // The shell ignores the error at close; the name must be gone when it returns.
+    let (code, out) = sh(&format!(
+        "cd {} && echo '{{bad' > {} && ls -a",
+        env.mnt.display(),
+        names[0]
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(&names[0]), "ls shows it: {out}");
+    assert!(!exists(&names[0]), "stat finds it");
+    // Python's json.dump of a value JSON has no spelling for, and a plain write.
+    python(
+        "import json, os, sys\n\
+         for name, body in [(sys.argv[1], None), (sys.argv[2], '{\"a\": 1,}')]:\n\
+         \ttry:\n\
+         \t\twith open(name, 'w') as f:\n\
+         \t\t\tjson.dump({'x': float('nan')}, f) if body is None else f.write(body)\n\
+         \t\traise SystemExit(name + ': no error at close')\n\
+         \texcept OSError as e:\n\
+         \t\tassert e.errno == 22, e\n\
+         \tassert not os.path.exists(name), name + ' is still there'\n\
+         with open(sys.argv[3], 'w') as f:\n\
+         \tjson.dump({'ok': True}, f)\n\
+         assert json.load(open(sys.argv[3])) == {'ok': True}\n"
+            .replace(
+                "sys.argv[1]",
+                &format!("'{}'", env.path(&names[1]).display()),
+            )
+            .replace(
+                "sys.argv[2]",
+                &format!("'{}'", env.path(&names[2]).display()),
+            )
+            .replace(
+                "sys.argv[3]",
+                &format!("'{}'", env.path(&names[3]).display()),
+            )
+            .as_str(),
+        &[],
+    );
+    // (names[3] is created and saved right: kept.)
+    assert!(exists(&names[3]));
+    // The refused bytes are kept all the same.
+    let kept = rejected_contents(&env.store);
+    for bytes in [&b"{bad\n"[..], b"{\"a\": 1,}", b"{\"x\": NaN}"] {
+        assert!(
+            kept.contains(bytes),
+            "{:?} not kept",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+
+    // A refused fsync leaves the name: the program still holds the file and may save again.
+    let p = env.path(&names[4]);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap();
+    f.write_all(b"{nope").unwrap();
+    assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    assert!(exists(&names[4]));
+    f.set_len(0).unwrap();
+    std::io::Seek::rewind(&mut f).unwrap();
+    f.write_all(b"{\"second\": true}").unwrap();
+    close_fd(f).unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"{\"second\": true}");
+
+    // A crash between the create and the first close: the create was durable, the content
+    // never committed: the record is there, empty (README, Validation).
+    let p = env.path(&names[5]);
+    let mut f = fs::File::create(&p).unwrap();
+    f.write_all(b"{\"never\": \"closed\"}").unwrap();
+    m.kill9();
+    drop(f);
+    let _m = env.mount(&[]);
+    assert_eq!(fs::read(&p).unwrap(), b"");
+    for n in &names[..3] {
+        assert!(!exists(n), "{n} came back after the remount");
+    }
+    assert_eq!(fs::read(env.path(&names[3])).unwrap(), b"{\"ok\": true}");
 }

@@ -170,6 +170,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             let n = NAMES[*name];
             let bytes = &cs[*content];
             let append = matches!(op, Op::Append { .. });
+            let created = ino(n).is_err();
             let fh = match ino(n) {
                 Ok(i) => {
                     fs.open(
@@ -235,7 +236,23 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                     h.push(model.clone(), fs);
                     h.durable_upto(t);
                 }
-                (Err(e), false) => assert_eq!(e.errno, libc::EINVAL, "{op:?}"),
+                (Err(e), false) => {
+                    assert_eq!(e.errno, libc::EINVAL, "{op:?}");
+                    // A refused first save takes the new name back (durably under
+                    // --sync always, before the close returns), unless the store failed.
+                    if created && ino(n).is_err() {
+                        model.remove(n);
+                        h.push(model.clone(), fs);
+                        if fs.options().sync == SyncMode::Always {
+                            h.durable_upto(Ticket(Some(fs.pipeline().last_seq())));
+                        }
+                    } else if created {
+                        assert!(
+                            fs.pipeline().fatal().is_some(),
+                            "{op:?}: a refused first save left the new record"
+                        );
+                    }
+                }
                 (r, valid) => panic!("{op:?}: core {r:?}, model says valid={valid}"),
             }
         }
