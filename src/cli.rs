@@ -34,7 +34,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve STORE at MOUNTPOINT (STORE is created if missing or empty).
     Mount {
+        /// The directory recordfs keeps the log and backing files in (created 0700 if
+        /// missing; an empty directory is made a store; anything else is refused).
         store: PathBuf,
+        /// An existing directory to serve the store at.
         mountpoint: PathBuf,
         /// When a commit is durable: always (at the syscall), fsync (at fsync), never (at unmount).
         #[arg(long, value_enum, default_value = "always")]
@@ -75,10 +78,15 @@ pub enum Command {
     },
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
-    Check { store: PathBuf },
+    Check {
+        /// The store to check (not mounted).
+        store: PathBuf,
+    },
     /// Print the log's entries, one JSON object per line as stored (for jq): a record's
-    /// history with --name. Works on a mounted store too.
+    /// history with --name. Works on a mounted store too. Exits 1 when --name matches no
+    /// entry (saying so on stderr), 2 on an error.
     Log {
+        /// The store whose log to print (mounted or not).
         store: PathBuf,
         /// Only entries about this file name (also as either side of a rename).
         #[arg(long)]
@@ -93,6 +101,7 @@ pub enum Command {
     /// Compact a store that is not mounted: write a snapshot, start a new log segment, and
     /// move the old segments to STORE/log/old/ (the newest --keep-logs are kept).
     Compact {
+        /// The store to compact (a mounted one's daemon is asked to).
         store: PathBuf,
         /// How many old segments (and snapshots) to keep.
         #[arg(long, default_value_t = crate::compact::DEFAULT_KEEP_LOGS)]
@@ -104,6 +113,7 @@ pub enum Command {
     /// Count records and plain files (and their bytes), the log's size and entries, and the
     /// last checkpoint. Works on a mounted store too.
     Stats {
+        /// The store to describe (mounted or not).
         store: PathBuf,
         /// One JSON object, for scripts.
         #[arg(long)]
@@ -177,6 +187,7 @@ pub fn main() -> i32 {
             since,
             until,
         } => {
+            let name_asked = name.clone();
             let filter = crate::inspect::LogFilter {
                 name: name.map(String::into_bytes),
                 since,
@@ -190,10 +201,21 @@ pub fn main() -> i32 {
                 &filter,
                 &mut out,
             )
-            .and_then(|_| out.flush().map_err(|e| Error::io("writing the output", &e)));
-            match done {
-                Ok(()) => 0,
-                Err(e) => {
+            .and_then(|n| {
+                out.flush()
+                    .map(|_| n)
+                    .map_err(|e| Error::io("writing the output", &e))
+            });
+            match (done, &name_asked) {
+                (Ok(0), Some(name)) => {
+                    eprintln!(
+                        "recordfs log: no entry in {} names {name:?} (nor any file that held that name)",
+                        store.display()
+                    );
+                    1
+                }
+                (Ok(_), _) => 0,
+                (Err(e), _) => {
                     eprintln!("recordfs log: {}", describe(&e));
                     2
                 }
@@ -254,6 +276,43 @@ fn init_logging() {
         .init();
 }
 
+/// A starting daemon's log lines, held until its output goes to STORE/daemon.log: the
+/// terminal of `recordfs mount` hears only the outcome (through the ready pipe).
+static HELD_LOG: parking_lot::Mutex<Option<Vec<u8>>> = parking_lot::Mutex::new(None);
+
+/// Stderr, or the held lines while `HELD_LOG` holds some.
+struct HeldStderr;
+
+impl Write for HeldStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut *HELD_LOG.lock() {
+            // Bounded: a start that logs more than this keeps only its first lines.
+            Some(held) if held.len() < 1 << 20 => held.extend_from_slice(buf),
+            Some(_) => {}
+            None => return std::io::stderr().write(buf),
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_daemon_logging() {
+    *HELD_LOG.lock() = Some(Vec::new());
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .target(env_logger::Target::Pipe(Box::new(HeldStderr)))
+        .init();
+}
+
+/// Writes the held lines to stderr (now STORE/daemon.log) and stops holding.
+fn release_held_log() {
+    if let Some(held) = HELD_LOG.lock().take() {
+        let _ = std::io::stderr().write_all(&held);
+    }
+}
+
 struct MountArgs {
     store: PathBuf,
     mountpoint: PathBuf,
@@ -288,7 +347,7 @@ fn daemonize_and_mount(mount: MountArgs) -> i32 {
                 libc::setsid();
             }
             let ready = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-            init_logging();
+            init_daemon_logging();
             run_mount(mount, Some(ready))
         }
         _child => {
@@ -342,10 +401,14 @@ fn detach_output(layout: &Layout) -> Result<()> {
 }
 
 fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
+    // Said once: to the waiting `recordfs mount` while the daemon is starting (it prints it),
+    // else to the log (stderr in the foreground).
     let fail = |ready: &mut Option<std::fs::File>, msg: String| {
-        error!("{msg}");
-        if let Some(r) = ready {
-            let _ = writeln!(r, "recordfs: {msg}");
+        match ready {
+            Some(r) => {
+                let _ = writeln!(r, "recordfs: {msg}");
+            }
+            None => error!("{msg}"),
         }
         1
     };
@@ -381,6 +444,17 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
             "the store cannot be inside the mount point".into(),
         );
     }
+    if let Some(source) = recordfs_mounted_at(&mountpoint) {
+        return fail(
+            &mut ready,
+            format!(
+                "{} already holds a recordfs mount ({source}); a second one would stack on it. \
+                 Unmount it first: umount {}",
+                mountpoint.display(),
+                mountpoint.display()
+            ),
+        );
+    }
     let fs = match RecordFs::start(&store, m.opts.clone()) {
         Ok(fs) => Arc::new(fs),
         Err(e) => {
@@ -394,6 +468,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         if let Err(e) = detach_output(fs.layout()) {
             return fail(&mut ready, describe(&e));
         }
+        release_held_log();
     }
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -471,6 +546,41 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
             1
         }
     }
+}
+
+/// The source of the recordfs mount whose mount point is `path` (the topmost one), if any.
+fn recordfs_mounted_at(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Fields: id parent dev root MOUNT_POINT options [optional...] - FSTYPE SOURCE superopts;
+    // spaces and the like in paths are octal escapes (\040).
+    let unescape = |f: &str| {
+        let mut out = Vec::new();
+        let b = f.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match (b[i], b.get(i + 1..i + 4)) {
+                (b'\\', Some(oct)) if oct.iter().all(|c| (b'0'..=b'7').contains(c)) => {
+                    out.push(oct.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                    i += 4;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        PathBuf::from(std::ffi::OsString::from(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&out),
+        ))
+    };
+    info.lines().rev().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        let point = unescape(head.split(' ').nth(4)?);
+        let mut t = tail.split(' ');
+        let (fstype, source) = (t.next()?, t.next()?);
+        (point == path && fstype.starts_with("fuse") && source.starts_with("recordfs:"))
+            .then(|| unescape(source).display().to_string())
+    })
 }
 
 /// How long a stop waits for a busy mount point to come free before detaching it.

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::log::{
-    decode_entry, for_each_line, list_segments, Fid, Kind, Op, Seq, LONGEST_LINE, ROOT,
+    decode_entry, for_each_line, list_segments, Fid, Kind, Op, Seq, Time, LONGEST_LINE, ROOT,
 };
 use crate::record::is_record_name;
 use crate::recovery;
@@ -87,6 +87,7 @@ pub fn print_log(
     filter: &LogFilter,
     out: &mut dyn Write,
 ) -> Result<u64> {
+    crate::store::require_store(disk, layout)?;
     let fids = match &filter.name {
         Some(name) => files_named(disk, layout, name)?,
         None => HashSet::new(),
@@ -129,18 +130,26 @@ pub struct Stats {
     pub log_entries: u64,
     pub last_seq: Seq,
     pub last_checkpoint_seq: Option<Seq>,
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch (for a compaction: when its new segment began).
     pub last_checkpoint_time: Option<u64>,
+    /// The same, as ISO 8601 in UTC.
+    pub last_checkpoint_at: Option<String>,
+    /// Old segments kept in log/old/, and the bytes of everything there.
     pub kept_old_logs: u64,
+    pub kept_old_log_bytes: u64,
 }
 
 pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
+    crate::store::require_store(disk, layout)?;
     let scan = recovery::replay(disk, layout)?;
     let mut s = Stats {
         log_entries: scan.entries,
         last_seq: scan.ns.last_seq(),
         last_checkpoint_seq: scan.checkpoint.map(|(seq, _)| seq),
         last_checkpoint_time: scan.checkpoint.map(|(_, ts)| ts),
+        last_checkpoint_at: scan
+            .checkpoint
+            .map(|(_, ts)| Time::from_millis(ts).iso8601()),
         ..Stats::default()
     };
     for inode in scan.ns.list(ROOT) {
@@ -158,6 +167,12 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
         }
     }
     s.kept_old_logs = crate::compact::old_segments(disk, layout)?.len() as u64;
+    if let Ok(names) = disk.list(&layout.old_logs()) {
+        for n in names {
+            let path = layout.old_logs().join(std::ffi::OsStr::from_bytes(&n));
+            s.kept_old_log_bytes += disk.stat(&path).map(|st| st.len).unwrap_or(0);
+        }
+    }
     for (_, path) in list_segments(disk, &layout.log_dir())? {
         s.log_segments += 1;
         s.log_bytes += disk
@@ -171,12 +186,12 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
 impl Stats {
     /// The report for people.
     pub fn text(&self, store: &std::path::Path) -> String {
-        let checkpoint = match (self.last_checkpoint_seq, self.last_checkpoint_time) {
-            (Some(seq), Some(ts)) => format!("entry {seq} at {ts} ms since the Unix epoch"),
+        let checkpoint = match (self.last_checkpoint_seq, &self.last_checkpoint_at) {
+            (Some(seq), Some(at)) => format!("entry {seq} at {at} (UTC)"),
             _ => "none yet".into(),
         };
         format!(
-            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {}\n",
+            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {} segments, {} bytes in log/old/\n",
             String::from_utf8_lossy(store.as_os_str().as_bytes()),
             self.records,
             self.record_bytes,
@@ -187,7 +202,8 @@ impl Stats {
             self.log_bytes,
             self.log_entries,
             self.last_seq,
-            self.kept_old_logs
+            self.kept_old_logs,
+            self.kept_old_log_bytes
         )
     }
 }

@@ -88,6 +88,42 @@ impl Time {
             tv_nsec: self.nsecs as i64,
         }
     }
+
+    pub fn from_millis(ms: u64) -> Time {
+        Time {
+            secs: (ms / 1000) as i64,
+            nsecs: (ms % 1000) as u32 * 1_000_000,
+        }
+    }
+
+    /// ISO 8601 in UTC, to the millisecond: `2026-12-01T03:21:49.603Z`.
+    pub fn iso8601(self) -> String {
+        let days = self.secs.div_euclid(86_400);
+        let secs = self.secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            self.nsecs / 1_000_000
+        )
+    }
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, http://howardhinnant.github.io/date_algorithms.html).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1181,6 +1217,19 @@ mod tests {
         let v: Value = serde_json::from_slice(&line).expect("every line is JSON");
         assert_eq!(v["seq"], 9);
         decode_entry(&line).expect("decodes")
+    }
+
+    #[test]
+    fn times_print_as_iso_8601_in_utc() {
+        let t = |secs, nsecs| Time { secs, nsecs }.iso8601();
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(t(1_796_095_309, 603_000_000), "2026-12-01T03:21:49.603Z");
+        assert_eq!(t(951_782_400, 0), "2000-02-29T00:00:00.000Z");
+        assert_eq!(t(-1, 0), "1969-12-31T23:59:59.000Z");
+        assert_eq!(
+            Time::from_millis(1_796_095_309_603).iso8601(),
+            t(1_796_095_309, 603_000_000)
+        );
     }
 
     #[test]

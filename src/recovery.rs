@@ -151,6 +151,12 @@ fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
             })
         })?;
         scan.segments += 1;
+        // A snapshot holds no time; the segment its compaction started after it does.
+        if let (0, Some((upto, ts @ 0)), Some(h)) = (i, &mut scan.checkpoint, &seg.header) {
+            if *upto + 1 == h.start_seq {
+                *ts = h.created;
+            }
+        }
         if let Some(first) = seg.bad.first() {
             if (seg.good_after_bad && !seg.hole) || !is_last {
                 return Err(err!(

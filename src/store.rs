@@ -220,6 +220,23 @@ fn write_marker(disk: &dyn Disk, layout: &Layout) -> Result<()> {
     )
 }
 
+/// For the tools that read a store without opening it (`log`, `stats`): a directory that is
+/// not a store is named as such, not as a missing log.
+pub fn require_store(disk: &dyn Disk, layout: &Layout) -> Result<()> {
+    match disk.stat(&layout.marker()) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(err!(
+            ENOENT,
+            "{} is not a recordfs store (it has no {MARKER})",
+            layout.store.display()
+        )),
+        Err(e) => Err(Error::io(
+            format!("opening store {}", layout.store.display()),
+            &e,
+        )),
+    }
+}
+
 /// Opens (creating if needed) the store at `layout`, refusing a foreign directory and one that
 /// other users can reach (access.rs), and takes its lock.
 pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<Opened> {
@@ -335,10 +352,10 @@ const ACCEPT_V1: &str = "it was made by an earlier version: mount it once withou
 fn take_lock(disk: &dyn Disk, layout: &Layout) -> Result<StoreLock> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let holder = format!(
-        "recordfs pid {} on {} since {} (unix time)\n",
+        "recordfs pid {} on {} since {}\n",
         std::process::id(),
         host.trim(),
-        Time::now().secs
+        Time::now().iso8601()
     );
     let lock_path = layout.lock();
     let lock = disk.lock(&lock_path, &holder).map_err(|e| match e.kind() {

@@ -120,3 +120,109 @@ fn long_work_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("checking backing files: 20/20"), "{text}");
 }
+
+/// Runs the command line, returning (exit code, stdout, stderr).
+fn run3(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An ISO 8601 UTC time to the millisecond, as `2026-12-01T03:21:49.603Z`.
+fn is_iso8601(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Issue: errors printed twice, empty help for STORE and MOUNTPOINT, "checkpoint at 0 ms
+/// since the Unix epoch" after a compaction, raw times, silence for a name never seen, and
+/// "listing X/log: No such file" for a directory that is not a store.
+#[test]
+fn the_command_line_says_each_thing_once_and_plainly() {
+    let env = Env::new();
+    let store = env.store.to_str().unwrap();
+    // A failed mount: its reason once, nothing else on the terminal.
+    let (code, out, err) = run3(&["mount", "/proc/no/such/store", env.mnt.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("recordfs: cannot open store /proc/no/such/store"),
+        "{err}"
+    );
+    // Help names what STORE and MOUNTPOINT are.
+    let words = |sub: &str| {
+        run3(&[sub, "--help"])
+            .1
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let help = words("mount");
+    for want in ["<STORE> The directory", "<MOUNTPOINT> An existing"] {
+        assert!(help.contains(want), "{want:?} not in:\n{help}");
+    }
+    for sub in ["check", "log", "stats", "compact"] {
+        assert!(
+            words(sub).contains("<STORE> The store"),
+            "{sub}: {}",
+            words(sub)
+        );
+    }
+    // Not a store: said so.
+    for sub in ["stats", "log"] {
+        let (code, _, err) = run3(&[sub, env.dir.path().to_str().unwrap()]);
+        assert_eq!(code, 2);
+        assert!(err.contains("is not a recordfs store"), "{sub}: {err}");
+    }
+
+    let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
+    assert_eq!(d.said.lines().count(), 1, "{}", d.said);
+    fs::write(env.path(&record(1)), "[1]").unwrap();
+    // The lock names its holder's start as a time people read.
+    let holder = fs::read_to_string(env.store.join("lock")).unwrap();
+    let since = holder.trim().rsplit(' ').next().unwrap();
+    assert!(is_iso8601(since), "{holder}");
+    d.stop();
+    // After a compaction, whose snapshot holds no time: the time its segment began.
+    let (code, _, err) = run3(&["compact", store]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run3(&["stats", "--json", store]);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ms = s["last_checkpoint_time"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now.abs_diff(ms) < 600_000, "{out}");
+    assert!(
+        is_iso8601(s["last_checkpoint_at"].as_str().unwrap()),
+        "{out}"
+    );
+    assert!(s["kept_old_log_bytes"].as_u64().unwrap() > 0, "{out}");
+    let (_, text, _) = run3(&["stats", store]);
+    let at = s["last_checkpoint_at"].as_str().unwrap();
+    assert!(text.contains(&format!("at {at} (UTC)")), "{text}");
+    assert!(text.contains(" bytes in log/old/"), "{text}");
+    // A name never seen: said on stderr, exit 1; a name seen: exit 0.
+    let (code, out, err) = run3(&["log", "--name", "never.json", store]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.contains("no entry") && err.contains("never.json"),
+        "{err}"
+    );
+    let (code, out, _) = run3(&["log", "--name", &record(1), store]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"op\":\"SET\""), "{out}");
+}

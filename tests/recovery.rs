@@ -209,6 +209,32 @@ fn a_second_daemon_on_the_same_store_is_refused() {
     assert!(!is_mounted(&other));
 }
 
+/// Issue: a second mount on a mount point that held a recordfs mount stacked on it, and one
+/// umount then took both down.
+#[test]
+fn a_mount_over_a_live_recordfs_mount_is_refused() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path("here.txt"), "first").unwrap();
+    let other = env.dir.path().join("other-store");
+    let err = match Daemon::start(&other, &env.mnt, &[], 0o022) {
+        Ok(_) => panic!("a second mount stacked on the first"),
+        Err(e) => e,
+    };
+    assert!(err.contains("already holds a recordfs mount"), "{err}");
+    assert!(
+        err.contains(&format!("umount {}", env.mnt.display())),
+        "{err}"
+    );
+    assert!(!other.exists(), "the refused mount made its store");
+    // The first mount is untouched, and one mount is there.
+    assert_eq!(fs::read_to_string(env.path("here.txt")).unwrap(), "first");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let at = format!(" {} ", env.mnt.display());
+    assert_eq!(mounts.lines().filter(|l| l.contains(&at)).count(), 1);
+    assert!(m.stop().success());
+}
+
 #[test]
 fn a_foreign_directory_is_refused_and_left_alone() {
     let env = Env::new();

@@ -302,7 +302,8 @@ impl Daemon {
         let said = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            force_unmount(mnt);
+            // Nothing of ours to clean up: the daemon reports failure before its mount is
+            // live, and what is mounted there now (if anything) is somebody else's.
             return Err(said);
         }
         let pid = fs::read_to_string(store.join("lock"))
