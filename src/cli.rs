@@ -57,7 +57,8 @@ pub enum Command {
         /// FUSE request threads. Syncs never block them; more helps only with slow reads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// Compact the log while mounted once its live segment passes this many bytes.
+        /// Compact the log while mounted once its live segment passes this many bytes
+        /// (at least 4096).
         #[arg(long, default_value_t = crate::options::DEFAULT_LOG_LIMIT)]
         log_limit: u64,
         /// ... or this many seconds after the last compaction, whichever comes first.
@@ -150,6 +151,13 @@ pub fn main() -> i32 {
             }
             if threads == 0 || threads > 64 {
                 eprintln!("recordfs: --threads must be between 1 and 64");
+                return 2;
+            }
+            if log_limit < crate::options::MIN_LOG_LIMIT {
+                eprintln!(
+                    "recordfs: --log-limit must be at least {} bytes",
+                    crate::options::MIN_LOG_LIMIT
+                );
                 return 2;
             }
             let opts = Options {
@@ -495,26 +503,33 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
             return fail(&mut ready, msg);
         }
     };
-    start_invalidator(&fs, session.notifier());
     let unmounter = session.unmount_callable();
     let mut signals = signals;
     let mp = mountpoint.clone();
     let for_signals = fs.clone();
-    std::thread::Builder::new()
-        .name("recordfs-signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if sig == libc::SIGUSR1 {
-                    info!("signal {sig}: compacting the log now");
-                    for_signals.pipeline().request_compaction();
-                    continue;
+    let started = start_invalidator(&fs, session.notifier()).and_then(|_| {
+        std::thread::Builder::new()
+            .name("recordfs-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if sig == libc::SIGUSR1 {
+                        info!("signal {sig}: compacting the log now");
+                        for_signals.pipeline().request_compaction();
+                        continue;
+                    }
+                    info!("signal {sig}: unmounting {}", mp.display());
+                    unmount(&mp, unmounter);
+                    break;
                 }
-                info!("signal {sig}: unmounting {}", mp.display());
-                unmount(&mp, unmounter);
-                break;
-            }
-        })
-        .expect("spawning the signal thread");
+            })
+            .map_err(|e| Error::io("starting the signal thread", &e))
+    });
+    if let Err(e) = started {
+        // Mounted, but it could not be stopped by a signal: take it down again.
+        drop(session);
+        let _ = fs.shutdown();
+        return fail(&mut ready, describe(&e));
+    }
     info!(
         "{} mounted at {} (--sync {:?})",
         store.display(),
@@ -647,15 +662,10 @@ fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter) {
 
 /// Makes the kernel forget what the daemon changed by itself (a file's cached pages, a name),
 /// from a thread of its own: the kernel may wait on a request this daemon is serving.
-fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) {
+fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()> {
     use crate::files::Invalidation;
     use std::os::unix::ffi::OsStrExt;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Invalidation>(4096);
-    fs.set_invalidator(Box::new(move |what| {
-        // A full queue only delays an inode's invalidation (readers opened later never use
-        // stale pages); a name's waiter gives up after its bounded wait.
-        let _ = tx.try_send(what);
-    }));
     std::thread::Builder::new()
         .name("recordfs-inval".into())
         .spawn(move || {
@@ -672,7 +682,13 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) {
                 }
             }
         })
-        .expect("spawning the invalidation thread");
+        .map_err(|e| Error::io("starting the invalidation thread", &e))?;
+    fs.set_invalidator(Box::new(move |what| {
+        // A full queue only delays an inode's invalidation (readers opened later never use
+        // stale pages); a name's waiter gives up after its bounded wait.
+        let _ = tx.try_send(what);
+    }));
+    Ok(())
 }
 
 /// `recordfs compact` on a mounted store: the daemon holding its lock is sent SIGUSR1.

@@ -68,8 +68,9 @@ pub struct State {
     shutting_down: bool,
     /// The sync thread has synced everything and stopped.
     sync_done: bool,
-    /// `quiesce` or a compaction waits: apply at once, without `APPLY_DELAY`.
-    hurry: bool,
+    /// How many waiters (`quiesce`, a compaction) want entries applied at once, without
+    /// `APPLY_DELAY`: a count, so that one finishing does not cancel the other's wish.
+    hurry: u32,
     /// Someone asked for a compaction now (SIGUSR1, `recordfs compact` on a mounted store).
     compact_requested: bool,
 }
@@ -179,7 +180,7 @@ impl Pipeline {
         policy: CompactPolicy,
         backing_durable: bool,
         damaged: &HashSet<Fid>,
-    ) -> (Arc<Pipeline>, Threads) {
+    ) -> Result<(Arc<Pipeline>, Threads)> {
         let durable = ns.last_seq();
         let on_disk: HashMap<Fid, Vec<u8>> = ns.files().map(|i| (i.fid, i.name.clone())).collect();
         let on_disk_fids: HashSet<Fid> = on_disk.keys().copied().collect();
@@ -204,7 +205,7 @@ impl Pipeline {
                 stalled: None,
                 shutting_down: false,
                 sync_done: false,
-                hurry: false,
+                hurry: 0,
                 compact_requested: false,
             }),
             wake: Condvar::new(),
@@ -227,14 +228,37 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || f(&p))
-                .expect("spawning a commit pipeline thread")
+                .map_err(|e| Error::io(format!("starting thread {name}"), &e))
         };
-        let threads = Threads {
-            sync: spawn("recordfs-sync", Pipeline::run_sync),
-            apply: spawn("recordfs-apply", Pipeline::run_apply),
-            compact: spawn("recordfs-compact", Pipeline::run_compact),
-        };
-        (pipeline, threads)
+        let sync = spawn("recordfs-sync", Pipeline::run_sync)?;
+        let apply = spawn("recordfs-apply", Pipeline::run_apply);
+        let compact = spawn("recordfs-compact", Pipeline::run_compact);
+        match (apply, compact) {
+            (Ok(apply), Ok(compact)) => Ok((
+                pipeline,
+                Threads {
+                    sync,
+                    apply,
+                    compact,
+                },
+            )),
+            (apply, compact) => {
+                // Stop what started: nothing was committed yet, so there is nothing to lose.
+                pipeline.state.lock().shutting_down = true;
+                pipeline.wake.notify_all();
+                pipeline.apply_wake.notify_all();
+                pipeline.compact_wake.notify_all();
+                let _ = sync.join();
+                let failed = [apply, compact].into_iter().find_map(|t| match t {
+                    Ok(t) => {
+                        let _ = t.join();
+                        None
+                    }
+                    Err(e) => Some(e),
+                });
+                Err(failed.expect("one of the two failed"))
+            }
+        }
     }
 
     /// Reads the namespace.
@@ -605,7 +629,7 @@ impl Pipeline {
                     }
                     let due = st.unapplied.front().map(|(t, _)| *t + APPLY_DELAY);
                     let hurry =
-                        st.sync_done || st.hurry || st.pending_bytes > MAX_PENDING_BYTES / 2;
+                        st.sync_done || st.hurry > 0 || st.pending_bytes > MAX_PENDING_BYTES / 2;
                     match due {
                         Some(due) if !hurry && Instant::now() < due => {
                             self.apply_wake.wait_until(&mut st, due);
@@ -802,7 +826,7 @@ impl Pipeline {
     fn due(&self, st: &State) -> bool {
         st.unapplied.front().is_some_and(|(t, _)| {
             st.sync_done
-                || st.hurry
+                || st.hurry > 0
                 || st.pending_bytes > MAX_PENDING_BYTES / 2
                 || t.elapsed() >= APPLY_DELAY
         })
@@ -836,9 +860,12 @@ impl Pipeline {
                     if st.shutting_down {
                         return;
                     }
+                    // The size counts only once the live segment holds an entry: a limit
+                    // below a segment's header alone would otherwise be passed for ever.
+                    let has_entries = st.log.start_seq() <= st.ns.last_seq();
                     let due = st.fatal.is_none()
                         && (st.compact_requested
-                            || st.log.len() > self.policy.log_limit
+                            || (st.log.len() > self.policy.log_limit && has_entries)
                             || last.elapsed() >= self.policy.every);
                     if due {
                         break;
@@ -894,7 +921,7 @@ impl Pipeline {
                 st.log.max_line(),
             )?;
             st.log = next;
-            st.hurry = true;
+            st.hurry += 1;
             self.apply_wake.notify_all();
             info!("compacting the log up to entry {upto}; appends go to a new segment");
             st.ns.snapshot()
@@ -909,11 +936,11 @@ impl Pipeline {
                     break;
                 }
                 if let Some(reason) = st.fatal.clone() {
-                    st.hurry = false;
+                    st.hurry -= 1;
                     return Err(err!(EROFS, "the store failed during compaction: {reason}"));
                 }
                 if let Some(e) = st.stalled.clone() {
-                    st.hurry = false;
+                    st.hurry -= 1;
                     return Err(Error::new(
                         e.errno,
                         format!("backing files cannot be written: {}", e.reason),
@@ -921,7 +948,7 @@ impl Pipeline {
                 }
                 self.room.wait_for(&mut st, Duration::from_millis(1));
             }
-            st.hurry = false;
+            st.hurry -= 1;
         }
         // Every backing file durable, whatever process wrote it: syncfs, not the changed set.
         let synced = self
@@ -947,14 +974,19 @@ impl Pipeline {
     /// tests crash the disk at such points so that what it holds does not depend on timing.
     pub fn quiesce(&self) {
         let mut st = self.state.lock();
-        st.hurry = true;
+        st.hurry += 1;
         self.apply_wake.notify_all();
         while !(st.unsynced.is_empty()
             && (st.unapplied.is_empty() || st.fatal.is_some() || st.stalled.is_some()))
         {
             self.room.wait_for(&mut st, Duration::from_millis(1));
         }
-        st.hurry = false;
+        st.hurry -= 1;
+    }
+
+    /// For reporting and tests: online compactions finished since the mount.
+    pub fn compactions(&self) -> u64 {
+        self.compactions.load(Ordering::Relaxed)
     }
 
     /// For reporting and tests: bytes waiting for their backing files.

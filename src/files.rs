@@ -326,7 +326,7 @@ impl RecordFs {
             policy,
             recovered.backing_durable,
             &recovered.damaged,
-        );
+        )?;
         Ok(RecordFs {
             disk,
             layout,

@@ -27,6 +27,9 @@ pub const MAX_HANDLES: usize = 65_536;
 
 /// The default for `--log-limit`: the live log is compacted once it passes 1 MiB.
 pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
+/// The smallest `--log-limit`: a segment's header alone is about 130 bytes, and compacting
+/// more often than every few entries only costs.
+pub const MIN_LOG_LIMIT: u64 = 4096;
 /// The default for `--compact-every`: an hour.
 pub const DEFAULT_COMPACT_EVERY_SECS: u64 = 3600;
 

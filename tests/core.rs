@@ -259,3 +259,49 @@ fn a_salvage_of_a_log_damaged_throughout_names_a_bounded_number_of_lines() {
     assert_eq!(kept, 1000, "and kept one by one");
     fs.shutdown().unwrap();
 }
+
+/// CPU time (clock ticks) used so far by this process's threads named `comm`.
+fn cpu_ticks_of_threads(comm: &str) -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if name.trim() != comm {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // utime and stime are fields 14 and 15; the name (field 2) ends at the last ')'.
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(rest[11].parse::<u64>().ok()? + rest[12].parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Issue: a log limit below a segment's header made the compaction thread spin: the live
+/// segment is always over the limit, and there is never anything to compact.
+#[test]
+fn a_log_limit_below_a_segment_header_does_not_spin_the_compaction_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        log_limit: 10,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(&dir.path().join("s"), opts).unwrap();
+    create_and_commit(&fs, &rec(1), b"[1]").unwrap();
+    // The one entry is compacted away; from then on the segment holds its header alone.
+    let done = std::time::Instant::now();
+    while fs.pipeline().compactions() == 0 && done.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(fs.pipeline().compactions() > 0);
+    let before = cpu_ticks_of_threads("recordfs-compac");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let used = cpu_ticks_of_threads("recordfs-compac") - before;
+    // A spinning thread uses about 50 ticks in 500 ms; an idle one none.
+    assert!(
+        used < 10,
+        "the compaction threads used {used} ticks in 500 ms"
+    );
+    fs.shutdown().unwrap();
+}

@@ -161,6 +161,17 @@ fn the_command_line_says_each_thing_once_and_plainly() {
         err.starts_with("recordfs: cannot open store /proc/no/such/store"),
         "{err}"
     );
+    // A log limit a segment's header alone would pass is refused at once.
+    let (code, _, err) = run3(&[
+        "mount",
+        store,
+        env.mnt.to_str().unwrap(),
+        "--log-limit",
+        "100",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--log-limit must be at least 4096"), "{err}");
+    assert!(!env.store.exists());
     // Help names what STORE and MOUNTPOINT are.
     let words = |sub: &str| {
         run3(&[sub, "--help"])
