@@ -76,6 +76,10 @@ pub enum Command {
         /// holds every file's bytes, whatever the file's mode.
         #[arg(long)]
         allow_open_store: bool,
+        /// Let records hold NaN, Infinity and -Infinity as numbers, as Python's json.dump
+        /// writes them by default (they are not JSON, and most other readers refuse them).
+        #[arg(long)]
+        allow_nan: bool,
     },
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
@@ -111,6 +115,16 @@ pub enum Command {
         #[arg(long)]
         allow_open_store: bool,
     },
+    /// List the saves refused as invalid JSON that the store keeps (the newest 256): when,
+    /// which file, the parser's line, column and words, and where the refused bytes are.
+    /// Works on a mounted store too.
+    Rejected {
+        /// The store whose refusals to list.
+        store: PathBuf,
+        /// One JSON object per line, for scripts and jq.
+        #[arg(long)]
+        json: bool,
+    },
     /// Count records and plain files (and their bytes), the log's size and entries, and the
     /// last checkpoint. Works on a mounted store too.
     Stats {
@@ -144,6 +158,7 @@ pub fn main() -> i32 {
             keep_logs,
             salvage,
             allow_open_store,
+            allow_nan,
         } => {
             if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
                 eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
@@ -169,6 +184,7 @@ pub fn main() -> i32 {
                 keep_logs,
                 salvage,
                 allow_open_store,
+                allow_nan,
             };
             let mount = MountArgs {
                 store,
@@ -255,6 +271,39 @@ pub fn main() -> i32 {
                 Err(e) if e.errno == libc::EBUSY => ask_daemon_to_compact(&layout, &e),
                 Err(e) => {
                     eprintln!("recordfs compact: {}", describe(&e));
+                    2
+                }
+            }
+        }
+        Command::Rejected { store, json } => {
+            match crate::store::list_rejected(&crate::disk::RealDisk, &Layout::new(&store)) {
+                Ok(list) => {
+                    for r in &list {
+                        if json {
+                            println!("{}", serde_json::to_string(r).expect("serialises"));
+                        } else {
+                            let at = match (r.line, r.column) {
+                                (Some(l), Some(c)) => format!("line {l} column {c}: "),
+                                (Some(l), None) => format!("line {l}: "),
+                                _ => String::new(),
+                            };
+                            println!(
+                                "{}  {}  {at}{}  ({} bytes in {})",
+                                r.time,
+                                r.name,
+                                r.error,
+                                r.len,
+                                r.kept.as_deref().unwrap_or("?")
+                            );
+                        }
+                    }
+                    if list.is_empty() && !json {
+                        eprintln!("{}: no refused saves are kept", store.display());
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("recordfs rejected: {}", describe(&e));
                     2
                 }
             }

@@ -22,7 +22,7 @@ use crate::error::{err, Error, Result};
 use crate::log::{Attrs, Data, Fid, Kind, Op, Seq, Time, ROOT};
 use crate::namespace::{Inode, Namespace};
 use crate::options::{Options, SyncMode, MAX_HANDLES, NAME_MAX, SYMLINK_MAX};
-use crate::record::{is_record_name, validate_json};
+use crate::record::{check_json, is_record_name, validate_record};
 use crate::recovery::{self, Finding};
 use crate::store::{self, Layout, StoreLock};
 
@@ -846,7 +846,8 @@ impl RecordFs {
             return Ok(());
         }
         let bytes = self.read_committed(inode.fid)?;
-        validate_json(&bytes).map_err(|e| self.reject(new_name, &bytes, e))
+        self.validate(&bytes)
+            .map_err(|e| self.reject(new_name, &bytes, e))
     }
 
     fn read_committed(&self, fid: Fid) -> Result<Vec<u8>> {
@@ -859,10 +860,27 @@ impl RecordFs {
     }
 
     /// Keeps refused bytes in `rejected/` and says where, in the error the caller gets.
+    /// The rule for a record's bytes on this mount (`--allow-nan`).
+    fn validate(&self, bytes: &[u8]) -> Result<()> {
+        validate_record(bytes, self.opts.allow_nan)
+    }
+
     fn reject(&self, name: &[u8], bytes: &[u8], e: Error) -> Error {
-        let tag = Time::now().millis() * 1000
-            + self.rejected_count.fetch_add(1, Ordering::Relaxed) % 1000;
-        let kept = match store::keep_rejected(&*self.disk, &self.layout, name, tag, bytes) {
+        let now = Time::now();
+        let tag = now.millis() * 1000 + self.rejected_count.fetch_add(1, Ordering::Relaxed) % 1000;
+        let invalid = check_json(bytes, self.opts.allow_nan).err();
+        let why = store::Refusal {
+            time: now.iso8601(),
+            name: String::from_utf8_lossy(name).into_owned(),
+            error: invalid
+                .as_ref()
+                .map_or(e.reason.clone(), |i| i.what.clone()),
+            line: invalid.as_ref().map(|i| i.line),
+            column: invalid.as_ref().map(|i| i.column).filter(|c| *c > 0),
+            len: bytes.len() as u64,
+            kept: None,
+        };
+        let kept = match store::keep_rejected(&*self.disk, &self.layout, name, tag, bytes, &why) {
             Ok(path) => format!("the rejected bytes are in {}", path.display()),
             Err(e2) => format!("the rejected bytes could not be kept: {e2}"),
         };
@@ -1134,7 +1152,7 @@ impl RecordFs {
             self.notify_changed(fid);
             return Ok(None);
         };
-        let json = validate_json(&bytes);
+        let json = self.validate(&bytes);
         if let (true, Err(e)) = (is_record_name(&inode.name), &json) {
             let dcrc = crate::log::crc32c(&bytes);
             let e = if w.rejected == Some(dcrc) {
@@ -1460,7 +1478,8 @@ impl RecordFs {
         };
         bytes.resize(size as usize, 0);
         if is_record_name(&inode.name) {
-            validate_json(&bytes).map_err(|e| self.reject(&inode.name, &bytes, e))?;
+            self.validate(&bytes)
+                .map_err(|e| self.reject(&inode.name, &bytes, e))?;
         }
         let data = Data::new(Arc::new(bytes));
         let seen = inode.last_seq;

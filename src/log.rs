@@ -23,6 +23,10 @@ pub const ENTRY_OVERHEAD: usize = 4096;
 
 pub type Fid = u64;
 pub type Seq = u64;
+/// The largest sequence number, fid or segment number a reader accepts from disk: far beyond
+/// any store's life, and low enough that `+ 1` on any of them never overflows. A larger one
+/// is corruption.
+pub const MAX_ID: u64 = 1 << 62;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -465,6 +469,20 @@ impl Fields {
             .as_u64()
             .ok_or_else(|| format!("field {key:?} is not an unsigned integer"))
     }
+    /// A sequence number, fid or segment number: 1 to `MAX_ID`.
+    fn id(&self, key: &str) -> std::result::Result<u64, String> {
+        match self.u64(key)? {
+            v @ 1..=MAX_ID => Ok(v),
+            v => Err(format!("field {key:?} is {v}, outside 1..={MAX_ID}")),
+        }
+    }
+    /// The sequence number a checkpoint, snapshot or manifest covers up to: 0 to `MAX_ID`.
+    fn upto(&self, key: &str) -> std::result::Result<u64, String> {
+        match self.u64(key)? {
+            v @ 0..=MAX_ID => Ok(v),
+            v => Err(format!("field {key:?} is {v}, above {MAX_ID}")),
+        }
+    }
     fn u32(&self, key: &str) -> std::result::Result<u32, String> {
         u32::try_from(self.u64(key)?).map_err(|_| format!("field {key:?} is out of range"))
     }
@@ -539,37 +557,41 @@ impl Fields {
 
 pub fn decode_entry(line: &[u8]) -> std::result::Result<Entry, String> {
     let f = Fields(check_line(line)?);
-    let seq = f.u64("seq")?;
+    let seq = f.id("seq")?;
     let ts = f.u64("ts")?;
     let op = match f.str("op")? {
         "SET" => Op::Set {
-            fid: f.u64("fid")?,
-            dir: f.u64("dir")?,
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
             name: f.name("name")?,
             kind: f.kind()?,
             attrs: f.attrs()?,
             data: f.data()?,
         },
         "ATTR" => Op::Attr {
-            fid: f.u64("fid")?,
-            dir: f.u64("dir")?,
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
             name: f.name("name")?,
             attrs: f.attrs()?,
         },
         "DELETE" => Op::Delete {
-            fid: f.u64("fid")?,
-            dir: f.u64("dir")?,
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
             name: f.name("name")?,
         },
         "RENAME" => Op::Rename {
-            fid: f.u64("fid")?,
-            dir: f.u64("dir")?,
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
             name: f.name("name")?,
-            to_dir: f.u64("to_dir")?,
+            to_dir: f.id("to_dir")?,
             to_name: f.name("to_name")?,
             replaced: match f.get("replaced")? {
                 Value::Null => None,
-                v => Some(v.as_u64().ok_or("field \"replaced\" is not a fid")?),
+                v => Some(
+                    v.as_u64()
+                        .filter(|f| (1..=MAX_ID).contains(f))
+                        .ok_or("field \"replaced\" is not a fid")?,
+                ),
             },
             exchange: f
                 .get("exchange")?
@@ -577,7 +599,7 @@ pub fn decode_entry(line: &[u8]) -> std::result::Result<Entry, String> {
                 .ok_or("field \"exchange\" is not a boolean")?,
         },
         "CHECKPOINT" => Op::Checkpoint {
-            upto: f.u64("upto")?,
+            upto: f.upto("upto")?,
         },
         other => return Err(format!("unknown op {other:?}")),
     };
@@ -597,7 +619,7 @@ pub fn decode_header(line: &[u8]) -> std::result::Result<Header, String> {
     }
     Ok(Header {
         version,
-        start_seq: f.u64("start_seq")?,
+        start_seq: f.id("start_seq")?,
         max_line: f.u64("max_line")?,
         created: f.u64("created")?,
     })
@@ -689,8 +711,8 @@ fn decode_snapshot_head(line: &[u8]) -> std::result::Result<(Seq, Fid, Attrs, u6
         return Err("not a recordfs snapshot of this version".into());
     }
     Ok((
-        head.u64("upto")?,
-        head.u64("next_fid")?,
+        head.upto("upto")?,
+        head.id("next_fid")?,
         head.attrs()?,
         head.u64("files")?,
     ))
@@ -699,8 +721,8 @@ fn decode_snapshot_head(line: &[u8]) -> std::result::Result<(Seq, Fid, Attrs, u6
 fn decode_file_record(line: &[u8]) -> std::result::Result<FileRecord, String> {
     let f = Fields(check_line(line)?);
     Ok(FileRecord {
-        fid: f.u64("fid")?,
-        dir: f.u64("dir")?,
+        fid: f.id("fid")?,
+        dir: f.id("dir")?,
         name: f.name("name")?,
         kind: f.kind()?,
         attrs: f.attrs()?,
@@ -786,8 +808,8 @@ pub fn decode_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
         return Err("not a recordfs manifest of this version".into());
     }
     Ok(Manifest {
-        snapshot: f.u64("snapshot")?,
-        first_segment: f.u64("first_segment")?,
+        snapshot: f.upto("snapshot")?,
+        first_segment: f.id("first_segment")?,
     })
 }
 
@@ -806,12 +828,14 @@ pub fn parse_snapshot_name(name: &str) -> Option<Seq> {
     parse_numbered(name, ".snapshot")
 }
 
-/// `<20 digits><suffix>`: how segments and snapshots are named.
+/// `<20 digits><suffix>`: how segments and snapshots are named. A number outside
+/// 1..=`MAX_ID` names nothing recordfs writes (segments start at entry 1 or later).
 fn parse_numbered(name: &str, suffix: &str) -> Option<Seq> {
     let digits = name.strip_suffix(suffix)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
+        .filter(|n| (1..=MAX_ID).contains(n))
 }
 
 /// The segments of a log directory, oldest first.

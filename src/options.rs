@@ -49,6 +49,8 @@ pub struct Options {
     pub salvage: bool,
     /// Serve a store that other users can reach (access.rs), knowingly, instead of refusing.
     pub allow_open_store: bool,
+    /// Records may hold `NaN`, `Infinity` and `-Infinity` as numbers (record.rs).
+    pub allow_nan: bool,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             keep_logs: crate::compact::DEFAULT_KEEP_LOGS,
             salvage: false,
             allow_open_store: false,
+            allow_nan: false,
         }
     }
 }

@@ -19,9 +19,18 @@ pub fn is_record_name(name: &[u8]) -> bool {
 /// with it can read every record (README, Limits).
 pub const MAX_JSON_DEPTH: usize = 127;
 
+/// Why bytes are not a record's: where (1-based line and column) and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub line: usize,
+    pub column: usize,
+    pub what: String,
+}
+
 /// A record holds RFC 8259 JSON text, or nothing (a freshly created file), nesting at most
-/// `MAX_JSON_DEPTH` deep.
-pub fn validate_json(bytes: &[u8]) -> Result<()> {
+/// `MAX_JSON_DEPTH` deep. With `allow_nan`, also the tokens `NaN`, `Infinity` and `-Infinity`
+/// where a number may stand, as Python's `json.dump` writes them by default.
+pub fn check_json(bytes: &[u8], allow_nan: bool) -> std::result::Result<(), Invalid> {
     if bytes.is_empty() {
         return Ok(());
     }
@@ -35,23 +44,88 @@ pub fn validate_json(bytes: &[u8]) -> Result<()> {
                 .rposition(|b| *b == b'\n')
                 .map_or(0, |i| i + 1)
             + 1;
-        err!(EINVAL, "invalid UTF-8 at line {line} column {column}")
+        Invalid {
+            line,
+            column,
+            what: "invalid UTF-8".into(),
+        }
     })?;
-    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+    let text = match allow_nan {
+        true => std::borrow::Cow::Owned(nan_as_numbers(text)),
+        false => std::borrow::Cow::Borrowed(text),
+    };
+    match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
         // Ignoring values, serde_json keeps no count of depth: count it here.
         Ok(_) => check_depth(bytes),
-        Err(e) => Err(err!(
-            EINVAL,
-            "invalid JSON at line {} column {}: {}",
-            e.line(),
-            e.column(),
-            e
-        )),
+        Err(e) => {
+            let full = e.to_string();
+            let at = format!(" at line {} column {}", e.line(), e.column());
+            Err(Invalid {
+                line: e.line(),
+                column: e.column(),
+                what: full.strip_suffix(&at).unwrap_or(&full).to_string(),
+            })
+        }
     }
 }
 
+/// As `check_json`, strict, as the crate's error (EINVAL).
+pub fn validate_json(bytes: &[u8]) -> Result<()> {
+    validate_record(bytes, false)
+}
+
+pub fn validate_record(bytes: &[u8], allow_nan: bool) -> Result<()> {
+    check_json(bytes, allow_nan).map_err(|i| match i.what.as_str() {
+        "invalid UTF-8" => err!(
+            EINVAL,
+            "invalid UTF-8 at line {} column {}",
+            i.line,
+            i.column
+        ),
+        w if w.starts_with("JSON nested") => err!(EINVAL, "{w}"),
+        w => err!(
+            EINVAL,
+            "invalid JSON at line {} column {}: {w}",
+            i.line,
+            i.column
+        ),
+    })
+}
+
+/// The text with `NaN`, `Infinity` and `-Infinity` outside strings written as numbers of the
+/// same width (`0  `, `0       `, `-0       `), so that positions in errors stay right.
+fn nan_as_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = ["NaN", "Infinity", "-Infinity"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
+            let number = if token.starts_with('-') { "-0" } else { "0" };
+            out.push_str(number);
+            out.extend(std::iter::repeat_n(' ', token.len() - number.len()));
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// Refuses text (already known to be valid JSON) that nests deeper than `MAX_JSON_DEPTH`.
-fn check_depth(bytes: &[u8]) -> Result<()> {
+fn check_depth(bytes: &[u8]) -> std::result::Result<(), Invalid> {
     let (mut depth, mut in_string, mut escaped, mut line) = (0usize, false, false, 1);
     for &b in bytes {
         match (in_string, escaped, b) {
@@ -63,10 +137,13 @@ fn check_depth(bytes: &[u8]) -> Result<()> {
             (false, _, b'[' | b'{') => {
                 depth += 1;
                 if depth > MAX_JSON_DEPTH {
-                    return Err(err!(
-                        EINVAL,
-                        "JSON nested deeper than {MAX_JSON_DEPTH} levels at line {line}"
-                    ));
+                    return Err(Invalid {
+                        line,
+                        column: 0,
+                        what: format!(
+                            "JSON nested deeper than {MAX_JSON_DEPTH} levels at line {line}"
+                        ),
+                    });
                 }
             }
             (false, _, b']' | b'}') => depth -= 1,
@@ -122,5 +199,19 @@ mod tests {
         assert!(e.reason.contains("deeper than 127"), "{}", e.reason);
         let deep_text = format!("{{\"s\": \"{}\\\"\", \"t\": {{}}}}", "[{".repeat(200));
         assert!(validate_json(deep_text.as_bytes()).is_ok(), "{deep_text}");
+    }
+
+    #[test]
+    fn nan_and_infinity_only_when_allowed_and_only_outside_strings() {
+        let py = b"{\"a\": NaN, \"b\": [Infinity, -Infinity], \"s\": \"NaN\"}";
+        assert!(check_json(py, false).is_err());
+        assert_eq!(check_json(py, true), Ok(()));
+        // Where a number may not stand, still refused, and the column is the text's own.
+        let e = check_json(b"{\"a\": NaN NaN}", true).unwrap_err();
+        assert_eq!((e.line, e.column), (1, 11), "{e:?}");
+        assert!(check_json(b"{NaN: 1}", true).is_err());
+        assert!(check_json(b"[nan]", true).is_err());
+        assert!(check_json(b"[NaNa]", true).is_err());
+        assert_eq!(check_json(b"\"Infinity\"", false), Ok(()));
     }
 }

@@ -310,7 +310,8 @@ impl Salvage {
                 start - 1
             ));
         }
-        self.seen = self.seen.max(start - 1);
+        // Segment names start at 1 (log::parse_segment_name); saturating all the same.
+        self.seen = self.seen.max(start.saturating_sub(1));
         let mut after_hole = false;
         let mut dropped_since_good = false;
         log::for_each_line(disk, path, log::LONGEST_LINE, |offset, line| {

@@ -331,6 +331,15 @@ fn a_store_made_by_the_previous_version_is_made_private_once_and_keeps_its_files
     d.stop();
     let (code, text) = env.check();
     assert_eq!(code, 0, "{text}");
+    // Its refused save, kept without a reason, is listed by what its name tells.
+    let (code, text) = sh(&format!("{} rejected {}", common::BIN, env.store.display()));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "2026-12-01T03:21:49.614Z  {rec}  (kept by an earlier version"
+        )),
+        "{text}"
+    );
 }
 
 #[test]

@@ -342,3 +342,133 @@ fn a_refused_first_save_leaves_no_empty_record() {
     }
     assert_eq!(fs::read(env.path(&names[3])).unwrap(), b"{\"ok\": true}");
 }
+
+/// Issue: a refused save looks like success to bash, and to CPython when a file is closed by
+/// the garbage collector; `recordfs rejected` lists every kept refusal. Python's json.dump
+/// writes NaN and Infinity by default, which `--allow-nan` accepts.
+#[test]
+fn refusals_are_listed_and_nan_is_accepted_when_asked() {
+    let env = Env::new();
+    let (a, b) = (env.path(&record(0x400)), env.path(&record(0x401)));
+    let m = env.mount(&[]);
+    fs::write(&a, "{\"ok\": 1}").unwrap();
+    let (code, out) = sh(&format!("printf '{{\\n  \"a\": 1,\\n}}' > {}", a.display()));
+    assert_eq!(code, 0, "bash does not see the error: {out}");
+    // Closed by the garbage collector: the error is dropped, the save looks done.
+    python(
+        &format!(
+            "import json\njson.dump({{'x': float('nan')}}, open('{}', 'w'))\n",
+            b.display()
+        ),
+        &[],
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["rejected", "--json"])
+        .arg(&env.store)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let want = [
+        (
+            record(0x400),
+            3,
+            1,
+            "key must be a string",
+            &b"{\n  \"a\": 1,\n}"[..],
+        ),
+        (record(0x401), 1, 7, "expected value", b"{\"x\": NaN}"),
+    ];
+    for (r, (name, line, column, error, bytes)) in listed.iter().zip(want) {
+        assert_eq!(r["name"], name.as_str(), "{r}");
+        assert_eq!(
+            (r["line"].as_u64(), r["column"].as_u64()),
+            (Some(line), Some(column))
+        );
+        assert_eq!(r["error"], error, "{r}");
+        assert_eq!(r["len"].as_u64(), Some(bytes.len() as u64));
+        let time = r["time"].as_str().unwrap();
+        assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+        assert_eq!(fs::read(r["kept"].as_str().unwrap()).unwrap(), bytes);
+    }
+    let (code, text) = sh(&format!("{BIN} rejected {}", env.store.display()));
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(&format!(
+            "{}  line 3 column 1: key must be a string  (13 bytes in ",
+            record(0x400)
+        )),
+        "{text}"
+    );
+    drop(m);
+
+    // --allow-nan: Python's own round trip works, and only NaN and the infinities pass.
+    let m = env.mount(&["--allow-nan"]);
+    python(
+        &format!(
+            "import json, math\n\
+             json.dump({{'x': float('nan'), 'y': [float('inf'), -float('inf')], 's': 'NaN'}}, open('{b}', 'w'))\n\
+             d = json.load(open('{b}'))\n\
+             assert math.isnan(d['x']) and d['y'] == [math.inf, -math.inf] and d['s'] == 'NaN', d\n\
+             try:\n\
+             \twith open('{b}', 'w') as f: f.write('{{\"x\": nan}}')\n\
+             \traise SystemExit('lower-case nan was accepted')\n\
+             except OSError as e:\n\
+             \tassert e.errno == 22\n",
+            b = b.display()
+        ),
+        &[],
+    );
+    drop(m);
+    let m = env.mount(&[]);
+    assert!(
+        fs::read_to_string(&b).unwrap().contains("NaN"),
+        "kept as written"
+    );
+    drop(m);
+}
+
+/// The newest 256 refusals are kept, each with its reason; older ones go, both files.
+#[test]
+fn refusals_kept_are_bounded_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let fs_ =
+        recordfs::files::RecordFs::start(&store, recordfs::options::Options::default()).unwrap();
+    let name = record(0x500);
+    let (_, fh, t) = fs_
+        .create(
+            recordfs::log::ROOT,
+            name.as_bytes(),
+            0o644,
+            0,
+            0,
+            libc::O_WRONLY,
+        )
+        .unwrap();
+    fs_.wait(t).unwrap();
+    for i in 0..300u32 {
+        fs_.write(fh, 0, format!("{{\"bad\": {i},}}").as_bytes())
+            .unwrap();
+        assert_eq!(fs_.fsync(fh).unwrap_err().errno, libc::EINVAL);
+    }
+    fs_.release(fh);
+    fs_.shutdown().unwrap();
+    let names: Vec<String> = fs::read_dir(store.join("rejected"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let count = |suffix: &str| names.iter().filter(|n| n.ends_with(suffix)).count();
+    assert_eq!((count(".rejected"), count(".reason")), (256, 256));
+    let listed = recordfs::store::list_rejected(
+        &recordfs::disk::RealDisk,
+        &recordfs::store::Layout::new(&store),
+    )
+    .unwrap();
+    assert_eq!(listed.len(), 256);
+    assert_eq!(listed.last().unwrap().len, "{\"bad\": 299,}".len() as u64);
+}
