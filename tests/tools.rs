@@ -479,3 +479,83 @@ fn inotify_watchers_see_create_modify_move_and_delete() {
         seen()
     );
 }
+
+/// Issue: an app that reloads a record on the inotify modify event (watchdog's
+/// `on_modified`) while the writer holds the file open reads the previous version and keeps
+/// it: the event comes at write(2), the commit at close. Acting on close-write and moved-to
+/// (README, Watching a folder) ends with every record right.
+#[test]
+fn a_watcher_acting_on_close_write_and_moved_to_ends_with_every_record_right() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let seen = env.dir.path().join("seen");
+    fs::create_dir(&seen).unwrap();
+    let ready = env.dir.path().join("watching");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+    // The watcher: on each event, read the file again, as an app reloading it would.
+    let script = format!(
+        "inotifywait -m -q -e close_write,moved_to --format %f {mnt} 2>{ready} | \
+         while read -r f; do cat {mnt}/\"$f\" > {seen}/\"$f\" 2>/dev/null; done",
+        mnt = env.mnt.display(),
+        seen = seen.display(),
+        ready = ready.display()
+    );
+    let _watcher = Kill({
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    });
+    let probe = env.path("probe");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            let _ = fs::write(&probe, "x");
+            seen.join("probe").exists()
+        }),
+        "the watcher never saw the probe"
+    );
+    // Three writers, each a way apps save: in place with the file held open between writes,
+    // json.dump then close, and temp file + os.replace.
+    let names: Vec<String> = (0x600..0x603).map(record).collect();
+    python(
+        "import json, os, sys, time\n\
+         mnt, names = sys.argv[1], sys.argv[2:]\n\
+         for i in range(40):\n\
+         \tdoc = json.dumps({'i': i, 'pad': 'x' * (i * 37 % 500)})\n\
+         \twith open(os.path.join(mnt, names[0]), 'w') as f:\n\
+         \t\tf.write(doc[:10]); f.flush(); time.sleep(0.002); f.write(doc[10:])\n\
+         \twith open(os.path.join(mnt, names[1]), 'w') as f:\n\
+         \t\tjson.dump({'i': i}, f)\n\
+         \ttmp = os.path.join(mnt, '.' + names[2] + '.tmp')\n\
+         \twith open(tmp, 'w') as f:\n\
+         \t\tjson.dump({'i': i, 'via': 'rename'}, f)\n\
+         \tos.replace(tmp, os.path.join(mnt, names[2]))\n"
+            .replace(
+                "sys.argv[1], sys.argv[2:]",
+                &format!("{:?}, {:?}", env.mnt.display().to_string(), names),
+            )
+            .as_str(),
+        &[],
+    );
+    for n in &names {
+        let want = fs::read(env.path(n)).unwrap();
+        assert!(String::from_utf8_lossy(&want).contains("\"i\": 39"), "{n}");
+        assert!(
+            wait_until(std::time::Duration::from_secs(10), || {
+                fs::read(seen.join(n)).ok().as_ref() == Some(&want)
+            }),
+            "{n}: the watcher's last reload is {:?}, the record {:?}",
+            String::from_utf8_lossy(&fs::read(seen.join(n)).unwrap_or_default()),
+            String::from_utf8_lossy(&want)
+        );
+    }
+}
