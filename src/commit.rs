@@ -14,6 +14,7 @@
 //! retry that "succeeds" would be a lie. The store turns read-only until remounted.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -42,6 +43,12 @@ const APPLY_RETRY: Duration = Duration::from_millis(100);
 const APPLY_DELAY: Duration = Duration::from_millis(20);
 /// How long the compaction thread waits after a failed compaction before trying again.
 const COMPACT_RETRY: Duration = Duration::from_secs(5);
+/// Backing files written back (fsynced) in the background once this many are owed ...
+const WRITEBACK_BATCH: usize = 1024;
+/// ... or this long after the last write-back, whichever comes first.
+const WRITEBACK_EVERY: Duration = Duration::from_secs(5);
+/// More files than this owed a sync are synced by one syncfs instead of an fsync each.
+const SYNCFS_ABOVE: usize = 256;
 /// The longest a sync waits for a batch to form (see `run_sync`).
 const MAX_LINGER: Duration = Duration::from_millis(2);
 
@@ -489,35 +496,87 @@ impl Pipeline {
         st.log
             .sync()
             .inspect_err(|e| self.turn_read_only(st, e.reason.clone()))?;
+        let synced = st.changed.len();
         st.changed.clear();
-        info!("checkpoint: the backing files hold every commit up to entry {upto}");
+        info!(
+            "checkpoint: synced {synced} backing files; they hold every commit up to entry {upto}"
+        );
         Ok(())
     }
 
-    /// fsync of every backing file changed since the last checkpoint, then of `root/`. A
-    /// symlink cannot be fsynced by itself; if one changed, syncfs covers it (and everything
-    /// else on that filesystem, which is slower on a busy disk, hence not the default).
+    /// fsync of every backing file changed since the last checkpoint, then of `root/`.
     fn sync_changed(&self, st: &State) -> Result<()> {
-        let mut symlink_changed = false;
-        for fid in &st.changed {
+        let (paths, symlink) = self.backing_paths(st, st.changed.iter());
+        self.sync_files(&paths, symlink, false)?;
+        store::sync_dir(&*self.disk, &self.layout.root())
+    }
+
+    /// The backing files of `fids` as they are named now (a deleted one has none: the
+    /// directory's fsync covers it), and whether any is a symlink.
+    fn backing_paths<'a>(
+        &self,
+        st: &State,
+        fids: impl Iterator<Item = &'a Fid>,
+    ) -> (Vec<PathBuf>, bool) {
+        let mut symlink = false;
+        let mut paths = Vec::new();
+        for fid in fids {
             let Some(name) = st.disk.get(fid) else {
-                continue; // deleted: the directory's fsync covers it
+                continue;
             };
             if st.ns.get(*fid).is_some_and(|i| i.kind == Kind::Symlink) {
-                symlink_changed = true;
-                continue;
+                symlink = true;
+            } else {
+                paths.push(self.layout.backing(name));
             }
-            let path = self.layout.backing(name);
-            self.disk
-                .sync_file(&path)
-                .map_err(|e| Error::io(format!("fsync of {}", path.display()), &e))?;
         }
-        if symlink_changed {
+        (paths, symlink)
+    }
+
+    /// fsync of each file. A symlink cannot be fsynced by itself; if one changed, syncfs
+    /// covers it (and everything else on that filesystem, which is slower on a busy disk,
+    /// hence not the default for a few files), as it covers more than `SYNCFS_ABOVE` files. With `gone_ok`, a file renamed or removed since its path was
+    /// taken is skipped: that change marked it changed again, or the directory's fsync at the
+    /// checkpoint covers it.
+    fn sync_files(&self, paths: &[PathBuf], symlink: bool, gone_ok: bool) -> Result<()> {
+        // Past a few hundred files one syncfs costs less than their fsyncs.
+        let symlink = symlink || paths.len() > SYNCFS_ABOVE;
+        for path in paths.iter().filter(|_| !symlink) {
+            match self.disk.sync_file(path) {
+                Ok(()) => {}
+                Err(e) if gone_ok && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("fsync of {}", path.display()), &e)),
+            }
+        }
+        if symlink {
             self.disk
                 .sync_everything(&self.layout.root())
                 .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
         }
-        store::sync_dir(&*self.disk, &self.layout.root())
+        Ok(())
+    }
+
+    /// Writes back, in the background, backing files changed since the last checkpoint:
+    /// at most `WRITEBACK_BATCH` a round, so that the checkpoint at unmount (and the wait of a
+    /// mount that follows it) costs what changed since, not the whole store. A failed fsync
+    /// turns the store read-only, as any.
+    fn write_back(&self) -> Result<usize> {
+        let (taken, paths, symlink) = {
+            let mut st = self.state.lock();
+            let taken: Vec<Fid> = st.changed.iter().take(WRITEBACK_BATCH).copied().collect();
+            for fid in &taken {
+                st.changed.remove(fid);
+            }
+            let (paths, symlink) = self.backing_paths(&st, taken.iter());
+            (taken, paths, symlink)
+        };
+        if let Err(e) = self.sync_files(&paths, symlink, true) {
+            let mut st = self.state.lock();
+            st.changed.extend(taken);
+            self.turn_read_only(&mut st, e.reason.clone());
+            return Err(e);
+        }
+        Ok(taken.len())
     }
 
     fn turn_read_only(&self, st: &mut State, reason: String) {
@@ -851,10 +910,16 @@ impl Pipeline {
 
     /// The compaction thread: compacts when the live log passes the limit, when the interval
     /// has passed, or when asked.
+    /// The compaction thread: compacts the log when due (`CompactPolicy`), and between
+    /// compactions writes back changed backing files (`write_back`).
     fn run_compact(&self) {
-        let mut last = Instant::now();
+        enum Work {
+            Compact,
+            WriteBack,
+        }
+        let (mut last, mut last_write_back) = (Instant::now(), Instant::now());
         loop {
-            {
+            let work = {
                 let mut st = self.state.lock();
                 loop {
                     if st.shutting_down {
@@ -868,13 +933,31 @@ impl Pipeline {
                             || (st.log.len() > self.policy.log_limit && has_entries)
                             || last.elapsed() >= self.policy.every);
                     if due {
-                        break;
+                        st.compact_requested = false;
+                        break Work::Compact;
                     }
-                    let left = self.policy.every.saturating_sub(last.elapsed());
+                    let owed = st.changed.len();
+                    if st.fatal.is_none()
+                        && owed > 0
+                        && (owed >= WRITEBACK_BATCH || last_write_back.elapsed() >= WRITEBACK_EVERY)
+                    {
+                        break Work::WriteBack;
+                    }
+                    let left = self
+                        .policy
+                        .every
+                        .saturating_sub(last.elapsed())
+                        .min(WRITEBACK_EVERY.saturating_sub(last_write_back.elapsed()));
                     self.compact_wake
                         .wait_for(&mut st, left.max(Duration::from_millis(10)));
                 }
-                st.compact_requested = false;
+            };
+            if let Work::WriteBack = work {
+                last_write_back = Instant::now();
+                if let Err(e) = self.write_back() {
+                    error!("writing back backing files failed: {e}");
+                }
+                continue;
             }
             last = Instant::now();
             match self.compact_online() {
@@ -895,9 +978,6 @@ impl Pipeline {
         }
     }
 
-    /// Online compaction (FORMAT.md, "Compaction"): appends move to a new segment N+1 at once;
-    /// once every entry up to N is in the backing files and those are durable, the snapshot of
-    /// the state after N and the manifest are written, and the old segments retired.
     fn compact_online(&self) -> Result<Option<crate::compact::Compacted>> {
         let snapshot = {
             let mut st = self.state.lock();
@@ -951,13 +1031,18 @@ impl Pipeline {
             st.hurry -= 1;
         }
         // Every backing file durable, whatever process wrote it: syncfs, not the changed set.
+        // Whatever was written before it starts is covered, so the files owed a sync so far
+        // are owed none after it; one written later is marked changed again.
+        let owed = std::mem::take(&mut self.state.lock().changed);
         let synced = self
             .disk
             .sync_everything(&self.layout.root())
             .map_err(|e| Error::io("syncfs of the backing tree", &e))
             .and_then(|_| store::sync_dir(&*self.disk, &self.layout.root()));
         if let Err(e) = synced {
-            self.turn_read_only(&mut self.state.lock(), e.reason.clone());
+            let mut st = self.state.lock();
+            st.changed.extend(owed);
+            self.turn_read_only(&mut st, e.reason.clone());
             return Err(e);
         }
         let c = crate::compact::commit_snapshot(
@@ -982,6 +1067,12 @@ impl Pipeline {
             self.room.wait_for(&mut st, Duration::from_millis(1));
         }
         st.hurry -= 1;
+    }
+
+    /// For reporting and tests: backing files changed and not yet synced (the checkpoint at
+    /// unmount syncs these; the write-back keeps it small).
+    pub fn owed_syncs(&self) -> usize {
+        self.state.lock().changed.len()
     }
 
     /// For reporting and tests: online compactions finished since the mount.

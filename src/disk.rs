@@ -61,7 +61,10 @@ pub trait DiskFile: Send + Sync {
 }
 
 /// A held lock on a store; released when dropped.
-pub trait DiskLock: Send + Sync {}
+pub trait DiskLock: Send + Sync {
+    /// Replaces the text that names the holder, for whoever finds the lock taken.
+    fn say(&self, holder: &str) -> io::Result<()>;
+}
 
 /// Nothing this seam creates is readable by anyone but its owner: files are created 0600 and
 /// directories 0700 (`write_file` then gives a backing file its own mode, inside a 0700
@@ -174,9 +177,15 @@ impl DiskFile for File {
 
 /// Holds the flock(2)ed file open: closing it releases the lock.
 struct FlockLock {
-    _file: File,
+    file: File,
 }
-impl DiskLock for FlockLock {}
+
+impl DiskLock for FlockLock {
+    fn say(&self, holder: &str) -> io::Result<()> {
+        self.file.set_len(0)?;
+        FileExt::write_all_at(&self.file, holder.as_bytes(), 0)
+    }
+}
 
 /// What every file recordfs creates for itself in STORE is given: its owner's alone.
 pub const PRIVATE_FILE: u32 = 0o600;
@@ -389,6 +398,6 @@ impl Disk for RealDisk {
         }
         file.set_len(0)?;
         file.write_all(holder.as_bytes())?;
-        Ok(Box::new(FlockLock { _file: file }))
+        Ok(Box::new(FlockLock { file }))
     }
 }

@@ -253,7 +253,7 @@ pub struct RecordFs {
     rejected_count: AtomicU64,
     findings: Vec<Finding>,
     notices: Vec<String>,
-    _lock: StoreLock,
+    lock: StoreLock,
 }
 
 fn check_name(name: &[u8]) -> Result<()> {
@@ -343,7 +343,7 @@ impl RecordFs {
             rejected_count: AtomicU64::new(0),
             findings: recovered.findings,
             notices: recovered.notices,
-            _lock: recovered.lock,
+            lock: recovered.lock,
         })
     }
 
@@ -382,6 +382,7 @@ impl RecordFs {
         if let Some(result) = &*closed {
             return result.clone();
         }
+        self.lock.say_unmounting();
         let open: Vec<u64> = self.handles.lock().map.keys().copied().collect();
         for fh in open {
             self.release(fh);

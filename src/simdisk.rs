@@ -517,7 +517,11 @@ impl ReadAt for Frozen {
 }
 
 struct NoLock;
-impl DiskLock for NoLock {}
+impl DiskLock for NoLock {
+    fn say(&self, _holder: &str) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Disk for SimDisk {
     fn open_file(&self, path: &Path, create_new: bool) -> io::Result<Arc<dyn DiskFile>> {

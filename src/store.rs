@@ -162,7 +162,28 @@ pub fn remove(disk: &dyn Disk, path: &Path) -> Result<()> {
 
 /// The exclusive lock on a store, held for as long as this value lives.
 pub struct StoreLock {
-    _lock: Box<dyn DiskLock>,
+    lock: Box<dyn DiskLock>,
+    holder: String,
+}
+
+/// What the lock says of a holder that is unmounting (`StoreLock::say_unmounting`).
+const UNMOUNTING: &str = "; unmounting since ";
+/// How long a mount waits for the daemon of its store to finish unmounting.
+pub const UNMOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl StoreLock {
+    /// Tells a mount that finds the lock taken that this holder is on its way out, so that
+    /// it waits (`UNMOUNT_WAIT`) instead of refusing: `umount` returns before the daemon has
+    /// written its checkpoint.
+    pub fn say_unmounting(&self) {
+        let text = format!(
+            "{}{UNMOUNTING}{}\n",
+            self.holder.trim_end(),
+            Time::now().iso8601()
+        );
+        // Only a courtesy to the next mount: without it, that mount is refused as busy.
+        let _ = self.lock.say(&text);
+    }
 }
 
 /// What the caller of `open_store` will do with the store.
@@ -294,7 +315,8 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
     }
     let version = read_version(disk, layout)?;
     access::refuse_links(disk, layout)?;
-    let lock = take_lock(disk, layout)?;
+    let mut notices = Vec::new();
+    let lock = take_lock(disk, layout, &mut notices)?;
     for dir in layout.dirs() {
         if disk.stat(&dir).is_err() {
             disk.create_dir(&dir).map_err(io_err("creating", &dir))?;
@@ -302,7 +324,6 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
         }
     }
     let mut exposures = access::survey(disk, layout, uid)?;
-    let mut notices = Vec::new();
     if purpose == Purpose::Check {
         return Ok(Opened {
             lock,
@@ -348,8 +369,9 @@ const ACCEPT_V1: &str = "it was made by an earlier version: mount it once withou
                          and recordfs makes it private, or fix it with the commands above, or \
                          mount with --allow-open-store to accept it as it is";
 
-/// flock of STORE/lock, writing who holds it; EBUSY naming the holder if another has it.
-fn take_lock(disk: &dyn Disk, layout: &Layout) -> Result<StoreLock> {
+/// flock of STORE/lock, writing who holds it; EBUSY naming the holder if another has it. A
+/// holder that is unmounting is waited for, up to `UNMOUNT_WAIT`, and the wait is noted.
+fn take_lock(disk: &dyn Disk, layout: &Layout, notices: &mut Vec<String>) -> Result<StoreLock> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let holder = format!(
         "recordfs pid {} on {} since {}\n",
@@ -358,20 +380,52 @@ fn take_lock(disk: &dyn Disk, layout: &Layout) -> Result<StoreLock> {
         Time::now().iso8601()
     );
     let lock_path = layout.lock();
-    let lock = disk.lock(&lock_path, &holder).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock => err!(
-            EBUSY,
-            "store {} is in use by {}",
-            layout.store.display(),
-            if e.to_string().is_empty() {
-                "another process".to_string()
-            } else {
-                e.to_string()
+    let started = std::time::Instant::now();
+    let mut waited_for = None;
+    loop {
+        let other = match disk.lock(&lock_path, &holder) {
+            Ok(lock) => {
+                if let Some(other) = waited_for {
+                    notices.push(format!(
+                        "waited {:.1} s for {other} to finish unmounting {}",
+                        started.elapsed().as_secs_f64(),
+                        layout.store.display()
+                    ));
+                }
+                return Ok(StoreLock { lock, holder });
             }
-        ),
-        _ => Error::io(format!("locking {}", lock_path.display()), &e),
-    })?;
-    Ok(StoreLock { _lock: lock })
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => e.to_string(),
+            Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), &e)),
+        };
+        let Some((who, _)) = other.split_once(UNMOUNTING) else {
+            let who = if other.is_empty() {
+                "another process"
+            } else {
+                &other
+            };
+            return Err(err!(
+                EBUSY,
+                "store {} is in use by {who}",
+                layout.store.display()
+            ));
+        };
+        if started.elapsed() >= UNMOUNT_WAIT {
+            return Err(err!(
+                EBUSY,
+                "store {} is in use by {other}: still unmounting after {} s; try again once it has exited",
+                layout.store.display(),
+                UNMOUNT_WAIT.as_secs()
+            ));
+        }
+        if waited_for.is_none() {
+            log::info!(
+                "waiting for {who} to finish unmounting {}",
+                layout.store.display()
+            );
+            waited_for = Some(who.to_string());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Removes everything in `tmp/`: the remains of interrupted replacements.

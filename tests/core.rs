@@ -305,3 +305,30 @@ fn a_log_limit_below_a_segment_header_does_not_spin_the_compaction_thread() {
     );
     fs.shutdown().unwrap();
 }
+
+/// Issue: the checkpoint at unmount synced every file written since the mount (30 s after
+/// writing 200,000 records), so the daemon lingered and a mount right after was refused.
+/// Changed backing files are written back in the background instead.
+#[test]
+fn changed_backing_files_are_written_back_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        sync: SyncMode::Never,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(&dir.path().join("s"), opts).unwrap();
+    for i in 0..1500 {
+        create_and_commit(&fs, &rec(i), b"[1]").unwrap();
+    }
+    // Well within the 5 s between write-backs and the batches of 1,024.
+    let start = std::time::Instant::now();
+    while fs.pipeline().owed_syncs() > 0 && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs.pipeline().owed_syncs(),
+        0,
+        "nothing written back in 20 s"
+    );
+    fs.shutdown().unwrap();
+}

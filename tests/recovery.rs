@@ -209,6 +209,94 @@ fn a_second_daemon_on_the_same_store_is_refused() {
     assert!(!is_mounted(&other));
 }
 
+/// Issue: `umount; recordfs mount` answered "in use by recordfs pid N" 3 times in 3 on a
+/// store of 10,000 files: umount returns before the daemon has checkpointed and exited. A
+/// mount waits for a daemon of its store that is unmounting.
+#[test]
+fn a_mount_right_after_umount_waits_for_the_old_daemon() {
+    let env = Env::new();
+    for round in 0..3 {
+        let d = Daemon::start(&env.store, &env.mnt, &["--sync", "never"], 0o022).unwrap();
+        let (code, out) = sh(&format!(
+            "cd {} && for i in $(seq 1 3000); do echo '[{round}]' > $(printf '%08x' $i)-0000-4000-8000-000000000000.json; done",
+            env.mnt.display()
+        ));
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = sh(&format!("umount {}", env.mnt.display()));
+        assert_eq!(code, 0, "{out}");
+        drop(d);
+        let d = Daemon::start(&env.store, &env.mnt, &["--sync", "never"], 0o022)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(
+            fs::read_to_string(env.path("00000bb8-0000-4000-8000-000000000000.json")).unwrap(),
+            format!("[{round}]\n")
+        );
+        d.stop();
+    }
+}
+
+/// The lock file says when its holder is unmounting; only then does a mount wait, and it
+/// says it waited.
+#[test]
+fn only_a_holder_that_is_unmounting_is_waited_for() {
+    let env = Env::new();
+    Mount::start(&env.store, &env.mnt, &[]).unwrap().stop();
+    let hold = |text: &str, secs: f64| {
+        let script = format!(
+            "import fcntl, time, sys\n\
+             f = open(sys.argv[1], 'r+')\n\
+             fcntl.flock(f, fcntl.LOCK_EX)\n\
+             f.truncate(0); f.write(sys.argv[2]); f.flush()\n\
+             print('held', flush=True)\n\
+             time.sleep({secs})\n"
+        );
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .arg(env.store.join("lock"))
+            .arg(text)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "held\n");
+        child
+    };
+    // Serving: refused at once.
+    let mut holder = hold(
+        "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z\n",
+        30.0,
+    );
+    let started = std::time::Instant::now();
+    let err = Daemon::start(&env.store, &env.mnt, &[], 0o022)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.contains("is in use by recordfs pid 1 on elsewhere"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // Unmounting: waited for, and said so.
+    let mut holder = hold(
+        "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z; unmounting since 2026-01-01T00:01:00.000Z\n",
+        1.0,
+    );
+    let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
+    assert!(
+        d.said.contains("waited") && d.said.contains("to finish unmounting"),
+        "{}",
+        d.said
+    );
+    let _ = holder.wait();
+    d.stop();
+}
+
 /// Issue: a second mount on a mount point that held a recordfs mount stacked on it, and one
 /// umount then took both down.
 #[test]
