@@ -12,6 +12,7 @@ use log::{error, info, warn};
 use crate::error::{Error, Result};
 use crate::files::RecordFs;
 use crate::fuse::{describe, Adapter};
+use crate::mounting::{self, Way};
 use crate::options::{Options, SyncMode, DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE};
 use crate::recovery;
 use crate::store::Layout;
@@ -501,7 +502,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
             "the store cannot be inside the mount point".into(),
         );
     }
-    if let Some(source) = recordfs_mounted_at(&mountpoint) {
+    if let Some(source) = mounting::recordfs_mounted_at(&mountpoint) {
         return fail(
             &mut ready,
             format!(
@@ -512,6 +513,13 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
             ),
         );
     }
+    // Whether this user can mount at all, before STORE is touched: a mount that cannot work
+    // creates nothing.
+    let way = match mounting::way() {
+        Ok(w) => w,
+        Err(e) => return fail(&mut ready, format!("cannot mount: {}", describe(&e))),
+    };
+    let before = StoreBefore::of(&store);
     let fs = match RecordFs::start(&store, m.opts.clone()) {
         Ok(fs) => Arc::new(fs),
         Err(e) => {
@@ -544,11 +552,28 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(m.threads);
-    let mut session = match fuser::Session::new(Adapter::new(fs.clone()), &mountpoint, &config) {
+    let adapter = Adapter::new(fs.clone());
+    let session = match &way {
+        Way::Direct => fuser::Session::new(adapter, &mountpoint, &config)
+            .map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display())),
+        Way::Fusermount(helper) => {
+            let options = mounting::helper_options(&store, m.opts.read_only, m.allow_other);
+            mounting::mount_with_helper(helper, &mountpoint, &options)
+                .map_err(|e| describe(&e))
+                .and_then(|fd| {
+                    fuser::Session::from_fd(adapter, fd, config.acl, config.clone()).map_err(|e| {
+                        let _ = mounting::unmount_with_helper(helper, &mountpoint, true);
+                        format!("cannot start serving {}: {e}", mountpoint.display())
+                    })
+                })
+        }
+    };
+    let mut session = match session {
         Ok(s) => s,
-        Err(e) => {
-            let msg = format!("cannot mount at {}: {e}", mountpoint.display());
+        Err(msg) => {
+            let _ = fs.shutdown();
             drop(fs);
+            before.restore(&store);
             return fail(&mut ready, msg);
         }
     };
@@ -556,6 +581,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
     let mut signals = signals;
     let mp = mountpoint.clone();
     let for_signals = fs.clone();
+    let way_for_signals = way.clone();
     let started = start_invalidator(&fs, session.notifier()).and_then(|_| {
         std::thread::Builder::new()
             .name("recordfs-signals".into())
@@ -567,7 +593,7 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
                         continue;
                     }
                     info!("signal {sig}: unmounting {}", mp.display());
-                    unmount(&mp, unmounter);
+                    unmount(&mp, unmounter, &way_for_signals);
                     break;
                 }
             })
@@ -586,8 +612,12 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
         m.opts.sync
     );
     let notices: String = fs.notices().iter().map(|n| format!("{n}\n")).collect();
+    let unmount_with = match &way {
+        Way::Direct => "umount",
+        Way::Fusermount(_) => "fusermount3 -u",
+    };
     let live = format!(
-        "ok{notices}{} is mounted at {}; unmount with: umount {}\n",
+        "ok{notices}{} is mounted at {}; unmount with: {unmount_with} {}\n",
         store.display(),
         mountpoint.display(),
         mountpoint.display()
@@ -612,39 +642,44 @@ fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
     }
 }
 
-/// The source of the recordfs mount whose mount point is `path` (the topmost one), if any.
-fn recordfs_mounted_at(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // Fields: id parent dev root MOUNT_POINT options [optional...] - FSTYPE SOURCE superopts;
-    // spaces and the like in paths are octal escapes (\040).
-    let unescape = |f: &str| {
-        let mut out = Vec::new();
-        let b = f.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            match (b[i], b.get(i + 1..i + 4)) {
-                (b'\\', Some(oct)) if oct.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                    out.push(oct.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                    i += 4;
-                }
-                (c, _) => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
+/// What STORE was before this mount made it a store: a mount that fails leaves it so.
+enum StoreBefore {
+    Missing,
+    Empty,
+    Kept,
+}
+
+impl StoreBefore {
+    fn of(store: &Path) -> StoreBefore {
+        match std::fs::read_dir(store).map(|mut entries| entries.next().is_none()) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreBefore::Missing,
+            Ok(true) => StoreBefore::Empty,
+            _ => StoreBefore::Kept,
         }
-        PathBuf::from(std::ffi::OsString::from(
-            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&out),
-        ))
-    };
-    info.lines().rev().find_map(|l| {
-        let (head, tail) = l.split_once(" - ")?;
-        let point = unescape(head.split(' ').nth(4)?);
-        let mut t = tail.split(' ');
-        let (fstype, source) = (t.next()?, t.next()?);
-        (point == path && fstype.starts_with("fuse") && source.starts_with("recordfs:"))
-            .then(|| unescape(source).display().to_string())
-    })
+    }
+
+    /// Takes away what a failed mount made of a store that did not exist or was empty.
+    fn restore(&self, store: &Path) {
+        let emptied = match self {
+            StoreBefore::Kept => return,
+            StoreBefore::Missing => std::fs::remove_dir_all(store),
+            StoreBefore::Empty => std::fs::read_dir(store).and_then(|entries| {
+                entries.into_iter().try_for_each(|e| {
+                    let p = e?.path();
+                    match p.is_dir() && !p.is_symlink() {
+                        true => std::fs::remove_dir_all(&p),
+                        false => std::fs::remove_file(&p),
+                    }
+                })
+            }),
+        };
+        if let Err(e) = emptied {
+            warn!(
+                "the mount failed, and {} could not be taken away again: {e}",
+                store.display()
+            );
+        }
+    }
 }
 
 /// How long a stop waits for a busy mount point to come free before detaching it.
@@ -655,16 +690,36 @@ const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
 /// descriptors), so EBUSY is retried for a grace. Past it the mount is detached, as libfuse
 /// daemons do: the name goes at once, open files go on being served and committed, and the
 /// session ends, cleanly, when the last of them closes.
-fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter) {
+fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter, way: &Way) {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     // Our mount's device: if it changes, somebody else unmounted it, and a retry could take
     // down whatever is mounted there now.
     let ours = std::fs::metadata(mp).map(|md| md.dev()).ok();
-    // fuser's own attempt first: it knows the way for a user who is not root (fusermount3),
-    // and the session does not try again at its end. It gives its mount up even when the
-    // attempt fails, so the retries below are ours.
-    match unmounter.unmount() {
+    let Ok(path) = std::ffi::CString::new(mp.as_os_str().as_bytes()) else {
+        return;
+    };
+    let attempt = |lazy: bool| -> std::io::Result<()> {
+        match way {
+            Way::Fusermount(helper) => mounting::unmount_with_helper(helper, mp, lazy),
+            Way::Direct => {
+                let flags = if lazy { libc::MNT_DETACH } else { 0 };
+                // SAFETY: umount2(2) with a NUL-terminated path.
+                match unsafe { libc::umount2(path.as_ptr(), flags) } {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            }
+        }
+    };
+    // As root, fuser's own attempt first: the session does not try again at its end. It
+    // gives its mount up even when the attempt fails, so the retries below are ours. (A mount
+    // made through fusermount3 is not fuser's: the helper unmounts it.)
+    let first = match way {
+        Way::Direct => unmounter.unmount(),
+        Way::Fusermount(_) => attempt(false),
+    };
+    match first {
         Ok(()) => return,
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) && ours.is_some() => {}
         Err(e) => {
@@ -677,23 +732,19 @@ fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter) {
         mp.display(),
         UNMOUNT_GRACE.as_secs()
     );
-    let Ok(path) = std::ffi::CString::new(mp.as_os_str().as_bytes()) else {
-        return;
-    };
     let deadline = Instant::now() + UNMOUNT_GRACE;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         if std::fs::metadata(mp).map(|md| md.dev()).ok() != ours {
             return;
         }
-        // SAFETY: umount2(2) with a NUL-terminated path.
-        if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-            return;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EBUSY) {
-            error!("unmounting {}: {e}", mp.display());
-            return;
+        match attempt(false) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => {
+                error!("unmounting {}: {e}", mp.display());
+                return;
+            }
         }
     }
     warn!(
@@ -702,9 +753,7 @@ fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter) {
         mp.display(),
         UNMOUNT_GRACE.as_secs()
     );
-    // SAFETY: as above.
-    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = attempt(true) {
         error!("detaching {}: {e}", mp.display());
     }
 }

@@ -15,6 +15,7 @@ pub mod files;
 pub mod fuse;
 pub mod inspect;
 pub mod log;
+pub mod mounting;
 pub mod namespace;
 pub mod options;
 pub mod progress;

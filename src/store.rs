@@ -323,7 +323,12 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
             sync_dir(disk, store)?;
         }
     }
-    let mut exposures = access::survey(disk, layout, uid)?;
+    // Checked offline, a store is held against its own owner; served, against the daemon's.
+    let owner = match purpose {
+        Purpose::Check => st.uid,
+        Purpose::Serve { .. } => uid,
+    };
+    let mut exposures = access::survey(disk, layout, owner)?;
     if purpose == Purpose::Check {
         return Ok(Opened {
             lock,

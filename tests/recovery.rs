@@ -539,3 +539,102 @@ fn allow_other_lets_another_user_in() {
     );
     assert_eq!(out.stdout, b"hi");
 }
+
+/// Sets /dev/fuse's mode for a test, and puts the old one back however the test ends.
+struct DevFuseMode(u32);
+
+impl DevFuseMode {
+    fn set(mode: u32) -> DevFuseMode {
+        use std::os::unix::fs::PermissionsExt;
+        let old = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode)).unwrap();
+        DevFuseMode(old)
+    }
+}
+
+impl Drop for DevFuseMode {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(self.0));
+    }
+}
+
+/// Issue: as a user who is not root, mount failed with "Permission denied (os error 13)"
+/// without naming /dev/fuse, and created STORE anyway. Such a user mounts through the
+/// setuid fusermount3 when /dev/fuse is theirs to open, and is told what to do when not.
+#[test]
+fn a_user_who_is_not_root_mounts_through_fusermount3() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let home = env.dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let (store, mnt) = (home.join("store"), home.join("mnt"));
+    fs::create_dir(&mnt).unwrap();
+    for p in [&home, &mnt] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    let mount = format!("{BIN} mount {} {}", store.display(), mnt.display());
+    let rec = mnt.join(record(1));
+    {
+        let _closed = DevFuseMode::set(0o600);
+        let (code, out) = sh_as_nobody(&mount);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("/dev/fuse (mode 0600) is not readable and writable by you"),
+            "{out}"
+        );
+        assert!(out.contains("chmod 0666 /dev/fuse"), "{out}");
+        assert!(!store.exists(), "a mount that cannot work created STORE");
+    }
+    let _open = DevFuseMode::set(0o666);
+    let (code, out) = sh_as_nobody(&mount);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("unmount with: fusermount3 -u"), "{out}");
+    let daemon = || -> i32 {
+        let lock = fs::read_to_string(store.join("lock")).unwrap();
+        lock.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    let mounted_as_nobody = || {
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!(" {} ", mnt.display())) && l.contains("user_id=65534"))
+    };
+    assert!(mounted_as_nobody());
+    let (code, out) = sh_as_nobody(&format!(
+        "echo '{{\"by\": \"nobody\"}}' > {}",
+        rec.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    // SIGTERM: the daemon unmounts through the helper and exits cleanly.
+    let pid = daemon();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(wait_until(Duration::from_secs(30), || has_exited(pid)
+        && !is_mounted(&mnt)));
+    assert!(fs::read_to_string(store.join("daemon.log"))
+        .unwrap()
+        .contains("unmounted cleanly"));
+    // Again, and `fusermount3 -u` by the user, as the mount told them.
+    let (code, out) = sh_as_nobody(&mount);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        sh_as_nobody(&format!("cat {}", rec.display())).1,
+        "{\"by\": \"nobody\"}\n"
+    );
+    let pid = daemon();
+    let (code, out) = sh_as_nobody(&format!("fusermount3 -u {}", mnt.display()));
+    assert_eq!(code, 0, "{out}");
+    assert!(wait_until(Duration::from_secs(30), || has_exited(pid)
+        && !is_mounted(&mnt)));
+    let (code, text) = env_check(&store);
+    assert_eq!(code, 0, "{text}");
+}
+
+fn env_check(store: &std::path::Path) -> (i32, String) {
+    let out = Command::new(BIN).arg("check").arg(store).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
