@@ -3,7 +3,7 @@
 # and whether `recordfs mount` run at once succeeds, after writing N records of 500 B under
 # --sync never on a fresh loop-device ext4. With BASE_BIN set, that binary runs too, rounds
 # interleaved, and the ratio is reported.
-#   scripts/bench-umount.sh [N] [ROUNDS]        (BASE_BIN=/path/to/recordfs to compare)
+#   scripts/bench-umount.sh [N] [ROUNDS]   (BASE_BIN=/path/to/recordfs to compare; LOOP_SIZE=8G for big N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-20000}
@@ -31,11 +31,11 @@ PY
   local t0 t1 ok=yes
   t0=$(date +%s.%N)
   umount "$mnt"
-  "$b" mount "$store" "$mnt" --sync never >/dev/null 2>&1 &
+  "$b" mount "$store" "$mnt" --sync never >"$work/remount.out" 2>&1 &
   local again=$!
   while [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do sleep 0.005; done
   t1=$(date +%s.%N)
-  wait "$again" || ok=no
+  wait "$again" || { ok=no; echo "remount: $(head -c 300 "$work/remount.out")" >&2; }
   if grep -q " $mnt " /proc/self/mounts; then umount "$mnt"; fi
   local pid2
   pid2=$(awk '{print $3}' "$store/lock" 2>/dev/null || echo 0)

@@ -13,7 +13,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$disk" "$mnt"
-truncate -s 2G "$work/disk.img"
+truncate -s "${LOOP_SIZE:-2G}" "$work/disk.img"
 mkfs.ext4 -q -F "$work/disk.img"
 loop=$(losetup -f --show "$work/disk.img")
 mount "$loop" "$disk"
