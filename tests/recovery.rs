@@ -574,7 +574,11 @@ fn a_user_who_is_not_root_mounts_through_fusermount3() {
     for p in [&home, &mnt] {
         std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
     }
-    let mount = format!("{BIN} mount {} {}", store.display(), mnt.display());
+    // The checkout may live where that user cannot go (a 0700 temp dir): a copy it can run.
+    let bin = env.dir.path().join("recordfs");
+    fs::copy(BIN, &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let mount = format!("{} mount {} {}", bin.display(), store.display(), mnt.display());
     let rec = mnt.join(record(1));
     {
         let _closed = DevFuseMode::set(0o600);
