@@ -578,7 +578,12 @@ fn a_user_who_is_not_root_mounts_through_fusermount3() {
     let bin = env.dir.path().join("recordfs");
     fs::copy(BIN, &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    let mount = format!("{} mount {} {}", bin.display(), store.display(), mnt.display());
+    let mount = format!(
+        "{} mount {} {}",
+        bin.display(),
+        store.display(),
+        mnt.display()
+    );
     let rec = mnt.join(record(1));
     {
         let _closed = DevFuseMode::set(0o600);
