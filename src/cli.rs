@@ -12,8 +12,9 @@ use log::{error, info, warn};
 use crate::error::{Error, Result};
 use crate::files::RecordFs;
 use crate::fuse::{describe, Adapter};
+use crate::limits::{DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE, UNMOUNT_GRACE};
 use crate::mounting::{self, Way};
-use crate::options::{Options, SyncMode, DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE};
+use crate::options::{Options, SyncMode};
 use crate::recovery;
 use crate::store::Layout;
 
@@ -60,13 +61,13 @@ pub enum Command {
         threads: usize,
         /// Compact the log while mounted once its live segment passes this many bytes
         /// (at least 4096).
-        #[arg(long, default_value_t = crate::options::DEFAULT_LOG_LIMIT)]
+        #[arg(long, default_value_t = crate::limits::DEFAULT_LOG_LIMIT)]
         log_limit: u64,
         /// ... or this many seconds after the last compaction, whichever comes first.
-        #[arg(long, default_value_t = crate::options::DEFAULT_COMPACT_EVERY_SECS)]
+        #[arg(long, default_value_t = crate::limits::DEFAULT_COMPACT_EVERY_SECS)]
         compact_every: u64,
         /// Old log segments (and snapshots) kept in STORE/log/old/.
-        #[arg(long, default_value_t = crate::compact::DEFAULT_KEEP_LOGS)]
+        #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
         keep_logs: usize,
         /// Mount a store whose log is damaged in the middle: drop the lines that cannot be
         /// used (each named, its bytes kept in STORE/log/), keep every other commit.
@@ -110,7 +111,7 @@ pub enum Command {
         /// The store to compact (a mounted one's daemon is asked to).
         store: PathBuf,
         /// How many old segments (and snapshots) to keep.
-        #[arg(long, default_value_t = crate::compact::DEFAULT_KEEP_LOGS)]
+        #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
         keep_logs: usize,
         /// Compact a store that users other than its owner can reach, instead of refusing.
         #[arg(long)]
@@ -169,10 +170,10 @@ pub fn main() -> i32 {
                 eprintln!("recordfs: --threads must be between 1 and 64");
                 return 2;
             }
-            if log_limit < crate::options::MIN_LOG_LIMIT {
+            if log_limit < crate::limits::MIN_LOG_LIMIT {
                 eprintln!(
                     "recordfs: --log-limit must be at least {} bytes",
-                    crate::options::MIN_LOG_LIMIT
+                    crate::limits::MIN_LOG_LIMIT
                 );
                 return 2;
             }
@@ -681,9 +682,6 @@ impl StoreBefore {
         }
     }
 }
-
-/// How long a stop waits for a busy mount point to come free before detaching it.
-const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
 
 /// Unmounts for a SIGTERM or SIGINT. A mount point is busy for a moment after use (the kernel
 /// releases a closed file asynchronously; a child between fork and exec holds its parent's

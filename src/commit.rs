@@ -25,32 +25,18 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::disk::{Disk, EntryKind, FileMeta, ReadAt};
 use crate::error::{err, Error, Result};
-use crate::log::{encode_entry, Data, Entry, Fid, Kind, LogWriter, Op, Seq, Time};
+use crate::limits::MAX_PENDING_BYTES;
+use crate::limits::{
+    APPLY_DELAY, APPLY_RETRY, COMPACT_RETRY, MAX_LINGER, SYNCFS_ABOVE, WRITEBACK_BATCH,
+    WRITEBACK_EVERY,
+};
+use crate::log::{encode_entry, Data, Entry, LogWriter, Op};
 use crate::namespace::{Applied, ContentLoc, Inode, Namespace};
-use crate::options::MAX_PENDING_BYTES;
 use crate::store::{self, Layout};
+use crate::types::{Fid, Kind, Seq, Time};
 
 /// Something to call once a sequence number is durable (or can never be).
 pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
-
-/// How long the commit thread waits before trying again to write a backing file after the
-/// disk was full.
-const APPLY_RETRY: Duration = Duration::from_millis(100);
-/// How long a synced entry waits before the apply thread writes its backing file. Within it,
-/// a SET that a later SET of the same file supersedes is skipped: a create's empty file is
-/// usually replaced by its content a millisecond later. Readers are served from `pending`
-/// meanwhile, so this changes what reaches the disk, not what anyone sees.
-const APPLY_DELAY: Duration = Duration::from_millis(20);
-/// How long the compaction thread waits after a failed compaction before trying again.
-const COMPACT_RETRY: Duration = Duration::from_secs(5);
-/// Backing files written back (fsynced) in the background once this many are owed ...
-const WRITEBACK_BATCH: usize = 1024;
-/// ... or this long after the last write-back, whichever comes first.
-const WRITEBACK_EVERY: Duration = Duration::from_secs(5);
-/// More files than this owed a sync are synced by one syncfs instead of an fsync each.
-const SYNCFS_ABOVE: usize = 256;
-/// The longest a sync waits for a batch to form (see `run_sync`).
-const MAX_LINGER: Duration = Duration::from_millis(2);
 
 /// The state every commit changes, guarded by one lock.
 pub struct State {
@@ -978,7 +964,7 @@ impl Pipeline {
         }
     }
 
-    fn compact_online(&self) -> Result<Option<crate::compact::Compacted>> {
+    fn compact_online(&self) -> Result<Option<crate::log::Compacted>> {
         let snapshot = {
             let mut st = self.state.lock();
             if let Some(reason) = &st.fatal {
@@ -1045,12 +1031,8 @@ impl Pipeline {
             self.turn_read_only(&mut st, e.reason.clone());
             return Err(e);
         }
-        let c = crate::compact::commit_snapshot(
-            &*self.disk,
-            &self.layout,
-            &snapshot,
-            self.policy.keep,
-        )?;
+        let c =
+            crate::log::commit_snapshot(&*self.disk, &self.layout, &snapshot, self.policy.keep)?;
         self.compactions.fetch_add(1, Ordering::Relaxed);
         Ok(Some(c))
     }

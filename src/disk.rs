@@ -13,7 +13,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::log::Time;
+use crate::types::Time;
 
 /// What a replaced or changed file is given besides its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

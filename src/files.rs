@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{error, warn};
 use parking_lot::Mutex;
@@ -19,12 +19,17 @@ use crate::caller::{self, Caller};
 use crate::commit::{Pipeline, Snapshot, Threads, Waiter};
 use crate::disk::{Disk, RealDisk};
 use crate::error::{err, Error, Result};
-use crate::log::{Attrs, Data, Fid, Kind, Op, Seq, Time, ROOT};
+use crate::limits::{
+    FORGET_WAIT, MAX_HANDLES, MAX_OWNERS, MAX_RECENTLY_REMOVED, NAME_MAX, REMOVED_GRACE,
+    SYMLINK_MAX,
+};
+use crate::log::{Data, Op};
 use crate::namespace::{Inode, Namespace};
-use crate::options::{Options, SyncMode, MAX_HANDLES, NAME_MAX, SYMLINK_MAX};
+use crate::options::{Options, SyncMode};
 use crate::record::{check_json, is_record_name, validate_record};
 use crate::recovery::{self, Finding};
 use crate::store::{self, Layout, StoreLock};
+use crate::types::{Attrs, Fid, Kind, Seq, Time, ROOT};
 
 /// What `stat` shows of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,9 +116,6 @@ struct Writer {
     writing_threads: Vec<u32>,
 }
 
-/// More distinct writing processes than this on one handle count as `unowned`.
-const MAX_OWNERS: usize = 8;
-
 impl Writer {
     fn note_thread(&mut self, tid: u32) {
         if tid != 0
@@ -180,7 +182,7 @@ struct Handles {
     /// Files whose last name is gone while handles are open (`fstat` still works on them),
     /// and for a moment files just removed (see `recently_removed`).
     orphans: HashMap<Fid, Inode>,
-    /// Files removed (unlinked, renamed over), newest last. For `GRACE` they stay in
+    /// Files removed (unlinked, renamed over), newest last. For `REMOVED_GRACE` they stay in
     /// `orphans`, open or not: the kernel may have looked the name up just before the removal
     /// and send the open of the old file just after, which on a local filesystem opens the old
     /// file. Past that, such an open answers ESTALE and the kernel looks the name up again.
@@ -189,16 +191,11 @@ struct Handles {
     mtime_set: HashMap<Fid, Time>,
 }
 
-/// How long a removed file can still be opened through a name the kernel had cached: more
-/// than the entry TTL (1 s) the adapter gives the kernel.
-const GRACE: Duration = Duration::from_secs(3);
-/// The most removed files kept for `GRACE` at once.
-const MAX_RECENTLY_REMOVED: usize = 1024;
-
 impl Handles {
     fn forget_removed(&mut self, now: Instant) {
         while let Some(&(at, fid)) = self.recently_removed.front() {
-            if now.duration_since(at) < GRACE && self.recently_removed.len() <= MAX_RECENTLY_REMOVED
+            if now.duration_since(at) < REMOVED_GRACE
+                && self.recently_removed.len() <= MAX_RECENTLY_REMOVED
             {
                 break;
             }
@@ -234,9 +231,6 @@ pub enum Invalidation {
 }
 
 type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
-
-/// How long a refused first save waits for the kernel to forget the name it removes.
-const FORGET_WAIT: Duration = Duration::from_secs(1);
 
 pub struct RecordFs {
     disk: Arc<dyn Disk>,

@@ -19,7 +19,7 @@ use log::{debug, error, warn};
 use crate::caller::Caller;
 use crate::error::{errno_name, Error, Result};
 use crate::files::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
-use crate::log::{Kind, Time};
+use crate::types::{Kind, Time};
 
 /// Names change only through this mount, and the kernel updates its dentries itself on
 /// unlink and rename, so names may be cached.

@@ -7,12 +7,12 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::log::{
-    decode_entry, for_each_line, list_segments, Fid, Kind, Op, Seq, Time, LONGEST_LINE, ROOT,
-};
+use crate::limits::LONGEST_LINE;
+use crate::log::{decode_entry, for_each_line, list_segments, Op};
 use crate::record::is_record_name;
 use crate::recovery;
 use crate::store::Layout;
+use crate::types::{Fid, Kind, Seq, Time, ROOT};
 
 /// Which entries `print_log` prints.
 #[derive(Clone, Debug, Default)]
@@ -40,7 +40,7 @@ impl LogFilter {
 
 /// The kept old segments (log/old/), then the live ones: the whole history there is.
 fn all_segments(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Seq, std::path::PathBuf)>> {
-    let mut all = crate::compact::old_segments(disk, layout)?;
+    let mut all = crate::log::old_segments(disk, layout)?;
     all.extend(list_segments(disk, &layout.log_dir())?);
     Ok(all)
 }
@@ -166,7 +166,7 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
             Kind::Dir => {}
         }
     }
-    s.kept_old_logs = crate::compact::old_segments(disk, layout)?.len() as u64;
+    s.kept_old_logs = crate::log::old_segments(disk, layout)?.len() as u64;
     if let Ok(names) = disk.list(&layout.old_logs()) {
         for n in names {
             let path = layout.old_logs().join(std::ffi::OsStr::from_bytes(&n));

@@ -4,7 +4,6 @@
 //! pipeline) → `log` → `store` (the backing files). `recovery` rebuilds the state at mount;
 //! `namespace` holds names and attributes. Nothing below `files` knows about FUSE.
 
-pub mod access;
 pub mod caller;
 pub mod cli;
 pub mod commit;
@@ -14,6 +13,7 @@ pub mod error;
 pub mod files;
 pub mod fuse;
 pub mod inspect;
+pub mod limits;
 pub mod log;
 pub mod mounting;
 pub mod namespace;
@@ -23,3 +23,4 @@ pub mod record;
 pub mod recovery;
 pub mod simdisk;
 pub mod store;
+pub mod types;

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{err, Result};
-use crate::log::{Attrs, Entry, Fid, FileRecord, Kind, Op, Seq, Snapshot, Time, ROOT};
+use crate::log::{Entry, FileRecord, Op, Snapshot};
+use crate::types::{Attrs, Fid, Kind, Seq, Time, ROOT};
 
 /// Where the bytes of a file's current version stand in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

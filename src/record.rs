@@ -1,6 +1,7 @@
 //! What makes a file a record, and what a record may hold.
 
 use crate::error::{err, Result};
+use crate::limits::MAX_JSON_DEPTH;
 
 /// A record is named by a canonical UUID (lower-case, hyphenated) followed by `.json`.
 pub fn is_record_name(name: &[u8]) -> bool {
@@ -13,11 +14,6 @@ pub fn is_record_name(name: &[u8]) -> bool {
     stem.len() == 36
         && uuid::Uuid::try_parse(stem).is_ok_and(|u| u.hyphenated().to_string() == stem)
 }
-
-/// The deepest a record's arrays and objects may nest: the most serde_json reads by default
-/// (its recursion limit, 128, counts the top level too), so that a program reading records
-/// with it can read every record (README, Limits).
-pub const MAX_JSON_DEPTH: usize = 127;
 
 /// Why bytes are not a record's: where (1-based line and column) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]

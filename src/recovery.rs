@@ -11,13 +11,14 @@ use ::log::{info, warn};
 
 use crate::disk::{Disk, EntryKind, FileMeta};
 use crate::error::{err, Error, Result};
+use crate::limits::{max_line_for, MAX_NAMED_DROPS};
 use crate::log::{
-    self, crc32c, encode_entry, list_segments, max_line_for, scan_segment, Attrs, Entry, Fid,
-    Header, Kind, LogWriter, Op, Seq, Time, ROOT,
+    self, crc32c, encode_entry, list_segments, scan_segment, Entry, Header, LogWriter, Op,
 };
 use crate::namespace::{Inode, Namespace};
 use crate::options::Options;
 use crate::store::{self, Layout, StoreLock};
+use crate::types::{Attrs, Fid, Kind, Seq, Time, ROOT};
 
 /// One thing found wrong (or repaired) in a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,7 +271,7 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
         ns.last_seq() + 1,
         max_line,
     )?);
-    crate::compact::commit_snapshot(disk, layout, &ns.snapshot(), opts.keep_logs)?;
+    crate::log::commit_snapshot(disk, layout, &ns.snapshot(), opts.keep_logs)?;
     info!(
         "salvage: {} kept in a snapshot of entry {}; the damaged log is in {}",
         layout.store.display(),
@@ -279,10 +280,6 @@ fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Vec<Findi
     );
     Ok(findings)
 }
-
-/// The dropped lines a salvage names and keeps one by one; past it, a count per segment (a log
-/// damaged throughout must not become a file and a log line per line).
-const MAX_NAMED_DROPS: usize = 1000;
 
 /// A salvage's reading of the segments: the state so far and what it dropped.
 struct Salvage {
@@ -314,7 +311,7 @@ impl Salvage {
         self.seen = self.seen.max(start.saturating_sub(1));
         let mut after_hole = false;
         let mut dropped_since_good = false;
-        log::for_each_line(disk, path, log::LONGEST_LINE, |offset, line| {
+        log::for_each_line(disk, path, crate::limits::LONGEST_LINE, |offset, line| {
             let why = if after_hole {
                 Some("after a hole of bytes that never reached the disk: never synced".into())
             } else if offset + line.len() as u64 >= size {

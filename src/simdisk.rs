@@ -26,7 +26,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::disk::{Disk, DiskFile, DiskLock, DiskStat, EntryKind, FileMeta, ReadAt};
-use crate::log::Time;
+use crate::types::Time;
 
 type Ino = u64;
 

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use recordfs::compact::compact;
 use recordfs::files::RecordFs;
-use recordfs::log::ROOT;
 use recordfs::options::Options;
 use recordfs::simdisk::SimDisk;
 use recordfs::store::Layout;
+use recordfs::types::ROOT;
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN).args(args).output().unwrap();

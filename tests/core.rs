@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use recordfs::files::{RecordFs, SetAttr};
-use recordfs::log::ROOT;
 use recordfs::options::{Options, SyncMode};
+use recordfs::types::ROOT;
 
 fn rec(n: u32) -> Vec<u8> {
     format!("{n:08x}-0000-4000-8000-000000000000.json").into_bytes()
@@ -138,7 +138,7 @@ fn regression_attributes_of_a_symlink_unlinked_before_they_reach_the_disk() {
     // A symlink to itself: following it loops, as the backing file's set_meta did.
     let (st, t) = fs.symlink(ROOT, b"loop", b"loop", 0, 0).unwrap();
     fs.wait(t).unwrap();
-    let when = recordfs::log::Time {
+    let when = recordfs::types::Time {
         secs: 1_500_000_000,
         nsecs: 0,
     };

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use recordfs::files::RecordFs;
-use recordfs::log::{decode_entry, Entry, Op, ROOT};
+use recordfs::log::{decode_entry, Entry, Op};
 use recordfs::options::Options;
+use recordfs::types::ROOT;
 
 fn build_template(env: &Env) {
     let m = env.mount(&[]);

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use recordfs::files::RecordFs;
-use recordfs::log::{decode_entry, encode_entry, Attrs, Data, Entry, Kind, Op, Time};
+use recordfs::log::{decode_entry, encode_entry, Data, Entry, Op};
 use recordfs::options::Options;
+use recordfs::types::{Attrs, Kind, Time};
 
 const FORMAT: &str = include_str!("../FORMAT.md");
 

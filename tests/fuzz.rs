@@ -19,11 +19,12 @@ use serde_json::Value;
 
 use recordfs::disk::Disk;
 use recordfs::files::RecordFs;
-use recordfs::log::{self, ROOT};
+use recordfs::log::{self};
 use recordfs::options::Options;
 use recordfs::recovery;
 use recordfs::simdisk::SimDisk;
 use recordfs::store::Layout;
+use recordfs::types::ROOT;
 
 const STORE: &str = "/store";
 
@@ -63,8 +64,8 @@ fn nasty() -> impl Strategy<Value = Value> {
         Just(Value::from(0u64)),
         Just(Value::from(u64::MAX)),
         Just(Value::from(u64::MAX - 1)),
-        Just(Value::from(log::MAX_ID)),
-        Just(Value::from(log::MAX_ID + 1)),
+        Just(Value::from(recordfs::types::MAX_ID)),
+        Just(Value::from(recordfs::types::MAX_ID + 1)),
         Just(Value::from(-1i64)),
         Just(Value::from(1.5f64)),
         Just(Value::from(1e300f64)),
@@ -251,8 +252,8 @@ fn damage() -> impl Strategy<Value = Damage> {
         prop_oneof![
             Just("00000000000000000000".to_string()),
             Just("18446744073709551615".to_string()),
-            Just(format!("{:020}", log::MAX_ID)),
-            Just(format!("{:020}", log::MAX_ID + 1)),
+            Just(format!("{:020}", recordfs::types::MAX_ID)),
+            Just(format!("{:020}", recordfs::types::MAX_ID + 1)),
             (0u64..40).prop_map(|n| format!("{n:020}")),
         ]
         .prop_map(Damage::Rename),

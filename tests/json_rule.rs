@@ -442,7 +442,7 @@ fn refusals_kept_are_bounded_with_their_reasons() {
     let name = record(0x500);
     let (_, fh, t) = fs_
         .create(
-            recordfs::log::ROOT,
+            recordfs::types::ROOT,
             name.as_bytes(),
             0o644,
             0,

@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use recordfs::disk::Disk;
 use recordfs::files::{RecordFs, SetAttr, Ticket};
-use recordfs::log::{Time, ROOT};
-use recordfs::options::{Options, SyncMode, DEFAULT_LOG_LIMIT};
+use recordfs::limits::DEFAULT_LOG_LIMIT;
+use recordfs::options::{Options, SyncMode};
 use recordfs::record::{is_record_name, validate_json};
 use recordfs::recovery;
 use recordfs::simdisk::{Rng, SimDisk};
 use recordfs::store::Layout;
+use recordfs::types::{Time, ROOT};
 
 const STORE: &str = "/store";
 const NAMES: [&str; 4] = [

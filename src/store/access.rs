@@ -16,14 +16,13 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::layout::Layout;
 use crate::disk::{Disk, EntryKind};
 use crate::error::{err, Error, Result};
-use crate::store::Layout;
+use crate::limits::MAX_NAMED;
 
 /// Permission bits that let group or others read, write or enter.
 const OPEN_BITS: u32 = 0o077;
-/// How many paths a refusal names one by one; the rest are counted.
-const MAX_NAMED: usize = 8;
 
 /// Something about one path of STORE that would let another user reach what it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]

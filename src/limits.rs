@@ -1,0 +1,133 @@
+//! Every limit recordfs keeps, with its reason: sizes, counts, queue depths, waits. A limit
+//! is a constant here; the code that enforces it names it, and a test meets it at its edge
+//! (README, "Limits").
+
+use std::time::Duration;
+
+// -------------------------------------------------------------------------------------------
+// Files and names
+
+/// The default for `--max-file-size`: 64 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 20;
+
+/// `--max-file-size` may not exceed 1 GiB: the log holds a file's bytes in one line.
+pub const MAX_MAX_FILE_SIZE: u64 = 1 << 30;
+
+/// Longest name in a directory, as on Linux filesystems.
+pub const NAME_MAX: usize = 255;
+
+/// Longest symlink target, as PATH_MAX.
+pub const SYMLINK_MAX: usize = 4096;
+
+/// The deepest a record's arrays and objects may nest: the most serde_json reads by default
+/// (its recursion limit, 128, counts the top level too), so that a program reading records
+/// with it can read every record (README, Limits).
+pub const MAX_JSON_DEPTH: usize = 127;
+
+// -------------------------------------------------------------------------------------------
+// The log
+
+/// Everything in an entry but its data: names are at most 255 bytes, so 4 KiB is generous.
+pub const ENTRY_OVERHEAD: usize = 4096;
+
+/// A header line is small; this bounds reading it before its `max_line` is known.
+pub const MAX_HEADER_LINE: usize = 4096;
+
+/// The default for `--log-limit`: the live log is compacted once it passes 1 MiB.
+pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
+
+/// The smallest `--log-limit`: a segment's header alone is about 130 bytes, and compacting
+/// more often than every few entries only costs.
+pub const MIN_LOG_LIMIT: u64 = 4096;
+
+/// The default for `--compact-every`: an hour.
+pub const DEFAULT_COMPACT_EVERY_SECS: u64 = 3600;
+
+/// How many old segments `compact` keeps by default.
+pub const DEFAULT_KEEP_LOGS: usize = 3;
+
+/// The dropped lines a salvage names and keeps one by one; past it, a count per segment (a log
+/// damaged throughout must not become a file and a log line per line).
+pub const MAX_NAMED_DROPS: usize = 1000;
+
+// -------------------------------------------------------------------------------------------
+// Memory and handles
+
+/// Bytes committed but not yet written to their backing files. Past it commits wait for the
+/// backing tree to catch up (or fail with ENOSPC while it cannot).
+pub const MAX_PENDING_BYTES: u64 = 256 << 20;
+
+/// Open file handles at once; past it open answers ENFILE.
+pub const MAX_HANDLES: usize = 65_536;
+
+/// More distinct writing processes than this on one handle count as `unowned`.
+pub const MAX_OWNERS: usize = 8;
+
+/// How long a removed file can still be opened through a name the kernel had cached: more
+/// than the entry TTL (1 s) the adapter gives the kernel.
+pub const REMOVED_GRACE: Duration = Duration::from_secs(3);
+
+/// The most removed files kept for `REMOVED_GRACE` at once.
+pub const MAX_RECENTLY_REMOVED: usize = 1024;
+
+/// How many rejected saves are kept; the oldest go first.
+pub const MAX_REJECTED_KEPT: usize = 256;
+
+// -------------------------------------------------------------------------------------------
+// Writing back and compacting
+
+/// How long the commit thread waits before trying again to write a backing file after the
+/// disk was full.
+pub const APPLY_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a synced entry waits before the apply thread writes its backing file. Within it,
+/// a SET that a later SET of the same file supersedes is skipped: a create's empty file is
+/// usually replaced by its content a millisecond later. Readers are served from `pending`
+/// meanwhile, so this changes what reaches the disk, not what anyone sees.
+pub const APPLY_DELAY: Duration = Duration::from_millis(20);
+
+/// The longest a sync waits for a batch to form (see `run_sync`).
+pub const MAX_LINGER: Duration = Duration::from_millis(2);
+
+/// How long the compaction thread waits after a failed compaction before trying again.
+pub const COMPACT_RETRY: Duration = Duration::from_secs(5);
+
+/// Backing files written back (fsynced) in the background once this many are owed ...
+pub const WRITEBACK_BATCH: usize = 1024;
+
+/// ... or this long after the last write-back, whichever comes first.
+pub const WRITEBACK_EVERY: Duration = Duration::from_secs(5);
+
+/// More files than this owed a sync are synced by one syncfs instead of an fsync each.
+pub const SYNCFS_ABOVE: usize = 256;
+
+// -------------------------------------------------------------------------------------------
+// Waits
+
+/// How long a refused first save waits for the kernel to forget the name it removes.
+pub const FORGET_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a mount waits for the daemon of its store to finish unmounting.
+pub const UNMOUNT_WAIT: std::time::Duration = Duration::from_secs(60);
+
+/// How long a stop waits for a busy mount point to come free before detaching it.
+pub const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+
+// -------------------------------------------------------------------------------------------
+// Reports
+
+/// How many paths a refusal names one by one; the rest are counted.
+pub const MAX_NAMED: usize = 8;
+
+// -------------------------------------------------------------------------------------------
+// Log lines
+
+/// The longest line an entry with `max_file_size` bytes of data can need: base64 is 4/3 of the
+/// data and the utf8 encoding is chosen only when it at most doubles it.
+pub const fn max_line_for(max_file_size: u64) -> u64 {
+    max_file_size * 2 + ENTRY_OVERHEAD as u64
+}
+
+/// The longest line any writer may write: the bound for reading a segment whose header (and
+/// so its own bound) is unreadable.
+pub const LONGEST_LINE: u64 = max_line_for(MAX_MAX_FILE_SIZE);

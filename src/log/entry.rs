@@ -1,0 +1,287 @@
+//! Log entries: what each operation records, and its encoding (FORMAT.md, "Entries").
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::types::{Attrs, Fid, Kind, Seq, MAX_ID};
+
+use super::line::{check_line, crc32c, name_value, push_attrs, push_json, seal, Fields, B64};
+
+/// A file's bytes, with their checksum and their encoding in a log line computed once, so
+/// that the costly part of an entry can be built before the store's lock is taken.
+#[derive(Clone, Debug)]
+pub struct Data {
+    pub bytes: Arc<Vec<u8>>,
+    pub dcrc: u32,
+    /// `"enc":"…","data":"…"` as it stands in a line; made by `new`, not when decoding
+    /// (recovery reads entries, it does not write them).
+    fragment: Option<Arc<Vec<u8>>>,
+}
+
+impl Data {
+    pub fn new(bytes: Arc<Vec<u8>>) -> Data {
+        let dcrc = crc32c(&bytes);
+        let fragment = Some(Arc::new(Self::encode(&bytes)));
+        Data {
+            bytes,
+            dcrc,
+            fragment,
+        }
+    }
+
+    pub(super) fn decoded(bytes: Vec<u8>) -> Data {
+        Data {
+            dcrc: crc32c(&bytes),
+            bytes: Arc::new(bytes),
+            fragment: None,
+        }
+    }
+
+    pub(super) fn encode(bytes: &[u8]) -> Vec<u8> {
+        let mut fragment = Vec::with_capacity(bytes.len() + 32);
+        let as_text = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| serde_json::to_string(s).ok())
+            .filter(|quoted| quoted.len() <= 2 * bytes.len() + 2);
+        match as_text {
+            Some(quoted) => {
+                fragment.extend_from_slice(b"\"enc\":\"utf8\",\"data\":");
+                fragment.extend_from_slice(quoted.as_bytes());
+            }
+            None => {
+                fragment.extend_from_slice(b"\"enc\":\"base64\",\"data\":\"");
+                fragment.extend_from_slice(B64.encode(bytes).as_bytes());
+                fragment.push(b'"');
+            }
+        }
+        fragment
+    }
+
+    pub fn empty() -> Data {
+        Data::new(Arc::new(Vec::new()))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Set {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        kind: Kind,
+        attrs: Attrs,
+        data: Data,
+    },
+    Attr {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        attrs: Attrs,
+    },
+    Delete {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+    },
+    Rename {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        to_dir: Fid,
+        to_name: Vec<u8>,
+        replaced: Option<Fid>,
+        exchange: bool,
+    },
+    Checkpoint {
+        upto: Seq,
+    },
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Set { .. } => "SET",
+            Op::Attr { .. } => "ATTR",
+            Op::Delete { .. } => "DELETE",
+            Op::Rename { .. } => "RENAME",
+            Op::Checkpoint { .. } => "CHECKPOINT",
+        }
+    }
+
+    /// The names an entry mentions.
+    pub fn names(&self) -> Vec<&[u8]> {
+        match self {
+            Op::Set { name, .. } | Op::Attr { name, .. } | Op::Delete { name, .. } => vec![name],
+            Op::Rename { name, to_name, .. } => vec![name, to_name],
+            Op::Checkpoint { .. } => vec![],
+        }
+    }
+
+    /// The file an entry is about, if any.
+    pub fn fid(&self) -> Option<Fid> {
+        match self {
+            Op::Set { fid, .. }
+            | Op::Attr { fid, .. }
+            | Op::Delete { fid, .. }
+            | Op::Rename { fid, .. } => Some(*fid),
+            Op::Checkpoint { .. } => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub seq: Seq,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub ts: u64,
+    pub op: Op,
+}
+
+/// The line of an entry, without its newline.
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(format!("{{\"seq\":{},\"ts\":{}", entry.seq, entry.ts).as_bytes());
+    push_json(&mut out, "op", entry.op.name());
+    match &entry.op {
+        Op::Set {
+            fid,
+            dir,
+            name,
+            kind,
+            attrs,
+            data,
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            push_json(&mut out, "kind", kind.as_str());
+            push_attrs(&mut out, attrs);
+            push_json(&mut out, "len", &data.len());
+            push_json(&mut out, "dcrc", &format!("{:08x}", data.dcrc));
+            out.push(b',');
+            match &data.fragment {
+                Some(f) => out.extend_from_slice(f),
+                None => out.extend_from_slice(&Data::encode(&data.bytes)),
+            }
+        }
+        Op::Attr {
+            fid,
+            dir,
+            name,
+            attrs,
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            push_attrs(&mut out, attrs);
+        }
+        Op::Delete { fid, dir, name } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+        }
+        Op::Rename {
+            fid,
+            dir,
+            name,
+            to_dir,
+            to_name,
+            replaced,
+            exchange,
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            push_json(&mut out, "to_dir", to_dir);
+            push_json(&mut out, "to_name", &name_value(to_name));
+            push_json(&mut out, "replaced", replaced);
+            push_json(&mut out, "exchange", exchange);
+        }
+        Op::Checkpoint { upto } => push_json(&mut out, "upto", upto),
+    }
+    seal(out)
+}
+
+pub fn decode_entry(line: &[u8]) -> std::result::Result<Entry, String> {
+    let f = Fields(check_line(line)?);
+    let seq = f.id("seq")?;
+    let ts = f.u64("ts")?;
+    let op = match f.str("op")? {
+        "SET" => Op::Set {
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
+            name: f.name("name")?,
+            kind: f.kind()?,
+            attrs: f.attrs()?,
+            data: f.data()?,
+        },
+        "ATTR" => Op::Attr {
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
+            name: f.name("name")?,
+            attrs: f.attrs()?,
+        },
+        "DELETE" => Op::Delete {
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
+            name: f.name("name")?,
+        },
+        "RENAME" => Op::Rename {
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
+            name: f.name("name")?,
+            to_dir: f.id("to_dir")?,
+            to_name: f.name("to_name")?,
+            replaced: match f.get("replaced")? {
+                Value::Null => None,
+                v => Some(
+                    v.as_u64()
+                        .filter(|f| (1..=MAX_ID).contains(f))
+                        .ok_or("field \"replaced\" is not a fid")?,
+                ),
+            },
+            exchange: f
+                .get("exchange")?
+                .as_bool()
+                .ok_or("field \"exchange\" is not a boolean")?,
+        },
+        "CHECKPOINT" => Op::Checkpoint {
+            upto: f.upto("upto")?,
+        },
+        other => return Err(format!("unknown op {other:?}")),
+    };
+    Ok(Entry { seq, ts, op })
+}
+
+impl Fields {
+    /// A SET's bytes, checked against its `len` and `dcrc`.
+    fn data(&self) -> std::result::Result<Data, String> {
+        let text = self.str("data")?;
+        let bytes = match self.str("enc")? {
+            "utf8" => text.as_bytes().to_vec(),
+            "base64" => B64
+                .decode(text)
+                .map_err(|e| format!("bad base64 data: {e}"))?,
+            other => return Err(format!("unknown encoding {other:?}")),
+        };
+        let data = Data::decoded(bytes);
+        if data.len() != self.u64("len")? {
+            return Err("data length does not match len".into());
+        }
+        let dcrc = self.crc("dcrc")?;
+        if data.dcrc != dcrc {
+            return Err("data checksum does not match dcrc".into());
+        }
+        Ok(data)
+    }
+}

@@ -1,0 +1,175 @@
+//! One line of the log, a snapshot or the manifest: a JSON object closed by its CRC32C
+//! (FORMAT.md, "Line framing and checksum"), and the fields readers take from it.
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::types::{Attrs, Kind, Time, MAX_ID};
+
+pub const FORMAT_VERSION: u64 = 1;
+
+pub(super) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+pub(super) fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) {
+    out.push(b',');
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *out, value).expect("serialising plain values cannot fail");
+}
+
+pub(super) fn name_value(name: &[u8]) -> Value {
+    match std::str::from_utf8(name) {
+        Ok(s) => Value::String(s.to_owned()),
+        Err(_) => serde_json::json!({ "b64": B64.encode(name) }),
+    }
+}
+
+pub(super) fn push_time(out: &mut Vec<u8>, key: &str, t: Time) {
+    push_json(out, key, &[t.secs, t.nsecs as i64]);
+}
+
+pub(super) fn push_attrs(out: &mut Vec<u8>, a: &Attrs) {
+    push_json(out, "mode", &a.mode);
+    push_json(out, "uid", &a.uid);
+    push_json(out, "gid", &a.gid);
+    push_time(out, "atime", a.atime);
+    push_time(out, "mtime", a.mtime);
+    push_time(out, "ctime", a.ctime);
+}
+
+/// Appends `,"crc":"…"}` to a line body that starts with `{` and has no closing brace yet.
+pub(super) fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let mut checked = Vec::with_capacity(body.len() + 1);
+    checked.extend_from_slice(&body);
+    checked.push(b'}');
+    let crc = crc32c(&checked);
+    body.extend_from_slice(format!(",\"crc\":\"{crc:08x}\"}}").as_bytes());
+    body
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Checks the framing and checksum of one line (without newline) and parses it.
+pub(super) fn check_line(
+    line: &[u8],
+) -> std::result::Result<serde_json::Map<String, Value>, String> {
+    const TAIL: usize = r#","crc":"00000000"}"#.len();
+    if line.len() < TAIL + 1 || line[0] != b'{' {
+        return Err("not an entry line".into());
+    }
+    let (body, tail) = line.split_at(line.len() - TAIL);
+    if !tail.starts_with(b",\"crc\":\"") || !tail.ends_with(b"\"}") {
+        return Err("no trailing crc field".into());
+    }
+    let hex = &tail[8..16];
+    let stored = hex
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        .then(|| std::str::from_utf8(hex).ok())
+        .flatten()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or("crc is not 8 hex digits")?;
+    let mut checked = Vec::with_capacity(body.len() + 1);
+    checked.extend_from_slice(body);
+    checked.push(b'}');
+    let actual = crc32c(&checked);
+    if actual != stored {
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        ));
+    }
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("line is not a JSON object".into()),
+        Err(e) => Err(format!("checksum matches but JSON does not parse: {e}")),
+    }
+}
+
+pub(super) struct Fields(pub(super) serde_json::Map<String, Value>);
+
+impl Fields {
+    pub(super) fn get(&self, key: &str) -> std::result::Result<&Value, String> {
+        self.0
+            .get(key)
+            .ok_or_else(|| format!("missing field {key:?}"))
+    }
+    pub(super) fn u64(&self, key: &str) -> std::result::Result<u64, String> {
+        self.get(key)?
+            .as_u64()
+            .ok_or_else(|| format!("field {key:?} is not an unsigned integer"))
+    }
+    /// A sequence number, fid or segment number: 1 to `MAX_ID`.
+    pub(super) fn id(&self, key: &str) -> std::result::Result<u64, String> {
+        match self.u64(key)? {
+            v @ 1..=MAX_ID => Ok(v),
+            v => Err(format!("field {key:?} is {v}, outside 1..={MAX_ID}")),
+        }
+    }
+    /// The sequence number a checkpoint, snapshot or manifest covers up to: 0 to `MAX_ID`.
+    pub(super) fn upto(&self, key: &str) -> std::result::Result<u64, String> {
+        match self.u64(key)? {
+            v @ 0..=MAX_ID => Ok(v),
+            v => Err(format!("field {key:?} is {v}, above {MAX_ID}")),
+        }
+    }
+    pub(super) fn u32(&self, key: &str) -> std::result::Result<u32, String> {
+        u32::try_from(self.u64(key)?).map_err(|_| format!("field {key:?} is out of range"))
+    }
+    pub(super) fn str(&self, key: &str) -> std::result::Result<&str, String> {
+        self.get(key)?
+            .as_str()
+            .ok_or_else(|| format!("field {key:?} is not a string"))
+    }
+    pub(super) fn name(&self, key: &str) -> std::result::Result<Vec<u8>, String> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Object(m) => m
+                .get("b64")
+                .and_then(Value::as_str)
+                .and_then(|b| B64.decode(b).ok())
+                .ok_or_else(|| format!("field {key:?} is not a name")),
+            _ => Err(format!("field {key:?} is not a name")),
+        }
+    }
+    pub(super) fn time(&self, key: &str) -> std::result::Result<Time, String> {
+        let bad = || format!("field {key:?} is not [seconds, nanoseconds]");
+        let arr = self.get(key)?.as_array().ok_or_else(bad)?;
+        match arr.as_slice() {
+            [s, n] => Ok(Time {
+                secs: s.as_i64().ok_or_else(bad)?,
+                nsecs: n.as_u64().filter(|n| *n < 1_000_000_000).ok_or_else(bad)? as u32,
+            }),
+            _ => Err(bad()),
+        }
+    }
+    pub(super) fn kind(&self) -> std::result::Result<Kind, String> {
+        match self.str("kind")? {
+            "file" => Ok(Kind::File),
+            "symlink" => Ok(Kind::Symlink),
+            other => Err(format!("unknown kind {other:?}")),
+        }
+    }
+    /// A CRC32C written as 8 hex digits.
+    pub(super) fn crc(&self, key: &str) -> std::result::Result<u32, String> {
+        u32::from_str_radix(self.str(key)?, 16).map_err(|e| format!("field {key:?}: {e}"))
+    }
+    pub(super) fn attrs(&self) -> std::result::Result<Attrs, String> {
+        Ok(Attrs {
+            mode: self.u32("mode")? & 0o7777,
+            uid: self.u32("uid")?,
+            gid: self.u32("gid")?,
+            atime: self.time("atime")?,
+            mtime: self.time("mtime")?,
+            ctime: self.time("ctime")?,
+        })
+    }
+}

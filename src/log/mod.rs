@@ -1,0 +1,25 @@
+//! The log: entries, their one-line JSON encoding with a CRC32C, the segment writer and
+//! scanner, snapshots and the manifest, and retiring old segments. FORMAT.md is the
+//! authoritative description; these files implement it.
+
+mod entry;
+mod line;
+mod retire;
+mod scan;
+mod segment;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+pub use entry::{decode_entry, encode_entry, Data, Entry, Op};
+pub use line::{crc32c, FORMAT_VERSION};
+pub use retire::{commit_snapshot, old_segments, Compacted};
+pub use scan::{for_each_line, read_entry_at, scan_segment, BadLine, SegmentScan};
+pub use segment::{
+    decode_header, encode_header, list_segments, parse_segment_name, parse_snapshot_name,
+    segment_name, Header, LogWriter,
+};
+pub use snapshot::{
+    decode_manifest, decode_snapshot, encode_manifest, encode_snapshot, salvage_snapshot,
+    snapshot_name, FileRecord, Manifest, SalvagedSnapshot, Snapshot, MANIFEST,
+};

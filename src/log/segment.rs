@@ -1,0 +1,207 @@
+//! Log segments: their header, their names, listing them, and the writer that appends to the
+//! live one.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::disk::{Disk, DiskFile};
+use crate::error::{err, Error, Result};
+use crate::types::{Seq, Time, MAX_ID};
+
+use super::line::{check_line, push_json, seal, Fields, FORMAT_VERSION};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub version: u64,
+    pub start_seq: Seq,
+    pub max_line: u64,
+    pub created: u64,
+}
+
+pub fn encode_header(h: &Header) -> Vec<u8> {
+    let mut out = b"{\"recordfs\":\"log\"".to_vec();
+    push_json(&mut out, "version", &h.version);
+    push_json(&mut out, "start_seq", &h.start_seq);
+    push_json(&mut out, "max_line", &h.max_line);
+    push_json(&mut out, "created", &h.created);
+    seal(out)
+}
+
+pub fn decode_header(line: &[u8]) -> std::result::Result<Header, String> {
+    let f = Fields(check_line(line)?);
+    if f.str("recordfs")? != "log" {
+        return Err("not a recordfs log header".into());
+    }
+    let version = f.u64("version")?;
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "log format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+        ));
+    }
+    Ok(Header {
+        version,
+        start_seq: f.id("start_seq")?,
+        max_line: f.u64("max_line")?,
+        created: f.u64("created")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments
+
+pub fn segment_name(start_seq: Seq) -> String {
+    format!("{start_seq:020}.log")
+}
+
+pub fn parse_segment_name(name: &str) -> Option<Seq> {
+    parse_numbered(name, ".log")
+}
+
+pub fn parse_snapshot_name(name: &str) -> Option<Seq> {
+    parse_numbered(name, ".snapshot")
+}
+
+/// `<20 digits><suffix>`: how segments and snapshots are named. A number outside
+/// 1..=`MAX_ID` names nothing recordfs writes (segments start at entry 1 or later).
+pub(super) fn parse_numbered(name: &str, suffix: &str) -> Option<Seq> {
+    let digits = name.strip_suffix(suffix)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+        .filter(|n| (1..=MAX_ID).contains(n))
+}
+
+/// The segments of a log directory, oldest first.
+pub fn list_segments(disk: &dyn Disk, dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
+    let names = disk
+        .list(dir)
+        .map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
+    let mut out: Vec<(Seq, PathBuf)> = names
+        .iter()
+        .filter_map(|n| {
+            let seq = std::str::from_utf8(n).ok().and_then(parse_segment_name)?;
+            Some((seq, dir.join(std::ffi::OsStr::from_bytes(n))))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Appends lines to one segment. A failed append is cut off again, so the segment never holds
+/// a partial line that a later append would bury in the middle of the log.
+pub struct LogWriter {
+    file: Arc<dyn DiskFile>,
+    path: PathBuf,
+    start_seq: Seq,
+    len: u64,
+    max_line: u64,
+}
+
+impl LogWriter {
+    /// Creates a new segment holding only its header, durably (file and directory synced).
+    pub fn create(disk: &dyn Disk, dir: &Path, start_seq: Seq, max_line: u64) -> Result<LogWriter> {
+        let path = dir.join(segment_name(start_seq));
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let file = disk
+            .open_file(&path, true)
+            .map_err(|e| Error::io(ctx("creating log segment"), &e))?;
+        let mut w = LogWriter {
+            file,
+            path: path.clone(),
+            start_seq,
+            len: 0,
+            max_line,
+        };
+        let header = encode_header(&Header {
+            version: FORMAT_VERSION,
+            start_seq,
+            max_line,
+            created: Time::now().millis(),
+        });
+        w.append(&header)?;
+        w.file
+            .sync_data()
+            .map_err(|e| Error::io(ctx("syncing new log segment"), &e))?;
+        crate::store::sync_dir(disk, dir)?;
+        Ok(w)
+    }
+
+    /// Opens an existing segment to append after its first `len` bytes (all checked good).
+    pub fn open(disk: &dyn Disk, path: &Path, header: &Header, len: u64) -> Result<LogWriter> {
+        let file = disk
+            .open_file(path, false)
+            .map_err(|e| Error::io(format!("opening log segment {}", path.display()), &e))?;
+        Ok(LogWriter {
+            file,
+            path: path.to_owned(),
+            start_seq: header.start_seq,
+            len,
+            max_line: header.max_line,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn start_seq(&self) -> Seq {
+        self.start_seq
+    }
+
+    /// fdatasync of the segment: everything appended so far is durable when it returns.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("fdatasync of {}", self.path.display()), &e))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn max_line(&self) -> u64 {
+        self.max_line
+    }
+
+    /// The segment, for syncing it without holding the writer.
+    pub fn sync_handle(&self) -> Arc<dyn DiskFile> {
+        self.file.clone()
+    }
+
+    /// Writes one line (newline added) at the end; returns its offset.
+    pub fn append(&mut self, line: &[u8]) -> Result<u64> {
+        if line.len() as u64 > self.max_line {
+            return Err(err!(
+                EFBIG,
+                "log entry of {} bytes exceeds the segment's limit of {}",
+                line.len(),
+                self.max_line
+            ));
+        }
+        let offset = self.len;
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+        match self.file.write_at(offset, &buf) {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(offset)
+            }
+            Err(e) => {
+                let error = Error::io(format!("appending to {}", self.path.display()), &e);
+                if let Err(e2) = self.file.set_len(offset) {
+                    return Err(err!(
+                        EIO,
+                        "{error}; then cutting the partial entry failed: {e2}"
+                    ));
+                }
+                Err(error)
+            }
+        }
+    }
+}

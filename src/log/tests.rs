@@ -1,0 +1,205 @@
+use super::*;
+use crate::disk::Disk;
+use crate::limits::max_line_for;
+use crate::types::{Attrs, Kind, Time, ROOT};
+use serde_json::Value;
+use std::sync::Arc;
+
+fn attrs() -> Attrs {
+    let t = Time {
+        secs: 1_700_000_000,
+        nsecs: 5,
+    };
+    Attrs {
+        mode: 0o644,
+        uid: 1000,
+        gid: 100,
+        atime: t,
+        mtime: t,
+        ctime: t,
+    }
+}
+
+fn roundtrip(op: Op) -> Entry {
+    let line = encode_entry(&Entry {
+        seq: 9,
+        ts: 1234,
+        op,
+    });
+    assert!(!line.contains(&b'\n'));
+    let v: Value = serde_json::from_slice(&line).expect("every line is JSON");
+    assert_eq!(v["seq"], 9);
+    decode_entry(&line).expect("decodes")
+}
+
+#[test]
+fn set_round_trips_exact_bytes_in_both_encodings() {
+    for bytes in [
+        b"{\"a\": \"\\u00e9\"}\n".to_vec(),
+        vec![0, 1, 2, 255, 254, b'\n'],
+        Vec::new(),
+        "d\u{e9}j\u{e0} \"vu\"\t".as_bytes().to_vec(),
+    ] {
+        let e = roundtrip(Op::Set {
+            fid: 7,
+            dir: ROOT,
+            name: b"x.json".to_vec(),
+            kind: Kind::File,
+            attrs: attrs(),
+            data: Data::new(Arc::new(bytes.clone())),
+        });
+        match e.op {
+            Op::Set { data, attrs: a, .. } => {
+                assert_eq!(*data.bytes, bytes);
+                assert_eq!(a, attrs());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn control_bytes_use_base64_so_lines_stay_bounded() {
+    let bytes = vec![1u8; 1000];
+    let f = Data::encode(&bytes);
+    assert!(f.starts_with(b"\"enc\":\"base64\""));
+    assert!(f.len() as u64 <= max_line_for(1000));
+}
+
+#[test]
+fn non_utf8_names_round_trip() {
+    let e = roundtrip(Op::Rename {
+        fid: 3,
+        dir: ROOT,
+        name: vec![b'a', 0xff],
+        to_dir: ROOT,
+        to_name: b"b".to_vec(),
+        replaced: Some(4),
+        exchange: false,
+    });
+    match e.op {
+        Op::Rename { name, replaced, .. } => {
+            assert_eq!(name, vec![b'a', 0xff]);
+            assert_eq!(replaced, Some(4));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn any_flipped_bit_is_detected() {
+    let line = encode_entry(&Entry {
+        seq: 1,
+        ts: 2,
+        op: Op::Delete {
+            fid: 5,
+            dir: ROOT,
+            name: b"a.txt".to_vec(),
+        },
+    });
+    for i in 0..line.len() {
+        for bit in 0..8 {
+            let mut bad = line.clone();
+            bad[i] ^= 1 << bit;
+            assert!(decode_entry(&bad).is_err(), "flip at byte {i} bit {bit}");
+        }
+    }
+}
+
+#[test]
+fn snapshots_and_manifests_round_trip_and_detect_damage() {
+    let snap = Snapshot {
+        upto: 41,
+        next_fid: 9,
+        root: attrs(),
+        files: vec![
+            FileRecord {
+                fid: 3,
+                dir: ROOT,
+                name: vec![b'a', 0xff],
+                kind: Kind::File,
+                attrs: attrs(),
+                len: 12,
+                dcrc: 0xdead_beef,
+                target: None,
+            },
+            FileRecord {
+                fid: 4,
+                dir: ROOT,
+                name: b"link".to_vec(),
+                kind: Kind::Symlink,
+                attrs: attrs(),
+                len: 1,
+                dcrc: 0,
+                target: Some(b"t".to_vec()),
+            },
+        ],
+    };
+    let bytes = encode_snapshot(&snap);
+    assert_eq!(decode_snapshot(&bytes).unwrap(), snap);
+    let mut bad = bytes.clone();
+    bad[bytes.len() / 2] ^= 1;
+    assert!(decode_snapshot(&bad).is_err());
+    assert!(decode_snapshot(&bytes[..bytes.len() - 3]).is_err());
+    let m = Manifest {
+        snapshot: 41,
+        first_segment: 42,
+    };
+    assert_eq!(decode_manifest(&encode_manifest(&m)).unwrap(), m);
+    assert!(decode_manifest(&encode_manifest(&m)[1..]).is_err());
+}
+
+#[test]
+fn segment_names_round_trip() {
+    assert_eq!(segment_name(1), "00000000000000000001.log");
+    assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+    assert_eq!(parse_segment_name("1.log"), None);
+    assert_eq!(parse_segment_name("+0000000000000000001.log"), None);
+    assert_eq!(parse_snapshot_name(&snapshot_name(7)), Some(7));
+}
+
+#[test]
+fn scan_cuts_torn_tail_and_flags_middle_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk: &dyn Disk = &crate::disk::RealDisk;
+    let mut w = LogWriter::create(disk, dir.path(), 1, 1 << 20).unwrap();
+    for seq in 1..=3 {
+        let line = encode_entry(&Entry {
+            seq,
+            ts: 0,
+            op: Op::Checkpoint { upto: 0 },
+        });
+        w.append(&line).unwrap();
+    }
+    let path = w.path().to_owned();
+    let good_len = w.len();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":4,\"ts\"");
+    std::fs::write(&path, &bytes).unwrap();
+    let mut seen = 0;
+    let scan = scan_segment(disk, &path, None, |_, _| {
+        seen += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, 3);
+    assert_eq!(scan.good_end, good_len);
+    assert_eq!(scan.bad.len(), 1);
+    assert!(!scan.good_after_bad);
+
+    // Corrupt the second entry: the third still checks, so this is corruption.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let second = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(2)
+        .unwrap()
+        .0;
+    bytes[second - 5] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let scan = scan_segment(disk, &path, None, |_, _| Ok(())).unwrap();
+    assert!(scan.good_after_bad);
+    assert_eq!(scan.last_seq, Some(1));
+    assert_eq!(scan.bad[0].prev_seq, Some(1));
+}

@@ -1,0 +1,105 @@
+//! Changing files in STORE: the one helper that replaces a file atomically, and renames,
+//! removals and directory syncs that report which path failed.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::disk::{Disk, FileMeta};
+use crate::error::{Error, Result};
+
+use super::layout::Layout;
+
+pub(super) fn io_err<'a>(what: &'a str, path: &'a Path) -> impl Fn(io::Error) -> Error + 'a {
+    move |e| Error::io(format!("{what} {}", path.display()), &e)
+}
+
+/// fsync of a directory, so that the names created or removed in it are durable.
+pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir)
+        .map_err(io_err("fsync of directory", dir))
+}
+
+/// Writes `bytes` to `tmp`, then renames it over `dest`. With `durable`, the temp file is
+/// fsynced before the rename and `dest`'s directory after it: the classic atomic replace.
+/// Without, the caller makes it durable later (see FORMAT.md, "Writing and syncing").
+pub fn replace_file(
+    disk: &dyn Disk,
+    tmp: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    meta: Option<&FileMeta>,
+    durable: bool,
+) -> Result<()> {
+    let written = disk
+        .write_file(tmp, bytes, meta)
+        .map_err(io_err("writing", tmp))
+        .and_then(|_| match durable {
+            true => disk.sync_file(tmp).map_err(io_err("fsync of", tmp)),
+            false => Ok(()),
+        });
+    if let Err(e) = written {
+        let _ = disk.remove(tmp);
+        return Err(e);
+    }
+    rename(disk, tmp, dest)?;
+    if durable {
+        sync_dir(disk, dest.parent().expect("a backing file has a directory"))?;
+    }
+    Ok(())
+}
+
+/// Like `replace_file`, for a symbolic link.
+pub fn replace_symlink(disk: &dyn Disk, tmp: &Path, dest: &Path, target: &[u8]) -> Result<()> {
+    let _ = disk.remove(tmp);
+    disk.symlink(target, tmp)
+        .map_err(io_err("creating symlink", tmp))?;
+    rename(disk, tmp, dest)
+}
+
+pub fn set_meta(disk: &dyn Disk, path: &Path, meta: &FileMeta) -> Result<()> {
+    disk.set_meta(path, meta)
+        .map_err(io_err("setting attributes of", path))
+}
+
+pub fn rename(disk: &dyn Disk, from: &Path, to: &Path) -> Result<()> {
+    disk.rename(from, to).map_err(|e| {
+        Error::io(
+            format!("renaming {} to {}", from.display(), to.display()),
+            &e,
+        )
+    })
+}
+
+/// renameat2(RENAME_EXCHANGE): both names stay, their files swap.
+pub fn exchange(disk: &dyn Disk, a: &Path, b: &Path) -> Result<()> {
+    disk.exchange(a, b).map_err(|e| {
+        Error::io(
+            format!("exchanging {} and {}", a.display(), b.display()),
+            &e,
+        )
+    })
+}
+
+/// Removes a file; one that is already gone is fine (recovery may redo a removal).
+pub fn remove(disk: &dyn Disk, path: &Path) -> Result<()> {
+    match disk.remove(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), &e)),
+    }
+}
+
+/// Removes everything in `tmp/`: the remains of interrupted replacements.
+pub fn clear_tmp(disk: &dyn Disk, layout: &Layout) -> Result<usize> {
+    let dir = layout.tmp();
+    let names = disk.list(&dir).map_err(io_err("listing", &dir))?;
+    for name in &names {
+        remove(disk, &dir.join(OsStr::from_bytes(name)))?;
+    }
+    if !names.is_empty() {
+        sync_dir(disk, &dir)?;
+    }
+    Ok(names.len())
+}

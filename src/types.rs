@@ -1,0 +1,147 @@
+//! The words every layer speaks: file ids, sequence numbers, times, kinds and attributes.
+//! Nothing here does I/O; everything else may use it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A file's stable id: the inode number the mount shows.
+pub type Fid = u64;
+/// A log entry's sequence number.
+pub type Seq = u64;
+/// The fid of the root directory; also the FUSE root inode number.
+pub const ROOT: Fid = 1;
+/// The largest sequence number, fid or segment number a reader accepts from disk: far beyond
+/// any store's life, and low enough that `+ 1` on any of them never overflows. A larger one
+/// is corruption.
+pub const MAX_ID: u64 = 1 << 62;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time {
+    pub secs: i64,
+    pub nsecs: u32,
+}
+
+impl Time {
+    pub fn now() -> Time {
+        Time::from_system(SystemTime::now())
+    }
+
+    pub fn from_system(t: SystemTime) -> Time {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Time {
+                secs: d.as_secs() as i64,
+                nsecs: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (mut secs, mut nsecs) = (-(d.as_secs() as i64), d.subsec_nanos());
+                if nsecs > 0 {
+                    secs -= 1;
+                    nsecs = 1_000_000_000 - nsecs;
+                }
+                Time { secs, nsecs }
+            }
+        }
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        let base = if self.secs >= 0 {
+            UNIX_EPOCH + std::time::Duration::from_secs(self.secs as u64)
+        } else {
+            UNIX_EPOCH - std::time::Duration::from_secs(self.secs.unsigned_abs())
+        };
+        base + std::time::Duration::from_nanos(self.nsecs as u64)
+    }
+
+    pub fn millis(self) -> u64 {
+        (self.secs.max(0) as u64) * 1000 + (self.nsecs / 1_000_000) as u64
+    }
+
+    pub fn to_timespec(self) -> libc::timespec {
+        libc::timespec {
+            tv_sec: self.secs,
+            tv_nsec: self.nsecs as i64,
+        }
+    }
+
+    pub fn from_millis(ms: u64) -> Time {
+        Time {
+            secs: (ms / 1000) as i64,
+            nsecs: (ms % 1000) as u32 * 1_000_000,
+        }
+    }
+
+    /// ISO 8601 in UTC, to the millisecond: `2026-12-01T03:21:49.603Z`.
+    pub fn iso8601(self) -> String {
+        let days = self.secs.div_euclid(86_400);
+        let secs = self.secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            self.nsecs / 1_000_000
+        )
+    }
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, http://howardhinnant.github.io/date_algorithms.html).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Symlink,
+    Dir,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Symlink => "symlink",
+            Kind::Dir => "dir",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    /// Permission bits only (the 0o7777 part); the kind is separate.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_iso_8601_in_utc() {
+        let t = |secs, nsecs| Time { secs, nsecs }.iso8601();
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(t(1_796_095_309, 603_000_000), "2026-12-01T03:21:49.603Z");
+        assert_eq!(t(951_782_400, 0), "2000-02-29T00:00:00.000Z");
+        assert_eq!(t(-1, 0), "1969-12-31T23:59:59.000Z");
+        assert_eq!(
+            Time::from_millis(1_796_095_309_603).iso8601(),
+            t(1_796_095_309, 603_000_000)
+        );
+    }
+}
