@@ -3,7 +3,7 @@
 //!
 //! A handle that writes works on its own copy of the file; the copy is committed as a whole
 //! at flush (close), fsync, or when the file is renamed. Readers hold the version that was
-//! committed when they opened (a `Snapshot`). See README, "Semantics".
+//! committed when they opened (a `Version`). See README, "Semantics".
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -16,7 +16,6 @@ use log::{error, warn};
 use parking_lot::Mutex;
 
 use crate::caller::{self, Caller};
-use crate::commit::{Pipeline, Snapshot, Threads, Waiter};
 use crate::disk::{Disk, RealDisk};
 use crate::error::{err, Error, Result};
 use crate::limits::{
@@ -26,6 +25,7 @@ use crate::limits::{
 use crate::log::{Data, Op};
 use crate::namespace::{Inode, Namespace};
 use crate::options::{Options, SyncMode};
+use crate::pipeline::{Pipeline, Threads, Version, Waiter};
 use crate::record::{check_json, is_record_name, validate_record};
 use crate::recovery::{self, Finding};
 use crate::store::{self, Layout, StoreLock};
@@ -84,7 +84,7 @@ pub struct SetAttr {
 struct Writer {
     fid: Fid,
     /// The committed version it started from; read lazily.
-    base: Option<Snapshot>,
+    base: Option<Version>,
     /// Its copy, once read (or from the start with O_TRUNC). Shared with the commit pipeline
     /// after a commit, and copied again only on the next write.
     data: Option<Arc<Vec<u8>>>,
@@ -159,7 +159,7 @@ impl WriteBy {
 }
 
 enum Handle {
-    Read { fid: Fid, snapshot: Snapshot },
+    Read { fid: Fid, version: Version },
     Write(Mutex<Writer>),
     Dir { entries: Vec<DirEntry> },
 }
@@ -307,7 +307,7 @@ impl RecordFs {
     ) -> Result<RecordFs> {
         let layout = Layout::new(store);
         let recovered = recovery::recover(&*disk, &layout, &opts)?;
-        let policy = crate::commit::CompactPolicy {
+        let policy = crate::pipeline::CompactPolicy {
             log_limit: opts.log_limit,
             every: opts.compact_every,
             keep: opts.keep_logs,
@@ -685,11 +685,8 @@ impl RecordFs {
             Data::empty(),
         ) {
             Ok((stat, seq)) => {
-                let fh = self.add_handle(
-                    stat.ino,
-                    flags,
-                    Some(Snapshot::Memory(Arc::new(Vec::new()))),
-                )?;
+                let fh =
+                    self.add_handle(stat.ino, flags, Some(Version::Memory(Arc::new(Vec::new()))))?;
                 if let Ok(Handle::Write(w)) = self.handle(fh).as_deref() {
                     w.lock().created = true;
                 }
@@ -850,7 +847,7 @@ impl RecordFs {
             return Err(err!(EIO, "the backing file of inode {fid} is damaged"));
         }
         self.pipeline
-            .snapshot(fid)?
+            .version(fid)?
             .read_all(self.opts.max_file_size)
     }
 
@@ -918,14 +915,14 @@ impl RecordFs {
         Ok(fh)
     }
 
-    fn add_handle(&self, fid: Fid, flags: i32, base: Option<Snapshot>) -> Result<u64> {
+    fn add_handle(&self, fid: Fid, flags: i32, base: Option<Version>) -> Result<u64> {
         let acc = flags & libc::O_ACCMODE;
         if acc == libc::O_RDONLY {
-            let snapshot = match base {
+            let version = match base {
                 Some(s) => s,
-                None => self.snapshot(fid)?,
+                None => self.version(fid)?,
             };
-            return self.insert_handle(Handle::Read { fid, snapshot }, Some(fid));
+            return self.insert_handle(Handle::Read { fid, version }, Some(fid));
         }
         self.writable()?;
         let truncate = flags & libc::O_TRUNC != 0;
@@ -949,7 +946,7 @@ impl RecordFs {
         };
         let writer = match writer.base.is_none() && writer.data.is_none() {
             true => Writer {
-                base: Some(self.snapshot(fid)?),
+                base: Some(self.version(fid)?),
                 ..writer
             },
             false => writer,
@@ -957,14 +954,14 @@ impl RecordFs {
         self.insert_handle(Handle::Write(Mutex::new(writer)), Some(fid))
     }
 
-    fn snapshot(&self, fid: Fid) -> Result<Snapshot> {
+    fn version(&self, fid: Fid) -> Result<Version> {
         if self.damaged.lock().contains(&fid) {
             return Err(err!(
                 EIO,
                 "the backing file of inode {fid} is damaged; see the mount's log"
             ));
         }
-        self.pipeline.snapshot(fid).map_err(|e| {
+        self.pipeline.version(fid).map_err(|e| {
             match (e.errno, self.pipeline.inode(fid)) {
                 // Removed, and its backing file gone too: the kernel will look again.
                 (libc::ENOENT, None) => err!(ESTALE, "inode {fid} was removed"),
@@ -1015,7 +1012,7 @@ impl RecordFs {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         match &*self.handle(fh)? {
-            Handle::Read { snapshot, .. } => snapshot.read_at(offset, size as usize),
+            Handle::Read { version, .. } => version.read_at(offset, size as usize),
             Handle::Write(w) => {
                 let w = &mut *w.lock();
                 if !w.readable {

@@ -6,7 +6,6 @@
 
 pub mod caller;
 pub mod cli;
-pub mod commit;
 pub mod compact;
 pub mod disk;
 pub mod error;
@@ -18,6 +17,7 @@ pub mod log;
 pub mod mounting;
 pub mod namespace;
 pub mod options;
+pub mod pipeline;
 pub mod progress;
 pub mod record;
 pub mod recovery;

@@ -1,0 +1,384 @@
+//! The front of the pipeline: starting it, committing a change under the state lock, what
+//! readers see, waiting for durability, and the clean shutdown.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{error, info};
+use parking_lot::{Condvar, Mutex};
+
+use super::state::{
+    bytes_in_log, Committed, CompactPolicy, Pipeline, State, Threads, Waiter, Waiters,
+};
+use super::version::Version;
+use crate::disk::Disk;
+use crate::error::{err, Error, Result};
+use crate::limits::MAX_PENDING_BYTES;
+use crate::log::{encode_entry, Data, Entry, LogWriter, Op};
+use crate::namespace::{ContentLoc, Inode, Namespace};
+use crate::store::Layout;
+use crate::types::{Fid, Kind, Seq, Time};
+
+impl Pipeline {
+    /// `disk` says where each file's backing file is; recovery makes it match `ns`.
+    pub fn start(
+        disk: Arc<dyn Disk>,
+        layout: Layout,
+        ns: Namespace,
+        log: LogWriter,
+        policy: CompactPolicy,
+        backing_durable: bool,
+        damaged: &HashSet<Fid>,
+    ) -> Result<(Arc<Pipeline>, Threads)> {
+        let durable = ns.last_seq();
+        let on_disk: HashMap<Fid, Vec<u8>> = ns.files().map(|i| (i.fid, i.name.clone())).collect();
+        let on_disk_fids: HashSet<Fid> = on_disk.keys().copied().collect();
+        let pipeline = Arc::new(Pipeline {
+            disk,
+            layout,
+            state: Mutex::new(State {
+                ns,
+                log,
+                pending: HashMap::new(),
+                pending_bytes: 0,
+                disk: on_disk,
+                unsynced: Vec::new(),
+                unapplied: VecDeque::new(),
+                // Until proven durable, every backing file is owed a sync at the next checkpoint;
+                // not a damaged one, which may not even exist: it is not served either.
+                changed: match backing_durable {
+                    true => HashSet::new(),
+                    false => &on_disk_fids - damaged,
+                },
+                fatal: None,
+                stalled: None,
+                shutting_down: false,
+                sync_done: false,
+                hurry: 0,
+                compact_requested: false,
+            }),
+            wake: Condvar::new(),
+            apply_wake: Condvar::new(),
+            room: Condvar::new(),
+            compact_wake: Condvar::new(),
+            policy,
+            waiters: Mutex::new(Waiters {
+                durable,
+                by_seq: BTreeMap::new(),
+                failed: None,
+            }),
+            syncs: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            sync_nanos: AtomicU64::new(0),
+        });
+        let spawn = |name: &str, f: fn(&Pipeline)| {
+            let p = pipeline.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || f(&p))
+                .map_err(|e| Error::io(format!("starting thread {name}"), &e))
+        };
+        let sync = spawn("recordfs-sync", Pipeline::run_sync)?;
+        let apply = spawn("recordfs-apply", Pipeline::run_apply);
+        let compact = spawn("recordfs-compact", Pipeline::run_compact);
+        match (apply, compact) {
+            (Ok(apply), Ok(compact)) => Ok((
+                pipeline,
+                Threads {
+                    sync,
+                    apply,
+                    compact,
+                },
+            )),
+            (apply, compact) => {
+                // Stop what started: nothing was committed yet, so there is nothing to lose.
+                pipeline.state.lock().shutting_down = true;
+                pipeline.wake.notify_all();
+                pipeline.apply_wake.notify_all();
+                pipeline.compact_wake.notify_all();
+                let _ = sync.join();
+                let failed = [apply, compact].into_iter().find_map(|t| match t {
+                    Ok(t) => {
+                        let _ = t.join();
+                        None
+                    }
+                    Err(e) => Some(e),
+                });
+                Err(failed.expect("one of the two failed"))
+            }
+        }
+    }
+
+    /// Reads the namespace.
+    pub fn with_ns<T>(&self, f: impl FnOnce(&Namespace) -> T) -> T {
+        f(&self.state.lock().ns)
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        self.state.lock().fatal.clone()
+    }
+
+    /// Commits one change. `build` runs under the state lock: it checks the change against the
+    /// namespace and returns the op to log, or an error that leaves everything unchanged.
+    pub fn commit(&self, build: impl FnOnce(&mut Namespace) -> Result<Op>) -> Result<Committed> {
+        self.commit_keeping(&[], &[], build)
+    }
+
+    /// Like `commit`, with the current bytes of every regular file in `in_log` in the live
+    /// segment when the entry is (see `bytes_in_live_log`): for a file whose bytes are not,
+    /// `relog` must bring them (read by the caller), and they are committed again first, under
+    /// the same lock, so that no compaction comes between. EAGAIN if they are missing or stale.
+    pub fn commit_keeping(
+        &self,
+        in_log: &[Fid],
+        relog: &[(Fid, Data)],
+        build: impl FnOnce(&mut Namespace) -> Result<Op>,
+    ) -> Result<Committed> {
+        let mut st = self.state.lock();
+        self.wait_for_room(&mut st)?;
+        let missing: Vec<Fid> = in_log
+            .iter()
+            .copied()
+            .filter(|f| !bytes_in_log(&st, *f))
+            .collect();
+        for fid in &missing {
+            let again = relog.iter().find(|(f, _)| f == fid).and_then(|(_, data)| {
+                let inode = st.ns.get(*fid)?;
+                (inode.dcrc == crate::log::crc32c(&data.bytes)).then(|| Op::Set {
+                    fid: *fid,
+                    dir: inode.parent,
+                    name: inode.name.clone(),
+                    kind: Kind::File,
+                    attrs: inode.attrs,
+                    data: data.clone(),
+                })
+            });
+            let op = again.ok_or_else(|| err!(EAGAIN, "inode {fid} has left the live log"))?;
+            self.append(&mut st, op)?;
+        }
+        let op = build(&mut st.ns)?;
+        self.append(&mut st, op)
+    }
+
+    pub(super) fn wait_for_room(&self, st: &mut parking_lot::MutexGuard<'_, State>) -> Result<()> {
+        loop {
+            if let Some(reason) = &st.fatal {
+                return Err(err!(
+                    EROFS,
+                    "the store is read-only after a failure: {reason}"
+                ));
+            }
+            if st.pending_bytes <= MAX_PENDING_BYTES {
+                break;
+            }
+            if let Some(e) = &st.stalled {
+                return Err(Error::new(
+                    e.errno,
+                    format!("backing files cannot be written: {}", e.reason),
+                ));
+            }
+            self.room.wait(st);
+        }
+        Ok(())
+    }
+
+    /// Appends one entry for `op` and applies it to the namespace (the state lock held).
+    pub(super) fn append(
+        &self,
+        st: &mut parking_lot::MutexGuard<'_, State>,
+        op: Op,
+    ) -> Result<Committed> {
+        let entry = Entry {
+            seq: st.ns.last_seq() + 1,
+            ts: Time::now().millis(),
+            op,
+        };
+        let line = encode_entry(&entry);
+        let offset = st.log.append(&line).inspect_err(|e| {
+            if !e.is_no_space() && e.errno != libc::EFBIG {
+                self.turn_read_only(st, format!("log append failed: {e}"));
+            }
+        })?;
+        let loc = matches!(entry.op, Op::Set { .. }).then_some(ContentLoc {
+            segment: st.log.start_seq(),
+            offset,
+        });
+        let applied = match st.ns.apply(&entry, loc) {
+            Ok(a) => a,
+            Err(e) => {
+                // The entry is in the log but the namespace refused it: a bug. Nothing more
+                // may be written on top of it.
+                let reason = format!("entry {} does not fit the namespace: {e}", entry.seq);
+                self.turn_read_only(st, reason.clone());
+                return Err(err!(EIO, "{reason}"));
+            }
+        };
+        if let Op::Set { fid, data, .. } = &entry.op {
+            let previous = st.pending.insert(*fid, (entry.seq, data.bytes.clone()));
+            st.pending_bytes += data.len();
+            if let Some((_, old)) = previous {
+                st.pending_bytes -= old.len() as u64;
+            }
+        }
+        let seq = entry.seq;
+        st.unsynced.push(entry);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if st.log.len() > self.policy.log_limit {
+            self.compact_wake.notify_one();
+        }
+        self.wake.notify_one();
+        Ok(Committed { seq, applied })
+    }
+
+    /// The bytes of a file's committed version, as a reader opening it now must see them.
+    pub fn version(&self, fid: Fid) -> Result<Version> {
+        let st = self.state.lock();
+        if let Some((_, bytes)) = st.pending.get(&fid) {
+            return Ok(Version::Memory(bytes.clone()));
+        }
+        let name = st
+            .disk
+            .get(&fid)
+            .ok_or_else(|| err!(ENOENT, "fid {fid} has no backing file"))?;
+        let path = self.layout.backing(name);
+        // Opened under the lock: the apply thread cannot move the file meanwhile.
+        self.disk
+            .open_read(&path)
+            .map(Version::Disk)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), &e))
+    }
+
+    /// Calls `done` once `seq` is durable in the log (at once if it is already).
+    pub fn when_durable(&self, seq: Seq, done: Waiter) {
+        let mut w = self.waiters.lock();
+        if seq <= w.durable {
+            drop(w);
+            return done(Ok(()));
+        }
+        if let Some(reason) = &w.failed {
+            let e = err!(EIO, "the log could not be synced: {reason}");
+            drop(w);
+            return done(Err(e));
+        }
+        w.by_seq.entry(seq).or_default().push(done);
+    }
+
+    /// Blocks until `seq` is durable: for tests and for the command line.
+    pub fn wait_durable(&self, seq: Seq) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.when_durable(
+            seq,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(err!(EIO, "the commit thread is gone")))
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.state.lock().ns.last_seq()
+    }
+
+    /// Stops the commit thread after it has synced and applied everything, then makes the
+    /// backing tree durable and writes a checkpoint.
+    pub fn shutdown(&self, threads: Threads) -> Result<()> {
+        self.state.lock().shutting_down = true;
+        // A compaction under way finishes first: it needs the other two threads.
+        self.compact_wake.notify_all();
+        let compacted = threads.compact.join();
+        self.wake.notify_all();
+        if compacted.is_err() || threads.sync.join().is_err() || threads.apply.join().is_err() {
+            return Err(err!(EIO, "a commit pipeline thread panicked"));
+        }
+        let (commits, syncs) = (
+            self.commits.load(Ordering::Relaxed),
+            self.syncs.load(Ordering::Relaxed),
+        );
+        info!(
+            "stats: {commits} commits, {syncs} log syncs ({:.2} commits per sync, {:.0} µs per sync)",
+            commits as f64 / syncs.max(1) as f64,
+            self.sync_nanos.load(Ordering::Relaxed) as f64 / syncs.max(1) as f64 / 1000.0
+        );
+        let mut st = self.state.lock();
+        if let Some(reason) = &st.fatal {
+            return Err(err!(
+                EIO,
+                "not checkpointed: the store failed earlier: {reason}"
+            ));
+        }
+        if !st.unapplied.is_empty() {
+            let e = st.stalled.clone().unwrap_or_else(|| err!(EIO, "unknown"));
+            return Err(Error::new(
+                e.errno,
+                format!(
+                    "{} committed entries are in the log but not in the backing files ({}); the next mount applies them",
+                    st.unapplied.len(),
+                    e.reason
+                ),
+            ));
+        }
+        self.checkpoint(&mut st)
+    }
+
+    pub(super) fn turn_read_only(&self, st: &mut State, reason: String) {
+        if st.fatal.is_none() {
+            error!(
+                "store {} is now read-only until remounted: {reason}",
+                self.layout.store.display()
+            );
+            st.fatal = Some(reason);
+        }
+    }
+
+    /// Asks the compaction thread to compact now.
+    pub fn request_compaction(&self) {
+        self.state.lock().compact_requested = true;
+        self.compact_wake.notify_one();
+    }
+
+    /// Waits until everything committed is synced and in the backing files (or cannot be):
+    /// tests crash the disk at such points so that what it holds does not depend on timing.
+    pub fn quiesce(&self) {
+        let mut st = self.state.lock();
+        st.hurry += 1;
+        self.apply_wake.notify_all();
+        while !(st.unsynced.is_empty()
+            && (st.unapplied.is_empty() || st.fatal.is_some() || st.stalled.is_some()))
+        {
+            self.room.wait_for(&mut st, Duration::from_millis(1));
+        }
+        st.hurry -= 1;
+    }
+
+    /// For reporting and tests: backing files changed and not yet synced (the checkpoint at
+    /// unmount syncs these; the write-back keeps it small).
+    pub fn owed_syncs(&self) -> usize {
+        self.state.lock().changed.len()
+    }
+
+    /// For reporting and tests: online compactions finished since the mount.
+    pub fn compactions(&self) -> u64 {
+        self.compactions.load(Ordering::Relaxed)
+    }
+
+    /// For reporting and tests: bytes waiting for their backing files.
+    pub fn pending_bytes(&self) -> u64 {
+        self.state.lock().pending_bytes
+    }
+
+    /// The inode of a fid, cloned (for answers built outside the lock).
+    pub fn inode(&self, fid: Fid) -> Option<Inode> {
+        self.state.lock().ns.get(fid).cloned()
+    }
+
+    /// Whether the live log segment holds the current bytes of regular file `fid`. A file
+    /// last written before the latest compaction (or in an earlier segment) has them only in
+    /// its backing file.
+    pub fn bytes_in_live_log(&self, fid: Fid) -> bool {
+        bytes_in_log(&self.state.lock(), fid)
+    }
+}

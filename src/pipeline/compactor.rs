@@ -1,0 +1,158 @@
+//! The compaction thread: compacts the log online when due, and writes back changed backing
+//! files between compactions.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use log::{error, info};
+
+use super::state::Pipeline;
+use crate::error::{err, Error, Result};
+use crate::limits::{COMPACT_RETRY, WRITEBACK_BATCH, WRITEBACK_EVERY};
+use crate::log::LogWriter;
+use crate::store::{self};
+
+impl Pipeline {
+    /// The compaction thread: compacts when the live log passes the limit, when the interval
+    /// has passed, or when asked.
+    /// The compaction thread: compacts the log when due (`CompactPolicy`), and between
+    /// compactions writes back changed backing files (`write_back`).
+    pub(super) fn run_compact(&self) {
+        enum Work {
+            Compact,
+            WriteBack,
+        }
+        let (mut last, mut last_write_back) = (Instant::now(), Instant::now());
+        loop {
+            let work = {
+                let mut st = self.state.lock();
+                loop {
+                    if st.shutting_down {
+                        return;
+                    }
+                    // The size counts only once the live segment holds an entry: a limit
+                    // below a segment's header alone would otherwise be passed for ever.
+                    let has_entries = st.log.start_seq() <= st.ns.last_seq();
+                    let due = st.fatal.is_none()
+                        && (st.compact_requested
+                            || (st.log.len() > self.policy.log_limit && has_entries)
+                            || last.elapsed() >= self.policy.every);
+                    if due {
+                        st.compact_requested = false;
+                        break Work::Compact;
+                    }
+                    let owed = st.changed.len();
+                    if st.fatal.is_none()
+                        && owed > 0
+                        && (owed >= WRITEBACK_BATCH || last_write_back.elapsed() >= WRITEBACK_EVERY)
+                    {
+                        break Work::WriteBack;
+                    }
+                    let left = self
+                        .policy
+                        .every
+                        .saturating_sub(last.elapsed())
+                        .min(WRITEBACK_EVERY.saturating_sub(last_write_back.elapsed()));
+                    self.compact_wake
+                        .wait_for(&mut st, left.max(Duration::from_millis(10)));
+                }
+            };
+            if let Work::WriteBack = work {
+                last_write_back = Instant::now();
+                if let Err(e) = self.write_back() {
+                    error!("writing back backing files failed: {e}");
+                }
+                continue;
+            }
+            last = Instant::now();
+            match self.compact_online() {
+                Ok(Some(c)) => info!(
+                    "compacted the log up to entry {}: {} segments retired to log/old/",
+                    c.upto, c.retired
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    error!("compaction failed; the log stays as it was and grows: {e}");
+                    // Not in a loop: try again after a pause, or when asked.
+                    let mut st = self.state.lock();
+                    if !st.shutting_down {
+                        self.compact_wake.wait_for(&mut st, COMPACT_RETRY);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn compact_online(&self) -> Result<Option<crate::log::Compacted>> {
+        let snapshot = {
+            let mut st = self.state.lock();
+            if let Some(reason) = &st.fatal {
+                return Err(err!(EROFS, "the store failed earlier: {reason}"));
+            }
+            let upto = st.ns.last_seq();
+            if st.log.start_seq() > upto {
+                return Ok(None); // the live segment holds no entry yet
+            }
+            // The sync thread syncs only the live segment: the old one is synced here, before
+            // appends move on, so that its last entries become durable too.
+            if let Err(e) = st.log.sync() {
+                self.turn_read_only(&mut st, e.reason.clone());
+                return Err(e);
+            }
+            let next = LogWriter::create(
+                &*self.disk,
+                &self.layout.log_dir(),
+                upto + 1,
+                st.log.max_line(),
+            )?;
+            st.log = next;
+            st.hurry += 1;
+            self.apply_wake.notify_all();
+            info!("compacting the log up to entry {upto}; appends go to a new segment");
+            st.ns.snapshot()
+        };
+        let upto = snapshot.upto;
+        {
+            let mut st = self.state.lock();
+            loop {
+                let waiting = st.unsynced.first().is_some_and(|e| e.seq <= upto)
+                    || st.unapplied.front().is_some_and(|(_, e)| e.seq <= upto);
+                if !waiting {
+                    break;
+                }
+                if let Some(reason) = st.fatal.clone() {
+                    st.hurry -= 1;
+                    return Err(err!(EROFS, "the store failed during compaction: {reason}"));
+                }
+                if let Some(e) = st.stalled.clone() {
+                    st.hurry -= 1;
+                    return Err(Error::new(
+                        e.errno,
+                        format!("backing files cannot be written: {}", e.reason),
+                    ));
+                }
+                self.room.wait_for(&mut st, Duration::from_millis(1));
+            }
+            st.hurry -= 1;
+        }
+        // Every backing file durable, whatever process wrote it: syncfs, not the changed set.
+        // Whatever was written before it starts is covered, so the files owed a sync so far
+        // are owed none after it; one written later is marked changed again.
+        let owed = std::mem::take(&mut self.state.lock().changed);
+        let synced = self
+            .disk
+            .sync_everything(&self.layout.root())
+            .map_err(|e| Error::io("syncfs of the backing tree", &e))
+            .and_then(|_| store::sync_dir(&*self.disk, &self.layout.root()));
+        if let Err(e) = synced {
+            let mut st = self.state.lock();
+            st.changed.extend(owed);
+            self.turn_read_only(&mut st, e.reason.clone());
+            return Err(e);
+        }
+        let c =
+            crate::log::commit_snapshot(&*self.disk, &self.layout, &snapshot, self.policy.keep)?;
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(c))
+    }
+}

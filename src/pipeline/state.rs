@@ -1,0 +1,103 @@
+//! What the pipeline's threads share: the state every commit changes under one lock, the
+//! waiters for durability, and the pipeline itself.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+use crate::log::{Entry, LogWriter};
+use crate::namespace::{Applied, Namespace};
+use crate::store::Layout;
+use crate::types::{Fid, Kind, Seq};
+
+/// Something to call once a sequence number is durable (or can never be).
+pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// The state every commit changes, guarded by one lock.
+pub struct State {
+    pub ns: Namespace,
+    pub(super) log: LogWriter,
+    /// Bytes committed but not yet in their backing file, with the entry that holds them.
+    pub(super) pending: HashMap<Fid, (Seq, Arc<Vec<u8>>)>,
+    pub(super) pending_bytes: u64,
+    /// The backing tree as it stands on disk: fid → name in `root/`. It trails the namespace
+    /// while renames and deletes wait for their log sync.
+    pub(super) disk: HashMap<Fid, Vec<u8>>,
+    /// Logged, not yet synced.
+    pub(super) unsynced: Vec<Entry>,
+    /// Synced, not yet applied to the backing tree, with when they were synced.
+    pub(super) unapplied: VecDeque<(Instant, Entry)>,
+    /// Fids whose backing file changed since the last checkpoint.
+    pub(super) changed: HashSet<Fid>,
+    /// Set when the store turned read-only after a failure; the reason.
+    pub(super) fatal: Option<String>,
+    /// The backing tree cannot be written (disk full); the error.
+    pub(super) stalled: Option<Error>,
+    pub(super) shutting_down: bool,
+    /// The sync thread has synced everything and stopped.
+    pub(super) sync_done: bool,
+    /// How many waiters (`quiesce`, a compaction) want entries applied at once, without
+    /// `APPLY_DELAY`: a count, so that one finishing does not cancel the other's wish.
+    pub(super) hurry: u32,
+    /// Someone asked for a compaction now (SIGUSR1, `recordfs compact` on a mounted store).
+    pub(super) compact_requested: bool,
+}
+
+pub(super) struct Waiters {
+    pub(super) durable: Seq,
+    pub(super) by_seq: BTreeMap<Seq, Vec<Waiter>>,
+    /// Set once a log sync failed: everything not yet durable never will be.
+    pub(super) failed: Option<String>,
+}
+
+pub struct Pipeline {
+    pub(super) disk: Arc<dyn Disk>,
+    pub(super) layout: Layout,
+    pub(super) state: Mutex<State>,
+    /// Wakes the sync thread (entries logged), the apply thread (entries synced), and
+    /// committers waiting for room in `pending`.
+    pub(super) wake: Condvar,
+    pub(super) apply_wake: Condvar,
+    pub(super) room: Condvar,
+    /// Wakes the compaction thread.
+    pub(super) compact_wake: Condvar,
+    pub(super) policy: CompactPolicy,
+    pub(super) waiters: Mutex<Waiters>,
+    /// Counts log syncs and commits, for the figures in benchmarks and tests.
+    pub syncs: AtomicU64,
+    pub commits: AtomicU64,
+    pub compactions: AtomicU64,
+    pub(super) sync_nanos: AtomicU64,
+}
+
+/// The pipeline's threads, joined at shutdown.
+pub struct Threads {
+    pub(super) sync: JoinHandle<()>,
+    pub(super) apply: JoinHandle<()>,
+    pub(super) compact: JoinHandle<()>,
+}
+
+/// When the mount compacts its log (README, "Compaction").
+#[derive(Clone, Copy, Debug)]
+pub struct CompactPolicy {
+    pub log_limit: u64,
+    pub every: Duration,
+    pub keep: usize,
+}
+
+pub struct Committed {
+    pub seq: Seq,
+    pub applied: Applied,
+}
+
+pub(super) fn bytes_in_log(st: &State, fid: Fid) -> bool {
+    st.ns.get(fid).is_some_and(|i| {
+        i.kind != Kind::File || i.content.is_some_and(|c| c.segment >= st.log.start_seq())
+    })
+}

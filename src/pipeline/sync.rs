@@ -1,0 +1,127 @@
+//! The sync thread: one `fdatasync` of the log for every batch of appended entries (group
+//! commit), then the callers waiting for them are answered.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::state::{Pipeline, Waiter};
+use crate::error::{err, Error, Result};
+use crate::limits::MAX_LINGER;
+use crate::log::Entry;
+use crate::types::Seq;
+
+impl Pipeline {
+    // -----------------------------------------------------------------------------------------
+    // The commit thread
+
+    /// The sync thread: one `fdatasync` for everything logged since the last one.
+    ///
+    /// Group commit needs a batch to form: when every committer waits on the running sync,
+    /// the first one to commit again would otherwise start the next sync alone. So before
+    /// syncing, the thread waits until as many entries as the last batch had are queued, for
+    /// at most half as long as the last sync took (PostgreSQL's commit_delay, adaptively). A
+    /// lone committer makes batches of one and never waits.
+    pub(super) fn run_sync(&self) {
+        let mut last_batch = 1usize;
+        let mut last_sync = Duration::ZERO;
+        loop {
+            let (end, handle) = {
+                let mut st = self.state.lock();
+                while st.unsynced.is_empty() && !st.shutting_down {
+                    self.wake.wait(&mut st);
+                }
+                let deadline = Instant::now() + (last_sync / 2).min(MAX_LINGER);
+                while st.unsynced.len() < last_batch && !st.shutting_down {
+                    if self.wake.wait_until(&mut st, deadline).timed_out() {
+                        break;
+                    }
+                }
+                last_batch = st.unsynced.len().max(1);
+                match st.unsynced.last() {
+                    Some(last) => (last.seq, st.log.sync_handle()),
+                    None => {
+                        st.sync_done = true;
+                        self.apply_wake.notify_all();
+                        return;
+                    }
+                }
+            };
+            let started = Instant::now();
+            let synced = failpoint_log_sync(self.syncs.load(Ordering::Relaxed)).and_then(|_| {
+                handle
+                    .sync_data()
+                    .map_err(|e| Error::io("fdatasync of the log", &e))
+            });
+            last_sync = started.elapsed();
+            self.sync_nanos
+                .fetch_add(last_sync.as_nanos() as u64, Ordering::Relaxed);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            let mut st = self.state.lock();
+            match synced {
+                Ok(()) => {
+                    // Entries committed after `end` were not surely covered by this sync:
+                    // they wait for the next one.
+                    let n = st.unsynced.iter().take_while(|e| e.seq <= end).count();
+                    let synced: Vec<Entry> = st.unsynced.drain(..n).collect();
+                    let now = Instant::now();
+                    st.unapplied.extend(synced.into_iter().map(|e| (now, e)));
+                    self.apply_wake.notify_one();
+                    drop(st);
+                    self.mark_durable(end);
+                }
+                Err(e) => {
+                    self.turn_read_only(&mut st, e.reason.clone());
+                    st.unsynced.clear();
+                    drop(st);
+                    self.fail_waiters(&e.reason);
+                }
+            }
+        }
+    }
+
+    pub(super) fn mark_durable(&self, upto: Seq) {
+        let ready: Vec<Waiter> = {
+            let mut w = self.waiters.lock();
+            w.durable = w.durable.max(upto);
+            let later = w.by_seq.split_off(&(upto + 1));
+            std::mem::replace(&mut w.by_seq, later)
+                .into_values()
+                .flatten()
+                .collect()
+        };
+        for done in ready {
+            done(Ok(()));
+        }
+    }
+
+    pub(super) fn fail_waiters(&self, reason: &str) {
+        let all: Vec<Waiter> = {
+            let mut w = self.waiters.lock();
+            w.failed = Some(reason.to_string());
+            std::mem::take(&mut w.by_seq)
+                .into_values()
+                .flatten()
+                .collect()
+        };
+        for done in all {
+            done(Err(err!(EIO, "the log could not be synced: {reason}")));
+        }
+    }
+}
+
+/// With the `failpoints` feature, fails the log sync after the Nth (RECORDFS_FAIL_LOG_SYNC_AFTER).
+#[cfg(feature = "failpoints")]
+pub(super) fn failpoint_log_sync(done: u64) -> Result<()> {
+    let after = std::env::var("RECORDFS_FAIL_LOG_SYNC_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    match after {
+        Some(n) if done >= n => Err(err!(EIO, "fdatasync of the log: injected failure")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub(super) fn failpoint_log_sync(_done: u64) -> Result<()> {
+    Ok(())
+}

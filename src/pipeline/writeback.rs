@@ -1,0 +1,118 @@
+//! Making backing files durable: written back in the background while mounted, and the
+//! checkpoint that vouches for all of them at unmount.
+
+use std::path::PathBuf;
+
+use log::info;
+
+use super::state::{Pipeline, State};
+use crate::error::{Error, Result};
+use crate::limits::{SYNCFS_ABOVE, WRITEBACK_BATCH};
+use crate::log::{encode_entry, Entry, Op};
+use crate::store::{self};
+use crate::types::{Fid, Kind, Time};
+
+impl Pipeline {
+    /// Makes every backing file durable, then records that in the log.
+    pub(super) fn checkpoint(&self, st: &mut State) -> Result<()> {
+        if st.changed.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.sync_changed(st) {
+            self.turn_read_only(st, e.reason.clone());
+            return Err(e);
+        }
+        let upto = st.ns.last_seq();
+        let entry = Entry {
+            seq: upto + 1,
+            ts: Time::now().millis(),
+            op: Op::Checkpoint { upto },
+        };
+        st.log.append(&encode_entry(&entry))?;
+        st.ns.apply(&entry, None)?;
+        st.log
+            .sync()
+            .inspect_err(|e| self.turn_read_only(st, e.reason.clone()))?;
+        let synced = st.changed.len();
+        st.changed.clear();
+        info!(
+            "checkpoint: synced {synced} backing files; they hold every commit up to entry {upto}"
+        );
+        Ok(())
+    }
+
+    /// fsync of every backing file changed since the last checkpoint, then of `root/`.
+    pub(super) fn sync_changed(&self, st: &State) -> Result<()> {
+        let (paths, symlink) = self.backing_paths(st, st.changed.iter());
+        self.sync_files(&paths, symlink, false)?;
+        store::sync_dir(&*self.disk, &self.layout.root())
+    }
+
+    /// The backing files of `fids` as they are named now (a deleted one has none: the
+    /// directory's fsync covers it), and whether any is a symlink.
+    pub(super) fn backing_paths<'a>(
+        &self,
+        st: &State,
+        fids: impl Iterator<Item = &'a Fid>,
+    ) -> (Vec<PathBuf>, bool) {
+        let mut symlink = false;
+        let mut paths = Vec::new();
+        for fid in fids {
+            let Some(name) = st.disk.get(fid) else {
+                continue;
+            };
+            if st.ns.get(*fid).is_some_and(|i| i.kind == Kind::Symlink) {
+                symlink = true;
+            } else {
+                paths.push(self.layout.backing(name));
+            }
+        }
+        (paths, symlink)
+    }
+
+    /// fsync of each file. A symlink cannot be fsynced by itself; if one changed, syncfs
+    /// covers it (and everything else on that filesystem, which is slower on a busy disk,
+    /// hence not the default for a few files), as it covers more than `SYNCFS_ABOVE` files. With `gone_ok`, a file renamed or removed since its path was
+    /// taken is skipped: that change marked it changed again, or the directory's fsync at the
+    /// checkpoint covers it.
+    pub(super) fn sync_files(&self, paths: &[PathBuf], symlink: bool, gone_ok: bool) -> Result<()> {
+        // Past a few hundred files one syncfs costs less than their fsyncs.
+        let symlink = symlink || paths.len() > SYNCFS_ABOVE;
+        for path in paths.iter().filter(|_| !symlink) {
+            match self.disk.sync_file(path) {
+                Ok(()) => {}
+                Err(e) if gone_ok && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("fsync of {}", path.display()), &e)),
+            }
+        }
+        if symlink {
+            self.disk
+                .sync_everything(&self.layout.root())
+                .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes back, in the background, backing files changed since the last checkpoint:
+    /// at most `WRITEBACK_BATCH` a round, so that the checkpoint at unmount (and the wait of a
+    /// mount that follows it) costs what changed since, not the whole store. A failed fsync
+    /// turns the store read-only, as any.
+    pub(super) fn write_back(&self) -> Result<usize> {
+        let (taken, paths, symlink) = {
+            let mut st = self.state.lock();
+            let taken: Vec<Fid> = st.changed.iter().take(WRITEBACK_BATCH).copied().collect();
+            for fid in &taken {
+                st.changed.remove(fid);
+            }
+            let (paths, symlink) = self.backing_paths(&st, taken.iter());
+            (taken, paths, symlink)
+        };
+        if let Err(e) = self.sync_files(&paths, symlink, true) {
+            let mut st = self.state.lock();
+            st.changed.extend(taken);
+            self.turn_read_only(&mut st, e.reason.clone());
+            return Err(e);
+        }
+        Ok(taken.len())
+    }
+}

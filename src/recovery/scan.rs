@@ -1,0 +1,262 @@
+//! Reading the log back into a namespace: the manifest and snapshot in charge, then every
+//! segment line by line; a torn tail is told from corruption, and bytes a cut removes are kept.
+
+use std::path::{Path, PathBuf};
+
+use ::log::info;
+
+use crate::disk::Disk;
+use crate::error::{err, Error, Result};
+use crate::log::{self, list_segments, scan_segment, Header, Op};
+use crate::namespace::Namespace;
+use crate::store::Layout;
+use crate::types::{Attrs, Seq, Time};
+
+/// One thing found wrong (or repaired) in a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub what: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+pub struct LogScan {
+    pub ns: Namespace,
+    /// The last segment, where appends continue, and its good length.
+    pub(super) last: Option<(PathBuf, Header, u64)>,
+    /// A torn last entry: where it starts, and why it is bad.
+    pub(super) torn: Option<(PathBuf, u64, String)>,
+    pub(super) segments: usize,
+    pub entries: u64,
+    /// The last CHECKPOINT: the entry it covers and when it was written.
+    pub checkpoint: Option<(Seq, u64)>,
+}
+
+/// `log/MANIFEST`, if the store was ever compacted.
+pub fn read_manifest(disk: &dyn Disk, layout: &Layout) -> Result<Option<log::Manifest>> {
+    let path = layout.log_dir().join(log::MANIFEST);
+    match disk.read(&path) {
+        Ok(bytes) => log::decode_manifest(&bytes)
+            .map(Some)
+            .map_err(|e| err!(EIO, "{} is corrupt: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), &e)),
+    }
+}
+
+/// Reads the log of a store and replays it, changing nothing (for `recordfs stats`).
+pub fn replay(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
+    scan_log(disk, layout)
+}
+
+pub(super) fn name_str(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// Said with every refusal of a damaged log.
+const SALVAGE_HINT: &str = "The store is left as it is; `recordfs mount --salvage` mounts it, dropping the damaged lines and keeping every other commit.";
+
+/// Where replay starts: the snapshot the manifest names, if the store was compacted, else an
+/// empty namespace; and the segments in charge from there.
+fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<(Namespace, Vec<(Seq, PathBuf)>)> {
+    let mut segments = list_segments(disk, &layout.log_dir())?;
+    let manifest =
+        read_manifest(disk, layout).map_err(|e| err!(EIO, "{}. {SALVAGE_HINT}", e.reason))?;
+    let Some(m) = manifest else {
+        return Ok((Namespace::new(), segments));
+    };
+    // Older segments (if a crash left them) are history, not state.
+    let path = layout.log_dir().join(log::snapshot_name(m.snapshot));
+    let bytes = disk
+        .read(&path)
+        .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
+    let snap = log::decode_snapshot(&bytes).map_err(|e| {
+        err!(
+            EIO,
+            "snapshot {} is corrupt: {e}. {SALVAGE_HINT}",
+            path.display()
+        )
+    })?;
+    segments.retain(|(start, _)| *start >= m.first_segment);
+    if segments.first().map(|(start, _)| *start) != Some(m.first_segment) {
+        return Err(err!(
+            EIO,
+            "the manifest names log segment {}, which is missing",
+            log::segment_name(m.first_segment)
+        ));
+    }
+    Ok((Namespace::from_snapshot(&snap)?, segments))
+}
+
+/// Reads every segment, checking each line and replaying the entries. Corruption in the
+/// middle of the log is an error naming the segment, offset and last good sequence number.
+pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
+    let mut scan = LogScan {
+        ns: Namespace::new(),
+        last: None,
+        torn: None,
+        segments: 0,
+        entries: 0,
+        checkpoint: None,
+    };
+    let (ns, segments) = start_state(disk, layout)?;
+    if ns.last_seq() > 0 {
+        scan.checkpoint = Some((ns.last_seq(), 0));
+    }
+    scan.ns = ns;
+    let count = segments.len();
+    for (i, (start, path)) in segments.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let expect = (scan.ns.last_seq() > 0).then(|| scan.ns.last_seq() + 1);
+        if let Some(want) = expect {
+            if start != want {
+                return Err(err!(
+                    EIO,
+                    "log segment {} starts at entry {start}, but entry {want} was expected next. {SALVAGE_HINT}",
+                    path.display()
+                ));
+            }
+        }
+        let ns = &mut scan.ns;
+        let entries = &mut scan.entries;
+        let checkpoint = &mut scan.checkpoint;
+        let seg = scan_segment(disk, &path, expect, |offset, entry| {
+            let loc = matches!(entry.op, Op::Set { .. }).then_some(crate::namespace::ContentLoc {
+                segment: start,
+                offset,
+            });
+            *entries += 1;
+            if let Op::Checkpoint { upto } = entry.op {
+                *checkpoint = Some((upto, entry.ts));
+            }
+            ns.apply(&entry, loc).map(|_| ()).map_err(|e| {
+                err!(
+                    EIO,
+                    "log {} offset {offset}: entry {} does not fit the state before it: {}. {SALVAGE_HINT}",
+                    path.display(),
+                    entry.seq,
+                    e.reason
+                )
+            })
+        })?;
+        scan.segments += 1;
+        // A snapshot holds no time; the segment its compaction started after it does.
+        if let (0, Some((upto, ts @ 0)), Some(h)) = (i, &mut scan.checkpoint, &seg.header) {
+            if *upto + 1 == h.start_seq {
+                *ts = h.created;
+            }
+        }
+        if let Some(first) = seg.bad.first() {
+            if (seg.good_after_bad && !seg.hole) || !is_last {
+                return Err(err!(
+                    EIO,
+                    "log {} is corrupt at offset {}: {}; entries after it are intact, so this is not a torn write. Last good entry before it: {}. {SALVAGE_HINT}",
+                    path.display(),
+                    first.offset,
+                    first.reason,
+                    first
+                        .prev_seq
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "none".into())
+                ));
+            }
+            let reason = if seg.hole {
+                format!(
+                    "a hole of bytes that never reached the disk{}",
+                    if seg.good_after_bad {
+                        ", with unsynced entries after it"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                first.reason.clone()
+            };
+            scan.torn = Some((path.clone(), first.offset, reason));
+        }
+        if is_last {
+            let header = match seg.header {
+                Some(h) => h,
+                None => Header {
+                    version: log::FORMAT_VERSION,
+                    start_seq: start,
+                    max_line: 0,
+                    created: 0,
+                },
+            };
+            scan.last = Some((path, header, seg.good_end));
+        }
+    }
+    Ok(scan)
+}
+
+/// Keeps what a cut removes beside the segment (`<segment>.cut-<offset>`): nothing the log held
+/// is destroyed, even what was never acknowledged.
+pub(super) fn keep_cut_bytes(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
+    let bytes = disk
+        .read(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+    let tail = &bytes[(offset as usize).min(bytes.len())..];
+    if let Some(dest) = keep_beside(disk, path, &format!("cut-{offset}"), tail)? {
+        info!(
+            "the {} bytes cut off are kept in {}",
+            tail.len(),
+            dest.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes bytes the log stops using beside their segment, as `<segment>.<suffix>`, durably.
+/// Zeros (blocks that never reached the disk) hold nothing and are not kept.
+pub(super) fn keep_beside(
+    disk: &dyn Disk,
+    segment: &Path,
+    suffix: &str,
+    bytes: &[u8],
+) -> Result<Option<PathBuf>> {
+    if bytes.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    let mut name = segment.as_os_str().to_owned();
+    name.push(format!(".{suffix}"));
+    let dest = PathBuf::from(name);
+    disk.write_file(&dest, bytes, None)
+        .and_then(|_| disk.sync_file(&dest))
+        .map_err(|e| {
+            Error::io(
+                format!("keeping dropped log bytes in {}", dest.display()),
+                &e,
+            )
+        })?;
+    Ok(Some(dest))
+}
+
+pub(super) fn cut(disk: &dyn Disk, path: &Path, offset: u64) -> Result<()> {
+    let f = disk
+        .open_file(path, false)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    f.set_len(offset)
+        .and_then(|_| f.sync_data())
+        .map_err(|e| Error::io(format!("cutting {}", path.display()), &e))
+}
+
+/// A new root directory's attributes: 0755, owned as the store is, times now.
+pub(super) fn root_attrs(disk: &dyn Disk, layout: &Layout) -> Result<Attrs> {
+    let md = disk
+        .stat(&layout.store)
+        .map_err(|e| Error::io(format!("stat of {}", layout.store.display()), &e))?;
+    let now = Time::now();
+    Ok(Attrs {
+        mode: 0o755,
+        uid: md.uid,
+        gid: md.gid,
+        atime: now,
+        mtime: now,
+        ctime: now,
+    })
+}
