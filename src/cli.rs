@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use log::{error, info, warn};
 
 use crate::error::{Error, Result};
-use crate::files::RecordFs;
+use crate::fs::RecordFs;
 use crate::fuse::{describe, Adapter};
 use crate::limits::{DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE, UNMOUNT_GRACE};
 use crate::mounting::{self, Way};
@@ -759,7 +759,7 @@ fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter, way: &Way) {
 /// Makes the kernel forget what the daemon changed by itself (a file's cached pages, a name),
 /// from a thread of its own: the kernel may wait on a request this daemon is serving.
 fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()> {
-    use crate::files::Invalidation;
+    use crate::fs::Invalidation;
     use std::os::unix::ffi::OsStrExt;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Invalidation>(4096);
     std::thread::Builder::new()

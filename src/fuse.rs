@@ -18,7 +18,7 @@ use log::{debug, error, warn};
 
 use crate::caller::Caller;
 use crate::error::{errno_name, Error, Result};
-use crate::files::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
+use crate::fs::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
 use crate::types::{Kind, Time};
 
 /// Names change only through this mount, and the kernel updates its dentries itself on

@@ -9,7 +9,7 @@ pub mod cli;
 pub mod compact;
 pub mod disk;
 pub mod error;
-pub mod files;
+pub mod fs;
 pub mod fuse;
 pub mod inspect;
 pub mod limits;

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use recordfs::compact::compact;
-use recordfs::files::RecordFs;
+use recordfs::fs::RecordFs;
 use recordfs::options::Options;
 use recordfs::simdisk::SimDisk;
 use recordfs::store::Layout;

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use recordfs::files::{RecordFs, SetAttr};
+use recordfs::fs::{RecordFs, SetAttr};
 use recordfs::options::{Options, SyncMode};
 use recordfs::types::ROOT;
 

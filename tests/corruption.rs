@@ -19,7 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use recordfs::files::RecordFs;
+use recordfs::fs::RecordFs;
 use recordfs::log::{decode_entry, Entry, Op};
 use recordfs::options::Options;
 use recordfs::types::ROOT;

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use recordfs::files::RecordFs;
+use recordfs::fs::RecordFs;
 use recordfs::log::{decode_entry, encode_entry, Data, Entry, Op};
 use recordfs::options::Options;
 use recordfs::types::{Attrs, Kind, Time};

@@ -18,7 +18,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
 use recordfs::disk::Disk;
-use recordfs::files::RecordFs;
+use recordfs::fs::RecordFs;
 use recordfs::log::{self};
 use recordfs::options::Options;
 use recordfs::recovery;

@@ -437,8 +437,7 @@ fn refusals_are_listed_and_nan_is_accepted_when_asked() {
 fn refusals_kept_are_bounded_with_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s");
-    let fs_ =
-        recordfs::files::RecordFs::start(&store, recordfs::options::Options::default()).unwrap();
+    let fs_ = recordfs::fs::RecordFs::start(&store, recordfs::options::Options::default()).unwrap();
     let name = record(0x500);
     let (_, fh, t) = fs_
         .create(

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use recordfs::disk::Disk;
-use recordfs::files::{RecordFs, SetAttr, Ticket};
+use recordfs::fs::{RecordFs, SetAttr, Ticket};
 use recordfs::limits::DEFAULT_LOG_LIMIT;
 use recordfs::options::{Options, SyncMode};
 use recordfs::record::{is_record_name, validate_json};

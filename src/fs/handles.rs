@@ -1,0 +1,137 @@
+//! Open handles: the table, a reader's version, and directory listings.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::rules::check_dir;
+use super::state::{DirEntry, Handle, RecordFs, Writer};
+use crate::error::{err, Result};
+use crate::limits::MAX_HANDLES;
+use crate::pipeline::Version;
+use crate::types::{Fid, Kind, Time, ROOT};
+
+impl RecordFs {
+    // -----------------------------------------------------------------------------------------
+    // Handles
+
+    pub(super) fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles
+            .lock()
+            .map
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| err!(EBADF, "no open handle {fh}"))
+    }
+
+    pub(super) fn insert_handle(&self, h: Handle, fid: Option<Fid>) -> Result<u64> {
+        let mut hs = self.handles.lock();
+        if hs.map.len() >= MAX_HANDLES {
+            return Err(err!(ENFILE, "{MAX_HANDLES} handles are open"));
+        }
+        let fh = hs.next;
+        hs.next += 1;
+        if let (Handle::Write(_), Some(fid)) = (&h, fid) {
+            hs.writers.entry(fid).or_default().push(fh);
+        }
+        hs.map.insert(fh, Arc::new(h));
+        if let Some(fid) = fid {
+            *hs.opens.entry(fid).or_default() += 1;
+        }
+        Ok(fh)
+    }
+
+    pub(super) fn add_handle(&self, fid: Fid, flags: i32, base: Option<Version>) -> Result<u64> {
+        let acc = flags & libc::O_ACCMODE;
+        if acc == libc::O_RDONLY {
+            let version = match base {
+                Some(s) => s,
+                None => self.version(fid)?,
+            };
+            return self.insert_handle(Handle::Read { fid, version }, Some(fid));
+        }
+        self.writable()?;
+        let truncate = flags & libc::O_TRUNC != 0;
+        let writer = Writer {
+            fid,
+            base: if truncate { None } else { base },
+            data: truncate.then(|| Arc::new(Vec::new())),
+            // open(O_TRUNC) empties the file at the commit point, not before: a crash before
+            // close keeps the old content.
+            dirty: truncate,
+            written: false,
+            failed: false,
+            append: flags & libc::O_APPEND != 0,
+            readable: acc == libc::O_RDWR,
+            last_write: Time::now(),
+            rejected: None,
+            owners: Vec::new(),
+            unowned: false,
+            writing_threads: Vec::new(),
+            created: false,
+        };
+        let writer = match writer.base.is_none() && writer.data.is_none() {
+            true => Writer {
+                base: Some(self.version(fid)?),
+                ..writer
+            },
+            false => writer,
+        };
+        self.insert_handle(Handle::Write(Mutex::new(writer)), Some(fid))
+    }
+
+    pub(super) fn version(&self, fid: Fid) -> Result<Version> {
+        if self.damaged.lock().contains(&fid) {
+            return Err(err!(
+                EIO,
+                "the backing file of inode {fid} is damaged; see the mount's log"
+            ));
+        }
+        self.pipeline.version(fid).map_err(|e| {
+            match (e.errno, self.pipeline.inode(fid)) {
+                // Removed, and its backing file gone too: the kernel will look again.
+                (libc::ENOENT, None) => err!(ESTALE, "inode {fid} was removed"),
+                _ => e,
+            }
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Directories
+
+    pub fn opendir(&self, fid: Fid) -> Result<u64> {
+        check_dir(fid)?;
+        let mut entries = vec![
+            DirEntry {
+                ino: ROOT,
+                kind: Kind::Dir,
+                name: b".".to_vec(),
+            },
+            DirEntry {
+                ino: ROOT,
+                kind: Kind::Dir,
+                name: b"..".to_vec(),
+            },
+        ];
+        self.pipeline.with_ns(|ns| {
+            entries.extend(ns.list(fid).map(|i| DirEntry {
+                ino: i.fid,
+                kind: i.kind,
+                name: i.name.clone(),
+            }))
+        });
+        self.insert_handle(Handle::Dir { entries }, None)
+    }
+
+    /// The entries of an open directory from `offset` on; each one's offset is its index + 1.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        match &*self.handle(fh)? {
+            Handle::Dir { entries } => Ok(entries.iter().skip(offset as usize).cloned().collect()),
+            _ => Err(err!(ENOTDIR, "handle {fh} is not a directory")),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().map.remove(&fh);
+    }
+}

@@ -1,0 +1,385 @@
+//! Reading and writing through a handle, and its commit points: close, fsync and the last
+//! close (release). A handle that writes works on its own copy until it commits.
+
+use std::sync::Arc;
+
+use log::{error, warn};
+
+use super::rules::{new_content, show};
+use super::state::{Handle, RecordFs, SetAttr, Ticket, WriteBy, Writer};
+use crate::caller::{self, Caller};
+use crate::error::{err, Error, Result};
+use crate::limits::MAX_OWNERS;
+use crate::log::{Data, Op};
+use crate::record::is_record_name;
+use crate::types::{Fid, Kind, Seq, Time};
+
+impl RecordFs {
+    pub(super) fn load<'a>(&self, w: &'a mut Writer) -> Result<&'a mut Arc<Vec<u8>>> {
+        if w.data.is_none() {
+            let base = w.base.take().expect("a writer has a base until it loads");
+            match base.read_all(self.opts.max_file_size) {
+                Ok(bytes) => w.data = Some(Arc::new(bytes)),
+                Err(e) => {
+                    w.base = Some(base);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(w.data.as_mut().expect("loaded above"))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        match &*self.handle(fh)? {
+            Handle::Read { version, .. } => version.read_at(offset, size as usize),
+            Handle::Write(w) => {
+                let w = &mut *w.lock();
+                if !w.readable {
+                    return Err(err!(EBADF, "handle {fh} is not open for reading"));
+                }
+                if let (None, Some(base)) = (&w.data, &w.base) {
+                    return base.read_at(offset, size as usize);
+                }
+                let data = self.load(w)?;
+                let start = (offset as usize).min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                Ok(data[start..end].to_vec())
+            }
+            Handle::Dir { .. } => Err(err!(EISDIR, "handle {fh} is a directory")),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> Result<u32> {
+        self.write_as(fh, offset, bytes, WriteBy::UNKNOWN)
+    }
+
+    /// A write by `who`: the process (lock owner) that made it, if the kernel names it, and
+    /// whether it is a mapping's pages written back (which land at their offset even with
+    /// O_APPEND, as on a local filesystem).
+    pub fn write_as(&self, fh: u64, offset: u64, bytes: &[u8], who: WriteBy) -> Result<u32> {
+        let handle = self.handle(fh)?;
+        let Handle::Write(w) = &*handle else {
+            return Err(err!(EBADF, "handle {fh} is not open for writing"));
+        };
+        let w = &mut *w.lock();
+        let max = self.opts.max_file_size;
+        let append = w.append;
+        let data = self.load(w)?;
+        // O_APPEND is applied here: the kernel's idea of the size may be the committed one.
+        let offset = if append && !who.writeback {
+            data.len() as u64
+        } else {
+            offset
+        };
+        let end = offset
+            .checked_add(bytes.len() as u64)
+            .filter(|end| *end <= max)
+            .ok_or_else(|| {
+                err!(
+                    EFBIG,
+                    "a write to {offset} would pass the file size limit of {max} bytes"
+                )
+            })?;
+        let data = Arc::make_mut(data);
+        if data.len() < end as usize {
+            data.resize(end as usize, 0);
+        }
+        data[offset as usize..end as usize].copy_from_slice(bytes);
+        w.dirty = true;
+        w.written = true;
+        w.failed = false;
+        w.last_write = Time::now();
+        match who.owner {
+            Some(o) if w.owners.contains(&o) => {}
+            Some(o) if w.owners.len() < MAX_OWNERS => w.owners.push(o),
+            Some(_) => w.unowned = true,
+            None => {}
+        }
+        w.note_thread(who.caller.pid);
+        if who.kill_setid {
+            self.drop_setid(w.fid, &who.caller)?;
+        }
+        Ok(bytes.len() as u32)
+    }
+
+    /// Takes set-user-ID and set-group-ID away from a file an unprivileged process changes,
+    /// as a local filesystem does (caller.rs): a commit of its own, logged as an attribute
+    /// change, before any commit of the change itself.
+    pub(super) fn drop_setid(&self, fid: Fid, caller: &Caller) -> Result<()> {
+        let setid = libc::S_ISUID | libc::S_ISGID;
+        let Some((mode, gid)) = self.pipeline.with_ns(|ns| {
+            ns.get(fid)
+                .filter(|i| i.attrs.mode & setid != 0)
+                .map(|i| (i.attrs.mode, i.attrs.gid))
+        }) else {
+            // An open file unlinked since: its bits go with it.
+            if let Some(orphan) = self.handles.lock().orphans.get_mut(&fid) {
+                let a = &mut orphan.attrs;
+                a.mode = caller::mode_after_change(a.mode, a.gid, caller);
+            }
+            return Ok(());
+        };
+        let kept = caller::mode_after_change(mode, gid, caller);
+        if kept != mode {
+            let set = SetAttr {
+                mode: Some(kept),
+                ..SetAttr::default()
+            };
+            // Not waited for: it is in the log before the change's own commit.
+            let _ = self.setattr(fid, None, set)?;
+        }
+        Ok(())
+    }
+
+    /// Commits a writer's copy if it changed. Returns the entry, if one was written. A failure
+    /// is remembered (`failed`) so that release does not commit what the caller saw fail.
+    pub(super) fn commit_writer(&self, w: &mut Writer) -> Result<Option<Seq>> {
+        let result = self.try_commit_writer(w);
+        w.failed = result.is_err();
+        result
+    }
+
+    pub(super) fn try_commit_writer(&self, w: &mut Writer) -> Result<Option<Seq>> {
+        if !w.dirty {
+            return Ok(None);
+        }
+        let bytes = self.load(w)?.clone();
+        let fid = w.fid;
+        let last_write = w.last_write;
+        // A utimes after the last write wins over the write's time, as on ext4.
+        let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();
+        let mtime = |old: Time| match mtime_set.is_none_or(|t| t <= last_write) {
+            true => last_write,
+            false => old,
+        };
+        let Some(inode) = self.pipeline.inode(fid) else {
+            // Unlinked while open: as on a local filesystem, the bytes go with the file, and
+            // fstat of the open file shows them until its last close.
+            if let Some(orphan) = self.handles.lock().orphans.get_mut(&fid) {
+                orphan.size = bytes.len() as u64;
+                orphan.attrs.mtime = mtime(orphan.attrs.mtime);
+            }
+            w.dirty = false;
+            self.notify_changed(fid);
+            return Ok(None);
+        };
+        let json = self.validate(&bytes);
+        if let (true, Err(e)) = (is_record_name(&inode.name), &json) {
+            let dcrc = crate::log::crc32c(&bytes);
+            let e = if w.rejected == Some(dcrc) {
+                Error::new(
+                    e.errno,
+                    format!("{}: refused again, {}", show(&inode.name), e.reason),
+                )
+            } else {
+                w.rejected = Some(dcrc);
+                self.reject(&inode.name, &bytes, e.clone())
+            };
+            return Err(e);
+        }
+        let data = Data::new(bytes);
+        let result = self.commit(|ns| {
+            let inode = ns
+                .get(fid)
+                .ok_or_else(|| err!(ENOENT, "unlinked during the commit"))?;
+            if is_record_name(&inode.name) && json.is_err() {
+                return Err(err!(EAGAIN, "renamed to a record's name during the commit"));
+            }
+            let mut attrs = inode.attrs;
+            attrs.mtime = mtime(attrs.mtime);
+            attrs.ctime = Time::now();
+            Ok(new_content(inode, attrs, data))
+        });
+        match result {
+            Ok(seq) => {
+                w.dirty = false;
+                w.written = false;
+                w.rejected = None;
+                w.owners.clear();
+                w.unowned = false;
+                w.writing_threads.clear();
+                w.created = false;
+                // New content replaces what could not be restored.
+                self.damaged.lock().remove(&fid);
+                self.notify_changed(fid);
+                Ok(Some(seq))
+            }
+            Err(e) if e.errno == libc::ENOENT => {
+                w.dirty = false;
+                Ok(None)
+            }
+            Err(e) if e.errno == libc::EAGAIN => self.try_commit_writer(w),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commits every handle of `fid` that holds uncommitted writes.
+    pub(super) fn commit_writers_of(&self, fid: Fid) -> Result<()> {
+        // Lock order is writer, then the handle table (commit_writer takes the table): so
+        // the writers are collected first and locked only after the table is released.
+        let handles: Vec<Arc<Handle>> = self
+            .handles
+            .lock()
+            .map
+            .values()
+            .filter(|h| matches!(&***h, Handle::Write(_)))
+            .cloned()
+            .collect();
+        for h in handles {
+            if let Handle::Write(w) = &*h {
+                let mut w = w.lock();
+                if w.fid == fid {
+                    self.commit_writer(&mut w)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// close(2) of a descriptor: the commit point of a handle that wrote.
+    ///
+    /// A record's handle that was only truncated by open(O_TRUNC) and never written does not
+    /// commit here but at its last close (release) or fsync: the shell's `> file` opens,
+    /// dup2()s and closes the first descriptor before writing, and committing the empty
+    /// record at that close would lose its content if the JSON that follows is refused. A
+    /// plain file is emptied here, as on a local filesystem: the kernel sends the release
+    /// after close(2) has returned, and a `stat` right after `: > file` must see it empty.
+    pub fn flush(&self, fh: u64) -> Result<Ticket> {
+        self.flush_as(fh, None)
+    }
+
+    /// close(2) by the process with lock owner `owner` (None: unknown, which commits).
+    pub fn flush_as(&self, fh: u64, owner: Option<u64>) -> Result<Ticket> {
+        match &*self.handle(fh)? {
+            Handle::Write(w) => {
+                let mut w = w.lock();
+                let record = || self.inode(w.fid).is_ok_and(|i| is_record_name(&i.name));
+                if !w.written && (!w.dirty || record()) {
+                    return Ok(Ticket::NONE);
+                }
+                // A process that did not write closing its copy of the descriptor.
+                if let (true, false, Some(o)) = (w.written, w.unowned, owner) {
+                    if !w.owners.is_empty() && !w.owners.contains(&o) {
+                        return Ok(Ticket::NONE);
+                    }
+                }
+                match self.commit_writer(&mut w) {
+                    Ok(Some(seq)) => Ok(self.commit_ticket(seq)),
+                    Ok(None) => Ok(Ticket::NONE),
+                    Err(e) => {
+                        if w.created && w.rejected.is_some() {
+                            self.undo_creation(&mut w);
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            _ => Ok(Ticket::NONE),
+        }
+    }
+
+    /// A new record whose first save is refused at close: the empty file its open made is
+    /// removed again, so a folder scan never meets an empty record nobody meant to keep
+    /// (`echo '{bad' > NEW.json`). Only if nothing was committed to it since. The handle goes
+    /// on with the file unnamed, as after an unlink; its refused bytes are in `rejected/`.
+    pub(super) fn undo_creation(&self, w: &mut Writer) {
+        let fid = w.fid;
+        w.created = false;
+        let removed = self.commit(|ns| {
+            let inode = ns
+                .get(fid)
+                .ok_or_else(|| err!(ENOENT, "inode {fid} is gone"))?;
+            if inode.size != 0 || inode.kind != Kind::File {
+                return Err(err!(EEXIST, "{} holds content now", show(&inode.name)));
+            }
+            Ok(Op::Delete {
+                fid,
+                dir: inode.parent,
+                name: inode.name.clone(),
+            })
+        });
+        let Ok(seq) = removed else {
+            return; // renamed, unlinked or written by another: theirs to keep
+        };
+        let Some((dir, name)) = self
+            .handles
+            .lock()
+            .orphans
+            .get(&fid)
+            .map(|i| (i.parent, i.name.clone()))
+        else {
+            return;
+        };
+        // Durable before the caller hears of the refusal, like the create it takes back.
+        if let Err(e) = self.wait(self.commit_ticket(seq)) {
+            error!("{}: removing the refused new record: {e}", show(&name));
+        }
+        self.forget_name(dir, &name);
+        warn!(
+            "{}: its first save was refused, so the new empty record is removed again",
+            show(&name)
+        );
+    }
+
+    /// fsync/fdatasync: commits the handle's writes and waits for everything this file has
+    /// committed (in `--sync fsync` and `always`).
+    pub fn fsync(&self, fh: u64) -> Result<Ticket> {
+        let handle = self.handle(fh)?;
+        let fid = match &*handle {
+            Handle::Write(w) => {
+                let mut w = w.lock();
+                self.commit_writer(&mut w)?;
+                w.fid
+            }
+            Handle::Read { fid, .. } => *fid,
+            Handle::Dir { .. } => return self.fsyncdir(),
+        };
+        let seq = self.inode(fid)?.last_seq;
+        Ok(self.fsync_ticket(seq))
+    }
+
+    pub fn fsyncdir(&self) -> Result<Ticket> {
+        Ok(self.fsync_ticket(self.pipeline.last_seq()))
+    }
+
+    /// The last close of a handle. A handle still holding writes (its flush failed or never
+    /// came) is committed here; there is nobody left to tell of an error but the log.
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = self.handles.lock().map.remove(&fh) else {
+            return;
+        };
+        let fid = match &*handle {
+            Handle::Write(w) => {
+                let mut w = w.lock();
+                if w.dirty && !w.failed {
+                    if let Err(e) = self.commit_writer(&mut w) {
+                        error!("inode {}: uncommitted writes lost at release: {e}", w.fid);
+                    }
+                }
+                w.fid
+            }
+            Handle::Read { fid, .. } => *fid,
+            Handle::Dir { .. } => return,
+        };
+        let mut hs = self.handles.lock();
+        if let Some(fhs) = hs.writers.get_mut(&fid) {
+            fhs.retain(|f| *f != fh);
+            if fhs.is_empty() {
+                hs.writers.remove(&fid);
+            }
+        }
+        let n = hs.opens.get_mut(&fid).map(|n| {
+            *n -= 1;
+            *n
+        });
+        if n == Some(0) {
+            hs.opens.remove(&fid);
+            // A file removed a moment ago stays openable until `forget_removed` drops it.
+            if hs.orphans.contains_key(&fid) && !hs.recently_removed.iter().any(|(_, f)| *f == fid)
+            {
+                hs.orphans.remove(&fid);
+            }
+            hs.mtime_set.remove(&fid);
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Names: lookup, stat, making files and symlinks, opening, unlinking and renaming.
+
+use std::sync::Arc;
+
+use super::rules::{check_dir, check_name, show};
+use super::state::{Handle, RecordFs, Stat, Ticket};
+use crate::caller::Caller;
+use crate::error::{err, Result};
+use crate::limits::{NAME_MAX, SYMLINK_MAX};
+use crate::log::{Data, Op};
+use crate::namespace::Inode;
+use crate::pipeline::Version;
+use crate::record::is_record_name;
+use crate::types::{Attrs, Fid, Kind, Seq, Time};
+
+impl RecordFs {
+    // -----------------------------------------------------------------------------------------
+    // Names
+
+    pub fn lookup(&self, dir: Fid, name: &[u8]) -> Result<Stat> {
+        check_dir(dir)?;
+        if name.len() > NAME_MAX {
+            return Err(err!(ENAMETOOLONG, "name longer than {NAME_MAX} bytes"));
+        }
+        self.pipeline
+            .with_ns(|ns| ns.lookup(dir, name).map(Stat::of))
+            .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))
+    }
+
+    pub fn getattr(&self, fid: Fid, fh: Option<u64>) -> Result<Stat> {
+        let mut stat = match self.pipeline.inode(fid) {
+            Some(inode) => Stat::of(&inode),
+            // Unlinked while open: no name links to it any more, as fstat says elsewhere.
+            None => Stat {
+                nlink: 0,
+                ..Stat::of(&self.inode(fid)?)
+            },
+        };
+        // The handle that writes sees its own size (fstat after write).
+        if let Some(Handle::Write(w)) = fh.and_then(|fh| self.handle(fh).ok()).as_deref() {
+            let w = w.lock();
+            if let (Some(data), true) = (&w.data, w.fid == fid) {
+                stat.size = data.len() as u64;
+            }
+        }
+        Ok(stat)
+    }
+
+    /// `stat` or `fstat` by `caller`, which reach the daemon without a descriptor: the process
+    /// that holds uncommitted writes to the file sees their size and times, as a local
+    /// filesystem shows a writer its own writes; every other process sees the committed file.
+    pub fn getattr_as(&self, fid: Fid, fh: Option<u64>, caller: &Caller) -> Result<Stat> {
+        let mut stat = self.getattr(fid, fh)?;
+        if fh.is_some() || caller.pid == 0 {
+            return Ok(stat);
+        }
+        let writers: Vec<Arc<Handle>> = {
+            let hs = self.handles.lock();
+            let Some(fhs) = hs.writers.get(&fid) else {
+                return Ok(stat);
+            };
+            fhs.iter().filter_map(|f| hs.map.get(f).cloned()).collect()
+        };
+        // Lock order: writers after the handle table is released (see commit_writers_of).
+        let mut process = None;
+        for h in writers {
+            let Handle::Write(w) = &*h else { continue };
+            let w = w.lock();
+            let pid = *process.get_or_insert_with(|| caller.process());
+            if let (true, Some(data)) = (w.written_by_process(caller.pid, pid), &w.data) {
+                stat.size = data.len() as u64;
+                // As the commit will have it: a utimes after the last write wins.
+                let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();
+                if mtime_set.is_none_or(|t| t <= w.last_write) {
+                    stat.attrs.mtime = w.last_write;
+                }
+                stat.attrs.ctime = stat.attrs.ctime.max(w.last_write);
+                break;
+            }
+        }
+        Ok(stat)
+    }
+
+    pub fn readlink(&self, fid: Fid) -> Result<Vec<u8>> {
+        let inode = self.inode(fid)?;
+        match (&inode.kind, &inode.target) {
+            (Kind::Symlink, Some(t)) => Ok(t.to_vec()),
+            _ => Err(err!(EINVAL, "{} is not a symbolic link", show(&inode.name))),
+        }
+    }
+
+    pub(super) fn new_attrs(mode: u32, uid: u32, gid: u32) -> Attrs {
+        let now = Time::now();
+        Attrs {
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            atime: now,
+            mtime: now,
+            ctime: now,
+        }
+    }
+
+    /// Makes a new empty regular file or symlink, committed as its own entry.
+    pub(super) fn make(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        kind: Kind,
+        attrs: Attrs,
+        data: Data,
+    ) -> Result<(Stat, Seq)> {
+        check_dir(dir)?;
+        check_name(name)?;
+        let seq = self.commit(|ns| {
+            if ns.lookup(dir, name).is_some() {
+                return Err(err!(EEXIST, "{} exists", show(name)));
+            }
+            Ok(Op::Set {
+                fid: ns.allocate_fid(),
+                dir,
+                name: name.to_vec(),
+                kind,
+                attrs,
+                data,
+            })
+        })?;
+        Ok((self.lookup(dir, name)?, seq))
+    }
+
+    /// mknod of a regular file (others answer EPERM in the adapter).
+    pub fn mknod(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Stat, Ticket)> {
+        let (stat, seq) = self.make(
+            dir,
+            name,
+            Kind::File,
+            Self::new_attrs(mode, uid, gid),
+            Data::empty(),
+        )?;
+        Ok((stat, self.commit_ticket(seq)))
+    }
+
+    pub fn symlink(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Stat, Ticket)> {
+        if target.len() > SYMLINK_MAX {
+            return Err(err!(
+                ENAMETOOLONG,
+                "symlink target longer than {SYMLINK_MAX} bytes"
+            ));
+        }
+        let data = Data::new(Arc::new(target.to_vec()));
+        let (stat, seq) = self.make(
+            dir,
+            name,
+            Kind::Symlink,
+            Self::new_attrs(0o777, uid, gid),
+            data,
+        )?;
+        Ok((stat, self.commit_ticket(seq)))
+    }
+
+    /// open(O_CREAT): makes the file, or opens it if it exists and O_EXCL is not set.
+    pub fn create(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        flags: i32,
+    ) -> Result<(Stat, u64, Ticket)> {
+        let caller = Caller { uid, gid, pid: 0 };
+        self.create_as(dir, name, mode, flags, &caller)
+    }
+
+    /// open(O_CREAT) by `caller`, who owns a file it makes.
+    pub fn create_as(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        caller: &Caller,
+    ) -> Result<(Stat, u64, Ticket)> {
+        match self.make(
+            dir,
+            name,
+            Kind::File,
+            Self::new_attrs(mode, caller.uid, caller.gid),
+            Data::empty(),
+        ) {
+            Ok((stat, seq)) => {
+                let fh =
+                    self.add_handle(stat.ino, flags, Some(Version::Memory(Arc::new(Vec::new()))))?;
+                if let Ok(Handle::Write(w)) = self.handle(fh).as_deref() {
+                    w.lock().created = true;
+                }
+                Ok((stat, fh, self.commit_ticket(seq)))
+            }
+            Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
+                let ino = self.lookup(dir, name)?.ino;
+                let (fh, ticket) = self.open_as(ino, flags, caller)?;
+                Ok((self.getattr(ino, Some(fh))?, fh, ticket))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn unlink(&self, dir: Fid, name: &[u8]) -> Result<Ticket> {
+        check_dir(dir)?;
+        let seq = self.commit(|ns| {
+            let inode = ns
+                .lookup(dir, name)
+                .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
+            if inode.kind == Kind::Dir {
+                return Err(err!(EISDIR, "{} is a directory", show(name)));
+            }
+            Ok(Op::Delete {
+                fid: inode.fid,
+                dir,
+                name: name.to_vec(),
+            })
+        })?;
+        Ok(self.commit_ticket(seq))
+    }
+
+    /// rename(2) and renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE. Uncommitted writes
+    /// to the file being renamed are committed first; a plain file that becomes a record must
+    /// hold valid JSON.
+    pub fn rename(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        to_dir: Fid,
+        to_name: &[u8],
+        flags: u32,
+    ) -> Result<Ticket> {
+        check_dir(dir)?;
+        check_dir(to_dir)?;
+        check_name(to_name)?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
+            return Err(err!(EINVAL, "rename flags {flags:#x} are not supported"));
+        }
+        let src = self.lookup(dir, name)?;
+        self.commit_writers_of(src.ino)?;
+        // A concurrent commit may change what we validated; then check again.
+        for _ in 0..3 {
+            // The log must hold the bytes of what is renamed (see `bytes_to_relog`) when the
+            // rename commits: a compaction in between is an EAGAIN, and another round.
+            let src_fid = self.lookup(dir, name)?.ino;
+            let mut in_log = vec![src_fid];
+            if exchange {
+                in_log.extend(self.lookup(to_dir, to_name).map(|d| d.ino));
+            }
+            in_log.retain(|fid| !self.damaged.lock().contains(fid));
+            let relog = self.bytes_to_relog(&in_log);
+            let src = self.inode(src_fid)?;
+            let dst = self
+                .pipeline
+                .with_ns(|ns| ns.lookup(to_dir, to_name).cloned());
+            if dst.as_ref().is_some_and(|d| d.fid == src.fid) {
+                return Ok(Ticket::NONE);
+            }
+            // Errors in the order rename(2) gives them: an existing target first.
+            if noreplace && dst.is_some() {
+                return Err(err!(EEXIST, "{} exists", show(to_name)));
+            }
+            if exchange && dst.is_none() {
+                return Err(err!(ENOENT, "{} does not exist", show(to_name)));
+            }
+            self.check_becomes_record(&src, to_name)?;
+            if let (true, Some(d)) = (exchange, &dst) {
+                self.check_becomes_record(d, name)?;
+            }
+            // What was checked: which files, holding which bytes (a commit of the same bytes
+            // again, as `relog` makes, changes nothing that was checked).
+            let checked = |i: &Inode| (i.fid, i.size, i.dcrc);
+            let seen = (checked(&src), dst.as_ref().map(checked));
+            let result = self.commit_keeping(&in_log, &relog, |ns| {
+                let s = ns
+                    .lookup(dir, name)
+                    .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
+                let d = ns.lookup(to_dir, to_name);
+                if (checked(s), d.map(checked)) != seen {
+                    return Err(err!(EAGAIN, "changed while checked"));
+                }
+                if d.is_some() && noreplace {
+                    return Err(err!(EEXIST, "{} exists", show(to_name)));
+                }
+                if d.is_none() && exchange {
+                    return Err(err!(ENOENT, "{} does not exist", show(to_name)));
+                }
+                if d.is_some_and(|d| d.kind == Kind::Dir) {
+                    return Err(err!(EISDIR, "{} is a directory", show(to_name)));
+                }
+                Ok(Op::Rename {
+                    fid: s.fid,
+                    dir,
+                    name: name.to_vec(),
+                    to_dir,
+                    to_name: to_name.to_vec(),
+                    replaced: d.map(|d| d.fid),
+                    exchange,
+                })
+            });
+            match result {
+                Ok(seq) => return Ok(self.commit_ticket(seq)),
+                Err(e) if e.errno == libc::EAGAIN => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(err!(
+            EAGAIN,
+            "{} kept changing during the rename",
+            show(name)
+        ))
+    }
+
+    /// A crash in the middle of a rename of a backing file, on a filesystem without a
+    /// journal, can keep neither of its names; recovery then restores the file from the log,
+    /// if the log holds its bytes. A file last written before the latest compaction has them
+    /// only in its backing file: they are read here and committed again with the rename
+    /// (`Pipeline::commit_keeping`). FORMAT.md, "Entries".
+    ///
+    /// A file that cannot be read is left out: the commit then answers EAGAIN, and the next
+    /// round of the rename meets whatever happened to it.
+    pub(super) fn bytes_to_relog(&self, fids: &[Fid]) -> Vec<(Fid, Data)> {
+        fids.iter()
+            .filter(|fid| !self.pipeline.bytes_in_live_log(**fid))
+            .filter_map(|fid| {
+                let bytes = self.read_committed(*fid).ok()?;
+                Some((*fid, Data::new(Arc::new(bytes))))
+            })
+            .collect()
+    }
+
+    /// A regular file renamed to a record's name must hold valid JSON.
+    pub(super) fn check_becomes_record(&self, inode: &Inode, new_name: &[u8]) -> Result<()> {
+        if inode.kind != Kind::File || !is_record_name(new_name) || is_record_name(&inode.name) {
+            return Ok(());
+        }
+        let bytes = self.read_committed(inode.fid)?;
+        self.validate(&bytes)
+            .map_err(|e| self.reject(new_name, &bytes, e))
+    }
+
+    pub fn open(&self, fid: Fid, flags: i32) -> Result<(u64, Ticket)> {
+        self.open_as(fid, flags, &Caller::UNKNOWN)
+    }
+
+    /// open(2) by `caller`: O_TRUNC by an unprivileged process takes set-ID bits away at
+    /// once, as truncate(2) does (the kernel leaves it to us when it passes O_TRUNC on).
+    pub fn open_as(&self, fid: Fid, flags: i32, caller: &Caller) -> Result<(u64, Ticket)> {
+        let inode = self.inode(fid)?;
+        match inode.kind {
+            Kind::Dir => return Err(err!(EISDIR, "the root is a directory")),
+            Kind::Symlink => return Err(err!(ELOOP, "{} is a symlink", show(&inode.name))),
+            Kind::File => {}
+        }
+        // Linux empties the file for open(O_RDONLY | O_TRUNC) too. A reader has no copy to
+        // hold the truncation until a commit point, so it commits at once, like truncate(2).
+        let mut ticket = Ticket::NONE;
+        if flags & libc::O_TRUNC != 0 && !caller.privileged() {
+            self.writable()?;
+            self.drop_setid(fid, caller)?;
+        }
+        if flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC != 0 {
+            ticket = self.commit_ticket(self.truncate_committed(fid, 0)?);
+        }
+        Ok((self.add_handle(fid, flags, None)?, ticket))
+    }
+}

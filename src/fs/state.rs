@@ -1,0 +1,239 @@
+//! The core's state as types: the filesystem, its open handles, a writer's copy, what stat
+//! shows and what a commit makes the caller wait for.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::caller::{self, Caller};
+use crate::disk::Disk;
+use crate::error::Result;
+use crate::limits::{MAX_OWNERS, MAX_RECENTLY_REMOVED, REMOVED_GRACE};
+use crate::namespace::Inode;
+use crate::options::Options;
+use crate::pipeline::{Pipeline, Threads, Version};
+use crate::recovery::Finding;
+use crate::store::{Layout, StoreLock};
+use crate::types::{Attrs, Fid, Kind, Seq, Time};
+
+/// What `stat` shows of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: Fid,
+    pub kind: Kind,
+    pub size: u64,
+    pub attrs: Attrs,
+    pub nlink: u32,
+}
+
+impl Stat {
+    pub(super) fn of(inode: &Inode) -> Stat {
+        Stat {
+            ino: inode.fid,
+            kind: inode.kind,
+            size: match inode.kind {
+                Kind::Symlink => inode.target.as_ref().map_or(0, |t| t.len() as u64),
+                _ => inode.size,
+            },
+            attrs: inode.attrs,
+            nlink: match inode.kind {
+                Kind::Dir => 2,
+                _ => 1,
+            },
+        }
+    }
+}
+
+/// A commit the caller may have to wait for before answering: `Some(seq)` when the mount's
+/// `--sync` mode says the answer must wait until entry `seq` is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Ticket(pub Option<Seq>);
+
+impl Ticket {
+    pub const NONE: Ticket = Ticket(None);
+}
+
+/// Attribute changes asked by `setattr`; `None` leaves a field as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+/// A handle that writes: its own copy of the file until it commits.
+pub(super) struct Writer {
+    pub(super) fid: Fid,
+    /// The committed version it started from; read lazily.
+    pub(super) base: Option<Version>,
+    /// Its copy, once read (or from the start with O_TRUNC). Shared with the commit pipeline
+    /// after a commit, and copied again only on the next write.
+    pub(super) data: Option<Arc<Vec<u8>>>,
+    pub(super) dirty: bool,
+    /// Bytes were written (or ftruncate called) since the last commit: not only O_TRUNC.
+    pub(super) written: bool,
+    pub(super) append: bool,
+    pub(super) readable: bool,
+    pub(super) last_write: Time,
+    /// The checksum of the last bytes refused as a record, so a close after a failed fsync
+    /// does not keep the same rejected bytes twice.
+    pub(super) rejected: Option<u32>,
+    /// The last commit of these bytes failed and the caller was told: release must not commit
+    /// them behind its back. A new write earns a new attempt.
+    pub(super) failed: bool,
+    /// The processes (by the kernel's lock owner: one per table of open files) whose writes
+    /// are not yet committed. close(2) commits only for one of them: a forked child that
+    /// closes its inherited copy (at exec, or at exit) must not commit its parent's half-done
+    /// writes. With none known (only ftruncate or a mapping's writeback changed the copy: the
+    /// kernel names no process for those), or with more than `MAX_OWNERS` (`unowned`), any
+    /// close commits.
+    pub(super) owners: Vec<u64>,
+    pub(super) unowned: bool,
+    /// This handle's open made the file, and nothing has been committed to it since: a
+    /// refused first save then takes the name away again (`undo_creation`).
+    pub(super) created: bool,
+    /// The threads whose writes are not yet committed (at most `MAX_OWNERS`): `stat` and
+    /// `fstat` by their process show this copy's size and times (see `getattr_as`).
+    pub(super) writing_threads: Vec<u32>,
+}
+
+impl Writer {
+    pub(super) fn note_thread(&mut self, tid: u32) {
+        if tid != 0
+            && !self.writing_threads.contains(&tid)
+            && self.writing_threads.len() < MAX_OWNERS
+        {
+            self.writing_threads.push(tid);
+        }
+    }
+
+    /// Whether process `pid` has writes in this copy that are not committed.
+    pub(super) fn written_by_process(&self, tid: u32, pid: u32) -> bool {
+        self.dirty
+            && (self.writing_threads.contains(&tid)
+                || (pid != 0
+                    && self
+                        .writing_threads
+                        .iter()
+                        .any(|t| caller::process_of(*t) == pid)))
+    }
+}
+
+/// Who made a write (see `RecordFs::write_as`).
+#[derive(Clone, Copy, Debug)]
+pub struct WriteBy {
+    pub owner: Option<u64>,
+    pub writeback: bool,
+    pub caller: Caller,
+    /// The kernel asks for set-ID bits to go (the writer lacks CAP_FSETID).
+    pub kill_setid: bool,
+}
+
+impl WriteBy {
+    /// A write whose process and kind are not known (the core driven without FUSE).
+    pub const UNKNOWN: WriteBy = WriteBy {
+        owner: None,
+        writeback: false,
+        caller: Caller::UNKNOWN,
+        kill_setid: false,
+    };
+}
+
+pub(super) enum Handle {
+    Read { fid: Fid, version: Version },
+    Write(Mutex<Writer>),
+    Dir { entries: Vec<DirEntry> },
+}
+
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: Fid,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+#[derive(Default)]
+pub(super) struct Handles {
+    pub(super) next: u64,
+    pub(super) map: HashMap<u64, Arc<Handle>>,
+    /// Open file handles per fid.
+    pub(super) opens: HashMap<Fid, usize>,
+    /// The handles open for writing, per fid.
+    pub(super) writers: HashMap<Fid, Vec<u64>>,
+    /// Files whose last name is gone while handles are open (`fstat` still works on them),
+    /// and for a moment files just removed (see `recently_removed`).
+    pub(super) orphans: HashMap<Fid, Inode>,
+    /// Files removed (unlinked, renamed over), newest last. For `REMOVED_GRACE` they stay in
+    /// `orphans`, open or not: the kernel may have looked the name up just before the removal
+    /// and send the open of the old file just after, which on a local filesystem opens the old
+    /// file. Past that, such an open answers ESTALE and the kernel looks the name up again.
+    pub(super) recently_removed: VecDeque<(Instant, Fid)>,
+    /// When (wall clock) a file's mtime was last set explicitly: a commit after that keeps it.
+    pub(super) mtime_set: HashMap<Fid, Time>,
+}
+
+impl Handles {
+    pub(super) fn forget_removed(&mut self, now: Instant) {
+        while let Some(&(at, fid)) = self.recently_removed.front() {
+            if now.duration_since(at) < REMOVED_GRACE
+                && self.recently_removed.len() <= MAX_RECENTLY_REMOVED
+            {
+                break;
+            }
+            self.recently_removed.pop_front();
+            if !self.opens.contains_key(&fid) {
+                self.orphans.remove(&fid);
+            }
+        }
+    }
+}
+
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// What the kernel must forget (see `set_invalidator`).
+pub enum Invalidation {
+    /// A file's cached pages and attributes: its committed bytes changed.
+    Inode(Fid),
+    /// A name the kernel may have cached, removed by the daemon itself; `done` hears when
+    /// the kernel has forgotten it.
+    Entry {
+        dir: Fid,
+        name: Vec<u8>,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+}
+
+pub(super) type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
+
+pub struct RecordFs {
+    pub(super) disk: Arc<dyn Disk>,
+    pub(super) layout: Layout,
+    pub(super) opts: Options,
+    pub(super) pipeline: Arc<Pipeline>,
+    pub(super) commit_threads: Mutex<Option<Threads>>,
+    /// How the shutdown went, once it has run.
+    pub(super) closed: Mutex<Option<Result<()>>>,
+    pub(super) handles: Mutex<Handles>,
+    /// Files recovery could not restore: they answer EIO until new content is committed.
+    pub(super) damaged: Mutex<HashSet<Fid>>,
+    pub(super) invalidator: Mutex<Option<Invalidator>>,
+    pub(super) rejected_count: AtomicU64,
+    pub(super) findings: Vec<Finding>,
+    pub(super) notices: Vec<String>,
+    pub(super) lock: StoreLock,
+}
