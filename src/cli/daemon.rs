@@ -1,4 +1,6 @@
-//! The command line: `recordfs mount` and `recordfs check`.
+//! Serving a store: the daemon that mounts it (in the foreground, or forked, reporting
+//! through a pipe once the mount is live), its signals, its unmount, and what it tells the
+//! kernel to forget.
 
 use std::io::{Read, Write};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
@@ -6,369 +8,75 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
 use log::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::fs::RecordFs;
 use crate::fuse::{describe, Adapter};
-use crate::limits::{DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE, UNMOUNT_GRACE};
+use crate::limits::{MAX_MAX_FILE_SIZE, UNMOUNT_GRACE};
 use crate::mounting::{self, Way};
 use crate::options::{Options, SyncMode};
-use crate::recovery;
 use crate::store::Layout;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "recordfs",
-    version,
-    about = "A filesystem of JSON records: every save is atomic, durable, checked and logged.",
-    long_about = "recordfs serves a directory in which every file named <uuid>.json must hold valid JSON. \
-Ordinary programs use it with plain file I/O; every change they make is committed atomically at close, \
-fsync or rename, written to a checksummed log, then to a backing file in STORE, and recovered after any crash."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
+use super::logging::{init_daemon_logging, init_logging, release_held_log};
 
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Serve STORE at MOUNTPOINT (STORE is created if missing or empty).
-    Mount {
-        /// The directory recordfs keeps the log and backing files in (created 0700 if
-        /// missing; an empty directory is made a store; anything else is refused).
-        store: PathBuf,
-        /// An existing directory to serve the store at.
-        mountpoint: PathBuf,
-        /// When a commit is durable: always (at the syscall), fsync (at fsync), never (at unmount).
-        #[arg(long, value_enum, default_value = "always")]
-        sync: SyncMode,
-        /// Stay in the foreground; otherwise return once the mount is live.
-        #[arg(long)]
-        foreground: bool,
-        /// Serve the store read-only.
-        #[arg(long)]
-        read_only: bool,
-        /// Let users other than the one mounting use the mount.
-        #[arg(long)]
-        allow_other: bool,
-        /// The largest file, in bytes (writes past it get EFBIG). At most 1 GiB.
-        #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE)]
-        max_file_size: u64,
-        /// FUSE request threads. Syncs never block them; more helps only with slow reads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Compact the log while mounted once its live segment passes this many bytes
-        /// (at least 4096).
-        #[arg(long, default_value_t = crate::limits::DEFAULT_LOG_LIMIT)]
-        log_limit: u64,
-        /// ... or this many seconds after the last compaction, whichever comes first.
-        #[arg(long, default_value_t = crate::limits::DEFAULT_COMPACT_EVERY_SECS)]
-        compact_every: u64,
-        /// Old log segments (and snapshots) kept in STORE/log/old/.
-        #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
-        keep_logs: usize,
-        /// Mount a store whose log is damaged in the middle: drop the lines that cannot be
-        /// used (each named, its bytes kept in STORE/log/), keep every other commit.
-        #[arg(long, conflicts_with = "read_only")]
-        salvage: bool,
-        /// Serve a store that users other than its owner can read or enter (STORE, its
-        /// directories or log readable by group or others), instead of refusing it. The log
-        /// holds every file's bytes, whatever the file's mode.
-        #[arg(long)]
-        allow_open_store: bool,
-        /// Let records hold NaN, Infinity and -Infinity as numbers, as Python's json.dump
-        /// writes them by default (they are not JSON, and most other readers refuse them).
-        #[arg(long)]
-        allow_nan: bool,
-    },
-    /// Verify a store offline: every log checksum, every backing file against the log.
-    /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
-    Check {
-        /// The store to check (not mounted).
-        store: PathBuf,
-    },
-    /// Print the log's entries, one JSON object per line as stored (for jq): a record's
-    /// history with --name. Works on a mounted store too. Exits 1 when --name matches no
-    /// entry (saying so on stderr), 2 on an error.
-    Log {
-        /// The store whose log to print (mounted or not).
-        store: PathBuf,
-        /// Only entries about this file name (also as either side of a rename).
-        #[arg(long)]
-        name: Option<String>,
-        /// Only entries with this sequence number or later.
-        #[arg(long)]
-        since: Option<u64>,
-        /// Only entries with this sequence number or earlier.
-        #[arg(long)]
-        until: Option<u64>,
-    },
-    /// Compact a store that is not mounted: write a snapshot, start a new log segment, and
-    /// move the old segments to STORE/log/old/ (the newest --keep-logs are kept).
-    Compact {
-        /// The store to compact (a mounted one's daemon is asked to).
-        store: PathBuf,
-        /// How many old segments (and snapshots) to keep.
-        #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
-        keep_logs: usize,
-        /// Compact a store that users other than its owner can reach, instead of refusing.
-        #[arg(long)]
-        allow_open_store: bool,
-    },
-    /// List the saves refused as invalid JSON that the store keeps (the newest 256): when,
-    /// which file, the parser's line, column and words, and where the refused bytes are.
-    /// Works on a mounted store too.
-    Rejected {
-        /// The store whose refusals to list.
-        store: PathBuf,
-        /// One JSON object per line, for scripts and jq.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Count records and plain files (and their bytes), the log's size and entries, and the
-    /// last checkpoint. Works on a mounted store too.
-    Stats {
-        /// The store to describe (mounted or not).
-        store: PathBuf,
-        /// One JSON object, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-pub fn main() -> i32 {
-    // Whatever the caller's umask, what recordfs creates in STORE gets exactly the private
-    // modes it asks for (0600, 0700): a umask may narrow them, which would lock the daemon out
-    // of its own files, never widen them.
-    // SAFETY: umask(2) cannot fail.
-    unsafe { libc::umask(0o077) };
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Mount {
-            store,
-            mountpoint,
-            sync,
-            foreground,
-            read_only,
-            allow_other,
-            max_file_size,
-            threads,
-            log_limit,
-            compact_every,
-            keep_logs,
-            salvage,
-            allow_open_store,
-            allow_nan,
-        } => {
-            if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
-                eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
-                return 2;
-            }
-            if threads == 0 || threads > 64 {
-                eprintln!("recordfs: --threads must be between 1 and 64");
-                return 2;
-            }
-            if log_limit < crate::limits::MIN_LOG_LIMIT {
-                eprintln!(
-                    "recordfs: --log-limit must be at least {} bytes",
-                    crate::limits::MIN_LOG_LIMIT
-                );
-                return 2;
-            }
-            let opts = Options {
-                sync,
-                max_file_size,
-                read_only,
-                log_limit,
-                compact_every: Duration::from_secs(compact_every.max(1)),
-                keep_logs,
-                salvage,
-                allow_open_store,
-                allow_nan,
-            };
-            let mount = MountArgs {
-                store,
-                mountpoint,
-                opts,
-                allow_other,
-                threads,
-            };
-            if foreground {
-                init_logging();
-                run_mount(mount, None)
-            } else {
-                daemonize_and_mount(mount)
-            }
-        }
-        Command::Check { store } => {
-            init_logging();
-            crate::progress::enable_on_terminal();
-            check(&store)
-        }
-        Command::Log {
-            store,
-            name,
-            since,
-            until,
-        } => {
-            let name_asked = name.clone();
-            let filter = crate::inspect::LogFilter {
-                name: name.map(String::into_bytes),
-                since,
-                until,
-            };
-            let out = std::io::stdout();
-            let mut out = std::io::BufWriter::new(out.lock());
-            let done = crate::inspect::print_log(
-                &crate::disk::RealDisk,
-                &Layout::new(&store),
-                &filter,
-                &mut out,
-            )
-            .and_then(|n| {
-                out.flush()
-                    .map(|_| n)
-                    .map_err(|e| Error::io("writing the output", &e))
-            });
-            match (done, &name_asked) {
-                (Ok(0), Some(name)) => {
-                    eprintln!(
-                        "recordfs log: no entry in {} names {name:?} (nor any file that held that name)",
-                        store.display()
-                    );
-                    1
-                }
-                (Ok(_), _) => 0,
-                (Err(e), _) => {
-                    eprintln!("recordfs log: {}", describe(&e));
-                    2
-                }
-            }
-        }
-        Command::Compact {
-            store,
-            keep_logs,
-            allow_open_store,
-        } => {
-            init_logging();
-            crate::progress::enable_on_terminal();
-            let layout = Layout::new(&store);
-            let opts = Options {
-                allow_open_store,
-                ..Options::default()
-            };
-            match crate::compact::compact(&crate::disk::RealDisk, &layout, &opts, keep_logs) {
-                Ok(c) => {
-                    println!(
-                        "{}: compacted up to entry {}; {} segments retired to log/old/, {} old files deleted",
-                        store.display(),
-                        c.upto,
-                        c.retired,
-                        c.deleted
-                    );
-                    0
-                }
-                Err(e) if e.errno == libc::EBUSY => ask_daemon_to_compact(&layout, &e),
-                Err(e) => {
-                    eprintln!("recordfs compact: {}", describe(&e));
-                    2
-                }
-            }
-        }
-        Command::Rejected { store, json } => {
-            match crate::store::list_rejected(&crate::disk::RealDisk, &Layout::new(&store)) {
-                Ok(list) => {
-                    for r in &list {
-                        if json {
-                            println!("{}", serde_json::to_string(r).expect("serialises"));
-                        } else {
-                            let at = match (r.line, r.column) {
-                                (Some(l), Some(c)) => format!("line {l} column {c}: "),
-                                (Some(l), None) => format!("line {l}: "),
-                                _ => String::new(),
-                            };
-                            println!(
-                                "{}  {}  {at}{}  ({} bytes in {})",
-                                r.time,
-                                r.name,
-                                r.error,
-                                r.len,
-                                r.kept.as_deref().unwrap_or("?")
-                            );
-                        }
-                    }
-                    if list.is_empty() && !json {
-                        eprintln!("{}: no refused saves are kept", store.display());
-                    }
-                    0
-                }
-                Err(e) => {
-                    eprintln!("recordfs rejected: {}", describe(&e));
-                    2
-                }
-            }
-        }
-        Command::Stats { store, json } => {
-            match crate::inspect::stats(&crate::disk::RealDisk, &Layout::new(&store)) {
-                Ok(s) if json => {
-                    println!("{}", serde_json::to_string(&s).expect("stats serialise"));
-                    0
-                }
-                Ok(s) => {
-                    print!("{}", s.text(&store));
-                    0
-                }
-                Err(e) => {
-                    eprintln!("recordfs stats: {}", describe(&e));
-                    2
-                }
-            }
-        }
+/// `recordfs mount STORE MOUNTPOINT ...`: checks the numbers, then serves in the foreground
+/// or returns once the daemon's mount is live.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn mount_command(
+    store: PathBuf,
+    mountpoint: PathBuf,
+    sync: SyncMode,
+    foreground: bool,
+    read_only: bool,
+    allow_other: bool,
+    max_file_size: u64,
+    threads: usize,
+    log_limit: u64,
+    compact_every: u64,
+    keep_logs: usize,
+    salvage: bool,
+    allow_open_store: bool,
+    allow_nan: bool,
+) -> i32 {
+    if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
+        eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
+        return 2;
     }
-}
-
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-}
-
-/// A starting daemon's log lines, held until its output goes to STORE/daemon.log: the
-/// terminal of `recordfs mount` hears only the outcome (through the ready pipe).
-static HELD_LOG: parking_lot::Mutex<Option<Vec<u8>>> = parking_lot::Mutex::new(None);
-
-/// Stderr, or the held lines while `HELD_LOG` holds some.
-struct HeldStderr;
-
-impl Write for HeldStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match &mut *HELD_LOG.lock() {
-            // Bounded: a start that logs more than this keeps only its first lines.
-            Some(held) if held.len() < 1 << 20 => held.extend_from_slice(buf),
-            Some(_) => {}
-            None => return std::io::stderr().write(buf),
-        }
-        Ok(buf.len())
+    if threads == 0 || threads > 64 {
+        eprintln!("recordfs: --threads must be between 1 and 64");
+        return 2;
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+    if log_limit < crate::limits::MIN_LOG_LIMIT {
+        eprintln!(
+            "recordfs: --log-limit must be at least {} bytes",
+            crate::limits::MIN_LOG_LIMIT
+        );
+        return 2;
     }
-}
-
-fn init_daemon_logging() {
-    *HELD_LOG.lock() = Some(Vec::new());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .target(env_logger::Target::Pipe(Box::new(HeldStderr)))
-        .init();
-}
-
-/// Writes the held lines to stderr (now STORE/daemon.log) and stops holding.
-fn release_held_log() {
-    if let Some(held) = HELD_LOG.lock().take() {
-        let _ = std::io::stderr().write_all(&held);
+    let opts = Options {
+        sync,
+        max_file_size,
+        read_only,
+        log_limit,
+        compact_every: Duration::from_secs(compact_every.max(1)),
+        keep_logs,
+        salvage,
+        allow_open_store,
+        allow_nan,
+    };
+    let mount = MountArgs {
+        store,
+        mountpoint,
+        opts,
+        allow_other,
+        threads,
+    };
+    if foreground {
+        init_logging();
+        run_mount(mount, None)
+    } else {
+        daemonize_and_mount(mount)
     }
 }
 
@@ -785,51 +493,4 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()
         let _ = tx.try_send(what);
     }));
     Ok(())
-}
-
-/// `recordfs compact` on a mounted store: the daemon holding its lock is sent SIGUSR1.
-fn ask_daemon_to_compact(layout: &Layout, busy: &Error) -> i32 {
-    let holder = std::fs::read_to_string(layout.lock()).unwrap_or_default();
-    let pid = holder
-        .strip_prefix("recordfs pid ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse::<i32>().ok());
-    match pid {
-        // SAFETY: kill(2) with a pid read from the store's lock file and a plain signal.
-        Some(pid) if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 => {
-            println!(
-                "{} is mounted; asked its daemon (pid {pid}) to compact the log now",
-                layout.store.display()
-            );
-            0
-        }
-        _ => {
-            eprintln!("recordfs compact: {}", describe(busy));
-            2
-        }
-    }
-}
-
-fn check(store: &Path) -> i32 {
-    let layout = Layout::new(store);
-    match recovery::check(&crate::disk::RealDisk, &layout) {
-        Ok(report) => {
-            for p in &report.problems {
-                println!("PROBLEM: {p}");
-            }
-            println!(
-                "{}: {} log segments, {} entries, {} files; {} problems",
-                store.display(),
-                report.segments,
-                report.entries,
-                report.files,
-                report.problems.len()
-            );
-            i32::from(!report.problems.is_empty())
-        }
-        Err(e) => {
-            eprintln!("recordfs check: {}", describe(&e));
-            2
-        }
-    }
 }

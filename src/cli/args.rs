@@ -1,0 +1,128 @@
+//! The command line's words: every subcommand, argument and option, with its help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::limits::DEFAULT_MAX_FILE_SIZE;
+use crate::options::SyncMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "recordfs",
+    version,
+    about = "A filesystem of JSON records: every save is atomic, durable, checked and logged.",
+    long_about = "recordfs serves a directory in which every file named <uuid>.json must hold valid JSON. \
+Ordinary programs use it with plain file I/O; every change they make is committed atomically at close, \
+fsync or rename, written to a checksummed log, then to a backing file in STORE, and recovered after any crash."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve STORE at MOUNTPOINT (STORE is created if missing or empty).
+    Mount {
+        /// The directory recordfs keeps the log and backing files in (created 0700 if
+        /// missing; an empty directory is made a store; anything else is refused).
+        store: PathBuf,
+        /// An existing directory to serve the store at.
+        mountpoint: PathBuf,
+        /// When a commit is durable: always (at the syscall), fsync (at fsync), never (at unmount).
+        #[arg(long, value_enum, default_value = "always")]
+        sync: SyncMode,
+        /// Stay in the foreground; otherwise return once the mount is live.
+        #[arg(long)]
+        foreground: bool,
+        /// Serve the store read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// Let users other than the one mounting use the mount.
+        #[arg(long)]
+        allow_other: bool,
+        /// The largest file, in bytes (writes past it get EFBIG). At most 1 GiB.
+        #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE)]
+        max_file_size: u64,
+        /// FUSE request threads. Syncs never block them; more helps only with slow reads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Compact the log while mounted once its live segment passes this many bytes
+        /// (at least 4096).
+        #[arg(long, default_value_t = crate::limits::DEFAULT_LOG_LIMIT)]
+        log_limit: u64,
+        /// ... or this many seconds after the last compaction, whichever comes first.
+        #[arg(long, default_value_t = crate::limits::DEFAULT_COMPACT_EVERY_SECS)]
+        compact_every: u64,
+        /// Old log segments (and snapshots) kept in STORE/log/old/.
+        #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
+        keep_logs: usize,
+        /// Mount a store whose log is damaged in the middle: drop the lines that cannot be
+        /// used (each named, its bytes kept in STORE/log/), keep every other commit.
+        #[arg(long, conflicts_with = "read_only")]
+        salvage: bool,
+        /// Serve a store that users other than its owner can read or enter (STORE, its
+        /// directories or log readable by group or others), instead of refusing it. The log
+        /// holds every file's bytes, whatever the file's mode.
+        #[arg(long)]
+        allow_open_store: bool,
+        /// Let records hold NaN, Infinity and -Infinity as numbers, as Python's json.dump
+        /// writes them by default (they are not JSON, and most other readers refuse them).
+        #[arg(long)]
+        allow_nan: bool,
+    },
+    /// Verify a store offline: every log checksum, every backing file against the log.
+    /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
+    Check {
+        /// The store to check (not mounted).
+        store: PathBuf,
+    },
+    /// Print the log's entries, one JSON object per line as stored (for jq): a record's
+    /// history with --name. Works on a mounted store too. Exits 1 when --name matches no
+    /// entry (saying so on stderr), 2 on an error.
+    Log {
+        /// The store whose log to print (mounted or not).
+        store: PathBuf,
+        /// Only entries about this file name (also as either side of a rename).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only entries with this sequence number or later.
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only entries with this sequence number or earlier.
+        #[arg(long)]
+        until: Option<u64>,
+    },
+    /// Compact a store that is not mounted: write a snapshot, start a new log segment, and
+    /// move the old segments to STORE/log/old/ (the newest --keep-logs are kept).
+    Compact {
+        /// The store to compact (a mounted one's daemon is asked to).
+        store: PathBuf,
+        /// How many old segments (and snapshots) to keep.
+        #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
+        keep_logs: usize,
+        /// Compact a store that users other than its owner can reach, instead of refusing.
+        #[arg(long)]
+        allow_open_store: bool,
+    },
+    /// List the saves refused as invalid JSON that the store keeps (the newest 256): when,
+    /// which file, the parser's line, column and words, and where the refused bytes are.
+    /// Works on a mounted store too.
+    Rejected {
+        /// The store whose refusals to list.
+        store: PathBuf,
+        /// One JSON object per line, for scripts and jq.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count records and plain files (and their bytes), the log's size and entries, and the
+    /// last checkpoint. Works on a mounted store too.
+    Stats {
+        /// The store to describe (mounted or not).
+        store: PathBuf,
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,65 @@
+//! The command line: `recordfs mount` and the commands that work on a store offline.
+
+mod args;
+mod daemon;
+mod logging;
+mod tools;
+
+use clap::Parser;
+
+pub use args::{Cli, Command};
+
+pub fn main() -> i32 {
+    // Whatever the caller's umask, what recordfs creates in STORE gets exactly the private
+    // modes it asks for (0600, 0700): a umask may narrow them, which would lock the daemon out
+    // of its own files, never widen them.
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o077) };
+    match Cli::parse().command {
+        Command::Mount {
+            store,
+            mountpoint,
+            sync,
+            foreground,
+            read_only,
+            allow_other,
+            max_file_size,
+            threads,
+            log_limit,
+            compact_every,
+            keep_logs,
+            salvage,
+            allow_open_store,
+            allow_nan,
+        } => daemon::mount_command(
+            store,
+            mountpoint,
+            sync,
+            foreground,
+            read_only,
+            allow_other,
+            max_file_size,
+            threads,
+            log_limit,
+            compact_every,
+            keep_logs,
+            salvage,
+            allow_open_store,
+            allow_nan,
+        ),
+        Command::Check { store } => tools::check_command(&store),
+        Command::Log {
+            store,
+            name,
+            since,
+            until,
+        } => tools::log_command(&store, name, since, until),
+        Command::Compact {
+            store,
+            keep_logs,
+            allow_open_store,
+        } => tools::compact_command(&store, keep_logs, allow_open_store),
+        Command::Rejected { store, json } => tools::rejected_command(&store, json),
+        Command::Stats { store, json } => tools::stats_command(&store, json),
+    }
+}
