@@ -9,7 +9,7 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --features failpoints 2>&1
+cargo test --all-targets --features failpoints,sim 2>&1
 # recordfs mounts, and the differential test's reference tmpfs.
 if grep -qE '^(recordfs:|recordfs-diff )' /proc/self/mounts; then
   echo "test.sh: a mount was left behind:" >&2

@@ -21,6 +21,5 @@ pub mod pipeline;
 pub mod progress;
 pub mod record;
 pub mod recovery;
-pub mod simdisk;
 pub mod store;
 pub mod types;

@@ -10,9 +10,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use recordfs::compact::compact;
+use recordfs::disk::sim::SimDisk;
 use recordfs::fs::RecordFs;
 use recordfs::options::Options;
-use recordfs::simdisk::SimDisk;
 use recordfs::store::Layout;
 use recordfs::types::ROOT;
 

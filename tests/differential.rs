@@ -22,7 +22,6 @@
 mod common;
 use common::*;
 
-use recordfs::simdisk::Rng;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fmt;

@@ -17,12 +17,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
+use recordfs::disk::sim::SimDisk;
 use recordfs::disk::Disk;
 use recordfs::fs::RecordFs;
 use recordfs::log::{self};
 use recordfs::options::Options;
 use recordfs::recovery;
-use recordfs::simdisk::SimDisk;
 use recordfs::store::Layout;
 use recordfs::types::ROOT;
 

@@ -8,7 +8,6 @@
 mod common;
 use common::*;
 
-use recordfs::simdisk::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use recordfs::disk::sim::{Rng, SimDisk};
 use recordfs::disk::Disk;
 use recordfs::fs::{RecordFs, SetAttr, Ticket};
 use recordfs::limits::DEFAULT_LOG_LIMIT;
 use recordfs::options::{Options, SyncMode};
 use recordfs::record::{is_record_name, validate_json};
 use recordfs::recovery;
-use recordfs::simdisk::{Rng, SimDisk};
 use recordfs::store::Layout;
 use recordfs::types::{Time, ROOT};
 
@@ -610,7 +610,7 @@ fn crash_recovery_matches_the_model_without_a_journal() {
 /// refused, nothing after it is reported durable, and a remount recovers everything that was.
 #[test]
 fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
-    use recordfs::simdisk::FaultOn;
+    use recordfs::disk::sim::FaultOn;
     for fail_at in 0..6u64 {
         let disk = SimDisk::new();
         let opts = Options::default();
@@ -765,7 +765,7 @@ struct Dfs {
     pos: usize,
 }
 
-impl recordfs::simdisk::Chooser for Dfs {
+impl recordfs::disk::sim::Chooser for Dfs {
     fn choose(&mut self, n: u64) -> u64 {
         if n <= 1 {
             return 0;
@@ -904,7 +904,7 @@ fn exhaustive_small_workloads_at_every_crash_point() {
 /// recovers on remount. `RECORDFS_SOAK=N` runs N seeds per fault instead of 60.
 #[test]
 fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
-    use recordfs::simdisk::FaultOn;
+    use recordfs::disk::sim::FaultOn;
     let seeds: u64 = std::env::var("RECORDFS_SOAK")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1004,7 +1004,7 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
 /// failed appeared later.
 #[test]
 fn regression_a_failed_close_is_not_committed_at_release() {
-    use recordfs::simdisk::FaultOn;
+    use recordfs::disk::sim::FaultOn;
     let disk = SimDisk::new();
     let fs =
         RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default()).unwrap();

@@ -229,7 +229,7 @@ pub fn refusal(store: &Path, exposures: &[Exposure], accept_hint: &str) -> Error
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simdisk::SimDisk;
+    use crate::disk::sim::SimDisk;
 
     fn store(disk: &SimDisk) -> Layout {
         let layout = Layout::new(Path::new("/s"));

@@ -1,8 +1,11 @@
 //! The storage seam: every byte the log and the backing files put on disk goes through `Disk`.
 //!
-//! `RealDisk` is `std::fs` and `libc`. `SimDisk` (simdisk.rs) is a disk for tests that knows
+//! `RealDisk` is `std::fs` and `libc`. `SimDisk` (sim/, built for tests and with the `sim` feature) is a disk that knows
 //! what was synced and can crash, losing or tearing what was not. The contract each method
 //! keeps is written on it; both implementations keep it.
+
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};

@@ -1,0 +1,384 @@
+//! A simulated disk for tests: it knows, per file and per directory entry, what is durable and
+//! what is only in the page cache, and `crash(seed)` loses, keeps or tears what was not synced
+//! the way a real disk may (in the spirit of FoundationDB's simulation and ALICE):
+//!
+//! - a file keeps none, all, a random subset, or a prefix of its unsynced writes, and the last
+//!   kept write of a prefix may be torn at a 512-byte or 4 KiB boundary;
+//! - a directory keeps a prefix of its unsynced name operations (creates, renames, unlinks), so a
+//!   rename between two directories may reach one and not the other; a rename or exchange
+//!   within one directory is one operation, all or nothing, as journaling filesystems make it
+//!   (or, after `without_journal`, two that a crash keeps or loses apart);
+//! - attributes keep their synced value or their latest one.
+//!
+//! Each file and directory decides independently, which reorders unsynced writes across
+//! files. Directories themselves are created durably (the store makes them once, then syncs
+//! its parent). `fail_next` makes the Nth write, sync or rename fail with EIO or ENOSPC.
+//! Everything is decided by the seed, so every failure replays.
+//!
+//! After `crash`, the old `SimDisk` value and every handle it gave out answer EIO: the process
+//! that used them is dead. The returned value is the disk as the next mount finds it.
+
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use model::{Chooser, FaultOn, Rng};
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::disk::{Disk, DiskFile, DiskLock, DiskStat, EntryKind, FileMeta, ReadAt};
+use crate::types::Time;
+use model::{eio, errno, split, Dir, Fault, Ino, Sim, Write};
+
+/// A view of the simulated disk, as one process sees it.
+#[derive(Clone)]
+pub struct SimDisk {
+    sim: Arc<Mutex<Sim>>,
+    generation: u64,
+}
+
+impl Default for SimDisk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimDisk {
+    /// An empty disk holding the directory `/`.
+    pub fn new() -> SimDisk {
+        let mut sim = Sim::default();
+        sim.dirs.insert(PathBuf::from("/"), Dir::default());
+        SimDisk {
+            sim: Arc::new(Mutex::new(sim)),
+            generation: 0,
+        }
+    }
+
+    fn live(&self) -> io::Result<parking_lot::MutexGuard<'_, Sim>> {
+        let sim = self.sim.lock();
+        if sim.generation != self.generation {
+            return Err(eio());
+        }
+        Ok(sim)
+    }
+
+    /// Crashes the machine: what was not synced is lost, kept or torn as `seed` decides. This
+    /// view and its handles are dead from now on; the returned one is the disk after reboot.
+    pub fn crash(&self, seed: u64) -> SimDisk {
+        self.crash_with(&mut Rng::new(seed))
+    }
+
+    /// Like `crash`, with every decision taken from `chooser`.
+    pub fn crash_with(&self, chooser: &mut dyn Chooser) -> SimDisk {
+        let mut sim = self.sim.lock();
+        sim.crash(chooser);
+        SimDisk {
+            sim: self.sim.clone(),
+            generation: sim.generation,
+        }
+    }
+
+    /// Makes the `n`th next operation of kind `on` (0 = the very next) fail with `errno`.
+    pub fn fail_next(&self, on: FaultOn, n: u64, errno: i32) {
+        self.sim.lock().faults.push(Fault {
+            on,
+            countdown: n,
+            errno,
+        });
+    }
+
+    /// An independent copy of the disk as it is now, to crash the same history many ways.
+    pub fn fork(&self) -> SimDisk {
+        let sim = self.sim.lock();
+        SimDisk {
+            sim: Arc::new(Mutex::new(Sim {
+                generation: 0,
+                nodes: sim.nodes.clone(),
+                dirs: sim.dirs.clone(),
+                next_ino: sim.next_ino,
+                faults: sim.faults.clone(),
+                capacity: sim.capacity,
+                budget: sim.budget,
+                no_journal: sim.no_journal,
+            })),
+            generation: 0,
+        }
+    }
+
+    /// Lets `ops` more mutating operations succeed; every one after fails with EIO, as if the
+    /// machine died there (then `crash` to reboot).
+    pub fn fail_after(&self, ops: u64) {
+        self.sim.lock().budget = Some(ops);
+    }
+
+    /// From now on a rename within one directory is an unlink then a link, and an exchange two
+    /// links, each kept or lost by a crash on its own: a filesystem without a journal (ext2,
+    /// ext4 made without one), where a crash mid-rename may keep neither name.
+    pub fn without_journal(&self) {
+        self.sim.lock().no_journal = true;
+    }
+
+    /// Limits the bytes of file content the disk holds; `None` lifts the limit.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.sim.lock().capacity = bytes;
+    }
+
+    /// How many operations were not yet synced: a measure of the crash states possible.
+    pub fn unsynced_ops(&self) -> usize {
+        let sim = self.sim.lock();
+        sim.dirs.values().map(|d| d.unsynced.len()).sum::<usize>()
+            + sim.nodes.values().map(|n| n.unsynced.len()).sum::<usize>()
+    }
+}
+
+struct SimFile {
+    disk: SimDisk,
+    ino: Ino,
+}
+
+impl DiskFile for SimFile {
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.disk
+            .live()?
+            .write(self.ino, Write::At(offset, bytes.to_vec()))
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.disk.live()?.write(self.ino, Write::SetLen(len))
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.disk.live()?.sync_node(self.ino)
+    }
+}
+
+struct Frozen(Vec<u8>);
+
+impl ReadAt for Frozen {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = (offset as usize).min(self.0.len());
+        let n = buf.len().min(self.0.len() - start);
+        buf[..n].copy_from_slice(&self.0[start..start + n]);
+        Ok(n)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+}
+
+struct NoLock;
+
+impl DiskLock for NoLock {
+    fn say(&self, _holder: &str) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Disk for SimDisk {
+    fn open_file(&self, path: &Path, create_new: bool) -> io::Result<Arc<dyn DiskFile>> {
+        let mut sim = self.live()?;
+        let ino = match sim.lookup(path) {
+            Ok(_) if create_new => return Err(errno(libc::EEXIST)),
+            Ok(ino) => ino,
+            Err(_) if create_new => {
+                let ino = sim.new_node(None);
+                sim.link(path, ino)?;
+                ino
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Arc::new(SimFile {
+            disk: self.clone(),
+            ino,
+        }))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn ReadAt>> {
+        let mut sim = self.live()?;
+        let ino = sim.lookup(path)?;
+        let node = sim.node(ino);
+        if node.symlink.is_some() {
+            return Err(errno(libc::ELOOP));
+        }
+        Ok(Arc::new(Frozen(node.live.clone())))
+    }
+
+    fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()> {
+        let mut sim = self.live()?;
+        if sim.lookup(path).is_ok() {
+            sim.unlink(path)?;
+        }
+        let ino = sim.new_node(None);
+        sim.link(path, ino)?;
+        sim.write(ino, Write::At(0, bytes.to_vec()))?;
+        if let Some(m) = meta {
+            sim.node(ino).meta = *m;
+        }
+        Ok(())
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        let ino = sim.lookup(path)?;
+        sim.sync_node(ino)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        sim.fault(FaultOn::Sync)?;
+        let dir = sim.dir(path)?;
+        dir.durable = dir.live.clone();
+        dir.unsynced.clear();
+        Ok(())
+    }
+
+    fn sync_everything(&self, _path: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        sim.fault(FaultOn::Sync)?;
+        for dir in sim.dirs.values_mut() {
+            dir.durable = dir.live.clone();
+            dir.unsynced.clear();
+        }
+        for node in sim.nodes.values_mut() {
+            node.durable = node.live.clone();
+            node.durable_meta = node.meta;
+            node.unsynced.clear();
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        sim.fault(FaultOn::Rename)?;
+        let ino = sim.lookup(from)?;
+        if from == to {
+            return Ok(());
+        }
+        let ((from_parent, from_name), (to_parent, to_name)) = (split(from)?, split(to)?);
+        sim.dir(&to_parent)?;
+        if from_parent == to_parent && !sim.no_journal {
+            return sim.swap(&from_parent, vec![(from_name, None), (to_name, Some(ino))]);
+        }
+        sim.unlink(from)?;
+        sim.link(to, ino)
+    }
+
+    fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        sim.fault(FaultOn::Rename)?;
+        let (ia, ib) = (sim.lookup(a)?, sim.lookup(b)?);
+        let ((pa, na), (pb, nb)) = (split(a)?, split(b)?);
+        if pa == pb && !sim.no_journal {
+            return sim.swap(&pa, vec![(na, Some(ib)), (nb, Some(ia))]);
+        }
+        sim.link(a, ib)?;
+        sim.link(b, ia)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.live()?.unlink(path).map(|_| ())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        let mut sim = self.live()?;
+        let mut names: Vec<Vec<u8>> = sim.dir(dir)?.live.keys().cloned().collect();
+        // Subdirectories are listed too, as a real directory would.
+        let subdirs: Vec<Vec<u8>> = sim
+            .dirs
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| split(p).ok().map(|(_, n)| n))
+            .collect();
+        names.extend(subdirs);
+        names.sort();
+        Ok(names)
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<DiskStat> {
+        let mut sim = self.live()?;
+        if let Some(dir) = sim.dirs.get(path) {
+            return Ok(DiskStat {
+                kind: EntryKind::Dir,
+                len: 0,
+                mode: dir.mode,
+                uid: dir.uid,
+                gid: 0,
+                mtime: Time { secs: 0, nsecs: 0 },
+            });
+        }
+        let ino = sim.lookup(path)?;
+        let node = sim.node(ino);
+        Ok(DiskStat {
+            kind: if node.symlink.is_some() {
+                EntryKind::Symlink
+            } else {
+                EntryKind::File
+            },
+            len: node.live.len() as u64,
+            mode: node.meta.mode & 0o7777,
+            uid: node.meta.uid,
+            gid: node.meta.gid,
+            mtime: node.meta.mtime,
+        })
+    }
+
+    fn symlink(&self, target: &[u8], path: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        if sim.lookup(path).is_ok() {
+            return Err(errno(libc::EEXIST));
+        }
+        let ino = sim.new_node(Some(target.to_vec()));
+        sim.link(path, ino)
+    }
+
+    fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let mut sim = self.live()?;
+        let ino = sim.lookup(path)?;
+        sim.node(ino)
+            .symlink
+            .clone()
+            .ok_or_else(|| errno(libc::EINVAL))
+    }
+
+    fn set_meta(&self, path: &Path, meta: &FileMeta) -> io::Result<()> {
+        let mut sim = self.live()?;
+        let ino = sim.lookup(path)?;
+        sim.node(ino).meta = *meta;
+        Ok(())
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        if sim.dirs.contains_key(path) {
+            return Err(errno(libc::EEXIST));
+        }
+        let parent = path.parent().ok_or_else(|| errno(libc::EINVAL))?;
+        if !sim.dirs.contains_key(parent) {
+            return Err(errno(libc::ENOENT));
+        }
+        sim.dirs.insert(path.to_owned(), Dir::default());
+        Ok(())
+    }
+
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let mut sim = self.live()?;
+        if let Some(dir) = sim.dirs.get_mut(path) {
+            dir.mode = mode & 0o7777;
+            return Ok(());
+        }
+        let ino = sim.lookup(path)?;
+        let node = sim.node(ino);
+        if node.symlink.is_some() {
+            return Err(errno(libc::ELOOP));
+        }
+        node.meta.mode = mode & 0o7777;
+        Ok(())
+    }
+
+    fn lock(&self, _path: &Path, _holder: &str) -> io::Result<Box<dyn DiskLock>> {
+        drop(self.live()?);
+        Ok(Box::new(NoLock))
+    }
+}

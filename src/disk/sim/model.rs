@@ -1,0 +1,367 @@
+//! The simulated disk's model: per file and per directory, what is durable and what only in
+//! the page cache, and what a crash keeps, drops or tears of the latter.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::disk::FileMeta;
+use crate::types::Time;
+
+pub(super) type Ino = u64;
+
+#[derive(Clone, Debug)]
+pub(super) enum Write {
+    At(u64, Vec<u8>),
+    SetLen(u64),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Node {
+    pub(super) symlink: Option<Vec<u8>>,
+    pub(super) live: Vec<u8>,
+    pub(super) durable: Vec<u8>,
+    pub(super) unsynced: Vec<Write>,
+    pub(super) meta: FileMeta,
+    pub(super) durable_meta: FileMeta,
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum DirOp {
+    Link(Vec<u8>, Ino),
+    Unlink(Vec<u8>),
+    /// A rename or exchange within one directory: all or nothing, as a journaling filesystem
+    /// commits it (a rename between directories is an unlink and a link, and can half-persist).
+    Swap(Vec<(Vec<u8>, Option<Ino>)>),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Dir {
+    pub(super) live: BTreeMap<Vec<u8>, Ino>,
+    pub(super) durable: BTreeMap<Vec<u8>, Ino>,
+    pub(super) unsynced: Vec<DirOp>,
+    /// Permission bits and owner; kept durably, as a directory's are in these tests.
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+}
+
+impl Default for Dir {
+    fn default() -> Dir {
+        Dir {
+            live: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            unsynced: Vec::new(),
+            mode: crate::disk::PRIVATE_DIR,
+            // SAFETY: geteuid cannot fail. The process that creates a directory owns it.
+            uid: unsafe { libc::geteuid() },
+        }
+    }
+}
+
+/// What `fail_next` can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultOn {
+    Write,
+    Sync,
+    Rename,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Fault {
+    pub(super) on: FaultOn,
+    pub(super) countdown: u64,
+    pub(super) errno: i32,
+}
+
+#[derive(Default)]
+pub(super) struct Sim {
+    pub(super) generation: u64,
+    pub(super) nodes: HashMap<Ino, Node>,
+    pub(super) dirs: BTreeMap<PathBuf, Dir>,
+    pub(super) next_ino: Ino,
+    pub(super) faults: Vec<Fault>,
+    /// Bytes of live file content allowed in all; past it writes fail with ENOSPC.
+    pub(super) capacity: Option<u64>,
+    /// Mutating operations left before the machine "dies" (every later one answers EIO).
+    pub(super) budget: Option<u64>,
+    /// A filesystem without a journal: a rename or exchange within one directory is two name
+    /// operations, and a crash may keep the first alone (see `without_journal`).
+    pub(super) no_journal: bool,
+}
+
+/// Where `crash` takes its decisions from: a seeded `Rng`, or an enumerator that walks every
+/// outcome (tests/sim.rs).
+pub trait Chooser {
+    /// A number below `n` (0 when `n` is 0 or 1).
+    fn choose(&mut self, n: u64) -> u64;
+}
+
+impl Chooser for Rng {
+    fn choose(&mut self, n: u64) -> u64 {
+        self.below(n)
+    }
+}
+
+/// A tiny deterministic generator (xorshift64*), so the crate needs no dependency for it.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+pub(super) fn eio() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
+}
+
+pub(super) fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+pub(super) fn split(path: &Path) -> io::Result<(PathBuf, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = path.parent().ok_or_else(|| errno(libc::EINVAL))?;
+    let name = path.file_name().ok_or_else(|| errno(libc::EINVAL))?;
+    Ok((parent.to_owned(), name.as_bytes().to_vec()))
+}
+
+pub(super) fn apply_write(buf: &mut Vec<u8>, w: &Write) {
+    match w {
+        Write::At(off, bytes) => {
+            let end = *off as usize + bytes.len();
+            if buf.len() < end {
+                buf.resize(end, 0);
+            }
+            buf[*off as usize..end].copy_from_slice(bytes);
+        }
+        Write::SetLen(len) => buf.resize(*len as usize, 0),
+    }
+}
+
+pub(super) fn apply_dir_op(entries: &mut BTreeMap<Vec<u8>, Ino>, op: &DirOp) {
+    match op {
+        DirOp::Link(name, ino) => {
+            entries.insert(name.clone(), *ino);
+        }
+        DirOp::Unlink(name) => {
+            entries.remove(name);
+        }
+        DirOp::Swap(changes) => {
+            for (name, ino) in changes {
+                match ino {
+                    Some(ino) => entries.insert(name.clone(), *ino),
+                    None => entries.remove(name),
+                };
+            }
+        }
+    }
+}
+
+pub(super) fn default_meta() -> FileMeta {
+    let t = Time { secs: 0, nsecs: 0 };
+    FileMeta {
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+        atime: t,
+        mtime: t,
+    }
+}
+
+impl Sim {
+    pub(super) fn spend(&mut self) -> io::Result<()> {
+        match &mut self.budget {
+            Some(0) => Err(eio()),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn fault(&mut self, on: FaultOn) -> io::Result<()> {
+        self.spend()?;
+        let mut hit = None;
+        for (i, f) in self.faults.iter_mut().enumerate() {
+            if f.on == on {
+                if f.countdown == 0 {
+                    hit = Some(i);
+                    break;
+                }
+                f.countdown -= 1;
+            }
+        }
+        match hit {
+            Some(i) => Err(errno(self.faults.remove(i).errno)),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn used(&self) -> u64 {
+        self.nodes.values().map(|n| n.live.len() as u64).sum()
+    }
+
+    pub(super) fn dir(&mut self, path: &Path) -> io::Result<&mut Dir> {
+        self.dirs.get_mut(path).ok_or_else(|| errno(libc::ENOENT))
+    }
+
+    pub(super) fn lookup(&self, path: &Path) -> io::Result<Ino> {
+        let (parent, name) = split(path)?;
+        let dir = self.dirs.get(&parent).ok_or_else(|| errno(libc::ENOENT))?;
+        dir.live
+            .get(&name)
+            .copied()
+            .ok_or_else(|| errno(libc::ENOENT))
+    }
+
+    pub(super) fn node(&mut self, ino: Ino) -> &mut Node {
+        self.nodes.get_mut(&ino).expect("linked nodes exist")
+    }
+
+    pub(super) fn link(&mut self, path: &Path, ino: Ino) -> io::Result<()> {
+        self.spend()?;
+        let (parent, name) = split(path)?;
+        let dir = self.dir(&parent)?;
+        dir.live.insert(name.clone(), ino);
+        dir.unsynced.push(DirOp::Link(name, ino));
+        Ok(())
+    }
+
+    /// Changes names in one directory at once (a rename or exchange within it).
+    pub(super) fn swap(
+        &mut self,
+        dir: &Path,
+        changes: Vec<(Vec<u8>, Option<Ino>)>,
+    ) -> io::Result<()> {
+        self.spend()?;
+        let d = self.dir(dir)?;
+        apply_dir_op(&mut d.live, &DirOp::Swap(changes.clone()));
+        d.unsynced.push(DirOp::Swap(changes));
+        Ok(())
+    }
+
+    pub(super) fn unlink(&mut self, path: &Path) -> io::Result<Ino> {
+        self.spend()?;
+        let (parent, name) = split(path)?;
+        let dir = self.dir(&parent)?;
+        let ino = dir.live.remove(&name).ok_or_else(|| errno(libc::ENOENT))?;
+        dir.unsynced.push(DirOp::Unlink(name));
+        Ok(ino)
+    }
+
+    pub(super) fn new_node(&mut self, symlink: Option<Vec<u8>>) -> Ino {
+        self.next_ino += 1;
+        let content = symlink.clone().unwrap_or_default();
+        self.nodes.insert(
+            self.next_ino,
+            Node {
+                symlink,
+                live: content.clone(),
+                durable: content,
+                unsynced: Vec::new(),
+                meta: default_meta(),
+                durable_meta: default_meta(),
+            },
+        );
+        self.next_ino
+    }
+
+    pub(super) fn write(&mut self, ino: Ino, w: Write) -> io::Result<()> {
+        self.fault(FaultOn::Write)?;
+        if let (Some(cap), Write::At(off, bytes)) = (self.capacity, &w) {
+            let node = &self.nodes[&ino];
+            let grows = (*off as usize + bytes.len()).saturating_sub(node.live.len()) as u64;
+            if self.used() + grows > cap {
+                return Err(errno(libc::ENOSPC));
+            }
+        }
+        let node = self.node(ino);
+        apply_write(&mut node.live, &w);
+        node.unsynced.push(w);
+        Ok(())
+    }
+
+    pub(super) fn sync_node(&mut self, ino: Ino) -> io::Result<()> {
+        self.fault(FaultOn::Sync)?;
+        let node = self.node(ino);
+        node.durable = node.live.clone();
+        node.durable_meta = node.meta;
+        node.unsynced.clear();
+        Ok(())
+    }
+
+    pub(super) fn crash(&mut self, rng: &mut dyn Chooser) {
+        for dir in self.dirs.values_mut() {
+            let keep = rng.choose(dir.unsynced.len() as u64 + 1) as usize;
+            for op in &dir.unsynced[..keep] {
+                apply_dir_op(&mut dir.durable, op);
+            }
+            dir.unsynced.clear();
+            dir.live = dir.durable.clone();
+        }
+        let mut inos: Vec<Ino> = self.nodes.keys().copied().collect();
+        inos.sort();
+        for ino in inos {
+            let node = self.nodes.get_mut(&ino).expect("listed");
+            let writes = std::mem::take(&mut node.unsynced);
+            let mut content = node.durable.clone();
+            match rng.choose(4) {
+                0 => {}
+                1 => writes.iter().for_each(|w| apply_write(&mut content, w)),
+                2 => writes
+                    .iter()
+                    .filter(|_| rng.choose(2) == 0)
+                    .for_each(|w| apply_write(&mut content, w)),
+                _ => {
+                    let keep = rng.choose(writes.len() as u64 + 1) as usize;
+                    for (i, w) in writes[..keep].iter().enumerate() {
+                        match w {
+                            Write::At(off, bytes) if i + 1 == keep && bytes.len() > 512 => {
+                                let unit = if rng.choose(2) == 0 { 512 } else { 4096 };
+                                let cut =
+                                    (rng.choose(bytes.len() as u64 / unit + 1) * unit) as usize;
+                                let torn = Write::At(*off, bytes[..cut.min(bytes.len())].to_vec());
+                                apply_write(&mut content, &torn);
+                            }
+                            w => apply_write(&mut content, w),
+                        }
+                    }
+                }
+            }
+            node.durable = content.clone();
+            node.live = content;
+            if rng.choose(2) == 0 {
+                node.durable_meta = node.meta;
+            }
+            node.meta = node.durable_meta;
+        }
+        // Nodes no directory names are gone.
+        let linked: std::collections::HashSet<Ino> = self
+            .dirs
+            .values()
+            .flat_map(|d| d.live.values().copied())
+            .collect();
+        self.nodes.retain(|ino, _| linked.contains(ino));
+        self.faults.clear();
+        self.budget = None;
+        self.generation += 1;
+    }
+}
