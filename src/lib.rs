@@ -1,8 +1,23 @@
 //! recordfs: a FUSE filesystem of JSON records with atomic, durable, write-through commits.
 //!
-//! Data flows one way: syscall → `fuse` (adapter) → `files` (the core) → `commit` (the
-//! pipeline) → `log` → `store` (the backing files). `recovery` rebuilds the state at mount;
-//! `namespace` holds names and attributes. Nothing below `files` knows about FUSE.
+//! Data flows one way: syscall → `fuse` (the adapter) → `fs` (the core) → `pipeline` (commits)
+//! → `log` → `store` (the STORE directory) → `disk` (the storage seam).
+//!
+//! The layer rule: a module imports only modules of its own layer or below, never above, and
+//! no two modules import each other, directly or round a circle. Bottom to top:
+//!
+//! 1. shared words: `types`, `error`, `limits`, `options`, `record` (the JSON rule), `caller`,
+//!    `progress`;
+//! 2. `disk`: the storage seam (`RealDisk`; `disk::sim`, the simulated disk, for tests);
+//! 3. `store`: STORE's layout, marker, lock, access, refused saves, atomic replacement;
+//! 4. `log`: entries, lines, segments, scanning, snapshots and the manifest, retiring;
+//! 5. `namespace`: names and attributes, never file contents;
+//! 6. `recovery` (replay, reconcile, salvage, check); `compact` (offline) and `pipeline`
+//!    (commits, group-commit sync, apply, write-back, online compaction) above it;
+//! 7. `fs`: the core, every operation's meaning, with no FUSE in sight; `inspect` (`log`,
+//!    `stats`) beside it;
+//! 8. `fuse` (the adapter) and `mounting` (mount(2) or fusermount3);
+//! 9. `cli`: the command line.
 
 pub mod caller;
 pub mod cli;
