@@ -46,10 +46,7 @@ impl RecordFs {
                 Some(Handle::Write(w)) if w.lock().fid == fid => {
                     let w = &mut *w.lock();
                     Arc::make_mut(self.load(w)?).resize(size as usize, 0);
-                    w.dirty = true;
-                    w.written = true;
-                    w.failed = false;
-                    w.last_write = Time::now();
+                    w.wrote(None);
                     w.note_thread(caller.pid);
                 }
                 _ => last = Some(self.truncate_committed(fid, size)?),

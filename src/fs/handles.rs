@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::rules::check_dir;
-use super::state::{DirEntry, Handle, RecordFs, Writer};
+use super::state::{Copy, DirEntry, Handle, Owners, RecordFs, Standing, Writer};
 use crate::error::{err, Result};
 use crate::limits::MAX_HANDLES;
 use crate::pipeline::Version;
@@ -52,30 +52,24 @@ impl RecordFs {
         }
         self.writable()?;
         let truncate = flags & libc::O_TRUNC != 0;
+        // open(O_TRUNC) empties the file at the commit point, not before: a crash before close
+        // keeps the old content.
+        let (copy, standing) = match (truncate, base) {
+            (true, _) => (Copy::Loaded(Arc::new(Vec::new())), Standing::Truncated),
+            (false, Some(version)) => (Copy::Unread(version), Standing::Clean),
+            (false, None) => (Copy::Unread(self.version(fid)?), Standing::Clean),
+        };
         let writer = Writer {
             fid,
-            base: if truncate { None } else { base },
-            data: truncate.then(|| Arc::new(Vec::new())),
-            // open(O_TRUNC) empties the file at the commit point, not before: a crash before
-            // close keeps the old content.
-            dirty: truncate,
-            written: false,
-            failed: false,
+            copy,
+            standing,
             append: flags & libc::O_APPEND != 0,
             readable: acc == libc::O_RDWR,
             last_write: Time::now(),
             rejected: None,
-            owners: Vec::new(),
-            unowned: false,
+            owners: Owners::Known(Vec::new()),
             writing_threads: Vec::new(),
             created: false,
-        };
-        let writer = match writer.base.is_none() && writer.data.is_none() {
-            true => Writer {
-                base: Some(self.version(fid)?),
-                ..writer
-            },
-            false => writer,
         };
         self.insert_handle(Handle::Write(Mutex::new(writer)), Some(fid))
     }

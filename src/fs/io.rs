@@ -6,27 +6,23 @@ use std::sync::Arc;
 use log::{error, warn};
 
 use super::rules::{new_content, show};
-use super::state::{Handle, RecordFs, SetAttr, Ticket, WriteBy, Writer};
+use super::state::{Copy, Handle, RecordFs, SetAttr, Standing, Ticket, WriteBy, Writer};
 use crate::caller::{self, Caller};
 use crate::error::{err, Error, Result};
-use crate::limits::MAX_OWNERS;
 use crate::log::{Data, Op};
 use crate::record::is_record_name;
 use crate::types::{Fid, Kind, Seq, Time};
 
 impl RecordFs {
+    /// The writer's bytes, read from the version it started from the first time.
     pub(super) fn load<'a>(&self, w: &'a mut Writer) -> Result<&'a mut Arc<Vec<u8>>> {
-        if w.data.is_none() {
-            let base = w.base.take().expect("a writer has a base until it loads");
-            match base.read_all(self.opts.max_file_size) {
-                Ok(bytes) => w.data = Some(Arc::new(bytes)),
-                Err(e) => {
-                    w.base = Some(base);
-                    return Err(e);
-                }
-            }
+        if let Copy::Unread(version) = &w.copy {
+            w.copy = Copy::Loaded(Arc::new(version.read_all(self.opts.max_file_size)?));
         }
-        Ok(w.data.as_mut().expect("loaded above"))
+        match &mut w.copy {
+            Copy::Loaded(bytes) => Ok(bytes),
+            Copy::Unread(_) => unreachable!("loaded above"),
+        }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -37,8 +33,8 @@ impl RecordFs {
                 if !w.readable {
                     return Err(err!(EBADF, "handle {fh} is not open for reading"));
                 }
-                if let (None, Some(base)) = (&w.data, &w.base) {
-                    return base.read_at(offset, size as usize);
+                if let Copy::Unread(version) = &w.copy {
+                    return version.read_at(offset, size as usize);
                 }
                 let data = self.load(w)?;
                 let start = (offset as usize).min(data.len());
@@ -85,16 +81,7 @@ impl RecordFs {
             data.resize(end as usize, 0);
         }
         data[offset as usize..end as usize].copy_from_slice(bytes);
-        w.dirty = true;
-        w.written = true;
-        w.failed = false;
-        w.last_write = Time::now();
-        match who.owner {
-            Some(o) if w.owners.contains(&o) => {}
-            Some(o) if w.owners.len() < MAX_OWNERS => w.owners.push(o),
-            Some(_) => w.unowned = true,
-            None => {}
-        }
+        w.wrote(who.owner);
         w.note_thread(who.caller.pid);
         if who.kill_setid {
             self.drop_setid(w.fid, &who.caller)?;
@@ -132,15 +119,20 @@ impl RecordFs {
     }
 
     /// Commits a writer's copy if it changed. Returns the entry, if one was written. A failure
-    /// is remembered (`failed`) so that release does not commit what the caller saw fail.
+    /// is remembered (`Standing::Failed`) so that release does not commit what the caller saw
+    /// fail.
     pub(super) fn commit_writer(&self, w: &mut Writer) -> Result<Option<Seq>> {
         let result = self.try_commit_writer(w);
-        w.failed = result.is_err();
+        if result.is_err() {
+            w.standing = Standing::Failed {
+                written: w.written(),
+            };
+        }
         result
     }
 
     pub(super) fn try_commit_writer(&self, w: &mut Writer) -> Result<Option<Seq>> {
-        if !w.dirty {
+        if !w.dirty() {
             return Ok(None);
         }
         let bytes = self.load(w)?.clone();
@@ -159,7 +151,7 @@ impl RecordFs {
                 orphan.size = bytes.len() as u64;
                 orphan.attrs.mtime = mtime(orphan.attrs.mtime);
             }
-            w.dirty = false;
+            w.standing = Standing::Clean;
             self.notify_changed(fid);
             return Ok(None);
         };
@@ -192,20 +184,14 @@ impl RecordFs {
         });
         match result {
             Ok(seq) => {
-                w.dirty = false;
-                w.written = false;
-                w.rejected = None;
-                w.owners.clear();
-                w.unowned = false;
-                w.writing_threads.clear();
-                w.created = false;
+                w.committed();
                 // New content replaces what could not be restored.
                 self.damaged.lock().remove(&fid);
                 self.notify_changed(fid);
                 Ok(Some(seq))
             }
             Err(e) if e.errno == libc::ENOENT => {
-                w.dirty = false;
+                w.standing = Standing::Clean;
                 Ok(None)
             }
             Err(e) if e.errno == libc::EAGAIN => self.try_commit_writer(w),
@@ -254,14 +240,12 @@ impl RecordFs {
             Handle::Write(w) => {
                 let mut w = w.lock();
                 let record = || self.inode(w.fid).is_ok_and(|i| is_record_name(&i.name));
-                if !w.written && (!w.dirty || record()) {
+                if !w.written() && (!w.dirty() || record()) {
                     return Ok(Ticket::NONE);
                 }
                 // A process that did not write closing its copy of the descriptor.
-                if let (true, false, Some(o)) = (w.written, w.unowned, owner) {
-                    if !w.owners.is_empty() && !w.owners.contains(&o) {
-                        return Ok(Ticket::NONE);
-                    }
+                if !w.closes_for(owner) {
+                    return Ok(Ticket::NONE);
                 }
                 match self.commit_writer(&mut w) {
                     Ok(Some(seq)) => Ok(self.commit_ticket(seq)),
@@ -351,7 +335,7 @@ impl RecordFs {
         let fid = match &*handle {
             Handle::Write(w) => {
                 let mut w = w.lock();
-                if w.dirty && !w.failed {
+                if matches!(w.standing, Standing::Truncated | Standing::Written) {
                     if let Err(e) = self.commit_writer(&mut w) {
                         error!("inode {}: uncommitted writes lost at release: {e}", w.fid);
                     }

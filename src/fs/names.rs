@@ -39,7 +39,7 @@ impl RecordFs {
         // The handle that writes sees its own size (fstat after write).
         if let Some(Handle::Write(w)) = fh.and_then(|fh| self.handle(fh).ok()).as_deref() {
             let w = w.lock();
-            if let (Some(data), true) = (&w.data, w.fid == fid) {
+            if let (Some(data), true) = (w.loaded(), w.fid == fid) {
                 stat.size = data.len() as u64;
             }
         }
@@ -67,7 +67,7 @@ impl RecordFs {
             let Handle::Write(w) = &*h else { continue };
             let w = w.lock();
             let pid = *process.get_or_insert_with(|| caller.process());
-            if let (true, Some(data)) = (w.written_by_process(caller.pid, pid), &w.data) {
+            if let (true, Some(data)) = (w.written_by_process(caller.pid, pid), w.loaded()) {
                 stat.size = data.len() as u64;
                 // As the commit will have it: a utimes after the last write wins.
                 let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();

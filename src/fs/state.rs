@@ -68,34 +68,56 @@ pub struct SetAttr {
     pub mtime: Option<Time>,
 }
 
+/// A writer's copy of its file.
+pub(super) enum Copy {
+    /// Not read yet: the committed version it started from, read at the first write.
+    Unread(Version),
+    /// Its bytes. Shared with the commit pipeline after a commit, and copied again only on
+    /// the next write.
+    Loaded(Arc<Vec<u8>>),
+}
+
+/// Where a writer's copy stands against the file's committed version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// Nothing to commit.
+    Clean,
+    /// Emptied by open(O_TRUNC) alone: a plain file commits it at the first close, a record
+    /// at the last (README, Semantics).
+    Truncated,
+    /// Bytes written (or ftruncate called) since the last commit.
+    Written,
+    /// Its last commit failed and the caller was told (of what it had: `written`, or the
+    /// truncation alone): release must not commit it behind the caller's back; a close or
+    /// fsync tries again, and a new write earns a new attempt.
+    Failed { written: bool },
+}
+
+/// The processes whose writes are in a copy and not yet committed.
+pub(super) enum Owners {
+    /// By the kernel's lock owner (one per table of open files); empty when none is known
+    /// (only ftruncate or a mapping's writeback changed the copy: the kernel names no process
+    /// for those).
+    Known(Vec<u64>),
+    /// More than `MAX_OWNERS`.
+    Many,
+}
+
 /// A handle that writes: its own copy of the file until it commits.
 pub(super) struct Writer {
     pub(super) fid: Fid,
-    /// The committed version it started from; read lazily.
-    pub(super) base: Option<Version>,
-    /// Its copy, once read (or from the start with O_TRUNC). Shared with the commit pipeline
-    /// after a commit, and copied again only on the next write.
-    pub(super) data: Option<Arc<Vec<u8>>>,
-    pub(super) dirty: bool,
-    /// Bytes were written (or ftruncate called) since the last commit: not only O_TRUNC.
-    pub(super) written: bool,
+    pub(super) copy: Copy,
+    pub(super) standing: Standing,
     pub(super) append: bool,
     pub(super) readable: bool,
     pub(super) last_write: Time,
     /// The checksum of the last bytes refused as a record, so a close after a failed fsync
     /// does not keep the same rejected bytes twice.
     pub(super) rejected: Option<u32>,
-    /// The last commit of these bytes failed and the caller was told: release must not commit
-    /// them behind its back. A new write earns a new attempt.
-    pub(super) failed: bool,
-    /// The processes (by the kernel's lock owner: one per table of open files) whose writes
-    /// are not yet committed. close(2) commits only for one of them: a forked child that
-    /// closes its inherited copy (at exec, or at exit) must not commit its parent's half-done
-    /// writes. With none known (only ftruncate or a mapping's writeback changed the copy: the
-    /// kernel names no process for those), or with more than `MAX_OWNERS` (`unowned`), any
-    /// close commits.
-    pub(super) owners: Vec<u64>,
-    pub(super) unowned: bool,
+    /// close(2) commits only for a process that wrote: a forked child that closes its
+    /// inherited copy (at exec, or at exit) must not commit its parent's half-done writes.
+    /// With none known, or `Many`, any close commits.
+    pub(super) owners: Owners,
     /// This handle's open made the file, and nothing has been committed to it since: a
     /// refused first save then takes the name away again (`undo_creation`).
     pub(super) created: bool,
@@ -114,9 +136,64 @@ impl Writer {
         }
     }
 
+    /// Something not committed: written, truncated, or failed to commit.
+    pub(super) fn dirty(&self) -> bool {
+        self.standing != Standing::Clean
+    }
+
+    /// Bytes were written (or ftruncate called) and are not committed.
+    pub(super) fn written(&self) -> bool {
+        matches!(
+            self.standing,
+            Standing::Written | Standing::Failed { written: true }
+        )
+    }
+
+    /// The copy's bytes, if they were read.
+    pub(super) fn loaded(&self) -> Option<&Arc<Vec<u8>>> {
+        match &self.copy {
+            Copy::Loaded(bytes) => Some(bytes),
+            Copy::Unread(_) => None,
+        }
+    }
+
+    /// A write (or ftruncate) changed the copy.
+    pub(super) fn wrote(&mut self, owner: Option<u64>) {
+        self.standing = Standing::Written;
+        self.last_write = Time::now();
+        if let (Owners::Known(known), Some(o)) = (&mut self.owners, owner) {
+            if !known.contains(&o) {
+                match known.len() < MAX_OWNERS {
+                    true => known.push(o),
+                    false => self.owners = Owners::Many,
+                }
+            }
+        }
+    }
+
+    /// Whether a close by the process with lock owner `owner` commits: not one that wrote
+    /// nothing into a copy other processes wrote.
+    pub(super) fn closes_for(&self, owner: Option<u64>) -> bool {
+        match (&self.owners, owner) {
+            (Owners::Known(known), Some(o)) if self.written() => {
+                known.is_empty() || known.contains(&o)
+            }
+            _ => true,
+        }
+    }
+
+    /// The copy is committed (or there is nothing left to commit it to).
+    pub(super) fn committed(&mut self) {
+        self.standing = Standing::Clean;
+        self.rejected = None;
+        self.owners = Owners::Known(Vec::new());
+        self.writing_threads.clear();
+        self.created = false;
+    }
+
     /// Whether process `pid` has writes in this copy that are not committed.
     pub(super) fn written_by_process(&self, tid: u32, pid: u32) -> bool {
-        self.dirty
+        self.dirty()
             && (self.writing_threads.contains(&tid)
                 || (pid != 0
                     && self
