@@ -1,4 +1,5 @@
-//! A failed log fsync turns the store read-only until remounted (needs `--features failpoints`).
+//! A failed log fsync, or a broken invariant of the commit pipeline, turns the store read-only
+//! until remounted (needs `--features failpoints`).
 #![cfg(feature = "failpoints")]
 
 mod common;
@@ -9,6 +10,29 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn a_failed_log_sync_makes_the_store_read_only_until_remount() {
+    let text = stops_after_three_syncs("RECORDFS_FAIL_LOG_SYNC_AFTER");
+    assert!(
+        text.contains("fdatasync of the log: injected failure"),
+        "{text}"
+    );
+}
+
+/// A sync thread that reported a position older than the durable one (a bug) must stop the
+/// store, not have its report absorbed: the durable mark would go back, and the apply thread
+/// could write backing files from entries it holds for durable that are not.
+#[test]
+fn a_broken_pipeline_invariant_makes_the_store_read_only_until_remount() {
+    let text = stops_after_three_syncs("RECORDFS_FAIL_STALE_SYNC_AFTER");
+    assert!(
+        text.contains("internal invariant broken: the log synced up to entry"),
+        "{text}"
+    );
+}
+
+/// Mounts with the failpoint `var` set to 3, writes until commits fail, and checks that the
+/// store turned read-only once, served what it acknowledged, and recovers at a remount.
+/// Returns the daemon's log.
+fn stops_after_three_syncs(var: &str) -> String {
     let env = Env::new();
     env.mount(&[]).stop();
     // The daemon syncs the log once per batch; fail every sync after the first three.
@@ -20,7 +44,7 @@ fn a_failed_log_sync_makes_the_store_read_only_until_remount() {
             env.mnt.to_str().unwrap(),
             "--foreground",
         ])
-        .env("RECORDFS_FAIL_LOG_SYNC_AFTER", "3")
+        .env(var, "3")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())
@@ -77,4 +101,5 @@ fn a_failed_log_sync_makes_the_store_read_only_until_remount() {
         );
     }
     fs::write(env.path("after.txt"), "works").unwrap();
+    text
 }

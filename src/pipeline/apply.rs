@@ -73,6 +73,16 @@ impl Pipeline {
                     return;
                 }
                 match st.unapplied.front() {
+                    Some((_, e)) if e.seq > st.durable => {
+                        let reason = format!(
+                            "entry {} would reach the backing tree before it is durable (the \
+                             log is durable up to entry {})",
+                            e.seq, st.durable
+                        );
+                        self.broken(&mut st, reason);
+                        self.room.notify_all();
+                        return;
+                    }
                     Some((_, e)) => e.clone(),
                     None => return,
                 }

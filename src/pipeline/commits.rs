@@ -56,6 +56,7 @@ impl Pipeline {
                 stalled: None,
                 shutting_down: false,
                 sync_done: false,
+                durable,
                 hurry: 0,
                 compact_requested: false,
             }),
@@ -322,6 +323,14 @@ impl Pipeline {
             ));
         }
         self.checkpoint(&mut st)
+    }
+
+    /// An invariant of the pipeline does not hold: a bug. The store stops (read-only until
+    /// remounted) rather than go on from a state nobody reasoned about; the error says which.
+    pub(super) fn broken(&self, st: &mut State, what: String) -> Error {
+        let reason = format!("internal invariant broken: {what}");
+        self.turn_read_only(st, reason.clone());
+        err!(EIO, "{reason}")
     }
 
     pub(super) fn turn_read_only(&self, st: &mut State, reason: String) {

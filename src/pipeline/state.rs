@@ -42,6 +42,10 @@ pub struct State {
     pub(super) shutting_down: bool,
     /// The sync thread has synced everything and stopped.
     pub(super) sync_done: bool,
+    /// The log is durable up to this entry. Invariants: it never goes backwards, never passes
+    /// the last entry appended, and no entry after it reaches the backing tree (applied ≤
+    /// durable ≤ appended). A broken one stops the store (`Pipeline::broken`).
+    pub(super) durable: Seq,
     /// How many waiters (`quiesce`, a compaction) want entries applied at once, without
     /// `APPLY_DELAY`: a count, so that one finishing does not cancel the other's wish.
     pub(super) hurry: u32,
