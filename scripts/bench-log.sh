@@ -4,7 +4,7 @@
 #    compacts all the time (--log-limit 64 KiB) against without compaction, runs interleaved;
 # 2. mount (recovery) time of a store with COMMITS commits in its log against the same store
 #    after `recordfs compact`.
-#   scripts/bench-log.sh [SECONDS_PER_RUN] [ROUNDS] [COMMITS]
+#   scripts/bench-log.sh [SECONDS_PER_RUN] [ROUNDS] [COMMITS]   (COMMITS=0: latency only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
@@ -41,6 +41,7 @@ awk -v a="$(echo "${p50s[compacting]}" | median)" -v b="$(echo "${p50s[plain]}" 
     -v c="$(echo "${p99s[compacting]}" | median)" -v d="$(echo "${p99s[plain]}" | median)" \
     'BEGIN {printf "ratio compacting/plain: p50 %.2f, p99 %.2f\n", a/b, c/d}'
 
+[ "$commits" -gt 0 ] || exit 0
 echo "== mount time of $commits commits in the log, then after compaction"
 rm -rf "$disk/store"
 "$bin" mount "$disk/store" "$mnt" --sync never --log-limit $((1 << 40)) >/dev/null

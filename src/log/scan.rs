@@ -48,8 +48,9 @@ pub struct SegmentScan {
 pub(super) enum LineRead {
     /// The line without its newline, and whether a newline ended it.
     Line(Vec<u8>, bool),
-    /// A line longer than allowed, skipped to its end: how many bytes it took.
-    TooLong(u64),
+    /// A line longer than allowed, skipped to its end: how many bytes it took, and whether
+    /// any of them was NUL (a hole: bytes that never reached the disk).
+    TooLong(u64, bool),
 }
 
 /// Reads one line of at most `max` bytes; `None` at the end of the file.
@@ -60,6 +61,7 @@ pub(super) fn read_bounded_line(
     let mut line = Vec::new();
     let mut skipped: u64 = 0;
     let mut too_long = false;
+    let mut nul_skipped = false;
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
@@ -67,7 +69,7 @@ pub(super) fn read_bounded_line(
                 return Ok(None);
             }
             return Ok(Some(if too_long {
-                LineRead::TooLong(skipped)
+                LineRead::TooLong(skipped, nul_skipped)
             } else {
                 LineRead::Line(line, false)
             }));
@@ -79,6 +81,7 @@ pub(super) fn read_bounded_line(
         let n = chunk.len();
         if too_long || line.len() + n > max {
             too_long = true;
+            nul_skipped |= line.contains(&0) || chunk.contains(&0);
             skipped += (line.len() + n) as u64;
             line.clear();
         } else {
@@ -87,7 +90,7 @@ pub(super) fn read_bounded_line(
         r.consume(n + usize::from(found));
         if found {
             return Ok(Some(if too_long {
-                LineRead::TooLong(skipped + 1)
+                LineRead::TooLong(skipped + 1, nul_skipped)
             } else {
                 LineRead::Line(line, true)
             }));
@@ -119,14 +122,16 @@ pub fn scan_segment(
     let mut offset: u64 = 0;
     let mut max = MAX_HEADER_LINE;
     while let Some(read) = read_bounded_line(&mut r, max).map_err(io_err)? {
-        let mut has_nul = false;
+        let has_nul = match &read {
+            LineRead::TooLong(_, nul) => *nul,
+            LineRead::Line(line, _) => line.contains(&0),
+        };
         let (consumed, result) = match read {
-            LineRead::TooLong(skipped) => (
+            LineRead::TooLong(skipped, _) => (
                 skipped,
                 Err(format!("line longer than the limit of {max} bytes")),
             ),
             LineRead::Line(line, ended) => {
-                has_nul = line.contains(&0);
                 let consumed = line.len() as u64 + u64::from(ended);
                 let result = if !ended {
                     Err("line has no newline (torn write)".to_string())
@@ -146,7 +151,11 @@ pub fn scan_segment(
         match result {
             Ok(entry) => {
                 if let Some(entry) = entry {
-                    if scan.header.is_none() {
+                    // A header that is a hole never reached the disk: no fdatasync of this
+                    // segment ever returned (one makes everything before the end durable), so
+                    // nothing in it was acknowledged. What follows is checked as after any hole.
+                    let header_hole = scan.bad.first().is_some_and(|b| b.offset == 0 && b.has_nul);
+                    if scan.header.is_none() && !header_hole {
                         return Err(err!(
                             EIO,
                             "{}: the header is unreadable but entries follow. The store is left as it is; `recordfs mount --salvage` mounts it, reading the entries without the header.",
@@ -218,7 +227,7 @@ pub fn for_each_line(
         .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?
     {
         match read {
-            LineRead::TooLong(n) => {
+            LineRead::TooLong(n, _) => {
                 f(offset, &[])?;
                 offset += n;
             }

@@ -101,6 +101,22 @@ pub struct LogWriter {
 impl LogWriter {
     /// Creates a new segment holding only its header, durably (file and directory synced).
     pub fn create(disk: &dyn Disk, dir: &Path, start_seq: Seq, max_line: u64) -> Result<LogWriter> {
+        let w = LogWriter::create_unsynced(disk, dir, start_seq, max_line)?;
+        w.sync()?;
+        crate::store::sync_dir(disk, dir)?;
+        Ok(w)
+    }
+
+    /// Like `create`, but the header and the new name are not synced: the caller makes them
+    /// durable (fdatasync of the segment, fsync of `dir`) before any entry in the segment is
+    /// acknowledged. A crash before that leaves no segment, or one whose header recovery
+    /// finds torn and removes: it held nothing acknowledged.
+    pub fn create_unsynced(
+        disk: &dyn Disk,
+        dir: &Path,
+        start_seq: Seq,
+        max_line: u64,
+    ) -> Result<LogWriter> {
         let path = dir.join(segment_name(start_seq));
         let ctx = |what: &str| format!("{what} {}", path.display());
         let file = disk
@@ -120,10 +136,6 @@ impl LogWriter {
             created: Time::now().millis(),
         });
         w.append(&header)?;
-        w.file
-            .sync_data()
-            .map_err(|e| Error::io(ctx("syncing new log segment"), &e))?;
-        crate::store::sync_dir(disk, dir)?;
         Ok(w)
     }
 

@@ -203,3 +203,60 @@ fn scan_cuts_torn_tail_and_flags_middle_corruption() {
     assert_eq!(scan.last_seq, Some(1));
     assert_eq!(scan.bad[0].prev_seq, Some(1));
 }
+
+/// A crash can keep entries of a new segment whose header write never reached the disk
+/// (unsynced writes land in any order): the header's place reads as zeros. No fdatasync of the
+/// segment returned, so nothing in it was acknowledged: a hole, not corruption.
+#[test]
+fn a_header_that_never_reached_the_disk_is_a_hole() {
+    use crate::disk::sim::SimDisk;
+    let disk = SimDisk::new();
+    let path = std::path::Path::new("/7.log");
+    let entry = encode_entry(&Entry {
+        seq: 7,
+        ts: 0,
+        op: Op::Checkpoint { upto: 6 },
+    });
+    let second = encode_entry(&Entry {
+        seq: 8,
+        ts: 0,
+        op: Op::Checkpoint { upto: 6 },
+    });
+    // The header's bytes and the start of the first entry are zeros; the rest was written.
+    let mut bytes = vec![0u8; 120];
+    bytes.extend_from_slice(&entry[20..]);
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&second);
+    bytes.push(b'\n');
+    disk.write_file(path, &bytes, None).unwrap();
+    let mut visited = 0;
+    let scan = scan_segment(&disk, path, Some(7), |_, _| {
+        visited += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(visited, 0);
+    assert!(scan.hole && scan.good_after_bad, "{scan:?}");
+    assert_eq!((scan.bad[0].offset, scan.header.is_none()), (0, true));
+    // The same when the lost writes were longer than a header may be (the first entry's too).
+    let mut bytes = vec![0u8; 9000];
+    bytes.extend_from_slice(&entry[20..]);
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&second);
+    bytes.push(b'\n');
+    disk.write_file(path, &bytes, None).unwrap();
+    let scan = scan_segment(&disk, path, Some(7), |_, _| Ok(())).unwrap();
+    assert!(scan.hole && scan.bad[0].has_nul, "{scan:?}");
+    // A header that is damaged, not missing, with entries after it is still corruption.
+    let mut bytes = b"{\"recordfs\":\"log\",\"garbled\"}".to_vec();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&entry);
+    bytes.push(b'\n');
+    disk.write_file(path, &bytes, None).unwrap();
+    let e = scan_segment(&disk, path, Some(7), |_, _| Ok(())).unwrap_err();
+    assert!(
+        e.reason
+            .contains("the header is unreadable but entries follow"),
+        "{e}"
+    );
+}

@@ -56,6 +56,7 @@ impl Pipeline {
                 stalled: None,
                 shutting_down: false,
                 sync_done: false,
+                log_dir_unsynced: false,
                 durable,
                 hurry: 0,
                 compact_requested: false,

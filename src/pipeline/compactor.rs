@@ -84,6 +84,16 @@ impl Pipeline {
     }
 
     pub(super) fn compact_online(&self) -> Result<Option<crate::log::Compacted>> {
+        // The old segment's tail must be durable before the new segment exists: a crash may
+        // keep a new file while it loses unsynced bytes of the old, and a gap between segments
+        // is corruption to recovery. Most of it is synced here, outside the lock; under the lock
+        // only what was appended meanwhile.
+        let old = self.state.lock().log.sync_handle();
+        if let Err(e) = old.sync_data() {
+            let e = Error::io("fdatasync of the log", &e);
+            self.turn_read_only(&mut self.state.lock(), e.reason.clone());
+            return Err(e);
+        }
         let snapshot = {
             let mut st = self.state.lock();
             if let Some(reason) = &st.fatal {
@@ -93,19 +103,19 @@ impl Pipeline {
             if st.log.start_seq() > upto {
                 return Ok(None); // the live segment holds no entry yet
             }
-            // The sync thread syncs only the live segment: the old one is synced here, before
-            // appends move on, so that its last entries become durable too.
             if let Err(e) = st.log.sync() {
                 self.turn_read_only(&mut st, e.reason.clone());
                 return Err(e);
             }
-            let next = LogWriter::create(
+            // The new segment's header and name are synced outside the lock: by the sync thread
+            // before it acknowledges any entry in it, and below before the manifest names it.
+            st.log = LogWriter::create_unsynced(
                 &*self.disk,
                 &self.layout.log_dir(),
                 upto + 1,
                 st.log.max_line(),
             )?;
-            st.log = next;
+            st.log_dir_unsynced = true;
             st.hurry += 1;
             self.apply_wake.notify_all();
             info!("compacting the log up to entry {upto}; appends go to a new segment");
@@ -135,14 +145,28 @@ impl Pipeline {
             }
             st.hurry -= 1;
         }
-        // Every backing file durable, whatever process wrote it: syncfs, not the changed set.
-        // Whatever was written before it starts is covered, so the files owed a sync so far
-        // are owed none after it; one written later is marked changed again.
-        let owed = std::mem::take(&mut self.state.lock().changed);
+        // Segment upto + 1 durable, header and name, before the manifest names it.
+        let live = self.state.lock().log.sync_handle();
+        let made = live
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync of the new log segment", &e))
+            .and_then(|_| store::sync_dir(&*self.disk, &self.layout.log_dir()));
+        if let Err(e) = made {
+            self.turn_read_only(&mut self.state.lock(), e.reason.clone());
+            return Err(e);
+        }
+        // Every backing file durable: the ones owed a sync (all of them, after a process that
+        // did not end at a checkpoint: `Pipeline::start`), by fsync, or syncfs past a few
+        // hundred. One written or renamed after is marked changed again; one renamed after its
+        // path was taken has its bytes in the live log again (FORMAT.md, the relog rule).
+        let (owed, paths, symlink) = {
+            let mut st = self.state.lock();
+            let owed = std::mem::take(&mut st.changed);
+            let (paths, symlink) = self.backing_paths(&st, owed.iter());
+            (owed, paths, symlink)
+        };
         let synced = self
-            .disk
-            .sync_everything(&self.layout.root())
-            .map_err(|e| Error::io("syncfs of the backing tree", &e))
+            .sync_files(&paths, symlink, true)
             .and_then(|_| store::sync_dir(&*self.disk, &self.layout.root()));
         if let Err(e) = synced {
             let mut st = self.state.lock();

@@ -42,6 +42,9 @@ pub struct State {
     pub(super) shutting_down: bool,
     /// The sync thread has synced everything and stopped.
     pub(super) sync_done: bool,
+    /// The log directory holds a new segment whose name is not yet durable: the sync thread
+    /// syncs it (outside the lock) before it acknowledges any entry in that segment.
+    pub(super) log_dir_unsynced: bool,
     /// The log is durable up to this entry. Invariants: it never goes backwards, never passes
     /// the last entry appended, and no entry after it reaches the backing tree (applied ≤
     /// durable ≤ appended). A broken one stops the store (`Pipeline::broken`).

@@ -8,6 +8,7 @@ use super::state::{Pipeline, Waiter};
 use crate::error::{err, Error, Result};
 use crate::limits::MAX_LINGER;
 use crate::log::Entry;
+use crate::store;
 use crate::types::Seq;
 
 impl Pipeline {
@@ -25,7 +26,7 @@ impl Pipeline {
         let mut last_batch = 1usize;
         let mut last_sync = Duration::ZERO;
         loop {
-            let (end, handle) = {
+            let (end, handle, dir_unsynced) = {
                 let mut st = self.state.lock();
                 while st.unsynced.is_empty() && !st.shutting_down {
                     self.wake.wait(&mut st);
@@ -38,7 +39,11 @@ impl Pipeline {
                 }
                 last_batch = st.unsynced.len().max(1);
                 match st.unsynced.last() {
-                    Some(last) => (last.seq, st.log.sync_handle()),
+                    Some(last) => (
+                        last.seq,
+                        st.log.sync_handle(),
+                        std::mem::take(&mut st.log_dir_unsynced),
+                    ),
                     None => {
                         st.sync_done = true;
                         self.apply_wake.notify_all();
@@ -47,11 +52,17 @@ impl Pipeline {
                 }
             };
             let started = Instant::now();
-            let synced = failpoint_log_sync(self.syncs.load(Ordering::Relaxed)).and_then(|_| {
-                handle
-                    .sync_data()
-                    .map_err(|e| Error::io("fdatasync of the log", &e))
-            });
+            // The live segment, then the name of a new one (a compaction created it unsynced).
+            let synced = failpoint_log_sync(self.syncs.load(Ordering::Relaxed))
+                .and_then(|_| {
+                    handle
+                        .sync_data()
+                        .map_err(|e| Error::io("fdatasync of the log", &e))
+                })
+                .and_then(|_| match dir_unsynced {
+                    true => store::sync_dir(&*self.disk, &self.layout.log_dir()),
+                    false => Ok(()),
+                });
             last_sync = started.elapsed();
             self.sync_nanos
                 .fetch_add(last_sync.as_nanos() as u64, Ordering::Relaxed);

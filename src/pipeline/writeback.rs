@@ -30,9 +30,14 @@ impl Pipeline {
         };
         st.log.append(&encode_entry(&entry))?;
         st.ns.apply(&entry, None)?;
-        st.log
+        let synced = st
+            .log
             .sync()
-            .inspect_err(|e| self.turn_read_only(st, e.reason.clone()))?;
+            .and_then(|_| match std::mem::take(&mut st.log_dir_unsynced) {
+                true => store::sync_dir(&*self.disk, &self.layout.log_dir()),
+                false => Ok(()),
+            });
+        synced.inspect_err(|e| self.turn_read_only(st, e.reason.clone()))?;
         let synced = st.changed.len();
         st.changed.clear();
         info!(
