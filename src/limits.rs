@@ -57,6 +57,9 @@ pub const MAX_NAMED_DROPS: usize = 1000;
 /// backing tree to catch up (or fail with ENOSPC while it cannot).
 pub const MAX_PENDING_BYTES: u64 = 256 << 20;
 
+/// The most FUSE request threads `--threads` may ask for.
+pub const MAX_THREADS: u16 = 64;
+
 /// Open file handles at once; past it open answers ENFILE.
 pub const MAX_HANDLES: usize = 65_536;
 

@@ -9,8 +9,7 @@ const EVERY: Duration = Duration::from_millis(100);
 
 /// Turns progress on if stderr is a terminal.
 pub fn enable_on_terminal() {
-    // SAFETY: isatty only inspects the descriptor.
-    if unsafe { libc::isatty(2) } == 1 {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ENABLED.store(true, Ordering::Relaxed);
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::limits::DEFAULT_MAX_FILE_SIZE;
+use crate::limits::{DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE, MAX_THREADS, MIN_LOG_LIMIT};
 use crate::options::SyncMode;
 
 #[derive(Parser, Debug)]
@@ -43,14 +43,16 @@ pub enum Command {
         #[arg(long)]
         allow_other: bool,
         /// The largest file, in bytes (writes past it get EFBIG). At most 1 GiB.
-        #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE)]
+        #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_MAX_FILE_SIZE))]
         max_file_size: u64,
         /// FUSE request threads. Syncs never block them; more helps only with slow reads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
+        threads: u16,
         /// Compact the log while mounted once its live segment passes this many bytes
         /// (at least 4096).
-        #[arg(long, default_value_t = crate::limits::DEFAULT_LOG_LIMIT)]
+        #[arg(long, default_value_t = crate::limits::DEFAULT_LOG_LIMIT,
+              value_parser = clap::value_parser!(u64).range(MIN_LOG_LIMIT..))]
         log_limit: u64,
         /// ... or this many seconds after the last compaction, whichever comes first.
         #[arg(long, default_value_t = crate::limits::DEFAULT_COMPACT_EVERY_SECS)]

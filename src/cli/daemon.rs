@@ -13,7 +13,7 @@ use log::{error, info, warn};
 use crate::error::{Error, Result};
 use crate::fs::RecordFs;
 use crate::fuse::{describe, Adapter};
-use crate::limits::{MAX_MAX_FILE_SIZE, UNMOUNT_GRACE};
+use crate::limits::UNMOUNT_GRACE;
 use crate::mounting::{self, Way};
 use crate::options::{Options, SyncMode};
 use crate::store::Layout;
@@ -31,7 +31,7 @@ pub(super) fn mount_command(
     read_only: bool,
     allow_other: bool,
     max_file_size: u64,
-    threads: usize,
+    threads: u16,
     log_limit: u64,
     compact_every: u64,
     keep_logs: usize,
@@ -39,21 +39,6 @@ pub(super) fn mount_command(
     allow_open_store: bool,
     allow_nan: bool,
 ) -> i32 {
-    if max_file_size == 0 || max_file_size > MAX_MAX_FILE_SIZE {
-        eprintln!("recordfs: --max-file-size must be between 1 and {MAX_MAX_FILE_SIZE}");
-        return 2;
-    }
-    if threads == 0 || threads > 64 {
-        eprintln!("recordfs: --threads must be between 1 and 64");
-        return 2;
-    }
-    if log_limit < crate::limits::MIN_LOG_LIMIT {
-        eprintln!(
-            "recordfs: --log-limit must be at least {} bytes",
-            crate::limits::MIN_LOG_LIMIT
-        );
-        return 2;
-    }
     let opts = Options {
         sync,
         max_file_size,
@@ -70,7 +55,7 @@ pub(super) fn mount_command(
         mountpoint,
         opts,
         allow_other,
-        threads,
+        threads: usize::from(threads),
     };
     if foreground {
         init_logging();
