@@ -5,6 +5,7 @@
 # 2. mount (recovery) time of a store with COMMITS commits in its log against the same store
 #    after `recordfs compact`.
 #   scripts/bench-log.sh [SECONDS_PER_RUN] [ROUNDS] [COMMITS]   (COMMITS=0: latency only)
+# With BASE_BIN=/path/to/recordfs, that binary's latencies are measured too, in the same rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
@@ -16,10 +17,10 @@ bin=$PWD/target/release/recordfs
 . scripts/loopdisk.sh
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-run() { # $1: label, rest: mount options
-  local label=$1; shift
+run() { # $1: binary, $2: label, rest: mount options
+  local b=$1 label=$2; shift 2
   rm -rf "$disk/store"
-  "$bin" mount "$disk/store" "$mnt" "$@" >/dev/null
+  "$b" mount "$disk/store" "$mnt" "$@" >/dev/null
   read -r p50 p99 n < <(python3 scripts/bench_latency.py "$mnt" "$secs")
   umount "$mnt"
   for _ in $(seq 200); do grep -q "unmounted cleanly\|not cleanly" "$disk/store/daemon.log" 2>/dev/null && break; sleep 0.05; done
@@ -29,17 +30,24 @@ run() { # $1: label, rest: mount options
 }
 declare -A p50s p99s counts
 echo "== commit latency with and without online compaction ($secs s runs, $rounds rounds, interleaved)"
+builds=(this)
+[ -n "${BASE_BIN:-}" ] && builds+=(base)
+binary() { if [ "$1" = base ]; then echo "$BASE_BIN"; else echo "$bin"; fi; }
 for _ in $(seq "$rounds"); do
-  run plain --log-limit $((1 << 30))
-  run compacting --log-limit 65536
+  for v in "${builds[@]}"; do
+    run "$(binary "$v")" "$v plain" --log-limit $((1 << 30))
+    run "$(binary "$v")" "$v compacting" --log-limit 65536
+  done
 done
 printf '%-28s %10s %10s %14s\n' "" "p50 (µs)" "p99 (µs)" "compactions"
-for l in plain compacting; do
-  printf '%-28s %10s %10s %14s\n' "$l" "$(echo "${p50s[$l]}" | median)" "$(echo "${p99s[$l]}" | median)" "${counts[$l]}"
+for v in "${builds[@]}"; do
+  for l in "$v plain" "$v compacting"; do
+    printf '%-28s %10s %10s %14s\n' "$l" "$(echo "${p50s[$l]}" | median)" "$(echo "${p99s[$l]}" | median)" "${counts[$l]}"
+  done
+  awk -v v="$v" -v a="$(echo "${p50s[$v compacting]}" | median)" -v b="$(echo "${p50s[$v plain]}" | median)" \
+      -v c="$(echo "${p99s[$v compacting]}" | median)" -v d="$(echo "${p99s[$v plain]}" | median)" \
+      'BEGIN {printf "%s: ratio compacting/plain: p50 %.2f, p99 %.2f\n", v, a/b, c/d}'
 done
-awk -v a="$(echo "${p50s[compacting]}" | median)" -v b="$(echo "${p50s[plain]}" | median)" \
-    -v c="$(echo "${p99s[compacting]}" | median)" -v d="$(echo "${p99s[plain]}" | median)" \
-    'BEGIN {printf "ratio compacting/plain: p50 %.2f, p99 %.2f\n", a/b, c/d}'
 
 [ "$commits" -gt 0 ] || exit 0
 echo "== mount time of $commits commits in the log, then after compaction"
