@@ -24,56 +24,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve STORE at MOUNTPOINT (STORE is created if missing or empty).
-    Mount {
-        /// The directory recordfs keeps the log and backing files in (created 0700 if
-        /// missing; an empty directory is made a store; anything else is refused).
-        store: PathBuf,
-        /// An existing directory to serve the store at.
-        mountpoint: PathBuf,
-        /// When a commit is durable: always (at the syscall), fsync (at fsync), never (at unmount).
-        #[arg(long, value_enum, default_value = "always")]
-        sync: SyncMode,
-        /// Stay in the foreground; otherwise return once the mount is live.
-        #[arg(long)]
-        foreground: bool,
-        /// Serve the store read-only.
-        #[arg(long)]
-        read_only: bool,
-        /// Let users other than the one mounting use the mount.
-        #[arg(long)]
-        allow_other: bool,
-        /// The largest file, in bytes (writes past it get EFBIG). At most 1 GiB.
-        #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE,
-              value_parser = clap::value_parser!(u64).range(1..=MAX_MAX_FILE_SIZE))]
-        max_file_size: u64,
-        /// FUSE request threads. Syncs never block them; more helps only with slow reads.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
-        threads: u16,
-        /// Compact the log while mounted once its live segment passes this many bytes
-        /// (at least 4096).
-        #[arg(long, default_value_t = crate::limits::DEFAULT_LOG_LIMIT,
-              value_parser = clap::value_parser!(u64).range(MIN_LOG_LIMIT..))]
-        log_limit: u64,
-        /// ... or this many seconds after the last compaction, whichever comes first.
-        #[arg(long, default_value_t = crate::limits::DEFAULT_COMPACT_EVERY_SECS)]
-        compact_every: u64,
-        /// Old log segments (and snapshots) kept in STORE/log/old/.
-        #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
-        keep_logs: usize,
-        /// Mount a store whose log is damaged in the middle: drop the lines that cannot be
-        /// used (each named, its bytes kept in STORE/log/), keep every other commit.
-        #[arg(long, conflicts_with = "read_only")]
-        salvage: bool,
-        /// Serve a store that users other than its owner can read or enter (STORE, its
-        /// directories or log readable by group or others), instead of refusing it. The log
-        /// holds every file's bytes, whatever the file's mode.
-        #[arg(long)]
-        allow_open_store: bool,
-        /// Let records hold NaN, Infinity and -Infinity as numbers, as Python's json.dump
-        /// writes them by default (they are not JSON, and most other readers refuse them).
-        #[arg(long)]
-        allow_nan: bool,
-    },
+    Mount(MountArgs),
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
     Check {
@@ -127,4 +78,57 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `recordfs mount`'s arguments and options.
+#[derive(clap::Args, Debug)]
+pub struct MountArgs {
+    /// The directory recordfs keeps the log and backing files in (created 0700 if
+    /// missing; an empty directory is made a store; anything else is refused).
+    pub store: PathBuf,
+    /// An existing directory to serve the store at.
+    pub mountpoint: PathBuf,
+    /// When a commit is durable: always (at the syscall), fsync (at fsync), never (at unmount).
+    #[arg(long, value_enum, default_value = "always")]
+    pub sync: SyncMode,
+    /// Stay in the foreground; otherwise return once the mount is live.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Serve the store read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let users other than the one mounting use the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// The largest file, in bytes (writes past it get EFBIG). At most 1 GiB.
+    #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_MAX_FILE_SIZE))]
+    pub max_file_size: u64,
+    /// FUSE request threads. Syncs never block them; more helps only with slow reads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
+    pub threads: u16,
+    /// Compact the log while mounted once its live segment passes this many bytes
+    /// (at least 4096).
+    #[arg(long, default_value_t = crate::limits::DEFAULT_LOG_LIMIT,
+          value_parser = clap::value_parser!(u64).range(MIN_LOG_LIMIT..))]
+    pub log_limit: u64,
+    /// ... or this many seconds after the last compaction, whichever comes first.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_COMPACT_EVERY_SECS)]
+    pub compact_every: u64,
+    /// Old log segments (and snapshots) kept in STORE/log/old/.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_KEEP_LOGS)]
+    pub keep_logs: usize,
+    /// Mount a store whose log is damaged in the middle: drop the lines that cannot be
+    /// used (each named, its bytes kept in STORE/log/), keep every other commit.
+    #[arg(long, conflicts_with = "read_only")]
+    pub salvage: bool,
+    /// Serve a store that users other than its owner can read or enter (STORE, its
+    /// directories or log readable by group or others), instead of refusing it. The log
+    /// holds every file's bytes, whatever the file's mode.
+    #[arg(long)]
+    pub allow_open_store: bool,
+    /// Let records hold NaN, Infinity and -Infinity as numbers, as Python's json.dump
+    /// writes them by default (they are not JSON, and most other readers refuse them).
+    #[arg(long)]
+    pub allow_nan: bool,
 }

@@ -15,30 +15,32 @@ use crate::fs::RecordFs;
 use crate::fuse::{describe, Adapter};
 use crate::limits::UNMOUNT_GRACE;
 use crate::mounting::{self, Way};
-use crate::options::{Options, SyncMode};
+use crate::options::Options;
+
+use super::MountArgs;
 use crate::store::Layout;
 
 use super::logging::{init_daemon_logging, init_logging, release_held_log};
 
-/// `recordfs mount STORE MOUNTPOINT ...`: checks the numbers, then serves in the foreground
-/// or returns once the daemon's mount is live.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn mount_command(
-    store: PathBuf,
-    mountpoint: PathBuf,
-    sync: SyncMode,
-    foreground: bool,
-    read_only: bool,
-    allow_other: bool,
-    max_file_size: u64,
-    threads: u16,
-    log_limit: u64,
-    compact_every: u64,
-    keep_logs: usize,
-    salvage: bool,
-    allow_open_store: bool,
-    allow_nan: bool,
-) -> i32 {
+/// `recordfs mount STORE MOUNTPOINT ...`: serves in the foreground or returns once the
+/// daemon's mount is live (clap has checked the numbers' ranges).
+pub(super) fn mount_command(args: MountArgs) -> i32 {
+    let MountArgs {
+        store,
+        mountpoint,
+        sync,
+        foreground,
+        read_only,
+        allow_other,
+        max_file_size,
+        threads,
+        log_limit,
+        compact_every,
+        keep_logs,
+        salvage,
+        allow_open_store,
+        allow_nan,
+    } = args;
     let opts = Options {
         sync,
         max_file_size,
@@ -50,7 +52,7 @@ pub(super) fn mount_command(
         allow_open_store,
         allow_nan,
     };
-    let mount = MountArgs {
+    let mount = Serving {
         store,
         mountpoint,
         opts,
@@ -65,7 +67,8 @@ pub(super) fn mount_command(
     }
 }
 
-struct MountArgs {
+/// What a daemon serves, and how: the mount's options made into `Options`.
+struct Serving {
     store: PathBuf,
     mountpoint: PathBuf,
     opts: Options,
@@ -79,7 +82,7 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// Forks before any thread exists; the parent returns once the child reports the mount live
 /// (exit 0) or failed (exit 1, with the child's reason).
-fn daemonize_and_mount(mount: MountArgs) -> i32 {
+fn daemonize_and_mount(mount: Serving) -> i32 {
     let mut fds = [0; 2];
     // SAFETY: pipe fills two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -152,7 +155,7 @@ fn detach_output(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-fn run_mount(m: MountArgs, mut ready: Option<std::fs::File>) -> i32 {
+fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
     // Said once: to the waiting `recordfs mount` while the daemon is starting (it prints it),
     // else to the log (stderr in the foreground).
     let fail = |ready: &mut Option<std::fs::File>, msg: String| {

@@ -7,7 +7,7 @@ mod tools;
 
 use clap::Parser;
 
-pub use args::{Cli, Command};
+pub use args::{Cli, Command, MountArgs};
 
 pub fn main() -> i32 {
     // Whatever the caller's umask, what recordfs creates in STORE gets exactly the private
@@ -16,37 +16,7 @@ pub fn main() -> i32 {
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o077) };
     match Cli::parse().command {
-        Command::Mount {
-            store,
-            mountpoint,
-            sync,
-            foreground,
-            read_only,
-            allow_other,
-            max_file_size,
-            threads,
-            log_limit,
-            compact_every,
-            keep_logs,
-            salvage,
-            allow_open_store,
-            allow_nan,
-        } => daemon::mount_command(
-            store,
-            mountpoint,
-            sync,
-            foreground,
-            read_only,
-            allow_other,
-            max_file_size,
-            threads,
-            log_limit,
-            compact_every,
-            keep_logs,
-            salvage,
-            allow_open_store,
-            allow_nan,
-        ),
+        Command::Mount(args) => daemon::mount_command(args),
         Command::Check { store } => tools::check_command(&store),
         Command::Log {
             store,
