@@ -19,8 +19,29 @@ pub fn is_record_name(name: &[u8]) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
     pub line: usize,
-    pub column: usize,
+    /// None where the fault is a whole line's (nesting too deep).
+    pub column: Option<usize>,
+    /// The parser's words.
     pub what: String,
+    fault: Fault,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Utf8,
+    TooDeep,
+    Syntax,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (line, column, what) = (self.line, self.column.unwrap_or(0), &self.what);
+        match self.fault {
+            Fault::Utf8 => write!(f, "invalid UTF-8 at line {line} column {column}"),
+            Fault::TooDeep => write!(f, "{what}"),
+            Fault::Syntax => write!(f, "invalid JSON at line {line} column {column}: {what}"),
+        }
+    }
 }
 
 /// A record holds RFC 8259 JSON text, or nothing (a freshly created file), nesting at most
@@ -42,8 +63,9 @@ pub fn check_json(bytes: &[u8], allow_nan: bool) -> std::result::Result<(), Inva
             + 1;
         Invalid {
             line,
-            column,
+            column: Some(column),
             what: "invalid UTF-8".into(),
+            fault: Fault::Utf8,
         }
     })?;
     let text = match allow_nan {
@@ -58,8 +80,9 @@ pub fn check_json(bytes: &[u8], allow_nan: bool) -> std::result::Result<(), Inva
             let at = format!(" at line {} column {}", e.line(), e.column());
             Err(Invalid {
                 line: e.line(),
-                column: e.column(),
+                column: Some(e.column()),
                 what: full.strip_suffix(&at).unwrap_or(&full).to_string(),
+                fault: Fault::Syntax,
             })
         }
     }
@@ -70,22 +93,9 @@ pub fn validate_json(bytes: &[u8]) -> Result<()> {
     validate_record(bytes, false)
 }
 
+/// As `check_json`, as the crate's error (EINVAL).
 pub fn validate_record(bytes: &[u8], allow_nan: bool) -> Result<()> {
-    check_json(bytes, allow_nan).map_err(|i| match i.what.as_str() {
-        "invalid UTF-8" => err!(
-            EINVAL,
-            "invalid UTF-8 at line {} column {}",
-            i.line,
-            i.column
-        ),
-        w if w.starts_with("JSON nested") => err!(EINVAL, "{w}"),
-        w => err!(
-            EINVAL,
-            "invalid JSON at line {} column {}: {w}",
-            i.line,
-            i.column
-        ),
-    })
+    check_json(bytes, allow_nan).map_err(|i| err!(EINVAL, "{i}"))
 }
 
 /// The text with `NaN`, `Infinity` and `-Infinity` outside strings written as numbers of the
@@ -135,10 +145,11 @@ fn check_depth(bytes: &[u8]) -> std::result::Result<(), Invalid> {
                 if depth > MAX_JSON_DEPTH {
                     return Err(Invalid {
                         line,
-                        column: 0,
+                        column: None,
                         what: format!(
                             "JSON nested deeper than {MAX_JSON_DEPTH} levels at line {line}"
                         ),
+                        fault: Fault::TooDeep,
                     });
                 }
             }
@@ -204,7 +215,7 @@ mod tests {
         assert_eq!(check_json(py, true), Ok(()));
         // Where a number may not stand, still refused, and the column is the text's own.
         let e = check_json(b"{\"a\": NaN NaN}", true).unwrap_err();
-        assert_eq!((e.line, e.column), (1, 11), "{e:?}");
+        assert_eq!((e.line, e.column), (1, Some(11)), "{e:?}");
         assert!(check_json(b"{NaN: 1}", true).is_err());
         assert!(check_json(b"[nan]", true).is_err());
         assert!(check_json(b"[NaNa]", true).is_err());

@@ -9,7 +9,7 @@ use super::state::{Handle, RecordFs, SetAttr, Stat, Ticket};
 use crate::caller::Caller;
 use crate::error::{err, Error, Result};
 use crate::log::{Data, Op};
-use crate::record::{check_json, is_record_name, validate_record};
+use crate::record::{check_json, is_record_name, Invalid};
 use crate::store::{self};
 use crate::types::{Attrs, Fid, Kind, Seq, Time};
 
@@ -118,7 +118,7 @@ impl RecordFs {
         bytes.resize(size as usize, 0);
         if is_record_name(&inode.name) {
             self.validate(&bytes)
-                .map_err(|e| self.reject(&inode.name, &bytes, e))?;
+                .map_err(|i| self.reject(&inode.name, &bytes, &i))?;
         }
         let data = Data::new(Arc::new(bytes));
         let seen = inode.last_seq;
@@ -154,22 +154,20 @@ impl RecordFs {
 
     /// Keeps refused bytes in `rejected/` and says where, in the error the caller gets.
     /// The rule for a record's bytes on this mount (`--allow-nan`).
-    pub(super) fn validate(&self, bytes: &[u8]) -> Result<()> {
-        validate_record(bytes, self.opts.allow_nan)
+    pub(super) fn validate(&self, bytes: &[u8]) -> std::result::Result<(), Invalid> {
+        check_json(bytes, self.opts.allow_nan)
     }
 
-    pub(super) fn reject(&self, name: &[u8], bytes: &[u8], e: Error) -> Error {
+    /// Keeps refused bytes and why (`rejected/`), and answers the refusal: EINVAL.
+    pub(super) fn reject(&self, name: &[u8], bytes: &[u8], invalid: &Invalid) -> Error {
         let now = Time::now();
         let tag = now.millis() * 1000 + self.rejected_count.fetch_add(1, Ordering::Relaxed) % 1000;
-        let invalid = check_json(bytes, self.opts.allow_nan).err();
         let why = store::Refusal {
             time: now.iso8601(),
             name: String::from_utf8_lossy(name).into_owned(),
-            error: invalid
-                .as_ref()
-                .map_or(e.reason.clone(), |i| i.what.clone()),
-            line: invalid.as_ref().map(|i| i.line),
-            column: invalid.as_ref().map(|i| i.column).filter(|c| *c > 0),
+            error: invalid.what.clone(),
+            line: Some(invalid.line),
+            column: invalid.column,
             len: bytes.len() as u64,
             kept: None,
         };
@@ -177,13 +175,10 @@ impl RecordFs {
             Ok(path) => format!("the rejected bytes are in {}", path.display()),
             Err(e2) => format!("the rejected bytes could not be kept: {e2}"),
         };
-        Error::new(
-            e.errno,
-            format!(
-                "{}: refused, {}; the previous version is kept; {kept}",
-                show(name),
-                e.reason
-            ),
+        err!(
+            EINVAL,
+            "{}: refused, {invalid}; the previous version is kept; {kept}",
+            show(name)
         )
     }
 }

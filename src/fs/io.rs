@@ -8,7 +8,7 @@ use log::{error, warn};
 use super::rules::{new_content, show};
 use super::state::{Copy, Handle, RecordFs, SetAttr, Standing, Ticket, WriteBy, Writer};
 use crate::caller::{self, Caller};
-use crate::error::{err, Error, Result};
+use crate::error::{err, Result};
 use crate::log::{Data, Op};
 use crate::record::is_record_name;
 use crate::types::{Fid, Kind, Seq, Time};
@@ -156,16 +156,13 @@ impl RecordFs {
             return Ok(None);
         };
         let json = self.validate(&bytes);
-        if let (true, Err(e)) = (is_record_name(&inode.name), &json) {
+        if let (true, Err(invalid)) = (is_record_name(&inode.name), &json) {
             let dcrc = crate::log::crc32c(&bytes);
             let e = if w.rejected == Some(dcrc) {
-                Error::new(
-                    e.errno,
-                    format!("{}: refused again, {}", show(&inode.name), e.reason),
-                )
+                err!(EINVAL, "{}: refused again, {invalid}", show(&inode.name))
             } else {
                 w.rejected = Some(dcrc);
-                self.reject(&inode.name, &bytes, e.clone())
+                self.reject(&inode.name, &bytes, invalid)
             };
             return Err(e);
         }

@@ -357,7 +357,7 @@ impl RecordFs {
         }
         let bytes = self.read_committed(inode.fid)?;
         self.validate(&bytes)
-            .map_err(|e| self.reject(new_name, &bytes, e))
+            .map_err(|i| self.reject(new_name, &bytes, &i))
     }
 
     pub fn open(&self, fid: Fid, flags: i32) -> Result<(u64, Ticket)> {
