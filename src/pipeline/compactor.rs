@@ -59,7 +59,7 @@ impl Pipeline {
             };
             if let Work::WriteBack = work {
                 last_write_back = Instant::now();
-                if let Err(e) = self.write_back() {
+                if let Err(e) = self.write_back(WRITEBACK_BATCH) {
                     error!("writing back backing files failed: {e}");
                 }
                 continue;
@@ -156,22 +156,10 @@ impl Pipeline {
             return Err(e);
         }
         // Every backing file durable: the ones owed a sync (all of them, after a process that
-        // did not end at a checkpoint: `Pipeline::start`), by fsync, or syncfs past a few
-        // hundred. One written or renamed after is marked changed again; one renamed after its
-        // path was taken has its bytes in the live log again (FORMAT.md, the relog rule).
-        let (owed, paths, symlink) = {
-            let mut st = self.state.lock();
-            let owed = std::mem::take(&mut st.changed);
-            let (paths, symlink) = self.backing_paths(&st, owed.iter());
-            (owed, paths, symlink)
-        };
-        let synced = self
-            .sync_files(&paths, symlink, true)
-            .and_then(|_| store::sync_dir(&*self.disk, &self.layout.root()));
-        if let Err(e) = synced {
-            let mut st = self.state.lock();
-            st.changed.extend(owed);
-            self.turn_read_only(&mut st, e.reason.clone());
+        // did not end at a checkpoint: `Pipeline::start`), then the names in `root/`.
+        self.write_back(usize::MAX)?;
+        if let Err(e) = store::sync_dir(&*self.disk, &self.layout.root()) {
+            self.turn_read_only(&mut self.state.lock(), e.reason.clone());
             return Err(e);
         }
         let c =

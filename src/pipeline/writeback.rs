@@ -7,7 +7,7 @@ use log::info;
 
 use super::state::{Pipeline, State};
 use crate::error::{Error, Result};
-use crate::limits::{SYNCFS_ABOVE, WRITEBACK_BATCH};
+use crate::limits::SYNCFS_ABOVE;
 use crate::log::{encode_entry, Entry, Op};
 use crate::store::{self};
 use crate::types::{Fid, Kind, Time};
@@ -98,14 +98,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Writes back, in the background, backing files changed since the last checkpoint:
-    /// at most `WRITEBACK_BATCH` a round, so that the checkpoint at unmount (and the wait of a
-    /// mount that follows it) costs what changed since, not the whole store. A failed fsync
-    /// turns the store read-only, as any.
-    pub(super) fn write_back(&self) -> Result<usize> {
+    /// Writes back at most `at_most` of the backing files owed a sync (changed since the last
+    /// checkpoint): in the background a batch of `WRITEBACK_BATCH` a round, so that the
+    /// checkpoint at unmount (and the wait of a mount that follows it) costs what changed
+    /// since, not the whole store; at a compaction, all of them. A file written or renamed
+    /// after its path was taken is marked changed again (a renamed one also has its bytes in
+    /// the live log: FORMAT.md, the relog rule). A failed fsync turns the store read-only, as
+    /// any.
+    pub(super) fn write_back(&self, at_most: usize) -> Result<usize> {
         let (taken, paths, symlink) = {
             let mut st = self.state.lock();
-            let taken: Vec<Fid> = st.changed.iter().take(WRITEBACK_BATCH).copied().collect();
+            let taken: Vec<Fid> = st.changed.iter().take(at_most).copied().collect();
             for fid in &taken {
                 st.changed.remove(fid);
             }
