@@ -636,14 +636,6 @@ fn a_user_who_is_not_root_mounts_through_fusermount3() {
     assert_eq!(code, 0, "{out}");
     assert!(wait_until(Duration::from_secs(30), || has_exited(pid)
         && !is_mounted(&mnt)));
-    let (code, text) = env_check(&store);
+    let (code, text) = check_store(&store);
     assert_eq!(code, 0, "{text}");
-}
-
-fn env_check(store: &std::path::Path) -> (i32, String) {
-    let out = Command::new(BIN).arg("check").arg(store).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }

@@ -94,15 +94,16 @@ impl Env {
     }
 
     pub fn check(&self) -> (i32, String) {
-        let out = Command::new(BIN)
-            .arg("check")
-            .arg(&self.store)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
+        check_store(&self.store)
     }
+}
+
+/// `recordfs check STORE`: (exit code, stdout+stderr).
+pub fn check_store(store: &Path) -> (i32, String) {
+    let out = Command::new(BIN).arg("check").arg(store).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
 }
 
 /// A running daemon in the foreground and its mount.
