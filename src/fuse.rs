@@ -73,20 +73,9 @@ fn time(t: TimeOrNow) -> Time {
     }
 }
 
-/// Logs an error once, where it is answered: expected answers (a lookup that misses) at
-/// debug level, refused saves and the like at warn, failures of the store at error.
+/// Logs an error once, where it is answered, at the level it carries.
 fn logged(op: &str, what: &str, e: &Error) -> Errno {
-    match e.errno {
-        // ESTALE: a name the kernel had cached was replaced; it looks the name up again.
-        libc::ENOENT
-        | libc::ESTALE
-        | libc::EEXIST
-        | libc::ENAMETOOLONG
-        | libc::ENOTDIR
-        | libc::EISDIR => debug!("{op} {what}: {e}"),
-        libc::EIO | libc::EROFS => error!("{op} {what}: {e}"),
-        _ => warn!("{op} {what}: {e}"),
-    }
+    log::log!(e.level, "{op} {what}: {e}");
     Errno::from_i32(e.errno)
 }
 

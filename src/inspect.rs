@@ -107,8 +107,9 @@ pub fn print_log(
                 }
                 Ok(_) => {}
                 Err(why) => eprintln!(
-                    "recordfs log: {} offset {offset}: skipped: {why}",
-                    path.display()
+                    "recordfs log: {} offset {offset}: skipped: {}",
+                    path.display(),
+                    why.reason
                 ),
             }
             Ok(())

@@ -7,7 +7,7 @@
 //! no two modules import each other, directly or round a circle. Bottom to top:
 //!
 //! 1. shared words: `types`, `error`, `limits`, `options`, `record` (the JSON rule), `caller`,
-//!    `progress`;
+//!    `progress`, `mounts` (the system's mount table);
 //! 2. `disk`: the storage seam (`RealDisk`; `disk::sim`, the simulated disk, for tests);
 //! 3. `store`: STORE's layout, marker, lock, access, refused saves, atomic replacement;
 //! 4. `log`: entries, lines, segments, scanning, snapshots and the manifest, retiring;
@@ -30,6 +30,7 @@ pub mod inspect;
 pub mod limits;
 pub mod log;
 pub mod mounting;
+pub mod mounts;
 pub mod namespace;
 pub mod options;
 pub mod pipeline;

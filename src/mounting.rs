@@ -6,10 +6,8 @@
 //! when the user may not open /dev/fuse, which is how most systems set it; so recordfs calls it
 //! itself.
 
-use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -32,16 +30,15 @@ const HELPER: &str = "fusermount3";
 /// The way this process can mount, or why it cannot, with the fix; asked before STORE is
 /// touched, so that a mount that cannot work creates nothing.
 pub fn way() -> Result<Way> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         return Ok(Way::Direct);
     }
     // fusermount3 opens the device as the user who runs it: who may open /dev/fuse is who
     // may use FUSE at all.
     let dev = c"/dev/fuse";
-    // SAFETY: access(2) with a NUL-terminated path.
-    if unsafe { libc::access(dev.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
-        let e = io::Error::last_os_error();
+    use nix::unistd::{access, AccessFlags};
+    if let Err(e) = access(dev, AccessFlags::R_OK | AccessFlags::W_OK) {
+        let e = io::Error::from(e);
         let mode = std::fs::metadata("/dev/fuse")
             .map(|m| format!("mode {:04o}", m.permissions().mode() & 0o7777))
             .unwrap_or_else(|_| "missing".into());
@@ -210,50 +207,4 @@ pub fn helper_options(store: &Path, read_only: bool, allow_other: bool) -> Strin
         o.push_str(",allow_other");
     }
     o
-}
-
-/// The source of the recordfs mount whose mount point is `path` (the topmost one), if any.
-pub fn recordfs_mounted_at(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // Fields: id parent dev root MOUNT_POINT options [optional...] - FSTYPE SOURCE superopts;
-    // spaces and the like in paths are octal escapes (\040).
-    info.lines().rev().find_map(|l| {
-        let (head, tail) = l.split_once(" - ")?;
-        let point = unescape(head.split(' ').nth(4)?);
-        let mut t = tail.split(' ');
-        let (fstype, source) = (t.next()?, t.next()?);
-        (point == path && fstype.starts_with("fuse") && source.starts_with("recordfs:"))
-            .then(|| unescape(source).display().to_string())
-    })
-}
-
-fn unescape(field: &str) -> PathBuf {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], b.get(i + 1..i + 4)) {
-            (b'\\', Some(oct)) if oct.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                out.push(oct.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(OsString::from(OsStr::from_bytes(&out)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape("/a\\040b\\011c"), PathBuf::from("/a b\tc"));
-        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
-        assert_eq!(unescape("/x\\04"), PathBuf::from("/x\\04"));
-    }
 }

@@ -77,16 +77,6 @@ fn seed(default: u64) -> u64 {
         .map_or(default, |s| default ^ s.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
-}
-
 enum Target {
     /// A file of the log (segment, snapshot, manifest), relative to the store.
     Log(PathBuf),
@@ -118,7 +108,7 @@ fn log_cases(rel: &Path, log: &[u8], rng: &mut Rng) -> Vec<Case> {
         } else {
             format!("{} line {i}", rel.display())
         };
-        let bit = s + rng.below(e - s - 1);
+        let bit = s + rng.below((e - s - 1) as u64) as usize;
         let mask = 1u8 << rng.below(8);
         cases.push(Case {
             label: format!("{where_}: flip bit at {bit}"),
@@ -127,7 +117,7 @@ fn log_cases(rel: &Path, log: &[u8], rng: &mut Rng) -> Vec<Case> {
             lost_lines: vec![line(i)],
             mutate: Box::new(move |b| b[bit] ^= mask),
         });
-        let cut = s + 1 + rng.below(e - s - 2);
+        let cut = s + 1 + rng.below((e - s - 2) as u64) as usize;
         cases.push(Case {
             label: format!("{where_}: cut at {cut}"),
             target: Target::Log(rel.to_owned()),
@@ -177,7 +167,7 @@ fn backing_cases(names: &[String], rng: &mut Rng, store: &Path) -> Vec<Case> {
         let len = fs::read(store.join("root").join(name)).unwrap().len();
         let t = || Target::Backing(name.clone());
         if len > 0 {
-            let bit = rng.below(len);
+            let bit = rng.below(len as u64) as usize;
             let mask = 1u8 << rng.below(8);
             cases.push(Case {
                 label: format!("backing {name}: flip bit at {bit} (mtime kept)"),
@@ -435,7 +425,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn every_injected_corruption_is_detected_and_recovery_never_panics() {
     let env = Env::new();
     build_template(&env);
-    let mut rng = Rng(seed(0x5eed_1234_abcd_9876));
+    let mut rng = Rng::new(seed(0x5eed_1234_abcd_9876));
     let segment = PathBuf::from("log/00000000000000000001.log");
     let mut cases = log_cases(
         &segment,
@@ -466,8 +456,8 @@ fn compacted_store_damaged_in_its_manifest_snapshot_or_segment() {
     fs::write(env.path(&record(10)), "[10]").unwrap();
     fs::rename(env.path(&record(2)), env.path(&record(12))).unwrap();
     fs::remove_file(env.path("blob.bin")).unwrap();
-    assert!(m.stop().success());
-    let mut rng = Rng(seed(0x0dd_ba11_5eed_cafe));
+    m.stop_cleanly();
+    let mut rng = Rng::new(seed(0x0dd_ba11_5eed_cafe));
     let mut cases = Vec::new();
     for entry in fs::read_dir(env.store.join("log")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();

@@ -17,9 +17,12 @@
 //!   preceded by a fix-up write on both sides (tests/json_rule.rs covers the rule itself).
 //!
 //! A failing sequence is shrunk and printed in the text form of `tests/differential/*.ops`;
-//! the files there are replayed first, as regression tests. `RECORDFS_SOAK=N` runs N sequences.
+//! the files there are replayed first, as regression tests. Sequences come from proptest, which
+//! also shrinks a failing one. `RECORDFS_SOAK=N` runs N sequences; `RECORDFS_SEED_BASE=B`
+//! draws other ones (for soaks run side by side).
 
 mod common;
+use common::sequences::{runner as test_runner, shrink, Failure};
 use common::*;
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,6 +31,11 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use proptest::collection::vec;
+use proptest::option::weighted;
+use proptest::prelude::*;
+use proptest::sample::select;
 
 const NAMES: [&str; 8] = [
     "10000000-0000-4000-8000-000000000001.json",
@@ -48,8 +56,12 @@ fn is_record(name: usize) -> bool {
     name < 3
 }
 
+/// The JSON rule: JSON text is UTF-8 (RFC 8259), also inside strings, which serde_json does
+/// not check in a value it only skips.
 fn valid_json(bytes: &[u8]) -> bool {
-    bytes.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    bytes.is_empty()
+        || std::str::from_utf8(bytes)
+            .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,166 +328,128 @@ fn parse_op(line: &str) -> Op {
     }
 }
 
-fn payload(rng: &mut Rng) -> Vec<u8> {
-    match rng.below(10) {
-        0..=3 => {
-            let mut s = format!(
-                "{{\"n\": {}, \"s\": \"{}\"}}",
-                rng.below(100_000),
-                "x".repeat(rng.below(20) as usize)
-            );
-            if rng.chance(50) {
-                s.push('\n');
-            }
-            s.into_bytes()
+// The generator: proptest strategies, which also shrink a failing sequence (fewer ops, shorter
+// payloads, smaller offsets). Weights are out of 106.
+
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    let json = (0..100_000u32, 0..20usize, any::<bool>()).prop_map(|(n, xs, newline)| {
+        let mut s = format!("{{\"n\": {n}, \"s\": \"{}\"}}", "x".repeat(xs));
+        if newline {
+            s.push('\n');
         }
-        4..=7 => (0..1 + rng.below(40))
-            .map(|_| b' ' + rng.below(95) as u8)
-            .collect(),
-        8 => (0..1 + rng.below(20))
-            .map(|_| rng.below(256) as u8)
-            .collect(),
-        _ => {
-            let n = 3000 + rng.below(6000) as usize;
-            (0..n).map(|i| b"0123456789abcdef"[i % 16]).collect()
-        }
-    }
+        s.into_bytes()
+    });
+    prop_oneof![
+        4 => json,
+        4 => vec(b' '..=b'~', 1..=40),
+        1 => vec(any::<u8>(), 1..=20),
+        1 => (3000..9000usize).prop_map(|n| (0..n).map(|i| b"0123456789abcdef"[i % 16]).collect()),
+    ]
 }
 
-fn offset(rng: &mut Rng) -> i64 {
-    match rng.below(10) {
-        0..=4 => rng.below(16) as i64,
-        5..=7 => rng.below(200) as i64,
-        _ => rng.below(9000) as i64,
-    }
+fn offset() -> impl Strategy<Value = i64> {
+    prop_oneof![5 => 0..16i64, 3 => 0..200i64, 2 => 0..9000i64]
 }
 
-fn random_op(rng: &mut Rng) -> Op {
-    let slot = rng.below(SLOTS as u64) as usize;
-    let name = rng.below(NAMES.len() as u64) as usize;
-    match rng.below(106) {
-        0..=15 => {
-            let mut flags = [libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR][rng.below(3) as usize];
-            if rng.chance(50) {
-                flags |= libc::O_CREAT;
-                if rng.chance(20) {
-                    flags |= libc::O_EXCL;
-                }
-            }
-            if rng.chance(25) {
-                flags |= libc::O_TRUNC;
-            }
-            if rng.chance(20) {
-                flags |= libc::O_APPEND;
-            }
-            let mode = [0o644, 0o600, 0o755, 0o444][rng.below(4) as usize];
-            Op::Open {
-                slot,
-                name,
-                flags,
-                mode,
-            }
-        }
-        16..=18 => Op::Dup {
-            slot,
-            to: rng.below(SLOTS as u64) as usize,
-        },
-        19..=28 => Op::Close { slot },
-        29..=33 => Op::Read {
-            slot,
-            len: [1, 7, 100, 8192][rng.below(4) as usize],
-        },
-        34..=38 => Op::Pread {
-            slot,
-            off: offset(rng),
-            len: [1, 7, 100, 8192][rng.below(4) as usize],
-        },
-        39..=47 => Op::Write {
-            slot,
-            data: payload(rng),
-        },
-        48..=55 => Op::Pwrite {
-            slot,
-            off: offset(rng),
-            data: payload(rng),
-        },
-        56..=60 => {
-            let whence = [
+fn io_len() -> impl Strategy<Value = usize> {
+    select(vec![1usize, 7, 100, 8192])
+}
+
+fn open_flags() -> impl Strategy<Value = i32> {
+    (
+        select(vec![libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR]),
+        weighted(0.5, weighted(0.2, Just(libc::O_EXCL))),
+        weighted(0.25, Just(libc::O_TRUNC)),
+        weighted(0.2, Just(libc::O_APPEND)),
+    )
+        .prop_map(|(acc, creat, trunc, append)| {
+            let creat = creat.map_or(0, |excl| libc::O_CREAT | excl.unwrap_or(0));
+            acc | creat | trunc.unwrap_or(0) | append.unwrap_or(0)
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let slot = || 0..SLOTS;
+    let name = || 0..NAMES.len();
+    let time = || 1_000_000_000..2_000_000_000i64;
+    prop_oneof![
+        16 => (slot(), name(), open_flags(), select(vec![0o644, 0o600, 0o755, 0o444]))
+            .prop_map(|(slot, name, flags, mode)| Op::Open { slot, name, flags, mode }),
+        3 => (slot(), slot()).prop_map(|(slot, to)| Op::Dup { slot, to }),
+        10 => slot().prop_map(|slot| Op::Close { slot }),
+        5 => (slot(), io_len()).prop_map(|(slot, len)| Op::Read { slot, len }),
+        5 => (slot(), offset(), io_len()).prop_map(|(slot, off, len)| Op::Pread { slot, off, len }),
+        9 => (slot(), payload()).prop_map(|(slot, data)| Op::Write { slot, data }),
+        8 => (slot(), offset(), payload())
+            .prop_map(|(slot, off, data)| Op::Pwrite { slot, off, data }),
+        5 => (
+            slot(),
+            prop_oneof![9 => offset(), 1 => (0..50i64).prop_map(|o| -o)],
+            select(vec![
                 libc::SEEK_SET,
                 libc::SEEK_CUR,
                 libc::SEEK_END,
                 libc::SEEK_DATA,
                 libc::SEEK_HOLE,
-            ][rng.below(5) as usize];
-            let off = if rng.chance(10) {
-                -(rng.below(50) as i64)
-            } else {
-                offset(rng)
-            };
-            Op::Lseek { slot, off, whence }
-        }
-        61..=64 => Op::Ftruncate {
+            ]),
+        )
+            .prop_map(|(slot, off, whence)| Op::Lseek { slot, off, whence }),
+        4 => (slot(), offset()).prop_map(|(slot, len)| Op::Ftruncate { slot, len }),
+        2 => (name(), offset()).prop_map(|(name, len)| Op::Truncate { name, len }),
+        3 => slot().prop_map(|slot| Op::Fsync { slot }),
+        3 => slot().prop_map(|slot| Op::Fstat { slot }),
+        7 => (
+            name(),
+            name(),
+            select(vec![0, 0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE]),
+        )
+            .prop_map(|(from, to, flags)| Op::Rename { from, to, flags }),
+        4 => name().prop_map(|name| Op::Unlink { name }),
+        2 => (name(), select(vec![0o644, 0o600, 0o755, 0o400, 0o4755]))
+            .prop_map(|(name, mode)| Op::Chmod { name, mode }),
+        3 => (
+            name(),
+            time(),
+            prop_oneof![4 => 0..1_000_000_000i64, 1 => Just(libc::UTIME_NOW)],
+            weighted(0.2, Just(())),
+        )
+            .prop_map(|(name, sec, nsec, nofollow)| Op::Utimens {
+                name,
+                sec,
+                nsec,
+                nofollow: nofollow.is_some(),
+            }),
+        3 => (name(), name()).prop_map(|(target, name)| Op::Symlink { target, name }),
+        2 => name().prop_map(|name| Op::Readlink { name }),
+        3 => slot().prop_map(|slot| Op::MmapRead { slot }),
+        3 => (slot(), offset(), payload()).prop_map(|(slot, off, data)| Op::MmapWrite {
             slot,
-            len: offset(rng),
-        },
-        65..=66 => Op::Truncate {
-            name,
-            len: offset(rng),
-        },
-        67..=69 => Op::Fsync { slot },
-        70..=72 => Op::Fstat { slot },
-        73..=79 => Op::Rename {
-            from: name,
-            to: rng.below(NAMES.len() as u64) as usize,
-            flags: [0, 0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE][rng.below(5) as usize],
-        },
-        80..=83 => Op::Unlink { name },
-        84..=85 => Op::Chmod {
-            name,
-            mode: [0o644, 0o600, 0o755, 0o400, 0o4755][rng.below(5) as usize],
-        },
-        86..=88 => Op::Utimens {
-            name,
-            sec: 1_000_000_000 + rng.below(1_000_000_000) as i64,
-            nsec: if rng.chance(20) {
-                libc::UTIME_NOW
-            } else {
-                rng.below(1_000_000_000) as i64
-            },
-            nofollow: rng.chance(20),
-        },
-        89..=91 => Op::Symlink {
-            target: rng.below(NAMES.len() as u64) as usize,
-            name,
-        },
-        92..=93 => Op::Readlink { name },
-        94..=96 => Op::MmapRead { slot },
-        100..=101 => Op::Fchmod {
-            slot,
-            mode: [0o644, 0o600, 0o755, 0o4755][rng.below(4) as usize],
-        },
-        102..=103 => Op::Futimens {
-            slot,
-            sec: 1_000_000_000 + rng.below(1_000_000_000) as i64,
-            nsec: rng.below(1_000_000_000) as i64,
-        },
-        104..=105 => Op::Fchown {
-            slot,
-            uid: [0, 1000, 65534][rng.below(3) as usize],
-            gid: [0, 1000, 65534][rng.below(3) as usize],
-        },
-        _ => Op::MmapWrite {
-            slot,
-            off: offset(rng) as usize,
-            data: payload(rng),
-        },
-    }
+            off: off as usize,
+            data,
+        }),
+        2 => (slot(), select(vec![0o644, 0o600, 0o755, 0o4755]))
+            .prop_map(|(slot, mode)| Op::Fchmod { slot, mode }),
+        2 => (slot(), time(), 0..1_000_000_000i64)
+            .prop_map(|(slot, sec, nsec)| Op::Futimens { slot, sec, nsec }),
+        2 => (slot(), select(vec![0, 1000, 65534]), select(vec![0, 1000, 65534]))
+            .prop_map(|(slot, uid, gid)| Op::Fchown { slot, uid, gid }),
+    ]
+}
+
+/// A sequence: 60 to 119 ops.
+fn sequence() -> impl Strategy<Value = Vec<Op>> {
+    vec(op(), 60..120)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Syscalls, as Result<value, errno>
 
 type Res = Result<i64, i32>;
+
+/// A libc call's `int` result, with errno taken at once (before the other side's call).
+fn rc(ret: i32) -> Res {
+    res(ret as i64)
+}
 
 fn res(ret: i64) -> Res {
     if ret < 0 {
@@ -695,8 +669,8 @@ impl Runner {
         if !valid_json(&content_of_fd(t)) {
             same(
                 "fix-up ftruncate 0",
-                unsafe { libc::ftruncate(r, 0) },
-                unsafe { libc::ftruncate(t, 0) },
+                rc(unsafe { libc::ftruncate(r, 0) }),
+                rc(unsafe { libc::ftruncate(t, 0) }),
             )?;
             same("fix-up write", w(r), w(t))?;
         }
@@ -916,9 +890,11 @@ impl Runner {
                 if commits {
                     self.make_valid(id)?;
                 }
-                same("fsync", unsafe { libc::fsync(r) }, unsafe {
-                    libc::fsync(t)
-                })?;
+                same(
+                    "fsync",
+                    rc(unsafe { libc::fsync(r) }),
+                    rc(unsafe { libc::fsync(t) }),
+                )?;
                 if commits {
                     self.committed_now(id);
                 }
@@ -934,15 +910,19 @@ impl Runner {
             Op::Rename { from, to, flags } => self.rename(from, to, flags),
             Op::Unlink { name } => {
                 let (pr, pt) = self.both(name);
-                same("unlink", unsafe { libc::unlink(pr.as_ptr()) }, unsafe {
-                    libc::unlink(pt.as_ptr())
-                })
+                same(
+                    "unlink",
+                    rc(unsafe { libc::unlink(pr.as_ptr()) }),
+                    rc(unsafe { libc::unlink(pt.as_ptr()) }),
+                )
             }
             Op::Chmod { name, mode } => {
                 let (pr, pt) = self.both(name);
-                same("chmod", unsafe { libc::chmod(pr.as_ptr(), mode) }, unsafe {
-                    libc::chmod(pt.as_ptr(), mode)
-                })
+                same(
+                    "chmod",
+                    rc(unsafe { libc::chmod(pr.as_ptr(), mode) }),
+                    rc(unsafe { libc::chmod(pt.as_ptr(), mode) }),
+                )
             }
             Op::Utimens {
                 name,
@@ -986,8 +966,8 @@ impl Runner {
                 let tgt = CString::new(NAMES[target]).unwrap();
                 same(
                     "symlink",
-                    unsafe { libc::symlink(tgt.as_ptr(), pr.as_ptr()) },
-                    unsafe { libc::symlink(tgt.as_ptr(), pt.as_ptr()) },
+                    rc(unsafe { libc::symlink(tgt.as_ptr(), pr.as_ptr()) }),
+                    rc(unsafe { libc::symlink(tgt.as_ptr(), pt.as_ptr()) }),
                 )
             }
             Op::Readlink { name } => {
@@ -1003,9 +983,11 @@ impl Runner {
                 let Some((r, t, _)) = self.fd(slot) else {
                     return Ok(());
                 };
-                same("fchmod", unsafe { libc::fchmod(r, mode) }, unsafe {
-                    libc::fchmod(t, mode)
-                })
+                same(
+                    "fchmod",
+                    rc(unsafe { libc::fchmod(r, mode) }),
+                    rc(unsafe { libc::fchmod(t, mode) }),
+                )
             }
             Op::Futimens { slot, sec, nsec } => {
                 let Some((r, t, id)) = self.fd(slot) else {
@@ -1021,9 +1003,13 @@ impl Runner {
                         tv_nsec: nsec,
                     },
                 ];
-                let rr = unsafe { libc::futimens(r, ts.as_ptr()) };
-                same("futimens", rr, unsafe { libc::futimens(t, ts.as_ptr()) })?;
-                if rr == 0 {
+                let rr = rc(unsafe { libc::futimens(r, ts.as_ptr()) });
+                same(
+                    "futimens",
+                    rr,
+                    rc(unsafe { libc::futimens(t, ts.as_ptr()) }),
+                )?;
+                if rr == Ok(0) {
                     let ino = self.descs[&id].ino;
                     self.mtime.insert(ino, (sec, nsec));
                 }
@@ -1033,9 +1019,11 @@ impl Runner {
                 let Some((r, t, _)) = self.fd(slot) else {
                     return Ok(());
                 };
-                same("fchown", unsafe { libc::fchown(r, uid, gid) }, unsafe {
-                    libc::fchown(t, uid, gid)
-                })
+                same(
+                    "fchown",
+                    rc(unsafe { libc::fchown(r, uid, gid) }),
+                    rc(unsafe { libc::fchown(t, uid, gid) }),
+                )
             }
             Op::MmapWrite {
                 slot,
@@ -1063,9 +1051,11 @@ impl Runner {
         if at_flush || at_release {
             self.committed_now(id);
         }
-        same("close", unsafe { libc::close(r) }, unsafe {
-            libc::close(t)
-        })?;
+        same(
+            "close",
+            rc(unsafe { libc::close(r) }),
+            rc(unsafe { libc::close(t) }),
+        )?;
         self.slots[slot] = None;
         let d = self.descs.get_mut(&id).unwrap();
         d.refs -= 1;
@@ -1252,8 +1242,8 @@ impl Runner {
                 view(mt)[off..off + n].copy_from_slice(&data[..n]);
                 same(
                     "msync",
-                    unsafe { libc::msync(mr, len, libc::MS_SYNC) },
-                    unsafe { libc::msync(mt, len, libc::MS_SYNC) },
+                    rc(unsafe { libc::msync(mr, len, libc::MS_SYNC) }),
+                    rc(unsafe { libc::msync(mt, len, libc::MS_SYNC) }),
                 )?;
             }
             Ok(())
@@ -1493,53 +1483,33 @@ fn fresh_run(args: &[&str], ops: &[Op]) -> (Result<(), (usize, String)>, String)
     (result, mount.daemon_log())
 }
 
-fn shrink(args: &[&str], mut ops: Vec<Op>, mut why: (usize, String)) -> (Vec<Op>, (usize, String)) {
-    ops.truncate(why.0 + 1);
-    let mut chunk = ops.len() / 2;
-    while chunk >= 1 {
-        let mut i = 0;
-        while i + chunk <= ops.len() {
-            let mut fewer = ops.clone();
-            fewer.drain(i..i + chunk);
-            match fresh_run(args, &fewer).0 {
-                Err(e) => {
-                    ops = fewer;
-                    ops.truncate(e.0 + 1);
-                    why = e;
-                }
-                Ok(()) => i += chunk,
-            }
-        }
-        chunk /= 2;
-    }
-    for i in 0..ops.len() {
-        if let Some(op) = simpler(&ops[i]) {
-            let mut other = ops.clone();
-            other[i] = op;
-            if let Err(e) = fresh_run(args, &other).0 {
-                ops = other;
-                why = e;
-            }
-        }
-    }
-    (ops, why)
+fn newest_first(log: &str, lines: usize) -> String {
+    let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+    tail.join("\n")
 }
 
-fn fail_with(args: &[&str], label: &str, ops: Vec<Op>, why: (usize, String)) -> ! {
-    eprintln!("{label} ({args:?}): step {}: {} (shrinking)", why.0, why.1);
-    let (ops, why) = shrink(args, ops, why);
+/// Shrinks a sequence that failed and reports it. The failing mount's own log was shown
+/// first: a failure that shows only under load may not come back while shrinking.
+fn shrink_and_fail(args: &[&str], ops: Vec<Op>, first: (usize, String)) -> ! {
+    let fails = |ops: &[Op]| {
+        fresh_run(args, ops).0.err().map(|(step, why)| Failure {
+            ops_run: step + 1,
+            why: format!("step {step}: {why}"),
+        })
+    };
+    let first = Failure {
+        ops_run: first.0 + 1,
+        why: format!("step {}: {}", first.0, first.1),
+    };
+    let (ops, why) = shrink(ops, first, simpler, fails);
     let log = fresh_run(args, &ops).1;
-    let tail: Vec<&str> = log.lines().rev().take(20).collect();
     let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
     panic!(
-        "{label}: step {}: {}\nshrunk to {} ops (keep in tests/differential/NAME.ops):\n# {}\n{}\n\n\
+        "{args:?}: shrunk to {} ops (keep in tests/differential/NAME.ops):\n# {why}\n{}\n\n\
          daemon log of the shrunk case, newest first:\n{}",
-        why.0,
-        why.1,
         ops.len(),
-        why.1,
         text.join("\n"),
-        tail.join("\n")
+        newest_first(&log, 20)
     );
 }
 
@@ -1567,11 +1537,12 @@ fn regressions() -> Vec<(String, Vec<Op>)> {
 
 #[test]
 fn ops_print_and_parse_back() {
-    let mut rng = Rng::new(7);
-    for _ in 0..2000 {
-        let op = random_op(&mut rng);
-        assert_eq!(parse_op(&op.to_string()), op);
-    }
+    test_runner(2000, 7)
+        .run(&op(), |op| {
+            prop_assert_eq!(parse_op(&op.to_string()), op);
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// One test, both mounts in turn: another test thread of this process that forks (to start a
@@ -1583,17 +1554,35 @@ fn random_syscalls_match_tmpfs() {
     differential(&[], 8, 1 << 32);
 }
 
-/// The kept cases, then `sequences` random ones (RECORDFS_SOAK overrides) from seeds
-/// `seed_base + 0, 1, ...`, on one mount made with `args`.
-fn differential(args: &[&str], sequences: u64, seed_base: u64) {
+/// What the sequences share: one mount, remade every eighth sequence.
+struct Shared<'a> {
+    env: &'a Env,
+    tmpfs: &'a Tmpfs,
+    mount: Option<Mount>,
+    runner: Runner,
+    done: u64,
+    steps: usize,
+    /// The failing sequence, and where and why it failed.
+    failed: Option<(Vec<Op>, (usize, String))>,
+}
+
+/// The kept cases, then `sequences` random ones (RECORDFS_SOAK overrides), on one mount made
+/// with `args`.
+fn differential(args: &[&str], sequences: u64, seed: u64) {
     let env = Env::new();
     let tmpfs = Tmpfs::new();
-    let mut mount = Some(env.mount(args));
+    let mount = env.mount(args);
     let mut runner = Runner::new(&env.mnt, &tmpfs.path);
 
     for (name, ops) in regressions() {
-        if let Err(why) = runner.run(&ops) {
-            fail_with(args, &format!("regression {name}"), ops, why);
+        if let Err((step, why)) = runner.run(&ops) {
+            eprintln!(
+                "regression {name} ({args:?}): step {step}: {why}\ndaemon log, newest first:\n{}\n(shrinking)",
+                newest_first(&mount.daemon_log(), 20)
+            );
+            runner.close_fds();
+            drop(mount);
+            shrink_and_fail(args, ops, (step, why));
         }
     }
 
@@ -1601,35 +1590,58 @@ fn differential(args: &[&str], sequences: u64, seed_base: u64) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(sequences);
-    let mut steps = 0;
-    for seed in 0..sequences {
-        let mut rng = Rng::new(seed_base + seed + 1);
-        let ops: Vec<Op> = (0..60 + rng.below(60))
-            .map(|_| random_op(&mut rng))
-            .collect();
-        steps += ops.len();
-        if std::env::var_os("RECORDFS_DIFF_TRACE").is_some() {
-            eprintln!("# seed {seed}");
+    let shared = std::cell::RefCell::new(Shared {
+        env: &env,
+        tmpfs: &tmpfs,
+        mount: Some(mount),
+        runner,
+        done: 0,
+        steps: 0,
+        failed: None,
+    });
+    let trace = std::env::var_os("RECORDFS_DIFF_TRACE").is_some();
+    let result = test_runner(sequences as u32, seed).run(&sequence(), |ops| {
+        let sh = &mut *shared.borrow_mut();
+        if trace {
+            eprintln!("# sequence {}", sh.done);
         }
-        if let Err(why) = runner.run(&ops) {
-            fail_with(args, &format!("seed {seed}"), ops, why);
+        sh.steps += ops.len();
+        if let Err((step, why)) = sh.runner.run(&ops) {
+            let log = sh.mount.as_ref().unwrap().daemon_log();
+            eprintln!(
+                "{args:?}: sequence {}: step {step}: {why}\ndaemon log, newest first:\n{}\n(shrinking)",
+                sh.done,
+                newest_first(&log, 20)
+            );
+            sh.failed = Some((ops, (step, why)));
+            return Err(TestCaseError::fail("see above"));
         }
+        sh.done += 1;
         // Every eighth sequence: a clean stop and a new mount show the same state.
-        if seed % 8 == 7 {
-            let before_r = snapshot_dir(&env.mnt);
-            assert_eq!(
-                before_r,
-                snapshot_dir(&tmpfs.path),
-                "seed {seed}: before the remount"
-            );
-            assert!(mount.take().unwrap().stop().success());
-            mount = Some(env.mount(args));
-            assert_eq!(
-                snapshot_dir(&env.mnt),
-                before_r,
-                "seed {seed}: after the remount"
-            );
+        if sh.done % 8 == 0 {
+            let (mnt, reference) = (&sh.env.mnt, &sh.tmpfs.path);
+            let before = snapshot_dir(mnt);
+            assert_eq!(before, snapshot_dir(reference), "before the remount");
+            sh.mount.take().unwrap().stop_cleanly();
+            sh.mount = Some(sh.env.mount(args));
+            assert_eq!(snapshot_dir(mnt), before, "after the remount");
         }
+        Ok(())
+    });
+    let Shared {
+        mount,
+        mut runner,
+        steps,
+        failed,
+        ..
+    } = shared.into_inner();
+    if let Some((ops, why)) = failed {
+        runner.close_fds();
+        drop(mount);
+        shrink_and_fail(args, ops, why);
+    }
+    if let Err(e) = result {
+        panic!("{e}");
     }
     eprintln!(
         "{args:?}: {sequences} sequences, {steps} steps, {} fix-up writes",

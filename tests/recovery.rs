@@ -282,6 +282,42 @@ fn only_a_holder_that_is_unmounting_is_waited_for() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let _ = holder.kill();
     let _ = holder.wait();
+    // Serving a mount that is still there: refused at once.
+    let live = Env::new();
+    let _live = live.mount(&[]);
+    let mut holder = hold(
+        &format!(
+            "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z; serving {}\n",
+            live.mnt.display()
+        ),
+        30.0,
+    );
+    let started = std::time::Instant::now();
+    let err = Daemon::start(&env.store, &env.mnt, &[], 0o022)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.contains("is in use by recordfs pid 1"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // Serving a mount that is gone (`umount` returned, the daemon has not said so yet):
+    // waited for, and said so.
+    let gone = env.dir.path().join("unmounted");
+    let mut holder = hold(
+        &format!(
+            "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z; serving {}\n",
+            gone.display()
+        ),
+        1.0,
+    );
+    let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
+    assert!(
+        d.said.contains("waited") && d.said.contains("to finish unmounting"),
+        "{}",
+        d.said
+    );
+    let _ = holder.wait();
+    d.stop();
     // Unmounting: waited for, and said so.
     let mut holder = hold(
         "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z; unmounting since 2026-01-01T00:01:00.000Z\n",
@@ -320,7 +356,7 @@ fn a_mount_over_a_live_recordfs_mount_is_refused() {
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let at = format!(" {} ", env.mnt.display());
     assert_eq!(mounts.lines().filter(|l| l.contains(&at)).count(), 1);
-    assert!(m.stop().success());
+    m.stop_cleanly();
 }
 
 #[test]

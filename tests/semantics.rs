@@ -182,6 +182,92 @@ fn a_shared_mapping_reaches_readers_at_msync() {
     unsafe { libc::munmap(map, len) };
 }
 
+/// The mmap row's promise: a mapping at the size `fstat` just gave never faults. The kernel's
+/// own idea of the size falls behind here (appends after a reader's `lseek(SEEK_END)` told it
+/// the committed size), then `fsync` commits and the writer maps the file at its `fstat` size.
+/// recordfs once invalidated the inode after every commit, from another thread: landing during
+/// the `fstat`, that made the kernel drop the size the reply carried (while `fstat` still
+/// returned it), and the mapping died of SIGBUS past the old size, a few times per thousand
+/// rounds. The rounds run in a child process, which SIGBUS kills.
+#[test]
+fn a_mapping_at_the_size_fstat_gave_never_faults() {
+    const ROUNDS: usize = 3000;
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let p = cstr(&env.path("appended"));
+    let chunk = [b'a'; 5000];
+    // The child makes only system calls: no allocation, no locks, no unwinding.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: errno {}", last_errno());
+    if child == 0 {
+        let fail = |code: i32| -> ! { unsafe { libc::_exit(code) } };
+        for _ in 0..ROUNDS {
+            unsafe {
+                let f = libc::open(
+                    p.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                    0o644,
+                );
+                if f < 0 || libc::write(f, chunk.as_ptr().cast(), 100) != 100 || libc::close(f) != 0
+                {
+                    fail(2);
+                }
+                let r = libc::open(p.as_ptr(), libc::O_RDONLY);
+                let a = libc::open(p.as_ptr(), libc::O_RDWR | libc::O_APPEND);
+                if r < 0 || a < 0 || libc::write(a, chunk.as_ptr().cast(), 5000) != 5000 {
+                    fail(3);
+                }
+                libc::lseek(r, 0, libc::SEEK_END); // the committed size: 100
+                if libc::write(a, chunk.as_ptr().cast(), 5000) != 5000 || libc::fsync(a) != 0 {
+                    fail(4);
+                }
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::fstat(a, &mut st) != 0 || st.st_size != 10100 {
+                    fail(5);
+                }
+                let len = st.st_size as usize;
+                let map = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    a,
+                    0,
+                );
+                if map == libc::MAP_FAILED {
+                    fail(6);
+                }
+                std::ptr::read_volatile((map as *const u8).add(len - 1));
+                libc::munmap(map, len);
+                libc::close(a);
+                libc::close(r);
+            }
+        }
+        fail(0);
+    }
+    let mut status = 0;
+    let waited = wait_until(Duration::from_secs(120), || unsafe {
+        libc::waitpid(child, &mut status, libc::WNOHANG) == child
+    });
+    if !waited {
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &mut status, 0);
+        }
+        panic!("{ROUNDS} rounds did not finish in 120 s");
+    }
+    assert!(
+        !libc::WIFSIGNALED(status),
+        "the child died of signal {} (7 is SIGBUS)",
+        libc::WTERMSIG(status)
+    );
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "a system call failed (see the exit codes)"
+    );
+}
+
 #[test]
 fn truncate_only_record_keeps_its_content_until_the_last_close() {
     let env = Env::new();

@@ -11,7 +11,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use recordfs::disk::sim::{Rng, SimDisk};
+use proptest::collection::vec;
+use proptest::option::weighted;
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+
+use recordfs::disk::sim::SimDisk;
 use recordfs::disk::Disk;
 use recordfs::fs::{RecordFs, SetAttr, Ticket};
 use recordfs::limits::DEFAULT_LOG_LIMIT;
@@ -20,6 +25,9 @@ use recordfs::record::{is_record_name, validate_json};
 use recordfs::recovery;
 use recordfs::store::Layout;
 use recordfs::types::{Time, ROOT};
+
+mod common;
+use common::sequences::{self, shrink, Failure};
 
 const STORE: &str = "/store";
 const NAMES: [&str; 4] = [
@@ -82,34 +90,33 @@ enum Op {
     },
 }
 
-fn random_op(rng: &mut Rng) -> Op {
-    let name = rng.below(NAMES.len() as u64) as usize;
-    let content = rng.below(contents().len() as u64) as usize;
-    match rng.below(20) {
-        0..=6 => Op::Put { name, content },
-        7 => Op::Append { name, content },
-        8 => Op::Truncate {
-            name,
-            size: rng.below(12),
-        },
-        9..=11 => Op::Rename {
-            from: name,
-            to: rng.below(NAMES.len() as u64) as usize,
-            noreplace: rng.chance(30),
-        },
-        12..=13 => Op::Unlink { name },
-        14 => Op::Chmod {
-            name,
-            mode: [0o600, 0o644, 0o755][rng.below(3) as usize],
-        },
-        15 => Op::Utimes {
-            name,
-            secs: 1_000_000_000 + rng.below(1000) as i64,
-        },
-        16..=17 => Op::Fsync { name },
-        18 => Op::FsyncDir,
-        _ => Op::LeaveOpen { name, content },
-    }
+/// One operation; weights out of 20.
+fn op() -> impl Strategy<Value = Op> {
+    let name = || 0..NAMES.len();
+    let content = || 0..contents().len();
+    prop_oneof![
+        7 => (name(), content()).prop_map(|(name, content)| Op::Put { name, content }),
+        1 => (name(), content()).prop_map(|(name, content)| Op::Append { name, content }),
+        1 => (name(), 0..12u64).prop_map(|(name, size)| Op::Truncate { name, size }),
+        3 => (name(), name(), weighted(0.3, Just(())))
+            .prop_map(|(from, to, nr)| Op::Rename { from, to, noreplace: nr.is_some() }),
+        2 => name().prop_map(|name| Op::Unlink { name }),
+        1 => (name(), select(vec![0o600, 0o644, 0o755]))
+            .prop_map(|(name, mode)| Op::Chmod { name, mode }),
+        1 => (name(), 1_000_000_000..1_000_001_000i64)
+            .prop_map(|(name, secs)| Op::Utimes { name, secs }),
+        2 => name().prop_map(|name| Op::Fsync { name }),
+        1 => Just(Op::FsyncDir),
+        1 => (name(), content()).prop_map(|(name, content)| Op::LeaveOpen { name, content }),
+    ]
+}
+
+/// A case: 1 to 24 ops, how many of them run before the crash, and the crash's seed.
+fn case() -> impl Strategy<Value = (Vec<Op>, usize, u64)> {
+    (vec(op(), 1..25), any::<Index>(), any::<u64>()).prop_map(|(ops, at, seed)| {
+        let crash_after = at.index(ops.len() + 1);
+        (ops, crash_after, seed)
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -514,30 +521,6 @@ fn fails(opts: &Options, journal: bool, ops: &[Op], crash_seed: u64) -> Option<S
     (0..5).find_map(|_| run_case(opts, journal, ops, ops.len(), crash_seed).err())
 }
 
-/// Removes ops one at a time while the case still fails: a smaller failing case.
-fn shrink(
-    opts: &Options,
-    journal: bool,
-    mut ops: Vec<Op>,
-    crash_seed: u64,
-    first: String,
-) -> (Vec<Op>, String) {
-    let mut why = first;
-    let mut i = 0;
-    while i < ops.len() {
-        let mut fewer = ops.clone();
-        fewer.remove(i);
-        match fails(opts, journal, &fewer, crash_seed) {
-            Some(e) => {
-                ops = fewer;
-                why = e;
-            }
-            None => i += 1,
-        }
-    }
-    (ops, why)
-}
-
 /// `log_limit`: a small one keeps online compaction running beside the ops and the crash.
 fn sweep(mode: SyncMode, log_limit: u64, journal: bool) {
     let opts = Options {
@@ -549,28 +532,51 @@ fn sweep(mode: SyncMode, log_limit: u64, journal: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(700);
-    let mut states = 0;
-    for seed in 0..cases {
-        let mut rng = Rng::new(seed ^ (mode as u64) << 32);
-        let ops: Vec<Op> = (0..1 + rng.below(24))
-            .map(|_| random_op(&mut rng))
-            .collect();
-        let crash_after = rng.below(ops.len() as u64 + 1) as usize;
-        let crash_seed = rng.next_u64();
-        match run_case(&opts, journal, &ops, crash_after, crash_seed) {
-            Ok(unsynced) => states += unsynced,
-            Err(first) => {
-                let (ops, why) = shrink(
-                    &opts,
-                    journal,
-                    ops[..crash_after].to_vec(),
-                    crash_seed,
-                    first,
-                );
-                panic!("{mode:?} seed {seed}: {why}\nshrunk to {} ops (crash seed {crash_seed}):\n{ops:#?}", ops.len());
+    let states = std::cell::Cell::new(0);
+    let failed = std::cell::RefCell::new(None);
+    let result = sequences::runner(cases as u32, mode as u64).run(
+        &case(),
+        |(ops, crash_after, crash_seed)| match run_case(
+            &opts,
+            journal,
+            &ops,
+            crash_after,
+            crash_seed,
+        ) {
+            Ok(unsynced) => {
+                states.set(states.get() + unsynced);
+                Ok(())
             }
-        }
+            Err(why) => {
+                let failing = ops[..crash_after].to_vec();
+                *failed.borrow_mut() = Some((failing, crash_seed, why));
+                Err(TestCaseError::fail("see below"))
+            }
+        },
+    );
+    if let Some((ops, crash_seed, why)) = failed.into_inner() {
+        let first = Failure {
+            ops_run: ops.len(),
+            why,
+        };
+        let (ops, why) = shrink(
+            ops,
+            first,
+            |_| None,
+            |ops| {
+                fails(&opts, journal, ops, crash_seed).map(|why| Failure {
+                    ops_run: ops.len(),
+                    why,
+                })
+            },
+        );
+        panic!(
+            "{mode:?}: {why}\nshrunk to {} ops (crash seed {crash_seed}):\n{ops:#?}",
+            ops.len()
+        );
     }
+    result.unwrap();
+    let states = states.get();
     eprintln!("{mode:?}: {cases} cases, {states} unsynced operations exposed to crashes");
 }
 
@@ -909,15 +915,29 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
-    let mut injected = 0;
+    let injected = std::cell::Cell::new(0);
     for (fault, errno) in [
         (Some(FaultOn::Write), libc::EIO),
         (Some(FaultOn::Rename), libc::EIO),
         (Some(FaultOn::Write), libc::ENOSPC),
         (None, libc::ENOSPC),
     ] {
-        for seed in 0..seeds {
-            let mut rng = Rng::new(seed + 1000 * errno as u64);
+        let faulty = (vec(op(), 12), any::<Index>(), 0..3u64, any::<u64>()).prop_map(
+            |(ops, at, nth, crash_seed)| {
+                let ops: Vec<Op> = ops
+                    .into_iter()
+                    .filter(|op| !matches!(op, Op::LeaveOpen { .. }))
+                    .collect();
+                let at = at.index(ops.len().max(1));
+                (ops, at, nth, crash_seed)
+            },
+        );
+        let case = std::cell::Cell::new(0u64);
+        let mut runner =
+            sequences::runner(seeds as u32, 1000 * errno as u64 + fault.is_some() as u64);
+        let result = runner.run(&faulty, |(ops, at, nth, crash_seed)| {
+            let seed = case.get();
+            case.set(seed + 1);
             let disk = SimDisk::new();
             let fs =
                 RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default())
@@ -925,18 +945,13 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
             let mut model = State::new();
             let mut h = History::new(&fs);
             let mut open = Vec::new();
-            let ops: Vec<Op> = (0..12)
-                .map(|_| random_op(&mut rng))
-                .filter(|op| !matches!(op, Op::LeaveOpen { .. }))
-                .collect();
-            let at = rng.below(ops.len() as u64) as usize;
             for (i, op) in ops.iter().enumerate() {
                 if i == at {
                     match fault {
-                        Some(on) => disk.fail_next(on, rng.below(3), errno),
+                        Some(on) => disk.fail_next(on, nth, errno),
                         None => disk.set_capacity(Some(0)),
                     }
-                    injected += 1;
+                    injected.set(injected.get() + 1);
                 }
                 if i >= at {
                     // After the fault the model no longer predicts outcomes: run the op on the
@@ -977,7 +992,7 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
                 }
             }
             disk.set_capacity(None);
-            let rebooted = disk.crash(rng.next_u64());
+            let rebooted = disk.crash(crash_seed);
             drop(fs);
             let fs = RecordFs::start_on(
                 Arc::new(rebooted.clone()),
@@ -994,8 +1009,11 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
                 h.states.iter().map(|(s, q)| format!("  seq {q}: [{}]", summary(s))).collect::<Vec<_>>().join("\n")
             );
             fs.shutdown().unwrap();
-        }
+            Ok(())
+        });
+        result.unwrap();
     }
+    let injected = injected.get();
     eprintln!("faults: {injected} injected (write EIO, rename EIO, write ENOSPC, full disk), all recovered");
 }
 

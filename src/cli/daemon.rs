@@ -3,7 +3,6 @@
 //! kernel to forget.
 
 use std::io::{Read, Write};
-use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,33 +82,31 @@ fn absolute(p: &Path) -> PathBuf {
 /// Forks before any thread exists; the parent returns once the child reports the mount live
 /// (exit 0) or failed (exit 1, with the child's reason).
 fn daemonize_and_mount(mount: Serving) -> i32 {
-    let mut fds = [0; 2];
-    // SAFETY: pipe fills two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        eprintln!("recordfs: pipe: {}", std::io::Error::last_os_error());
-        return 1;
-    }
-    // SAFETY: no other thread runs yet, so the child may continue running Rust code.
-    match unsafe { libc::fork() } {
-        -1 => {
-            eprintln!("recordfs: fork: {}", std::io::Error::last_os_error());
+    use nix::unistd::{fork, pipe2, setsid, ForkResult};
+    let (from_child, to_parent) = match pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(ends) => ends,
+        Err(e) => {
+            eprintln!("recordfs: pipe: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: no other thread runs yet, so the child may go on running Rust code.
+    match unsafe { fork() } {
+        Err(e) => {
+            eprintln!("recordfs: fork: {e}");
             1
         }
-        0 => {
-            // SAFETY: fds[1] is ours; fds[0] belongs to the parent.
-            unsafe {
-                libc::close(fds[0]);
-                libc::setsid();
-            }
-            let ready = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+        Ok(ForkResult::Child) => {
+            drop(from_child);
+            // A new session: the terminal's hangup and job control no longer reach the daemon.
+            let _ = setsid();
             init_daemon_logging();
-            run_mount(mount, Some(ready))
+            run_mount(mount, Some(std::fs::File::from(to_parent)))
         }
-        _child => {
-            unsafe { libc::close(fds[1]) };
-            let mut from_child = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        Ok(ForkResult::Parent { .. }) => {
+            drop(to_parent);
             let mut msg = String::new();
-            let _ = from_child.read_to_string(&mut msg);
+            let _ = std::fs::File::from(from_child).read_to_string(&mut msg);
             match msg.strip_prefix("ok") {
                 Some(rest) => {
                     print!("{rest}");
@@ -143,16 +140,12 @@ fn detach_output(layout: &Layout) -> Result<()> {
         .open(layout.daemon_log())
         .map_err(|e| Error::io(format!("opening {}", layout.daemon_log().display()), &e))?;
     let null = std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", &e))?;
-    let (log, null) = (log.into_raw_fd(), null.into_raw_fd());
-    // SAFETY: dup2 onto the standard descriptors; the originals are closed after.
-    unsafe {
-        libc::dup2(null, 0);
-        libc::dup2(log, 1);
-        libc::dup2(log, 2);
-        libc::close(log);
-        libc::close(null);
-    }
-    Ok(())
+    let redirect = |what: &str, r: nix::Result<()>| {
+        r.map_err(|e| Error::io(format!("redirecting {what}"), &std::io::Error::from(e)))
+    };
+    redirect("stdin", nix::unistd::dup2_stdin(&null))?;
+    redirect("stdout", nix::unistd::dup2_stdout(&log))?;
+    redirect("stderr", nix::unistd::dup2_stderr(&log))
 }
 
 fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
@@ -199,7 +192,7 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
             "the store cannot be inside the mount point".into(),
         );
     }
-    if let Some(source) = mounting::recordfs_mounted_at(&mountpoint) {
+    if let Some(source) = crate::mounts::recordfs_mounted_at(&mountpoint) {
         return fail(
             &mut ready,
             format!(
@@ -308,6 +301,7 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         mountpoint.display(),
         m.opts.sync
     );
+    fs.say_serving(&mountpoint);
     let notices: String = fs.notices().iter().map(|n| format!("{n}\n")).collect();
     let unmount_with = match &way {
         Way::Direct => "umount",
@@ -385,24 +379,20 @@ impl StoreBefore {
 /// daemons do: the name goes at once, open files go on being served and committed, and the
 /// session ends, cleanly, when the last of them closes.
 fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter, way: &Way) {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     // Our mount's device: if it changes, somebody else unmounted it, and a retry could take
     // down whatever is mounted there now.
     let ours = std::fs::metadata(mp).map(|md| md.dev()).ok();
-    let Ok(path) = std::ffi::CString::new(mp.as_os_str().as_bytes()) else {
-        return;
-    };
     let attempt = |lazy: bool| -> std::io::Result<()> {
         match way {
             Way::Fusermount(helper) => mounting::unmount_with_helper(helper, mp, lazy),
             Way::Direct => {
-                let flags = if lazy { libc::MNT_DETACH } else { 0 };
-                // SAFETY: umount2(2) with a NUL-terminated path.
-                match unsafe { libc::umount2(path.as_ptr(), flags) } {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
+                use nix::mount::{umount2, MntFlags};
+                let flags = match lazy {
+                    true => MntFlags::MNT_DETACH,
+                    false => MntFlags::empty(),
+                };
+                Ok(umount2(mp, flags)?)
             }
         }
     };
@@ -452,8 +442,8 @@ fn unmount(mp: &Path, mut unmounter: fuser::SessionUnmounter, way: &Way) {
     }
 }
 
-/// Makes the kernel forget what the daemon changed by itself (a file's cached pages, a name),
-/// from a thread of its own: the kernel may wait on a request this daemon is serving.
+/// Makes the kernel forget the names the daemon removed by itself, from a thread of its own:
+/// the kernel may wait on a request this daemon is serving.
 fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()> {
     use crate::fs::Invalidation;
     use std::os::unix::ffi::OsStrExt;
@@ -463,9 +453,6 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()
         .spawn(move || {
             for what in rx {
                 match what {
-                    Invalidation::Inode(fid) => {
-                        let _ = notifier.inval_inode(fuser::INodeNo(fid), 0, 0);
-                    }
                     Invalidation::Entry { dir, name, done } => {
                         let name = std::ffi::OsStr::from_bytes(&name);
                         let _ = notifier.inval_entry(fuser::INodeNo(dir), name);
@@ -476,8 +463,7 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()
         })
         .map_err(|e| Error::io("starting the invalidation thread", &e))?;
     fs.set_invalidator(Box::new(move |what| {
-        // A full queue only delays an inode's invalidation (readers opened later never use
-        // stale pages); a name's waiter gives up after its bounded wait.
+        // A full queue: the name's waiter gives up after its bounded wait.
         let _ = tx.try_send(what);
     }));
     Ok(())

@@ -13,8 +13,7 @@ pub fn main() -> i32 {
     // Whatever the caller's umask, what recordfs creates in STORE gets exactly the private
     // modes it asks for (0600, 0700): a umask may narrow them, which would lock the daemon out
     // of its own files, never widen them.
-    // SAFETY: umask(2) cannot fail.
-    unsafe { libc::umask(0o077) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     match Cli::parse().command {
         Command::Mount(args) => daemon::mount_command(args),
         Command::Check { store } => tools::check_command(&store),

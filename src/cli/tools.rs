@@ -148,10 +148,16 @@ fn ask_daemon_to_compact(layout: &Layout, busy: &Error) -> i32 {
     let pid = holder
         .strip_prefix("recordfs pid ")
         .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse::<i32>().ok());
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 0);
+    let signal = |pid| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+    };
     match pid {
-        // SAFETY: kill(2) with a pid read from the store's lock file and a plain signal.
-        Some(pid) if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 => {
+        Some(pid) if signal(pid).is_ok() => {
             println!(
                 "{} is mounted; asked its daemon (pid {pid}) to compact the log now",
                 layout.store.display()

@@ -7,7 +7,7 @@
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -203,33 +203,21 @@ fn open_nofollow(path: &Path, flags: libc::c_int) -> io::Result<File> {
         .open(path)
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 fn apply_meta(f: &File, m: &FileMeta) -> io::Result<()> {
-    let fd = f.as_raw_fd();
-    // SAFETY: fd is a valid open descriptor for the duration of these calls.
-    unsafe {
-        if libc::fchown(fd, m.uid, m.gid) != 0 {
-            let e = io::Error::last_os_error();
-            // A non-root daemon cannot give files away; the log still holds the owner.
-            if e.raw_os_error() != Some(libc::EPERM) {
-                return Err(e);
-            }
-        }
-        check(libc::fchmod(fd, m.mode & 0o7777))?;
-        let times = [m.atime.to_timespec(), m.mtime.to_timespec()];
-        check(libc::futimens(fd, times.as_ptr()))
+    use nix::sys::stat::{fchmod, futimens, Mode};
+    use nix::unistd::{fchown, Gid, Uid};
+    match fchown(f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))) {
+        // A non-root daemon cannot give files away; the log still holds the owner.
+        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => return Err(e.into()),
     }
+    fchmod(f, Mode::from_bits_truncate(m.mode & 0o7777))?;
+    futimens(
+        f,
+        &m.atime.to_timespec().into(),
+        &m.mtime.to_timespec().into(),
+    )?;
+    Ok(())
 }
 
 impl Disk for RealDisk {
@@ -288,8 +276,7 @@ impl Disk for RealDisk {
 
     fn sync_everything(&self, path: &Path) -> io::Result<()> {
         let f = open_nofollow(path, libc::O_DIRECTORY)?;
-        // SAFETY: valid descriptor.
-        check(unsafe { libc::syncfs(f.as_raw_fd()) })
+        Ok(nix::unistd::syncfs(&f)?)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -297,17 +284,14 @@ impl Disk for RealDisk {
     }
 
     fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
-        let (ca, cb) = (cpath(a)?, cpath(b)?);
-        // SAFETY: both are valid NUL-terminated paths.
-        check(unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                ca.as_ptr(),
-                libc::AT_FDCWD,
-                cb.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        })
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        Ok(renameat2(
+            AT_FDCWD,
+            a,
+            AT_FDCWD,
+            b,
+            RenameFlags::RENAME_EXCHANGE,
+        )?)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -375,9 +359,13 @@ impl Disk for RealDisk {
         if f.metadata()?.file_type().is_symlink() {
             return Err(io::Error::from_raw_os_error(libc::ELOOP));
         }
-        let proc_path = cpath(Path::new(&format!("/proc/self/fd/{}", f.as_raw_fd())))?;
-        // SAFETY: a NUL-terminated path; chmod follows the /proc link to the opened file.
-        check(unsafe { libc::chmod(proc_path.as_ptr(), mode & 0o7777) })
+        // chmod follows the /proc link to the file opened above (an O_PATH descriptor has no
+        // fchmod).
+        let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+        fs::set_permissions(
+            proc_path,
+            std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+        )
     }
 
     fn lock(&self, path: &Path, holder: &str) -> io::Result<Box<dyn DiskLock>> {

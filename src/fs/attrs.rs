@@ -139,7 +139,6 @@ impl RecordFs {
             attrs.ctime = now;
             Ok(new_content(inode, attrs, data))
         })?;
-        self.notify_changed(fid);
         Ok(seq)
     }
 

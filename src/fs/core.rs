@@ -1,7 +1,6 @@
 //! Starting and stopping the core, committing through the pipeline, and telling the kernel
 //! what changed behind its back.
 
-use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,6 +95,12 @@ impl RecordFs {
     /// Called with a fid whose committed bytes changed, so kernel caches can be dropped.
     pub fn set_invalidator(&self, f: Invalidator) {
         *self.invalidator.lock() = Some(f);
+    }
+
+    /// Says in the store's lock which mount point this store is served at (see
+    /// `StoreLock::say_serving`).
+    pub fn say_serving(&self, mountpoint: &std::path::Path) {
+        self.lock.say_serving(mountpoint);
     }
 
     /// Flushes and syncs everything, writes a checkpoint, stops the commit thread. Handles
@@ -198,12 +203,6 @@ impl RecordFs {
             .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))
     }
 
-    pub(super) fn notify_changed(&self, fid: Fid) {
-        if let Some(f) = &*self.invalidator.lock() {
-            f(Invalidation::Inode(fid));
-        }
-    }
-
     /// Makes the kernel forget a name the daemon removed by itself, and waits (bounded) until
     /// it has: a `stat` right after the caller hears of it must not find the name cached.
     pub(super) fn forget_name(&self, dir: Fid, name: &[u8]) {
@@ -227,23 +226,15 @@ impl RecordFs {
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
-        let path = std::ffi::CString::new(self.layout.store.as_os_str().as_bytes())
-            .map_err(|_| err!(EINVAL, "NUL in the store's path"))?;
-        // SAFETY: statvfs fills the zeroed struct; path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-            return Err(Error::io(
-                "statvfs of the store",
-                &std::io::Error::last_os_error(),
-            ));
-        }
+        let st = nix::sys::statvfs::statvfs(&self.layout.store)
+            .map_err(|e| Error::io("statvfs of the store", &e.into()))?;
         Ok(StatFs {
-            blocks: st.f_blocks,
-            bfree: st.f_bfree,
-            bavail: st.f_bavail,
-            files: st.f_files,
-            ffree: st.f_ffree,
-            bsize: st.f_bsize as u32,
+            blocks: st.blocks(),
+            bfree: st.blocks_free(),
+            bavail: st.blocks_available(),
+            files: st.files(),
+            ffree: st.files_free(),
+            bsize: st.block_size() as u32,
             namelen: NAME_MAX as u32,
         })
     }

@@ -152,7 +152,6 @@ impl RecordFs {
                 orphan.attrs.mtime = mtime(orphan.attrs.mtime);
             }
             w.standing = Standing::Clean;
-            self.notify_changed(fid);
             return Ok(None);
         };
         let json = self.validate(&bytes);
@@ -184,7 +183,6 @@ impl RecordFs {
                 w.committed();
                 // New content replaces what could not be restored.
                 self.damaged.lock().remove(&fid);
-                self.notify_changed(fid);
                 Ok(Some(seq))
             }
             Err(e) if e.errno == libc::ENOENT => {

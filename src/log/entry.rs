@@ -5,9 +5,12 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::Value;
 
+use crate::error::Result;
 use crate::types::{Attrs, Fid, Kind, Seq, MAX_ID};
 
-use super::line::{check_line, crc32c, name_value, push_attrs, push_json, seal, Fields, B64};
+use super::line::{
+    check_line, corrupt, crc32c, name_value, push_attrs, push_json, seal, Fields, B64,
+};
 
 /// A file's bytes, with their checksum and their encoding in a log line computed once, so
 /// that the costly part of an entry can be built before the store's lock is taken.
@@ -212,7 +215,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     seal(out)
 }
 
-pub fn decode_entry(line: &[u8]) -> std::result::Result<Entry, String> {
+pub fn decode_entry(line: &[u8]) -> Result<Entry> {
     let f = Fields(check_line(line)?);
     let seq = f.id("seq")?;
     let ts = f.u64("ts")?;
@@ -247,40 +250,40 @@ pub fn decode_entry(line: &[u8]) -> std::result::Result<Entry, String> {
                 v => Some(
                     v.as_u64()
                         .filter(|f| (1..=MAX_ID).contains(f))
-                        .ok_or("field \"replaced\" is not a fid")?,
+                        .ok_or_else(|| corrupt("field \"replaced\" is not a fid"))?,
                 ),
             },
             exchange: f
                 .get("exchange")?
                 .as_bool()
-                .ok_or("field \"exchange\" is not a boolean")?,
+                .ok_or_else(|| corrupt("field \"exchange\" is not a boolean"))?,
         },
         "CHECKPOINT" => Op::Checkpoint {
             upto: f.upto("upto")?,
         },
-        other => return Err(format!("unknown op {other:?}")),
+        other => return Err(corrupt(format!("unknown op {other:?}"))),
     };
     Ok(Entry { seq, ts, op })
 }
 
 impl Fields {
     /// A SET's bytes, checked against its `len` and `dcrc`.
-    fn data(&self) -> std::result::Result<Data, String> {
+    fn data(&self) -> Result<Data> {
         let text = self.str("data")?;
         let bytes = match self.str("enc")? {
             "utf8" => text.as_bytes().to_vec(),
             "base64" => B64
                 .decode(text)
-                .map_err(|e| format!("bad base64 data: {e}"))?,
-            other => return Err(format!("unknown encoding {other:?}")),
+                .map_err(|e| corrupt(format!("bad base64 data: {e}")))?,
+            other => return Err(corrupt(format!("unknown encoding {other:?}"))),
         };
         let data = Data::decoded(bytes);
         if data.len() != self.u64("len")? {
-            return Err("data length does not match len".into());
+            return Err(corrupt("data length does not match len"));
         }
         let dcrc = self.crc("dcrc")?;
         if data.dcrc != dcrc {
-            return Err("data checksum does not match dcrc".into());
+            return Err(corrupt("data checksum does not match dcrc"));
         }
         Ok(data)
     }

@@ -4,6 +4,7 @@
 use base64::Engine;
 use serde_json::Value;
 
+use crate::error::{err, Error, Result};
 use crate::types::{Attrs, Kind, Time, MAX_ID};
 
 pub const FORMAT_VERSION: u64 = 1;
@@ -58,17 +59,21 @@ pub(super) fn seal(mut body: Vec<u8>) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
+/// A line or file of the log that does not decode: EIO for whoever needed it (recovery
+/// and the tools decide what it means: a torn tail, damage, or a newer format).
+pub(super) fn corrupt(reason: impl std::fmt::Display) -> Error {
+    err!(EIO, "{reason}")
+}
+
 /// Checks the framing and checksum of one line (without newline) and parses it.
-pub(super) fn check_line(
-    line: &[u8],
-) -> std::result::Result<serde_json::Map<String, Value>, String> {
+pub(super) fn check_line(line: &[u8]) -> Result<serde_json::Map<String, Value>> {
     const TAIL: usize = r#","crc":"00000000"}"#.len();
     if line.len() < TAIL + 1 || line[0] != b'{' {
-        return Err("not an entry line".into());
+        return Err(corrupt("not an entry line"));
     }
     let (body, tail) = line.split_at(line.len() - TAIL);
     if !tail.starts_with(b",\"crc\":\"") || !tail.ends_with(b"\"}") {
-        return Err("no trailing crc field".into());
+        return Err(corrupt("no trailing crc field"));
     }
     let hex = &tail[8..16];
     let stored = hex
@@ -77,71 +82,75 @@ pub(super) fn check_line(
         .then(|| std::str::from_utf8(hex).ok())
         .flatten()
         .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .ok_or("crc is not 8 hex digits")?;
+        .ok_or_else(|| corrupt("crc is not 8 hex digits"))?;
     let mut checked = Vec::with_capacity(body.len() + 1);
     checked.extend_from_slice(body);
     checked.push(b'}');
     let actual = crc32c(&checked);
     if actual != stored {
-        return Err(format!(
+        return Err(corrupt(format!(
             "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
-        ));
+        )));
     }
     match serde_json::from_slice::<Value>(line) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("line is not a JSON object".into()),
-        Err(e) => Err(format!("checksum matches but JSON does not parse: {e}")),
+        Ok(_) => Err(corrupt("line is not a JSON object")),
+        Err(e) => Err(corrupt(format!(
+            "checksum matches but JSON does not parse: {e}"
+        ))),
     }
 }
 
 pub(super) struct Fields(pub(super) serde_json::Map<String, Value>);
 
 impl Fields {
-    pub(super) fn get(&self, key: &str) -> std::result::Result<&Value, String> {
+    pub(super) fn get(&self, key: &str) -> Result<&Value> {
         self.0
             .get(key)
-            .ok_or_else(|| format!("missing field {key:?}"))
+            .ok_or_else(|| corrupt(format!("missing field {key:?}")))
     }
-    pub(super) fn u64(&self, key: &str) -> std::result::Result<u64, String> {
+    pub(super) fn u64(&self, key: &str) -> Result<u64> {
         self.get(key)?
             .as_u64()
-            .ok_or_else(|| format!("field {key:?} is not an unsigned integer"))
+            .ok_or_else(|| corrupt(format!("field {key:?} is not an unsigned integer")))
     }
     /// A sequence number, fid or segment number: 1 to `MAX_ID`.
-    pub(super) fn id(&self, key: &str) -> std::result::Result<u64, String> {
+    pub(super) fn id(&self, key: &str) -> Result<u64> {
         match self.u64(key)? {
             v @ 1..=MAX_ID => Ok(v),
-            v => Err(format!("field {key:?} is {v}, outside 1..={MAX_ID}")),
+            v => Err(corrupt(format!(
+                "field {key:?} is {v}, outside 1..={MAX_ID}"
+            ))),
         }
     }
     /// The sequence number a checkpoint, snapshot or manifest covers up to: 0 to `MAX_ID`.
-    pub(super) fn upto(&self, key: &str) -> std::result::Result<u64, String> {
+    pub(super) fn upto(&self, key: &str) -> Result<u64> {
         match self.u64(key)? {
             v @ 0..=MAX_ID => Ok(v),
-            v => Err(format!("field {key:?} is {v}, above {MAX_ID}")),
+            v => Err(corrupt(format!("field {key:?} is {v}, above {MAX_ID}"))),
         }
     }
-    pub(super) fn u32(&self, key: &str) -> std::result::Result<u32, String> {
-        u32::try_from(self.u64(key)?).map_err(|_| format!("field {key:?} is out of range"))
+    pub(super) fn u32(&self, key: &str) -> Result<u32> {
+        u32::try_from(self.u64(key)?).map_err(|_| corrupt(format!("field {key:?} is out of range")))
     }
-    pub(super) fn str(&self, key: &str) -> std::result::Result<&str, String> {
+    pub(super) fn str(&self, key: &str) -> Result<&str> {
         self.get(key)?
             .as_str()
-            .ok_or_else(|| format!("field {key:?} is not a string"))
+            .ok_or_else(|| corrupt(format!("field {key:?} is not a string")))
     }
-    pub(super) fn name(&self, key: &str) -> std::result::Result<Vec<u8>, String> {
+    pub(super) fn name(&self, key: &str) -> Result<Vec<u8>> {
         match self.get(key)? {
             Value::String(s) => Ok(s.as_bytes().to_vec()),
             Value::Object(m) => m
                 .get("b64")
                 .and_then(Value::as_str)
                 .and_then(|b| B64.decode(b).ok())
-                .ok_or_else(|| format!("field {key:?} is not a name")),
-            _ => Err(format!("field {key:?} is not a name")),
+                .ok_or_else(|| corrupt(format!("field {key:?} is not a name"))),
+            _ => Err(corrupt(format!("field {key:?} is not a name"))),
         }
     }
-    pub(super) fn time(&self, key: &str) -> std::result::Result<Time, String> {
-        let bad = || format!("field {key:?} is not [seconds, nanoseconds]");
+    pub(super) fn time(&self, key: &str) -> Result<Time> {
+        let bad = || corrupt(format!("field {key:?} is not [seconds, nanoseconds]"));
         let arr = self.get(key)?.as_array().ok_or_else(bad)?;
         match arr.as_slice() {
             [s, n] => Ok(Time {
@@ -151,18 +160,18 @@ impl Fields {
             _ => Err(bad()),
         }
     }
-    pub(super) fn kind(&self) -> std::result::Result<Kind, String> {
+    pub(super) fn kind(&self) -> Result<Kind> {
         match self.str("kind")? {
             "file" => Ok(Kind::File),
             "symlink" => Ok(Kind::Symlink),
-            other => Err(format!("unknown kind {other:?}")),
+            other => Err(corrupt(format!("unknown kind {other:?}"))),
         }
     }
     /// A CRC32C written as 8 hex digits.
-    pub(super) fn crc(&self, key: &str) -> std::result::Result<u32, String> {
-        u32::from_str_radix(self.str(key)?, 16).map_err(|e| format!("field {key:?}: {e}"))
+    pub(super) fn crc(&self, key: &str) -> Result<u32> {
+        u32::from_str_radix(self.str(key)?, 16).map_err(|e| corrupt(format!("field {key:?}: {e}")))
     }
-    pub(super) fn attrs(&self) -> std::result::Result<Attrs, String> {
+    pub(super) fn attrs(&self) -> Result<Attrs> {
         Ok(Attrs {
             mode: self.u32("mode")? & 0o7777,
             uid: self.u32("uid")?,

@@ -9,6 +9,7 @@ use crate::limits::MAX_HEADER_LINE;
 use crate::types::Seq;
 
 use super::entry::{decode_entry, Entry};
+use super::line::corrupt;
 use super::segment::{decode_header, Header};
 
 // ---------------------------------------------------------------------------------------------
@@ -129,12 +130,14 @@ pub fn scan_segment(
         let (consumed, result) = match read {
             LineRead::TooLong(skipped, _) => (
                 skipped,
-                Err(format!("line longer than the limit of {max} bytes")),
+                Err(corrupt(format!(
+                    "line longer than the limit of {max} bytes"
+                ))),
             ),
             LineRead::Line(line, ended) => {
                 let consumed = line.len() as u64 + u64::from(ended);
                 let result = if !ended {
-                    Err("line has no newline (torn write)".to_string())
+                    Err(corrupt("line has no newline (torn write)"))
                 } else if scan.header.is_none() && offset == 0 {
                     decode_header(&line).map(|h| {
                         max = h.max_line.min(usize::MAX as u64) as usize;
@@ -192,13 +195,13 @@ pub fn scan_segment(
                     scan.good_end = offset + consumed;
                 }
             }
-            Err(reason) => {
+            Err(e) => {
                 if scan.bad.is_empty() {
                     scan.hole = has_nul;
                 }
                 scan.bad.push(BadLine {
                     offset,
-                    reason,
+                    reason: e.reason,
                     prev_seq: scan.last_seq,
                     has_nul,
                 })
@@ -251,9 +254,8 @@ pub fn read_entry_at(disk: &dyn Disk, path: &Path, offset: u64, max_line: u64) -
         .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
     let mut r = BufReader::new(Reader::new(file, offset));
     match read_bounded_line(&mut r, max_line as usize) {
-        Ok(Some(LineRead::Line(line, true))) => {
-            decode_entry(&line).map_err(|e| err!(EIO, "{} at offset {offset}: {e}", path.display()))
-        }
+        Ok(Some(LineRead::Line(line, true))) => decode_entry(&line)
+            .map_err(|e| err!(EIO, "{} at offset {offset}: {}", path.display(), e.reason)),
         Ok(_) => Err(err!(
             EIO,
             "{} at offset {offset}: no whole entry",

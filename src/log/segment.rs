@@ -9,7 +9,7 @@ use crate::disk::{Disk, DiskFile};
 use crate::error::{err, Error, Result};
 use crate::types::{Seq, Time, MAX_ID};
 
-use super::line::{check_line, push_json, seal, Fields, FORMAT_VERSION};
+use super::line::{check_line, corrupt, push_json, seal, Fields, FORMAT_VERSION};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -28,16 +28,16 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
     seal(out)
 }
 
-pub fn decode_header(line: &[u8]) -> std::result::Result<Header, String> {
+pub fn decode_header(line: &[u8]) -> Result<Header> {
     let f = Fields(check_line(line)?);
     if f.str("recordfs")? != "log" {
-        return Err("not a recordfs log header".into());
+        return Err(corrupt("not a recordfs log header"));
     }
     let version = f.u64("version")?;
     if version != FORMAT_VERSION {
-        return Err(format!(
+        return Err(corrupt(format!(
             "log format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-        ));
+        )));
     }
     Ok(Header {
         version,

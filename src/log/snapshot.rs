@@ -1,8 +1,11 @@
 //! Snapshots and the manifest: the state after a compaction, without the files' bytes.
 
+use crate::error::Result;
 use crate::types::{Attrs, Fid, Kind, Seq};
 
-use super::line::{check_line, name_value, push_attrs, push_json, seal, Fields, FORMAT_VERSION};
+use super::line::{
+    check_line, corrupt, name_value, push_attrs, push_json, seal, Fields, FORMAT_VERSION,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Snapshots and the manifest (compaction)
@@ -65,7 +68,7 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
     out
 }
 
-pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot> {
     let mut lines = bytes.split(|b| *b == b'\n');
     let (upto, next_fid, root, count) = decode_snapshot_head(lines.next().unwrap_or_default())?;
     let mut files = Vec::new();
@@ -73,7 +76,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
         files.push(decode_file_record(line)?);
     }
     if files.len() as u64 != count || lines.any(|l| !l.is_empty()) {
-        return Err(format!("the snapshot should hold exactly {count} files"));
+        return Err(corrupt(format!(
+            "the snapshot should hold exactly {count} files"
+        )));
     }
     Ok(Snapshot {
         upto,
@@ -84,12 +89,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
 }
 
 /// A snapshot's header: `upto`, `next_fid`, the root's attributes, how many files follow.
-pub(super) fn decode_snapshot_head(
-    line: &[u8],
-) -> std::result::Result<(Seq, Fid, Attrs, u64), String> {
+pub(super) fn decode_snapshot_head(line: &[u8]) -> Result<(Seq, Fid, Attrs, u64)> {
     let head = Fields(check_line(line)?);
     if head.str("recordfs")? != "snapshot" || head.u64("version")? != FORMAT_VERSION {
-        return Err("not a recordfs snapshot of this version".into());
+        return Err(corrupt("not a recordfs snapshot of this version"));
     }
     Ok((
         head.upto("upto")?,
@@ -99,7 +102,7 @@ pub(super) fn decode_snapshot_head(
     ))
 }
 
-pub(super) fn decode_file_record(line: &[u8]) -> std::result::Result<FileRecord, String> {
+pub(super) fn decode_file_record(line: &[u8]) -> Result<FileRecord> {
     let f = Fields(check_line(line)?);
     Ok(FileRecord {
         fid: f.id("fid")?,
@@ -150,8 +153,8 @@ pub fn salvage_snapshot(bytes: &[u8]) -> SalvagedSnapshot {
             _ => decode_file_record(line)
                 .map(|f| out.files.push((at, line.to_vec(), f)))
                 .map_err(|e| match head {
-                    Some(Err(h)) => format!("header: {h}"),
-                    _ => e,
+                    Some(Err(h)) => format!("header: {}", h.reason),
+                    _ => e.reason,
                 }),
         };
         if let Err(why) = result {
@@ -180,13 +183,13 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     out
 }
 
-pub fn decode_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
     let line = bytes
         .strip_suffix(b"\n")
-        .ok_or("the manifest is not one whole line")?;
+        .ok_or_else(|| corrupt("the manifest is not one whole line"))?;
     let f = Fields(check_line(line)?);
     if f.str("recordfs")? != "manifest" || f.u64("version")? != FORMAT_VERSION {
-        return Err("not a recordfs manifest of this version".into());
+        return Err(corrupt("not a recordfs manifest of this version"));
     }
     Ok(Manifest {
         snapshot: f.upto("snapshot")?,

@@ -184,8 +184,8 @@ impl Salvage {
         // A first line that is no header may be an entry whose header was lost.
         let entry = match (log::decode_entry(line), header) {
             (Ok(entry), _) => entry,
-            (Err(_), Some(Err(h))) => return Some(format!("segment header: {h}")),
-            (Err(e), _) => return Some(e),
+            (Err(_), Some(Err(h))) => return Some(format!("segment header: {}", h.reason)),
+            (Err(e), _) => return Some(e.reason),
         };
         if entry.seq <= self.seen {
             return Some(format!(

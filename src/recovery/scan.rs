@@ -42,7 +42,7 @@ pub fn read_manifest(disk: &dyn Disk, layout: &Layout) -> Result<Option<log::Man
     match disk.read(&path) {
         Ok(bytes) => log::decode_manifest(&bytes)
             .map(Some)
-            .map_err(|e| err!(EIO, "{} is corrupt: {e}", path.display())),
+            .map_err(|e| err!(EIO, "{} is corrupt: {}", path.display(), e.reason)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", path.display()), &e)),
     }
@@ -77,8 +77,9 @@ fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<(Namespace, Vec<(Seq,
     let snap = log::decode_snapshot(&bytes).map_err(|e| {
         err!(
             EIO,
-            "snapshot {} is corrupt: {e}. {SALVAGE_HINT}",
-            path.display()
+            "snapshot {} is corrupt: {}. {SALVAGE_HINT}",
+            path.display(),
+            e.reason
         )
     })?;
     segments.retain(|(start, _)| *start >= m.first_segment);

@@ -84,8 +84,7 @@ impl fmt::Display for Exposure {
 
 /// The user the daemon runs as: STORE must be theirs.
 pub fn serving_uid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    nix::unistd::geteuid().as_raw()
 }
 
 fn stat_of(disk: &dyn Disk, path: &Path) -> Result<Option<crate::disk::DiskStat>> {

@@ -35,8 +35,23 @@ pub struct StoreLock {
 
 /// What the lock says of a holder that is unmounting (`StoreLock::say_unmounting`).
 const UNMOUNTING: &str = "; unmounting since ";
+/// What the lock says of a holder that serves a mount (`StoreLock::say_serving`).
+const SERVING: &str = "; serving ";
 
 impl StoreLock {
+    /// Names the mount point this holder serves: a mount that finds the lock taken and that
+    /// mount gone knows the holder is on its way out before it can say so itself (`umount`
+    /// returns at once; the daemon learns of it a moment later).
+    pub fn say_serving(&self, mountpoint: &std::path::Path) {
+        let text = format!(
+            "{}{SERVING}{}\n",
+            self.holder.trim_end(),
+            mountpoint.display()
+        );
+        // Only a courtesy to the next mount, as `say_unmounting`.
+        let _ = self.lock.say(&text);
+    }
+
     /// Tells a mount that finds the lock taken that this holder is on its way out, so that
     /// it waits (`UNMOUNT_WAIT`) instead of refusing: `umount` returns before the daemon has
     /// written its checkpoint.
@@ -250,7 +265,17 @@ fn take_lock(disk: &dyn Disk, layout: &Layout, notices: &mut Vec<String>) -> Res
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => e.to_string(),
             Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), &e)),
         };
-        let Some((who, _)) = other.split_once(UNMOUNTING) else {
+        let unmounting = match (other.split_once(UNMOUNTING), other.split_once(SERVING)) {
+            (Some((who, _)), _) => Some(who),
+            // Its mount is gone: it is unmounting, and has not said so yet.
+            (None, Some((who, point))) => {
+                crate::mounts::recordfs_mounted_at(std::path::Path::new(point.trim_end()))
+                    .is_none()
+                    .then_some(who)
+            }
+            (None, None) => None,
+        };
+        let Some(who) = unmounting else {
             let who = if other.is_empty() {
                 "another process"
             } else {

@@ -2,6 +2,8 @@
 //! even when the test fails, and every wait is bounded.
 #![allow(dead_code)]
 
+pub mod sequences;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -175,6 +177,20 @@ impl Mount {
     pub fn stop(self) -> ExitStatus {
         self.signal(libc::SIGTERM);
         self.wait_for_exit()
+    }
+
+    /// `stop`, which must end in a clean exit: if not, the end of the daemon's log says why.
+    pub fn stop_cleanly(self) {
+        let log = self.log.clone();
+        let status = self.stop();
+        if !status.success() {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            panic!(
+                "the daemon ended with {status} after SIGTERM; its log, newest first:\n{}",
+                tail.join("\n")
+            );
+        }
     }
 
     pub fn signal(&self, sig: i32) {

@@ -222,6 +222,10 @@ impl Disk for SimDisk {
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.live()?;
         let ino = sim.lookup(path)?;
+        // As the real disk's no-follow open: a symlink cannot be opened to be synced.
+        if sim.node(ino).symlink.is_some() {
+            return Err(errno(libc::ELOOP));
+        }
         sim.sync_node(ino)
     }
 
