@@ -392,3 +392,44 @@ impl Pipeline {
         bytes_in_log(&self.state.lock(), fid)
     }
 }
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::disk::sim::SimDisk;
+    use crate::options::Options;
+
+    /// Issue 9 (item 10): quiesce and compaction each hurry the apply thread; with one flag, the
+    /// first to finish cleared it for the other. A count: each takes back only its own.
+    #[test]
+    fn a_quiesce_does_not_cancel_a_compaction_s_hurry() {
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        let layout = Layout::new(std::path::Path::new("/store"));
+        let opts = Options::default();
+        let r = crate::recovery::recover(&*disk, &layout, &opts).unwrap();
+        let policy = CompactPolicy {
+            log_limit: opts.log_limit,
+            every: opts.compact_every,
+            keep: opts.keep_logs,
+        };
+        let (p, threads) = Pipeline::start(
+            disk,
+            layout,
+            r.ns,
+            r.log,
+            policy,
+            r.backing_durable,
+            &r.damaged,
+        )
+        .unwrap();
+        p.state.lock().hurry += 1; // as a compaction under way does
+        p.quiesce();
+        assert_eq!(
+            p.state.lock().hurry,
+            1,
+            "the compaction's hurry was taken back"
+        );
+        p.state.lock().hurry -= 1;
+        p.shutdown(threads).unwrap();
+    }
+}
