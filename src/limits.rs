@@ -110,6 +110,11 @@ pub const SYNCFS_ABOVE: usize = 256;
 /// How long a refused first save waits for the kernel to forget the name it removes.
 pub const FORGET_WAIT: Duration = Duration::from_secs(1);
 
+/// How long an online compaction waits for the sync thread to make the old segment's last
+/// entries durable before it switches segments; past it (commits that keep coming), it syncs
+/// the rest itself, under the state lock. A few log syncs.
+pub const TAIL_SYNC_WAIT: Duration = Duration::from_millis(50);
+
 /// How long a mount waits for the daemon of its store to finish unmounting.
 pub const UNMOUNT_WAIT: std::time::Duration = Duration::from_secs(60);
 

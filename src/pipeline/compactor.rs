@@ -8,7 +8,7 @@ use log::{error, info};
 
 use super::state::Pipeline;
 use crate::error::{err, Error, Result};
-use crate::limits::{COMPACT_RETRY, WRITEBACK_BATCH, WRITEBACK_EVERY};
+use crate::limits::{COMPACT_RETRY, TAIL_SYNC_WAIT, WRITEBACK_BATCH, WRITEBACK_EVERY};
 use crate::log::LogWriter;
 use crate::store::{self};
 
@@ -96,6 +96,13 @@ impl Pipeline {
         }
         let snapshot = {
             let mut st = self.state.lock();
+            // What was appended meanwhile: wait (bounded, the lock released) for the sync
+            // thread to make it durable, so that the switch below needs no fdatasync under the
+            // lock, where every lookup and getattr would wait for it.
+            let until = Instant::now() + TAIL_SYNC_WAIT;
+            while st.fatal.is_none() && st.durable < st.ns.last_seq() && Instant::now() < until {
+                self.room.wait_for(&mut st, Duration::from_millis(1));
+            }
             if let Some(reason) = &st.fatal {
                 return Err(err!(EROFS, "the store failed earlier: {reason}"));
             }
@@ -103,9 +110,17 @@ impl Pipeline {
             if st.log.start_seq() > upto {
                 return Ok(None); // the live segment holds no entry yet
             }
-            if let Err(e) = st.log.sync() {
-                self.turn_read_only(&mut st, e.reason.clone());
-                return Err(e);
+            // Not all durable yet (commits kept coming, or a checkpoint's entry is not counted):
+            // the rest is synced here, under the lock, as it must be before the new segment exists.
+            if st.durable < upto {
+                log::debug!(
+                    "compaction: entries {} to {upto} not durable yet; syncing them under the lock",
+                    st.durable + 1
+                );
+                if let Err(e) = st.log.sync() {
+                    self.turn_read_only(&mut st, e.reason.clone());
+                    return Err(e);
+                }
             }
             // The new segment's header and name are synced outside the lock: by the sync thread
             // before it acknowledges any entry in it, and below before the manifest names it.
