@@ -266,71 +266,46 @@ fn only_a_holder_that_is_unmounting_is_waited_for() {
         assert_eq!(line, "held\n");
         child
     };
-    // Serving: refused at once.
-    let mut holder = hold(
-        "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z\n",
-        30.0,
-    );
-    let started = std::time::Instant::now();
-    let err = Daemon::start(&env.store, &env.mnt, &[], 0o022)
-        .map(|_| ())
-        .unwrap_err();
-    assert!(
-        err.contains("is in use by recordfs pid 1 on elsewhere"),
-        "{err}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let _ = holder.kill();
-    let _ = holder.wait();
-    // Serving a mount that is still there: refused at once.
+    // A holder that serves: refused at once, named.
+    let refused = |text: &str| {
+        let mut holder = hold(text, 30.0);
+        let started = std::time::Instant::now();
+        let err = Daemon::start(&env.store, &env.mnt, &[], 0o022)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            err.contains("is in use by recordfs pid 1 on elsewhere"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let _ = holder.kill();
+        let _ = holder.wait();
+    };
+    // A holder on its way out: waited for, and said so.
+    let waited_for = |text: &str| {
+        let mut holder = hold(text, 1.0);
+        let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
+        assert!(
+            d.said.contains("waited") && d.said.contains("to finish unmounting"),
+            "{}",
+            d.said
+        );
+        let _ = holder.wait();
+        d.stop();
+    };
+    let since = "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z";
+    refused(&format!("{since}\n"));
+    // Serving a mount that is still there.
     let live = Env::new();
     let _live = live.mount(&[]);
-    let mut holder = hold(
-        &format!(
-            "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z; serving {}\n",
-            live.mnt.display()
-        ),
-        30.0,
-    );
-    let started = std::time::Instant::now();
-    let err = Daemon::start(&env.store, &env.mnt, &[], 0o022)
-        .map(|_| ())
-        .unwrap_err();
-    assert!(err.contains("is in use by recordfs pid 1"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let _ = holder.kill();
-    let _ = holder.wait();
-    // Serving a mount that is gone (`umount` returned, the daemon has not said so yet):
-    // waited for, and said so.
+    refused(&format!("{since}; serving {}\n", live.mnt.display()));
+    // Serving a mount that is gone (`umount` returned; the daemon has not said so yet).
     let gone = env.dir.path().join("unmounted");
-    let mut holder = hold(
-        &format!(
-            "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z; serving {}\n",
-            gone.display()
-        ),
-        1.0,
-    );
-    let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
-    assert!(
-        d.said.contains("waited") && d.said.contains("to finish unmounting"),
-        "{}",
-        d.said
-    );
-    let _ = holder.wait();
-    d.stop();
-    // Unmounting: waited for, and said so.
-    let mut holder = hold(
-        "recordfs pid 1 on elsewhere since 2026-01-01T00:00:00.000Z; unmounting since 2026-01-01T00:01:00.000Z\n",
-        1.0,
-    );
-    let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
-    assert!(
-        d.said.contains("waited") && d.said.contains("to finish unmounting"),
-        "{}",
-        d.said
-    );
-    let _ = holder.wait();
-    d.stop();
+    waited_for(&format!("{since}; serving {}\n", gone.display()));
+    // Saying it is unmounting.
+    waited_for(&format!(
+        "{since}; unmounting since 2026-01-01T00:01:00.000Z\n"
+    ));
 }
 
 /// Issue: a second mount on a mount point that held a recordfs mount stacked on it, and one
