@@ -158,7 +158,9 @@ impl RecordFs {
         if let (true, Err(invalid)) = (is_record_name(&inode.name), &json) {
             let dcrc = crate::log::crc32c(&bytes);
             let e = if w.rejected == Some(dcrc) {
+                // The first refusal was logged (at warn) with where its bytes are kept.
                 err!(EINVAL, "{}: refused again, {invalid}", show(&inode.name))
+                    .at(log::Level::Debug)
             } else {
                 w.rejected = Some(dcrc);
                 self.reject(&inode.name, &bytes, invalid)
