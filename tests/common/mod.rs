@@ -396,20 +396,19 @@ pub fn sh_as_nobody(cmd: &str) -> (i32, String) {
     )
 }
 
-/// A tiny deterministic generator (xorshift64*) for seeded test sequences; the simulated
-/// disk's own (`recordfs::disk::sim::Rng`, built only with the `sim` feature) is the same
-/// algorithm, so a seed names the same sequence in either.
-pub struct Rng(u64);
+/// A seeded generator for the tests that draw their own choices (the JSON rule, corruption):
+/// proptest's, as the sequence tests use (`sequences::runner`), rather than one of our own.
+pub struct Rng(proptest::test_runner::TestRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        use proptest::test_runner::{RngAlgorithm, TestRng};
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Rng(TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        proptest::prelude::Rng::next_u64(&mut self.0)
     }
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
