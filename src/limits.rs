@@ -112,7 +112,8 @@ pub const FORGET_WAIT: Duration = Duration::from_secs(1);
 
 /// How long an online compaction waits for the sync thread to make the old segment's last
 /// entries durable before it switches segments; past it (commits that keep coming), it syncs
-/// the rest itself, under the state lock. A few log syncs.
+/// the rest itself, holding the log writer: commits wait for that sync, lookups do not. A few
+/// log syncs.
 pub const TAIL_SYNC_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a mount waits for the daemon of its store to finish unmounting.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{error, info};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::state::{
-    bytes_in_log, Committed, CompactPolicy, Pipeline, State, Threads, Waiter, Waiters,
+    bytes_in_log, Committed, CompactPolicy, Live, Pipeline, State, Threads, Waiter, Waiters,
 };
 use super::version::Version;
 use crate::disk::Disk;
@@ -40,7 +40,7 @@ impl Pipeline {
             layout,
             state: Mutex::new(State {
                 ns,
-                log,
+                live: Live::of(&log),
                 pending: HashMap::new(),
                 pending_bytes: 0,
                 disk: on_disk,
@@ -61,6 +61,7 @@ impl Pipeline {
                 hurry: 0,
                 compact_requested: false,
             }),
+            log: Mutex::new(log),
             wake: Condvar::new(),
             apply_wake: Condvar::new(),
             room: Condvar::new(),
@@ -131,14 +132,15 @@ impl Pipeline {
 
     /// Like `commit`, with the current bytes of every regular file in `in_log` in the live
     /// segment when the entry is (see `bytes_in_live_log`): for a file whose bytes are not,
-    /// `relog` must bring them (read by the caller), and they are committed again first, under
-    /// the same lock, so that no compaction comes between. EAGAIN if they are missing or stale.
+    /// `relog` must bring them (read by the caller), and they are committed again first, holding
+    /// the log, so that no compaction comes between. EAGAIN if they are missing or stale.
     pub fn commit_keeping(
         &self,
         in_log: &[Fid],
         relog: &[(Fid, Data)],
         build: impl FnOnce(&mut Namespace) -> Result<Op>,
     ) -> Result<Committed> {
+        let mut log = self.log.lock();
         let mut st = self.state.lock();
         self.wait_for_room(&mut st)?;
         let missing: Vec<Fid> = in_log
@@ -159,13 +161,13 @@ impl Pipeline {
                 })
             });
             let op = again.ok_or_else(|| err!(EAGAIN, "inode {fid} has left the live log"))?;
-            self.append(&mut st, op)?;
+            self.append(&mut log, &mut st, op)?;
         }
         let op = build(&mut st.ns)?;
-        self.append(&mut st, op)
+        self.append(&mut log, &mut st, op)
     }
 
-    pub(super) fn wait_for_room(&self, st: &mut parking_lot::MutexGuard<'_, State>) -> Result<()> {
+    pub(super) fn wait_for_room(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
         loop {
             if let Some(reason) = &st.fatal {
                 return Err(err!(
@@ -187,10 +189,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Appends one entry for `op` and applies it to the namespace (the state lock held).
-    pub(super) fn append(
+    /// Appends one entry for `op`, checked against the namespace by the caller, and applies it
+    /// to the namespace. The state lock is released while the line is encoded and written:
+    /// holding `log` keeps every other change out meanwhile, so `op` still fits when applied.
+    fn append(
         &self,
-        st: &mut parking_lot::MutexGuard<'_, State>,
+        log: &mut LogWriter,
+        st: &mut MutexGuard<'_, State>,
         op: Op,
     ) -> Result<Committed> {
         let entry = Entry {
@@ -198,14 +203,24 @@ impl Pipeline {
             ts: Time::now().millis(),
             op,
         };
-        let line = encode_entry(&entry);
-        let offset = st.log.append(&line).inspect_err(|e| {
+        let written = MutexGuard::unlocked(st, || log.append(&encode_entry(&entry)));
+        let offset = written.inspect_err(|e| {
             if !e.is_no_space() && e.errno != libc::EFBIG {
                 self.turn_read_only(st, format!("log append failed: {e}"));
             }
         })?;
+        st.live.len = log.len();
+        if let Some(reason) = &st.fatal {
+            // The store failed while the line was written (a log sync): nothing after the
+            // failure may be acknowledged, so the entry is not queued for a sync. It is in the
+            // log, unacknowledged, as an entry written just before a crash is.
+            return Err(err!(
+                EROFS,
+                "the store is read-only after a failure: {reason}"
+            ));
+        }
         let loc = matches!(entry.op, Op::Set { .. }).then_some(ContentLoc {
-            segment: st.log.start_seq(),
+            segment: st.live.start_seq,
             offset,
         });
         let applied = match st.ns.apply(&entry, loc) {
@@ -228,7 +243,7 @@ impl Pipeline {
         let seq = entry.seq;
         st.unsynced.push(entry);
         self.commits.fetch_add(1, Ordering::Relaxed);
-        if st.log.len() > self.policy.log_limit {
+        if st.live.len > self.policy.log_limit {
             self.compact_wake.notify_one();
         }
         self.wake.notify_one();
@@ -305,6 +320,7 @@ impl Pipeline {
             commits as f64 / syncs.max(1) as f64,
             self.sync_nanos.load(Ordering::Relaxed) as f64 / syncs.max(1) as f64 / 1000.0
         );
+        let mut log = self.log.lock();
         let mut st = self.state.lock();
         if let Some(reason) = &st.fatal {
             return Err(err!(
@@ -323,7 +339,7 @@ impl Pipeline {
                 ),
             ));
         }
-        self.checkpoint(&mut st)
+        self.checkpoint(&mut log, &mut st)
     }
 
     /// An invariant of the pipeline does not hold: a bug. The store stops (read-only until

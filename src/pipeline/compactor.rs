@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-use super::state::Pipeline;
+use parking_lot::MutexGuard;
+
+use super::state::{Live, Pipeline};
 use crate::error::{err, Error, Result};
 use crate::limits::{COMPACT_RETRY, TAIL_SYNC_WAIT, WRITEBACK_BATCH, WRITEBACK_EVERY};
 use crate::log::LogWriter;
@@ -32,10 +34,10 @@ impl Pipeline {
                     }
                     // The size counts only once the live segment holds an entry: a limit
                     // below a segment's header alone would otherwise be passed for ever.
-                    let has_entries = st.log.start_seq() <= st.ns.last_seq();
+                    let has_entries = st.live.start_seq <= st.ns.last_seq();
                     let due = st.fatal.is_none()
                         && (st.compact_requested
-                            || (st.log.len() > self.policy.log_limit && has_entries)
+                            || (st.live.len > self.policy.log_limit && has_entries)
                             || last.elapsed() >= self.policy.every);
                     if due {
                         st.compact_requested = false;
@@ -86,50 +88,58 @@ impl Pipeline {
     pub(super) fn compact_online(&self) -> Result<Option<crate::log::Compacted>> {
         // The old segment's tail must be durable before the new segment exists: a crash may
         // keep a new file while it loses unsynced bytes of the old, and a gap between segments
-        // is corruption to recovery. Most of it is synced here, outside the lock; under the lock
-        // only what was appended meanwhile.
-        let old = self.state.lock().log.sync_handle();
+        // is corruption to recovery. Most of it is synced here, holding no lock; then, holding
+        // the log (commits wait, lookups do not), only what was appended meanwhile.
+        let old = self.state.lock().live.file.clone();
         if let Err(e) = old.sync_data() {
             let e = Error::io("fdatasync of the log", &e);
             self.turn_read_only(&mut self.state.lock(), e.reason.clone());
             return Err(e);
         }
-        let snapshot = {
+        {
+            // What was appended meanwhile: wait (bounded) for the sync thread to make it
+            // durable while commits go on, so that the switch below seldom syncs at all.
             let mut st = self.state.lock();
-            // What was appended meanwhile: wait (bounded, the lock released) for the sync
-            // thread to make it durable, so that the switch below needs no fdatasync under the
-            // lock, where every lookup and getattr would wait for it.
             let until = Instant::now() + TAIL_SYNC_WAIT;
             while st.fatal.is_none() && st.durable < st.ns.last_seq() && Instant::now() < until {
                 self.room.wait_for(&mut st, Duration::from_millis(1));
             }
+        }
+        let snapshot = {
+            let mut log = self.log.lock();
+            let mut st = self.state.lock();
             if let Some(reason) = &st.fatal {
                 return Err(err!(EROFS, "the store failed earlier: {reason}"));
             }
             let upto = st.ns.last_seq();
-            if st.log.start_seq() > upto {
+            if log.start_seq() > upto {
                 return Ok(None); // the live segment holds no entry yet
             }
             // Not all durable yet (commits kept coming, or a checkpoint's entry is not counted):
-            // the rest is synced here, under the lock, as it must be before the new segment exists.
-            if st.durable < upto {
-                log::debug!(
-                    "compaction: entries {} to {upto} not durable yet; syncing them under the lock",
-                    st.durable + 1
-                );
-                if let Err(e) = st.log.sync() {
-                    self.turn_read_only(&mut st, e.reason.clone());
-                    return Err(e);
+            // the rest is synced here, as it must be before the new segment exists. The state
+            // lock is released meanwhile: holding the log keeps every commit out.
+            let durable = st.durable;
+            let tail = MutexGuard::unlocked(&mut st, || match durable < upto {
+                true => {
+                    log::debug!(
+                        "compaction: entries {} to {upto} not durable yet; syncing them first",
+                        durable + 1
+                    );
+                    log.sync()
                 }
+                false => Ok(()),
+            });
+            if let Err(e) = tail {
+                self.turn_read_only(&mut st, e.reason.clone());
+                return Err(e);
             }
-            // The new segment's header and name are synced outside the lock: by the sync thread
-            // before it acknowledges any entry in it, and below before the manifest names it.
-            st.log = LogWriter::create_unsynced(
-                &*self.disk,
-                &self.layout.log_dir(),
-                upto + 1,
-                st.log.max_line(),
-            )?;
+            // The new segment's header and name are synced later: by the sync thread before it
+            // acknowledges any entry in it, and below before the manifest names it.
+            let max_line = log.max_line();
+            *log = MutexGuard::unlocked(&mut st, || {
+                LogWriter::create_unsynced(&*self.disk, &self.layout.log_dir(), upto + 1, max_line)
+            })?;
+            st.live = Live::of(&log);
             st.log_dir_unsynced = true;
             st.hurry += 1;
             self.apply_wake.notify_all();
@@ -161,7 +171,7 @@ impl Pipeline {
             st.hurry -= 1;
         }
         // Segment upto + 1 durable, header and name, before the manifest names it.
-        let live = self.state.lock().log.sync_handle();
+        let live = self.state.lock().live.file.clone();
         let made = live
             .sync_data()
             .map_err(|e| Error::io("fdatasync of the new log segment", &e))

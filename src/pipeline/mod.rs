@@ -1,9 +1,11 @@
 //! The commit pipeline: every change of the store goes through `Pipeline::commit`.
 //!
 //! Order of events for one commit (FORMAT.md, "Writing and syncing"):
-//! 1. under the state lock: check the change against the namespace, give it the next sequence
-//!    number, append its line to the log (`write`, page cache only), apply it to the
-//!    namespace, keep its bytes in `pending`, queue it;
+//! 1. holding the log writer (which orders commits): under the state lock, check the change
+//!    against the namespace and give it the next sequence number; with the state lock released,
+//!    encode its line and append it to the log (`write`, page cache only); under the state lock
+//!    again, apply it to the namespace, keep its bytes in `pending`, queue it. Lookups and
+//!    getattrs take only the state lock, so they never wait for the log's I/O;
 //! 2. the sync thread takes everything queued, `fdatasync`s the log once for all of it
 //!    (group commit), and answers the callers waiting for those sequence numbers;
 //! 3. only then does the apply thread change the backing tree (write-ahead rule), and drop

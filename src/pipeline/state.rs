@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::disk::Disk;
+use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
 use crate::log::{Entry, LogWriter};
 use crate::namespace::{Applied, Namespace};
@@ -22,7 +22,8 @@ pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
 /// The state every commit changes, guarded by one lock.
 pub struct State {
     pub ns: Namespace,
-    pub(super) log: LogWriter,
+    /// The live segment as the threads that do not write it need to know it.
+    pub(super) live: Live,
     /// Bytes committed but not yet in their backing file, with the entry that holds them.
     pub(super) pending: HashMap<Fid, (Seq, Arc<Vec<u8>>)>,
     pub(super) pending_bytes: u64,
@@ -56,6 +57,26 @@ pub struct State {
     pub(super) compact_requested: bool,
 }
 
+/// The live segment, seen from under the state lock: the writer itself is `Pipeline::log`,
+/// and whoever changes it updates this too, holding both locks.
+pub(super) struct Live {
+    pub(super) start_seq: Seq,
+    /// Bytes written, through the last entry applied to the namespace.
+    pub(super) len: u64,
+    /// The segment, for syncing it without holding the writer.
+    pub(super) file: Arc<dyn DiskFile>,
+}
+
+impl Live {
+    pub(super) fn of(log: &LogWriter) -> Live {
+        Live {
+            start_seq: log.start_seq(),
+            len: log.len(),
+            file: log.sync_handle(),
+        }
+    }
+}
+
 pub(super) struct Waiters {
     pub(super) durable: Seq,
     pub(super) by_seq: BTreeMap<Seq, Vec<Waiter>>,
@@ -66,6 +87,11 @@ pub(super) struct Waiters {
 pub struct Pipeline {
     pub(super) disk: Arc<dyn Disk>,
     pub(super) layout: Layout,
+    /// The live segment's writer. A committer holds it from checking its change to applying
+    /// it, so commits are ordered while the line is encoded and written outside `state`:
+    /// lookups and getattrs never wait behind the log's I/O. A compaction holds it to switch
+    /// segments. Lock order: `log`, then `state`; never `log` while holding `state`.
+    pub(super) log: Mutex<LogWriter>,
     pub(super) state: Mutex<State>,
     /// Wakes the sync thread (entries logged), the apply thread (entries synced), and
     /// committers waiting for room in `pending`.
@@ -105,6 +131,6 @@ pub struct Committed {
 
 pub(super) fn bytes_in_log(st: &State, fid: Fid) -> bool {
     st.ns.get(fid).is_some_and(|i| {
-        i.kind != Kind::File || i.content.is_some_and(|c| c.segment >= st.log.start_seq())
+        i.kind != Kind::File || i.content.is_some_and(|c| c.segment >= st.live.start_seq)
     })
 }

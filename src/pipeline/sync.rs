@@ -41,7 +41,7 @@ impl Pipeline {
                 match st.unsynced.last() {
                     Some(last) => (
                         last.seq,
-                        st.log.sync_handle(),
+                        st.live.file.clone(),
                         std::mem::take(&mut st.log_dir_unsynced),
                     ),
                     None => {

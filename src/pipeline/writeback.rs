@@ -9,13 +9,13 @@ use super::state::{Pipeline, State};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::limits::SYNCFS_ABOVE;
-use crate::log::{encode_entry, Entry, Op};
+use crate::log::{encode_entry, Entry, LogWriter, Op};
 use crate::store::{self};
 use crate::types::{Fid, Kind, Time};
 
 impl Pipeline {
     /// Makes every backing file durable, then records that in the log.
-    pub(super) fn checkpoint(&self, st: &mut State) -> Result<()> {
+    pub(super) fn checkpoint(&self, log: &mut LogWriter, st: &mut State) -> Result<()> {
         if st.changed.is_empty() {
             return Ok(());
         }
@@ -29,10 +29,10 @@ impl Pipeline {
             ts: Time::now().millis(),
             op: Op::Checkpoint { upto },
         };
-        st.log.append(&encode_entry(&entry))?;
+        log.append(&encode_entry(&entry))?;
+        st.live.len = log.len();
         st.ns.apply(&entry, None)?;
-        let synced = st
-            .log
+        let synced = log
             .sync()
             .and_then(|_| match std::mem::take(&mut st.log_dir_unsynced) {
                 true => store::sync_dir(&*self.disk, &self.layout.log_dir()),

@@ -18,10 +18,12 @@
 //! After `crash`, the old `SimDisk` value and every handle it gave out answer EIO: the process
 //! that used them is dead. The returned value is the disk as the next mount finds it.
 
+mod gate;
 mod model;
 #[cfg(test)]
 mod tests;
 
+pub use gate::Gate;
 pub use model::{Chooser, FaultOn, Rng};
 
 use std::io;
@@ -39,6 +41,7 @@ use model::{eio, errno, split, Dir, Fault, Ino, Sim, Write};
 pub struct SimDisk {
     sim: Arc<Mutex<Sim>>,
     generation: u64,
+    stalls: Arc<gate::Stalls>,
 }
 
 impl Default for SimDisk {
@@ -55,6 +58,7 @@ impl SimDisk {
         SimDisk {
             sim: Arc::new(Mutex::new(sim)),
             generation: 0,
+            stalls: Arc::default(),
         }
     }
 
@@ -79,6 +83,7 @@ impl SimDisk {
         SimDisk {
             sim: self.sim.clone(),
             generation: sim.generation,
+            stalls: Arc::default(),
         }
     }
 
@@ -89,6 +94,12 @@ impl SimDisk {
             countdown: n,
             errno,
         });
+    }
+
+    /// Holds the `n`th next write or sync (`on`; 0 = the very next) of a file open for writing
+    /// (the log) at the returned gate until it is opened: a disk slow at that moment.
+    pub fn stall_next(&self, on: FaultOn, n: u64) -> Arc<Gate> {
+        self.stalls.add(on, n)
     }
 
     /// An independent copy of the disk as it is now, to crash the same history many ways.
@@ -106,6 +117,7 @@ impl SimDisk {
                 no_journal: sim.no_journal,
             })),
             generation: 0,
+            stalls: Arc::default(),
         }
     }
 
@@ -142,6 +154,7 @@ struct SimFile {
 
 impl DiskFile for SimFile {
     fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.disk.stalls.pass(FaultOn::Write);
         self.disk
             .live()?
             .write(self.ino, Write::At(offset, bytes.to_vec()))
@@ -150,6 +163,7 @@ impl DiskFile for SimFile {
         self.disk.live()?.write(self.ino, Write::SetLen(len))
     }
     fn sync_data(&self) -> io::Result<()> {
+        self.disk.stalls.pass(FaultOn::Sync);
         self.disk.live()?.sync_node(self.ino)
     }
 }
