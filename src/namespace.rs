@@ -34,6 +34,9 @@ pub struct Inode {
     pub last_seq: Seq,
     /// The entry holding the current bytes, if the log read so far has it.
     pub content: Option<ContentLoc>,
+    /// For a directory, how many of its entries are directories: its link count is two more
+    /// (its name and its own `.`, plus each child's `..`), as ext4 counts.
+    pub subdirs: u32,
 }
 
 pub struct Namespace {
@@ -84,6 +87,7 @@ impl Namespace {
             target: None,
             last_seq: 0,
             content: None,
+            subdirs: 0,
         };
         Namespace {
             inodes: HashMap::from([(ROOT, root)]),
@@ -98,14 +102,10 @@ impl Namespace {
     pub fn from_snapshot(snap: &Snapshot) -> Result<Namespace> {
         let mut ns = Namespace::new();
         ns.inodes.get_mut(&ROOT).expect("the root exists").attrs = snap.root;
+        let doesnt_fit = |fid: Fid| err!(EIO, "snapshot {}: file {fid} does not fit", snap.upto);
         for f in &snap.files {
-            if f.fid <= ROOT || f.dir != ROOT || ns.inodes.contains_key(&f.fid) {
-                return Err(err!(
-                    EIO,
-                    "snapshot {}: file {} does not fit",
-                    snap.upto,
-                    f.fid
-                ));
+            if f.fid <= ROOT || ns.inodes.contains_key(&f.fid) {
+                return Err(doesnt_fit(f.fid));
             }
             if ns.entries.insert((f.dir, f.name.clone()), f.fid).is_some() {
                 return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
@@ -123,8 +123,33 @@ impl Namespace {
                     target: f.target.clone().map(Arc::new),
                     last_seq: snap.upto,
                     content: None,
+                    subdirs: 0,
                 },
             );
+        }
+        // Every file hangs from a directory, and every one is reached from the root: a file
+        // that is not sits in a circle of directories, or under one that does not exist.
+        for f in &snap.files {
+            let parent = ns.inodes.get_mut(&f.dir).filter(|d| d.kind == Kind::Dir);
+            let parent = parent.ok_or_else(|| doesnt_fit(f.fid))?;
+            parent.subdirs += u32::from(f.kind == Kind::Dir);
+        }
+        let (mut reached, mut dirs) = (1, vec![ROOT]);
+        while let Some(dir) = dirs.pop() {
+            for inode in ns.list(dir) {
+                reached += 1;
+                if inode.kind == Kind::Dir {
+                    dirs.push(inode.fid);
+                }
+            }
+        }
+        if reached != ns.inodes.len() {
+            return Err(err!(
+                EIO,
+                "snapshot {}: {} files are not reached from the root",
+                snap.upto,
+                ns.inodes.len() - reached
+            ));
         }
         ns.next_fid = snap
             .next_fid
@@ -167,6 +192,20 @@ impl Namespace {
             .and_then(|fid| self.inodes.get(fid))
     }
 
+    /// Whether `fid` is `dir` or lies somewhere under it.
+    pub fn is_within(&self, fid: Fid, dir: Fid) -> bool {
+        let mut at = fid;
+        loop {
+            if at == dir {
+                return true;
+            }
+            match self.inodes.get(&at) {
+                Some(i) if at != ROOT => at = i.parent,
+                _ => return false,
+            }
+        }
+    }
+
     /// The entries of a directory, in name order.
     pub fn list(&self, dir: Fid) -> impl Iterator<Item = &Inode> {
         self.entries
@@ -175,7 +214,7 @@ impl Namespace {
             .filter_map(|(_, fid)| self.inodes.get(fid))
     }
 
-    /// Every file but the root.
+    /// Every file and directory but the root.
     pub fn files(&self) -> impl Iterator<Item = &Inode> {
         self.inodes.values().filter(|i| i.fid != ROOT)
     }
@@ -236,6 +275,9 @@ impl Namespace {
                 data,
             } => {
                 self.check_dir(*dir)?;
+                if *kind == Kind::Dir && !data.is_empty() {
+                    return Err(err!(EIO, "entry {} gives a directory bytes", entry.seq));
+                }
                 let target = (*kind == Kind::Symlink).then(|| data.bytes.clone());
                 match self.inodes.get_mut(fid) {
                     Some(inode) => {
@@ -279,9 +321,11 @@ impl Namespace {
                                 target,
                                 last_seq: entry.seq,
                                 content: loc,
+                                subdirs: 0,
                             },
                         );
                         self.next_fid = self.next_fid.max(fid + 1);
+                        self.count_subdir(*dir, *kind, 1);
                         self.touch_dir(*dir, ts);
                     }
                 }
@@ -293,8 +337,17 @@ impl Namespace {
             }
             Op::Delete { fid, dir, name } => {
                 self.expect_entry(*dir, name, *fid, entry.seq)?;
+                if self.list(*fid).next().is_some() {
+                    return Err(err!(
+                        EIO,
+                        "entry {} removes directory {fid}, which is not empty",
+                        entry.seq
+                    ));
+                }
                 self.entries.remove(&(*dir, name.clone()));
-                applied.removed.extend(self.inodes.remove(fid));
+                let removed = self.inodes.remove(fid).expect("an entry names an inode");
+                self.count_subdir(*dir, removed.kind, -1);
+                applied.removed.push(removed);
                 self.touch_dir(*dir, ts);
             }
             Op::Rename {
@@ -318,19 +371,52 @@ impl Namespace {
                         at_target
                     ));
                 }
+                let kind_of = |f: Fid| self.inodes.get(&f).map(|i| i.kind);
+                let (kind, replaced_kind) = (kind_of(*fid), replaced.and_then(kind_of));
+                let into_itself = |moved: Fid, kind: Option<Kind>, to: Fid| {
+                    kind == Some(Kind::Dir) && self.is_within(to, moved)
+                };
+                let loops = into_itself(*fid, kind, *to_dir)
+                    || (*exchange && replaced.is_some_and(|r| into_itself(r, replaced_kind, *dir)));
+                let unfit = if loops {
+                    Some("moves a directory into itself")
+                } else if !*exchange && replaced_kind.is_some() {
+                    match (kind, replaced_kind) {
+                        (Some(Kind::Dir), Some(Kind::Dir)) => replaced
+                            .is_some_and(|r| self.list(r).next().is_some())
+                            .then_some("replaces a directory that is not empty"),
+                        (Some(Kind::Dir), _) | (_, Some(Kind::Dir)) => {
+                            Some("replaces a directory by a file, or a file by a directory")
+                        }
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                if let Some(why) = unfit {
+                    return Err(err!(EIO, "entry {} {why}", entry.seq));
+                }
+                let kind = kind.expect("expect_entry found it");
                 if *exchange {
                     let other = replaced
                         .ok_or_else(|| err!(EIO, "entry {} exchanges with nothing", entry.seq))?;
                     self.entries.insert((*dir, name.clone()), other);
                     self.entries.insert((*to_dir, to_name.clone()), *fid);
                     self.rename_inode(other, *dir, name, ts, entry.seq);
+                    let other_kind = replaced_kind.expect("at the target");
+                    self.count_subdir(*to_dir, other_kind, -1);
+                    self.count_subdir(*dir, other_kind, 1);
                 } else {
                     self.entries.remove(&(*dir, name.clone()));
                     if let Some(old) = replaced {
-                        applied.removed.extend(self.inodes.remove(old));
+                        let removed = self.inodes.remove(old).expect("at the target");
+                        self.count_subdir(*to_dir, removed.kind, -1);
+                        applied.removed.push(removed);
                     }
                     self.entries.insert((*to_dir, to_name.clone()), *fid);
                 }
+                self.count_subdir(*dir, kind, -1);
+                self.count_subdir(*to_dir, kind, 1);
                 self.rename_inode(*fid, *to_dir, to_name, ts, entry.seq);
                 self.touch_dir(*dir, ts);
                 self.touch_dir(*to_dir, ts);
@@ -342,10 +428,17 @@ impl Namespace {
     }
 
     fn check_dir(&self, dir: Fid) -> Result<()> {
-        if dir != ROOT {
-            return Err(err!(EIO, "directory fid {dir} does not exist"));
+        match self.inodes.get(&dir) {
+            Some(i) if i.kind == Kind::Dir => Ok(()),
+            _ => Err(err!(EIO, "directory fid {dir} does not exist")),
         }
-        Ok(())
+    }
+
+    /// A directory entry of `kind` came into `dir` (`by` 1) or left it (-1).
+    fn count_subdir(&mut self, dir: Fid, kind: Kind, by: i32) {
+        if let (Kind::Dir, Some(d)) = (kind, self.inodes.get_mut(&dir)) {
+            d.subdirs = d.subdirs.saturating_add_signed(by);
+        }
     }
 
     fn known(&mut self, fid: Fid, seq: Seq) -> Result<&mut Inode> {
@@ -477,5 +570,124 @@ mod tests {
         };
         assert!(ns.apply(&del, None).is_err());
         assert_eq!(ns.allocate_fid(), 3);
+    }
+
+    fn mkdir(seq: Seq, fid: Fid, dir: Fid, name: &str) -> Entry {
+        Entry {
+            seq,
+            ts: 5000,
+            op: Op::Set {
+                fid,
+                dir,
+                name: name.into(),
+                kind: Kind::Dir,
+                attrs: attrs(),
+                data: Data::empty(),
+            },
+        }
+    }
+
+    fn mv(fid: Fid, (dir, name): (Fid, &str), (to_dir, to_name): (Fid, &str)) -> Op {
+        Op::Rename {
+            fid,
+            dir,
+            name: name.into(),
+            to_dir,
+            to_name: to_name.into(),
+            replaced: None,
+            exchange: false,
+        }
+    }
+
+    fn at(seq: Seq, op: Op) -> Entry {
+        Entry { seq, ts: 6000, op }
+    }
+
+    /// Issue 11: directories hold entries, count their subdirectories as ext4 does, refuse
+    /// to go away while not empty, and never move into themselves.
+    #[test]
+    fn directories_nest_count_their_links_and_keep_their_shape() {
+        let mut ns = Namespace::new();
+        ns.apply(&mkdir(1, 2, ROOT, "players"), None).unwrap();
+        ns.apply(&mkdir(2, 3, 2, "archive"), None).unwrap();
+        let mut rec = set(3, 4, "p.json", b"{}");
+        if let Op::Set { dir, .. } = &mut rec.op {
+            *dir = 3;
+        }
+        ns.apply(&rec, None).unwrap();
+        assert_eq!(ns.lookup(3, b"p.json").unwrap().fid, 4);
+        assert_eq!(ns.get(ROOT).unwrap().subdirs, 1);
+        assert_eq!(ns.get(2).unwrap().subdirs, 1);
+        assert!(ns.is_within(4, 2) && !ns.is_within(2, 4));
+        // A file under a file, a directory into itself or under its own child: refused.
+        let mut under_file = set(4, 5, "x", b"");
+        if let Op::Set { dir, .. } = &mut under_file.op {
+            *dir = 4;
+        }
+        assert!(ns.apply(&under_file, None).is_err());
+        assert!(ns
+            .apply(&at(4, mv(2, (ROOT, "players"), (3, "loop"))), None)
+            .is_err());
+        assert!(ns
+            .apply(&at(4, mv(2, (ROOT, "players"), (2, "self"))), None)
+            .is_err());
+        // Removing a directory that is not empty is refused; an empty one goes.
+        let rmdir = |seq, fid, dir, name: &str| {
+            at(
+                seq,
+                Op::Delete {
+                    fid,
+                    dir,
+                    name: name.into(),
+                },
+            )
+        };
+        assert!(ns.apply(&rmdir(4, 3, 2, "archive"), None).is_err());
+        // Moving the subtree up keeps what is in it and moves the link counts with it.
+        ns.apply(&at(4, mv(3, (2, "archive"), (ROOT, "archive"))), None)
+            .unwrap();
+        assert_eq!(ns.get(ROOT).unwrap().subdirs, 2);
+        assert_eq!(ns.get(2).unwrap().subdirs, 0);
+        assert_eq!(ns.lookup(3, b"p.json").unwrap().fid, 4);
+        // A directory over an empty one replaces it; over one that is not empty, refused.
+        let mut over = mv(2, (ROOT, "players"), (ROOT, "archive"));
+        if let Op::Rename { replaced, .. } = &mut over {
+            *replaced = Some(3);
+        }
+        assert!(ns.apply(&at(5, over.clone()), None).is_err());
+        ns.apply(&rmdir(5, 4, 3, "p.json"), None).unwrap();
+        let applied = ns.apply(&at(6, over), None).unwrap();
+        assert_eq!(applied.removed[0].fid, 3);
+        assert_eq!(ns.get(ROOT).unwrap().subdirs, 1);
+        ns.apply(&rmdir(7, 2, ROOT, "archive"), None).unwrap();
+        assert_eq!(ns.get(ROOT).unwrap().subdirs, 0);
+        assert_eq!(ns.list(ROOT).count(), 0);
+    }
+
+    /// A snapshot of a tree comes back whole, whatever the order of fids; one whose files do
+    /// not all hang from the root is refused.
+    #[test]
+    fn a_tree_survives_its_snapshot_and_a_broken_one_is_refused() {
+        let mut ns = Namespace::new();
+        ns.apply(&set(1, 2, "later.json", b"{}"), None).unwrap();
+        ns.apply(&mkdir(2, 3, ROOT, "d"), None).unwrap();
+        // Fid 2 now lives under fid 3: a child with a smaller fid than its directory.
+        ns.apply(&at(3, mv(2, (ROOT, "later.json"), (3, "in.json"))), None)
+            .unwrap();
+        let snap = ns.snapshot();
+        let back = Namespace::from_snapshot(&snap).unwrap();
+        assert_eq!(back.lookup(3, b"in.json").unwrap().fid, 2);
+        assert_eq!(back.get(ROOT).unwrap().subdirs, 1);
+        let mut circle = snap.clone();
+        for f in &mut circle.files {
+            if f.fid == 3 {
+                f.dir = 2; // the directory under the file it holds
+            }
+        }
+        assert!(Namespace::from_snapshot(&circle).is_err());
+        let mut loop_of_dirs = snap;
+        loop_of_dirs.files.retain(|f| f.fid == 3);
+        loop_of_dirs.files[0].dir = 3; // its own parent
+        assert!(Namespace::from_snapshot(&loop_of_dirs).is_err());
     }
 }

@@ -40,7 +40,7 @@ impl Stat {
             },
             attrs: inode.attrs,
             nlink: match inode.kind {
-                Kind::Dir => 2,
+                Kind::Dir => 2 + inode.subdirs,
                 _ => 1,
             },
         }

@@ -164,6 +164,7 @@ impl Fields {
         match self.str("kind")? {
             "file" => Ok(Kind::File),
             "symlink" => Ok(Kind::Symlink),
+            "dir" => Ok(Kind::Dir),
             other => Err(corrupt(format!("unknown kind {other:?}"))),
         }
     }

@@ -15,7 +15,7 @@ use crate::log::{self, list_segments, LogWriter, Op};
 use crate::namespace::Namespace;
 use crate::options::Options;
 use crate::store::{self, Layout};
-use crate::types::{Seq, ROOT};
+use crate::types::{Kind, Seq, ROOT};
 
 /// `--salvage`: brings a store whose log is damaged in the middle back to a sound state with
 /// every commit the log still holds. Each line that cannot be used is dropped, named, and its
@@ -297,14 +297,36 @@ fn salvaged_snapshot(
     let read = log::salvage_snapshot(bytes);
     let mut bad = read.bad;
     let (mut fids, mut names) = (HashSet::new(), HashSet::new());
-    let mut files = Vec::new();
+    let mut fitting = Vec::new();
     for (offset, line, f) in read.files {
-        if f.fid <= ROOT || f.dir != ROOT || !fids.insert(f.fid) || !names.insert(f.name.clone()) {
+        if f.fid <= ROOT || !fids.insert(f.fid) || !names.insert((f.dir, f.name.clone())) {
             let why = "the file does not fit the ones before it".to_string();
             bad.push((offset, line, why));
             continue;
         }
-        files.push(f);
+        fitting.push((offset, line, f));
+    }
+    // Only what hangs from the root through directories that are kept is kept.
+    let mut subdirs: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+    for (_, _, f) in fitting.iter().filter(|(_, _, f)| f.kind == Kind::Dir) {
+        subdirs.entry(f.dir).or_default().push(f.fid);
+    }
+    let (mut reached, mut todo) = (HashSet::from([ROOT]), vec![ROOT]);
+    while let Some(dir) = todo.pop() {
+        for sub in subdirs.remove(&dir).unwrap_or_default() {
+            if reached.insert(sub) {
+                todo.push(sub);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for (offset, line, f) in fitting {
+        if reached.contains(&f.dir) {
+            files.push(f);
+        } else {
+            let why = "its directory is not in the snapshot".to_string();
+            bad.push((offset, line, why));
+        }
     }
     // The lines after the header: the header's count of files should match them.
     let lines = files.len() + bad.iter().filter(|(offset, ..)| *offset > 0).count();
