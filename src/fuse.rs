@@ -14,7 +14,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use log::{debug, error, warn};
+use log::{error, warn};
 
 use crate::caller::Caller;
 use crate::error::{errno_name, Error, Result};
@@ -247,18 +247,18 @@ impl Filesystem for Adapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
+        req: &Request,
+        parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        warn!(
-            "mkdir {}: this version keeps a flat directory (EPERM)",
-            show(name)
-        );
-        reply.error(Errno::EPERM);
+        // The kernel applied the umask already (no FUSE_DONT_MASK), as for create.
+        let r = self
+            .fs
+            .mkdir(parent.0, name.as_bytes(), mode, req.uid(), req.gid());
+        self.entry("mkdir", show(name), r, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -266,12 +266,9 @@ impl Filesystem for Adapter {
         self.empty("unlink", show(name), r, reply);
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        debug!(
-            "rmdir {}: there are no subdirectories (ENOTDIR)",
-            show(name)
-        );
-        reply.error(Errno::ENOTDIR);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.fs.rmdir(parent.0, name.as_bytes());
+        self.empty("rmdir", show(name), r, reply);
     }
 
     fn symlink(

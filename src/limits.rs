@@ -101,6 +101,13 @@ pub const WRITEBACK_BATCH: usize = 1024;
 /// ... or this long after the last write-back, whichever comes first.
 pub const WRITEBACK_EVERY: Duration = Duration::from_secs(5);
 
+/// A directory moved between directories takes the bytes of the files under it into the
+/// live log (FORMAT.md, the relog rule), for a disk that may lose both its names in a crash;
+/// past this many bytes or files that are not there yet, the move answers EXDEV, and `mv`
+/// copies and removes instead, as between filesystems.
+pub const MAX_RELOG_BYTES: u64 = 64 << 20;
+pub const MAX_RELOG_FILES: usize = 10_000;
+
 /// More files than this owed a sync are synced by one syncfs instead of an fsync each.
 pub const SYNCFS_ABOVE: usize = 256;
 

@@ -192,6 +192,19 @@ impl Namespace {
             .and_then(|fid| self.inodes.get(fid))
     }
 
+    /// The path of `fid` from the root, its names joined by `/` (empty for the root).
+    pub fn path(&self, fid: Fid) -> Option<Vec<u8>> {
+        let mut names = Vec::new();
+        let mut at = fid;
+        while at != ROOT {
+            let inode = self.inodes.get(&at)?;
+            names.push(inode.name.as_slice());
+            at = inode.parent;
+        }
+        names.reverse();
+        Some(names.join(&b'/'))
+    }
+
     /// Whether `fid` is `dir` or lies somewhere under it.
     pub fn is_within(&self, fid: Fid, dir: Fid) -> bool {
         let mut at = fid;

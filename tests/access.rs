@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{record, sh, sh_as_nobody, wait_until, write_file, Daemon, Env};
+use common::{copy_fixture_store, record, sh, sh_as_nobody, wait_until, write_file, Daemon, Env};
 
 /// Every path under `dir`, `dir` included, with its lstat.
 fn walk(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
@@ -259,39 +259,10 @@ fn m_log_len(env: &Env) -> usize {
     fs::read_to_string(log).map(|l| l.len()).unwrap_or(0)
 }
 
-/// Copies the store the previous version made (tests/fixtures/store-v1, with the modes it
-/// had, which git does not keep) to `dest`.
-fn copy_v1_store(dest: &Path) {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let (code, out) = sh(&format!(
-        "cp -a {} {}",
-        fixtures.join("store-v1").display(),
-        dest.display()
-    ));
-    assert_eq!(code, 0, "{out}");
-    let modes = fs::read_to_string(fixtures.join("store-v1.modes")).unwrap();
-    for line in modes.lines() {
-        let (mode, rel) = line.split_once(' ').unwrap();
-        let path = dest.join(rel);
-        if !path.exists() && fs::symlink_metadata(&path).is_err() {
-            fs::create_dir(&path).unwrap(); // empty directories are not kept by git
-        }
-        if !fs::symlink_metadata(&path)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-        {
-            let mode = u32::from_str_radix(mode, 8).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-    fs::set_permissions(dest, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 #[test]
 fn a_store_made_by_the_previous_version_is_made_private_once_and_keeps_its_files() {
     let env = Env::new();
-    copy_v1_store(&env.store);
+    copy_fixture_store("store-v1", 0o755, &env.store);
     let marker = env.store.join("recordfs.store");
     assert!(fs::read_to_string(&marker)
         .unwrap()
@@ -303,7 +274,7 @@ fn a_store_made_by_the_previous_version_is_made_private_once_and_keeps_its_files
 
     let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
     assert!(
-        d.said.contains("was made by an earlier version of recordfs: upgraded to store version 2; 11 paths made private"),
+        d.said.contains("was made by an earlier version of recordfs: upgraded to store version 3; 11 paths made private"),
         "{}",
         d.said
     );
@@ -325,7 +296,7 @@ fn a_store_made_by_the_previous_version_is_made_private_once_and_keeps_its_files
     assert_private(&env.store);
     assert!(fs::read_to_string(&marker)
         .unwrap()
-        .contains("\"version\":2"));
+        .contains("\"version\":3"));
     // The files keep their own modes.
     assert_eq!(
         fs::metadata(env.backing("notes.txt")).unwrap().mode() & 0o777,

@@ -101,8 +101,10 @@ pub trait Disk: Send + Sync + 'static {
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Sets mode, owner (where allowed) and times of a regular file.
     fn set_meta(&self, path: &Path, meta: &FileMeta) -> io::Result<()>;
-    /// Creates a directory, mode 0700 (durably: the sync of its parent is the caller's).
+    /// Creates a directory, mode 0700 (its name is durable once the caller syncs its parent).
     fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory; ENOTEMPTY if it is not, ENOTDIR if it is not a directory.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// chmod of a file or directory; ELOOP for a symlink, which is never followed.
     fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()>;
     /// Takes the store's exclusive lock; WouldBlock, with the holder's text, if it is held.
@@ -347,6 +349,11 @@ impl Disk for RealDisk {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new().mode(PRIVATE_DIR).create(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        // rmdir(2) never follows a final symlink: a link here answers ENOTDIR.
+        fs::remove_dir(path)
     }
 
     fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::rules::check_dir;
+use super::rules::dir_of;
 use super::state::{Copy, DirEntry, Handle, Owners, RecordFs, Standing, Writer};
 use crate::error::{err, Result};
 use crate::limits::MAX_HANDLES;
 use crate::pipeline::Version;
-use crate::types::{Fid, Kind, Time, ROOT};
+use crate::types::{Fid, Kind, Time};
 
 impl RecordFs {
     // -----------------------------------------------------------------------------------------
@@ -93,27 +93,24 @@ impl RecordFs {
     // -----------------------------------------------------------------------------------------
     // Directories
 
+    /// Opens a directory: its entries as they are now, which its readdir offsets index, so
+    /// that they stay stable while entries are added and removed (seekdir and telldir).
     pub fn opendir(&self, fid: Fid) -> Result<u64> {
-        check_dir(fid)?;
-        let mut entries = vec![
-            DirEntry {
-                ino: ROOT,
+        let entries = self.pipeline.with_ns(|ns| -> Result<Vec<DirEntry>> {
+            let dir = dir_of(ns, fid)?;
+            let dot = |name: &[u8], ino| DirEntry {
+                ino,
                 kind: Kind::Dir,
-                name: b".".to_vec(),
-            },
-            DirEntry {
-                ino: ROOT,
-                kind: Kind::Dir,
-                name: b"..".to_vec(),
-            },
-        ];
-        self.pipeline.with_ns(|ns| {
+                name: name.to_vec(),
+            };
+            let mut entries = vec![dot(b".", fid), dot(b"..", dir.parent)];
             entries.extend(ns.list(fid).map(|i| DirEntry {
                 ino: i.fid,
                 kind: i.kind,
                 name: i.name.clone(),
-            }))
-        });
+            }));
+            Ok(entries)
+        })?;
         self.insert_handle(Handle::Dir { entries }, None)
     }
 

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use super::rules::{check_dir, check_name, show};
+use super::rules::{check_name, dir_of, show};
 use super::state::{Handle, RecordFs, Stat, Ticket};
 use crate::caller::Caller;
 use crate::error::{err, Result};
-use crate::limits::{NAME_MAX, SYMLINK_MAX};
+use crate::limits::{MAX_RELOG_BYTES, MAX_RELOG_FILES, NAME_MAX, SYMLINK_MAX};
 use crate::log::{Data, Op};
 use crate::namespace::Inode;
 use crate::pipeline::Version;
@@ -18,13 +18,15 @@ impl RecordFs {
     // Names
 
     pub fn lookup(&self, dir: Fid, name: &[u8]) -> Result<Stat> {
-        check_dir(dir)?;
         if name.len() > NAME_MAX {
             return Err(err!(ENAMETOOLONG, "name longer than {NAME_MAX} bytes"));
         }
-        self.pipeline
-            .with_ns(|ns| ns.lookup(dir, name).map(Stat::of))
-            .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))
+        self.pipeline.with_ns(|ns| {
+            dir_of(ns, dir)?;
+            ns.lookup(dir, name)
+                .map(Stat::of)
+                .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))
+        })
     }
 
     pub fn getattr(&self, fid: Fid, fh: Option<u64>) -> Result<Stat> {
@@ -101,18 +103,26 @@ impl RecordFs {
         }
     }
 
-    /// Makes a new empty regular file or symlink, committed as its own entry.
+    /// Makes a new empty regular file, symlink or directory, committed as its own entry. In
+    /// a directory with the set-group-ID bit, it takes the directory's group (and a directory
+    /// the bit too), as on ext4.
     pub(super) fn make(
         &self,
         dir: Fid,
         name: &[u8],
         kind: Kind,
-        attrs: Attrs,
+        mut attrs: Attrs,
         data: Data,
     ) -> Result<(Stat, Seq)> {
-        check_dir(dir)?;
         check_name(name)?;
         let seq = self.commit(|ns| {
+            let parent = dir_of(ns, dir)?;
+            if parent.attrs.mode & libc::S_ISGID != 0 {
+                attrs.gid = parent.attrs.gid;
+                if kind == Kind::Dir {
+                    attrs.mode |= libc::S_ISGID;
+                }
+            }
             if ns.lookup(dir, name).is_some() {
                 return Err(err!(EEXIST, "{} exists", show(name)));
             }
@@ -137,14 +147,51 @@ impl RecordFs {
         uid: u32,
         gid: u32,
     ) -> Result<(Stat, Ticket)> {
-        let (stat, seq) = self.make(
-            dir,
-            name,
-            Kind::File,
-            Self::new_attrs(mode, uid, gid),
-            Data::empty(),
-        )?;
+        self.make_empty(dir, name, Kind::File, (mode, uid, gid))
+    }
+
+    pub fn mkdir(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Stat, Ticket)> {
+        self.make_empty(dir, name, Kind::Dir, (mode, uid, gid))
+    }
+
+    fn make_empty(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        kind: Kind,
+        (mode, uid, gid): (u32, u32, u32),
+    ) -> Result<(Stat, Ticket)> {
+        let attrs = Self::new_attrs(mode, uid, gid);
+        let (stat, seq) = self.make(dir, name, kind, attrs, Data::empty())?;
         Ok((stat, self.commit_ticket(seq)))
+    }
+
+    pub fn rmdir(&self, dir: Fid, name: &[u8]) -> Result<Ticket> {
+        let seq = self.commit(|ns| {
+            dir_of(ns, dir)?;
+            let inode = ns
+                .lookup(dir, name)
+                .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
+            if inode.kind != Kind::Dir {
+                return Err(err!(ENOTDIR, "{} is not a directory", show(name)));
+            }
+            if ns.list(inode.fid).next().is_some() {
+                return Err(err!(ENOTEMPTY, "{} is not empty", show(name)));
+            }
+            Ok(Op::Delete {
+                fid: inode.fid,
+                dir,
+                name: name.to_vec(),
+            })
+        })?;
+        Ok(self.commit_ticket(seq))
     }
 
     pub fn symlink(
@@ -220,8 +267,8 @@ impl RecordFs {
     }
 
     pub fn unlink(&self, dir: Fid, name: &[u8]) -> Result<Ticket> {
-        check_dir(dir)?;
         let seq = self.commit(|ns| {
+            dir_of(ns, dir)?;
             let inode = ns
                 .lookup(dir, name)
                 .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
@@ -248,8 +295,6 @@ impl RecordFs {
         to_name: &[u8],
         flags: u32,
     ) -> Result<Ticket> {
-        check_dir(dir)?;
-        check_dir(to_dir)?;
         check_name(to_name)?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
@@ -268,6 +313,7 @@ impl RecordFs {
             if exchange {
                 in_log.extend(self.lookup(to_dir, to_name).map(|d| d.ino));
             }
+            let mut in_log = self.with_files_under(in_log)?;
             in_log.retain(|fid| !self.damaged.lock().contains(fid));
             let relog = self.bytes_to_relog(&in_log);
             let src = self.inode(src_fid)?;
@@ -293,6 +339,8 @@ impl RecordFs {
             let checked = |i: &Inode| (i.fid, i.size, i.dcrc);
             let seen = (checked(&src), dst.as_ref().map(checked));
             let result = self.commit_keeping(&in_log, &relog, |ns| {
+                dir_of(ns, dir)?;
+                dir_of(ns, to_dir)?;
                 let s = ns
                     .lookup(dir, name)
                     .ok_or_else(|| err!(ENOENT, "{} does not exist", show(name)))?;
@@ -306,9 +354,7 @@ impl RecordFs {
                 if d.is_none() && exchange {
                     return Err(err!(ENOENT, "{} does not exist", show(to_name)));
                 }
-                if d.is_some_and(|d| d.kind == Kind::Dir) {
-                    return Err(err!(EISDIR, "{} is a directory", show(to_name)));
-                }
+                rename_shape(ns, s, d, to_dir, exchange, (name, to_name))?;
                 Ok(Op::Rename {
                     fid: s.fid,
                     dir,
@@ -350,6 +396,38 @@ impl RecordFs {
             .collect()
     }
 
+    /// `fids` with every regular file under those that are directories: a directory's move
+    /// carries their bytes into the live log. EXDEV past `MAX_RELOG_BYTES` or
+    /// `MAX_RELOG_FILES` of them not there yet.
+    fn with_files_under(&self, mut fids: Vec<Fid>) -> Result<Vec<Fid>> {
+        let dirs: Vec<Fid> = fids.clone();
+        self.pipeline.with_ns(|ns| {
+            let mut todo: Vec<Fid> = dirs
+                .into_iter()
+                .filter(|f| ns.get(*f).is_some_and(|i| i.kind == Kind::Dir))
+                .collect();
+            while let Some(dir) = todo.pop() {
+                for inode in ns.list(dir) {
+                    match inode.kind {
+                        Kind::Dir => todo.push(inode.fid),
+                        Kind::File => fids.push(inode.fid),
+                        Kind::Symlink => {}
+                    }
+                }
+            }
+        });
+        let missing = self.pipeline.not_in_live_log(&fids);
+        let bytes: u64 = missing.iter().map(|(_, size)| size).sum();
+        if bytes > MAX_RELOG_BYTES || missing.len() > MAX_RELOG_FILES {
+            return Err(err!(
+                EXDEV,
+                "moving this directory would log {} files ({bytes} bytes) again, more than {MAX_RELOG_FILES} files or {MAX_RELOG_BYTES} bytes; it is copied instead",
+                missing.len()
+            ));
+        }
+        Ok(fids)
+    }
+
     /// A regular file renamed to a record's name must hold valid JSON.
     pub(super) fn check_becomes_record(&self, inode: &Inode, new_name: &[u8]) -> Result<()> {
         if inode.kind != Kind::File || !is_record_name(new_name) || is_record_name(&inode.name) {
@@ -384,5 +462,34 @@ impl RecordFs {
             ticket = self.commit_ticket(self.truncate_committed(fid, 0)?);
         }
         Ok((self.add_handle(fid, flags, None)?, ticket))
+    }
+}
+
+/// rename(2)'s rules for directories, in the order Linux checks them: a directory moves
+/// neither into itself nor under itself (EINVAL, for an exchange both ways), replaces only a
+/// directory (ENOTDIR) that is empty (ENOTEMPTY), and a file never replaces one (EISDIR).
+fn rename_shape(
+    ns: &crate::namespace::Namespace,
+    s: &Inode,
+    d: Option<&Inode>,
+    to_dir: Fid,
+    exchange: bool,
+    (name, to_name): (&[u8], &[u8]),
+) -> Result<()> {
+    let into_itself =
+        |moved: &Inode, to: Fid| moved.kind == Kind::Dir && ns.is_within(to, moved.fid);
+    if into_itself(s, to_dir) || (exchange && d.is_some_and(|d| into_itself(d, s.parent))) {
+        return Err(err!(EINVAL, "{} cannot move into itself", show(name)));
+    }
+    let Some(d) = d.filter(|_| !exchange) else {
+        return Ok(());
+    };
+    match (s.kind == Kind::Dir, d.kind == Kind::Dir) {
+        (true, false) => Err(err!(ENOTDIR, "{} is not a directory", show(to_name))),
+        (false, true) => Err(err!(EISDIR, "{} is a directory", show(to_name))),
+        (true, true) if ns.list(d.fid).next().is_some() => {
+            Err(err!(ENOTEMPTY, "{} is not empty", show(to_name)))
+        }
+        _ => Ok(()),
     }
 }

@@ -6,8 +6,8 @@ use std::ffi::OsStr;
 use crate::error::{err, Result};
 use crate::limits::NAME_MAX;
 use crate::log::{Data, Op};
-use crate::namespace::Inode;
-use crate::types::{Attrs, Fid, Kind, ROOT};
+use crate::namespace::{Inode, Namespace};
+use crate::types::{Attrs, Fid, Kind};
 
 pub(super) fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
@@ -28,11 +28,14 @@ pub(super) fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn check_dir(dir: Fid) -> Result<()> {
-    if dir != ROOT {
-        return Err(err!(ENOTDIR, "fid {dir} is not a directory"));
+/// The directory `dir`, as the namespace has it now: ENOENT if it was removed (a process may
+/// still stand in it), ENOTDIR if it is not a directory.
+pub(super) fn dir_of(ns: &Namespace, dir: Fid) -> Result<&Inode> {
+    match ns.get(dir) {
+        Some(d) if d.kind == Kind::Dir => Ok(d),
+        Some(d) => Err(err!(ENOTDIR, "{} is not a directory", show(&d.name))),
+        None => Err(err!(ENOENT, "directory {dir} was removed")),
     }
-    Ok(())
 }
 
 /// The entry that gives an existing regular file new bytes.

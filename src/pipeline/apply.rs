@@ -6,8 +6,8 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::state::{Pipeline, State};
-use crate::disk::{EntryKind, FileMeta};
-use crate::error::Result;
+use crate::disk::FileMeta;
+use crate::error::{err, Result};
 use crate::limits::MAX_PENDING_BYTES;
 use crate::limits::{APPLY_DELAY, APPLY_RETRY};
 use crate::log::{Entry, Op};
@@ -117,20 +117,31 @@ impl Pipeline {
         }
     }
 
-    /// Makes the backing tree reflect one synced entry.
+    /// Makes the backing tree reflect one synced entry. Bytes are written outside the state
+    /// lock; names change under it, so that a reader opening a backing file (`version`) never
+    /// finds it moving, and paths are taken from the tree as it stands (`State::disk`).
     pub(super) fn apply_to_disk(&self, entry: &Entry) -> Result<()> {
         let disk = &*self.disk;
-        let root = |name: &[u8]| self.layout.backing(name);
+        let layout = &self.layout;
+        // A path the tree cannot give: an entry for a file whose directory never reached it,
+        // which the write-ahead order rules out.
+        let unplaced = |fid: Fid| {
+            err!(
+                EIO,
+                "entry {}: fid {fid} is not in the backing tree",
+                entry.seq
+            )
+        };
         match &entry.op {
             Op::Set {
                 fid,
+                dir,
                 name,
                 kind,
                 attrs,
                 data,
-                ..
             } => {
-                let tmp = self.layout.tmp().join(format!("{fid}.{}", entry.seq));
+                let tmp = layout.tmp().join(format!("{fid}.{}", entry.seq));
                 let meta = FileMeta {
                     mode: attrs.mode,
                     uid: attrs.uid,
@@ -138,81 +149,116 @@ impl Pipeline {
                     atime: attrs.atime,
                     mtime: attrs.mtime,
                 };
-                if *kind == Kind::File {
-                    // The bytes are written outside the lock; only the rename needs it.
-                    let staged = self
-                        .layout
-                        .tmp()
-                        .join(format!("{fid}.{}.staged", entry.seq));
-                    store::replace_file(disk, &tmp, &staged, &data.bytes, Some(&meta), false)?;
-                    let mut st = self.state.lock();
-                    store::rename(disk, &staged, &root(name))?;
-                    self.settle(&mut st, *fid, entry.seq, name, data.len());
-                } else {
-                    let mut st = self.state.lock();
-                    store::replace_symlink(disk, &tmp, &root(name), &data.bytes)?;
-                    self.settle(&mut st, *fid, entry.seq, name, data.len());
+                match kind {
+                    Kind::File => {
+                        let staged = layout.tmp().join(format!("{fid}.{}.staged", entry.seq));
+                        store::replace_file(disk, &tmp, &staged, &data.bytes, Some(&meta), false)?;
+                        let mut st = self.state.lock();
+                        let dest = st
+                            .disk
+                            .path_in(layout, *dir, name)
+                            .ok_or_else(|| unplaced(*dir))?;
+                        store::rename(disk, &staged, &dest)?;
+                        self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind), data.len());
+                    }
+                    Kind::Symlink => {
+                        let mut st = self.state.lock();
+                        let dest = st
+                            .disk
+                            .path_in(layout, *dir, name)
+                            .ok_or_else(|| unplaced(*dir))?;
+                        store::replace_symlink(disk, &tmp, &dest, &data.bytes)?;
+                        self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind), data.len());
+                    }
+                    // A directory's mode and times are the log's; its backing directory only
+                    // has to be there.
+                    Kind::Dir => {
+                        let mut st = self.state.lock();
+                        if !st.disk.contains(*fid) {
+                            let dest = st
+                                .disk
+                                .path_in(layout, *dir, name)
+                                .ok_or_else(|| unplaced(*dir))?;
+                            store::make_dir(disk, &dest)?;
+                            st.disk.place(*fid, *dir, name, Kind::Dir);
+                            st.changed.insert(*dir);
+                        }
+                    }
                 }
             }
             Op::Attr {
-                fid, name, attrs, ..
+                fid,
+                dir,
+                name,
+                attrs,
             } => {
                 let st = self.state.lock();
-                if st.disk.get(fid).map(Vec::as_slice) == Some(name.as_slice()) {
-                    // A file unlinked since this entry is gone from the namespace but not
-                    // yet from the backing tree, which then says what it is.
-                    let is_link = match st.ns.get(*fid) {
-                        Some(inode) => inode.kind == Kind::Symlink,
-                        None => disk
-                            .stat(&root(name))
-                            .is_ok_and(|s| s.kind == EntryKind::Symlink),
-                    };
-                    if !is_link {
-                        store::set_meta(
-                            disk,
-                            &root(name),
-                            &FileMeta {
-                                mode: attrs.mode,
-                                uid: attrs.uid,
-                                gid: attrs.gid,
-                                atime: attrs.atime,
-                                mtime: attrs.mtime,
-                            },
-                        )?;
-                    }
+                let placed = st.disk.get(*fid);
+                // A file unlinked since this entry is gone from the namespace but not yet from
+                // the backing tree, which then says what it is.
+                if placed.is_some_and(|p| p.dir == *dir && p.name == *name && p.kind == Kind::File)
+                {
+                    let path = st.disk.path(layout, *fid).ok_or_else(|| unplaced(*fid))?;
+                    store::set_meta(
+                        disk,
+                        &path,
+                        &FileMeta {
+                            mode: attrs.mode,
+                            uid: attrs.uid,
+                            gid: attrs.gid,
+                            atime: attrs.atime,
+                            mtime: attrs.mtime,
+                        },
+                    )?;
                 }
                 drop(st);
                 self.state.lock().changed.insert(*fid);
             }
-            Op::Delete { fid, name, .. } => {
+            Op::Delete { fid, dir, .. } => {
                 let mut st = self.state.lock();
-                store::remove(disk, &root(name))?;
-                st.disk.remove(fid);
+                if let Some(path) = st.disk.path(layout, *fid) {
+                    match st.disk.get(*fid).map(|p| p.kind) {
+                        Some(Kind::Dir) => store::remove_dir(disk, &path)?,
+                        _ => store::remove(disk, &path)?,
+                    }
+                }
+                st.disk.remove(*fid);
                 st.changed.insert(*fid);
+                st.changed.insert(*dir);
             }
             Op::Rename {
                 fid,
-                name,
+                dir,
+                to_dir,
                 to_name,
                 replaced,
                 exchange,
                 ..
             } => {
                 let mut st = self.state.lock();
+                let from = st.disk.path(layout, *fid).ok_or_else(|| unplaced(*fid))?;
+                let to = st
+                    .disk
+                    .path_in(layout, *to_dir, to_name)
+                    .ok_or_else(|| unplaced(*to_dir))?;
+                let placed = st.disk.get(*fid).cloned().ok_or_else(|| unplaced(*fid))?;
                 if *exchange {
-                    store::exchange(disk, &root(name), &root(to_name))?;
+                    store::exchange(disk, &from, &to)?;
                     if let Some(other) = replaced {
-                        st.disk.insert(*other, name.clone());
+                        let kind = st.disk.get(*other).map_or(Kind::File, |p| p.kind);
+                        st.disk.place(*other, placed.dir, &placed.name, kind);
                         st.changed.insert(*other);
                     }
                 } else {
-                    store::rename(disk, &root(name), &root(to_name))?;
+                    store::rename(disk, &from, &to)?;
                     if let Some(old) = replaced {
-                        st.disk.remove(old);
+                        st.disk.remove(*old);
                     }
                 }
-                st.disk.insert(*fid, to_name.clone());
+                st.disk.place(*fid, *to_dir, to_name, placed.kind);
                 st.changed.insert(*fid);
+                st.changed.insert(*dir);
+                st.changed.insert(*to_dir);
             }
             Op::Checkpoint { .. } => {}
         }
@@ -231,8 +277,18 @@ impl Pipeline {
     }
 
     /// A file's bytes reached its backing file: readers may read them there now.
-    pub(super) fn settle(&self, st: &mut State, fid: Fid, seq: Seq, name: &[u8], len: u64) {
-        st.disk.insert(fid, name.to_vec());
+    pub(super) fn settle(
+        &self,
+        st: &mut State,
+        fid: Fid,
+        seq: Seq,
+        (dir, name, kind): (Fid, &[u8], Kind),
+        len: u64,
+    ) {
+        if !st.disk.contains(fid) {
+            st.changed.insert(dir);
+        }
+        st.disk.place(fid, dir, name, kind);
         st.changed.insert(fid);
         if st.pending.get(&fid).is_some_and(|(s, _)| *s == seq) {
             st.pending.remove(&fid);

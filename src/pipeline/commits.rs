@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use super::state::{
     bytes_in_log, Committed, CompactPolicy, Live, Pipeline, State, Threads, Waiter, Waiters,
 };
+use super::tree::Tree;
 use super::version::Version;
 use crate::disk::Disk;
 use crate::error::{err, Error, Result};
@@ -33,8 +34,11 @@ impl Pipeline {
         damaged: &HashSet<Fid>,
     ) -> Result<(Arc<Pipeline>, Threads)> {
         let durable = ns.last_seq();
-        let on_disk: HashMap<Fid, Vec<u8>> = ns.files().map(|i| (i.fid, i.name.clone())).collect();
-        let on_disk_fids: HashSet<Fid> = on_disk.keys().copied().collect();
+        let mut on_disk = Tree::default();
+        for i in ns.files() {
+            on_disk.place(i.fid, i.parent, &i.name, i.kind);
+        }
+        let on_disk_fids: HashSet<Fid> = ns.files().map(|i| i.fid).collect();
         let pipeline = Arc::new(Pipeline {
             disk,
             layout,
@@ -256,11 +260,10 @@ impl Pipeline {
         if let Some((_, bytes)) = st.pending.get(&fid) {
             return Ok(Version::Memory(bytes.clone()));
         }
-        let name = st
+        let path = st
             .disk
-            .get(&fid)
+            .path(&self.layout, fid)
             .ok_or_else(|| err!(ENOENT, "fid {fid} has no backing file"))?;
-        let path = self.layout.backing(name);
         // Opened under the lock: the apply thread cannot move the file meanwhile.
         self.disk
             .open_read(&path)
@@ -399,6 +402,16 @@ impl Pipeline {
     /// The inode of a fid, cloned (for answers built outside the lock).
     pub fn inode(&self, fid: Fid) -> Option<Inode> {
         self.state.lock().ns.get(fid).cloned()
+    }
+
+    /// Of `fids`, the regular files whose current bytes the live segment does not hold, with
+    /// their sizes.
+    pub fn not_in_live_log(&self, fids: &[Fid]) -> Vec<(Fid, u64)> {
+        let st = self.state.lock();
+        fids.iter()
+            .filter(|f| !bytes_in_log(&st, **f))
+            .filter_map(|f| st.ns.get(*f).map(|i| (*f, i.size)))
+            .collect()
     }
 
     /// Whether the live log segment holds the current bytes of regular file `fid`. A file

@@ -20,6 +20,7 @@ mod commits;
 mod compactor;
 mod state;
 mod sync;
+mod tree;
 mod version;
 mod writeback;
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::tree::Tree;
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
 use crate::log::{Entry, LogWriter};
@@ -27,14 +28,15 @@ pub struct State {
     /// Bytes committed but not yet in their backing file, with the entry that holds them.
     pub(super) pending: HashMap<Fid, (Seq, Arc<Vec<u8>>)>,
     pub(super) pending_bytes: u64,
-    /// The backing tree as it stands on disk: fid → name in `root/`. It trails the namespace
-    /// while renames and deletes wait for their log sync.
-    pub(super) disk: HashMap<Fid, Vec<u8>>,
+    /// The backing tree as it stands on disk. It trails the namespace while renames and
+    /// deletes wait for their log sync.
+    pub(super) disk: Tree,
     /// Logged, not yet synced.
     pub(super) unsynced: Vec<Entry>,
     /// Synced, not yet applied to the backing tree, with when they were synced.
     pub(super) unapplied: VecDeque<(Instant, Entry)>,
-    /// Fids whose backing file changed since the last checkpoint.
+    /// Fids whose backing file changed since the last checkpoint, and directories whose
+    /// entries did.
     pub(super) changed: HashSet<Fid>,
     /// Set when the store turned read-only after a failure; the reason.
     pub(super) fatal: Option<String>,

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::limits::SYNCFS_ABOVE;
 use crate::log::{encode_entry, Entry, LogWriter, Op};
 use crate::store::{self};
-use crate::types::{Fid, Kind, Time};
+use crate::types::{Fid, Kind, Time, ROOT};
 
 impl Pipeline {
     /// Makes every backing file durable, then records that in the log.
@@ -47,37 +47,32 @@ impl Pipeline {
         Ok(())
     }
 
-    /// fsync of every backing file changed since the last checkpoint, then of `root/`.
+    /// fsync of every backing file and directory changed since the last checkpoint, then of
+    /// `root/`.
     pub(super) fn sync_changed(&self, st: &State) -> Result<()> {
-        let (paths, symlink) = self.backing_paths(st, st.changed.iter());
-        self.sync_files(&paths, symlink, false)?;
+        let owed = self.owed(st, st.changed.iter().copied());
+        sync_owed(&*self.disk, &self.layout.root(), owed, false, |fid| {
+            self.resolve(st, fid)
+        })?;
         store::sync_dir(&*self.disk, &self.layout.root())
     }
 
-    /// The backing files of `fids` as they are named now (a deleted one has none: the
-    /// directory's fsync covers it), and whether any is a symlink.
-    pub(super) fn backing_paths<'a>(
-        &self,
-        st: &State,
-        fids: impl Iterator<Item = &'a Fid>,
-    ) -> (Vec<PathBuf>, bool) {
-        let mut symlink = false;
-        let mut paths = Vec::new();
-        for fid in fids {
-            let Some(name) = st.disk.get(fid) else {
-                continue;
-            };
-            if st.ns.get(*fid).is_some_and(|i| i.kind == Kind::Symlink) {
-                symlink = true;
-            } else {
-                paths.push(self.layout.backing(name));
-            }
+    /// Where the backing file or directory of `fid` is now, and what it is; None for one
+    /// deleted (its directory's fsync covers it).
+    pub(super) fn resolve(&self, st: &State, fid: Fid) -> Option<(PathBuf, Kind)> {
+        if fid == ROOT {
+            return Some((self.layout.root(), Kind::Dir));
         }
-        (paths, symlink)
+        let kind = st.disk.get(fid)?.kind;
+        Some((st.disk.path(&self.layout, fid)?, kind))
     }
 
-    pub(super) fn sync_files(&self, paths: &[PathBuf], symlink: bool, gone_ok: bool) -> Result<()> {
-        sync_files(&*self.disk, &self.layout.root(), paths, symlink, gone_ok)
+    fn owed(&self, st: &State, fids: impl Iterator<Item = Fid>) -> Vec<Owed> {
+        fids.filter_map(|fid| {
+            let (path, kind) = self.resolve(st, fid)?;
+            Some(Owed { fid, path, kind })
+        })
+        .collect()
     }
 
     /// Writes back at most `at_most` of the backing files owed a sync (changed since the last
@@ -88,16 +83,19 @@ impl Pipeline {
     /// the live log: FORMAT.md, the relog rule). A failed fsync turns the store read-only, as
     /// any.
     pub(super) fn write_back(&self, at_most: usize) -> Result<usize> {
-        let (taken, paths, symlink) = {
+        let (taken, owed) = {
             let mut st = self.state.lock();
             let taken: Vec<Fid> = st.changed.iter().take(at_most).copied().collect();
             for fid in &taken {
                 st.changed.remove(fid);
             }
-            let (paths, symlink) = self.backing_paths(&st, taken.iter());
-            (taken, paths, symlink)
+            let owed = self.owed(&st, taken.iter().copied());
+            (taken, owed)
         };
-        if let Err(e) = self.sync_files(&paths, symlink, true) {
+        let synced = sync_owed(&*self.disk, &self.layout.root(), owed, true, |fid| {
+            self.resolve(&self.state.lock(), fid)
+        });
+        if let Err(e) = synced {
             let mut st = self.state.lock();
             st.changed.extend(taken);
             self.turn_read_only(&mut st, e.reason.clone());
@@ -107,32 +105,53 @@ impl Pipeline {
     }
 }
 
-/// fsync of each file. A symlink cannot be fsynced by itself; if one changed, syncfs of the
-/// tree under `root` covers it (and everything else on that filesystem, which is slower on a
-/// busy disk, hence not the default for a few files), as it covers more than `SYNCFS_ABOVE`
-/// files. With `gone_ok`, a file renamed or removed since its path was taken is skipped: that
-/// change marked it changed again, or the directory's fsync at the checkpoint covers it. Its
-/// path may then be missing, or hold a symlink renamed over it, which the no-follow open
-/// refuses (ELOOP): neither is the file that was owed a sync.
-fn sync_files(
+/// A backing file or directory owed a sync, where the tree had it when it was taken.
+struct Owed {
+    fid: Fid,
+    path: PathBuf,
+    kind: Kind,
+}
+
+/// How often one file's path is taken again because a rename moved it (or a directory above
+/// it) between taking its path and syncing it: each time needs another rename meanwhile.
+const RESOLVE_TRIES: usize = 100;
+
+/// fsync of each file and directory. A symlink cannot be fsynced by itself; if one changed,
+/// syncfs of the tree under `root` covers it (and everything else on that filesystem, which is
+/// slower on a busy disk, hence not the default for a few files), as it covers more than
+/// `SYNCFS_ABOVE` files. With `gone_ok`, a file renamed or removed since its path was taken is
+/// looked up again (`resolve`): it syncs under its new path, or not at all once it is gone (its
+/// directory's fsync covers a removal). Its old path may then be missing, or hold a symlink
+/// renamed over it, which the no-follow open refuses (ELOOP): neither is the file owed a sync.
+fn sync_owed(
     disk: &dyn Disk,
     root: &Path,
-    paths: &[PathBuf],
-    symlink: bool,
+    owed: Vec<Owed>,
     gone_ok: bool,
+    mut resolve: impl FnMut(Fid) -> Option<(PathBuf, Kind)>,
 ) -> Result<()> {
     // Past a few hundred files one syncfs costs less than their fsyncs.
-    let symlink = symlink || paths.len() > SYNCFS_ABOVE;
-    for path in paths.iter().filter(|_| !symlink) {
-        match disk.sync_file(path) {
-            Ok(()) => {}
-            Err(e) if gone_ok && is_gone(&e) => {}
-            Err(e) => return Err(Error::io(format!("fsync of {}", path.display()), &e)),
-        }
+    if owed.len() > SYNCFS_ABOVE || owed.iter().any(|o| o.kind == Kind::Symlink) {
+        return disk
+            .sync_everything(root)
+            .map_err(|e| Error::io("syncfs of the backing tree", &e));
     }
-    if symlink {
-        disk.sync_everything(root)
-            .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
+    for Owed { fid, path, kind } in owed {
+        let (mut path, mut kind) = (path, kind);
+        for tries in 1.. {
+            let synced = match kind {
+                Kind::Dir => disk.sync_dir(&path),
+                _ => disk.sync_file(&path),
+            };
+            match synced {
+                Ok(()) => break,
+                Err(e) if gone_ok && is_gone(&e) && tries < RESOLVE_TRIES => match resolve(fid) {
+                    Some((now, k)) if now != path => (path, kind) = (now, k),
+                    _ => break,
+                },
+                Err(e) => return Err(Error::io(format!("fsync of {}", path.display()), &e)),
+            }
+        }
     }
     Ok(())
 }
@@ -154,9 +173,28 @@ mod tests {
         let (file, link) = (dir.path().join("file"), dir.path().join("a"));
         std::fs::write(&file, b"x").unwrap();
         std::os::unix::fs::symlink("file", &link).unwrap();
-        let paths = [file.clone(), link.clone(), dir.path().join("removed")];
-        assert!(sync_files(&RealDisk, dir.path(), &paths, false, true).is_ok());
-        let e = sync_files(&RealDisk, dir.path(), &[link], false, false).unwrap_err();
+        let owed = |paths: &[&std::path::PathBuf]| -> Vec<Owed> {
+            paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Owed {
+                    fid: i as Fid + 2,
+                    path: p.to_path_buf(),
+                    kind: Kind::File,
+                })
+                .collect()
+        };
+        let removed = dir.path().join("removed");
+        let gone = |_| None;
+        assert!(sync_owed(
+            &RealDisk,
+            dir.path(),
+            owed(&[&file, &link, &removed]),
+            true,
+            gone
+        )
+        .is_ok());
+        let e = sync_owed(&RealDisk, dir.path(), owed(&[&link]), false, gone).unwrap_err();
         assert_eq!(e.errno, libc::ELOOP, "{e}");
     }
 }

@@ -12,7 +12,7 @@ use crate::error::{err, Error, Result};
 use crate::log::{self, crc32c, Op};
 use crate::namespace::{Inode, Namespace};
 use crate::store::{self, Layout};
-use crate::types::{Attrs, Fid, Kind, Time, ROOT};
+use crate::types::{Attrs, Fid, Kind, Time};
 
 fn meta_of(a: &Attrs) -> FileMeta {
     FileMeta {
@@ -24,9 +24,9 @@ fn meta_of(a: &Attrs) -> FileMeta {
     }
 }
 
-/// How a backing file differs from what the log says it holds.
-fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode) -> Option<String> {
-    let path = layout.backing(&inode.name);
+/// How a backing file (at `rel` under `root/`) differs from what the log says it holds.
+fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode, rel: &[u8]) -> Option<String> {
+    let path = layout.backing(rel);
     let st = match disk.stat(&path) {
         Ok(st) => st,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some("missing".into()),
@@ -56,21 +56,33 @@ fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode) -> Option<St
                 Err(e) => Some(format!("unreadable: {e}")),
             }
         }
-        Kind::Dir => None,
+        Kind::Dir => (st.kind != EntryKind::Dir).then(|| "not a directory".into()),
     }
 }
 
 /// Whether a backing file's mode, owner and mtime are the log's.
-fn meta_matches(disk: &dyn Disk, layout: &Layout, inode: &Inode) -> bool {
-    disk.stat(&layout.backing(&inode.name)).is_ok_and(|st| {
+fn meta_matches(disk: &dyn Disk, layout: &Layout, inode: &Inode, rel: &[u8]) -> bool {
+    disk.stat(&layout.backing(rel)).is_ok_and(|st| {
         st.mode == inode.attrs.mode
             && (st.uid, st.gid) == (inode.attrs.uid, inode.attrs.gid)
             && st.mtime == inode.attrs.mtime
     })
 }
 
-/// Rewrites a backing file from the entry that holds its bytes.
-fn restore(disk: &dyn Disk, layout: &Layout, inode: &Inode, max_line: u64) -> Result<()> {
+/// Rewrites a backing file from the entry that holds its bytes; makes a directory.
+fn restore(
+    disk: &dyn Disk,
+    layout: &Layout,
+    inode: &Inode,
+    rel: &[u8],
+    max_line: u64,
+) -> Result<()> {
+    if inode.kind == Kind::Dir {
+        if disk.stat(&layout.backing(rel)).is_ok() {
+            set_aside(disk, layout, rel)?;
+        }
+        return store::make_dir(disk, &layout.backing(rel));
+    }
     let loc = inode
         .content
         .ok_or_else(|| err!(EIO, "the log no longer holds its bytes"))?;
@@ -79,15 +91,21 @@ fn restore(disk: &dyn Disk, layout: &Layout, inode: &Inode, max_line: u64) -> Re
     let Op::Set { data, .. } = entry.op else {
         return Err(err!(EIO, "the entry at its log position is not a SET"));
     };
-    write_back(disk, layout, inode, &data.bytes)
+    write_back(disk, layout, inode, rel, &data.bytes)
 }
 
 /// Puts `bytes` in place as the backing file (or symlink) of `inode`, with its attributes.
-fn write_back(disk: &dyn Disk, layout: &Layout, inode: &Inode, bytes: &[u8]) -> Result<()> {
-    let dest = layout.backing(&inode.name);
+fn write_back(
+    disk: &dyn Disk,
+    layout: &Layout,
+    inode: &Inode,
+    rel: &[u8],
+    bytes: &[u8],
+) -> Result<()> {
+    let dest = layout.backing(rel);
     if disk.stat(&dest).is_ok_and(|st| st.kind == EntryKind::Dir) {
-        // Nothing of ours is a directory: set it aside rather than delete what is in it.
-        set_aside(disk, layout, &inode.name)?;
+        // A file is owed this name: set the directory aside rather than delete what is in it.
+        set_aside(disk, layout, rel)?;
     }
     let tmp = layout.tmp().join(format!("restore.{}", inode.fid));
     match inode.kind {
@@ -120,16 +138,31 @@ fn find_copy(
     })
 }
 
-fn copy_into_place(disk: &dyn Disk, layout: &Layout, inode: &Inode, from: &Path) -> Result<()> {
+fn copy_into_place(
+    disk: &dyn Disk,
+    layout: &Layout,
+    inode: &Inode,
+    rel: &[u8],
+    from: &Path,
+) -> Result<()> {
     let bytes = disk
         .read(from)
         .map_err(|e| Error::io(format!("reading {}", from.display()), &e))?;
-    write_back(disk, layout, inode, &bytes)
+    write_back(disk, layout, inode, rel, &bytes)
 }
 
-/// Moves something in the backing tree to `lost+found/`, returning where.
+/// Moves something in the backing tree (a file, or a directory with all in it) to
+/// `lost+found/`, returning where: its path there is its path in the tree with `/` written
+/// `%2F` (and `%` written `%25`), and the time.
 fn set_aside(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<PathBuf> {
-    let mut moved = name.to_vec();
+    let mut moved = Vec::with_capacity(name.len() + 16);
+    for b in name {
+        match b {
+            b'/' => moved.extend_from_slice(b"%2F"),
+            b'%' => moved.extend_from_slice(b"%25"),
+            b => moved.push(*b),
+        }
+    }
     moved.extend_from_slice(format!(".{}", Time::now().millis()).as_bytes());
     let dest = layout.lost_found().join(OsStr::from_bytes(&moved));
     store::rename(disk, &layout.backing(name), &dest)?;
@@ -173,30 +206,34 @@ pub(super) fn reconcile(
         Repair::KeepingWhatDiffers => (true, true),
     };
     let mut out = Reconciled::default();
-    let root = layout.root();
-    let names = disk
-        .list(&root)
-        .map_err(|e| Error::io(format!("listing {}", root.display()), &e))?;
-    let strays: Vec<Vec<u8>> = names
-        .iter()
-        .filter(|n| ns.lookup(ROOT, n).is_none())
-        .cloned()
+    let found = walk(disk, layout)?;
+    // Every inode with its path; directories before what is in them.
+    let mut files: Vec<(&Inode, Vec<u8>)> = ns
+        .files()
+        .filter_map(|i| Some((i, ns.path(i.fid)?)))
         .collect();
-    let mut files: Vec<&Inode> = ns.files().collect();
-    files.sort_by_key(|i| i.fid);
+    files.sort_by_key(|(i, rel)| (rel.iter().filter(|b| **b == b'/').count(), i.fid));
+    let expected: HashSet<&[u8]> = files.iter().map(|(_, rel)| rel.as_slice()).collect();
+    // Regular files found anywhere, where a rename that had not reached the disk may have
+    // left the bytes some file needs.
+    let copies: Vec<Vec<u8>> = found
+        .iter()
+        .filter(|(_, kind)| *kind == EntryKind::File)
+        .map(|(rel, _)| rel.clone())
+        .collect();
     let mut progress = crate::progress::Progress::new("checking backing files", files.len() as u64);
-    for inode in files {
+    for (inode, rel) in &files {
         progress.tick();
-        let Some(problem) = backing_problem(disk, layout, inode) else {
-            if repair && inode.kind == Kind::File && !meta_matches(disk, layout, inode) {
+        let Some(problem) = backing_problem(disk, layout, inode, rel) else {
+            if repair && inode.kind == Kind::File && !meta_matches(disk, layout, inode, rel) {
                 // An attribute change whose entry had not reached the backing file.
-                let path = layout.backing(&inode.name);
+                let path = layout.backing(rel);
                 store::set_meta(disk, &path, &meta_of(&inode.attrs))?;
                 out.restored.push((path, inode.kind));
             }
             continue;
         };
-        let name = name_str(&inode.name);
+        let name = name_str(rel);
         if !repair {
             out.findings.push(Finding {
                 what: format!("{name}: backing file {problem}"),
@@ -204,23 +241,23 @@ pub(super) fn reconcile(
             continue;
         }
         let mut kept = String::new();
-        if keep_differing && disk.stat(&layout.backing(&inode.name)).is_ok() {
-            let dest = set_aside(disk, layout, &inode.name)?;
+        if keep_differing && inode.kind != Kind::Dir && disk.stat(&layout.backing(rel)).is_ok() {
+            let dest = set_aside(disk, layout, rel)?;
             kept = format!(" (what was there is in {})", dest.display());
         }
-        let restored = restore(disk, layout, inode, max_line).or_else(|e| {
+        let restored = restore(disk, layout, inode, rel, max_line).or_else(|e| {
             // The log no longer holds the bytes (they were compacted into a snapshot), but a
             // rename or exchange that had not reached the disk may have left them under
             // another name: take them from there.
-            match find_copy(disk, layout, inode, &names) {
-                Some(from) => copy_into_place(disk, layout, inode, &from),
+            match find_copy(disk, layout, inode, &copies) {
+                Some(from) => copy_into_place(disk, layout, inode, rel, &from),
                 None => Err(e),
             }
         });
         match restored {
             Ok(()) => {
                 out.changed = true;
-                out.restored.push((layout.backing(&inode.name), inode.kind));
+                out.restored.push((layout.backing(rel), inode.kind));
                 out.findings.push(Finding {
                     what: format!("{name}: backing file {problem}; restored{kept}"),
                 });
@@ -237,10 +274,21 @@ pub(super) fn reconcile(
             }
         }
     }
-    for name in strays {
-        let shown = name_str(&name);
+    // What the log does not name, outermost first: a directory goes aside with all in it.
+    let mut aside: Vec<&[u8]> = Vec::new();
+    for (rel, _) in &found {
+        let under_aside = aside
+            .iter()
+            .any(|a| rel.starts_with(a) && rel.get(a.len()) == Some(&b'/'));
+        // Gone already: in a directory set aside to make room for a file the log names.
+        let gone = || disk.stat(&layout.backing(rel)).is_err();
+        if expected.contains(rel.as_slice()) || under_aside || gone() {
+            continue;
+        }
+        let shown = name_str(rel);
         if repair {
-            let dest = set_aside(disk, layout, &name)?;
+            let dest = set_aside(disk, layout, rel)?;
+            aside.push(rel);
             out.changed = true;
             out.findings.push(Finding {
                 what: format!(
@@ -257,6 +305,37 @@ pub(super) fn reconcile(
     Ok(out)
 }
 
+/// Every name in the backing tree as a path under `root/`, with what it is, each directory
+/// before what is in it. A directory's contents are listed only if it is one the walk may
+/// enter (never through a symlink: `stat` does not follow one).
+fn walk(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Vec<u8>, EntryKind)>> {
+    let mut out = Vec::new();
+    let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(dir) = dirs.pop() {
+        let path = layout.backing(&dir);
+        let names = disk
+            .list(&path)
+            .map_err(|e| Error::io(format!("listing {}", path.display()), &e))?;
+        for name in names {
+            let rel = match dir.is_empty() {
+                true => name,
+                false => [dir.as_slice(), b"/", &name].concat(),
+            };
+            let kind = disk
+                .stat(&layout.backing(&rel))
+                .map_err(|e| Error::io(format!("stat of {}", layout.backing(&rel).display()), &e))?
+                .kind;
+            if kind == EntryKind::Dir {
+                dirs.push(rel.clone());
+            }
+            out.push((rel, kind));
+        }
+    }
+    // Outermost first, so that a directory set aside takes what is in it along.
+    out.sort_by_key(|(rel, _)| rel.iter().filter(|b| **b == b'/').count());
+    Ok(out)
+}
+
 /// Makes every restored backing file and the tree's names durable. A symlink cannot be
 /// fsynced by itself: if one was restored, everything is synced.
 pub(super) fn sync_restored(
@@ -264,14 +343,27 @@ pub(super) fn sync_restored(
     layout: &Layout,
     restored: &[(PathBuf, Kind)],
 ) -> Result<()> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
     for (path, kind) in restored {
-        if *kind == Kind::Symlink {
-            disk.sync_everything(&layout.root())
-                .map_err(|e| Error::io("syncfs of the backing tree", &e))?;
-        } else {
-            disk.sync_file(path)
-                .map_err(|e| Error::io(format!("fsync of {}", path.display()), &e))?;
+        match kind {
+            Kind::Symlink => disk
+                .sync_everything(&layout.root())
+                .map_err(|e| Error::io("syncfs of the backing tree", &e))?,
+            Kind::Dir => store::sync_dir(disk, path)?,
+            Kind::File => disk
+                .sync_file(path)
+                .map_err(|e| Error::io(format!("fsync of {}", path.display()), &e))?,
         }
+        if let Some(parent) = path.parent().filter(|p| *p != layout.root()) {
+            if !dirs.iter().any(|d| d == parent) {
+                dirs.push(parent.to_owned());
+            }
+        }
+    }
+    // Deepest first: a directory's own name is synced by its parent after it.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        store::sync_dir(disk, &dir)?;
     }
     store::sync_dir(disk, &layout.root())?;
     store::sync_dir(disk, &layout.lost_found())

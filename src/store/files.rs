@@ -83,6 +83,37 @@ pub fn exchange(disk: &dyn Disk, a: &Path, b: &Path) -> Result<()> {
 }
 
 /// Removes a file; one that is already gone is fine (recovery may redo a removal).
+/// Makes a directory of the backing tree (0700: its mode and times are the log's); one that
+/// is there already is left as it is.
+pub fn make_dir(disk: &dyn Disk, path: &Path) -> Result<()> {
+    match disk.create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match disk.stat(path) {
+            Ok(st) if st.kind == crate::disk::EntryKind::Dir => Ok(()),
+            _ => Err(Error::io(
+                format!("creating directory {}", path.display()),
+                &e,
+            )),
+        },
+        Err(e) => Err(Error::io(
+            format!("creating directory {}", path.display()),
+            &e,
+        )),
+    }
+}
+
+/// Removes an empty directory of the backing tree; one already gone is fine.
+pub fn remove_dir(disk: &dyn Disk, path: &Path) -> Result<()> {
+    match disk.remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(
+            format!("removing directory {}", path.display()),
+            &e,
+        )),
+    }
+}
+
 pub fn remove(disk: &dyn Disk, path: &Path) -> Result<()> {
     match disk.remove(path) {
         Ok(()) => Ok(()),

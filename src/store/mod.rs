@@ -9,7 +9,8 @@ mod rejected;
 
 pub use access::Exposure;
 pub use files::{
-    clear_tmp, exchange, remove, rename, replace_file, replace_symlink, set_meta, sync_dir,
+    clear_tmp, exchange, make_dir, remove, remove_dir, rename, replace_file, replace_symlink,
+    set_meta, sync_dir,
 };
 pub use layout::{require_store, Layout, MARKER};
 pub use rejected::{keep_rejected, list_rejected, Refusal};
@@ -23,9 +24,10 @@ use crate::types::Time;
 
 use files::io_err;
 
-const MARKER_TEXT: &str = "{\"format\":\"recordfs-store\",\"version\":2}\n";
+const MARKER_TEXT: &str = "{\"format\":\"recordfs-store\",\"version\":3}\n";
 /// The marker of a store made before modes were enforced; upgraded at its first mount.
 const MARKER_V1: &str = "{\"format\":\"recordfs-store\",\"version\":1}";
+const MARKER_V2: &str = "{\"format\":\"recordfs-store\",\"version\":2}";
 
 /// The exclusive lock on a store, held for as long as this value lives.
 pub struct StoreLock {
@@ -86,12 +88,15 @@ pub struct Opened {
     pub notices: Vec<String>,
 }
 
-/// The marker's versions. Version 2 has the log format of version 1 and private modes
-/// (FORMAT.md, "Versions"); a version-1 store is upgraded at its first writable mount.
+/// The marker's versions (FORMAT.md, "Versions"). Version 2 has the log format of version 1
+/// and private modes; version 3 adds directories to the log and the backing tree. An older
+/// store is upgraded at its first writable mount: a version-2 binary must not meet a
+/// directory it cannot read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Version {
     V1,
     V2,
+    V3,
 }
 
 fn read_version(disk: &dyn Disk, layout: &Layout) -> Result<Version> {
@@ -99,7 +104,8 @@ fn read_version(disk: &dyn Disk, layout: &Layout) -> Result<Version> {
         .read(&layout.marker())
         .map_err(io_err("reading", &layout.marker()))?;
     match marker.trim_ascii() {
-        m if m == MARKER_TEXT.trim().as_bytes() => Ok(Version::V2),
+        m if m == MARKER_TEXT.trim().as_bytes() => Ok(Version::V3),
+        m if m == MARKER_V2.as_bytes() => Ok(Version::V2),
         m if m == MARKER_V1.as_bytes() => Ok(Version::V1),
         m => Err(err!(
             EINVAL,
@@ -140,6 +146,10 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
         Ok(st) => st,
         Err(e) if e.kind() == io::ErrorKind::NotFound && writable => {
             disk.create_dir(store).map_err(io_err("creating", store))?;
+            // STORE's own name must outlive a crash, or every commit in it goes with it.
+            if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(disk, parent)?;
+            }
             disk.stat(store).map_err(io_err("stat of", store))?
         }
         Err(e) => return Err(Error::io(format!("opening store {}", store.display()), &e)),
@@ -199,16 +209,16 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
             notices,
         });
     }
-    if version == Version::V1 && writable {
+    if version != Version::V3 && writable {
         let mut tightened = String::new();
-        if !allow_open {
+        if version == Version::V1 && !allow_open {
             let n = access::tighten(disk, &exposures)?;
             exposures = access::untightenable(exposures);
             tightened = format!("; {n} paths made private (chmod go-rwx)");
         }
         write_marker(disk, layout)?;
         notices.push(format!(
-            "{} was made by an earlier version of recordfs: upgraded to store version 2{tightened}",
+            "{} was made by an earlier version of recordfs: upgraded to store version 3{tightened}",
             store.display()
         ));
     }
@@ -219,7 +229,7 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
     if refused {
         let hint = match version {
             Version::V1 => ACCEPT_V1,
-            Version::V2 => ACCEPT,
+            Version::V2 | Version::V3 => ACCEPT,
         };
         return Err(access::refusal(store, &exposures, hint));
     }

@@ -421,3 +421,33 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+/// Copies a store an earlier version made (tests/fixtures/NAME, with the modes it had, which
+/// git does not keep, from NAME.modes; STORE itself gets `top_mode`) to `dest`.
+pub fn copy_fixture_store(name: &str, top_mode: u32, dest: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (code, out) = sh(&format!(
+        "cp -a {} {}",
+        fixtures.join(name).display(),
+        dest.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    let modes = fs::read_to_string(fixtures.join(format!("{name}.modes"))).unwrap();
+    for line in modes.lines() {
+        let (mode, rel) = line.split_once(' ').unwrap();
+        let path = dest.join(rel);
+        if !path.exists() && fs::symlink_metadata(&path).is_err() {
+            fs::create_dir(&path).unwrap(); // empty directories are not kept by git
+        }
+        if !fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+        {
+            let mode = u32::from_str_radix(mode, 8).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    fs::set_permissions(dest, fs::Permissions::from_mode(top_mode)).unwrap();
+}

@@ -11,8 +11,10 @@
 //! - attributes keep their synced value or their latest one.
 //!
 //! Each file and directory decides independently, which reorders unsynced writes across
-//! files. Directories themselves are created durably (the store makes them once, then syncs
-//! its parent). `fail_next` makes the Nth write, sync or rename fail with EIO or ENOSPC.
+//! files. A directory's name is an entry of its parent like a file's: made, renamed and removed
+//! by the parent's name operations, durable once the parent is synced; a crash that loses it
+//! loses everything under it. `fail_next` makes the Nth write, sync or rename fail with EIO or
+//! ENOSPC.
 //! Everything is decided by the seed, so every failure replays.
 //!
 //! After `crash`, the old `SimDisk` value and every handle it gave out answer EIO: the process
@@ -27,14 +29,14 @@ pub use gate::Gate;
 pub use model::{Chooser, FaultOn, Rng};
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::disk::{Disk, DiskFile, DiskLock, DiskStat, EntryKind, FileMeta, ReadAt};
 use crate::types::Time;
-use model::{eio, errno, split, Dir, Fault, Ino, Sim, Write};
+use model::{eio, errno, split, Dir, Fault, Ino, Sim, Write, ROOT_DIR};
 
 /// A view of the simulated disk, as one process sees it.
 #[derive(Clone)]
@@ -54,7 +56,7 @@ impl SimDisk {
     /// An empty disk holding the directory `/`.
     pub fn new() -> SimDisk {
         let mut sim = Sim::default();
-        sim.dirs.insert(PathBuf::from("/"), Dir::default());
+        sim.dirs.insert(ROOT_DIR, Dir::default());
         SimDisk {
             sim: Arc::new(Mutex::new(sim)),
             generation: 0,
@@ -221,6 +223,9 @@ impl Disk for SimDisk {
 
     fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()> {
         let mut sim = self.live()?;
+        if sim.lookup_any(path).is_ok_and(|ino| sim.is_dir(ino)) {
+            return Err(errno(libc::EISDIR));
+        }
         if sim.lookup(path).is_ok() {
             sim.unlink(path)?;
         }
@@ -270,12 +275,25 @@ impl Disk for SimDisk {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut sim = self.live()?;
         sim.fault(FaultOn::Rename)?;
-        let ino = sim.lookup(from)?;
+        let ino = sim.lookup_any(from)?;
         if from == to {
             return Ok(());
         }
         let ((from_parent, from_name), (to_parent, to_name)) = (split(from)?, split(to)?);
         sim.dir(&to_parent)?;
+        if sim.is_dir(ino) {
+            // rename(2)'s rules for a directory: not into itself, only over an empty one.
+            if to.starts_with(from) {
+                return Err(errno(libc::EINVAL));
+            }
+            match sim.lookup_any(to) {
+                Ok(over) if !sim.is_dir(over) => return Err(errno(libc::ENOTDIR)),
+                Ok(over) if !sim.dirs[&over].live.is_empty() => return Err(errno(libc::ENOTEMPTY)),
+                _ => {}
+            }
+        } else if sim.lookup_any(to).is_ok_and(|over| sim.is_dir(over)) {
+            return Err(errno(libc::EISDIR));
+        }
         if from_parent == to_parent && !sim.no_journal {
             return sim.swap(&from_parent, vec![(from_name, None), (to_name, Some(ino))]);
         }
@@ -286,7 +304,10 @@ impl Disk for SimDisk {
     fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
         let mut sim = self.live()?;
         sim.fault(FaultOn::Rename)?;
-        let (ia, ib) = (sim.lookup(a)?, sim.lookup(b)?);
+        let (ia, ib) = (sim.lookup_any(a)?, sim.lookup_any(b)?);
+        if (sim.is_dir(ia) && b.starts_with(a)) || (sim.is_dir(ib) && a.starts_with(b)) {
+            return Err(errno(libc::EINVAL));
+        }
         let ((pa, na), (pb, nb)) = (split(a)?, split(b)?);
         if pa == pb && !sim.no_journal {
             return sim.swap(&pa, vec![(na, Some(ib)), (nb, Some(ia))]);
@@ -296,27 +317,20 @@ impl Disk for SimDisk {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.live()?.unlink(path).map(|_| ())
+        let mut sim = self.live()?;
+        sim.lookup(path)?;
+        sim.unlink(path).map(|_| ())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
         let mut sim = self.live()?;
-        let mut names: Vec<Vec<u8>> = sim.dir(dir)?.live.keys().cloned().collect();
-        // Subdirectories are listed too, as a real directory would.
-        let subdirs: Vec<Vec<u8>> = sim
-            .dirs
-            .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .filter_map(|p| split(p).ok().map(|(_, n)| n))
-            .collect();
-        names.extend(subdirs);
-        names.sort();
-        Ok(names)
+        Ok(sim.dir(dir)?.live.keys().cloned().collect())
     }
 
     fn stat(&self, path: &Path) -> io::Result<DiskStat> {
         let mut sim = self.live()?;
-        if let Some(dir) = sim.dirs.get(path) {
+        let ino = sim.resolve(path)?;
+        if let Some(dir) = sim.dirs.get(&ino) {
             return Ok(DiskStat {
                 kind: EntryKind::Dir,
                 len: 0,
@@ -344,7 +358,7 @@ impl Disk for SimDisk {
 
     fn symlink(&self, target: &[u8], path: &Path) -> io::Result<()> {
         let mut sim = self.live()?;
-        if sim.lookup(path).is_ok() {
+        if sim.lookup_any(path).is_ok() {
             return Err(errno(libc::EEXIST));
         }
         let ino = sim.new_node(Some(target.to_vec()));
@@ -369,24 +383,31 @@ impl Disk for SimDisk {
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.live()?;
-        if sim.dirs.contains_key(path) {
+        if sim.lookup_any(path).is_ok() {
             return Err(errno(libc::EEXIST));
         }
-        let parent = path.parent().ok_or_else(|| errno(libc::EINVAL))?;
-        if !sim.dirs.contains_key(parent) {
-            return Err(errno(libc::ENOENT));
+        sim.dir(path.parent().ok_or_else(|| errno(libc::EINVAL))?)?;
+        let ino = sim.new_dir();
+        sim.link(path, ino)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let mut sim = self.live()?;
+        let ino = sim.lookup_any(path)?;
+        match sim.dirs.get(&ino) {
+            None => Err(errno(libc::ENOTDIR)),
+            Some(d) if !d.live.is_empty() => Err(errno(libc::ENOTEMPTY)),
+            Some(_) => sim.unlink(path).map(|_| ()),
         }
-        sim.dirs.insert(path.to_owned(), Dir::default());
-        Ok(())
     }
 
     fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
         let mut sim = self.live()?;
-        if let Some(dir) = sim.dirs.get_mut(path) {
+        let ino = sim.resolve(path)?;
+        if let Some(dir) = sim.dirs.get_mut(&ino) {
             dir.mode = mode & 0o7777;
             return Ok(());
         }
-        let ino = sim.lookup(path)?;
         let node = sim.node(ino);
         if node.symlink.is_some() {
             return Err(errno(libc::ELOOP));

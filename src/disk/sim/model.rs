@@ -10,6 +10,9 @@ use crate::types::Time;
 
 pub(super) type Ino = u64;
 
+/// The inode of `/`; files and directories are numbered from 1.
+pub(super) const ROOT_DIR: Ino = 0;
+
 #[derive(Clone, Debug)]
 pub(super) enum Write {
     At(u64, Vec<u8>),
@@ -77,7 +80,9 @@ pub(super) struct Fault {
 pub(super) struct Sim {
     pub(super) generation: u64,
     pub(super) nodes: HashMap<Ino, Node>,
-    pub(super) dirs: BTreeMap<PathBuf, Dir>,
+    /// Directories by inode (`ROOT_DIR` is `/`); a directory's name is an entry of its
+    /// parent like a file's, made and removed by the parent's name operations.
+    pub(super) dirs: BTreeMap<Ino, Dir>,
     pub(super) next_ino: Ino,
     pub(super) faults: Vec<Fault>,
     /// Bytes of live file content allowed in all; past it writes fail with ENOSPC.
@@ -219,17 +224,54 @@ impl Sim {
         self.nodes.values().map(|n| n.live.len() as u64).sum()
     }
 
-    pub(super) fn dir(&mut self, path: &Path) -> io::Result<&mut Dir> {
-        self.dirs.get_mut(path).ok_or_else(|| errno(libc::ENOENT))
+    /// The inode a path names, following the live entries from `/`.
+    pub(super) fn resolve(&self, path: &Path) -> io::Result<Ino> {
+        use std::path::Component;
+        let mut at = ROOT_DIR;
+        for c in path.components() {
+            match c {
+                Component::RootDir => at = ROOT_DIR,
+                Component::Normal(name) => {
+                    use std::os::unix::ffi::OsStrExt;
+                    let dir = self.dirs.get(&at).ok_or_else(|| errno(libc::ENOTDIR))?;
+                    at = *dir
+                        .live
+                        .get(name.as_bytes())
+                        .ok_or_else(|| errno(libc::ENOENT))?;
+                }
+                _ => return Err(errno(libc::EINVAL)),
+            }
+        }
+        Ok(at)
     }
 
-    pub(super) fn lookup(&self, path: &Path) -> io::Result<Ino> {
+    pub(super) fn dir(&mut self, path: &Path) -> io::Result<&mut Dir> {
+        let ino = self.resolve(path)?;
+        self.dirs.get_mut(&ino).ok_or_else(|| errno(libc::ENOTDIR))
+    }
+
+    /// What a path names: a file, a symlink or a directory.
+    pub(super) fn lookup_any(&self, path: &Path) -> io::Result<Ino> {
         let (parent, name) = split(path)?;
-        let dir = self.dirs.get(&parent).ok_or_else(|| errno(libc::ENOENT))?;
+        let dir = self.resolve(&parent)?;
+        let dir = self.dirs.get(&dir).ok_or_else(|| errno(libc::ENOTDIR))?;
         dir.live
             .get(&name)
             .copied()
             .ok_or_else(|| errno(libc::ENOENT))
+    }
+
+    /// The file or symlink a path names; EISDIR for a directory.
+    pub(super) fn lookup(&self, path: &Path) -> io::Result<Ino> {
+        let ino = self.lookup_any(path)?;
+        match self.dirs.contains_key(&ino) {
+            true => Err(errno(libc::EISDIR)),
+            false => Ok(ino),
+        }
+    }
+
+    pub(super) fn is_dir(&self, ino: Ino) -> bool {
+        self.dirs.contains_key(&ino)
     }
 
     pub(super) fn node(&mut self, ino: Ino) -> &mut Node {
@@ -265,6 +307,12 @@ impl Sim {
         let ino = dir.live.remove(&name).ok_or_else(|| errno(libc::ENOENT))?;
         dir.unsynced.push(DirOp::Unlink(name));
         Ok(ino)
+    }
+
+    pub(super) fn new_dir(&mut self) -> Ino {
+        self.next_ino += 1;
+        self.dirs.insert(self.next_ino, Dir::default());
+        self.next_ino
     }
 
     pub(super) fn new_node(&mut self, symlink: Option<Vec<u8>>) -> Ino {
@@ -353,13 +401,19 @@ impl Sim {
             }
             node.meta = node.durable_meta;
         }
-        // Nodes no directory names are gone.
-        let linked: std::collections::HashSet<Ino> = self
-            .dirs
-            .values()
-            .flat_map(|d| d.live.values().copied())
-            .collect();
-        self.nodes.retain(|ino, _| linked.contains(ino));
+        // Whatever no durable name reaches from `/` is gone: a directory whose name was
+        // lost takes everything in it along (fsck would put it in lost+found; nothing of
+        // recordfs looks there for what it needs).
+        let (mut reached, mut todo) = (std::collections::HashSet::from([ROOT_DIR]), vec![ROOT_DIR]);
+        while let Some(dir) = todo.pop() {
+            for ino in self.dirs[&dir].live.values() {
+                if reached.insert(*ino) && self.dirs.contains_key(ino) {
+                    todo.push(*ino);
+                }
+            }
+        }
+        self.nodes.retain(|ino, _| reached.contains(ino));
+        self.dirs.retain(|ino, _| reached.contains(ino));
         self.faults.clear();
         self.budget = None;
         self.generation += 1;

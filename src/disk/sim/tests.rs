@@ -66,6 +66,7 @@ fn write_file_replaces_the_name_so_a_crash_may_keep_old_new_or_none() {
 fn an_unsynced_rename_may_be_lost_a_synced_one_is_not() {
     let d = SimDisk::new();
     d.create_dir(Path::new("/a")).unwrap();
+    d.sync_dir(Path::new("/")).unwrap();
     d.write_file(Path::new("/a/t"), b"1", None).unwrap();
     d.sync_file(Path::new("/a/t")).unwrap();
     d.sync_dir(Path::new("/a")).unwrap();
@@ -89,4 +90,94 @@ fn faults_fail_the_chosen_operation_once() {
     d.set_capacity(Some(4));
     let e = d.write_file(Path::new("/g"), b"12345", None).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+}
+
+/// Issue 11: a directory's name is durable once its parent is synced, like a file's; a crash
+/// that loses it loses everything under it, synced or not.
+#[test]
+fn a_directory_s_name_lasts_only_once_its_parent_is_synced() {
+    let d = SimDisk::new();
+    d.create_dir(Path::new("/d")).unwrap();
+    d.write_file(Path::new("/d/f"), b"1", None).unwrap();
+    d.sync_file(Path::new("/d/f")).unwrap();
+    d.sync_dir(Path::new("/d")).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..32 {
+        let r = d.fork().crash(seed);
+        seen.insert((&r as &dyn Disk).read(Path::new("/d/f")).ok());
+        if r.stat(Path::new("/d")).is_err() {
+            assert!(r.list(Path::new("/")).unwrap().is_empty());
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "kept with its directory, or lost with it: {seen:?}"
+    );
+    d.sync_dir(Path::new("/")).unwrap();
+    for seed in 0..8 {
+        let r = d.fork().crash(seed);
+        assert_eq!((&r as &dyn Disk).read(Path::new("/d/f")).unwrap(), b"1");
+    }
+}
+
+/// A directory moved between two parents is an unlink in one and a link in the other: a crash
+/// before both are synced may keep either, both or neither name; after, only the new one.
+#[test]
+fn a_directory_moved_between_parents_may_half_persist_until_both_are_synced() {
+    let d = SimDisk::new();
+    for dir in ["/a", "/b", "/a/d"] {
+        d.create_dir(Path::new(dir)).unwrap();
+    }
+    d.write_file(Path::new("/a/d/f"), b"x", None).unwrap();
+    d.sync_file(Path::new("/a/d/f")).unwrap();
+    for dir in ["/", "/a", "/b", "/a/d"] {
+        d.sync_dir(Path::new(dir)).unwrap();
+    }
+    d.rename(Path::new("/a/d"), Path::new("/b/d")).unwrap();
+    assert_eq!(
+        (&d as &dyn Disk).read(Path::new("/b/d/f")).unwrap(),
+        b"x",
+        "the subtree moves with its directory"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..64 {
+        let r = d.fork().crash(seed);
+        let at = |p: &str| r.stat(Path::new(p)).is_ok();
+        seen.insert((at("/a/d/f"), at("/b/d/f")));
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    d.sync_dir(Path::new("/a")).unwrap();
+    d.sync_dir(Path::new("/b")).unwrap();
+    let r = d.fork().crash(1);
+    assert!(r.stat(Path::new("/a/d")).is_err() && r.stat(Path::new("/b/d/f")).is_ok());
+}
+
+/// rename(2) and rmdir(2)'s answers for directories, as a real disk gives them.
+#[test]
+fn directories_keep_rename_and_rmdir_rules() {
+    let d = SimDisk::new();
+    for dir in ["/a", "/a/sub", "/b", "/c"] {
+        d.create_dir(Path::new(dir)).unwrap();
+    }
+    d.write_file(Path::new("/b/f"), b"x", None).unwrap();
+    d.write_file(Path::new("/g"), b"y", None).unwrap();
+    let errno = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    let p = Path::new;
+    assert_eq!(errno(d.rename(p("/a"), p("/a/sub/a"))), Some(libc::EINVAL));
+    assert_eq!(errno(d.rename(p("/a"), p("/b"))), Some(libc::ENOTEMPTY));
+    assert_eq!(errno(d.rename(p("/a"), p("/g"))), Some(libc::ENOTDIR));
+    assert_eq!(errno(d.rename(p("/g"), p("/a"))), Some(libc::EISDIR));
+    assert_eq!(errno(d.remove_dir(p("/b"))), Some(libc::ENOTEMPTY));
+    assert_eq!(errno(d.remove_dir(p("/g"))), Some(libc::ENOTDIR));
+    assert_eq!(errno(d.remove(p("/c"))), Some(libc::EISDIR));
+    d.rename(p("/a"), p("/c")).unwrap();
+    assert!(d
+        .stat(p("/c/sub"))
+        .is_ok_and(|s| s.kind == crate::disk::EntryKind::Dir));
+    d.remove_dir(p("/c/sub")).unwrap();
+    assert_eq!(
+        d.list(p("/")).unwrap(),
+        vec![b"b".to_vec(), b"c".to_vec(), b"g".to_vec()]
+    );
 }
