@@ -37,7 +37,7 @@ use proptest::option::weighted;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 12] = [
     "10000000-0000-4000-8000-000000000001.json",
     "10000000-0000-4000-8000-000000000002.json",
     "10000000-0000-4000-8000-000000000003.json",
@@ -46,14 +46,23 @@ const NAMES: [&str; 8] = [
     ".a.swp",
     "c~",
     "d",
+    "sub/10000000-0000-4000-8000-000000000004.json",
+    "sub/e",
+    "sub/deeper/f",
+    "other/sub/e",
 ];
+/// Directories that mkdir, rmdir and rename make, remove and move (issue 11); the files of
+/// `NAMES` under them come and go with them.
+const DIRS: [&str; 4] = ["sub", "sub/deeper", "other", "other/sub"];
 const SLOTS: usize = 6;
 /// --sync never for most sequences: the comparison is of what programs see, and syncs would
 /// only slow it; a few run under the default (--sync always), whose replies wait for syncs.
 const SYNC_NEVER: &[&str] = &["--sync", "never"];
 
-fn is_record(name: usize) -> bool {
-    name < 3
+/// A record is a `<uuid>.json` in any directory.
+fn is_record(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    recordfs::record::is_record_name(base.as_bytes())
 }
 
 /// The JSON rule: JSON text is UTF-8 (RFC 8259), also inside strings, which serde_json does
@@ -166,6 +175,19 @@ enum Op {
         uid: u32,
         gid: u32,
     },
+    Mkdir {
+        dir: usize,
+        mode: u32,
+    },
+    Rmdir {
+        dir: usize,
+    },
+    /// rename(2) of one of `DIRS` to another.
+    RenameDir {
+        from: usize,
+        to: usize,
+        flags: u32,
+    },
 }
 
 fn hex(data: &[u8]) -> String {
@@ -221,6 +243,9 @@ impl fmt::Display for Op {
             Op::MmapWrite { slot, off, data } => {
                 write!(f, "mmap_write {slot} {off} {}", hex(data))
             }
+            Op::Mkdir { dir, mode } => write!(f, "mkdir {dir} {mode:#o}"),
+            Op::Rmdir { dir } => write!(f, "rmdir {dir}"),
+            Op::RenameDir { from, to, flags } => write!(f, "rename_dir {from} {to} {flags}"),
         }
     }
 }
@@ -323,6 +348,16 @@ fn parse_op(line: &str) -> Op {
             slot: u(1),
             off: u(2),
             data: unhex(w[3]),
+        },
+        "mkdir" => Op::Mkdir {
+            dir: u(1),
+            mode: n(2) as u32,
+        },
+        "rmdir" => Op::Rmdir { dir: u(1) },
+        "rename_dir" => Op::RenameDir {
+            from: u(1),
+            to: u(2),
+            flags: n(3) as u32,
         },
         other => panic!("unknown op {other:?} in {line:?}"),
     }
@@ -433,6 +468,15 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(slot, sec, nsec)| Op::Futimens { slot, sec, nsec }),
         2 => (slot(), select(vec![0, 1000, 65534]), select(vec![0, 1000, 65534]))
             .prop_map(|(slot, uid, gid)| Op::Fchown { slot, uid, gid }),
+        6 => (0..DIRS.len(), select(vec![0o755, 0o700, 0o2775]))
+            .prop_map(|(dir, mode)| Op::Mkdir { dir, mode }),
+        2 => (0..DIRS.len()).prop_map(|dir| Op::Rmdir { dir }),
+        3 => (
+            0..DIRS.len(),
+            0..DIRS.len(),
+            select(vec![0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE]),
+        )
+            .prop_map(|(from, to, flags)| Op::RenameDir { from, to, flags }),
     ]
 }
 
@@ -605,12 +649,13 @@ impl Runner {
             .map(|s| s.st_ino)
     }
 
-    /// The name a regular file has now (none once unlinked).
-    fn name_of(&self, ino: u64) -> Option<usize> {
-        (0..NAMES.len()).find(|&n| {
-            lstat(&cpath(&self.t, NAMES[n]), false)
-                .is_ok_and(|s| s.st_ino == ino && s.st_mode & libc::S_IFMT == libc::S_IFREG)
-        })
+    /// The path a regular file has now (none once unlinked), wherever a directory's move
+    /// took it.
+    fn name_of(&self, ino: u64) -> Option<String> {
+        tree(&self.t)
+            .into_iter()
+            .find(|(_, kind, i)| *kind == 'f' && *i == ino)
+            .map(|(path, ..)| path)
     }
 
     fn dirty(&self, ino: u64) -> bool {
@@ -655,7 +700,7 @@ impl Runner {
         let Some(name) = self.name_of(ino) else {
             return Ok(());
         };
-        if !is_record(name) || valid_json(&content_of_fd(t)) {
+        if !is_record(&name) || valid_json(&content_of_fd(t)) {
             return Ok(());
         }
         self.fixups += 1;
@@ -688,16 +733,13 @@ impl Runner {
             return Ok(());
         };
         let want = self.committed[&ino].clone();
-        let p = cpath(&self.r, NAMES[name]);
+        let p = cpath(&self.r, &name);
         if wait_until(Duration::from_secs(10), || {
             read_path(&p).ok().as_ref() == Some(&want)
         }) {
             Ok(())
         } else {
-            Err(format!(
-                "the commit at release of {} never showed",
-                NAMES[name]
-            ))
+            Err(format!("the commit at release of {name} never showed"))
         }
     }
 
@@ -863,7 +905,7 @@ impl Runner {
                     if self.writer(ino).is_some() {
                         return Ok(());
                     }
-                    if self.name_of(ino).is_some_and(is_record) {
+                    if self.name_of(ino).is_some_and(|n| is_record(&n)) {
                         let mut c = self.committed[&ino].clone();
                         c.resize(len as usize, 0);
                         if !valid_json(&c) {
@@ -978,6 +1020,38 @@ impl Runner {
                     std::fs::read_link(pt.to_str().unwrap()).map_err(|e| errno_of(&e)),
                 )
             }
+            Op::Mkdir { dir, mode } => {
+                let (pr, pt) = (cpath(&self.r, DIRS[dir]), cpath(&self.t, DIRS[dir]));
+                same(
+                    "mkdir",
+                    rc(unsafe { libc::mkdir(pr.as_ptr(), mode) }),
+                    rc(unsafe { libc::mkdir(pt.as_ptr(), mode) }),
+                )
+            }
+            Op::Rmdir { dir } => {
+                let (pr, pt) = (cpath(&self.r, DIRS[dir]), cpath(&self.t, DIRS[dir]));
+                same(
+                    "rmdir",
+                    rc(unsafe { libc::rmdir(pr.as_ptr()) }),
+                    rc(unsafe { libc::rmdir(pt.as_ptr()) }),
+                )
+            }
+            Op::RenameDir { from, to, flags } => {
+                let rn = |root: &Path| {
+                    let (a, b) = (cpath(root, DIRS[from]), cpath(root, DIRS[to]));
+                    rc(unsafe {
+                        libc::syscall(
+                            libc::SYS_renameat2,
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            flags,
+                        ) as i32
+                    })
+                };
+                same("rename of a directory", rn(&self.r), rn(&self.t))
+            }
             Op::MmapRead { slot } => self.mmap(slot, None),
             Op::Fchmod { slot, mode } => {
                 let Some((r, t, _)) = self.fd(slot) else {
@@ -1044,7 +1118,7 @@ impl Runner {
         // Truncated only (O_TRUNC): a plain file commits at this close, a record at the
         // last close, which the kernel sends after close(2) returns.
         let d = &self.descs[&id];
-        let record = self.name_of(d.ino).is_some_and(is_record);
+        let record = self.name_of(d.ino).is_some_and(|n| is_record(&n));
         let at_flush = d.written || (d.dirty && !record);
         let at_release = !at_flush && last && d.dirty;
         let ino = d.ino;
@@ -1132,7 +1206,7 @@ impl Runner {
     fn rename(&mut self, from: usize, to: usize, flags: u32) -> Step {
         let src = self.ino(from, false);
         let dst = self.ino(to, false);
-        let src_file = src.filter(|_| self.name_of(src.unwrap()) == Some(from));
+        let src_file = src.filter(|_| self.name_of(src.unwrap()).as_deref() == Some(NAMES[from]));
         // What the kernel refuses itself (a missing source or target, an existing target
         // with RENAME_NOREPLACE) or does itself (a rename onto the same file) never reaches
         // recordfs; what does reaches it commits the source's uncommitted writes first.
@@ -1152,9 +1226,9 @@ impl Runner {
             let becomes = |ino: Option<u64>, old: usize, new: usize| {
                 ino.is_some_and(|i| {
                     self.committed.contains_key(&i)
-                        && self.name_of(i) == Some(old)
-                        && is_record(new)
-                        && !is_record(old)
+                        && self.name_of(i).as_deref() == Some(NAMES[old])
+                        && is_record(NAMES[new])
+                        && !is_record(NAMES[old])
                         && !valid_json(&match writer {
                             Some(id) if self.descs[&id].ino == i => {
                                 content_of_fd(self.slots[self.slot_of_desc(id)].as_ref().unwrap().t)
@@ -1200,7 +1274,8 @@ impl Runner {
             return Ok(());
         }
         // msync(MS_SYNC) is an fsync: a commit point, at which a record must hold JSON.
-        if write.is_some() && (d.acc != libc::O_RDWR || self.name_of(d.ino).is_some_and(is_record))
+        if write.is_some()
+            && (d.acc != libc::O_RDWR || self.name_of(d.ino).is_some_and(|n| is_record(&n)))
         {
             return Ok(());
         }
@@ -1296,7 +1371,8 @@ impl Runner {
                     same(&format!("{what} size"), r.st_size, t.st_size)?;
                 }
             }
-        } else {
+        } else if t.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            // A directory's size is 0 here and counts entries on tmpfs (README, Semantics).
             same(&format!("{what} size"), r.st_size, t.st_size)?;
         }
         if let Some(&(s, ns)) = self.mtime.get(&ino) {
@@ -1316,7 +1392,16 @@ impl Runner {
 
     /// The visible state: listing, then each name's lstat, link target and content.
     fn check_state(&mut self) -> Step {
-        same("listing", read_dir(&self.r), read_dir(&self.t))?;
+        let shape = |root: &Path| -> Vec<(String, char)> {
+            tree(root).into_iter().map(|(p, k, _)| (p, k)).collect()
+        };
+        same("listing", shape(&self.r), shape(&self.t))?;
+        for dir in DIRS {
+            let (pr, pt) = (cpath(&self.r, dir), cpath(&self.t, dir));
+            let (r, t) = (lstat(&pr, false), lstat(&pt, false));
+            let ino = t.map_or(0, |s| s.st_ino);
+            self.compare_stat(&format!("lstat {dir}"), ino, r, t)?;
+        }
         for (n, name) in NAMES.iter().enumerate() {
             let (pr, pt) = self.both(n);
             let (r, t) = (lstat(&pr, false), lstat(&pt, false));
@@ -1347,8 +1432,9 @@ impl Runner {
             }
         }
         // Forget files that have neither a name nor an open description.
-        let live: BTreeSet<u64> = (0..NAMES.len())
-            .filter_map(|n| self.ino(n, false))
+        let live: BTreeSet<u64> = tree(&self.t)
+            .into_iter()
+            .map(|(_, _, ino)| ino)
             .chain(self.descs.values().map(|d| d.ino))
             .collect();
         self.committed.retain(|ino, _| live.contains(ino));
@@ -1382,8 +1468,12 @@ impl Runner {
         self.mtime.clear();
         for dir in [&self.r, &self.t] {
             for name in read_dir(dir) {
-                std::fs::remove_file(dir.join(&name))
-                    .map_err(|e| format!("reset: unlink {}: {e}", dir.join(&name).display()))?;
+                let path = dir.join(&name);
+                let removed = match std::fs::symlink_metadata(&path).map(|m| m.is_dir()) {
+                    Ok(true) => std::fs::remove_dir_all(&path),
+                    _ => std::fs::remove_file(&path),
+                };
+                removed.map_err(|e| format!("reset: removing {}: {e}", path.display()))?;
             }
         }
         same("listing after reset", read_dir(&self.r), read_dir(&self.t))
@@ -1651,23 +1741,54 @@ fn differential(args: &[&str], sequences: u64, seed: u64) {
     drop(mount);
 }
 
-/// Names, kinds, modes, sizes, link targets and contents of a directory.
-fn snapshot_dir(dir: &Path) -> Vec<(String, u32, i64, Vec<u8>)> {
-    read_dir(dir)
+/// Paths (under `root`), kinds and modes, sizes, link targets and contents of a tree.
+fn snapshot_dir(root: &Path) -> Vec<(String, u32, i64, Vec<u8>)> {
+    tree(root)
         .into_iter()
-        .map(|n| {
-            let p = cpath(dir, &n);
+        .map(|(n, kind, _)| {
+            let p = cpath(root, &n);
             let st = lstat(&p, false).unwrap();
-            let body = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                std::fs::read_link(dir.join(&n))
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec()
-            } else {
-                read_path(&p).unwrap()
+            let (size, body) = match kind {
+                'l' => (
+                    st.st_size,
+                    std::fs::read_link(root.join(&n))
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                ),
+                'd' => (0, Vec::new()),
+                _ => (st.st_size, read_path(&p).unwrap()),
             };
-            (n, st.st_mode, st.st_size, body)
+            (n, st.st_mode, size, body)
         })
         .collect()
+}
+
+/// Every path under `root` (relative, sorted), its kind (`f`, `l` or `d`) and inode.
+fn tree(root: &Path) -> Vec<(String, char, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![String::new()];
+    while let Some(dir) = todo.pop() {
+        for name in read_dir(&root.join(&dir)) {
+            let rel = match dir.is_empty() {
+                true => name,
+                false => format!("{dir}/{name}"),
+            };
+            let Ok(st) = lstat(&cpath(root, &rel), false) else {
+                continue;
+            };
+            let kind = match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => 'd',
+                libc::S_IFLNK => 'l',
+                _ => 'f',
+            };
+            if kind == 'd' {
+                todo.push(rel.clone());
+            }
+            out.push((rel, kind, st.st_ino));
+        }
+    }
+    out.sort();
+    out
 }
