@@ -24,18 +24,24 @@ use recordfs::options::{Options, SyncMode};
 use recordfs::record::{is_record_name, validate_json};
 use recordfs::recovery;
 use recordfs::store::Layout;
-use recordfs::types::{Time, ROOT};
+use recordfs::types::{Fid, Kind, Time, ROOT};
 
 mod common;
 use common::sequences::{self, shrink, Failure};
 
 const STORE: &str = "/store";
-const NAMES: [&str; 4] = [
+const NAMES: [&str; 7] = [
     "a.txt",
     "b.txt",
     "00000001-0000-4000-8000-000000000000.json",
     "00000002-0000-4000-8000-000000000000.json",
+    "d/a.txt",
+    "d/00000003-0000-4000-8000-000000000000.json",
+    "e/d/a.txt",
 ];
+/// Directories the ops make, remove and move (issue 11). In the model a directory is the key
+/// `path/`, so that states compare as before.
+const DIRS: [&str; 3] = ["d", "e", "e/d"];
 
 fn contents() -> Vec<Vec<u8>> {
     vec![
@@ -88,9 +94,20 @@ enum Op {
         name: usize,
         content: usize,
     },
+    Mkdir {
+        dir: usize,
+    },
+    Rmdir {
+        dir: usize,
+    },
+    /// A rename of one of `DIRS` to another: "d" to "e/d" moves a directory between two.
+    MoveDir {
+        from: usize,
+        to: usize,
+    },
 }
 
-/// One operation; weights out of 20.
+/// One operation; weights out of 26.
 fn op() -> impl Strategy<Value = Op> {
     let name = || 0..NAMES.len();
     let content = || 0..contents().len();
@@ -108,6 +125,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => name().prop_map(|name| Op::Fsync { name }),
         1 => Just(Op::FsyncDir),
         1 => (name(), content()).prop_map(|(name, content)| Op::LeaveOpen { name, content }),
+        3 => (0..DIRS.len()).prop_map(|dir| Op::Mkdir { dir }),
+        1 => (0..DIRS.len()).prop_map(|dir| Op::Rmdir { dir }),
+        2 => (0..DIRS.len(), 0..DIRS.len()).prop_map(|(from, to)| Op::MoveDir { from, to }),
     ]
 }
 
@@ -158,14 +178,35 @@ impl History {
     }
 }
 
+/// A record is a `<uuid>.json` in any directory.
+fn is_record(path: &str) -> bool {
+    is_record_name(path.rsplit('/').next().unwrap_or(path).as_bytes())
+}
+
 fn valid_for(name: &str, bytes: &[u8]) -> bool {
-    !is_record_name(name.as_bytes()) || validate_json(bytes).is_ok()
+    !is_record(name) || validate_json(bytes).is_ok()
+}
+
+/// The directory `path` is in and its last name; ENOENT if a directory on the way is missing.
+fn at<'a>(fs: &RecordFs, path: &'a str) -> recordfs::error::Result<(Fid, &'a str)> {
+    let (dirs, base) = path.rsplit_once('/').unwrap_or(("", path));
+    let mut dir = ROOT;
+    for name in dirs.split('/').filter(|n| !n.is_empty()) {
+        dir = fs.lookup(dir, name.as_bytes())?.ino;
+    }
+    Ok((dir, base))
+}
+
+/// Whether the model holds the directory `path` is in.
+fn parent_in(model: &State, path: &str) -> bool {
+    path.rsplit_once('/')
+        .is_none_or(|(dir, _)| model.contains_key(&format!("{dir}/")))
 }
 
 /// Runs one op on the core and the model; panics if they disagree on the outcome.
 fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut Vec<u64>) {
     let cs = contents();
-    let ino = |n: &str| fs.lookup(ROOT, n.as_bytes()).map(|s| s.ino);
+    let ino = |n: &str| at(fs, n).and_then(|(d, b)| fs.lookup(d, b.as_bytes()).map(|s| s.ino));
     let commit_and_wait = |fh: u64, fsync: bool| -> recordfs::error::Result<Ticket> {
         let t = if fsync { fs.fsync(fh)? } else { fs.flush(fh)? };
         fs.wait(t)?;
@@ -178,6 +219,10 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             let n = NAMES[*name];
             let bytes = &cs[*content];
             let append = matches!(op, Op::Append { .. });
+            if !parent_in(model, n) {
+                assert_eq!(at(fs, n).unwrap_err().errno, libc::ENOENT, "{op:?}");
+                return;
+            }
             let created = ino(n).is_err();
             let fh = match ino(n) {
                 Ok(i) => {
@@ -194,10 +239,11 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                     .0
                 }
                 Err(_) => {
+                    let (dir, base) = at(fs, n).unwrap();
                     let (_, fh, t) = fs
                         .create(
-                            ROOT,
-                            n.as_bytes(),
+                            dir,
+                            base.as_bytes(),
                             0o644,
                             0,
                             0,
@@ -302,16 +348,20 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             } else {
                 0
             };
-            let r = fs
-                .rename(ROOT, a.as_bytes(), ROOT, b.as_bytes(), flags)
+            let r = at(fs, a)
+                .and_then(|(da, ba)| at(fs, b).map(|(db, bb)| (da, ba, db, bb)))
+                .and_then(|(da, ba, db, bb)| fs.rename(da, ba.as_bytes(), db, bb.as_bytes(), flags))
                 .and_then(|t| fs.wait(t).map(|_| t));
             match model.get(a).cloned() {
                 None => assert_eq!(r.unwrap_err().errno, libc::ENOENT, "{op:?}"),
+                Some(_) if !parent_in(model, b) => {
+                    assert_eq!(r.unwrap_err().errno, libc::ENOENT, "{op:?}")
+                }
                 Some(_) if a == b => assert!(r.is_ok(), "{op:?}"),
                 Some(_) if *noreplace && model.contains_key(b) => {
                     assert_eq!(r.unwrap_err().errno, libc::EEXIST, "{op:?}")
                 }
-                Some(f) if !is_record_name(a.as_bytes()) && !valid_for(b, &f.content) => {
+                Some(f) if !is_record(a) && !valid_for(b, &f.content) => {
                     assert_eq!(r.unwrap_err().errno, libc::EINVAL, "{op:?}")
                 }
                 Some(f) => {
@@ -325,8 +375,8 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
         }
         Op::Unlink { name } => {
             let n = NAMES[*name];
-            let r = fs
-                .unlink(ROOT, n.as_bytes())
+            let r = at(fs, n)
+                .and_then(|(d, b)| fs.unlink(d, b.as_bytes()))
                 .and_then(|t| fs.wait(t).map(|_| t));
             match model.remove(n) {
                 None => assert_eq!(r.unwrap_err().errno, libc::ENOENT),
@@ -382,37 +432,121 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             fs.wait(t).unwrap();
             h.durable_upto(t);
         }
+        Op::Mkdir { dir } => {
+            let path = DIRS[*dir];
+            let r = at(fs, path)
+                .and_then(|(d, b)| fs.mkdir(d, b.as_bytes(), 0o755, 0, 0))
+                .and_then(|(_, t)| fs.wait(t).map(|_| t));
+            let key = format!("{path}/");
+            if !parent_in(model, path) {
+                assert_eq!(r.unwrap_err().errno, libc::ENOENT, "{op:?}");
+            } else if let std::collections::btree_map::Entry::Vacant(slot) = model.entry(key) {
+                let t = r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+                slot.insert(FileState {
+                    content: Vec::new(),
+                    mode: 0o755,
+                    mtime: None,
+                });
+                h.push(model.clone(), fs);
+                h.durable_upto(t);
+            } else {
+                assert_eq!(r.unwrap_err().errno, libc::EEXIST, "{op:?}");
+            }
+        }
+        Op::Rmdir { dir } => {
+            let path = DIRS[*dir];
+            let r = at(fs, path)
+                .and_then(|(d, b)| fs.rmdir(d, b.as_bytes()))
+                .and_then(|t| fs.wait(t).map(|_| t));
+            let key = format!("{path}/");
+            if !model.contains_key(&key) {
+                assert_eq!(r.unwrap_err().errno, libc::ENOENT, "{op:?}");
+            } else if model.keys().any(|k| k.starts_with(&key) && *k != key) {
+                assert_eq!(r.unwrap_err().errno, libc::ENOTEMPTY, "{op:?}");
+            } else {
+                let t = r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+                model.remove(&key);
+                h.push(model.clone(), fs);
+                h.durable_upto(t);
+            }
+        }
+        Op::MoveDir { from, to } => {
+            let (a, b) = (DIRS[*from], DIRS[*to]);
+            let r = at(fs, a)
+                .and_then(|(da, ba)| at(fs, b).map(|(db, bb)| (da, ba, db, bb)))
+                .and_then(|(da, ba, db, bb)| fs.rename(da, ba.as_bytes(), db, bb.as_bytes(), 0))
+                .and_then(|t| fs.wait(t).map(|_| t));
+            let (ka, kb) = (format!("{a}/"), format!("{b}/"));
+            let errno = r.as_ref().err().map(|e| e.errno);
+            if !model.contains_key(&ka) || !parent_in(model, b) {
+                assert_eq!(errno, Some(libc::ENOENT), "{op:?}");
+            } else if a == b {
+                assert!(r.is_ok(), "{op:?}");
+            } else if kb.starts_with(&ka) {
+                assert_eq!(errno, Some(libc::EINVAL), "{op:?}");
+            } else if model.keys().any(|k| k.starts_with(&kb) && *k != kb) {
+                assert_eq!(errno, Some(libc::ENOTEMPTY), "{op:?}");
+            } else {
+                let t = r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+                model.remove(&kb);
+                let moved: Vec<String> = model
+                    .keys()
+                    .filter(|k| k.starts_with(&ka))
+                    .cloned()
+                    .collect();
+                for k in moved {
+                    let f = model.remove(&k).unwrap();
+                    model.insert(format!("{kb}{}", &k[ka.len()..]), f);
+                }
+                h.push(model.clone(), fs);
+                h.durable_upto(t);
+            }
+        }
     }
 }
 
 /// The state a mounted store shows.
 /// Every file's state, or the first error met reading it (a damaged file, say).
 fn read_state(fs: &RecordFs) -> Result<State, String> {
-    let dh = fs.opendir(ROOT).unwrap();
-    let entries = fs.readdir(dh, 2).unwrap();
-    fs.releasedir(dh);
     let mut out = State::new();
-    for e in entries {
-        let name = String::from_utf8_lossy(&e.name).into_owned();
-        let st = fs
-            .getattr(e.ino, None)
-            .map_err(|e| format!("{name}: {e}"))?;
-        let fh = fs
-            .open(e.ino, libc::O_RDONLY)
-            .map_err(|e| format!("{name}: {e}"))?
-            .0;
-        let content = fs
-            .read(fh, 0, 1 << 20)
-            .map_err(|e| format!("{name}: {e}"))?;
-        fs.release(fh);
-        out.insert(
-            String::from_utf8(e.name).unwrap(),
-            FileState {
-                content,
-                mode: st.attrs.mode,
-                mtime: Some(st.attrs.mtime.secs),
-            },
-        );
+    let mut dirs = vec![(ROOT, String::new())];
+    while let Some((dir, prefix)) = dirs.pop() {
+        let dh = fs.opendir(dir).map_err(|e| format!("{prefix}: {e}"))?;
+        let entries = fs.readdir(dh, 2).unwrap();
+        fs.releasedir(dh);
+        for e in entries {
+            let name = format!("{prefix}{}", String::from_utf8_lossy(&e.name));
+            let st = fs
+                .getattr(e.ino, None)
+                .map_err(|e| format!("{name}: {e}"))?;
+            if st.kind == Kind::Dir {
+                let key = format!("{name}/");
+                let dir = FileState {
+                    content: Vec::new(),
+                    mode: st.attrs.mode,
+                    mtime: None,
+                };
+                out.insert(key.clone(), dir);
+                dirs.push((e.ino, key));
+                continue;
+            }
+            let fh = fs
+                .open(e.ino, libc::O_RDONLY)
+                .map_err(|e| format!("{name}: {e}"))?
+                .0;
+            let content = fs
+                .read(fh, 0, 1 << 20)
+                .map_err(|e| format!("{name}: {e}"))?;
+            fs.release(fh);
+            out.insert(
+                name,
+                FileState {
+                    content,
+                    mode: st.attrs.mode,
+                    mtime: Some(st.attrs.mtime.secs),
+                },
+            );
+        }
     }
     Ok(out)
 }
@@ -802,7 +936,8 @@ impl Dfs {
     }
 }
 
-/// Every workload of up to 3 operations over a small alphabet; a crash after every operation
+/// Every workload of up to 3 operations over a small alphabet, and a few with directories; a
+/// crash after every operation
 /// (the disk settled, so the point does not depend on timing); at each point, every crash
 /// outcome the simulated disk allows — which unsynced backing writes, renames and attribute
 /// changes survive, and where a write tears — up to a cap of outcomes per point (150, or
@@ -848,6 +983,18 @@ fn exhaustive_small_workloads_at_every_crash_point() {
             workloads.push(w);
         }
     }
+    // Directory workloads (issue 11): a directory made, filled, moved into another (its
+    // backing name held by two directories' fsyncs), emptied and removed.
+    let put = |name, content| Op::Put { name, content };
+    let (mkdir, move_d) = (|dir| Op::Mkdir { dir }, Op::MoveDir { from: 0, to: 2 });
+    workloads.push(vec![mkdir(1), mkdir(0), put(4, 4), move_d.clone()]);
+    workloads.push(vec![mkdir(1), mkdir(0), put(5, 0), move_d, put(6, 1)]);
+    workloads.push(vec![
+        mkdir(0),
+        put(4, 1),
+        Op::Unlink { name: 4 },
+        Op::Rmdir { dir: 0 },
+    ]);
     let (mut points, mut complete, mut states) = (0, 0, 0);
     for w in &workloads {
         let disk = SimDisk::new();
