@@ -1211,7 +1211,11 @@ impl Runner {
         // with RENAME_NOREPLACE) or does itself (a rename onto the same file) never reaches
         // recordfs; what does reaches it commits the source's uncommitted writes first.
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        let succeeds = src.is_some()
+        // The kernel resolves the target's directory first: a missing one never reaches us.
+        let to_dir = NAMES[to].rsplit_once('/').map_or("", |(d, _)| d);
+        let to_dir_exists = self.t.join(to_dir).is_dir();
+        let succeeds = to_dir_exists
+            && src.is_some()
             && src != dst
             && !(flags & libc::RENAME_NOREPLACE != 0 && dst.is_some())
             && !(exchange && dst.is_none());

@@ -4,7 +4,10 @@
 //! after the daemon is killed; a record left torn, empty over old content, or holding a value
 //! nobody wrote. Four writer processes commit records while the daemon is killed at random
 //! moments; after each remount every record must hold its last acknowledged version or a
-//! version attempted after it. `RECORDFS_SOAK=N` runs N rounds instead of 30.
+//! version attempted after it; with directories, each writer's folder is where its last
+//! acknowledged move put it (or where a move tried after it would), and a scratch directory
+//! acknowledged made or removed is there or gone. `RECORDFS_SOAK=N` runs N rounds instead of
+//! 30.
 
 mod common;
 use common::*;
@@ -39,15 +42,37 @@ struct Allowed {
 
 #[test]
 fn sigkill_storm_loses_no_acknowledged_commit() {
-    storm(soak(30), &[]);
+    storm(soak(30), &[], false);
 }
 
 /// The same storm with a log limit so small that the daemon is nearly always compacting: the
 /// kills land before, during and after online compactions.
 #[test]
 fn sigkill_storm_during_online_compaction_loses_no_acknowledged_commit() {
-    storm(soak(12), &["--log-limit", "65536", "--keep-logs", "2"]);
+    storm(
+        soak(12),
+        &["--log-limit", "65536", "--keep-logs", "2"],
+        false,
+    );
 }
+
+/// Writers that also move their folder between two directories and make and remove
+/// directories (issue 11), with compactions under way.
+#[test]
+fn sigkill_storm_with_directories_loses_no_acknowledged_change() {
+    storm(soak(20), &["--log-limit", "65536"], true);
+}
+
+/// The folders a writer's records may be in, by what the writers said.
+#[derive(Clone, Default)]
+struct Places {
+    acked: String,
+    tried: HashSet<String>,
+}
+
+/// What a scratch directory must be after a crash: there (Some(true)), gone (Some(false)), or
+/// either (None).
+type Scratch = HashMap<String, Option<bool>>;
 
 fn soak(default: u64) -> u64 {
     std::env::var("RECORDFS_SOAK")
@@ -56,12 +81,12 @@ fn soak(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn storm(rounds: u64, args: &[&str]) {
+fn storm(rounds: u64, args: &[&str], dirs: bool) {
     let writer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/storm_writer.py");
     let env = Env::new();
     // Per record: the state known after the last verification (None: never created).
     let mut known: HashMap<String, Option<u64>> = HashMap::new();
-    let (mut acked_total, mut checked_total) = (0u64, 0u64);
+    let (mut acked_total, mut checked_total, mut dir_changes) = (0u64, 0u64, 0u64);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
         rng ^= rng << 13;
@@ -70,9 +95,24 @@ fn storm(rounds: u64, args: &[&str]) {
         rng
     };
     let mut daemon_log = std::path::PathBuf::new();
+    let mut places: HashMap<u32, Places> = HashMap::new();
+    let mut scratch: Scratch = HashMap::new();
     for round in 1..=rounds {
         let m = env.mount(args);
         daemon_log = m.log.clone();
+        if dirs && round == 1 {
+            for w in 0..WRITERS {
+                fs::create_dir_all(env.path(&format!("c{w}/live"))).unwrap();
+                fs::create_dir_all(env.path(&format!("c{w}/shelf"))).unwrap();
+                places.insert(
+                    w,
+                    Places {
+                        acked: "live".into(),
+                        tried: HashSet::new(),
+                    },
+                );
+            }
+        }
         let children: Vec<Child> = (0..WRITERS)
             .map(|w| {
                 Command::new("python3")
@@ -81,6 +121,7 @@ fn storm(rounds: u64, args: &[&str]) {
                     .arg(w.to_string())
                     .arg(RECORDS_PER_WRITER.to_string())
                     .arg(round.to_string())
+                    .args(dirs.then_some("--dirs"))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
@@ -144,13 +185,68 @@ fn storm(rounds: u64, args: &[&str]) {
                         a.empty = false;
                         acked_total += 1;
                     }
+                    ["MOVE", w, to] => {
+                        places
+                            .get_mut(&w.parse().unwrap())
+                            .unwrap()
+                            .tried
+                            .insert(to.to_string());
+                    }
+                    ["MOVED", w, to] => {
+                        let p = places.get_mut(&w.parse().unwrap()).unwrap();
+                        (p.acked, p.tried) = (to.to_string(), HashSet::new());
+                        dir_changes += 1;
+                    }
+                    ["MKDIR" | "RMDIR", w, d] => {
+                        scratch.insert(format!("c{w}/{d}"), None);
+                    }
+                    ["MADE", w, d] => {
+                        scratch.insert(format!("c{w}/{d}"), Some(true));
+                        dir_changes += 1;
+                    }
+                    ["REMOVED", w, d] => {
+                        scratch.insert(format!("c{w}/{d}"), Some(false));
+                        dir_changes += 1;
+                    }
                     _ => {}
                 }
             }
         }
         let m = env.mount(args);
+        // Each writer's folder: where the last acknowledged move put it, or a later one.
+        let mut folder: HashMap<u32, String> = HashMap::new();
+        for (w, p) in places.iter_mut() {
+            let found: Vec<&str> = ["live", "shelf/live"]
+                .into_iter()
+                .filter(|at| env.path(&format!("c{w}/{at}")).is_dir())
+                .collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "round {round}: writer {w}'s folder is at {found:?}"
+            );
+            let at = found[0].to_string();
+            assert!(
+                at == p.acked || p.tried.contains(&at),
+                "round {round}: writer {w}'s folder is at {at}, acknowledged at {}",
+                p.acked
+            );
+            (p.acked, p.tried) = (at.clone(), HashSet::new());
+            folder.insert(*w, format!("c{w}/{at}/"));
+            checked_total += 1;
+        }
+        for (d, want) in scratch.iter_mut() {
+            let there = env.path(d).is_dir();
+            assert!(
+                want.is_none_or(|w| w == there),
+                "round {round}: scratch directory {d}: there {there}, acknowledged {want:?}"
+            );
+            *want = Some(there);
+        }
         for (name, a) in &allowed {
-            let text = match fs::read_to_string(env.path(name)) {
+            let writer = u32::from_str_radix(&name[..4], 16).unwrap();
+            let path = format!("{}{name}", folder.get(&writer).map_or("", String::as_str));
+            let text = match fs::read_to_string(env.path(&path)) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && a.empty => {
                     known.insert(name.clone(), None);
@@ -189,7 +285,7 @@ fn storm(rounds: u64, args: &[&str]) {
         assert!(started > 0, "no compaction started during the storm");
         eprintln!("storm: {started} compactions started, {finished} finished before a kill");
     }
-    eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {checked_total} record states checked");
+    eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {dir_changes} acknowledged directory moves, mkdirs and rmdirs, {checked_total} states checked");
 }
 
 /// Waits for a child to exit (killing it after `limit`) and returns its stdout.
