@@ -17,25 +17,56 @@ use crate::types::{Fid, Kind, Seq, Time, ROOT};
 /// Which entries `print_log` prints.
 #[derive(Clone, Debug, Default)]
 pub struct LogFilter {
-    /// The history of this name: every entry of every file that ever held it, so a save by
-    /// temp file and rename shows the bytes written under the temp name too.
+    /// The history of this path (names joined by `/`; the directories are the ones that hold
+    /// it now, whatever they were called before): every entry of every file that ever held it,
+    /// so a save by temp file and rename shows the bytes written under the temp name too.
     pub name: Option<Vec<u8>>,
     pub since: Option<Seq>,
     pub until: Option<Seq>,
 }
 
+/// A directory entry: the directory's fid and a name in it.
+type Place<'a> = (Fid, &'a [u8]);
+
 impl LogFilter {
-    fn keeps(&self, seq: Seq, op: &Op, fids: &HashSet<Fid>) -> bool {
+    fn keeps(&self, seq: Seq, op: &Op, place: Option<Place>, fids: &HashSet<Fid>) -> bool {
         if self.since.is_some_and(|s| seq < s) || self.until.is_some_and(|u| seq > u) {
             return false;
         }
-        match &self.name {
+        match place {
             None => true,
             Some(want) => {
-                op.names().contains(&want.as_slice()) || op.fid().is_some_and(|f| fids.contains(&f))
+                op.places().contains(&want) || op.fid().is_some_and(|f| fids.contains(&f))
             }
         }
     }
+}
+
+/// The directory entry `path` names: its last name in the directory its other names lead to
+/// now (the root for a bare name). ENOENT if one of those directories does not exist.
+fn place_of<'a>(disk: &dyn Disk, layout: &Layout, path: &'a [u8]) -> Result<Place<'a>> {
+    let Some(slash) = path.iter().rposition(|b| *b == b'/') else {
+        return Ok((ROOT, path));
+    };
+    let ns = recovery::replay(disk, layout)?.ns;
+    let mut dir = ROOT;
+    for name in path[..slash]
+        .split(|b| *b == b'/')
+        .filter(|n| !n.is_empty())
+    {
+        dir = ns
+            .lookup(dir, name)
+            .filter(|i| i.kind == Kind::Dir)
+            .map(|i| i.fid)
+            .ok_or_else(|| {
+                crate::error::err!(
+                    ENOENT,
+                    "{}: no such directory in the store now",
+                    String::from_utf8_lossy(&path[..slash])
+                )
+            })?;
+    }
+    Ok((dir, &path[slash + 1..]))
 }
 
 /// The kept old segments (log/old/), then the live ones: the whole history there is.
@@ -45,8 +76,8 @@ fn all_segments(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Seq, std::path:
     Ok(all)
 }
 
-/// The files that ever held `name` (a first pass over the log).
-fn files_named(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<HashSet<Fid>> {
+/// The files that ever held `place` (a first pass over the log).
+fn files_named(disk: &dyn Disk, layout: &Layout, place: Place) -> Result<HashSet<Fid>> {
     let mut fids = HashSet::new();
     for (_, path) in all_segments(disk, layout)? {
         for_each_line(disk, &path, LONGEST_LINE, |offset, line| {
@@ -55,21 +86,23 @@ fn files_named(disk: &dyn Disk, layout: &Layout, name: &[u8]) -> Result<HashSet<
             };
             match &e.op {
                 Op::Rename {
+                    dir,
                     name: from,
+                    to_dir,
                     to_name,
                     replaced,
                     exchange,
                     ..
                 } => {
-                    if to_name == name {
+                    if (*to_dir, to_name.as_slice()) == place {
                         fids.extend(e.op.fid());
                     }
                     // An exchange moves the other file to `from`.
-                    if *exchange && from == name {
+                    if *exchange && (*dir, from.as_slice()) == place {
                         fids.extend(*replaced);
                     }
                 }
-                op if op.names().first() == Some(&name) => fids.extend(op.fid()),
+                op if op.places().first() == Some(&place) => fids.extend(op.fid()),
                 _ => {}
             }
             Ok(())
@@ -88,8 +121,12 @@ pub fn print_log(
     out: &mut dyn Write,
 ) -> Result<u64> {
     crate::store::require_store(disk, layout)?;
-    let fids = match &filter.name {
-        Some(name) => files_named(disk, layout, name)?,
+    let place = match &filter.name {
+        Some(path) => Some(place_of(disk, layout, path)?),
+        None => None,
+    };
+    let fids = match place {
+        Some(place) => files_named(disk, layout, place)?,
         None => HashSet::new(),
     };
     let mut printed = 0;
@@ -99,7 +136,7 @@ pub fn print_log(
                 return Ok(()); // the segment's header
             }
             match decode_entry(line) {
-                Ok(e) if filter.keeps(e.seq, &e.op, &fids) => {
+                Ok(e) if filter.keeps(e.seq, &e.op, place, &fids) => {
                     out.write_all(line)
                         .and_then(|_| out.write_all(b"\n"))
                         .map_err(|e| Error::io("writing the output", &e))?;
@@ -118,6 +155,15 @@ pub fn print_log(
     Ok(printed)
 }
 
+/// The files under one directory at the top of the tree.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Collection {
+    pub records: u64,
+    pub record_bytes: u64,
+    pub plain_files: u64,
+    pub plain_bytes: u64,
+}
+
 /// What `recordfs stats` reports.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -126,6 +172,9 @@ pub struct Stats {
     pub plain_files: u64,
     pub plain_bytes: u64,
     pub symlinks: u64,
+    pub directories: u64,
+    /// Per directory at the top of the tree (a collection): what is anywhere under it.
+    pub collections: std::collections::BTreeMap<String, Collection>,
     pub log_segments: u64,
     pub log_bytes: u64,
     pub log_entries: u64,
@@ -153,18 +202,35 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
             .map(|(_, ts)| Time::from_millis(ts).iso8601()),
         ..Stats::default()
     };
-    for inode in scan.ns.list(ROOT) {
+    for inode in scan.ns.files() {
+        let record = is_record_name(&inode.name);
         match inode.kind {
             Kind::Symlink => s.symlinks += 1,
-            Kind::File if is_record_name(&inode.name) => {
-                s.records += 1;
-                s.record_bytes += inode.size;
+            Kind::Dir => s.directories += 1,
+            Kind::File if record => {
+                (s.records, s.record_bytes) = (s.records + 1, s.record_bytes + inode.size)
             }
             Kind::File => {
-                s.plain_files += 1;
-                s.plain_bytes += inode.size;
+                (s.plain_files, s.plain_bytes) = (s.plain_files + 1, s.plain_bytes + inode.size)
             }
-            Kind::Dir => {}
+        }
+        // The directory at the top of the tree that this file is under, if any.
+        let mut top = inode;
+        while let Some(parent) = scan.ns.get(top.parent).filter(|p| p.fid != ROOT) {
+            top = parent;
+        }
+        if inode.kind != Kind::File || top.fid == inode.fid {
+            continue;
+        }
+        let c = s
+            .collections
+            .entry(String::from_utf8_lossy(&top.name).into_owned())
+            .or_default();
+        match record {
+            true => (c.records, c.record_bytes) = (c.records + 1, c.record_bytes + inode.size),
+            false => {
+                (c.plain_files, c.plain_bytes) = (c.plain_files + 1, c.plain_bytes + inode.size)
+            }
         }
     }
     s.kept_old_logs = crate::log::old_segments(disk, layout)?.len() as u64;
@@ -191,14 +257,22 @@ impl Stats {
             (Some(seq), Some(at)) => format!("entry {seq} at {at} (UTC)"),
             _ => "none yet".into(),
         };
+        let mut collections = String::new();
+        for (name, c) in &self.collections {
+            collections += &format!(
+                "    {name}/  {} records ({} bytes), {} plain files ({} bytes)\n",
+                c.records, c.record_bytes, c.plain_files, c.plain_bytes
+            );
+        }
         format!(
-            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {} segments, {} bytes in log/old/\n",
+            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  directories  {}\n{collections}  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {} segments, {} bytes in log/old/\n",
             String::from_utf8_lossy(store.as_os_str().as_bytes()),
             self.records,
             self.record_bytes,
             self.plain_files,
             self.plain_bytes,
             self.symlinks,
+            self.directories,
             self.log_segments,
             self.log_bytes,
             self.log_entries,

@@ -205,6 +205,31 @@ impl Namespace {
         Some(names.join(&b'/'))
     }
 
+    /// The length in bytes of `fid`'s path from the root (names and the `/` between them).
+    pub fn path_len(&self, fid: Fid) -> usize {
+        let (mut len, mut at) = (0, fid);
+        while let Some(i) = self.inodes.get(&at).filter(|_| at != ROOT) {
+            len += i.name.len() + usize::from(len > 0);
+            at = i.parent;
+        }
+        len
+    }
+
+    /// The length of the longest path under directory `dir`, from `dir` (0 if it is empty).
+    pub fn longest_under(&self, dir: Fid) -> usize {
+        let (mut longest, mut todo) = (0, vec![(dir, 0)]);
+        while let Some((d, len)) = todo.pop() {
+            for i in self.list(d) {
+                let here = len + usize::from(len > 0) + i.name.len();
+                longest = longest.max(here);
+                if i.kind == Kind::Dir {
+                    todo.push((i.fid, here));
+                }
+            }
+        }
+        longest
+    }
+
     /// Whether `fid` is `dir` or lies somewhere under it.
     pub fn is_within(&self, fid: Fid, dir: Fid) -> bool {
         let mut at = fid;

@@ -229,3 +229,45 @@ fn a_version_2_store_is_upgraded_and_takes_directories() {
         "plain notes\n"
     );
 }
+
+/// A tree 1,000 levels deep works; a path longer than the backing tree can hold (PATH_MAX,
+/// less STORE's own path) is refused with ENAMETOOLONG at mkdir, create and the rename of a
+/// directory, and the store stays writable and mounts again.
+#[test]
+fn deep_trees_work_and_paths_past_the_limit_are_refused() {
+    let env = Env::new();
+    let m = env.mount(&["--sync", "never"]);
+    // One level at a time, from the level above, as a program working in its directory does
+    // (each path walk costs the kernel a lookup per level).
+    let (code, out) = sh(&format!(
+        "cd {} && for i in $(seq 1000); do mkdir d && cd -P d || exit 1; done; echo '{{}}' > {}",
+        env.mnt.display(),
+        record(1)
+    ));
+    assert_eq!(code, 0, "{out}");
+    let deep = "d/".repeat(1000);
+    // Long names, one level at a time (the path soon passes what one syscall takes).
+    let long = "x".repeat(250);
+    let script = format!(
+        "cd {m} && while mkdir {long} 2>/dev/null && cd -P {long}; do :; done; \
+         mkdir {long} 2>&1; echo x > {long} 2>&1; cd {m}; mkdir y z; echo ok",
+        m = env.mnt.display()
+    );
+    let (code, out) = sh(&script);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("File name too long"), "{out}");
+    assert!(out.contains("ok\n"), "the store stayed writable: {out}");
+    // Moving the chain of long names down a level would pass the limit too.
+    let short = "y".repeat(200);
+    fs::create_dir(env.path(&short)).unwrap();
+    let e = fs::rename(env.path(&long), env.path(&format!("{short}/{long}"))).unwrap_err();
+    assert_eq!(errno_of(&e), libc::ENAMETOOLONG);
+    m.stop_cleanly();
+    let (code, out) = env.check();
+    assert_eq!(code, 0, "{out}");
+    let _m = env.mount(&[]);
+    assert_eq!(
+        fs::read(env.path(&format!("{deep}{}", record(1)))).unwrap(),
+        b"{}\n"
+    );
+}

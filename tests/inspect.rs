@@ -246,3 +246,54 @@ fn the_command_line_says_each_thing_once_and_plainly() {
     assert_eq!(code, 0);
     assert!(out.contains("\"op\":\"SET\""), "{out}");
 }
+
+/// Issue 11: in a tree, `log --name` takes a path (its directories as they are now, whatever
+/// they were called before) and `stats` counts every file, with a line per top-level
+/// directory.
+#[test]
+fn log_and_stats_work_on_a_tree() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::create_dir_all(env.path("team/archive")).unwrap();
+    fs::write(env.path(&format!("team/{}", record(1))), "{\"v\": 1}").unwrap();
+    // The same name at the top is another file.
+    fs::write(env.path(&record(1)), "{\"top\": true}").unwrap();
+    fs::rename(env.path("team"), env.path("players")).unwrap();
+    fs::write(env.path("players/save.tmp"), "{\"v\": 2}").unwrap();
+    fs::rename(
+        env.path("players/save.tmp"),
+        env.path(&format!("players/{}", record(1))),
+    )
+    .unwrap();
+    fs::write(env.path("players/archive/notes.txt"), "123").unwrap();
+    let store = env.store.to_str().unwrap();
+    let (code, out) = run(&["log", store, "--name", &format!("players/{}", record(1))]);
+    assert_eq!(code, 0, "{out}");
+    let datas: Vec<String> = out
+        .lines()
+        .filter_map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            e["data"].as_str().map(String::from)
+        })
+        .collect();
+    assert_eq!(datas, ["", "{\"v\": 1}", "", "{\"v\": 2}"], "{out}");
+    assert!(!out.contains("top"), "the other file of that name: {out}");
+    let (code, _) = run(&["log", store, "--name", "nowhere/x.json"]);
+    assert_ne!(code, 0);
+    let (code, out) = run(&["stats", "--json", store]);
+    assert_eq!(code, 0);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (s["records"].as_u64(), s["directories"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let players = &s["collections"]["players"];
+    assert_eq!(
+        (players["records"].as_u64(), players["plain_files"].as_u64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    let (_, text) = run(&["stats", store]);
+    assert!(text.contains("players/  1 records"), "{text}");
+    m.stop();
+}

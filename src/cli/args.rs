@@ -37,7 +37,8 @@ pub enum Command {
     Log {
         /// The store whose log to print (mounted or not).
         store: PathBuf,
-        /// Only entries about this file name (also as either side of a rename).
+        /// Only entries about this path, as `dir/name` in the directories that hold it now
+        /// (also as either side of a rename).
         #[arg(long)]
         name: Option<String>,
         /// Only entries with this sequence number or later.

@@ -52,6 +52,7 @@ impl RecordFs {
         )?;
         Ok(RecordFs {
             disk,
+            max_path: layout.max_path(),
             layout,
             opts,
             pipeline,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::rules::{check_name, dir_of, show};
+use super::rules::{check_name, check_path_len, dir_of, show};
 use super::state::{Handle, RecordFs, Stat, Ticket};
 use crate::caller::Caller;
 use crate::error::{err, Result};
@@ -117,6 +117,7 @@ impl RecordFs {
         check_name(name)?;
         let seq = self.commit(|ns| {
             let parent = dir_of(ns, dir)?;
+            check_path_len(ns, dir, name, 0, self.max_path)?;
             if parent.attrs.mode & libc::S_ISGID != 0 {
                 attrs.gid = parent.attrs.gid;
                 if kind == Kind::Dir {
@@ -355,6 +356,14 @@ impl RecordFs {
                     return Err(err!(ENOENT, "{} does not exist", show(to_name)));
                 }
                 rename_shape(ns, s, d, to_dir, exchange, (name, to_name))?;
+                let below = |i: &Inode| match i.kind {
+                    Kind::Dir => ns.longest_under(i.fid),
+                    _ => 0,
+                };
+                check_path_len(ns, to_dir, to_name, below(s), self.max_path)?;
+                if let (true, Some(d)) = (exchange, d) {
+                    check_path_len(ns, dir, name, below(d), self.max_path)?;
+                }
                 Ok(Op::Rename {
                     fid: s.fid,
                     dir,

@@ -58,3 +58,23 @@ pub(super) fn show(name: &[u8]) -> String {
 pub fn display_name(name: &OsStr) -> String {
     name.to_string_lossy().into_owned()
 }
+
+/// A name `name` in `dir` (and, for a directory moved there, the longest path under it) must
+/// keep its backing file's path within PATH_MAX: past it the backing tree could not hold it.
+pub(super) fn check_path_len(
+    ns: &Namespace,
+    dir: Fid,
+    name: &[u8],
+    below: usize,
+    max: usize,
+) -> Result<()> {
+    let dir_len = ns.path_len(dir);
+    let len = dir_len + usize::from(dir_len > 0) + name.len() + usize::from(below > 0) + below;
+    if len > max {
+        return Err(err!(
+            ENAMETOOLONG,
+            "the path would be {len} bytes long; this store keeps paths of up to {max} bytes (PATH_MAX of its backing tree)"
+        ));
+    }
+    Ok(())
+}

@@ -304,6 +304,8 @@ pub(super) type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
 pub struct RecordFs {
     pub(super) disk: Arc<dyn Disk>,
     pub(super) layout: Layout,
+    /// The longest path a file of the mount may have (`Layout::max_path`).
+    pub(super) max_path: usize,
     pub(super) opts: Options,
     pub(super) pipeline: Arc<Pipeline>,
     pub(super) commit_threads: Mutex<Option<Threads>>,

@@ -122,10 +122,26 @@ impl Op {
     }
 
     /// The names an entry mentions.
+    /// The names an entry gives or takes away.
     pub fn names(&self) -> Vec<&[u8]> {
+        self.places().into_iter().map(|(_, name)| name).collect()
+    }
+
+    /// The directory entries an entry names: (directory, name), one, or a rename's two.
+    pub fn places(&self) -> Vec<(Fid, &[u8])> {
         match self {
-            Op::Set { name, .. } | Op::Attr { name, .. } | Op::Delete { name, .. } => vec![name],
-            Op::Rename { name, to_name, .. } => vec![name, to_name],
+            Op::Set { dir, name, .. }
+            | Op::Attr { dir, name, .. }
+            | Op::Delete { dir, name, .. } => {
+                vec![(*dir, name)]
+            }
+            Op::Rename {
+                dir,
+                name,
+                to_dir,
+                to_name,
+                ..
+            } => vec![(*dir, name), (*to_dir, to_name)],
             Op::Checkpoint { .. } => vec![],
         }
     }

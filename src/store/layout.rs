@@ -53,6 +53,11 @@ impl Layout {
         self.log_dir().join("old")
     }
     /// The backing file of a name in the root directory.
+    /// The longest path (under the mount) whose backing file's path fits in PATH_MAX.
+    pub fn max_path(&self) -> usize {
+        (libc::PATH_MAX as usize - 1).saturating_sub(self.root().as_os_str().len() + 1)
+    }
+
     pub fn backing(&self, name: &[u8]) -> PathBuf {
         self.root().join(OsStr::from_bytes(name))
     }
