@@ -1645,6 +1645,7 @@ fn ops_print_and_parse_back() {
 #[test]
 fn random_syscalls_match_tmpfs() {
     differential(SYNC_NEVER, 60, 0);
+    differential(&["--sync", "fsync"], 8, 2 << 32);
     differential(&[], 8, 1 << 32);
 }
 

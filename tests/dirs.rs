@@ -271,3 +271,62 @@ fn deep_trees_work_and_paths_past_the_limit_are_refused() {
         b"{}\n"
     );
 }
+
+/// The names readdir gives from a position on (via libc: opendir, telldir, seekdir, rewinddir).
+fn names_from(d: *mut libc::DIR) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: `d` is an open directory stream; readdir's entry lives until the next call.
+        let e = unsafe { libc::readdir(d) };
+        if e.is_null() {
+            return out;
+        }
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+        let name = name.to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            out.push(name);
+        }
+    }
+}
+
+/// readdir while the directory changes: seekdir to a telldir position continues from there
+/// even when entries before it went away meanwhile, and rewinddir shows the directory as it
+/// is now, as on ext4.
+#[test]
+fn readdir_positions_hold_while_entries_come_and_go() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    for n in ["a", "b", "c", "d"] {
+        write_file(&env.path(n), b"x").unwrap();
+    }
+    let path = CString::new(env.mnt.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path; the stream is closed below.
+    let d = unsafe { libc::opendir(path.as_ptr()) };
+    assert!(!d.is_null());
+    assert_eq!(names_from(d), ["a", "b", "c", "d"]);
+    unsafe { libc::rewinddir(d) };
+    // Read two, note the position, remove them and add one; the rest comes from there.
+    let mut first = Vec::new();
+    while first.len() < 2 {
+        let e = unsafe { libc::readdir(d) };
+        assert!(!e.is_null());
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+        let name = name.to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            first.push(name);
+        }
+    }
+    let pos = unsafe { libc::telldir(d) };
+    fs::remove_file(env.path("a")).unwrap();
+    fs::remove_file(env.path("b")).unwrap();
+    write_file(&env.path("e"), b"x").unwrap();
+    unsafe { libc::seekdir(d, pos) };
+    assert_eq!(names_from(d), ["c", "d"], "no entry skipped or given twice");
+    unsafe { libc::rewinddir(d) };
+    assert_eq!(
+        names_from(d),
+        ["c", "d", "e"],
+        "rewinddir shows the directory now"
+    );
+    unsafe { libc::closedir(d) };
+}

@@ -93,10 +93,16 @@ impl RecordFs {
     // -----------------------------------------------------------------------------------------
     // Directories
 
-    /// Opens a directory: its entries as they are now, which its readdir offsets index, so
-    /// that they stay stable while entries are added and removed (seekdir and telldir).
+    /// Opens a directory: its entries as they are now, which readdir's offsets index, so that
+    /// they stay stable while entries are added and removed (seekdir and telldir).
     pub fn opendir(&self, fid: Fid) -> Result<u64> {
-        let entries = self.pipeline.with_ns(|ns| -> Result<Vec<DirEntry>> {
+        let entries = Mutex::new((self.list_dir(fid)?, false));
+        self.insert_handle(Handle::Dir { fid, entries }, None)
+    }
+
+    /// `.`, `..` and the entries of directory `fid`, in name order.
+    fn list_dir(&self, fid: Fid) -> Result<Vec<DirEntry>> {
+        self.pipeline.with_ns(|ns| -> Result<Vec<DirEntry>> {
             let dir = dir_of(ns, fid)?;
             let dot = |name: &[u8], ino| DirEntry {
                 ino,
@@ -110,16 +116,27 @@ impl RecordFs {
                 name: i.name.clone(),
             }));
             Ok(entries)
-        })?;
-        self.insert_handle(Handle::Dir { entries }, None)
+        })
     }
 
     /// The entries of an open directory from `offset` on; each one's offset is its index + 1.
+    /// A read from offset 0 after earlier reads (rewinddir) lists the directory again, as it is
+    /// now; a directory removed meanwhile lists nothing, as on ext4.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
-        match &*self.handle(fh)? {
-            Handle::Dir { entries } => Ok(entries.iter().skip(offset as usize).cloned().collect()),
-            _ => Err(err!(ENOTDIR, "handle {fh} is not a directory")),
+        let handle = self.handle(fh)?;
+        let Handle::Dir { fid, entries } = &*handle else {
+            return Err(err!(ENOTDIR, "handle {fh} is not a directory"));
+        };
+        let mut listed = entries.lock();
+        let (entries, read) = &mut *listed;
+        if offset == 0 && std::mem::replace(read, true) {
+            *entries = match self.list_dir(*fid) {
+                Ok(now) => now,
+                Err(e) if e.errno == libc::ENOENT => Vec::new(),
+                Err(e) => return Err(e),
+            };
         }
+        Ok(entries.iter().skip(offset as usize).cloned().collect())
     }
 
     pub fn releasedir(&self, fh: u64) {

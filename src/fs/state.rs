@@ -224,9 +224,17 @@ impl WriteBy {
 }
 
 pub(super) enum Handle {
-    Read { fid: Fid, version: Version },
+    Read {
+        fid: Fid,
+        version: Version,
+    },
     Write(Mutex<Writer>),
-    Dir { entries: Vec<DirEntry> },
+    /// An open directory: its entries as they were at opendir or the last rewind (a read
+    /// from offset 0 after others), which readdir's offsets index; and whether it was read.
+    Dir {
+        fid: Fid,
+        entries: Mutex<(Vec<DirEntry>, bool)>,
+    },
 }
 
 #[derive(Clone, Debug)]
