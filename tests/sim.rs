@@ -1292,3 +1292,58 @@ fn regression_a_rename_of_a_file_older_than_the_log_survives_a_disk_without_a_jo
     );
     drop(fs);
 }
+
+/// Regression (CI, the sweep without a journal): a save replaces a file's backing file by a
+/// rename into its directory. Compaction synced the new backing file and `root/`, but not a
+/// subdirectory that had received the new name, then retired the log that held the bytes. A
+/// crash that kept none of that directory's unsynced names brought the old version back, and
+/// the record read EIO ("the log no longer holds its bytes").
+#[test]
+fn regression_a_save_in_a_subdirectory_is_durable_before_compaction_drops_its_entry() {
+    /// A crash that keeps nothing unsynced.
+    struct KeepNothing;
+    impl recordfs::disk::sim::Chooser for KeepNothing {
+        fn choose(&mut self, _: u64) -> u64 {
+            0
+        }
+    }
+    let disk = SimDisk::new();
+    let opts = Options::default();
+    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone()).unwrap();
+    let (d, t) = fs.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
+    fs.wait(t).unwrap();
+    let name = b"00000003-0000-4000-8000-000000000000.json";
+    let compacted = |n: u64| {
+        fs.pipeline().quiesce();
+        fs.pipeline().request_compaction();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while fs.pipeline().compactions() < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "compaction {n} never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    let (_, fh, t) = fs.create(d.ino, name, 0o644, 0, 0, libc::O_WRONLY).unwrap();
+    fs.wait(t).unwrap();
+    fs.write(fh, 0, b"{\"v\": 1}").unwrap();
+    fs.wait(fs.flush(fh).unwrap()).unwrap();
+    fs.release(fh);
+    compacted(1);
+    let ino = fs.lookup(d.ino, name).unwrap().ino;
+    let fh = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).unwrap().0;
+    fs.write(fh, 0, b"[1, 2, 3]").unwrap();
+    fs.wait(fs.flush(fh).unwrap()).unwrap();
+    fs.release(fh);
+    compacted(2);
+    let rebooted = disk.crash_with(&mut KeepNothing);
+    drop(fs);
+    let fs = RecordFs::start_on(Arc::new(rebooted), Path::new(STORE), opts).unwrap();
+    let d = fs.lookup(ROOT, b"d").unwrap().ino;
+    let ino = fs.lookup(d, name).unwrap().ino;
+    let (fh, _) = fs.open(ino, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(fh, 0, 100).unwrap(), b"[1, 2, 3]");
+    fs.release(fh);
+    fs.shutdown().unwrap();
+}

@@ -276,7 +276,10 @@ impl Pipeline {
         })
     }
 
-    /// A file's bytes reached its backing file: readers may read them there now.
+    /// A file's bytes reached its backing file: readers may read them there now. The new
+    /// backing file was renamed into `dir`, replacing any old one: the directory is owed a
+    /// sync as much as the file, or a crash after a compaction may keep the old file under the
+    /// name while the log no longer holds the new bytes.
     pub(super) fn settle(
         &self,
         st: &mut State,
@@ -285,9 +288,7 @@ impl Pipeline {
         (dir, name, kind): (Fid, &[u8], Kind),
         len: u64,
     ) {
-        if !st.disk.contains(fid) {
-            st.changed.insert(dir);
-        }
+        st.changed.insert(dir);
         st.disk.place(fid, dir, name, kind);
         st.changed.insert(fid);
         if st.pending.get(&fid).is_some_and(|(s, _)| *s == seq) {
