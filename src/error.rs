@@ -60,12 +60,15 @@ impl Error {
 fn level_of(errno: i32) -> Level {
     match errno {
         // ESTALE: a name the kernel had cached was replaced; it looks the name up again.
+        // ENODATA: an extended attribute that is not there, which programs probe for.
         libc::ENOENT
         | libc::ESTALE
         | libc::EEXIST
         | libc::ENAMETOOLONG
         | libc::ENOTDIR
-        | libc::EISDIR => Level::Debug,
+        | libc::EISDIR
+        | libc::ENOTEMPTY
+        | libc::ENODATA => Level::Debug,
         libc::EIO | libc::EROFS => Level::Error,
         _ => Level::Warn,
     }
@@ -114,6 +117,12 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EAGAIN => "EAGAIN",
         libc::EACCES => "EACCES",
         libc::ESTALE => "ESTALE",
+        libc::ENODATA => "ENODATA",
+        libc::E2BIG => "E2BIG",
+        libc::ERANGE => "ERANGE",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EXDEV => "EXDEV",
+        libc::ENFILE => "ENFILE",
         _ => "errno",
     }
 }

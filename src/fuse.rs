@@ -493,39 +493,40 @@ impl Filesystem for Adapter {
         }
     }
 
-    // Extended attributes are not stored (the log has no place for them). ENOSYS makes the
-    // kernel answer EOPNOTSUPP itself from then on, without asking on every write, as a
-    // filesystem without xattr support does; cp -a and rsync -X carry on without them.
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::ENOSYS);
+    // Extended attributes (fs/xattrs.rs). Every write asks getxattr("security.capability")
+    // unless getxattr is ENOSYS; with direct I/O it does not (FUSE-NOTES), and the answer
+    // comes from memory.
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name.as_bytes()) {
+            Ok(value) => xattr_reply(value, size, reply),
+            Err(e) => reply.error(logged("getxattr", &show(name), &e)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => xattr_reply(names, size, reply),
+            Err(e) => reply.error(logged("listxattr", &ino.0.to_string(), &e)),
+        }
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        let r = self.fs.setxattr(ino.0, name.as_bytes(), Some(value), flags);
+        self.empty("setxattr", show(name), r, reply);
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.fs.setxattr(ino.0, name.as_bytes(), None, 0);
+        self.empty("removexattr", show(name), r, reply);
     }
 
     // No file here is a terminal or takes ioctls; isatty() probes with TCGETS.
@@ -591,4 +592,16 @@ impl Filesystem for Adapter {
 /// For the command line: an errno as its name.
 pub fn describe(e: &Error) -> String {
     format!("{} ({})", e.reason, errno_name(e.errno))
+}
+
+/// getxattr and listxattr answer the size when asked with 0, the bytes when they fit, else
+/// ERANGE.
+fn xattr_reply(bytes: Vec<u8>, size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(bytes.len() as u32);
+    } else if bytes.len() <= size as usize {
+        reply.data(&bytes);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
 }

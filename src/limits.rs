@@ -108,6 +108,13 @@ pub const WRITEBACK_EVERY: Duration = Duration::from_secs(5);
 pub const MAX_RELOG_BYTES: u64 = 64 << 20;
 pub const MAX_RELOG_FILES: usize = 10_000;
 
+/// Extended attributes, as Linux bounds them: a name (XATTR_NAME_MAX), a value
+/// (XATTR_SIZE_MAX), and all of one file's names and values together (ext4 and tmpfs keep
+/// less or about as much; past it setxattr answers ENOSPC, as ext4 does when a file's are full).
+pub const XATTR_NAME_MAX: usize = 255;
+pub const XATTR_VALUE_MAX: usize = 64 << 10;
+pub const XATTR_TOTAL_MAX: usize = 64 << 10;
+
 /// More files than this owed a sync are synced by one syncfs instead of an fsync each.
 pub const SYNCFS_ABOVE: usize = 256;
 

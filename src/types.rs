@@ -7,6 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub type Fid = u64;
 /// A log entry's sequence number.
 pub type Seq = u64;
+
+/// A file's extended attributes: name → value, shared between the namespace and the entries
+/// that carry them (a change makes a new map).
+pub type Xattrs = std::sync::Arc<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>;
 /// The fid of the root directory; also the FUSE root inode number.
 pub const ROOT: Fid = 1;
 /// The largest sequence number, fid or segment number a reader accepts from disk: far beyond

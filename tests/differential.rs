@@ -54,6 +54,8 @@ const NAMES: [&str; 12] = [
 /// Directories that mkdir, rmdir and rename make, remove and move (issue 11); the files of
 /// `NAMES` under them come and go with them.
 const DIRS: [&str; 4] = ["sub", "sub/deeper", "other", "other/sub"];
+/// Extended attribute names the xattr ops use.
+const XATTRS: [&str; 3] = ["user.a", "user.b", "trusted.t"];
 const SLOTS: usize = 6;
 /// --sync never for most sequences: the comparison is of what programs see, and syncs would
 /// only slow it; a few run under the default (--sync always), whose replies wait for syncs.
@@ -188,6 +190,23 @@ enum Op {
         to: usize,
         flags: u32,
     },
+    SetXattr {
+        name: usize,
+        key: usize,
+        value: Vec<u8>,
+        flags: i32,
+    },
+    GetXattr {
+        name: usize,
+        key: usize,
+    },
+    ListXattr {
+        name: usize,
+    },
+    RemoveXattr {
+        name: usize,
+        key: usize,
+    },
 }
 
 fn hex(data: &[u8]) -> String {
@@ -246,6 +265,15 @@ impl fmt::Display for Op {
             Op::Mkdir { dir, mode } => write!(f, "mkdir {dir} {mode:#o}"),
             Op::Rmdir { dir } => write!(f, "rmdir {dir}"),
             Op::RenameDir { from, to, flags } => write!(f, "rename_dir {from} {to} {flags}"),
+            Op::SetXattr {
+                name,
+                key,
+                value,
+                flags,
+            } => write!(f, "setxattr {name} {key} {flags} {}", hex(value)),
+            Op::GetXattr { name, key } => write!(f, "getxattr {name} {key}"),
+            Op::ListXattr { name } => write!(f, "listxattr {name}"),
+            Op::RemoveXattr { name, key } => write!(f, "removexattr {name} {key}"),
         }
     }
 }
@@ -358,6 +386,21 @@ fn parse_op(line: &str) -> Op {
             from: u(1),
             to: u(2),
             flags: n(3) as u32,
+        },
+        "setxattr" => Op::SetXattr {
+            name: u(1),
+            key: u(2),
+            flags: n(3) as i32,
+            value: unhex(w.get(4).copied().unwrap_or("")),
+        },
+        "getxattr" => Op::GetXattr {
+            name: u(1),
+            key: u(2),
+        },
+        "listxattr" => Op::ListXattr { name: u(1) },
+        "removexattr" => Op::RemoveXattr {
+            name: u(1),
+            key: u(2),
         },
         other => panic!("unknown op {other:?} in {line:?}"),
     }
@@ -477,6 +520,16 @@ fn op() -> impl Strategy<Value = Op> {
             select(vec![0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE]),
         )
             .prop_map(|(from, to, flags)| Op::RenameDir { from, to, flags }),
+        3 => (
+            name(),
+            0..XATTRS.len(),
+            payload(),
+            select(vec![0, 0, libc::XATTR_CREATE, libc::XATTR_REPLACE]),
+        )
+            .prop_map(|(name, key, value, flags)| Op::SetXattr { name, key, value, flags }),
+        2 => (name(), 0..XATTRS.len()).prop_map(|(name, key)| Op::GetXattr { name, key }),
+        1 => name().prop_map(|name| Op::ListXattr { name }),
+        1 => (name(), 0..XATTRS.len()).prop_map(|(name, key)| Op::RemoveXattr { name, key }),
     ]
 }
 
@@ -1051,6 +1104,45 @@ impl Runner {
                     })
                 };
                 same("rename of a directory", rn(&self.r), rn(&self.t))
+            }
+            Op::SetXattr {
+                name,
+                key,
+                ref value,
+                flags,
+            } => {
+                let (pr, pt) = self.both(name);
+                let k = CString::new(XATTRS[key]).unwrap();
+                let set = |p: &CString| {
+                    rc(unsafe {
+                        libc::setxattr(
+                            p.as_ptr(),
+                            k.as_ptr(),
+                            value.as_ptr().cast(),
+                            value.len(),
+                            flags,
+                        )
+                    })
+                };
+                same("setxattr", set(&pr), set(&pt))
+            }
+            Op::GetXattr { name, key } => {
+                let (pr, pt) = self.both(name);
+                same(
+                    "getxattr",
+                    xattr_of(&pr, XATTRS[key]),
+                    xattr_of(&pt, XATTRS[key]),
+                )
+            }
+            Op::ListXattr { name } => {
+                let (pr, pt) = self.both(name);
+                same("listxattr", xattr_names(&pr), xattr_names(&pt))
+            }
+            Op::RemoveXattr { name, key } => {
+                let (pr, pt) = self.both(name);
+                let k = CString::new(XATTRS[key]).unwrap();
+                let remove = |p: &CString| rc(unsafe { libc::removexattr(p.as_ptr(), k.as_ptr()) });
+                same("removexattr", remove(&pr), remove(&pt))
             }
             Op::MmapRead { slot } => self.mmap(slot, None),
             Op::Fchmod { slot, mode } => {
@@ -1765,9 +1857,47 @@ fn snapshot_dir(root: &Path) -> Vec<(String, u32, i64, Vec<u8>)> {
                 'd' => (0, Vec::new()),
                 _ => (st.st_size, read_path(&p).unwrap()),
             };
+            // Extended attributes too, names and values (not through a symlink).
+            let mut body = body;
+            if kind != 'l' {
+                for key in xattr_names(&p).unwrap_or_default() {
+                    body.extend(key.as_bytes());
+                    body.extend(xattr_of(&p, &key).unwrap_or_default());
+                }
+            }
             (n, st.st_mode, size, body)
         })
         .collect()
+}
+
+/// getxattr(2) of a path (following a final symlink), into a buffer of 64 KiB.
+fn xattr_of(path: &CString, key: &str) -> Result<Vec<u8>, i32> {
+    let k = CString::new(key).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            k.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    res(n as i64).map(|n| buf[..n as usize].to_vec())
+}
+
+/// listxattr(2) of a path (following a final symlink), sorted; the `security.` ones a host
+/// may add on its own are left out.
+fn xattr_names(path: &CString) -> Result<Vec<String>, i32> {
+    let mut buf = vec![0u8; 1 << 16];
+    let n = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = res(n as i64)? as usize;
+    let mut names: Vec<String> = buf[..n]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty() && !s.starts_with(b"security."))
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Every path under `root` (relative, sorted), its kind (`f`, `l` or `d`) and inode.

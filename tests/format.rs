@@ -58,6 +58,12 @@ fn one_of_each() -> Vec<Entry> {
             replaced: None,
             exchange: false,
         },
+        Op::Xattr {
+            fid: 2,
+            dir: 1,
+            name: b"b.txt".to_vec(),
+            xattrs: Arc::new([(b"user.k".to_vec(), b"v".to_vec())].into()),
+        },
         Op::Checkpoint { upto: 4 },
     ];
     ops.into_iter()

@@ -12,6 +12,7 @@ mod io;
 mod names;
 mod rules;
 mod state;
+mod xattrs;
 
 pub use rules::display_name;
 pub use state::{DirEntry, Invalidation, RecordFs, SetAttr, Stat, StatFs, Ticket, WriteBy};

@@ -6,10 +6,10 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::types::{Attrs, Fid, Kind, Seq, MAX_ID};
+use crate::types::{Attrs, Fid, Kind, Seq, Xattrs, MAX_ID};
 
 use super::line::{
-    check_line, corrupt, crc32c, name_value, push_attrs, push_json, seal, Fields, B64,
+    check_line, corrupt, crc32c, name_value, push_attrs, push_json, push_xattrs, seal, Fields, B64,
 };
 
 /// A file's bytes, with their checksum and their encoding in a log line computed once, so
@@ -105,6 +105,13 @@ pub enum Op {
         replaced: Option<Fid>,
         exchange: bool,
     },
+    /// The file's extended attributes, all of them, after a change (setxattr, removexattr).
+    Xattr {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        xattrs: Xattrs,
+    },
     Checkpoint {
         upto: Seq,
     },
@@ -117,11 +124,11 @@ impl Op {
             Op::Attr { .. } => "ATTR",
             Op::Delete { .. } => "DELETE",
             Op::Rename { .. } => "RENAME",
+            Op::Xattr { .. } => "XATTR",
             Op::Checkpoint { .. } => "CHECKPOINT",
         }
     }
 
-    /// The names an entry mentions.
     /// The names an entry gives or takes away.
     pub fn names(&self) -> Vec<&[u8]> {
         self.places().into_iter().map(|(_, name)| name).collect()
@@ -132,9 +139,8 @@ impl Op {
         match self {
             Op::Set { dir, name, .. }
             | Op::Attr { dir, name, .. }
-            | Op::Delete { dir, name, .. } => {
-                vec![(*dir, name)]
-            }
+            | Op::Delete { dir, name, .. }
+            | Op::Xattr { dir, name, .. } => vec![(*dir, name)],
             Op::Rename {
                 dir,
                 name,
@@ -152,7 +158,8 @@ impl Op {
             Op::Set { fid, .. }
             | Op::Attr { fid, .. }
             | Op::Delete { fid, .. }
-            | Op::Rename { fid, .. } => Some(*fid),
+            | Op::Rename { fid, .. }
+            | Op::Xattr { fid, .. } => Some(*fid),
             Op::Checkpoint { .. } => None,
         }
     }
@@ -226,6 +233,21 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             push_json(&mut out, "replaced", replaced);
             push_json(&mut out, "exchange", exchange);
         }
+        Op::Xattr {
+            fid,
+            dir,
+            name,
+            xattrs,
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            // Present even when empty: the entry says the file has none left.
+            match xattrs.is_empty() {
+                true => push_json(&mut out, "xattrs", &serde_json::json!([])),
+                false => push_xattrs(&mut out, xattrs),
+            }
+        }
         Op::Checkpoint { upto } => push_json(&mut out, "upto", upto),
     }
     seal(out)
@@ -273,6 +295,12 @@ pub fn decode_entry(line: &[u8]) -> Result<Entry> {
                 .get("exchange")?
                 .as_bool()
                 .ok_or_else(|| corrupt("field \"exchange\" is not a boolean"))?,
+        },
+        "XATTR" => Op::Xattr {
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
+            name: f.name("name")?,
+            xattrs: f.xattrs()?,
         },
         "CHECKPOINT" => Op::Checkpoint {
             upto: f.upto("upto")?,

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::error::{err, Error, Result};
-use crate::types::{Attrs, Kind, Time, MAX_ID};
+use crate::types::{Attrs, Kind, Time, Xattrs, MAX_ID};
 
 pub const FORMAT_VERSION: u64 = 1;
 
@@ -35,6 +35,18 @@ pub(super) fn name_value(name: &[u8]) -> Value {
 
 pub(super) fn push_time(out: &mut Vec<u8>, key: &str, t: Time) {
     push_json(out, key, &[t.secs, t.nsecs as i64]);
+}
+
+/// `,"xattrs":[[name, base64 value], ...]`, only when there are any.
+pub(super) fn push_xattrs(out: &mut Vec<u8>, x: &Xattrs) {
+    if x.is_empty() {
+        return;
+    }
+    let pairs: Vec<Value> = x
+        .iter()
+        .map(|(n, v)| serde_json::json!([name_value(n), B64.encode(v)]))
+        .collect();
+    push_json(out, "xattrs", &pairs);
 }
 
 pub(super) fn push_attrs(out: &mut Vec<u8>, a: &Attrs) {
@@ -171,6 +183,29 @@ impl Fields {
     /// A CRC32C written as 8 hex digits.
     pub(super) fn crc(&self, key: &str) -> Result<u32> {
         u32::from_str_radix(self.str(key)?, 16).map_err(|e| corrupt(format!("field {key:?}: {e}")))
+    }
+    /// The `xattrs` field, empty when absent.
+    pub(super) fn xattrs(&self) -> Result<Xattrs> {
+        let bad = || corrupt("field \"xattrs\" is not a list of [name, base64 value]");
+        let Some(v) = self.0.get("xattrs") else {
+            return Ok(Xattrs::default());
+        };
+        let mut map = std::collections::BTreeMap::new();
+        for pair in v.as_array().ok_or_else(bad)? {
+            let pair = pair.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
+            let name = Fields(serde_json::Map::from_iter([(
+                "n".to_string(),
+                pair[0].clone(),
+            )]))
+            .name("n")
+            .map_err(|_| bad())?;
+            let value = pair[1]
+                .as_str()
+                .and_then(|b| B64.decode(b).ok())
+                .ok_or_else(bad)?;
+            map.insert(name, value);
+        }
+        Ok(std::sync::Arc::new(map))
     }
     pub(super) fn attrs(&self) -> Result<Attrs> {
         Ok(Attrs {

@@ -1,10 +1,11 @@
 //! Snapshots and the manifest: the state after a compaction, without the files' bytes.
 
 use crate::error::Result;
-use crate::types::{Attrs, Fid, Kind, Seq};
+use crate::types::{Attrs, Fid, Kind, Seq, Xattrs};
 
 use super::line::{
-    check_line, corrupt, name_value, push_attrs, push_json, seal, Fields, FORMAT_VERSION,
+    check_line, corrupt, name_value, push_attrs, push_json, push_xattrs, seal, Fields,
+    FORMAT_VERSION,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -23,6 +24,7 @@ pub struct FileRecord {
     pub dcrc: u32,
     /// A symlink's target.
     pub target: Option<Vec<u8>>,
+    pub xattrs: Xattrs,
 }
 
 /// The state after entry `upto`, without the files' bytes.
@@ -31,6 +33,7 @@ pub struct Snapshot {
     pub upto: Seq,
     pub next_fid: Fid,
     pub root: Attrs,
+    pub root_xattrs: Xattrs,
     pub files: Vec<FileRecord>,
 }
 
@@ -48,6 +51,7 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
     push_json(&mut head, "next_fid", &s.next_fid);
     push_json(&mut head, "files", &s.files.len());
     push_attrs(&mut head, &s.root);
+    push_xattrs(&mut head, &s.root_xattrs);
     let mut out = seal(head);
     out.push(b'\n');
     for f in &s.files {
@@ -62,6 +66,7 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         if let Some(t) = &f.target {
             push_json(&mut line, "target", &name_value(t));
         }
+        push_xattrs(&mut line, &f.xattrs);
         out.extend_from_slice(&seal(line));
         out.push(b'\n');
     }
@@ -70,7 +75,8 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot> {
     let mut lines = bytes.split(|b| *b == b'\n');
-    let (upto, next_fid, root, count) = decode_snapshot_head(lines.next().unwrap_or_default())?;
+    let (upto, next_fid, root, count, root_xattrs) =
+        decode_snapshot_head(lines.next().unwrap_or_default())?;
     let mut files = Vec::new();
     for line in lines.by_ref().take(count as usize) {
         files.push(decode_file_record(line)?);
@@ -84,12 +90,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot> {
         upto,
         next_fid,
         root,
+        root_xattrs,
         files,
     })
 }
 
 /// A snapshot's header: `upto`, `next_fid`, the root's attributes, how many files follow.
-pub(super) fn decode_snapshot_head(line: &[u8]) -> Result<(Seq, Fid, Attrs, u64)> {
+pub(super) fn decode_snapshot_head(line: &[u8]) -> Result<(Seq, Fid, Attrs, u64, Xattrs)> {
     let head = Fields(check_line(line)?);
     if head.str("recordfs")? != "snapshot" || head.u64("version")? != FORMAT_VERSION {
         return Err(corrupt("not a recordfs snapshot of this version"));
@@ -99,6 +106,7 @@ pub(super) fn decode_snapshot_head(line: &[u8]) -> Result<(Seq, Fid, Attrs, u64)
         head.id("next_fid")?,
         head.attrs()?,
         head.u64("files")?,
+        head.xattrs()?,
     ))
 }
 
@@ -117,6 +125,7 @@ pub(super) fn decode_file_record(line: &[u8]) -> Result<FileRecord> {
             .contains_key("target")
             .then(|| f.name("target"))
             .transpose()?,
+        xattrs: f.xattrs()?,
     })
 }
 
@@ -124,7 +133,7 @@ pub(super) fn decode_file_record(line: &[u8]) -> Result<FileRecord> {
 /// file line that does, and the lines that do not (offset, bytes, why).
 pub struct SalvagedSnapshot {
     /// `upto`, `next_fid`, the root's attributes and the number of files it names.
-    pub head: Option<(Seq, Fid, Attrs, u64)>,
+    pub head: Option<(Seq, Fid, Attrs, u64, Xattrs)>,
     /// Each file line that checks out, with its offset and bytes.
     pub files: Vec<(u64, Vec<u8>, FileRecord)>,
     pub bad: Vec<(u64, Vec<u8>, String)>,

@@ -58,6 +58,32 @@ fn set_round_trips_exact_bytes_in_both_encodings() {
     }
 }
 
+/// Issue 11: an XATTR entry carries a file's whole set of extended attributes, binary values
+/// and non-UTF-8 names included, and an empty set says none are left.
+#[test]
+fn xattr_entries_round_trip() {
+    for pairs in [
+        vec![(b"user.color".to_vec(), b"blue".to_vec())],
+        vec![
+            (b"user.\xff".to_vec(), vec![0, 255]),
+            (b"trusted.x".to_vec(), Vec::new()),
+        ],
+        Vec::new(),
+    ] {
+        let want: crate::types::Xattrs = Arc::new(pairs.into_iter().collect());
+        let e = roundtrip(Op::Xattr {
+            fid: 7,
+            dir: ROOT,
+            name: b"x.json".to_vec(),
+            xattrs: want.clone(),
+        });
+        match e.op {
+            Op::Xattr { xattrs, .. } => assert_eq!(xattrs, want),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn control_bytes_use_base64_so_lines_stay_bounded() {
     let bytes = vec![1u8; 1000];
@@ -108,10 +134,19 @@ fn any_flipped_bit_is_detected() {
 
 #[test]
 fn snapshots_and_manifests_round_trip_and_detect_damage() {
+    let xattrs = |pairs: &[(&[u8], &[u8])]| -> crate::types::Xattrs {
+        std::sync::Arc::new(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                .collect(),
+        )
+    };
     let snap = Snapshot {
         upto: 41,
         next_fid: 9,
         root: attrs(),
+        root_xattrs: xattrs(&[(b"user.top", b"1")]),
         files: vec![
             FileRecord {
                 fid: 3,
@@ -122,6 +157,7 @@ fn snapshots_and_manifests_round_trip_and_detect_damage() {
                 len: 12,
                 dcrc: 0xdead_beef,
                 target: None,
+                xattrs: xattrs(&[(b"user.a", b"\x00\xff"), (b"user.\xff", b"")]),
             },
             FileRecord {
                 fid: 4,
@@ -132,6 +168,7 @@ fn snapshots_and_manifests_round_trip_and_detect_damage() {
                 len: 1,
                 dcrc: 0,
                 target: Some(b"t".to_vec()),
+                xattrs: Default::default(),
             },
         ],
     };

@@ -260,7 +260,8 @@ impl Pipeline {
                 st.changed.insert(*dir);
                 st.changed.insert(*to_dir);
             }
-            Op::Checkpoint { .. } => {}
+            // Extended attributes live in the log and snapshots, not on backing files.
+            Op::Xattr { .. } | Op::Checkpoint { .. } => {}
         }
         Ok(())
     }

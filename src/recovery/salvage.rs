@@ -341,8 +341,8 @@ fn salvaged_snapshot(
             ),
         });
     }
-    let (next_fid, root) = match read.head {
-        Some((_, next_fid, root, count)) => {
+    let (next_fid, root, root_xattrs) = match read.head {
+        Some((_, next_fid, root, count, root_xattrs)) => {
             if count != lines as u64 {
                 findings.push(Finding {
                     what: format!(
@@ -351,7 +351,7 @@ fn salvaged_snapshot(
                     ),
                 });
             }
-            (next_fid, root)
+            (next_fid, root, root_xattrs)
         }
         None => {
             findings.push(Finding {
@@ -360,13 +360,14 @@ fn salvaged_snapshot(
                     path.display()
                 ),
             });
-            (ROOT + 1, root_attrs(disk, layout)?)
+            (ROOT + 1, root_attrs(disk, layout)?, Default::default())
         }
     };
     Ok(log::Snapshot {
         upto,
         next_fid,
         root,
+        root_xattrs,
         files,
     })
 }

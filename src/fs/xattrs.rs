@@ -1,0 +1,120 @@
+//! Extended attributes: kept per file in the namespace, logged whole at each change (an
+//! `XATTR` entry) and in snapshots; not on backing files. README, "Semantics".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::rules::show;
+use super::state::{RecordFs, Ticket};
+use crate::error::{err, Result};
+use crate::limits::{XATTR_NAME_MAX, XATTR_TOTAL_MAX, XATTR_VALUE_MAX};
+use crate::log::Op;
+use crate::types::{Fid, Kind};
+
+/// The namespaces kept: `user.` everywhere, `trusted.` and `security.` where the kernel lets
+/// the caller reach them (it checks CAP_SYS_ADMIN for `trusted.` before asking). `system.`
+/// (POSIX ACLs) is not kept: EOPNOTSUPP, so tools that copy ACLs carry on without them.
+fn check_xattr_name(name: &[u8]) -> Result<()> {
+    let kept = [&b"user."[..], b"trusted.", b"security."];
+    if !kept
+        .iter()
+        .any(|p| name.starts_with(p) && name.len() > p.len())
+    {
+        return Err(err!(
+            EOPNOTSUPP,
+            "extended attribute {}: only user.*, trusted.* and security.* are kept",
+            show(name)
+        ));
+    }
+    if name.len() > XATTR_NAME_MAX {
+        return Err(err!(
+            ERANGE,
+            "extended attribute name longer than {XATTR_NAME_MAX} bytes"
+        ));
+    }
+    Ok(())
+}
+
+impl RecordFs {
+    pub fn getxattr(&self, fid: Fid, name: &[u8]) -> Result<Vec<u8>> {
+        let inode = self.inode(fid)?;
+        inode.xattrs.get(name).cloned().ok_or_else(|| {
+            err!(
+                ENODATA,
+                "{} has no attribute {}",
+                show(&inode.name),
+                show(name)
+            )
+        })
+    }
+
+    /// The names, each ended by a NUL, as listxattr(2) gives them.
+    pub fn listxattr(&self, fid: Fid) -> Result<Vec<u8>> {
+        let inode = self.inode(fid)?;
+        let mut out = Vec::new();
+        for name in inode.xattrs.keys() {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// setxattr(2): `flags` XATTR_CREATE (EEXIST if it exists) or XATTR_REPLACE (ENODATA if
+    /// not); `value` None removes (removexattr).
+    pub fn setxattr(
+        &self,
+        fid: Fid,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: i32,
+    ) -> Result<Ticket> {
+        self.writable()?;
+        check_xattr_name(name)?;
+        if value.is_some_and(|v| v.len() > XATTR_VALUE_MAX) {
+            return Err(err!(
+                E2BIG,
+                "extended attribute value longer than {XATTR_VALUE_MAX} bytes"
+            ));
+        }
+        let seq = self.commit(|ns| {
+            let inode = ns
+                .get(fid)
+                .ok_or_else(|| err!(ENOENT, "inode {fid} has no name any more"))?;
+            // Linux allows user.* only on regular files and directories.
+            if inode.kind == Kind::Symlink && name.starts_with(b"user.") {
+                return Err(err!(EPERM, "user.* attributes are not for symbolic links"));
+            }
+            let exists = inode.xattrs.contains_key(name);
+            match (value, exists) {
+                (None, false) => return Err(err!(ENODATA, "no attribute {}", show(name))),
+                (Some(_), true) if flags & libc::XATTR_CREATE != 0 => {
+                    return Err(err!(EEXIST, "attribute {} exists", show(name)))
+                }
+                (Some(_), false) if flags & libc::XATTR_REPLACE != 0 => {
+                    return Err(err!(ENODATA, "no attribute {}", show(name)))
+                }
+                _ => {}
+            }
+            let mut xattrs: BTreeMap<Vec<u8>, Vec<u8>> = (*inode.xattrs).clone();
+            match value {
+                Some(v) => xattrs.insert(name.to_vec(), v.to_vec()),
+                None => xattrs.remove(name),
+            };
+            let total: usize = xattrs.iter().map(|(n, v)| n.len() + 1 + v.len()).sum();
+            if total > XATTR_TOTAL_MAX {
+                return Err(err!(
+                    ENOSPC,
+                    "{}: the extended attributes would take {total} bytes, more than {XATTR_TOTAL_MAX}",
+                    show(&inode.name)
+                ));
+            }
+            Ok(Op::Xattr {
+                fid,
+                dir: inode.parent,
+                name: inode.name.clone(),
+                xattrs: Arc::new(xattrs),
+            })
+        })?;
+        Ok(self.commit_ticket(seq))
+    }
+}

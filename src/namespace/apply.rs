@@ -1,0 +1,241 @@
+//! `apply`: one log entry changes the namespace, the same way for a live commit as for a
+//! replay, and an entry that does not fit is refused.
+
+use super::{time_of_millis, Applied, ContentLoc, Inode, Namespace};
+use crate::error::{err, Result};
+use crate::log::{Entry, Op};
+use crate::types::{Fid, Kind, Seq, Time, Xattrs, ROOT};
+
+impl Namespace {
+    /// Applies one entry. An entry that does not fit the namespace (a rename of an unknown
+    /// file, a sequence number out of order) is an error: during recovery it means the log is
+    /// damaged; during a live commit it is a bug in the caller.
+    pub fn apply(&mut self, entry: &Entry, loc: Option<ContentLoc>) -> Result<Applied> {
+        if entry.seq <= self.last_seq {
+            return Err(err!(
+                EIO,
+                "entry {} comes after entry {}",
+                entry.seq,
+                self.last_seq
+            ));
+        }
+        let ts = time_of_millis(entry.ts);
+        let mut applied = Applied::default();
+        match &entry.op {
+            Op::Set {
+                fid,
+                dir,
+                name,
+                kind,
+                attrs,
+                data,
+            } => {
+                self.check_dir(*dir)?;
+                if *kind == Kind::Dir && !data.is_empty() {
+                    return Err(err!(EIO, "entry {} gives a directory bytes", entry.seq));
+                }
+                let target = (*kind == Kind::Symlink).then(|| data.bytes.clone());
+                match self.inodes.get_mut(fid) {
+                    Some(inode) => {
+                        if inode.parent != *dir || inode.name != *name || inode.kind != *kind {
+                            return Err(err!(
+                                EIO,
+                                "entry {} sets fid {fid} under a name or kind it does not have",
+                                entry.seq
+                            ));
+                        }
+                        inode.attrs = *attrs;
+                        inode.size = data.len();
+                        inode.dcrc = data.dcrc;
+                        inode.target = target;
+                        inode.last_seq = entry.seq;
+                        inode.content = loc;
+                    }
+                    None => {
+                        if *fid <= ROOT {
+                            return Err(err!(EIO, "entry {} names fid {fid}", entry.seq));
+                        }
+                        if self.entries.contains_key(&(*dir, name.clone())) {
+                            return Err(err!(
+                                EIO,
+                                "entry {} creates {:?}, which exists",
+                                entry.seq,
+                                String::from_utf8_lossy(name)
+                            ));
+                        }
+                        self.entries.insert((*dir, name.clone()), *fid);
+                        self.inodes.insert(
+                            *fid,
+                            Inode {
+                                fid: *fid,
+                                parent: *dir,
+                                name: name.clone(),
+                                kind: *kind,
+                                attrs: *attrs,
+                                size: data.len(),
+                                dcrc: data.dcrc,
+                                target,
+                                last_seq: entry.seq,
+                                content: loc,
+                                subdirs: 0,
+                                xattrs: Xattrs::default(),
+                            },
+                        );
+                        self.next_fid = self.next_fid.max(fid + 1);
+                        self.count_subdir(*dir, *kind, 1);
+                        self.touch_dir(*dir, ts);
+                    }
+                }
+            }
+            Op::Attr { fid, attrs, .. } => {
+                let inode = self.known(*fid, entry.seq)?;
+                inode.attrs = *attrs;
+                inode.last_seq = entry.seq;
+            }
+            Op::Delete { fid, dir, name } => {
+                self.expect_entry(*dir, name, *fid, entry.seq)?;
+                if self.list(*fid).next().is_some() {
+                    return Err(err!(
+                        EIO,
+                        "entry {} removes directory {fid}, which is not empty",
+                        entry.seq
+                    ));
+                }
+                self.entries.remove(&(*dir, name.clone()));
+                let removed = self.inodes.remove(fid).expect("an entry names an inode");
+                self.count_subdir(*dir, removed.kind, -1);
+                applied.removed.push(removed);
+                self.touch_dir(*dir, ts);
+            }
+            Op::Rename {
+                fid,
+                dir,
+                name,
+                to_dir,
+                to_name,
+                replaced,
+                exchange,
+            } => {
+                self.check_dir(*to_dir)?;
+                self.expect_entry(*dir, name, *fid, entry.seq)?;
+                let at_target = self.entries.get(&(*to_dir, to_name.clone())).copied();
+                if at_target != *replaced {
+                    return Err(err!(
+                        EIO,
+                        "entry {} expects {:?} at the target, the namespace has {:?}",
+                        entry.seq,
+                        replaced,
+                        at_target
+                    ));
+                }
+                let kind_of = |f: Fid| self.inodes.get(&f).map(|i| i.kind);
+                let (kind, replaced_kind) = (kind_of(*fid), replaced.and_then(kind_of));
+                let into_itself = |moved: Fid, kind: Option<Kind>, to: Fid| {
+                    kind == Some(Kind::Dir) && self.is_within(to, moved)
+                };
+                let loops = into_itself(*fid, kind, *to_dir)
+                    || (*exchange && replaced.is_some_and(|r| into_itself(r, replaced_kind, *dir)));
+                let unfit = if loops {
+                    Some("moves a directory into itself")
+                } else if !*exchange && replaced_kind.is_some() {
+                    match (kind, replaced_kind) {
+                        (Some(Kind::Dir), Some(Kind::Dir)) => replaced
+                            .is_some_and(|r| self.list(r).next().is_some())
+                            .then_some("replaces a directory that is not empty"),
+                        (Some(Kind::Dir), _) | (_, Some(Kind::Dir)) => {
+                            Some("replaces a directory by a file, or a file by a directory")
+                        }
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                if let Some(why) = unfit {
+                    return Err(err!(EIO, "entry {} {why}", entry.seq));
+                }
+                let kind = kind.expect("expect_entry found it");
+                if *exchange {
+                    let other = replaced
+                        .ok_or_else(|| err!(EIO, "entry {} exchanges with nothing", entry.seq))?;
+                    self.entries.insert((*dir, name.clone()), other);
+                    self.entries.insert((*to_dir, to_name.clone()), *fid);
+                    self.rename_inode(other, *dir, name, ts, entry.seq);
+                    let other_kind = replaced_kind.expect("at the target");
+                    self.count_subdir(*to_dir, other_kind, -1);
+                    self.count_subdir(*dir, other_kind, 1);
+                } else {
+                    self.entries.remove(&(*dir, name.clone()));
+                    if let Some(old) = replaced {
+                        let removed = self.inodes.remove(old).expect("at the target");
+                        self.count_subdir(*to_dir, removed.kind, -1);
+                        applied.removed.push(removed);
+                    }
+                    self.entries.insert((*to_dir, to_name.clone()), *fid);
+                }
+                self.count_subdir(*dir, kind, -1);
+                self.count_subdir(*to_dir, kind, 1);
+                self.rename_inode(*fid, *to_dir, to_name, ts, entry.seq);
+                self.touch_dir(*dir, ts);
+                self.touch_dir(*to_dir, ts);
+            }
+            Op::Xattr { fid, xattrs, .. } => {
+                let inode = self.known(*fid, entry.seq)?;
+                inode.xattrs = xattrs.clone();
+                // As setxattr and removexattr do on ext4.
+                inode.attrs.ctime = ts;
+                inode.last_seq = entry.seq;
+            }
+            Op::Checkpoint { .. } => {}
+        }
+        self.last_seq = entry.seq;
+        Ok(applied)
+    }
+
+    fn check_dir(&self, dir: Fid) -> Result<()> {
+        match self.inodes.get(&dir) {
+            Some(i) if i.kind == Kind::Dir => Ok(()),
+            _ => Err(err!(EIO, "directory fid {dir} does not exist")),
+        }
+    }
+
+    /// A directory entry of `kind` came into `dir` (`by` 1) or left it (-1).
+    fn count_subdir(&mut self, dir: Fid, kind: Kind, by: i32) {
+        if let (Kind::Dir, Some(d)) = (kind, self.inodes.get_mut(&dir)) {
+            d.subdirs = d.subdirs.saturating_add_signed(by);
+        }
+    }
+
+    fn known(&mut self, fid: Fid, seq: Seq) -> Result<&mut Inode> {
+        self.inodes
+            .get_mut(&fid)
+            .ok_or_else(|| err!(EIO, "entry {seq} names fid {fid}, which does not exist"))
+    }
+
+    fn expect_entry(&self, dir: Fid, name: &[u8], fid: Fid, seq: Seq) -> Result<()> {
+        match self.entries.get(&(dir, name.to_vec())) {
+            Some(f) if *f == fid => Ok(()),
+            other => Err(err!(
+                EIO,
+                "entry {seq} expects fid {fid} at {:?}, the namespace has {other:?}",
+                String::from_utf8_lossy(name)
+            )),
+        }
+    }
+
+    fn rename_inode(&mut self, fid: Fid, dir: Fid, name: &[u8], ts: Time, seq: Seq) {
+        if let Some(inode) = self.inodes.get_mut(&fid) {
+            inode.parent = dir;
+            inode.name = name.to_vec();
+            // A rename changes the inode's ctime, as on ext4 and tmpfs.
+            inode.attrs.ctime = ts;
+            inode.last_seq = seq;
+        }
+    }
+
+    fn touch_dir(&mut self, dir: Fid, ts: Time) {
+        if let Some(d) = self.inodes.get_mut(&dir) {
+            d.attrs.mtime = ts;
+            d.attrs.ctime = ts;
+        }
+    }
+}

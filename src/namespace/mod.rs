@@ -1,0 +1,302 @@
+//! The namespace: which names exist, which file (fid) each names, and every file's attributes
+//! — but never its bytes, which live in the backing files (or, briefly, in the commit
+//! pipeline). Live commits and recovery change it through the same `apply`, so replaying the
+//! log rebuilds exactly the state the mount served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::error::{err, Result};
+use crate::log::{FileRecord, Snapshot};
+use crate::types::{Attrs, Fid, Kind, Seq, Time, Xattrs, ROOT};
+
+mod apply;
+
+/// Where the bytes of a file's current version stand in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentLoc {
+    /// The segment's first sequence number (names the segment).
+    pub segment: Seq,
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Inode {
+    pub fid: Fid,
+    pub parent: Fid,
+    pub name: Vec<u8>,
+    pub kind: Kind,
+    pub attrs: Attrs,
+    pub size: u64,
+    /// CRC32C of the current bytes.
+    pub dcrc: u32,
+    /// A symlink's target (small, so kept in memory; a file's bytes never are).
+    pub target: Option<Arc<Vec<u8>>>,
+    /// The last entry that changed this file, bytes or attributes.
+    pub last_seq: Seq,
+    /// The entry holding the current bytes, if the log read so far has it.
+    pub content: Option<ContentLoc>,
+    /// For a directory, how many of its entries are directories: its link count is two more
+    /// (its name and its own `.`, plus each child's `..`), as ext4 counts.
+    pub subdirs: u32,
+    pub xattrs: Xattrs,
+}
+
+pub struct Namespace {
+    inodes: HashMap<Fid, Inode>,
+    entries: BTreeMap<(Fid, Vec<u8>), Fid>,
+    next_fid: Fid,
+    last_seq: Seq,
+}
+
+/// What an applied entry took out of the namespace: files that lost their last name.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub removed: Vec<Inode>,
+}
+
+fn time_of_millis(ms: u64) -> Time {
+    Time {
+        secs: (ms / 1000) as i64,
+        nsecs: ((ms % 1000) * 1_000_000) as u32,
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Namespace {
+    /// An empty root directory. Its real attributes come from the log's first entry.
+    pub fn new() -> Namespace {
+        let epoch = Time { secs: 0, nsecs: 0 };
+        let root = Inode {
+            fid: ROOT,
+            parent: ROOT,
+            name: Vec::new(),
+            kind: Kind::Dir,
+            attrs: Attrs {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                atime: epoch,
+                mtime: epoch,
+                ctime: epoch,
+            },
+            size: 0,
+            dcrc: 0,
+            target: None,
+            last_seq: 0,
+            content: None,
+            subdirs: 0,
+            xattrs: Xattrs::default(),
+        };
+        Namespace {
+            inodes: HashMap::from([(ROOT, root)]),
+            entries: BTreeMap::new(),
+            next_fid: ROOT + 1,
+            last_seq: 0,
+        }
+    }
+
+    /// The namespace a snapshot describes. The files' bytes are in their backing files, not
+    /// in the log: `content` is None, so a damaged one cannot be restored (and says so).
+    pub fn from_snapshot(snap: &Snapshot) -> Result<Namespace> {
+        let mut ns = Namespace::new();
+        let root = ns.inodes.get_mut(&ROOT).expect("the root exists");
+        (root.attrs, root.xattrs) = (snap.root, snap.root_xattrs.clone());
+        let doesnt_fit = |fid: Fid| err!(EIO, "snapshot {}: file {fid} does not fit", snap.upto);
+        for f in &snap.files {
+            if f.fid <= ROOT || ns.inodes.contains_key(&f.fid) {
+                return Err(doesnt_fit(f.fid));
+            }
+            if ns.entries.insert((f.dir, f.name.clone()), f.fid).is_some() {
+                return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
+            }
+            ns.inodes.insert(
+                f.fid,
+                Inode {
+                    fid: f.fid,
+                    parent: f.dir,
+                    name: f.name.clone(),
+                    kind: f.kind,
+                    attrs: f.attrs,
+                    size: f.len,
+                    dcrc: f.dcrc,
+                    target: f.target.clone().map(Arc::new),
+                    last_seq: snap.upto,
+                    content: None,
+                    subdirs: 0,
+                    xattrs: f.xattrs.clone(),
+                },
+            );
+        }
+        // Every file hangs from a directory, and every one is reached from the root: a file
+        // that is not sits in a circle of directories, or under one that does not exist.
+        for f in &snap.files {
+            let parent = ns.inodes.get_mut(&f.dir).filter(|d| d.kind == Kind::Dir);
+            let parent = parent.ok_or_else(|| doesnt_fit(f.fid))?;
+            parent.subdirs += u32::from(f.kind == Kind::Dir);
+        }
+        let (mut reached, mut dirs) = (1, vec![ROOT]);
+        while let Some(dir) = dirs.pop() {
+            for inode in ns.list(dir) {
+                reached += 1;
+                if inode.kind == Kind::Dir {
+                    dirs.push(inode.fid);
+                }
+            }
+        }
+        if reached != ns.inodes.len() {
+            return Err(err!(
+                EIO,
+                "snapshot {}: {} files are not reached from the root",
+                snap.upto,
+                ns.inodes.len() - reached
+            ));
+        }
+        ns.next_fid = snap
+            .next_fid
+            .max(ns.inodes.keys().max().copied().unwrap_or(ROOT) + 1);
+        ns.last_seq = snap.upto;
+        Ok(ns)
+    }
+
+    /// The snapshot of the current state (names and attributes; no bytes).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut files: Vec<FileRecord> = self
+            .files()
+            .map(|i| FileRecord {
+                fid: i.fid,
+                dir: i.parent,
+                name: i.name.clone(),
+                kind: i.kind,
+                attrs: i.attrs,
+                len: i.size,
+                dcrc: i.dcrc,
+                target: i.target.as_ref().map(|t| t.to_vec()),
+                xattrs: i.xattrs.clone(),
+            })
+            .collect();
+        files.sort_by_key(|f| f.fid);
+        Snapshot {
+            upto: self.last_seq,
+            next_fid: self.next_fid,
+            root: self.inodes[&ROOT].attrs,
+            root_xattrs: self.inodes[&ROOT].xattrs.clone(),
+            files,
+        }
+    }
+
+    pub fn get(&self, fid: Fid) -> Option<&Inode> {
+        self.inodes.get(&fid)
+    }
+
+    pub fn lookup(&self, dir: Fid, name: &[u8]) -> Option<&Inode> {
+        self.entries
+            .get(&(dir, name.to_vec()))
+            .and_then(|fid| self.inodes.get(fid))
+    }
+
+    /// The path of `fid` from the root, its names joined by `/` (empty for the root).
+    pub fn path(&self, fid: Fid) -> Option<Vec<u8>> {
+        let mut names = Vec::new();
+        let mut at = fid;
+        while at != ROOT {
+            let inode = self.inodes.get(&at)?;
+            names.push(inode.name.as_slice());
+            at = inode.parent;
+        }
+        names.reverse();
+        Some(names.join(&b'/'))
+    }
+
+    /// The length in bytes of `fid`'s path from the root (names and the `/` between them).
+    pub fn path_len(&self, fid: Fid) -> usize {
+        let (mut len, mut at) = (0, fid);
+        while let Some(i) = self.inodes.get(&at).filter(|_| at != ROOT) {
+            len += i.name.len() + usize::from(len > 0);
+            at = i.parent;
+        }
+        len
+    }
+
+    /// The length of the longest path under directory `dir`, from `dir` (0 if it is empty).
+    pub fn longest_under(&self, dir: Fid) -> usize {
+        let (mut longest, mut todo) = (0, vec![(dir, 0)]);
+        while let Some((d, len)) = todo.pop() {
+            for i in self.list(d) {
+                let here = len + usize::from(len > 0) + i.name.len();
+                longest = longest.max(here);
+                if i.kind == Kind::Dir {
+                    todo.push((i.fid, here));
+                }
+            }
+        }
+        longest
+    }
+
+    /// Whether `fid` is `dir` or lies somewhere under it.
+    pub fn is_within(&self, fid: Fid, dir: Fid) -> bool {
+        let mut at = fid;
+        loop {
+            if at == dir {
+                return true;
+            }
+            match self.inodes.get(&at) {
+                Some(i) if at != ROOT => at = i.parent,
+                _ => return false,
+            }
+        }
+    }
+
+    /// The entries of a directory, in name order.
+    pub fn list(&self, dir: Fid) -> impl Iterator<Item = &Inode> {
+        self.entries
+            .range((dir, Vec::new())..)
+            .take_while(move |((d, _), _)| *d == dir)
+            .filter_map(|(_, fid)| self.inodes.get(fid))
+    }
+
+    /// Every file and directory but the root.
+    pub fn files(&self) -> impl Iterator<Item = &Inode> {
+        self.inodes.values().filter(|i| i.fid != ROOT)
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.inodes.len() - 1
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Takes a file out of the namespace outside any entry (a salvage giving up on a file whose
+    /// bytes are lost); the next snapshot no longer names it.
+    pub fn forget(&mut self, fid: Fid) -> Option<Inode> {
+        let inode = self.inodes.remove(&fid)?;
+        self.entries.remove(&(inode.parent, inode.name.clone()));
+        Some(inode)
+    }
+
+    /// Marks a sequence number and a fid as used though their entry was not applied (a salvage
+    /// dropped it): neither is ever given out again.
+    pub fn reserve(&mut self, seq: Seq, fid: Option<Fid>) {
+        self.last_seq = self.last_seq.max(seq);
+        if let Some(fid) = fid {
+            self.next_fid = self.next_fid.max(fid + 1);
+        }
+    }
+
+    /// Takes a fid that has never named a file in this store.
+    pub fn allocate_fid(&mut self) -> Fid {
+        let fid = self.next_fid;
+        self.next_fid += 1;
+        fid
+    }
+}
+
+#[cfg(test)]
+mod tests;

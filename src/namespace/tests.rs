@@ -1,0 +1,214 @@
+//! The namespace against entries: renames, refusals, directories and snapshots.
+
+use super::*;
+use crate::log::{Data, Entry, Op};
+
+fn attrs() -> Attrs {
+    let t = Time { secs: 1, nsecs: 0 };
+    Attrs {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+    }
+}
+
+fn set(seq: Seq, fid: Fid, name: &str, bytes: &[u8]) -> Entry {
+    Entry {
+        seq,
+        ts: 5000,
+        op: Op::Set {
+            fid,
+            dir: ROOT,
+            name: name.into(),
+            kind: Kind::File,
+            attrs: attrs(),
+            data: Data::new(Arc::new(bytes.to_vec())),
+        },
+    }
+}
+
+#[test]
+fn rename_over_removes_the_target_and_exchange_swaps() {
+    let mut ns = Namespace::new();
+    ns.apply(&set(1, 2, "a", b"A"), None).unwrap();
+    ns.apply(&set(2, 3, "b", b"BB"), None).unwrap();
+    let rename = |seq, replaced, exchange| Entry {
+        seq,
+        ts: 6000,
+        op: Op::Rename {
+            fid: 2,
+            dir: ROOT,
+            name: b"a".to_vec(),
+            to_dir: ROOT,
+            to_name: b"b".to_vec(),
+            replaced,
+            exchange,
+        },
+    };
+    ns.apply(&rename(3, Some(3), true), None).unwrap();
+    assert_eq!(ns.lookup(ROOT, b"a").unwrap().fid, 3);
+    assert_eq!(ns.lookup(ROOT, b"b").unwrap().fid, 2);
+    ns.apply(&set(4, 3, "a", b"AAA"), None).unwrap();
+    // Fid 2 is at "b" now, so a rename of fid 2 from "a" does not fit.
+    assert!(ns.apply(&rename(5, Some(3), false), None).is_err());
+    let back = Entry {
+        seq: 5,
+        ts: 7000,
+        op: Op::Rename {
+            fid: 3,
+            dir: ROOT,
+            name: b"a".to_vec(),
+            to_dir: ROOT,
+            to_name: b"b".to_vec(),
+            replaced: Some(2),
+            exchange: false,
+        },
+    };
+    let applied = ns.apply(&back, None).unwrap();
+    assert_eq!(applied.removed.len(), 1);
+    assert_eq!(applied.removed[0].fid, 2);
+    assert_eq!(ns.list(ROOT).count(), 1);
+    assert_eq!(ns.lookup(ROOT, b"b").unwrap().size, 3);
+    assert_eq!(ns.get(ROOT).unwrap().attrs.mtime.secs, 7);
+}
+
+#[test]
+fn entries_out_of_order_or_unknown_are_refused() {
+    let mut ns = Namespace::new();
+    ns.apply(&set(2, 2, "a", b""), None).unwrap();
+    assert!(ns.apply(&set(2, 3, "b", b""), None).is_err());
+    assert!(ns.apply(&set(3, 4, "a", b""), None).is_err());
+    let del = Entry {
+        seq: 4,
+        ts: 0,
+        op: Op::Delete {
+            fid: 9,
+            dir: ROOT,
+            name: b"a".to_vec(),
+        },
+    };
+    assert!(ns.apply(&del, None).is_err());
+    assert_eq!(ns.allocate_fid(), 3);
+}
+
+fn mkdir(seq: Seq, fid: Fid, dir: Fid, name: &str) -> Entry {
+    Entry {
+        seq,
+        ts: 5000,
+        op: Op::Set {
+            fid,
+            dir,
+            name: name.into(),
+            kind: Kind::Dir,
+            attrs: attrs(),
+            data: Data::empty(),
+        },
+    }
+}
+
+fn mv(fid: Fid, (dir, name): (Fid, &str), (to_dir, to_name): (Fid, &str)) -> Op {
+    Op::Rename {
+        fid,
+        dir,
+        name: name.into(),
+        to_dir,
+        to_name: to_name.into(),
+        replaced: None,
+        exchange: false,
+    }
+}
+
+fn at(seq: Seq, op: Op) -> Entry {
+    Entry { seq, ts: 6000, op }
+}
+
+/// Issue 11: directories hold entries, count their subdirectories as ext4 does, refuse
+/// to go away while not empty, and never move into themselves.
+#[test]
+fn directories_nest_count_their_links_and_keep_their_shape() {
+    let mut ns = Namespace::new();
+    ns.apply(&mkdir(1, 2, ROOT, "players"), None).unwrap();
+    ns.apply(&mkdir(2, 3, 2, "archive"), None).unwrap();
+    let mut rec = set(3, 4, "p.json", b"{}");
+    if let Op::Set { dir, .. } = &mut rec.op {
+        *dir = 3;
+    }
+    ns.apply(&rec, None).unwrap();
+    assert_eq!(ns.lookup(3, b"p.json").unwrap().fid, 4);
+    assert_eq!(ns.get(ROOT).unwrap().subdirs, 1);
+    assert_eq!(ns.get(2).unwrap().subdirs, 1);
+    assert!(ns.is_within(4, 2) && !ns.is_within(2, 4));
+    // A file under a file, a directory into itself or under its own child: refused.
+    let mut under_file = set(4, 5, "x", b"");
+    if let Op::Set { dir, .. } = &mut under_file.op {
+        *dir = 4;
+    }
+    assert!(ns.apply(&under_file, None).is_err());
+    assert!(ns
+        .apply(&at(4, mv(2, (ROOT, "players"), (3, "loop"))), None)
+        .is_err());
+    assert!(ns
+        .apply(&at(4, mv(2, (ROOT, "players"), (2, "self"))), None)
+        .is_err());
+    // Removing a directory that is not empty is refused; an empty one goes.
+    let rmdir = |seq, fid, dir, name: &str| {
+        at(
+            seq,
+            Op::Delete {
+                fid,
+                dir,
+                name: name.into(),
+            },
+        )
+    };
+    assert!(ns.apply(&rmdir(4, 3, 2, "archive"), None).is_err());
+    // Moving the subtree up keeps what is in it and moves the link counts with it.
+    ns.apply(&at(4, mv(3, (2, "archive"), (ROOT, "archive"))), None)
+        .unwrap();
+    assert_eq!(ns.get(ROOT).unwrap().subdirs, 2);
+    assert_eq!(ns.get(2).unwrap().subdirs, 0);
+    assert_eq!(ns.lookup(3, b"p.json").unwrap().fid, 4);
+    // A directory over an empty one replaces it; over one that is not empty, refused.
+    let mut over = mv(2, (ROOT, "players"), (ROOT, "archive"));
+    if let Op::Rename { replaced, .. } = &mut over {
+        *replaced = Some(3);
+    }
+    assert!(ns.apply(&at(5, over.clone()), None).is_err());
+    ns.apply(&rmdir(5, 4, 3, "p.json"), None).unwrap();
+    let applied = ns.apply(&at(6, over), None).unwrap();
+    assert_eq!(applied.removed[0].fid, 3);
+    assert_eq!(ns.get(ROOT).unwrap().subdirs, 1);
+    ns.apply(&rmdir(7, 2, ROOT, "archive"), None).unwrap();
+    assert_eq!(ns.get(ROOT).unwrap().subdirs, 0);
+    assert_eq!(ns.list(ROOT).count(), 0);
+}
+
+/// A snapshot of a tree comes back whole, whatever the order of fids; one whose files do
+/// not all hang from the root is refused.
+#[test]
+fn a_tree_survives_its_snapshot_and_a_broken_one_is_refused() {
+    let mut ns = Namespace::new();
+    ns.apply(&set(1, 2, "later.json", b"{}"), None).unwrap();
+    ns.apply(&mkdir(2, 3, ROOT, "d"), None).unwrap();
+    // Fid 2 now lives under fid 3: a child with a smaller fid than its directory.
+    ns.apply(&at(3, mv(2, (ROOT, "later.json"), (3, "in.json"))), None)
+        .unwrap();
+    let snap = ns.snapshot();
+    let back = Namespace::from_snapshot(&snap).unwrap();
+    assert_eq!(back.lookup(3, b"in.json").unwrap().fid, 2);
+    assert_eq!(back.get(ROOT).unwrap().subdirs, 1);
+    let mut circle = snap.clone();
+    for f in &mut circle.files {
+        if f.fid == 3 {
+            f.dir = 2; // the directory under the file it holds
+        }
+    }
+    assert!(Namespace::from_snapshot(&circle).is_err());
+    let mut loop_of_dirs = snap;
+    loop_of_dirs.files.retain(|f| f.fid == 3);
+    loop_of_dirs.files[0].dir = 3; // its own parent
+    assert!(Namespace::from_snapshot(&loop_of_dirs).is_err());
+}
