@@ -25,10 +25,11 @@ mod common;
 use common::sequences::{runner as test_runner, shrink, Failure};
 use common::*;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ const DIRS: [&str; 4] = ["sub", "sub/deeper", "other", "other/sub"];
 /// Extended attribute names the xattr ops use.
 const XATTRS: [&str; 3] = ["user.a", "user.b", "trusted.t"];
 const SLOTS: usize = 6;
+/// Directory streams open at once (opendir).
+const DIR_STREAMS: usize = 2;
 /// --sync never for most sequences: the comparison is of what programs see, and syncs would
 /// only slow it; a few run under the default (--sync always), whose replies wait for syncs.
 const SYNC_NEVER: &[&str] = &["--sync", "never"];
@@ -207,6 +210,30 @@ enum Op {
         name: usize,
         key: usize,
     },
+    /// opendir(3) of the root (0) or of `DIRS[dir - 1]` into stream `ds`.
+    Opendir {
+        ds: usize,
+        dir: usize,
+    },
+    /// Up to `n` readdir(3) calls on stream `ds`; at the end of the stream, what it returned
+    /// is checked (`DirStream::check`).
+    Readdir {
+        ds: usize,
+        n: usize,
+    },
+    Telldir {
+        ds: usize,
+    },
+    /// seekdir(3) to the position the last telldir gave.
+    Seekdir {
+        ds: usize,
+    },
+    Rewinddir {
+        ds: usize,
+    },
+    Closedir {
+        ds: usize,
+    },
 }
 
 fn hex(data: &[u8]) -> String {
@@ -274,6 +301,12 @@ impl fmt::Display for Op {
             Op::GetXattr { name, key } => write!(f, "getxattr {name} {key}"),
             Op::ListXattr { name } => write!(f, "listxattr {name}"),
             Op::RemoveXattr { name, key } => write!(f, "removexattr {name} {key}"),
+            Op::Opendir { ds, dir } => write!(f, "opendir {ds} {dir}"),
+            Op::Readdir { ds, n } => write!(f, "readdir {ds} {n}"),
+            Op::Telldir { ds } => write!(f, "telldir {ds}"),
+            Op::Seekdir { ds } => write!(f, "seekdir {ds}"),
+            Op::Rewinddir { ds } => write!(f, "rewinddir {ds}"),
+            Op::Closedir { ds } => write!(f, "closedir {ds}"),
         }
     }
 }
@@ -398,6 +431,15 @@ fn parse_op(line: &str) -> Op {
             key: u(2),
         },
         "listxattr" => Op::ListXattr { name: u(1) },
+        "opendir" => Op::Opendir {
+            ds: u(1),
+            dir: u(2),
+        },
+        "readdir" => Op::Readdir { ds: u(1), n: u(2) },
+        "telldir" => Op::Telldir { ds: u(1) },
+        "seekdir" => Op::Seekdir { ds: u(1) },
+        "rewinddir" => Op::Rewinddir { ds: u(1) },
+        "closedir" => Op::Closedir { ds: u(1) },
         "removexattr" => Op::RemoveXattr {
             name: u(1),
             key: u(2),
@@ -530,6 +572,13 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (name(), 0..XATTRS.len()).prop_map(|(name, key)| Op::GetXattr { name, key }),
         1 => name().prop_map(|name| Op::ListXattr { name }),
         1 => (name(), 0..XATTRS.len()).prop_map(|(name, key)| Op::RemoveXattr { name, key }),
+        2 => (0..DIR_STREAMS, 0..=DIRS.len()).prop_map(|(ds, dir)| Op::Opendir { ds, dir }),
+        4 => (0..DIR_STREAMS, select(vec![1usize, 2, 5, 100]))
+            .prop_map(|(ds, n)| Op::Readdir { ds, n }),
+        1 => (0..DIR_STREAMS).prop_map(|ds| Op::Telldir { ds }),
+        1 => (0..DIR_STREAMS).prop_map(|ds| Op::Seekdir { ds }),
+        1 => (0..DIR_STREAMS).prop_map(|ds| Op::Rewinddir { ds }),
+        1 => (0..DIR_STREAMS).prop_map(|ds| Op::Closedir { ds }),
     ]
 }
 
@@ -622,6 +671,146 @@ fn read_dir(dir: &Path) -> BTreeSet<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Directory streams
+
+/// A directory's names (no `.` and `..`) with their inode numbers, read afresh; None if the
+/// path is no directory now.
+fn listing(dir: &Path) -> Option<BTreeMap<String, u64>> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), e.ino())
+            })
+            .collect(),
+    )
+}
+
+/// One side (recordfs or tmpfs) of an open directory stream. POSIX leaves open whether a name
+/// added or removed while a stream is open is returned; every other name must be returned
+/// exactly once, also across telldir/seekdir, and nothing that was never there.
+struct DirSide {
+    dir: *mut libc::DIR,
+    path: PathBuf,
+    /// The directory's inode at opendir: once its path leads elsewhere (moved or removed),
+    /// the names there say nothing about the stream.
+    ino: u64,
+    /// The names at opendir (or rewinddir) and as last seen after an op.
+    at_open: BTreeMap<String, u64>,
+    last: BTreeMap<String, u64>,
+    /// Names added, removed or replaced since opendir (or rewinddir).
+    touched: BTreeSet<String>,
+    moved: bool,
+    /// What readdir returned, in order; and telldir's answer with how many had been returned.
+    seen: Vec<String>,
+    mark: Option<(libc::c_long, usize)>,
+}
+
+impl DirSide {
+    fn open(path: PathBuf) -> Result<DirSide, i32> {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        let dir = unsafe { libc::opendir(c.as_ptr()) };
+        if dir.is_null() {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        }
+        let ino = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
+        let at_open = listing(&path).unwrap_or_default();
+        Ok(DirSide {
+            dir,
+            path,
+            ino,
+            last: at_open.clone(),
+            at_open,
+            touched: BTreeSet::new(),
+            moved: false,
+            seen: Vec::new(),
+            mark: None,
+        })
+    }
+
+    /// After any op: which names changed since the last look.
+    fn observe(&mut self) {
+        if std::fs::metadata(&self.path).map(|m| m.ino()).ok() != Some(self.ino) {
+            self.moved = true;
+            return;
+        }
+        let now = listing(&self.path).unwrap_or_default();
+        for (name, ino) in self.last.iter().chain(now.iter()) {
+            if self.last.get(name) != Some(ino) || now.get(name) != Some(ino) {
+                self.touched.insert(name.clone());
+            }
+        }
+        self.last = now;
+    }
+
+    /// Up to `n` names; Ok(true) once the stream has ended.
+    fn read(&mut self, n: usize) -> Result<bool, String> {
+        for _ in 0..n {
+            unsafe { *libc::__errno_location() = 0 };
+            let e = unsafe { libc::readdir(self.dir) };
+            if e.is_null() {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno != 0 {
+                    return Err(format!("readdir of {}: errno {errno}", self.path.display()));
+                }
+                return Ok(true);
+            }
+            let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+            let name = name.to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                self.seen.push(name);
+            }
+        }
+        Ok(false)
+    }
+
+    /// At the end of the stream.
+    fn check(&self) -> Step {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for name in &self.seen {
+            *counts.entry(name).or_default() += 1;
+        }
+        let side = self.path.display();
+        for (name, n) in &counts {
+            let known = self.at_open.contains_key(*name) || self.touched.contains(*name);
+            if !known {
+                return Err(format!("readdir of {side}: {name:?} was never there"));
+            }
+            if *n > 1 && !self.touched.contains(*name) {
+                return Err(format!("readdir of {side}: {name:?} returned {n} times"));
+            }
+        }
+        if !self.moved {
+            for name in self.at_open.keys() {
+                if !self.touched.contains(name) && !counts.contains_key(name.as_str()) {
+                    return Err(format!(
+                        "readdir of {side}: {name:?}, there throughout, was not returned"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rewind(&mut self) {
+        unsafe { libc::rewinddir(self.dir) };
+        self.at_open = listing(&self.path).unwrap_or_default();
+        self.last = self.at_open.clone();
+        self.touched.clear();
+        self.moved = std::fs::metadata(&self.path).map(|m| m.ino()).ok() != Some(self.ino);
+        self.seen.clear();
+        self.mark = None;
+    }
+}
+
+impl Drop for DirSide {
+    fn drop(&mut self) {
+        unsafe { libc::closedir(self.dir) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The runner
 
 struct Desc {
@@ -661,6 +850,8 @@ struct Runner {
     /// Per file: an mtime set by utimensat and not changed since.
     mtime: HashMap<u64, (i64, i64)>,
     fixups: usize,
+    /// Open directory streams: recordfs's side, then tmpfs's.
+    streams: Vec<Option<[DirSide; 2]>>,
 }
 
 type Step = Result<(), String>;
@@ -688,6 +879,7 @@ impl Runner {
             committed: HashMap::new(),
             mtime: HashMap::new(),
             fixups: 0,
+            streams: (0..DIR_STREAMS).map(|_| None).collect(),
         }
     }
 
@@ -800,7 +992,16 @@ impl Runner {
         self.slots[slot].as_ref().map(|s| (s.r, s.t, s.desc))
     }
 
+    /// Runs `op` on both sides; open directory streams then note what it changed.
     fn step(&mut self, op: &Op) -> Step {
+        let r = self.step_on_both(op);
+        for stream in self.streams.iter_mut().flatten() {
+            stream.iter_mut().for_each(DirSide::observe);
+        }
+        r
+    }
+
+    fn step_on_both(&mut self, op: &Op) -> Step {
         match *op {
             Op::Open {
                 slot,
@@ -1143,6 +1344,60 @@ impl Runner {
                 let k = CString::new(XATTRS[key]).unwrap();
                 let remove = |p: &CString| rc(unsafe { libc::removexattr(p.as_ptr(), k.as_ptr()) });
                 same("removexattr", remove(&pr), remove(&pt))
+            }
+            Op::Opendir { ds, dir } => {
+                if self.streams[ds].is_some() {
+                    return Ok(());
+                }
+                let at = |root: &Path| match dir {
+                    0 => root.to_owned(),
+                    d => root.join(DIRS[d - 1]),
+                };
+                match (DirSide::open(at(&self.r)), DirSide::open(at(&self.t))) {
+                    (Ok(r), Ok(t)) => {
+                        self.streams[ds] = Some([r, t]);
+                        Ok(())
+                    }
+                    (r, t) => same("opendir", errno_only(&r), errno_only(&t)),
+                }
+            }
+            Op::Readdir { ds, n } => {
+                let Some(sides) = self.streams[ds].as_mut() else {
+                    return Ok(());
+                };
+                for side in sides.iter_mut() {
+                    if side.read(n)? {
+                        side.check()?;
+                    }
+                }
+                Ok(())
+            }
+            Op::Telldir { ds } => {
+                for side in self.streams[ds].iter_mut().flatten() {
+                    let pos = unsafe { libc::telldir(side.dir) };
+                    side.mark = Some((pos, side.seen.len()));
+                }
+                Ok(())
+            }
+            Op::Seekdir { ds } => {
+                for side in self.streams[ds].iter_mut().flatten() {
+                    if let Some((pos, seen)) = side.mark {
+                        unsafe { libc::seekdir(side.dir, pos) };
+                        side.seen.truncate(seen);
+                    }
+                }
+                Ok(())
+            }
+            Op::Rewinddir { ds } => {
+                self.streams[ds]
+                    .iter_mut()
+                    .flatten()
+                    .for_each(DirSide::rewind);
+                Ok(())
+            }
+            Op::Closedir { ds } => {
+                self.streams[ds] = None;
+                Ok(())
             }
             Op::MmapRead { slot } => self.mmap(slot, None),
             Op::Fchmod { slot, mode } => {
@@ -1540,6 +1795,7 @@ impl Runner {
 
     /// Closes every descriptor (committing what they hold, as a program's exit would).
     fn close_all(&mut self) -> Step {
+        self.streams.iter_mut().for_each(|s| *s = None);
         for slot in 0..SLOTS {
             self.close(slot)?;
         }
@@ -1548,6 +1804,7 @@ impl Runner {
 
     /// Closes every descriptor, without looking.
     fn close_fds(&mut self) {
+        self.streams.iter_mut().for_each(|s| *s = None);
         for s in self.slots.iter_mut().filter_map(|s| s.take()) {
             unsafe {
                 libc::close(s.r);

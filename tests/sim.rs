@@ -105,9 +105,18 @@ enum Op {
         from: usize,
         to: usize,
     },
+    /// setxattr of `XATTR_KEYS[key]` to `XATTR_VALUES[value]`, or removexattr when None.
+    Xattr {
+        name: usize,
+        key: usize,
+        value: Option<usize>,
+    },
 }
 
-/// One operation; weights out of 26.
+const XATTR_KEYS: [&str; 2] = ["user.a", "trusted.b"];
+const XATTR_VALUES: [&[u8]; 3] = [b"1", b"", &[7; 300]];
+
+/// One operation; weights out of 28.
 fn op() -> impl Strategy<Value = Op> {
     let name = || 0..NAMES.len();
     let content = || 0..contents().len();
@@ -128,6 +137,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..DIRS.len()).prop_map(|dir| Op::Mkdir { dir }),
         1 => (0..DIRS.len()).prop_map(|dir| Op::Rmdir { dir }),
         2 => (0..DIRS.len(), 0..DIRS.len()).prop_map(|(from, to)| Op::MoveDir { from, to }),
+        2 => (name(), 0..XATTR_KEYS.len(), weighted(0.8, 0..XATTR_VALUES.len()))
+            .prop_map(|(name, key, value)| Op::Xattr { name, key, value }),
     ]
 }
 
@@ -145,6 +156,8 @@ struct FileState {
     mode: u32,
     /// Compared only when set explicitly (utimes); a write's time is not modelled.
     mtime: Option<i64>,
+    /// Extended attributes, name to value (issue 11).
+    xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 type State = BTreeMap<String, FileState>;
@@ -257,6 +270,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                             content: Vec::new(),
                             mode: 0o644,
                             mtime: None,
+                            xattrs: BTreeMap::new(),
                         },
                     );
                     h.push(model.clone(), fs);
@@ -446,6 +460,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                     content: Vec::new(),
                     mode: 0o755,
                     mtime: None,
+                    xattrs: BTreeMap::new(),
                 });
                 h.push(model.clone(), fs);
                 h.durable_upto(t);
@@ -468,6 +483,29 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                 model.remove(&key);
                 h.push(model.clone(), fs);
                 h.durable_upto(t);
+            }
+        }
+        Op::Xattr { name, key, value } => {
+            let n = NAMES[*name];
+            let (k, v) = (XATTR_KEYS[*key], value.map(|v| XATTR_VALUES[v]));
+            let r = ino(n)
+                .and_then(|i| fs.setxattr(i, k.as_bytes(), v, 0))
+                .and_then(|t| fs.wait(t).map(|_| t));
+            let errno = r.as_ref().err().map(|e| e.errno);
+            match model.get_mut(n) {
+                None => assert_eq!(errno, Some(libc::ENOENT), "{op:?}"),
+                Some(f) if v.is_none() && !f.xattrs.contains_key(k) => {
+                    assert_eq!(errno, Some(libc::ENODATA), "{op:?}")
+                }
+                Some(f) => {
+                    let t = r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+                    match v {
+                        Some(v) => f.xattrs.insert(k.into(), v.to_vec()),
+                        None => f.xattrs.remove(k),
+                    };
+                    h.push(model.clone(), fs);
+                    h.durable_upto(t);
+                }
             }
         }
         Op::MoveDir { from, to } => {
@@ -525,6 +563,7 @@ fn read_state(fs: &RecordFs) -> Result<State, String> {
                     content: Vec::new(),
                     mode: st.attrs.mode,
                     mtime: None,
+                    xattrs: xattrs_of(fs, e.ino)?,
                 };
                 out.insert(key.clone(), dir);
                 dirs.push((e.ino, key));
@@ -544,11 +583,29 @@ fn read_state(fs: &RecordFs) -> Result<State, String> {
                     content,
                     mode: st.attrs.mode,
                     mtime: Some(st.attrs.mtime.secs),
+                    xattrs: xattrs_of(fs, e.ino)?,
                 },
             );
         }
     }
     Ok(out)
+}
+
+/// The extended attributes of `ino`, name to value.
+fn xattrs_of(fs: &RecordFs, ino: Fid) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let names = fs
+        .listxattr(ino)
+        .map_err(|e| format!("listxattr {ino}: {e}"))?;
+    names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let v = fs
+                .getxattr(ino, n)
+                .map_err(|e| format!("getxattr {ino}: {e}"))?;
+            Ok((String::from_utf8_lossy(n).into_owned(), v))
+        })
+        .collect()
 }
 
 /// A state in a line: each file's name, length, first bytes and mode.
@@ -573,6 +630,7 @@ fn matches(actual: &State, expected: &State) -> bool {
             actual.get(n).is_some_and(|a| {
                 a.content == e.content
                     && a.mode == e.mode
+                    && a.xattrs == e.xattrs
                     && e.mtime.is_none_or(|m| a.mtime == Some(m))
             })
         })
@@ -780,6 +838,7 @@ fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
                         content: Vec::new(),
                         mode: 0o644,
                         mtime: None,
+                        xattrs: BTreeMap::new(),
                     };
                     model.insert(format!("{name}.{i}"), file);
                     h.push(model.clone(), &fs);
@@ -994,6 +1053,27 @@ fn exhaustive_small_workloads_at_every_crash_point() {
         put(4, 1),
         Op::Unlink { name: 4 },
         Op::Rmdir { dir: 0 },
+    ]);
+    // Extended attributes set on a record, kept through its rename, then removed.
+    let xattr = |value| Op::Xattr {
+        name: 3,
+        key: 0,
+        value,
+    };
+    workloads.push(vec![
+        put(2, 0),
+        Op::Xattr {
+            name: 2,
+            key: 1,
+            value: Some(2),
+        },
+        Op::Rename {
+            from: 2,
+            to: 3,
+            noreplace: false,
+        },
+        xattr(Some(0)),
+        xattr(None),
     ]);
     let (mut points, mut complete, mut states) = (0, 0, 0);
     for w in &workloads {

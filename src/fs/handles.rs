@@ -93,10 +93,12 @@ impl RecordFs {
     // -----------------------------------------------------------------------------------------
     // Directories
 
-    /// Opens a directory: its entries as they are now, which readdir's offsets index, so that
-    /// they stay stable while entries are added and removed (seekdir and telldir).
+    /// Opens a directory. Its entries are taken at the first read, from offset 0: readdir's
+    /// offsets index them, so that they stay stable while entries are added and removed
+    /// (seekdir and telldir).
     pub fn opendir(&self, fid: Fid) -> Result<u64> {
-        let entries = Mutex::new((self.list_dir(fid)?, false));
+        self.pipeline.with_ns(|ns| dir_of(ns, fid).map(|_| ()))?;
+        let entries = Mutex::new(None);
         self.insert_handle(Handle::Dir { fid, entries }, None)
     }
 
@@ -120,22 +122,22 @@ impl RecordFs {
     }
 
     /// The entries of an open directory from `offset` on; each one's offset is its index + 1.
-    /// A read from offset 0 after earlier reads (rewinddir) lists the directory again, as it is
-    /// now; a directory removed meanwhile lists nothing, as on ext4.
+    /// A read from offset 0 (the first, or one after rewinddir) lists the directory as it is
+    /// now, as POSIX asks of rewinddir; a directory removed meanwhile lists nothing, as on ext4.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
         let handle = self.handle(fh)?;
         let Handle::Dir { fid, entries } = &*handle else {
             return Err(err!(ENOTDIR, "handle {fh} is not a directory"));
         };
         let mut listed = entries.lock();
-        let (entries, read) = &mut *listed;
-        if offset == 0 && std::mem::replace(read, true) {
-            *entries = match self.list_dir(*fid) {
+        let entries = match &mut *listed {
+            Some(entries) if offset > 0 => entries,
+            listed => listed.insert(match self.list_dir(*fid) {
                 Ok(now) => now,
                 Err(e) if e.errno == libc::ENOENT => Vec::new(),
                 Err(e) => return Err(e),
-            };
-        }
+            }),
+        };
         Ok(entries.iter().skip(offset as usize).cloned().collect())
     }
 

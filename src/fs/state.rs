@@ -229,11 +229,11 @@ pub(super) enum Handle {
         version: Version,
     },
     Write(Mutex<Writer>),
-    /// An open directory: its entries as they were at opendir or the last rewind (a read
-    /// from offset 0 after others), which readdir's offsets index; and whether it was read.
+    /// An open directory: its entries as they were at the last read from offset 0 (the first
+    /// read, or one after rewinddir), which readdir's offsets index; None before that.
     Dir {
         fid: Fid,
-        entries: Mutex<(Vec<DirEntry>, bool)>,
+        entries: Mutex<Option<Vec<DirEntry>>>,
     },
 }
 
