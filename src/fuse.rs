@@ -441,21 +441,16 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (i, e) in entries.iter().enumerate() {
-                    let next = offset + i as u64 + 1;
-                    if reply.add(
-                        INodeNo(e.ino),
-                        next,
-                        file_type(e.kind),
-                        OsStr::from_bytes(&e.name),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let added = self.fs.readdir_into(fh.0, offset, |e, next| {
+            reply.add(
+                INodeNo(e.ino),
+                next,
+                file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            )
+        });
+        match added {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(logged("readdir", "", &e)),
         }
     }

@@ -121,10 +121,17 @@ impl RecordFs {
         })
     }
 
-    /// The entries of an open directory from `offset` on; each one's offset is its index + 1.
-    /// A read from offset 0 (the first, or one after rewinddir) lists the directory as it is
-    /// now, as POSIX asks of rewinddir; a directory removed meanwhile lists nothing, as on ext4.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+    /// The entries of an open directory from `offset` on, each given to `add` with the offset
+    /// of the one after it (its index + 1), until `add` says the reply is full: a call costs
+    /// what it answers, not the directory. A read from offset 0 (the first, or one after
+    /// rewinddir) lists the directory as it is now, as POSIX asks of rewinddir; a directory
+    /// removed meanwhile lists nothing, as on ext4.
+    pub fn readdir_into(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, u64) -> bool,
+    ) -> Result<()> {
         let handle = self.handle(fh)?;
         let Handle::Dir { fid, entries } = &*handle else {
             return Err(err!(ENOTDIR, "handle {fh} is not a directory"));
@@ -138,7 +145,23 @@ impl RecordFs {
                 Err(e) => return Err(e),
             }),
         };
-        Ok(entries.iter().skip(offset as usize).cloned().collect())
+        let from = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, e) in entries.iter().enumerate().skip(from) {
+            if add(e, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// All the entries from `offset` on (tests and tools; the adapter uses `readdir_into`).
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        self.readdir_into(fh, offset, |e, _| {
+            out.push(e.clone());
+            false
+        })?;
+        Ok(out)
     }
 
     pub fn releasedir(&self, fh: u64) {
