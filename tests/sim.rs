@@ -1373,6 +1373,68 @@ fn regression_a_rename_of_a_file_older_than_the_log_survives_a_disk_without_a_jo
     drop(fs);
 }
 
+/// A crash that keeps nothing unsynced.
+struct KeepNothing;
+
+impl recordfs::disk::sim::Chooser for KeepNothing {
+    fn choose(&mut self, _: u64) -> u64 {
+        0
+    }
+}
+
+/// Waits (bounded) until `fs` has finished its `n`th online compaction, having asked for one.
+fn compacted(fs: &RecordFs, n: u64) {
+    fs.pipeline().quiesce();
+    fs.pipeline().request_compaction();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs.pipeline().compactions() < n {
+        assert!(
+            std::time::Instant::now() < until,
+            "compaction {n} never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Extended attributes live only in the log and its snapshots: after a compaction took them
+/// into a snapshot and a crash kept nothing unsynced, a file's (moved by a rename since), a
+/// directory's and the root's are all there, and one removed before stays removed.
+#[test]
+fn xattrs_survive_a_compaction_and_a_crash() {
+    let disk = SimDisk::new();
+    let opts = Options::default();
+    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone()).unwrap();
+    let set = |fid, k: &str, v: Option<&[u8]>| {
+        fs.wait(fs.setxattr(fid, k.as_bytes(), v, 0).unwrap())
+            .unwrap();
+    };
+    let (d, t) = fs.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
+    fs.wait(t).unwrap();
+    let (f, fh, t) = fs
+        .create(d.ino, b"a.txt", 0o644, 0, 0, libc::O_WRONLY)
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.release(fh);
+    set(f.ino, "user.k", Some(b"file"));
+    set(f.ino, "user.gone", Some(b"x"));
+    set(f.ino, "user.gone", None);
+    set(d.ino, "trusted.t", Some(&[0, 255, 10]));
+    set(ROOT, "user.root", Some(b""));
+    fs.wait(fs.rename(d.ino, b"a.txt", ROOT, b"b.txt", 0).unwrap())
+        .unwrap();
+    compacted(&fs, 1);
+    let rebooted = disk.crash_with(&mut KeepNothing);
+    drop(fs);
+    let fs = RecordFs::start_on(Arc::new(rebooted), Path::new(STORE), opts).unwrap();
+    let ino = |dir, name: &[u8]| fs.lookup(dir, name).unwrap().ino;
+    let attrs = |fid| xattrs_of(&fs, fid).unwrap().into_iter().collect::<Vec<_>>();
+    let one = |k: &str, v: &[u8]| vec![(k.to_string(), v.to_vec())];
+    assert_eq!(attrs(ino(ROOT, b"b.txt")), one("user.k", b"file"));
+    assert_eq!(attrs(ino(ROOT, b"d")), one("trusted.t", &[0, 255, 10]));
+    assert_eq!(attrs(ROOT), one("user.root", b""));
+    fs.shutdown().unwrap();
+}
+
 /// Regression (CI, the sweep without a journal): a save replaces a file's backing file by a
 /// rename into its directory. Compaction synced the new backing file and `root/`, but not a
 /// subdirectory that had received the new name, then retired the log that held the bytes. A
@@ -1380,43 +1442,24 @@ fn regression_a_rename_of_a_file_older_than_the_log_survives_a_disk_without_a_jo
 /// the record read EIO ("the log no longer holds its bytes").
 #[test]
 fn regression_a_save_in_a_subdirectory_is_durable_before_compaction_drops_its_entry() {
-    /// A crash that keeps nothing unsynced.
-    struct KeepNothing;
-    impl recordfs::disk::sim::Chooser for KeepNothing {
-        fn choose(&mut self, _: u64) -> u64 {
-            0
-        }
-    }
     let disk = SimDisk::new();
     let opts = Options::default();
     let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone()).unwrap();
     let (d, t) = fs.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
     fs.wait(t).unwrap();
     let name = b"00000003-0000-4000-8000-000000000000.json";
-    let compacted = |n: u64| {
-        fs.pipeline().quiesce();
-        fs.pipeline().request_compaction();
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while fs.pipeline().compactions() < n {
-            assert!(
-                std::time::Instant::now() < until,
-                "compaction {n} never ran"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    };
     let (_, fh, t) = fs.create(d.ino, name, 0o644, 0, 0, libc::O_WRONLY).unwrap();
     fs.wait(t).unwrap();
     fs.write(fh, 0, b"{\"v\": 1}").unwrap();
     fs.wait(fs.flush(fh).unwrap()).unwrap();
     fs.release(fh);
-    compacted(1);
+    compacted(&fs, 1);
     let ino = fs.lookup(d.ino, name).unwrap().ino;
     let fh = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).unwrap().0;
     fs.write(fh, 0, b"[1, 2, 3]").unwrap();
     fs.wait(fs.flush(fh).unwrap()).unwrap();
     fs.release(fh);
-    compacted(2);
+    compacted(&fs, 2);
     let rebooted = disk.crash_with(&mut KeepNothing);
     drop(fs);
     let fs = RecordFs::start_on(Arc::new(rebooted), Path::new(STORE), opts).unwrap();
