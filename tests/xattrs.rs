@@ -115,3 +115,27 @@ fn cp_a_and_rsync_ax_keep_attributes() {
     assert_eq!(out.matches("user.one=\"1\"").count(), 3, "{out}");
     assert_eq!(out.matches("user.two=\"2\"").count(), 3, "{out}");
 }
+
+/// A store whose files hold at most `--max-file-size` bytes keeps no more bytes of extended
+/// attributes per file (its log lines are bounded by that size): ENOSPC past it, as past the
+/// 64 KiB every store keeps, and the attributes stay as they were.
+#[test]
+fn attributes_are_bounded_by_the_stores_file_size() {
+    let env = Env::new();
+    let _m = env.mount(&["--max-file-size", "1000"]);
+    py(
+        r#"
+import errno, os
+p = os.environ["MNT"] + "/f.txt"
+open(p, "w").write("x")
+os.setxattr(p, "user.a", b"v" * 900)
+try:
+    os.setxattr(p, "user.b", b"v" * 200)
+    raise AssertionError("no error")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, errno.errorcode[e.errno]
+assert os.listxattr(p) == ["user.a"]
+"#,
+        &env,
+    );
+}

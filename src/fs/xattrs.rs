@@ -76,6 +76,7 @@ impl RecordFs {
                 "extended attribute value longer than {XATTR_VALUE_MAX} bytes"
             ));
         }
+        let max_file_size = self.opts.max_file_size;
         let seq = self.commit(|ns| {
             let inode = ns
                 .get(fid)
@@ -100,11 +101,14 @@ impl RecordFs {
                 Some(v) => xattrs.insert(name.to_vec(), v.to_vec()),
                 None => xattrs.remove(name),
             };
+            // A store whose files may hold at most `--max-file-size` bytes keeps no more of
+            // them per file: its log lines are bounded by that size (limits::max_line_for).
+            let most = XATTR_TOTAL_MAX.min(usize::try_from(max_file_size).unwrap_or(usize::MAX));
             let total: usize = xattrs.iter().map(|(n, v)| n.len() + 1 + v.len()).sum();
-            if total > XATTR_TOTAL_MAX {
+            if total > most {
                 return Err(err!(
                     ENOSPC,
-                    "{}: the extended attributes would take {total} bytes, more than {XATTR_TOTAL_MAX}",
+                    "{}: the extended attributes would take {total} bytes, more than {most}",
                     show(&inode.name)
                 ));
             }
