@@ -492,17 +492,13 @@ impl Filesystem for Adapter {
     // unless getxattr is ENOSYS; with direct I/O it does not (FUSE-NOTES), and the answer
     // comes from memory.
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(ino.0, name.as_bytes()) {
-            Ok(value) => xattr_reply(value, size, reply),
-            Err(e) => reply.error(logged("getxattr", &show(name), &e)),
-        }
+        let value = self.fs.getxattr(ino.0, name.as_bytes());
+        xattr_reply(("getxattr", &show(name)), value, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0) {
-            Ok(names) => xattr_reply(names, size, reply),
-            Err(e) => reply.error(logged("listxattr", &ino.0.to_string(), &e)),
-        }
+        let names = self.fs.listxattr(ino.0);
+        xattr_reply(("listxattr", &ino.0.to_string()), names, size, reply);
     }
 
     fn setxattr(
@@ -590,13 +586,12 @@ pub fn describe(e: &Error) -> String {
 }
 
 /// getxattr and listxattr answer the size when asked with 0, the bytes when they fit, else
-/// ERANGE.
-fn xattr_reply(bytes: Vec<u8>, size: u32, reply: ReplyXattr) {
-    if size == 0 {
-        reply.size(bytes.len() as u32);
-    } else if bytes.len() <= size as usize {
-        reply.data(&bytes);
-    } else {
-        reply.error(Errno::ERANGE);
+/// ERANGE; an error is logged as `(op, what)`.
+fn xattr_reply((op, what): (&str, &str), r: Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
+    match r {
+        Err(e) => reply.error(logged(op, what, &e)),
+        Ok(bytes) if size == 0 => reply.size(bytes.len() as u32),
+        Ok(bytes) if bytes.len() <= size as usize => reply.data(&bytes),
+        Ok(_) => reply.error(Errno::ERANGE),
     }
 }
