@@ -243,10 +243,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             push_json(&mut out, "dir", dir);
             push_json(&mut out, "name", &name_value(name));
             // Present even when empty: the entry says the file has none left.
-            match xattrs.is_empty() {
-                true => push_json(&mut out, "xattrs", &serde_json::json!([])),
-                false => push_xattrs(&mut out, xattrs),
-            }
+            push_xattrs(&mut out, xattrs, true);
         }
         Op::Checkpoint { upto } => push_json(&mut out, "upto", upto),
     }

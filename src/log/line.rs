@@ -33,13 +33,25 @@ pub(super) fn name_value(name: &[u8]) -> Value {
     }
 }
 
+/// The name a `name_value` holds, if it is one.
+fn value_name(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Object(m) => m
+            .get("b64")
+            .and_then(Value::as_str)
+            .and_then(|b| B64.decode(b).ok()),
+        _ => None,
+    }
+}
+
 pub(super) fn push_time(out: &mut Vec<u8>, key: &str, t: Time) {
     push_json(out, key, &[t.secs, t.nsecs as i64]);
 }
 
-/// `,"xattrs":[[name, base64 value], ...]`, only when there are any.
-pub(super) fn push_xattrs(out: &mut Vec<u8>, x: &Xattrs) {
-    if x.is_empty() {
+/// `,"xattrs":[[name, base64 value], ...]`; with `always` false, only when there are any.
+pub(super) fn push_xattrs(out: &mut Vec<u8>, x: &Xattrs, always: bool) {
+    if x.is_empty() && !always {
         return;
     }
     let pairs: Vec<Value> = x
@@ -151,15 +163,7 @@ impl Fields {
             .ok_or_else(|| corrupt(format!("field {key:?} is not a string")))
     }
     pub(super) fn name(&self, key: &str) -> Result<Vec<u8>> {
-        match self.get(key)? {
-            Value::String(s) => Ok(s.as_bytes().to_vec()),
-            Value::Object(m) => m
-                .get("b64")
-                .and_then(Value::as_str)
-                .and_then(|b| B64.decode(b).ok())
-                .ok_or_else(|| corrupt(format!("field {key:?} is not a name"))),
-            _ => Err(corrupt(format!("field {key:?} is not a name"))),
-        }
+        value_name(self.get(key)?).ok_or_else(|| corrupt(format!("field {key:?} is not a name")))
     }
     pub(super) fn time(&self, key: &str) -> Result<Time> {
         let bad = || corrupt(format!("field {key:?} is not [seconds, nanoseconds]"));
@@ -193,12 +197,7 @@ impl Fields {
         let mut map = std::collections::BTreeMap::new();
         for pair in v.as_array().ok_or_else(bad)? {
             let pair = pair.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
-            let name = Fields(serde_json::Map::from_iter([(
-                "n".to_string(),
-                pair[0].clone(),
-            )]))
-            .name("n")
-            .map_err(|_| bad())?;
+            let name = value_name(&pair[0]).ok_or_else(bad)?;
             let value = pair[1]
                 .as_str()
                 .and_then(|b| B64.decode(b).ok())

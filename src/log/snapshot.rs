@@ -51,7 +51,7 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
     push_json(&mut head, "next_fid", &s.next_fid);
     push_json(&mut head, "files", &s.files.len());
     push_attrs(&mut head, &s.root);
-    push_xattrs(&mut head, &s.root_xattrs);
+    push_xattrs(&mut head, &s.root_xattrs, false);
     let mut out = seal(head);
     out.push(b'\n');
     for f in &s.files {
@@ -66,7 +66,7 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         if let Some(t) = &f.target {
             push_json(&mut line, "target", &name_value(t));
         }
-        push_xattrs(&mut line, &f.xattrs);
+        push_xattrs(&mut line, &f.xattrs, false);
         out.extend_from_slice(&seal(line));
         out.push(b'\n');
     }
