@@ -317,16 +317,13 @@ impl Filesystem for Adapter {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
+        ino: INodeNo,
+        newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        warn!(
-            "link {}: hard links are not supported (EPERM)",
-            show(newname)
-        );
-        reply.error(Errno::EPERM);
+        let r = self.fs.link(ino.0, newparent.0, newname.as_bytes());
+        self.entry("link", show(newname), r, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

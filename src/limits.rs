@@ -101,6 +101,10 @@ pub const WRITEBACK_BATCH: usize = 1024;
 /// ... or this long after the last write-back, whichever comes first.
 pub const WRITEBACK_EVERY: Duration = Duration::from_secs(5);
 
+/// Names one file may have: one more is EMLINK. Fewer than ext4's 65,000, because each name
+/// holds its own copy of the bytes in the backing tree and every save writes them under each.
+pub const MAX_LINKS: usize = 1024;
+
 /// A directory moved between directories takes the bytes of the files under it into the
 /// live log (FORMAT.md, the relog rule), for a disk that may lose both its names in a crash;
 /// past this many bytes or files that are not there yet, the move answers EXDEV, and `mv`

@@ -141,6 +141,11 @@ enum Op {
     Unlink {
         name: usize,
     },
+    /// link(2) of `from` (a symlink itself, not followed) as `to`.
+    Link {
+        from: usize,
+        to: usize,
+    },
     Chmod {
         name: usize,
         mode: u32,
@@ -271,6 +276,7 @@ impl fmt::Display for Op {
             Op::Fstat { slot } => write!(f, "fstat {slot}"),
             Op::Rename { from, to, flags } => write!(f, "rename {from} {to} {flags}"),
             Op::Unlink { name } => write!(f, "unlink {name}"),
+            Op::Link { from, to } => write!(f, "link {from} {to}"),
             Op::Chmod { name, mode } => write!(f, "chmod {name} {mode:#o}"),
             Op::Utimens {
                 name,
@@ -375,6 +381,10 @@ fn parse_op(line: &str) -> Op {
             flags: n(3) as u32,
         },
         "unlink" => Op::Unlink { name: u(1) },
+        "link" => Op::Link {
+            from: u(1),
+            to: u(2),
+        },
         "chmod" => Op::Chmod {
             name: u(1),
             mode: n(2) as u32,
@@ -525,6 +535,7 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(from, to, flags)| Op::Rename { from, to, flags }),
         4 => name().prop_map(|name| Op::Unlink { name }),
+        4 => (name(), name()).prop_map(|(from, to)| Op::Link { from, to }),
         2 => (name(), select(vec![0o644, 0o600, 0o755, 0o400, 0o4755]))
             .prop_map(|(name, mode)| Op::Chmod { name, mode }),
         3 => (
@@ -903,6 +914,20 @@ impl Runner {
             .map(|(path, ..)| path)
     }
 
+    /// Every path of a regular file (several once linked).
+    fn names_of(&self, ino: u64) -> Vec<String> {
+        tree(&self.t)
+            .into_iter()
+            .filter(|(_, kind, i)| *kind == 'f' && *i == ino)
+            .map(|(path, ..)| path)
+            .collect()
+    }
+
+    /// Whether the JSON rule holds for a file: one of its names is a record's.
+    fn record_ino(&self, ino: u64) -> bool {
+        self.names_of(ino).iter().any(|n| is_record(n))
+    }
+
     fn dirty(&self, ino: u64) -> bool {
         self.descs.values().any(|d| d.ino == ino && d.dirty)
     }
@@ -942,10 +967,7 @@ impl Runner {
             (s.r, s.t)
         };
         let ino = self.descs[&id].ino;
-        let Some(name) = self.name_of(ino) else {
-            return Ok(());
-        };
-        if !is_record(&name) || valid_json(&content_of_fd(t)) {
+        if !self.record_ino(ino) || valid_json(&content_of_fd(t)) {
             return Ok(());
         }
         self.fixups += 1;
@@ -1159,7 +1181,7 @@ impl Runner {
                     if self.writer(ino).is_some() {
                         return Ok(());
                     }
-                    if self.name_of(ino).is_some_and(|n| is_record(&n)) {
+                    if self.record_ino(ino) {
                         let mut c = self.committed[&ino].clone();
                         c.resize(len as usize, 0);
                         if !valid_json(&c) {
@@ -1204,6 +1226,7 @@ impl Runner {
                 self.compare_stat("fstat", ino, fstat(r), fstat(t))
             }
             Op::Rename { from, to, flags } => self.rename(from, to, flags),
+            Op::Link { from, to } => self.link(from, to),
             Op::Unlink { name } => {
                 let (pr, pt) = self.both(name);
                 same(
@@ -1465,7 +1488,7 @@ impl Runner {
         // Truncated only (O_TRUNC): a plain file commits at this close, a record at the
         // last close, which the kernel sends after close(2) returns.
         let d = &self.descs[&id];
-        let record = self.name_of(d.ino).is_some_and(|n| is_record(&n));
+        let record = self.record_ino(d.ino);
         let at_flush = d.written || (d.dirty && !record);
         let at_release = !at_flush && last && d.dirty;
         let ino = d.ino;
@@ -1553,7 +1576,7 @@ impl Runner {
     fn rename(&mut self, from: usize, to: usize, flags: u32) -> Step {
         let src = self.ino(from, false);
         let dst = self.ino(to, false);
-        let src_file = src.filter(|_| self.name_of(src.unwrap()).as_deref() == Some(NAMES[from]));
+        let src_file = src.filter(|i| self.names_of(*i).iter().any(|n| n == NAMES[from]));
         // What the kernel refuses itself (a missing source or target, an existing target
         // with RENAME_NOREPLACE) or does itself (a rename onto the same file) never reaches
         // recordfs; what does reaches it commits the source's uncommitted writes first.
@@ -1577,9 +1600,9 @@ impl Runner {
             let becomes = |ino: Option<u64>, old: usize, new: usize| {
                 ino.is_some_and(|i| {
                     self.committed.contains_key(&i)
-                        && self.name_of(i).as_deref() == Some(NAMES[old])
+                        && self.names_of(i).iter().any(|n| n == NAMES[old])
                         && is_record(NAMES[new])
-                        && !is_record(NAMES[old])
+                        && !self.record_ino(i)
                         && !valid_json(&match writer {
                             Some(id) if self.descs[&id].ino == i => {
                                 content_of_fd(self.slots[self.slot_of_desc(id)].as_ref().unwrap().t)
@@ -1610,6 +1633,46 @@ impl Runner {
         same("rename", rn(&fr, &tr), rn(&ft, &tt))
     }
 
+    /// link(2): what reaches recordfs (the kernel refuses an existing target or a missing
+    /// source or directory itself) commits the file's uncommitted writes first, as a rename
+    /// does; a plain file that would get a record's name must hold valid JSON (tested apart).
+    fn link(&mut self, from: usize, to: usize) -> Step {
+        let src = self.ino(from, false);
+        let to_dir = NAMES[to].rsplit_once('/').map_or("", |(d, _)| d);
+        let reaches =
+            src.is_some() && self.ino(to, false).is_none() && self.t.join(to_dir).is_dir();
+        let file = src.filter(|i| {
+            reaches
+                && self.committed.contains_key(i)
+                && self.names_of(*i).iter().any(|n| n == NAMES[from])
+        });
+        let writer = file
+            .and_then(|i| self.writer(i))
+            .filter(|id| self.descs[id].dirty);
+        if let Some(id) = writer {
+            self.make_valid(id)?;
+        }
+        if let Some(i) = file.filter(|i| is_record(NAMES[to]) && !self.record_ino(*i)) {
+            let bytes = match writer {
+                Some(id) => content_of_fd(self.slots[self.slot_of_desc(id)].as_ref().unwrap().t),
+                None => self.committed[&i].clone(),
+            };
+            if !valid_json(&bytes) {
+                return Ok(());
+            }
+        }
+        if let Some(id) = writer {
+            self.committed_now(id);
+        }
+        let (fr, ft) = self.both(from);
+        let (tr, tt) = self.both(to);
+        same(
+            "link",
+            rc(unsafe { libc::link(fr.as_ptr(), tr.as_ptr()) }),
+            rc(unsafe { libc::link(ft.as_ptr(), tt.as_ptr()) }),
+        )
+    }
+
     fn mmap(&mut self, slot: usize, write: Option<(usize, &Vec<u8>)>) -> Step {
         let Some((r, t, id)) = self.fd(slot) else {
             return Ok(());
@@ -1625,9 +1688,7 @@ impl Runner {
             return Ok(());
         }
         // msync(MS_SYNC) is an fsync: a commit point, at which a record must hold JSON.
-        if write.is_some()
-            && (d.acc != libc::O_RDWR || self.name_of(d.ino).is_some_and(|n| is_record(&n)))
-        {
+        if write.is_some() && (d.acc != libc::O_RDWR || self.record_ino(d.ino)) {
             return Ok(());
         }
         let ino = d.ino;

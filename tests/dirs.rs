@@ -198,13 +198,13 @@ fn a_version_2_store_is_upgraded_and_takes_directories() {
         .contains("\"version\":2"));
     let m = env.mount(&[]);
     assert!(
-        m.daemon_log().contains("upgraded to store version 3"),
+        m.daemon_log().contains("upgraded to store version 4"),
         "{}",
         m.daemon_log()
     );
     assert!(fs::read_to_string(&marker)
         .unwrap()
-        .contains("\"version\":3"));
+        .contains("\"version\":4"));
     let rec = "0a7c7d5e-3f2b-4c1e-9d3a-5b6c7d8e9f00.json";
     assert_eq!(
         fs::read_to_string(env.path(rec)).unwrap(),

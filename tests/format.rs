@@ -58,6 +58,11 @@ fn one_of_each() -> Vec<Entry> {
             replaced: None,
             exchange: false,
         },
+        Op::Link {
+            fid: 2,
+            dir: 1,
+            name: b"c.txt".to_vec(),
+        },
         Op::Xattr {
             fid: 2,
             dir: 1,

@@ -325,17 +325,13 @@ fn rename_commits_the_source_first_and_checks_a_new_record() {
     assert_eq!(fs::read_to_string(&tmp).unwrap(), "not json");
 }
 
-/// Hard links, fifos and devices are refused (directories: tests/dirs.rs).
+/// Fifos and devices are refused (directories: tests/dirs.rs; hard links: tests/links.rs).
 #[test]
-fn links_and_special_files_answer_eperm() {
+fn special_files_answer_eperm() {
     let env = Env::new();
     let _m = env.mount(&[]);
     let p = env.path("file");
     fs::write(&p, "x").unwrap();
-    assert_eq!(
-        fs::hard_link(&p, env.path("link")).map_err(|e| errno_of(&e)),
-        Err(libc::EPERM)
-    );
     let fifo = cstr(&env.path("fifo"));
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, -1);
     assert_eq!(last_errno(), libc::EPERM);

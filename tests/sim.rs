@@ -111,12 +111,17 @@ enum Op {
         key: usize,
         value: Option<usize>,
     },
+    /// link(2): `to` becomes a further name of the file `from` names (issue 11).
+    Link {
+        from: usize,
+        to: usize,
+    },
 }
 
 const XATTR_KEYS: [&str; 2] = ["user.a", "trusted.b"];
 const XATTR_VALUES: [&[u8]; 3] = [b"1", b"", &[7; 300]];
 
-/// One operation; weights out of 28.
+/// One operation; weights out of 30.
 fn op() -> impl Strategy<Value = Op> {
     let name = || 0..NAMES.len();
     let content = || 0..contents().len();
@@ -139,6 +144,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..DIRS.len(), 0..DIRS.len()).prop_map(|(from, to)| Op::MoveDir { from, to }),
         2 => (name(), 0..XATTR_KEYS.len(), weighted(0.8, 0..XATTR_VALUES.len()))
             .prop_map(|(name, key, value)| Op::Xattr { name, key, value }),
+        2 => (name(), name()).prop_map(|(from, to)| Op::Link { from, to }),
     ]
 }
 
@@ -158,6 +164,9 @@ struct FileState {
     mtime: Option<i64>,
     /// Extended attributes, name to value (issue 11).
     xattrs: BTreeMap<String, Vec<u8>>,
+    /// Names of one file share a label (hard links); a file with one name has none. Labels
+    /// are compared as the groups of names they make, not as numbers.
+    link: Option<u64>,
 }
 
 type State = BTreeMap<String, FileState>;
@@ -196,8 +205,33 @@ fn is_record(path: &str) -> bool {
     is_record_name(path.rsplit('/').next().unwrap_or(path).as_bytes())
 }
 
-fn valid_for(name: &str, bytes: &[u8]) -> bool {
-    !is_record(name) || validate_json(bytes).is_ok()
+/// The names of the file `name` names: itself and its links.
+fn names_of(model: &State, name: &str) -> Vec<String> {
+    match model.get(name).and_then(|f| f.link) {
+        None => vec![name.to_string()],
+        Some(l) => model
+            .iter()
+            .filter(|(_, f)| f.link == Some(l))
+            .map(|(n, _)| n.clone())
+            .collect(),
+    }
+}
+
+/// Whether the JSON rule holds for the file `name` names: one of its names is a record's.
+fn record_file(model: &State, name: &str) -> bool {
+    is_record(name) || names_of(model, name).iter().any(|n| is_record(n))
+}
+
+/// Whether `bytes` may be committed to the file `name` names.
+fn valid_for(model: &State, name: &str, bytes: &[u8]) -> bool {
+    !record_file(model, name) || validate_json(bytes).is_ok()
+}
+
+/// Changes the file `name` names, as seen through every one of its names.
+fn change(model: &mut State, name: &str, f: impl Fn(&mut FileState)) {
+    for n in names_of(model, name) {
+        f(model.get_mut(&n).unwrap());
+    }
 }
 
 /// The directory `path` is in and its last name; ENOENT if a directory on the way is missing.
@@ -271,6 +305,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                             mode: 0o644,
                             mtime: None,
                             xattrs: BTreeMap::new(),
+                            link: None,
                         },
                     );
                     h.push(model.clone(), fs);
@@ -294,12 +329,13 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             // An empty O_TRUNC with nothing written commits at fsync (or release).
             let r = commit_and_wait(fh, bytes.is_empty());
             fs.release(fh);
-            match (r, valid_for(n, &new)) {
+            match (r, valid_for(model, n, &new)) {
                 (Ok(t), true) => {
-                    let f = model.get_mut(n).unwrap();
-                    if f.content != new || !append {
-                        f.content = new;
-                        f.mtime = None;
+                    if model[n].content != new || !append {
+                        change(model, n, |f| {
+                            f.content = new.clone();
+                            f.mtime = None;
+                        });
                     }
                     h.push(model.clone(), fs);
                     h.durable_upto(t);
@@ -338,11 +374,12 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                 Some(f) => {
                     let mut new = f.content.clone();
                     new.resize(*size as usize, 0);
-                    if valid_for(n, &new) {
+                    if valid_for(model, n, &new) {
                         let t = r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
-                        let f = model.get_mut(n).unwrap();
-                        f.content = new;
-                        f.mtime = None;
+                        change(model, n, |f| {
+                            f.content = new.clone();
+                            f.mtime = None;
+                        });
                         h.push(model.clone(), fs);
                         h.durable_upto(t);
                     } else {
@@ -371,11 +408,18 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                 Some(_) if !parent_in(model, b) => {
                     assert_eq!(r.unwrap_err().errno, libc::ENOENT, "{op:?}")
                 }
-                Some(_) if a == b => assert!(r.is_ok(), "{op:?}"),
+                // Two names of one file: rename(2) does nothing.
+                Some(_) if names_of(model, a).iter().any(|n| n == b) => {
+                    assert!(r.is_ok(), "{op:?}")
+                }
                 Some(_) if *noreplace && model.contains_key(b) => {
                     assert_eq!(r.unwrap_err().errno, libc::EEXIST, "{op:?}")
                 }
-                Some(f) if !is_record(a) && !valid_for(b, &f.content) => {
+                Some(f)
+                    if !record_file(model, a)
+                        && is_record(b)
+                        && validate_json(&f.content).is_err() =>
+                {
                     assert_eq!(r.unwrap_err().errno, libc::EINVAL, "{op:?}")
                 }
                 Some(f) => {
@@ -411,7 +455,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             };
             let (_, t) = fs.setattr(ino(n).unwrap(), None, set).unwrap();
             fs.wait(t).unwrap();
-            model.get_mut(n).unwrap().mode = *mode;
+            change(model, n, |f| f.mode = *mode);
             h.push(model.clone(), fs);
             h.durable_upto(t);
         }
@@ -428,7 +472,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             };
             let (_, t) = fs.setattr(ino(n).unwrap(), None, set).unwrap();
             fs.wait(t).unwrap();
-            model.get_mut(n).unwrap().mtime = Some(*secs);
+            change(model, n, |f| f.mtime = Some(*secs));
             h.push(model.clone(), fs);
             h.durable_upto(t);
         }
@@ -461,6 +505,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                     mode: 0o755,
                     mtime: None,
                     xattrs: BTreeMap::new(),
+                    link: None,
                 });
                 h.push(model.clone(), fs);
                 h.durable_upto(t);
@@ -492,17 +537,55 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                 .and_then(|i| fs.setxattr(i, k.as_bytes(), v, 0))
                 .and_then(|t| fs.wait(t).map(|_| t));
             let errno = r.as_ref().err().map(|e| e.errno);
-            match model.get_mut(n) {
+            match model.get(n) {
                 None => assert_eq!(errno, Some(libc::ENOENT), "{op:?}"),
                 Some(f) if v.is_none() && !f.xattrs.contains_key(k) => {
                     assert_eq!(errno, Some(libc::ENODATA), "{op:?}")
                 }
+                Some(_) => {
+                    let t = r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+                    change(model, n, |f| match v {
+                        Some(v) => drop(f.xattrs.insert(k.into(), v.to_vec())),
+                        None => drop(f.xattrs.remove(k)),
+                    });
+                    h.push(model.clone(), fs);
+                    h.durable_upto(t);
+                }
+            }
+        }
+        Op::Link { from, to } => {
+            let (a, b) = (NAMES[*from], NAMES[*to]);
+            let r = ino(a)
+                .and_then(|i| at(fs, b).map(|(db, bb)| (i, db, bb)))
+                .and_then(|(i, db, bb)| fs.link(i, db, bb.as_bytes()))
+                .and_then(|(_, t)| fs.wait(t).map(|_| t));
+            let errno = r.as_ref().err().map(|e| e.errno);
+            match model.get(a).cloned() {
+                None => assert_eq!(errno, Some(libc::ENOENT), "{op:?}"),
+                Some(_) if !parent_in(model, b) => assert_eq!(errno, Some(libc::ENOENT), "{op:?}"),
+                Some(_) if model.contains_key(b) => {
+                    assert_eq!(errno, Some(libc::EEXIST), "{op:?}")
+                }
+                Some(f)
+                    if !record_file(model, a)
+                        && is_record(b)
+                        && validate_json(&f.content).is_err() =>
+                {
+                    assert_eq!(errno, Some(libc::EINVAL), "{op:?}")
+                }
                 Some(f) => {
                     let t = r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
-                    match v {
-                        Some(v) => f.xattrs.insert(k.into(), v.to_vec()),
-                        None => f.xattrs.remove(k),
-                    };
+                    let label = f.link.unwrap_or_else(|| {
+                        1 + model.values().filter_map(|f| f.link).max().unwrap_or(0)
+                    });
+                    model.get_mut(a).unwrap().link = Some(label);
+                    model.insert(
+                        b.into(),
+                        FileState {
+                            link: Some(label),
+                            ..f
+                        },
+                    );
                     h.push(model.clone(), fs);
                     h.durable_upto(t);
                 }
@@ -564,6 +647,7 @@ fn read_state(fs: &RecordFs) -> Result<State, String> {
                     mode: st.attrs.mode,
                     mtime: None,
                     xattrs: xattrs_of(fs, e.ino)?,
+                    link: None,
                 };
                 out.insert(key.clone(), dir);
                 dirs.push((e.ino, key));
@@ -584,6 +668,7 @@ fn read_state(fs: &RecordFs) -> Result<State, String> {
                     mode: st.attrs.mode,
                     mtime: Some(st.attrs.mtime.secs),
                     xattrs: xattrs_of(fs, e.ino)?,
+                    link: (st.nlink > 1).then_some(e.ino),
                 },
             );
         }
@@ -632,6 +717,7 @@ fn matches(actual: &State, expected: &State) -> bool {
                     && a.mode == e.mode
                     && a.xattrs == e.xattrs
                     && e.mtime.is_none_or(|m| a.mtime == Some(m))
+                    && names_of(actual, n) == names_of(expected, n)
             })
         })
 }
@@ -839,6 +925,7 @@ fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
                         mode: 0o644,
                         mtime: None,
                         xattrs: BTreeMap::new(),
+                        link: None,
                     };
                     model.insert(format!("{name}.{i}"), file);
                     h.push(model.clone(), &fs);
@@ -1074,6 +1161,30 @@ fn exhaustive_small_workloads_at_every_crash_point() {
         },
         xattr(Some(0)),
         xattr(None),
+    ]);
+    // Hard links: a second name in another directory, a save through it (a copy under each
+    // name), the first name renamed over and the second moved with its directory.
+    let link = |from, to| Op::Link { from, to };
+    workloads.push(vec![
+        mkdir(0),
+        put(2, 0),
+        link(2, 5),
+        put(5, 4),
+        put(0, 1),
+        Op::Rename {
+            from: 0,
+            to: 2,
+            noreplace: false,
+        },
+    ]);
+    workloads.push(vec![
+        mkdir(0),
+        mkdir(1),
+        put(4, 1),
+        link(4, 1),
+        Op::Unlink { name: 4 },
+        Op::MoveDir { from: 0, to: 2 },
+        put(1, 0),
     ]);
     let (mut points, mut complete, mut states) = (0, 0, 0);
     for w in &workloads {

@@ -5,14 +5,15 @@
 mod common;
 use common::*;
 
-/// A small tree outside the mount: records in folders, a plain file, a symlink, an empty
-/// directory, with set modes and times.
+/// A small tree outside the mount: records in folders, a plain file with a second name (a hard
+/// link), a symlink, an empty directory, an extended attribute, with set modes and times.
 fn source_tree(env: &Env) -> std::path::PathBuf {
     let src = env.dir.path().join("tree");
     let (code, out) = sh(&format!(
         "set -e; mkdir -p {s}/players/archive {s}/data/logs {s}/empty; \
          printf '{{\"a\":1}}\\n' > {s}/players/{r1}; printf '{{\"b\":2}}\\n' > {s}/players/archive/{r2}; \
          echo line > {s}/data/logs/today.log; ln -s ../players {s}/data/p; \
+         ln {s}/data/logs/today.log {s}/data/today.log; setfattr -n user.k -v v {s}/players/{r1}; \
          chmod 750 {s}/data; chmod 600 {s}/players/{r1}; \
          find {s} -exec touch -h -d '2001-02-03 04:05:06.5' {{}} +",
         s = src.display(),
@@ -49,7 +50,7 @@ fn git_init_add_commit_log_gc_and_fsck() {
 }
 
 #[test]
-fn tar_cp_a_and_rsync_a_carry_a_tree_in_and_out() {
+fn tar_cp_a_and_rsync_ahx_carry_a_tree_in_and_out() {
     let env = Env::new();
     let _m = env.mount(&[]);
     let src = source_tree(&env);
@@ -60,9 +61,9 @@ fn tar_cp_a_and_rsync_a_carry_a_tree_in_and_out() {
          tar -C {m}/t --diff -f {d}/in.tar; cp -a {m}/t {d}/back; diff -r {s} {d}/back; \
          cp -a {s} {m}/c; tar -C {m}/c --diff -f {d}/in.tar"
     ));
-    // rsync -a in and out: the second run of each copies nothing.
+    // rsync -aHX in and out: the second run of each copies nothing.
     let rsync =
-        |from: String, to: String| run(&format!("rsync -a --itemize-changes {from}/ {to}/"));
+        |from: String, to: String| run(&format!("rsync -aHX --itemize-changes {from}/ {to}/"));
     assert!(!rsync(format!("{s}"), format!("{m}/r")).is_empty());
     assert_eq!(rsync(format!("{s}"), format!("{m}/r")), "", "in, again");
     assert!(!rsync(format!("{m}/r"), format!("{d}/out")).is_empty());
@@ -72,12 +73,31 @@ fn tar_cp_a_and_rsync_a_carry_a_tree_in_and_out() {
         "out, again"
     );
     run(&format!("diff -r {s} {d}/out"));
+    // The hard link and the attribute made it in and out of each copy.
+    for top in [
+        format!("{m}/t"),
+        format!("{m}/c"),
+        format!("{m}/r"),
+        format!("{d}/out"),
+    ] {
+        let inodes = run(&format!(
+            "stat -c %i {top}/data/logs/today.log {top}/data/today.log | uniq | wc -l"
+        ));
+        assert_eq!(inodes, "1\n", "{top}: one file under two names");
+    }
+    for top in [format!("{m}/c"), format!("{m}/r"), format!("{d}/out")] {
+        let got = run(&format!(
+            "getfattr -d --absolute-names {top}/players/{}",
+            record(1)
+        ));
+        assert!(got.contains("user.k=\"v\""), "{top}: {got}");
+    }
     // find and du see the tree.
     let found = run(&format!("cd {m}/r && find . -type f | sort"));
     assert_eq!(
         found,
         format!(
-            "./data/logs/today.log\n./players/{}\n./players/archive/{}\n",
+            "./data/logs/today.log\n./data/today.log\n./players/{}\n./players/archive/{}\n",
             record(1),
             record(2)
         )

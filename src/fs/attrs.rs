@@ -4,12 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::rules::{new_content, show};
+use super::rules::{is_record, new_content, show};
 use super::state::{Handle, RecordFs, SetAttr, Stat, Ticket};
 use crate::caller::Caller;
 use crate::error::{err, Error, Result};
 use crate::log::{Data, Op};
-use crate::record::{check_json, is_record_name, Invalid};
+use crate::record::{check_json, Invalid};
 use crate::store::{self};
 use crate::types::{Attrs, Fid, Kind, Seq, Time};
 
@@ -116,7 +116,7 @@ impl RecordFs {
             self.read_committed(fid)?
         };
         bytes.resize(size as usize, 0);
-        if is_record_name(&inode.name) {
+        if is_record(&inode) {
             self.validate(&bytes)
                 .map_err(|i| self.reject(&inode.name, &bytes, &i))?;
         }

@@ -112,10 +112,10 @@ impl RecordFs {
                 name: name.to_vec(),
             };
             let mut entries = vec![dot(b".", fid), dot(b"..", dir.parent)];
-            entries.extend(ns.list(fid).map(|i| DirEntry {
+            entries.extend(ns.list(fid).map(|(name, i)| DirEntry {
                 ino: i.fid,
                 kind: i.kind,
-                name: i.name.clone(),
+                name: name.to_vec(),
             }));
             Ok(entries)
         })

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use log::{error, warn};
 
-use super::rules::{new_content, show};
+use super::rules::{is_record, new_content, show};
 use super::state::{Copy, Handle, RecordFs, SetAttr, Standing, Ticket, WriteBy, Writer};
 use crate::caller::{self, Caller};
 use crate::error::{err, Result};
 use crate::log::{Data, Op};
-use crate::record::is_record_name;
 use crate::types::{Fid, Kind, Seq, Time};
 
 impl RecordFs {
@@ -155,7 +154,7 @@ impl RecordFs {
             return Ok(None);
         };
         let json = self.validate(&bytes);
-        if let (true, Err(invalid)) = (is_record_name(&inode.name), &json) {
+        if let (true, Err(invalid)) = (is_record(&inode), &json) {
             let dcrc = crate::log::crc32c(&bytes);
             let e = if w.rejected == Some(dcrc) {
                 // The first refusal was logged (at warn) with where its bytes are kept.
@@ -172,7 +171,7 @@ impl RecordFs {
             let inode = ns
                 .get(fid)
                 .ok_or_else(|| err!(ENOENT, "unlinked during the commit"))?;
-            if is_record_name(&inode.name) && json.is_err() {
+            if is_record(inode) && json.is_err() {
                 return Err(err!(EAGAIN, "renamed to a record's name during the commit"));
             }
             let mut attrs = inode.attrs;
@@ -236,7 +235,7 @@ impl RecordFs {
         match &*self.handle(fh)? {
             Handle::Write(w) => {
                 let mut w = w.lock();
-                let record = || self.inode(w.fid).is_ok_and(|i| is_record_name(&i.name));
+                let record = || self.inode(w.fid).is_ok_and(|i| is_record(&i));
                 if !w.written() && (!w.dirty() || record()) {
                     return Ok(Ticket::NONE);
                 }
@@ -270,7 +269,7 @@ impl RecordFs {
             let inode = ns
                 .get(fid)
                 .ok_or_else(|| err!(ENOENT, "inode {fid} is gone"))?;
-            if inode.size != 0 || inode.kind != Kind::File {
+            if inode.size != 0 || inode.kind != Kind::File || !inode.links.is_empty() {
                 return Err(err!(EEXIST, "{} holds content now", show(&inode.name)));
             }
             Ok(Op::Delete {

@@ -9,6 +9,7 @@ mod attrs;
 mod core;
 mod handles;
 mod io;
+mod links;
 mod names;
 mod rules;
 mod state;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::rules::{check_name, check_path_len, dir_of, show};
+use super::rules::{check_name, check_path_len, dir_of, is_record, show};
 use super::state::{Handle, RecordFs, Stat, Ticket};
 use crate::caller::Caller;
 use crate::error::{err, Result};
@@ -416,7 +416,7 @@ impl RecordFs {
                 .filter(|f| ns.get(*f).is_some_and(|i| i.kind == Kind::Dir))
                 .collect();
             while let Some(dir) = todo.pop() {
-                for inode in ns.list(dir) {
+                for (_, inode) in ns.list(dir) {
                     match inode.kind {
                         Kind::Dir => todo.push(inode.fid),
                         Kind::File => fids.push(inode.fid),
@@ -425,6 +425,9 @@ impl RecordFs {
                 }
             }
         });
+        // A file with several names under the directory comes once.
+        let mut seen = std::collections::HashSet::new();
+        fids.retain(|f| seen.insert(*f));
         let missing = self.pipeline.not_in_live_log(&fids);
         let bytes: u64 = missing.iter().map(|(_, size)| size).sum();
         if bytes > MAX_RELOG_BYTES || missing.len() > MAX_RELOG_FILES {
@@ -439,7 +442,7 @@ impl RecordFs {
 
     /// A regular file renamed to a record's name must hold valid JSON.
     pub(super) fn check_becomes_record(&self, inode: &Inode, new_name: &[u8]) -> Result<()> {
-        if inode.kind != Kind::File || !is_record_name(new_name) || is_record_name(&inode.name) {
+        if inode.kind != Kind::File || !is_record_name(new_name) || is_record(inode) {
             return Ok(());
         }
         let bytes = self.read_committed(inode.fid)?;

@@ -7,6 +7,7 @@ use crate::error::{err, Result};
 use crate::limits::NAME_MAX;
 use crate::log::{Data, Op};
 use crate::namespace::{Inode, Namespace};
+use crate::record::is_record_name;
 use crate::types::{Attrs, Fid, Kind};
 
 pub(super) fn check_name(name: &[u8]) -> Result<()> {
@@ -36,6 +37,11 @@ pub(super) fn dir_of(ns: &Namespace, dir: Fid) -> Result<&Inode> {
         Some(d) => Err(err!(ENOTDIR, "{} is not a directory", show(&d.name))),
         None => Err(err!(ENOENT, "directory {dir} was removed")),
     }
+}
+
+/// Whether the JSON rule holds for `inode`: one of its names is a record's.
+pub(super) fn is_record(inode: &Inode) -> bool {
+    inode.names().any(|(_, name)| is_record_name(name))
 }
 
 /// The entry that gives an existing regular file new bytes.

@@ -39,10 +39,7 @@ impl Stat {
                 _ => inode.size,
             },
             attrs: inode.attrs,
-            nlink: match inode.kind {
-                Kind::Dir => 2 + inode.subdirs,
-                _ => 1,
-            },
+            nlink: inode.nlink(),
         }
     }
 }

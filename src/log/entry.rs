@@ -105,6 +105,12 @@ pub enum Op {
         replaced: Option<Fid>,
         exchange: bool,
     },
+    /// A file or symlink gains a further name (a hard link): `name` in `dir`.
+    Link {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+    },
     /// The file's extended attributes, all of them, after a change (setxattr, removexattr).
     Xattr {
         fid: Fid,
@@ -124,6 +130,7 @@ impl Op {
             Op::Attr { .. } => "ATTR",
             Op::Delete { .. } => "DELETE",
             Op::Rename { .. } => "RENAME",
+            Op::Link { .. } => "LINK",
             Op::Xattr { .. } => "XATTR",
             Op::Checkpoint { .. } => "CHECKPOINT",
         }
@@ -140,6 +147,7 @@ impl Op {
             Op::Set { dir, name, .. }
             | Op::Attr { dir, name, .. }
             | Op::Delete { dir, name, .. }
+            | Op::Link { dir, name, .. }
             | Op::Xattr { dir, name, .. } => vec![(*dir, name)],
             Op::Rename {
                 dir,
@@ -159,6 +167,7 @@ impl Op {
             | Op::Attr { fid, .. }
             | Op::Delete { fid, .. }
             | Op::Rename { fid, .. }
+            | Op::Link { fid, .. }
             | Op::Xattr { fid, .. } => Some(*fid),
             Op::Checkpoint { .. } => None,
         }
@@ -211,7 +220,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             push_json(&mut out, "name", &name_value(name));
             push_attrs(&mut out, attrs);
         }
-        Op::Delete { fid, dir, name } => {
+        Op::Delete { fid, dir, name } | Op::Link { fid, dir, name } => {
             push_json(&mut out, "fid", fid);
             push_json(&mut out, "dir", dir);
             push_json(&mut out, "name", &name_value(name));
@@ -292,6 +301,11 @@ pub fn decode_entry(line: &[u8]) -> Result<Entry> {
                 .get("exchange")?
                 .as_bool()
                 .ok_or_else(|| corrupt("field \"exchange\" is not a boolean"))?,
+        },
+        "LINK" => Op::Link {
+            fid: f.id("fid")?,
+            dir: f.id("dir")?,
+            name: f.name("name")?,
         },
         "XATTR" => Op::Xattr {
             fid: f.id("fid")?,

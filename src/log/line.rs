@@ -5,7 +5,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::error::{err, Error, Result};
-use crate::types::{Attrs, Kind, Time, Xattrs, MAX_ID};
+use crate::types::{Attrs, Fid, Kind, Time, Xattrs, MAX_ID};
 
 pub const FORMAT_VERSION: u64 = 1;
 
@@ -205,6 +205,24 @@ impl Fields {
             map.insert(name, value);
         }
         Ok(std::sync::Arc::new(map))
+    }
+    /// The `links` field of a snapshot line: a file's further names as `[dir, name]` pairs,
+    /// none when absent.
+    pub(super) fn links(&self) -> Result<Vec<(Fid, Vec<u8>)>> {
+        let bad = || corrupt("field \"links\" is not a list of [dir, name]");
+        let Some(v) = self.0.get("links") else {
+            return Ok(Vec::new());
+        };
+        let mut links = Vec::new();
+        for pair in v.as_array().ok_or_else(bad)? {
+            let pair = pair.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
+            let dir = pair[0]
+                .as_u64()
+                .filter(|d| (1..=MAX_ID).contains(d))
+                .ok_or_else(bad)?;
+            links.push((dir, value_name(&pair[1]).ok_or_else(bad)?));
+        }
+        Ok(links)
     }
     pub(super) fn attrs(&self) -> Result<Attrs> {
         Ok(Attrs {

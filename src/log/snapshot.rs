@@ -25,6 +25,8 @@ pub struct FileRecord {
     /// A symlink's target.
     pub target: Option<Vec<u8>>,
     pub xattrs: Xattrs,
+    /// A file's or symlink's further names (hard links), beyond `dir` and `name`.
+    pub links: Vec<(Fid, Vec<u8>)>,
 }
 
 /// The state after entry `upto`, without the files' bytes.
@@ -67,6 +69,10 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
             push_json(&mut line, "target", &name_value(t));
         }
         push_xattrs(&mut line, &f.xattrs, false);
+        if !f.links.is_empty() {
+            let links: Vec<_> = f.links.iter().map(|(d, n)| (d, name_value(n))).collect();
+            push_json(&mut line, "links", &links);
+        }
         out.extend_from_slice(&seal(line));
         out.push(b'\n');
     }
@@ -126,6 +132,7 @@ pub(super) fn decode_file_record(line: &[u8]) -> Result<FileRecord> {
             .then(|| f.name("target"))
             .transpose()?,
         xattrs: f.xattrs()?,
+        links: f.links()?,
     })
 }
 

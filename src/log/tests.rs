@@ -84,6 +84,20 @@ fn xattr_entries_round_trip() {
     }
 }
 
+/// Issue 11: a LINK entry gives a file a further name, non-UTF-8 names included.
+#[test]
+fn link_entries_round_trip() {
+    let e = roundtrip(Op::Link {
+        fid: 7,
+        dir: 9,
+        name: vec![b'l', 0xff],
+    });
+    match e.op {
+        Op::Link { fid, dir, name } => assert_eq!((fid, dir, name), (7, 9, vec![b'l', 0xff])),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn control_bytes_use_base64_so_lines_stay_bounded() {
     let bytes = vec![1u8; 1000];
@@ -158,6 +172,7 @@ fn snapshots_and_manifests_round_trip_and_detect_damage() {
                 dcrc: 0xdead_beef,
                 target: None,
                 xattrs: xattrs(&[(b"user.a", b"\x00\xff"), (b"user.\xff", b"")]),
+                links: vec![(ROOT, b"b".to_vec()), (5, vec![b'c', 0xfe])],
             },
             FileRecord {
                 fid: 4,
@@ -169,6 +184,7 @@ fn snapshots_and_manifests_round_trip_and_detect_damage() {
                 dcrc: 0,
                 target: Some(b"t".to_vec()),
                 xattrs: Default::default(),
+                links: Vec::new(),
             },
         ],
     };

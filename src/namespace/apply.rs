@@ -37,7 +37,10 @@ impl Namespace {
                 let target = (*kind == Kind::Symlink).then(|| data.bytes.clone());
                 match self.inodes.get_mut(fid) {
                     Some(inode) => {
-                        if inode.parent != *dir || inode.name != *name || inode.kind != *kind {
+                        let named = inode
+                            .names()
+                            .any(|(d, n)| d == *dir && n == name.as_slice());
+                        if !named || inode.kind != *kind {
                             return Err(err!(
                                 EIO,
                                 "entry {} sets fid {fid} under a name or kind it does not have",
@@ -79,6 +82,7 @@ impl Namespace {
                                 content: loc,
                                 subdirs: 0,
                                 xattrs: Xattrs::default(),
+                                links: Vec::new(),
                             },
                         );
                         self.next_fid = self.next_fid.max(fid + 1);
@@ -102,9 +106,9 @@ impl Namespace {
                     ));
                 }
                 self.entries.remove(&(*dir, name.clone()));
-                let removed = self.inodes.remove(fid).expect("an entry names an inode");
-                self.count_subdir(*dir, removed.kind, -1);
-                applied.removed.push(removed);
+                applied
+                    .removed
+                    .extend(self.take_name(*fid, (*dir, name), ts, entry.seq));
                 self.touch_dir(*dir, ts);
             }
             Op::Rename {
@@ -127,6 +131,10 @@ impl Namespace {
                         replaced,
                         at_target
                     ));
+                }
+                if *replaced == Some(*fid) {
+                    // rename(2) between two names of one file does nothing, and logs nothing.
+                    return Err(err!(EIO, "entry {} renames a file over itself", entry.seq));
                 }
                 let kind_of = |f: Fid| self.inodes.get(&f).map(|i| i.kind);
                 let (kind, replaced_kind) = (kind_of(*fid), replaced.and_then(kind_of));
@@ -159,24 +167,46 @@ impl Namespace {
                         .ok_or_else(|| err!(EIO, "entry {} exchanges with nothing", entry.seq))?;
                     self.entries.insert((*dir, name.clone()), other);
                     self.entries.insert((*to_dir, to_name.clone()), *fid);
-                    self.rename_inode(other, *dir, name, ts, entry.seq);
+                    self.rename_inode(other, (*to_dir, to_name), (*dir, name), ts, entry.seq);
                     let other_kind = replaced_kind.expect("at the target");
                     self.count_subdir(*to_dir, other_kind, -1);
                     self.count_subdir(*dir, other_kind, 1);
                 } else {
                     self.entries.remove(&(*dir, name.clone()));
                     if let Some(old) = replaced {
-                        let removed = self.inodes.remove(old).expect("at the target");
-                        self.count_subdir(*to_dir, removed.kind, -1);
-                        applied.removed.push(removed);
+                        let target = (*to_dir, to_name.as_slice());
+                        applied
+                            .removed
+                            .extend(self.take_name(*old, target, ts, entry.seq));
                     }
                     self.entries.insert((*to_dir, to_name.clone()), *fid);
                 }
                 self.count_subdir(*dir, kind, -1);
                 self.count_subdir(*to_dir, kind, 1);
-                self.rename_inode(*fid, *to_dir, to_name, ts, entry.seq);
+                self.rename_inode(*fid, (*dir, name), (*to_dir, to_name), ts, entry.seq);
                 self.touch_dir(*dir, ts);
                 self.touch_dir(*to_dir, ts);
+            }
+            Op::Link { fid, dir, name } => {
+                self.check_dir(*dir)?;
+                if self.entries.contains_key(&(*dir, name.clone())) {
+                    return Err(err!(
+                        EIO,
+                        "entry {} links {:?}, which exists",
+                        entry.seq,
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+                let inode = self.known(*fid, entry.seq)?;
+                if inode.kind == Kind::Dir {
+                    return Err(err!(EIO, "entry {} links a directory", entry.seq));
+                }
+                inode.links.push((*dir, name.clone()));
+                // As link(2) does on ext4: the file's ctime, and its new directory's times.
+                inode.attrs.ctime = ts;
+                inode.last_seq = entry.seq;
+                self.entries.insert((*dir, name.clone()), *fid);
+                self.touch_dir(*dir, ts);
             }
             Op::Xattr { fid, xattrs, .. } => {
                 let inode = self.known(*fid, entry.seq)?;
@@ -222,14 +252,50 @@ impl Namespace {
         }
     }
 
-    fn rename_inode(&mut self, fid: Fid, dir: Fid, name: &[u8], ts: Time, seq: Seq) {
+    /// The name `from` of `fid` becomes `to`.
+    fn rename_inode(
+        &mut self,
+        fid: Fid,
+        from: (Fid, &[u8]),
+        (dir, name): (Fid, &[u8]),
+        ts: Time,
+        seq: Seq,
+    ) {
         if let Some(inode) = self.inodes.get_mut(&fid) {
-            inode.parent = dir;
-            inode.name = name.to_vec();
+            if (inode.parent, inode.name.as_slice()) == from {
+                (inode.parent, inode.name) = (dir, name.to_vec());
+            } else if let Some(link) = inode
+                .links
+                .iter_mut()
+                .find(|(d, n)| (*d, n.as_slice()) == from)
+            {
+                *link = (dir, name.to_vec());
+            }
             // A rename changes the inode's ctime, as on ext4 and tmpfs.
             inode.attrs.ctime = ts;
             inode.last_seq = seq;
         }
+    }
+
+    /// `fid` loses the name `at` (its directory entry is already gone): the file itself, if
+    /// that was its last name, which is returned.
+    fn take_name(&mut self, fid: Fid, at: (Fid, &[u8]), ts: Time, seq: Seq) -> Option<Inode> {
+        let inode = self.inodes.get_mut(&fid)?;
+        if inode.links.is_empty() {
+            let removed = self.inodes.remove(&fid)?;
+            self.count_subdir(at.0, removed.kind, -1);
+            return Some(removed);
+        }
+        if (inode.parent, inode.name.as_slice()) == at {
+            // The oldest further name becomes the first.
+            (inode.parent, inode.name) = inode.links.remove(0);
+        } else {
+            inode.links.retain(|(d, n)| (*d, n.as_slice()) != at);
+        }
+        // Its link count changed: so does its ctime, as on ext4.
+        inode.attrs.ctime = ts;
+        inode.last_seq = seq;
+        None
     }
 
     fn touch_dir(&mut self, dir: Fid, ts: Time) {

@@ -23,8 +23,12 @@ pub struct ContentLoc {
 #[derive(Clone, Debug)]
 pub struct Inode {
     pub fid: Fid,
+    /// The file's first name: `name` in directory `parent`. A directory has only this one.
     pub parent: Fid,
     pub name: Vec<u8>,
+    /// A file's or symlink's further names (hard links), oldest first. When the first name goes,
+    /// the oldest of these takes its place.
+    pub links: Vec<(Fid, Vec<u8>)>,
     pub kind: Kind,
     pub attrs: Attrs,
     pub size: u64,
@@ -40,6 +44,23 @@ pub struct Inode {
     /// (its name and its own `.`, plus each child's `..`), as ext4 counts.
     pub subdirs: u32,
     pub xattrs: Xattrs,
+}
+
+impl Inode {
+    /// Every name of the file: its first, then its further names.
+    pub fn names(&self) -> impl Iterator<Item = (Fid, &[u8])> {
+        let further = self.links.iter().map(|(d, n)| (*d, n.as_slice()));
+        std::iter::once((self.parent, self.name.as_slice())).chain(further)
+    }
+
+    /// Its link count, as ext4 counts: a file's names; for a directory its name, its `.` and
+    /// each child directory's `..`.
+    pub fn nlink(&self) -> u32 {
+        match self.kind {
+            Kind::Dir => 2 + self.subdirs,
+            _ => 1 + self.links.len() as u32,
+        }
+    }
 }
 
 pub struct Namespace {
@@ -92,6 +113,7 @@ impl Namespace {
             content: None,
             subdirs: 0,
             xattrs: Xattrs::default(),
+            links: Vec::new(),
         };
         Namespace {
             inodes: HashMap::from([(ROOT, root)]),
@@ -112,8 +134,15 @@ impl Namespace {
             if f.fid <= ROOT || ns.inodes.contains_key(&f.fid) {
                 return Err(doesnt_fit(f.fid));
             }
-            if ns.entries.insert((f.dir, f.name.clone()), f.fid).is_some() {
-                return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
+            if !f.links.is_empty() && f.kind == Kind::Dir {
+                return Err(doesnt_fit(f.fid));
+            }
+            for (dir, name) in
+                std::iter::once((f.dir, &f.name)).chain(f.links.iter().map(|(d, n)| (*d, n)))
+            {
+                if ns.entries.insert((dir, name.clone()), f.fid).is_some() {
+                    return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
+                }
             }
             ns.inodes.insert(
                 f.fid,
@@ -130,31 +159,35 @@ impl Namespace {
                     content: None,
                     subdirs: 0,
                     xattrs: f.xattrs.clone(),
+                    links: f.links.clone(),
                 },
             );
         }
         // Every file hangs from a directory, and every one is reached from the root: a file
         // that is not sits in a circle of directories, or under one that does not exist.
         for f in &snap.files {
-            let parent = ns.inodes.get_mut(&f.dir).filter(|d| d.kind == Kind::Dir);
-            let parent = parent.ok_or_else(|| doesnt_fit(f.fid))?;
-            parent.subdirs += u32::from(f.kind == Kind::Dir);
+            for dir in std::iter::once(f.dir).chain(f.links.iter().map(|(d, _)| *d)) {
+                let parent = ns.inodes.get_mut(&dir).filter(|d| d.kind == Kind::Dir);
+                let parent = parent.ok_or_else(|| doesnt_fit(f.fid))?;
+                parent.subdirs += u32::from(f.kind == Kind::Dir);
+            }
         }
-        let (mut reached, mut dirs) = (1, vec![ROOT]);
+        // Counted by names: a file's further names are reached like its first.
+        let (mut reached, mut dirs) = (0, vec![ROOT]);
         while let Some(dir) = dirs.pop() {
-            for inode in ns.list(dir) {
+            for (_, inode) in ns.list(dir) {
                 reached += 1;
                 if inode.kind == Kind::Dir {
                     dirs.push(inode.fid);
                 }
             }
         }
-        if reached != ns.inodes.len() {
+        if reached != ns.entries.len() {
             return Err(err!(
                 EIO,
-                "snapshot {}: {} files are not reached from the root",
+                "snapshot {}: {} names are not reached from the root",
                 snap.upto,
-                ns.inodes.len() - reached
+                ns.entries.len() - reached
             ));
         }
         ns.next_fid = snap
@@ -178,6 +211,7 @@ impl Namespace {
                 dcrc: i.dcrc,
                 target: i.target.as_ref().map(|t| t.to_vec()),
                 xattrs: i.xattrs.clone(),
+                links: i.links.clone(),
             })
             .collect();
         files.sort_by_key(|f| f.fid);
@@ -213,6 +247,24 @@ impl Namespace {
         Some(names.join(&b'/'))
     }
 
+    /// The path of each name of `fid`, its first first.
+    pub fn paths(&self, fid: Fid) -> Vec<Vec<u8>> {
+        let Some(inode) = self.inodes.get(&fid) else {
+            return Vec::new();
+        };
+        inode
+            .names()
+            .filter_map(|(dir, name)| {
+                let mut path = self.path(dir)?;
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(name);
+                Some(path)
+            })
+            .collect()
+    }
+
     /// The length in bytes of `fid`'s path from the root (names and the `/` between them).
     pub fn path_len(&self, fid: Fid) -> usize {
         let (mut len, mut at) = (0, fid);
@@ -227,8 +279,8 @@ impl Namespace {
     pub fn longest_under(&self, dir: Fid) -> usize {
         let (mut longest, mut todo) = (0, vec![(dir, 0)]);
         while let Some((d, len)) = todo.pop() {
-            for i in self.list(d) {
-                let here = len + usize::from(len > 0) + i.name.len();
+            for (name, i) in self.list(d) {
+                let here = len + usize::from(len > 0) + name.len();
                 longest = longest.max(here);
                 if i.kind == Kind::Dir {
                     todo.push((i.fid, here));
@@ -252,12 +304,13 @@ impl Namespace {
         }
     }
 
-    /// The entries of a directory, in name order.
-    pub fn list(&self, dir: Fid) -> impl Iterator<Item = &Inode> {
+    /// The entries of a directory, in name order: each name with the file it names (a file
+    /// with several names in the directory comes once for each).
+    pub fn list(&self, dir: Fid) -> impl Iterator<Item = (&[u8], &Inode)> {
         self.entries
             .range((dir, Vec::new())..)
             .take_while(move |((d, _), _)| *d == dir)
-            .filter_map(|(_, fid)| self.inodes.get(fid))
+            .filter_map(|((_, name), fid)| Some((name.as_slice(), self.inodes.get(fid)?)))
     }
 
     /// Every file and directory but the root.
@@ -277,7 +330,9 @@ impl Namespace {
     /// bytes are lost); the next snapshot no longer names it.
     pub fn forget(&mut self, fid: Fid) -> Option<Inode> {
         let inode = self.inodes.remove(&fid)?;
-        self.entries.remove(&(inode.parent, inode.name.clone()));
+        for (dir, name) in inode.names() {
+            self.entries.remove(&(dir, name.to_vec()));
+        }
         Some(inode)
     }
 

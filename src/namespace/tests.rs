@@ -212,3 +212,83 @@ fn a_tree_survives_its_snapshot_and_a_broken_one_is_refused() {
     loop_of_dirs.files[0].dir = 3; // its own parent
     assert!(Namespace::from_snapshot(&loop_of_dirs).is_err());
 }
+
+/// Issue 11: a file's names. A save through a further name, the first name's removal (the
+/// oldest further name takes its place), a rename of a further name, a rename over one name
+/// of a linked file, a snapshot and back; refusals for a link over an existing name, of a
+/// directory, and a rename of a file over its own other name.
+#[test]
+fn links_give_one_file_several_names() {
+    let op = |seq, op| Entry { seq, ts: 9000, op };
+    let link = |fid, name: &str| Op::Link {
+        fid,
+        dir: ROOT,
+        name: name.into(),
+    };
+    let mut ns = Namespace::new();
+    ns.apply(&set(1, 2, "a", b"A"), None).unwrap();
+    ns.apply(&op(2, link(2, "b")), None).unwrap();
+    ns.apply(&op(3, link(2, "c")), None).unwrap();
+    assert!(ns.apply(&op(4, link(2, "a")), None).is_err(), "a exists");
+    let inode = ns.lookup(ROOT, b"c").unwrap();
+    assert_eq!(
+        (inode.fid, inode.nlink(), inode.attrs.ctime.secs),
+        (2, 3, 9)
+    );
+    assert_eq!(ns.get(ROOT).unwrap().attrs.mtime.secs, 9);
+    ns.apply(&set(4, 2, "c", b"CC"), None).unwrap();
+    assert_eq!(ns.lookup(ROOT, b"a").unwrap().size, 2);
+    let names: Vec<&[u8]> = ns.list(ROOT).map(|(n, _)| n).collect();
+    assert_eq!(names, [b"a", b"b", b"c"]);
+    let unlink = |name: &str| Op::Delete {
+        fid: 2,
+        dir: ROOT,
+        name: name.into(),
+    };
+    let applied = ns.apply(&op(5, unlink("a")), None).unwrap();
+    assert!(applied.removed.is_empty());
+    let inode = ns.get(2).unwrap();
+    assert_eq!((inode.name.as_slice(), inode.nlink()), (&b"b"[..], 2));
+    let rename = |fid, name: &str, to: &str, replaced| Op::Rename {
+        fid,
+        dir: ROOT,
+        name: name.into(),
+        to_dir: ROOT,
+        to_name: to.into(),
+        replaced,
+        exchange: false,
+    };
+    ns.apply(&op(6, rename(2, "c", "d", None)), None).unwrap();
+    assert_eq!(ns.paths(2), [b"b".to_vec(), b"d".to_vec()]);
+    assert!(ns
+        .apply(&op(7, rename(2, "b", "d", Some(2))), None)
+        .is_err());
+    ns.apply(&set(7, 3, "e", b"E"), None).unwrap();
+    let applied = ns
+        .apply(&op(8, rename(3, "e", "b", Some(2))), None)
+        .unwrap();
+    assert!(applied.removed.is_empty(), "fid 2 keeps its name d");
+    assert_eq!(ns.paths(2), [b"d".to_vec()]);
+    ns.apply(&op(9, link(3, "f")), None).unwrap();
+    let back = Namespace::from_snapshot(&ns.snapshot()).unwrap();
+    assert_eq!(back.paths(3), [b"b".to_vec(), b"f".to_vec()]);
+    assert_eq!(back.get(3).unwrap().nlink(), 2);
+    assert_eq!(back.lookup(ROOT, b"f").unwrap().fid, 3);
+    let dir = Entry {
+        seq: 10,
+        ts: 9000,
+        op: Op::Set {
+            fid: 4,
+            dir: ROOT,
+            name: b"dir".to_vec(),
+            kind: Kind::Dir,
+            attrs: attrs(),
+            data: Data::empty(),
+        },
+    };
+    ns.apply(&dir, None).unwrap();
+    assert!(ns.apply(&op(11, link(4, "dir2")), None).is_err());
+    let applied = ns.apply(&op(11, unlink("d")), None).unwrap();
+    assert_eq!(applied.removed.len(), 1, "its last name");
+    assert!(ns.get(2).is_none());
+}

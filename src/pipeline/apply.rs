@@ -6,7 +6,7 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::state::{Pipeline, State};
-use crate::disk::FileMeta;
+use crate::disk::{EntryKind, FileMeta};
 use crate::error::{err, Result};
 use crate::limits::MAX_PENDING_BYTES;
 use crate::limits::{APPLY_DELAY, APPLY_RETRY};
@@ -151,14 +151,26 @@ impl Pipeline {
                 };
                 match kind {
                     Kind::File => {
-                        let staged = layout.tmp().join(format!("{fid}.{}.staged", entry.seq));
-                        store::replace_file(disk, &tmp, &staged, &data.bytes, Some(&meta), false)?;
+                        // Every name of the file holds its own copy (a new file has the one
+                        // its entry gives). Only this thread changes the tree: the names taken
+                        // here are the names when the copies are renamed into place.
+                        let names = match self.state.lock().disk.get(*fid) {
+                            Some(p) => p.names().map(|(d, n)| (d, n.to_vec())).collect(),
+                            None => vec![(*dir, name.clone())],
+                        };
+                        let mut staged = Vec::with_capacity(names.len());
+                        for i in 0..names.len() {
+                            let s = layout.tmp().join(format!("{fid}.{}.{i}.staged", entry.seq));
+                            store::replace_file(disk, &tmp, &s, &data.bytes, Some(&meta), false)?;
+                            staged.push(s);
+                        }
                         let mut st = self.state.lock();
-                        let dest = st
-                            .disk
-                            .path_in(layout, *dir, name)
-                            .ok_or_else(|| unplaced(*dir))?;
-                        store::rename(disk, &staged, &dest)?;
+                        for ((d, n), s) in names.iter().zip(&staged) {
+                            let dest =
+                                st.disk.path_in(layout, *d, n).ok_or_else(|| unplaced(*d))?;
+                            store::rename(disk, s, &dest)?;
+                            st.changed.insert(*d);
+                        }
                         self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind), data.len());
                     }
                     Kind::Symlink => {
@@ -186,79 +198,117 @@ impl Pipeline {
                     }
                 }
             }
-            Op::Attr {
-                fid,
-                dir,
-                name,
-                attrs,
-            } => {
+            Op::Attr { fid, attrs, .. } => {
                 let st = self.state.lock();
-                let placed = st.disk.get(*fid);
                 // A file unlinked since this entry is gone from the namespace but not yet from
                 // the backing tree, which then says what it is.
-                if placed.is_some_and(|p| p.dir == *dir && p.name == *name && p.kind == Kind::File)
-                {
-                    let path = st.disk.path(layout, *fid).ok_or_else(|| unplaced(*fid))?;
-                    store::set_meta(
-                        disk,
-                        &path,
-                        &FileMeta {
-                            mode: attrs.mode,
-                            uid: attrs.uid,
-                            gid: attrs.gid,
-                            atime: attrs.atime,
-                            mtime: attrs.mtime,
-                        },
-                    )?;
+                if st.disk.get(*fid).is_some_and(|p| p.kind == Kind::File) {
+                    let meta = FileMeta {
+                        mode: attrs.mode,
+                        uid: attrs.uid,
+                        gid: attrs.gid,
+                        atime: attrs.atime,
+                        mtime: attrs.mtime,
+                    };
+                    for path in st.disk.paths(layout, *fid) {
+                        store::set_meta(disk, &path, &meta)?;
+                    }
                 }
                 drop(st);
                 self.state.lock().changed.insert(*fid);
             }
-            Op::Delete { fid, dir, .. } => {
+            Op::Delete { fid, dir, name } => {
                 let mut st = self.state.lock();
-                if let Some(path) = st.disk.path(layout, *fid) {
+                if let Some(path) = st.disk.path_in(layout, *dir, name) {
                     match st.disk.get(*fid).map(|p| p.kind) {
                         Some(Kind::Dir) => store::remove_dir(disk, &path)?,
                         _ => store::remove(disk, &path)?,
                     }
                 }
-                st.disk.remove(*fid);
+                st.disk.take_name(*fid, (*dir, name));
                 st.changed.insert(*fid);
                 st.changed.insert(*dir);
             }
             Op::Rename {
                 fid,
                 dir,
+                name,
                 to_dir,
                 to_name,
                 replaced,
                 exchange,
-                ..
             } => {
                 let mut st = self.state.lock();
-                let from = st.disk.path(layout, *fid).ok_or_else(|| unplaced(*fid))?;
+                let from = st
+                    .disk
+                    .path_in(layout, *dir, name)
+                    .ok_or_else(|| unplaced(*dir))?;
                 let to = st
                     .disk
                     .path_in(layout, *to_dir, to_name)
                     .ok_or_else(|| unplaced(*to_dir))?;
-                let placed = st.disk.get(*fid).cloned().ok_or_else(|| unplaced(*fid))?;
+                if !st.disk.contains(*fid) {
+                    return Err(unplaced(*fid));
+                }
+                let (here, there) = ((*dir, name.as_slice()), (*to_dir, to_name.as_slice()));
                 if *exchange {
                     store::exchange(disk, &from, &to)?;
                     if let Some(other) = replaced {
-                        let kind = st.disk.get(*other).map_or(Kind::File, |p| p.kind);
-                        st.disk.place(*other, placed.dir, &placed.name, kind);
+                        st.disk.rename(*other, there, here);
                         st.changed.insert(*other);
                     }
                 } else {
                     store::rename(disk, &from, &to)?;
                     if let Some(old) = replaced {
-                        st.disk.remove(*old);
+                        st.disk.take_name(*old, there);
+                        st.changed.insert(*old);
                     }
                 }
-                st.disk.place(*fid, *to_dir, to_name, placed.kind);
+                st.disk.rename(*fid, here, there);
                 st.changed.insert(*fid);
                 st.changed.insert(*dir);
                 st.changed.insert(*to_dir);
+            }
+            Op::Link { fid, dir, name } => {
+                // A copy of the bytes the file's first name holds now: every entry before
+                // this one has reached the backing tree.
+                let (from, dest) = {
+                    let st = self.state.lock();
+                    let from = st.disk.path(layout, *fid).ok_or_else(|| unplaced(*fid))?;
+                    let dest = st
+                        .disk
+                        .path_in(layout, *dir, name)
+                        .ok_or_else(|| unplaced(*dir))?;
+                    (from, dest)
+                };
+                let stat = disk
+                    .stat(&from)
+                    .map_err(|e| err!(EIO, "stat of {}: {e}", from.display()))?;
+                let tmp = layout.tmp().join(format!("{fid}.{}", entry.seq));
+                let staged = layout.tmp().join(format!("{fid}.{}.staged", entry.seq));
+                if stat.kind == EntryKind::Symlink {
+                    let target = disk
+                        .read_link(&from)
+                        .map_err(|e| err!(EIO, "reading {}: {e}", from.display()))?;
+                    store::replace_symlink(disk, &tmp, &staged, &target)?;
+                } else {
+                    let bytes = disk
+                        .read(&from)
+                        .map_err(|e| err!(EIO, "reading {}: {e}", from.display()))?;
+                    let meta = FileMeta {
+                        mode: stat.mode,
+                        uid: stat.uid,
+                        gid: stat.gid,
+                        atime: stat.mtime,
+                        mtime: stat.mtime,
+                    };
+                    store::replace_file(disk, &tmp, &staged, &bytes, Some(&meta), false)?;
+                }
+                let mut st = self.state.lock();
+                store::rename(disk, &staged, &dest)?;
+                st.disk.add_link(*fid, *dir, name);
+                st.changed.insert(*fid);
+                st.changed.insert(*dir);
             }
             // Extended attributes live in the log and snapshots, not on backing files.
             Op::Xattr { .. } | Op::Checkpoint { .. } => {}
@@ -290,7 +340,9 @@ impl Pipeline {
         len: u64,
     ) {
         st.changed.insert(dir);
-        st.disk.place(fid, dir, name, kind);
+        if !st.disk.contains(fid) {
+            st.disk.place(fid, dir, name, kind);
+        }
         st.changed.insert(fid);
         if st.pending.get(&fid).is_some_and(|(s, _)| *s == seq) {
             st.pending.remove(&fid);
@@ -301,7 +353,7 @@ impl Pipeline {
 }
 
 /// Whether the first queued entry is a SET that a later SET of the same file replaces, with
-/// no rename or delete of that file between them: writing it would be undone at once.
+/// no rename, delete or link of that file between them: writing it would be undone at once.
 pub(super) fn superseded(queue: &VecDeque<(Instant, Entry)>) -> bool {
     let Some((_, first)) = queue.front() else {
         return false;
@@ -320,7 +372,8 @@ pub(super) fn superseded(queue: &VecDeque<(Instant, Entry)>) -> bool {
             Op::Rename {
                 fid: f, replaced, ..
             } if f == fid || *replaced == Some(*fid) => return false,
-            Op::Delete { fid: f, .. } if f == fid => return false,
+            // A new name copies the bytes the file holds then.
+            Op::Delete { fid: f, .. } | Op::Link { fid: f, .. } if f == fid => return false,
             _ => {}
         }
     }

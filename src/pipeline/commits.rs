@@ -37,6 +37,9 @@ impl Pipeline {
         let mut on_disk = Tree::default();
         for i in ns.files() {
             on_disk.place(i.fid, i.parent, &i.name, i.kind);
+            for (dir, name) in &i.links {
+                on_disk.add_link(i.fid, *dir, name);
+            }
         }
         let on_disk_fids: HashSet<Fid> = ns.files().map(|i| i.fid).collect();
         let pipeline = Arc::new(Pipeline {

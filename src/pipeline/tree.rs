@@ -8,15 +8,26 @@ use std::path::PathBuf;
 use crate::store::Layout;
 use crate::types::{Fid, Kind, ROOT};
 
-/// One name in the backing tree.
+/// Where a file is in the backing tree: its first name, and a file's or symlink's further names
+/// (hard links), each of which holds its own copy of the bytes (FORMAT.md, "The backing tree").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Placed {
     pub(super) dir: Fid,
     pub(super) name: Vec<u8>,
     pub(super) kind: Kind,
+    pub(super) links: Vec<(Fid, Vec<u8>)>,
 }
 
-/// fid → its name in the backing tree; the root (`root/`) is not in it.
+impl Placed {
+    pub(super) fn names(&self) -> impl Iterator<Item = (Fid, &[u8])> {
+        let further = self.links.iter().map(|(d, n)| (*d, n.as_slice()));
+        std::iter::once((self.dir, self.name.as_slice())).chain(further)
+    }
+}
+
+/// fid → its names in the backing tree; the root (`root/`) is not in it. It changes as the
+/// namespace does (the same names, the oldest further name taking the first's place when that
+/// goes), one applied entry at a time.
 #[derive(Default)]
 pub(super) struct Tree(HashMap<Fid, Placed>);
 
@@ -25,21 +36,61 @@ impl Tree {
         self.0.get(&fid)
     }
 
+    /// A file new to the tree, with one name.
     pub(super) fn place(&mut self, fid: Fid, dir: Fid, name: &[u8], kind: Kind) {
         let placed = Placed {
             dir,
             name: name.to_vec(),
             kind,
+            links: Vec::new(),
         };
         self.0.insert(fid, placed);
     }
 
-    pub(super) fn remove(&mut self, fid: Fid) -> Option<Placed> {
-        self.0.remove(&fid)
+    pub(super) fn add_link(&mut self, fid: Fid, dir: Fid, name: &[u8]) {
+        if let Some(p) = self.0.get_mut(&fid) {
+            p.links.push((dir, name.to_vec()));
+        }
+    }
+
+    /// `fid` loses the name `at`; the file leaves the tree with its last name.
+    pub(super) fn take_name(&mut self, fid: Fid, at: (Fid, &[u8])) {
+        let Some(p) = self.0.get_mut(&fid) else {
+            return;
+        };
+        if (p.dir, p.name.as_slice()) != at {
+            p.links.retain(|(d, n)| (*d, n.as_slice()) != at);
+        } else if p.links.is_empty() {
+            self.0.remove(&fid);
+        } else {
+            (p.dir, p.name) = p.links.remove(0);
+        }
+    }
+
+    /// The name `from` of `fid` becomes `to`.
+    pub(super) fn rename(&mut self, fid: Fid, from: (Fid, &[u8]), (dir, name): (Fid, &[u8])) {
+        let Some(p) = self.0.get_mut(&fid) else {
+            return;
+        };
+        if (p.dir, p.name.as_slice()) == from {
+            (p.dir, p.name) = (dir, name.to_vec());
+        } else if let Some(l) = p.links.iter_mut().find(|(d, n)| (*d, n.as_slice()) == from) {
+            *l = (dir, name.to_vec());
+        }
     }
 
     pub(super) fn contains(&self, fid: Fid) -> bool {
         self.0.contains_key(&fid)
+    }
+
+    /// The paths of every name of `fid`, its first first.
+    pub(super) fn paths(&self, layout: &Layout, fid: Fid) -> Vec<PathBuf> {
+        let Some(p) = self.0.get(&fid) else {
+            return Vec::new();
+        };
+        p.names()
+            .filter_map(|(dir, name)| self.path_in(layout, dir, name))
+            .collect()
     }
 
     /// The path of `fid` in the backing tree (`root/` for the root), found by walking up its

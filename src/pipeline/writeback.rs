@@ -51,28 +51,44 @@ impl Pipeline {
     /// `root/`.
     pub(super) fn sync_changed(&self, st: &State) -> Result<()> {
         let owed = self.owed(st, st.changed.iter().copied());
-        sync_owed(&*self.disk, &self.layout.root(), owed, false, |fid| {
-            self.resolve(st, fid)
-        })?;
+        sync_owed(
+            &*self.disk,
+            &self.layout.root(),
+            owed,
+            false,
+            |fid, which| self.resolve(st, fid, which),
+        )?;
         store::sync_dir(&*self.disk, &self.layout.root())
     }
 
-    /// Where the backing file or directory of `fid` is now, and what it is; None for one
-    /// deleted (its directory's fsync covers it).
-    pub(super) fn resolve(&self, st: &State, fid: Fid) -> Option<(PathBuf, Kind)> {
+    /// Where name `which` (0 for the first) of the backing file or directory of `fid` is now,
+    /// and what it is; None for one deleted (its directory's fsync covers it).
+    pub(super) fn resolve(&self, st: &State, fid: Fid, which: usize) -> Option<(PathBuf, Kind)> {
         if fid == ROOT {
-            return Some((self.layout.root(), Kind::Dir));
+            return (which == 0).then(|| (self.layout.root(), Kind::Dir));
         }
         let kind = st.disk.get(fid)?.kind;
-        Some((st.disk.path(&self.layout, fid)?, kind))
+        let path = st.disk.paths(&self.layout, fid).into_iter().nth(which)?;
+        Some((path, kind))
     }
 
+    /// One `Owed` for each name of each of `fids` (each name of a file is its own copy).
     fn owed(&self, st: &State, fids: impl Iterator<Item = Fid>) -> Vec<Owed> {
-        fids.filter_map(|fid| {
-            let (path, kind) = self.resolve(st, fid)?;
-            Some(Owed { fid, path, kind })
-        })
-        .collect()
+        let mut owed = Vec::new();
+        for fid in fids {
+            for which in 0.. {
+                let Some((path, kind)) = self.resolve(st, fid, which) else {
+                    break;
+                };
+                owed.push(Owed {
+                    fid,
+                    which,
+                    path,
+                    kind,
+                });
+            }
+        }
+        owed
     }
 
     /// Writes back at most `at_most` of the backing files owed a sync (changed since the last
@@ -92,9 +108,13 @@ impl Pipeline {
             let owed = self.owed(&st, taken.iter().copied());
             (taken, owed)
         };
-        let synced = sync_owed(&*self.disk, &self.layout.root(), owed, true, |fid| {
-            self.resolve(&self.state.lock(), fid)
-        });
+        let synced = sync_owed(
+            &*self.disk,
+            &self.layout.root(),
+            owed,
+            true,
+            |fid, which| self.resolve(&self.state.lock(), fid, which),
+        );
         if let Err(e) = synced {
             let mut st = self.state.lock();
             st.changed.extend(taken);
@@ -108,6 +128,8 @@ impl Pipeline {
 /// A backing file or directory owed a sync, where the tree had it when it was taken.
 struct Owed {
     fid: Fid,
+    /// Which of the file's names.
+    which: usize,
     path: PathBuf,
     kind: Kind,
 }
@@ -128,7 +150,7 @@ fn sync_owed(
     root: &Path,
     owed: Vec<Owed>,
     gone_ok: bool,
-    mut resolve: impl FnMut(Fid) -> Option<(PathBuf, Kind)>,
+    mut resolve: impl FnMut(Fid, usize) -> Option<(PathBuf, Kind)>,
 ) -> Result<()> {
     // Past a few hundred files one syncfs costs less than their fsyncs.
     if owed.len() > SYNCFS_ABOVE || owed.iter().any(|o| o.kind == Kind::Symlink) {
@@ -136,7 +158,13 @@ fn sync_owed(
             .sync_everything(root)
             .map_err(|e| Error::io("syncfs of the backing tree", &e));
     }
-    for Owed { fid, path, kind } in owed {
+    for Owed {
+        fid,
+        which,
+        path,
+        kind,
+    } in owed
+    {
         let (mut path, mut kind) = (path, kind);
         for tries in 1.. {
             let synced = match kind {
@@ -145,10 +173,12 @@ fn sync_owed(
             };
             match synced {
                 Ok(()) => break,
-                Err(e) if gone_ok && is_gone(&e) && tries < RESOLVE_TRIES => match resolve(fid) {
-                    Some((now, k)) if now != path => (path, kind) = (now, k),
-                    _ => break,
-                },
+                Err(e) if gone_ok && is_gone(&e) && tries < RESOLVE_TRIES => {
+                    match resolve(fid, which) {
+                        Some((now, k)) if now != path => (path, kind) = (now, k),
+                        _ => break,
+                    }
+                }
                 Err(e) => return Err(Error::io(format!("fsync of {}", path.display()), &e)),
             }
         }
@@ -179,13 +209,14 @@ mod tests {
                 .enumerate()
                 .map(|(i, p)| Owed {
                     fid: i as Fid + 2,
+                    which: 0,
                     path: p.to_path_buf(),
                     kind: Kind::File,
                 })
                 .collect()
         };
         let removed = dir.path().join("removed");
-        let gone = |_| None;
+        let gone = |_, _| None;
         assert!(sync_owed(
             &RealDisk,
             dir.path(),

@@ -210,7 +210,7 @@ pub(super) fn reconcile(
     // Every inode with its path; directories before what is in them.
     let mut files: Vec<(&Inode, Vec<u8>)> = ns
         .files()
-        .filter_map(|i| Some((i, ns.path(i.fid)?)))
+        .flat_map(|i| ns.paths(i.fid).into_iter().map(move |rel| (i, rel)))
         .collect();
     files.sort_by_key(|(i, rel)| (rel.iter().filter(|b| **b == b'/').count(), i.fid));
     let expected: HashSet<&[u8]> = files.iter().map(|(_, rel)| rel.as_slice()).collect();

@@ -299,7 +299,8 @@ fn salvaged_snapshot(
     let (mut fids, mut names) = (HashSet::new(), HashSet::new());
     let mut fitting = Vec::new();
     for (offset, line, f) in read.files {
-        if f.fid <= ROOT || !fids.insert(f.fid) || !names.insert((f.dir, f.name.clone())) {
+        let mut all = std::iter::once((f.dir, f.name.clone())).chain(f.links.iter().cloned());
+        if f.fid <= ROOT || !fids.insert(f.fid) || !all.all(|n| names.insert(n)) {
             let why = "the file does not fit the ones before it".to_string();
             bad.push((offset, line, why));
             continue;
@@ -321,7 +322,7 @@ fn salvaged_snapshot(
     }
     let mut files = Vec::new();
     for (offset, line, f) in fitting {
-        if reached.contains(&f.dir) {
+        if reached.contains(&f.dir) && f.links.iter().all(|(d, _)| reached.contains(d)) {
             files.push(f);
         } else {
             let why = "its directory is not in the snapshot".to_string();
