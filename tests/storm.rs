@@ -14,6 +14,7 @@ use common::*;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -56,8 +57,8 @@ fn sigkill_storm_during_online_compaction_loses_no_acknowledged_commit() {
     );
 }
 
-/// Writers that also move their folder between two directories and make and remove
-/// directories (issue 11), with compactions under way.
+/// Writers that also move their folder between two directories, make and remove directories
+/// and give records a second name by hard link (issue 11), with compactions under way.
 #[test]
 fn sigkill_storm_with_directories_loses_no_acknowledged_change() {
     storm(soak(20), &["--log-limit", "65536"], true);
@@ -97,6 +98,8 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
     let mut daemon_log = std::path::PathBuf::new();
     let mut places: HashMap<u32, Places> = HashMap::new();
     let mut scratch: Scratch = HashMap::new();
+    // Second names of records: acknowledged (Some(true)) or tried (None).
+    let mut links: Scratch = HashMap::new();
     for round in 1..=rounds {
         let m = env.mount(args);
         daemon_log = m.log.clone();
@@ -104,6 +107,7 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
             for w in 0..WRITERS {
                 fs::create_dir_all(env.path(&format!("c{w}/live"))).unwrap();
                 fs::create_dir_all(env.path(&format!("c{w}/shelf"))).unwrap();
+                fs::create_dir_all(env.path(&format!("c{w}/links"))).unwrap();
                 places.insert(
                     w,
                     Places {
@@ -197,6 +201,13 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
                         (p.acked, p.tried) = (to.to_string(), HashSet::new());
                         dir_changes += 1;
                     }
+                    ["LINK", w, name] => {
+                        links.entry(format!("c{w}/links/{name}")).or_insert(None);
+                    }
+                    ["LINKED", w, name] => {
+                        links.insert(format!("c{w}/links/{name}"), Some(true));
+                        dir_changes += 1;
+                    }
                     ["MKDIR" | "RMDIR", w, d] => {
                         scratch.insert(format!("c{w}/{d}"), None);
                     }
@@ -243,6 +254,28 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
             );
             *want = Some(there);
         }
+        // An acknowledged link is there; any link there names the record itself.
+        for (link, want) in links.iter_mut() {
+            let there = fs::symlink_metadata(env.path(link)).ok();
+            assert!(
+                *want != Some(true) || there.is_some(),
+                "round {round}: acknowledged link {link} is gone"
+            );
+            if let Some(meta) = there {
+                let (w, name) = link.split_once("/links/").unwrap();
+                let rec = format!("{}{name}", folder[&w[1..].parse::<u32>().unwrap()]);
+                let rec_meta = fs::symlink_metadata(env.path(&rec))
+                    .unwrap_or_else(|e| panic!("round {round}: {link} is there, {rec}: {e}"));
+                assert_eq!(
+                    meta.ino(),
+                    rec_meta.ino(),
+                    "round {round}: {link} and {rec}"
+                );
+                assert_eq!(rec_meta.nlink(), 2, "round {round}: {rec}");
+                *want = Some(true);
+                checked_total += 1;
+            }
+        }
         for (name, a) in &allowed {
             let writer = u32::from_str_radix(&name[..4], 16).unwrap();
             let path = format!("{}{name}", folder.get(&writer).map_or("", String::as_str));
@@ -285,7 +318,7 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
         assert!(started > 0, "no compaction started during the storm");
         eprintln!("storm: {started} compactions started, {finished} finished before a kill");
     }
-    eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {dir_changes} acknowledged directory moves, mkdirs and rmdirs, {checked_total} states checked");
+    eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {dir_changes} acknowledged directory moves, mkdirs, rmdirs and links, {checked_total} states checked");
 }
 
 /// Waits for a child to exit (killing it after `limit`) and returns its stdout.

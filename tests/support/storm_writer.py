@@ -5,7 +5,9 @@ mount dies, printing TRY before each commit and ACK after close returned 0.
 With --dirs, its records live in a folder of their own, c<WRITER_ID>/live, which it also moves
 to c<WRITER_ID>/shelf/live and back (MOVE before the rename, MOVED after it returned 0), and
 it makes and removes scratch directories (MKDIR/MADE, RMDIR/REMOVED): a directory moved
-between two directories, made and removed while the daemon is killed.
+between two directories, made and removed while the daemon is killed. It also gives records it
+has saved a second name, c<WRITER_ID>/links/<name> (LINK/LINKED), a hard link that later saves
+of the record must show.
 
 usage: storm_writer.py DIR WRITER_ID RECORDS SEED [--dirs]
 """
@@ -38,6 +40,7 @@ def main():
     n = seed * 1_000_000  # unique across rounds: each round has its own seed
     home = os.path.join(d, "c%d" % wid)
     place = next((p for p in PLACES if os.path.isdir(os.path.join(home, p))), None)
+    saved = []
     while True:
         name = "%04x%04x-0000-4000-8000-000000000000.json" % (wid, rnd.randrange(nrec))
         n += 1
@@ -54,6 +57,13 @@ def main():
                 if rnd.random() < 0.7:
                     step(("RMDIR", "REMOVED"), lambda: os.rmdir(scratch), wid, "s%d" % n)
                 continue
+            if dirs and saved and rnd.random() < 0.1:
+                rec = rnd.choice(saved)
+                link = os.path.join(home, "links", rec)
+                if not os.path.exists(link):
+                    step(("LINK", "LINKED"), lambda: os.link(os.path.join(home, place, rec), link),
+                         wid, rec)
+                continue
         except OSError as e:
             print("ERR", e.errno, flush=True)
             return
@@ -69,6 +79,7 @@ def main():
             print("ERR", e.errno, flush=True)
             return
         print("ACK", name, n, flush=True)
+        saved.append(name)
 
 
 if __name__ == "__main__":
