@@ -135,7 +135,15 @@ impl LogWriter {
             max_line,
             created: Time::now().millis(),
         });
-        w.append(&header)?;
+        if let Err(e) = w.append(&header) {
+            // A disk full mid-header: the caller goes on with the segment before, and a
+            // segment left behind would sit in the middle of the log, where recovery takes a
+            // segment without a header for damage.
+            if let Err(gone) = disk.remove(&path) {
+                log::error!("{}: {gone}", ctx("removing the unfinished log segment"));
+            }
+            return Err(e);
+        }
         Ok(w)
     }
 

@@ -313,3 +313,22 @@ fn a_header_that_never_reached_the_disk_is_a_hole() {
         "{e}"
     );
 }
+
+/// Regression (found by tests/limits.rs under a full disk): a compaction whose new segment's
+/// header did not fit left an empty segment file behind; the log went on in the segment before
+/// it, and recovery then found a segment out of order and refused the store.
+#[test]
+fn a_segment_whose_header_does_not_fit_is_not_left_behind() {
+    use crate::disk::sim::{FaultOn, SimDisk};
+    use crate::disk::Disk;
+    let disk = SimDisk::new();
+    let dir = std::path::Path::new("/log");
+    disk.create_dir(dir).unwrap();
+    disk.fail_next(FaultOn::Write, 0, libc::ENOSPC);
+    let e = match super::LogWriter::create_unsynced(&disk, dir, 7, 1 << 20) {
+        Err(e) => e,
+        Ok(_) => panic!("the header was written"),
+    };
+    assert_eq!(e.errno, libc::ENOSPC, "{e}");
+    assert_eq!(disk.list(dir).unwrap(), Vec::<Vec<u8>>::new());
+}
