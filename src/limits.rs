@@ -92,6 +92,11 @@ pub const APPLY_DELAY: Duration = Duration::from_millis(20);
 /// The longest a sync waits for a batch to form (see `run_sync`).
 pub const MAX_LINGER: Duration = Duration::from_millis(2);
 
+/// Entries no caller waits for (`--sync never`, `--sync fsync` before its fsync, a create
+/// before its close) ride with the next sync someone waits for, or are synced this long after
+/// they were logged: the most a crash can take of commits nobody was told were durable.
+pub const SYNC_RIDE: Duration = Duration::from_millis(50);
+
 /// How long the compaction thread waits after a failed compaction before trying again.
 pub const COMPACT_RETRY: Duration = Duration::from_secs(5);
 

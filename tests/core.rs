@@ -332,3 +332,77 @@ fn changed_backing_files_are_written_back_in_the_background() {
     );
     fs.shutdown().unwrap();
 }
+
+/// Issue 12: a save waits for one log sync on its caller's path. A new file (create, write,
+/// close) costs one, a `sed -i` style save (a temp file created, its owner and mode set by the
+/// same thread, written, closed and renamed over the record) two; under `--sync never` nothing
+/// waits, and commits cost no sync of their own. Beyond those, a sync can only come from an
+/// entry nobody waited for reaching `SYNC_RIDE`: at most one per `SYNC_RIDE` of the run.
+#[test]
+fn a_save_waits_for_one_log_sync_and_a_commit_nobody_waits_for_for_none() {
+    use recordfs::caller::Caller;
+    use recordfs::limits::SYNC_RIDE;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |sync: SyncMode, save: &dyn Fn(&RecordFs, u32)| -> (u64, u64) {
+        let opts = Options {
+            sync,
+            ..Options::default()
+        };
+        let fs = RecordFs::start(&dir.path().join(format!("{sync:?}")), opts).unwrap();
+        let (started, before) = (Instant::now(), fs.pipeline().syncs.load(Ordering::Relaxed));
+        for i in 0..40 {
+            save(&fs, i);
+        }
+        let syncs = fs.pipeline().syncs.load(Ordering::Relaxed) - before;
+        let windows = (started.elapsed().as_millis() / SYNC_RIDE.as_millis()) as u64 + 1;
+        fs.shutdown().unwrap();
+        (syncs, windows)
+    };
+    let new_file = |fs: &RecordFs, i: u32| create_and_commit(fs, &rec(i), b"{}").unwrap();
+    let (syncs, windows) = run(SyncMode::Always, &new_file);
+    assert!(syncs <= 40 + windows, "new files: {syncs} syncs for 40");
+    let caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 4242,
+    };
+    let sed = |fs: &RecordFs, i: u32| {
+        if i == 0 {
+            create_and_commit(fs, &rec(0), b"{\"v\": 0}").unwrap();
+        }
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        let (st, fh, t) = fs
+            .create_as(ROOT, b"sedtmp", 0o600, flags, &caller)
+            .unwrap();
+        fs.wait(t).unwrap();
+        for set in [
+            SetAttr {
+                uid: Some(0),
+                gid: Some(0),
+                ..SetAttr::default()
+            },
+            SetAttr {
+                mode: Some(0o644),
+                ..SetAttr::default()
+            },
+        ] {
+            let (_, t) = fs.setattr_as(st.ino, None, set, &caller).unwrap();
+            fs.wait(t).unwrap();
+        }
+        fs.write(fh, 0, format!("{{\"v\": {i}}}").as_bytes())
+            .unwrap();
+        let closed = fs.flush(fh);
+        fs.release(fh);
+        fs.wait(closed.unwrap()).unwrap();
+        fs.wait(fs.rename(ROOT, b"sedtmp", ROOT, &rec(0), 0).unwrap())
+            .unwrap();
+    };
+    let (syncs, windows) = run(SyncMode::Always, &sed);
+    assert!(
+        syncs <= 2 * 40 + 1 + windows,
+        "sed -i: {syncs} syncs for 40"
+    );
+    let (syncs, windows) = run(SyncMode::Never, &new_file);
+    assert!(syncs <= windows, "--sync never: {syncs} syncs for 40 saves");
+}

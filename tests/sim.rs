@@ -915,9 +915,13 @@ fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
                 libc::O_WRONLY,
             );
             match (r, failed) {
-                (Ok((_, fh, t)), false) => {
-                    let synced = fs.wait(t);
+                (Ok((_, fh, _)), false) => {
+                    // The create rides with the handle's close, which waits for it.
+                    let closed = fs.flush(fh);
                     fs.release(fh);
+                    let t = closed.unwrap_or_else(|e| panic!("{e}"));
+                    assert!(t.0.is_some(), "the close waits for the create");
+                    let synced = fs.wait(t);
                     // A commit whose sync failed was never acknowledged, but its entry may
                     // have reached the disk: the state is possible either way.
                     let file = FileState {

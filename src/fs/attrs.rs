@@ -100,7 +100,7 @@ impl RecordFs {
         let stat = self.getattr(fid, fh)?;
         Ok((
             stat,
-            last.map_or(Ticket::NONE, |seq| self.commit_ticket(seq)),
+            last.map_or(Ticket::NONE, |seq| self.ride_or_ticket(fid, seq, caller)),
         ))
     }
 

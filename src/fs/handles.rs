@@ -70,6 +70,8 @@ impl RecordFs {
             owners: Owners::Known(Vec::new()),
             writing_threads: Vec::new(),
             created: false,
+            riding: None,
+            rider: 0,
         };
         self.insert_handle(Handle::Write(Mutex::new(writer)), Some(fid))
     }

@@ -237,15 +237,14 @@ impl RecordFs {
                 let mut w = w.lock();
                 let record = || self.inode(w.fid).is_ok_and(|i| is_record(&i));
                 if !w.written() && (!w.dirty() || record()) {
-                    return Ok(Ticket::NONE);
+                    return Ok(self.ride_ends(&mut w, None));
                 }
                 // A process that did not write closing its copy of the descriptor.
                 if !w.closes_for(owner) {
                     return Ok(Ticket::NONE);
                 }
                 match self.commit_writer(&mut w) {
-                    Ok(Some(seq)) => Ok(self.commit_ticket(seq)),
-                    Ok(None) => Ok(Ticket::NONE),
+                    Ok(seq) => Ok(self.ride_ends(&mut w, seq)),
                     Err(e) => {
                         if w.created && w.rejected.is_some() {
                             self.undo_creation(&mut w);
@@ -256,6 +255,38 @@ impl RecordFs {
             }
             _ => Ok(Ticket::NONE),
         }
+    }
+
+    /// The ticket of a commit point of a handle: for the entry `seq` it committed, or else
+    /// for the create still riding on the handle (see `Writer::riding`).
+    fn ride_ends(&self, w: &mut Writer, seq: Option<Seq>) -> Ticket {
+        match seq.or(w.riding).inspect(|_| w.riding = None) {
+            Some(seq) => self.commit_ticket(seq),
+            None => Ticket::NONE,
+        }
+    }
+
+    /// The ticket of an attribute change `seq` to `fid` by `caller`: none if `caller` is the
+    /// thread whose open made the file and that create still rides (`Writer::rider`), for the
+    /// change then rides with it, to the handle's commit point.
+    pub(super) fn ride_or_ticket(&self, fid: Fid, seq: Seq, caller: &Caller) -> Ticket {
+        if caller.pid != 0 {
+            let writers: Vec<Arc<Handle>> = {
+                let hs = self.handles.lock();
+                let fhs = hs.writers.get(&fid).map(Vec::as_slice).unwrap_or_default();
+                fhs.iter().filter_map(|f| hs.map.get(f).cloned()).collect()
+            };
+            // Lock order: writers after the handle table is released (see commit_writers_of).
+            for h in writers {
+                let Handle::Write(w) = &*h else { continue };
+                let mut w = w.lock();
+                if w.riding.is_some() && w.rider == caller.pid {
+                    w.riding = Some(seq);
+                    return Ticket::NONE;
+                }
+            }
+        }
+        self.commit_ticket(seq)
     }
 
     /// A new record whose first save is refused at close: the empty file its open made is

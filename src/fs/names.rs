@@ -254,9 +254,11 @@ impl RecordFs {
                 let fh =
                     self.add_handle(stat.ino, flags, Some(Version::Memory(Arc::new(Vec::new()))))?;
                 if let Ok(Handle::Write(w)) = self.handle(fh).as_deref() {
-                    w.lock().created = true;
+                    let mut w = w.lock();
+                    w.created = true;
+                    (w.riding, w.rider) = (Some(seq), caller.pid);
                 }
-                Ok((stat, fh, self.commit_ticket(seq)))
+                Ok((stat, fh, Ticket::NONE))
             }
             Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
                 let ino = self.lookup(dir, name)?.ino;

@@ -118,6 +118,15 @@ pub(super) struct Writer {
     /// This handle's open made the file, and nothing has been committed to it since: a
     /// refused first save then takes the name away again (`undo_creation`).
     pub(super) created: bool,
+    /// The entry that made the file, when this handle's open made it and no commit point of
+    /// the handle has been waited for since: the create rides with the handle's first commit
+    /// point (at the latest its close), which waits for it, so that a new file costs one log
+    /// sync, not two.
+    pub(super) riding: Option<Seq>,
+    /// The thread whose open made the file: its own attribute changes to the file (`sed -i`
+    /// sets the owner and mode of its temp file) ride as well, until the handle's commit
+    /// point.
+    pub(super) rider: u32,
     /// The threads whose writes are not yet committed (at most `MAX_OWNERS`): `stat` and
     /// `fstat` by their process show this copy's size and times (see `getattr_as`).
     pub(super) writing_threads: Vec<u32>,

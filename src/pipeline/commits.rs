@@ -287,6 +287,12 @@ impl Pipeline {
             return done(Err(e));
         }
         w.by_seq.entry(seq).or_default().push(done);
+        drop(w);
+        // The sync thread may be letting entries ride (`run_sync`): someone waits now. Taken
+        // under the state lock, so that the thread is either waiting (and woken) or has yet to
+        // look at the waiters (and sees this one).
+        let _st = self.state.lock();
+        self.wake.notify_all();
     }
 
     /// Blocks until `seq` is durable: for tests and for the command line.
@@ -378,6 +384,7 @@ impl Pipeline {
         let mut st = self.state.lock();
         st.hurry += 1;
         self.apply_wake.notify_all();
+        self.wake.notify_all();
         while !(st.unsynced.is_empty()
             && (st.unapplied.is_empty() || st.fatal.is_some() || st.stalled.is_some()))
         {

@@ -99,11 +99,15 @@ impl Pipeline {
         {
             // What was appended meanwhile: wait (bounded) for the sync thread to make it
             // durable while commits go on, so that the switch below seldom syncs at all.
+            // Entries nobody waits for would ride (`run_sync`): the hurry has them synced now.
             let mut st = self.state.lock();
+            st.hurry += 1;
+            self.wake.notify_all();
             let until = Instant::now() + TAIL_SYNC_WAIT;
             while st.fatal.is_none() && st.durable < st.ns.last_seq() && Instant::now() < until {
                 self.room.wait_for(&mut st, Duration::from_millis(1));
             }
+            st.hurry -= 1;
         }
         let snapshot = {
             let mut log = self.log.lock();
@@ -143,6 +147,7 @@ impl Pipeline {
             st.log_dir_unsynced = true;
             st.hurry += 1;
             self.apply_wake.notify_all();
+            self.wake.notify_all();
             info!("compacting the log up to entry {upto}; appends go to a new segment");
             st.ns.snapshot()
         };

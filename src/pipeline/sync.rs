@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::state::{Pipeline, Waiter};
 use crate::error::{err, Error, Result};
-use crate::limits::MAX_LINGER;
+use crate::limits::{MAX_LINGER, MAX_PENDING_BYTES, SYNC_RIDE};
 use crate::log::Entry;
 use crate::store;
 use crate::types::Seq;
@@ -30,6 +30,20 @@ impl Pipeline {
                 let mut st = self.state.lock();
                 while st.unsynced.is_empty() && !st.shutting_down {
                     self.wake.wait(&mut st);
+                }
+                // Entries nobody waits for ride with the next sync that someone does, so that
+                // a commit that does not wait costs no sync of its own; at the latest after
+                // `SYNC_RIDE`, or sooner when their bytes fill memory or a compaction, a
+                // quiesce or the shutdown needs them applied.
+                let ride_until = Instant::now() + SYNC_RIDE;
+                while !st.shutting_down
+                    && st.hurry == 0
+                    && st.pending_bytes <= MAX_PENDING_BYTES / 2
+                    && self.waiters.lock().by_seq.is_empty()
+                {
+                    if self.wake.wait_until(&mut st, ride_until).timed_out() {
+                        break;
+                    }
                 }
                 let deadline = Instant::now() + (last_sync / 2).min(MAX_LINGER);
                 while st.unsynced.len() < last_batch && !st.shutting_down {
