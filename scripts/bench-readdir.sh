@@ -9,22 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 entries=${1:-100000}
 rounds=${2:-3}
-scripts/setup.sh >/dev/null
-bin=${THIS_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release -q
-  bin=$PWD/target/release/recordfs
-fi
-. scripts/loopdisk.sh
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-stopped() { # waits (bounded) for the daemon to say it unmounted
-  for _ in $(seq 600); do
-    grep -q "unmounted cleanly\|not cleanly" "$disk/store/daemon.log" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench-readdir: the daemon did not stop" >&2
-  exit 1
-}
+. scripts/bench-lib.sh
 
 "$bin" mount "$disk/store" "$mnt" --sync never >/dev/null
 mkdir "$mnt/big"
@@ -35,7 +20,7 @@ for i in range(n):
     os.close(os.open(f"{d}/f{i:07d}", os.O_CREAT | os.O_WRONLY, 0o644))
 EOF
 umount "$mnt"
-stopped
+stopped "$disk/store"
 : > "$disk/store/daemon.log"
 
 declare -A first warm
@@ -53,7 +38,7 @@ for _ in $(seq "$rounds"); do
       if [ "$i" = 1 ]; then first[$v]+="$t "; else warm[$v]+="$t "; fi
     done
     umount "$mnt"
-    stopped
+    stopped "$disk/store"
     : > "$disk/store/daemon.log"
   done
 done

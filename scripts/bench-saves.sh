@@ -10,22 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 saves=${1:-300}
 rounds=${2:-3}
-scripts/setup.sh >/dev/null
-bin=${THIS_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release -q
-  bin=$PWD/target/release/recordfs
-fi
-. scripts/loopdisk.sh
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-stopped() { # waits (bounded) for the daemon to say it unmounted
-  for _ in $(seq 600); do
-    grep -q "unmounted cleanly\|not cleanly" "$1/daemon.log" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench-saves: the daemon did not stop" >&2
-  exit 1
-}
+. scripts/bench-lib.sh
 # One kind of save, SAVES times, in directory $1; prints the seconds it took.
 run() {
   python3 - "$1" "$2" "$saves" <<'EOF'

@@ -1,0 +1,21 @@
+# Sourced by the benchmarks that compare this build with BASE_BIN on a fresh ext4 loop device:
+# the machine set up, this build ($bin, or THIS_BIN), the loop device ($disk, $mnt), and
+# helpers. The caller has cd'ed to the repository.
+scripts/setup.sh >/dev/null
+bin=${THIS_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release -q
+  bin=$PWD/target/release/recordfs
+fi
+. scripts/loopdisk.sh
+# The median of the numbers on stdin (separated by spaces or lines).
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Waits (bounded) for the daemon of store $1 to say it unmounted.
+stopped() {
+  for _ in $(seq 600); do
+    grep -q "unmounted cleanly\|not cleanly" "$1/daemon.log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "$(basename "$0"): the daemon did not stop" >&2
+  exit 1
+}
