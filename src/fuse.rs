@@ -500,7 +500,7 @@ impl Filesystem for Adapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -508,12 +508,16 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let r = self.fs.setxattr(ino.0, name.as_bytes(), Some(value), flags);
+        let r = self
+            .fs
+            .setxattr_as(ino.0, name.as_bytes(), Some(value), flags, &caller(req));
         self.empty("setxattr", show(name), r, reply);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.fs.setxattr(ino.0, name.as_bytes(), None, 0);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .fs
+            .setxattr_as(ino.0, name.as_bytes(), None, 0, &caller(req));
         self.empty("removexattr", show(name), r, reply);
     }
 

@@ -334,7 +334,7 @@ fn changed_backing_files_are_written_back_in_the_background() {
 }
 
 /// Issue 12: a save waits for one log sync on its caller's path. A new file (create, write,
-/// close) costs one, a `sed -i` style save (a temp file created, its owner and mode set by the
+/// close, also with an extended attribute set before the close) costs one, a `sed -i` style save (a temp file created, its owner and mode set by the
 /// same thread, written, closed and renamed over the record) two; under `--sync never` nothing
 /// waits, and commits cost no sync of their own. Beyond those, a sync can only come from an
 /// entry nobody waited for reaching `SYNC_RIDE`: at most one per `SYNC_RIDE` of the run.
@@ -349,7 +349,8 @@ fn a_save_waits_for_one_log_sync_and_a_commit_nobody_waits_for_for_none() {
             sync,
             ..Options::default()
         };
-        let fs = RecordFs::start(&dir.path().join(format!("{sync:?}")), opts).unwrap();
+        let store = tempfile::tempdir_in(dir.path()).unwrap();
+        let fs = RecordFs::start(&store.path().join("s"), opts).unwrap();
         let (started, before) = (Instant::now(), fs.pipeline().syncs.load(Ordering::Relaxed));
         for i in 0..40 {
             save(&fs, i);
@@ -402,6 +403,25 @@ fn a_save_waits_for_one_log_sync_and_a_commit_nobody_waits_for_for_none() {
     assert!(
         syncs <= 2 * 40 + 1 + windows,
         "sed -i: {syncs} syncs for 40"
+    );
+    // cp -a and rsync -X: a new file's extended attributes set on it before its close.
+    let with_xattr = |fs: &RecordFs, i: u32| {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        let (st, fh, t) = fs.create_as(ROOT, &rec(i), 0o644, flags, &caller).unwrap();
+        fs.wait(t).unwrap();
+        let t = fs
+            .setxattr_as(st.ino, b"user.k", Some(b"v"), 0, &caller)
+            .unwrap();
+        fs.wait(t).unwrap();
+        fs.write(fh, 0, b"{}").unwrap();
+        let closed = fs.flush(fh);
+        fs.release(fh);
+        fs.wait(closed.unwrap()).unwrap();
+    };
+    let (syncs, windows) = run(SyncMode::Always, &with_xattr);
+    assert!(
+        syncs <= 40 + windows,
+        "new files with xattrs: {syncs} syncs for 40"
     );
     let (syncs, windows) = run(SyncMode::Never, &new_file);
     assert!(syncs <= windows, "--sync never: {syncs} syncs for 40 saves");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::rules::show;
 use super::state::{RecordFs, Ticket};
+use crate::caller::Caller;
 use crate::error::{err, Result};
 use crate::limits::{XATTR_NAME_MAX, XATTR_TOTAL_MAX, XATTR_VALUE_MAX};
 use crate::log::Op;
@@ -68,6 +69,19 @@ impl RecordFs {
         value: Option<&[u8]>,
         flags: i32,
     ) -> Result<Ticket> {
+        self.setxattr_as(fid, name, value, flags, &Caller::UNKNOWN)
+    }
+
+    /// setxattr(2) or removexattr(2) by `caller`: on a file the same thread is creating, the
+    /// change rides with the create (`ride_or_ticket`), as `cp -a` and `rsync -X` set them.
+    pub fn setxattr_as(
+        &self,
+        fid: Fid,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: i32,
+        caller: &Caller,
+    ) -> Result<Ticket> {
         self.writable()?;
         check_xattr_name(name)?;
         if value.is_some_and(|v| v.len() > XATTR_VALUE_MAX) {
@@ -119,6 +133,6 @@ impl RecordFs {
                 xattrs: Arc::new(xattrs),
             })
         })?;
-        Ok(self.commit_ticket(seq))
+        Ok(self.ride_or_ticket(fid, seq, caller))
     }
 }
