@@ -740,13 +740,20 @@ impl DirSide {
         })
     }
 
+    /// The directory the stream reads, wherever it is now: its path may lead elsewhere once
+    /// it was moved, and names made in it after the move are still names it holds.
+    fn here(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", unsafe {
+            libc::dirfd(self.dir)
+        }))
+    }
+
     /// After any op: which names changed since the last look.
     fn observe(&mut self) {
         if std::fs::metadata(&self.path).map(|m| m.ino()).ok() != Some(self.ino) {
             self.moved = true;
-            return;
         }
-        let now = listing(&self.path).unwrap_or_default();
+        let now = listing(&self.here()).unwrap_or_default();
         for (name, ino) in self.last.iter().chain(now.iter()) {
             if self.last.get(name) != Some(ino) || now.get(name) != Some(ino) {
                 self.touched.insert(name.clone());
@@ -806,7 +813,7 @@ impl DirSide {
 
     fn rewind(&mut self) {
         unsafe { libc::rewinddir(self.dir) };
-        self.at_open = listing(&self.path).unwrap_or_default();
+        self.at_open = listing(&self.here()).unwrap_or_default();
         self.last = self.at_open.clone();
         self.touched.clear();
         self.moved = std::fs::metadata(&self.path).map(|m| m.ino()).ok() != Some(self.ino);
