@@ -298,3 +298,27 @@ fn rsync_tar_and_cp_keep_links() {
     assert_eq!(ino(&back("a")), ino(&back("sub/a2")));
     assert_eq!(nlink(&back("b")), 2);
 }
+
+/// A symbolic link whose backing symlink is lost after a compaction (the log no longer holds
+/// its entry) is restored from the target the snapshot keeps: a hard link of a symlink made
+/// after that compaction, whose first name then goes, needs it.
+#[test]
+fn a_lost_symlink_is_restored_from_the_snapshot() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    std::os::unix::fs::symlink("target.txt", env.path("s")).unwrap();
+    env.compact();
+    fs::hard_link(env.path("s"), env.path("s2")).unwrap();
+    fs::remove_file(env.path("s")).unwrap();
+    m.stop_cleanly();
+    fs::remove_file(env.backing("s2")).unwrap();
+    let _m = env.mount(&[]);
+    assert_eq!(
+        fs::read_link(env.path("s2")).unwrap(),
+        std::path::Path::new("target.txt")
+    );
+    assert_eq!(
+        fs::read_link(env.backing("s2")).unwrap(),
+        std::path::Path::new("target.txt")
+    );
+}

@@ -48,9 +48,17 @@ impl RecordFs {
                 self.validate(&bytes)
                     .map_err(|i| self.reject(name, &bytes, &i))?;
             }
+            // The new name's backing file is a copy made after the entry: until a compaction
+            // syncs it, the log must hold the bytes, or a crash after the old name goes (an
+            // unlink, a rename over it) could leave no copy (FORMAT.md, the relog rule).
+            let in_log: Vec<Fid> = (inode.kind == Kind::File)
+                .then_some(fid)
+                .into_iter()
+                .collect();
+            let relog = self.bytes_to_relog(&in_log);
             let checked = |i: &Inode| (i.size, i.dcrc);
             let seen = checked(&inode);
-            let result = self.commit(|ns| {
+            let result = self.commit_keeping(&in_log, &relog, |ns| {
                 dir_of(ns, dir)?;
                 let inode = ns
                     .get(fid)

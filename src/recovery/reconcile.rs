@@ -83,6 +83,10 @@ fn restore(
         }
         return store::make_dir(disk, &layout.backing(rel));
     }
+    // A symlink's target is in the namespace itself (snapshots keep it): no log needed.
+    if let (Kind::Symlink, Some(target)) = (inode.kind, &inode.target) {
+        return write_back(disk, layout, inode, rel, target);
+    }
     let loc = inode
         .content
         .ok_or_else(|| err!(EIO, "the log no longer holds its bytes"))?;
