@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Load generator for scripts/bench.sh: WRITERS processes commit 500-byte records for SECONDS.
+"""Load generator for scripts/bench.sh and bench-peers.sh: WRITERS processes commit 500-byte
+records for SECONDS, each save durable when it returns.
 
-mode "mount":  create + write + close of a new <uuid>.json on a recordfs mount (the commit is
-               durable when close returns, under --sync always);
-mode "atomic": the classic atomic write done directly on a disk: temp file, write, fsync,
-               rename, fsync of the directory.
-Prints the total commits per second.
+mode "mount":  open(O_CREAT|O_TRUNC) + write + close of a <uuid>.json on a recordfs mount
+               (durable when close returns, under --sync always);
+mode "atomic": the classic atomic write done directly on a disk (or through bindfs): temp
+               file, write, fsync, rename, fsync of the directory;
+mode "sqlite": one INSERT OR REPLACE transaction per save in DIRECTORY/bench.db, WAL mode,
+               synchronous=FULL.
+KIND "create" saves new records; "update" rewrites one of 100 records of the writer's own.
+Prints the total saves per second.
+
+usage: bench_load.py MODE DIRECTORY WRITERS SECONDS [create|update]
 """
 import os
+import sqlite3
 import sys
 import time
 import uuid
@@ -16,13 +23,24 @@ from multiprocessing import Process, Queue
 PAYLOAD = ('{"bench": true, "pad": "' + "x" * 474 + '"}').encode()
 
 
-def writer(mode, directory, seconds, q):
+def writer(mode, directory, seconds, kind, q):
     n = 0
+    if mode == "sqlite":
+        db = sqlite3.connect(os.path.join(directory, "bench.db"), timeout=60, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, body BLOB)")
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    mine = [str(uuid.uuid4()) for _ in range(100)]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        name = os.path.join(directory, f"{uuid.uuid4()}.json")
-        if mode == "mount":
+        rid = mine[n % len(mine)] if kind == "update" else str(uuid.uuid4())
+        name = os.path.join(directory, f"{rid}.json")
+        if mode == "sqlite":
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (rid, PAYLOAD))
+            db.execute("COMMIT")
+        elif mode == "mount":
             fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
             os.write(fd, PAYLOAD)
             os.close(fd)
@@ -40,8 +58,16 @@ def writer(mode, directory, seconds, q):
 
 def main():
     mode, directory, writers, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    kind = sys.argv[5] if len(sys.argv) > 5 else "create"
+    if mode == "sqlite":
+        db = sqlite3.connect(os.path.join(directory, "bench.db"), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, body BLOB)")
+        db.close()
     q = Queue()
-    procs = [Process(target=writer, args=(mode, directory, seconds, q)) for _ in range(writers)]
+    procs = [
+        Process(target=writer, args=(mode, directory, seconds, kind, q)) for _ in range(writers)
+    ]
     start = time.monotonic()
     for p in procs:
         p.start()
