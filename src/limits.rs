@@ -89,6 +89,14 @@ pub const APPLY_RETRY: Duration = Duration::from_millis(100);
 /// meanwhile, so this changes what reaches the disk, not what anyone sees.
 pub const APPLY_DELAY: Duration = Duration::from_millis(20);
 
+/// Log segments are written into space already zero-filled, up to this much ahead of the
+/// lines (and at most a quarter of `--log-limit`, which bounds the live log on disk too): an
+/// fdatasync after overwriting allocated blocks leaves the file's size alone and so does not
+/// commit the filesystem's journal (on ext4 here: 0.31 ms against 0.95 ms after an append);
+/// a size change then comes once per this many bytes. An all-zero tail is free space to the
+/// readers (FORMAT.md, "The log").
+pub const LOG_PREALLOC: u64 = 64 << 10;
+
 /// The longest a sync waits for a batch to form (see `run_sync`).
 pub const MAX_LINGER: Duration = Duration::from_millis(2);
 

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use crate::disk::{Disk, Reader};
+use crate::disk::{Disk, ReadAt, Reader};
 use crate::error::{err, Error, Result};
 use crate::limits::MAX_HEADER_LINE;
 use crate::types::Seq;
@@ -99,6 +99,29 @@ pub(super) fn read_bounded_line(
     }
 }
 
+/// Whether everything from `offset` to the end of the file is zeros: space written ahead of
+/// the lines (`LOG_PREALLOC`), where the segment's lines end. Zeros with anything after them
+/// are not: that is a hole (see `SegmentScan::hole`).
+fn zeros_to_end(file: &dyn ReadAt, offset: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = offset;
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+}
+
+/// Whether the next line, at `offset`, starts the zeros that end the segment.
+fn at_zero_tail(r: &mut impl BufRead, file: &dyn ReadAt, offset: u64) -> std::io::Result<bool> {
+    Ok(r.fill_buf()?.first() == Some(&0) && zeros_to_end(file, offset)?)
+}
+
 /// Reads a segment line by line, giving every good entry (with its offset) to `visit`.
 /// `expect_seq` is the sequence number the first entry must have, when known.
 pub fn scan_segment(
@@ -110,7 +133,7 @@ pub fn scan_segment(
     let file = disk
         .open_read(path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-    let mut r = BufReader::with_capacity(256 * 1024, Reader::new(file, 0));
+    let mut r = BufReader::with_capacity(256 * 1024, Reader::new(file.clone(), 0));
     let io_err = |e: std::io::Error| Error::io(format!("reading {}", path.display()), &e);
     let mut scan = SegmentScan {
         header: None,
@@ -122,7 +145,13 @@ pub fn scan_segment(
     };
     let mut offset: u64 = 0;
     let mut max = MAX_HEADER_LINE;
-    while let Some(read) = read_bounded_line(&mut r, max).map_err(io_err)? {
+    loop {
+        if at_zero_tail(&mut r, &*file, offset).map_err(io_err)? {
+            break;
+        }
+        let Some(read) = read_bounded_line(&mut r, max).map_err(io_err)? else {
+            break;
+        };
         let has_nul = match &read {
             LineRead::TooLong(_, nul) => *nul,
             LineRead::Line(line, _) => line.contains(&0),
@@ -224,11 +253,16 @@ pub fn for_each_line(
     let file = disk
         .open_read(path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-    let mut r = BufReader::with_capacity(256 * 1024, Reader::new(file, 0));
+    let mut r = BufReader::with_capacity(256 * 1024, Reader::new(file.clone(), 0));
+    let io_err = |e: std::io::Error| Error::io(format!("reading {}", path.display()), &e);
     let (mut offset, mut max) = (0u64, MAX_HEADER_LINE);
-    while let Some(read) = read_bounded_line(&mut r, max)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?
-    {
+    loop {
+        if at_zero_tail(&mut r, &*file, offset).map_err(io_err)? {
+            break;
+        }
+        let Some(read) = read_bounded_line(&mut r, max).map_err(io_err)? else {
+            break;
+        };
         match read {
             LineRead::TooLong(n, _) => {
                 f(offset, &[])?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::disk::{Disk, DiskFile};
 use crate::error::{err, Error, Result};
+use crate::limits::LOG_PREALLOC;
 use crate::types::{Seq, Time, MAX_ID};
 
 use super::line::{check_line, corrupt, push_json, seal, Fields, FORMAT_VERSION};
@@ -94,7 +95,12 @@ pub struct LogWriter {
     file: Arc<dyn DiskFile>,
     path: PathBuf,
     start_seq: Seq,
+    /// Where the next line goes: the end of the lines written.
     len: u64,
+    /// The file's size: past `len` it holds zeros, written ahead (`LOG_PREALLOC`).
+    size: u64,
+    /// How far ahead of the lines zeros are written (see `write_ahead`).
+    ahead: u64,
     max_line: u64,
 }
 
@@ -127,6 +133,10 @@ impl LogWriter {
             path: path.clone(),
             start_seq,
             len: 0,
+            size: 0,
+            // The header alone: zeros come with the first entry, as far ahead as the owner
+            // of the writer says (`write_ahead`).
+            ahead: 0,
             max_line,
         };
         let header = encode_header(&Header {
@@ -144,21 +154,49 @@ impl LogWriter {
             }
             return Err(e);
         }
+        w.ahead = LOG_PREALLOC;
         Ok(w)
     }
 
-    /// Opens an existing segment to append after its first `len` bytes (all checked good).
+    /// Opens an existing segment to append after its first `len` bytes (all checked good;
+    /// anything after them is zeros, written ahead).
     pub fn open(disk: &dyn Disk, path: &Path, header: &Header, len: u64) -> Result<LogWriter> {
         let file = disk
             .open_file(path, false)
             .map_err(|e| Error::io(format!("opening log segment {}", path.display()), &e))?;
+        let size = disk
+            .stat(path)
+            .map_err(|e| Error::io(format!("stat of log segment {}", path.display()), &e))?
+            .len;
         Ok(LogWriter {
             file,
             path: path.to_owned(),
             start_seq: header.start_seq,
             len,
+            size: size.max(len),
+            ahead: LOG_PREALLOC,
             max_line: header.max_line,
         })
+    }
+
+    /// Writes zeros at most `bytes` ahead of the lines from now on (`LOG_PREALLOC` at most):
+    /// a store whose log limit is small keeps its live segment small on disk too.
+    pub fn write_ahead(&mut self, bytes: u64) {
+        self.ahead = bytes.min(LOG_PREALLOC);
+    }
+
+    /// Cuts the zeros written ahead, leaving the segment exactly its lines (a clean stop, a
+    /// segment a compaction closes): a segment at rest is what `recordfs log` and `jq` read.
+    pub fn trim(&mut self) -> Result<()> {
+        if self.size == self.len {
+            return Ok(());
+        }
+        self.file
+            .set_len(self.len)
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| Error::io(format!("trimming {}", self.path.display()), &e))?;
+        self.size = self.len;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -207,9 +245,16 @@ impl LogWriter {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line);
         buf.push(b'\n');
+        let end = offset + buf.len() as u64;
+        if end > self.size {
+            // Zeros ahead of the line, in the same write: one change of size per
+            // `LOG_PREALLOC`, not one per line.
+            buf.resize((end - offset + self.ahead) as usize, 0);
+        }
         match self.file.write_at(offset, &buf) {
             Ok(()) => {
-                self.len += buf.len() as u64;
+                self.size = self.size.max(offset + buf.len() as u64);
+                self.len = end;
                 Ok(offset)
             }
             Err(e) => {

@@ -332,3 +332,63 @@ fn a_segment_whose_header_does_not_fit_is_not_left_behind() {
     assert_eq!(e.errno, libc::ENOSPC, "{e}");
     assert_eq!(disk.list(dir).unwrap(), Vec::<Vec<u8>>::new());
 }
+
+/// Issue 12: a segment is written into zeros written ahead of its lines (fdatasync then needs
+/// no change of the file's size); readers take an all-zero tail for free space, not a torn
+/// entry, and a trim leaves the segment exactly its lines. Zeros with a line after them are
+/// still a hole.
+#[test]
+fn zeros_written_ahead_are_free_space_and_trimmed_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk: &dyn Disk = &crate::disk::RealDisk;
+    let mut w = LogWriter::create(disk, dir.path(), 1, 1 << 20).unwrap();
+    let line = |seq| {
+        encode_entry(&Entry {
+            seq,
+            ts: 0,
+            op: Op::Checkpoint { upto: 0 },
+        })
+    };
+    w.append(&line(1)).unwrap();
+    let path = w.path().to_owned();
+    let size = || std::fs::metadata(&path).unwrap().len();
+    assert_eq!(size(), w.len() + crate::limits::LOG_PREALLOC);
+    let before = size();
+    w.append(&line(2)).unwrap();
+    assert_eq!(size(), before, "the second line went into the zeros");
+    let scan_all = || {
+        let mut seen = 0;
+        let scan = scan_segment(disk, &path, None, |_, _| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        (seen, scan)
+    };
+    let (seen, scan) = scan_all();
+    assert_eq!((seen, scan.good_end, scan.bad.len()), (2, w.len(), 0));
+    let mut lines = 0;
+    for_each_line(disk, &path, 1 << 20, |_, _| {
+        lines += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(lines, 3, "the header and two entries, no line of zeros");
+    // A line beyond zeros: a hole, as before.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = bytes.len() - 10;
+    bytes[end..].copy_from_slice(b"{\"seq\":9}\n");
+    std::fs::write(&path, &bytes).unwrap();
+    let (_, scan) = scan_all();
+    assert!(scan.hole, "{scan:?}");
+    // Reopened, the writer appends where the lines end; trimmed, the zeros go.
+    bytes.truncate(end);
+    std::fs::write(&path, &bytes).unwrap();
+    let header = scan.header.clone().unwrap();
+    let mut w = LogWriter::open(disk, &path, &header, scan.good_end).unwrap();
+    w.append(&line(3)).unwrap();
+    w.trim().unwrap();
+    assert_eq!(size(), w.len());
+    let (seen, scan) = scan_all();
+    assert_eq!((seen, scan.bad.len()), (3, 0));
+}

@@ -28,11 +28,12 @@ impl Pipeline {
         disk: Arc<dyn Disk>,
         layout: Layout,
         ns: Namespace,
-        log: LogWriter,
+        mut log: LogWriter,
         policy: CompactPolicy,
         backing_durable: bool,
         damaged: &HashSet<Fid>,
     ) -> Result<(Arc<Pipeline>, Threads)> {
+        log.write_ahead(policy.log_limit / 4);
         let durable = ns.last_seq();
         let mut on_disk = Tree::default();
         for i in ns.files() {
@@ -351,7 +352,9 @@ impl Pipeline {
                 ),
             ));
         }
-        self.checkpoint(&mut log, &mut st)
+        self.checkpoint(&mut log, &mut st)?;
+        // At rest a segment is exactly its lines: the zeros written ahead go.
+        log.trim()
     }
 
     /// An invariant of the pipeline does not hold: a bug. The store stops (read-only until

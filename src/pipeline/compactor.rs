@@ -109,7 +109,7 @@ impl Pipeline {
             }
             st.hurry -= 1;
         }
-        let snapshot = {
+        let (snapshot, mut closed) = {
             let mut log = self.log.lock();
             let mut st = self.state.lock();
             if let Some(reason) = &st.fatal {
@@ -140,17 +140,24 @@ impl Pipeline {
             // The new segment's header and name are synced later: by the sync thread before it
             // acknowledges any entry in it, and below before the manifest names it.
             let max_line = log.max_line();
-            *log = MutexGuard::unlocked(&mut st, || {
+            let mut new = MutexGuard::unlocked(&mut st, || {
                 LogWriter::create_unsynced(&*self.disk, &self.layout.log_dir(), upto + 1, max_line)
             })?;
+            new.write_ahead(self.policy.log_limit / 4);
+            let closed = std::mem::replace(&mut *log, new);
             st.live = Live::of(&log);
             st.log_dir_unsynced = true;
             st.hurry += 1;
             self.apply_wake.notify_all();
             self.wake.notify_all();
             info!("compacting the log up to entry {upto}; appends go to a new segment");
-            st.ns.snapshot()
+            (st.ns.snapshot(), closed)
         };
+        // The closed segment's zeros written ahead go; it is synced up to its lines already,
+        // and zeros left by a failure here are free space to every reader.
+        if let Err(e) = closed.trim() {
+            log::warn!("compaction: {e}");
+        }
         let upto = snapshot.upto;
         {
             let mut st = self.state.lock();

@@ -202,6 +202,8 @@ pub(super) fn keep_cut_bytes(disk: &dyn Disk, path: &Path, offset: u64) -> Resul
         .read(path)
         .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
     let tail = &bytes[(offset as usize).min(bytes.len())..];
+    // Zeros written ahead of the lines (`LOG_PREALLOC`) are not part of what was cut.
+    let tail = &tail[..tail.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)];
     if let Some(dest) = keep_beside(disk, path, &format!("cut-{offset}"), tail)? {
         info!(
             "the {} bytes cut off are kept in {}",
