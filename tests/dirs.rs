@@ -12,7 +12,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{copy_fixture_store, errno_of, record, sh, write_file, Env};
+use common::{errno_of, mount_upgraded, record, sh, write_file, Env};
 
 fn rename2(from: &Path, to: &Path, flags: u32) -> i32 {
     let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
@@ -191,20 +191,7 @@ fn a_set_group_id_directory_passes_its_group_on() {
 #[test]
 fn a_version_2_store_is_upgraded_and_takes_directories() {
     let env = Env::new();
-    copy_fixture_store("store-v2", 0o700, &env.store);
-    let marker = env.store.join("recordfs.store");
-    assert!(fs::read_to_string(&marker)
-        .unwrap()
-        .contains("\"version\":2"));
-    let m = env.mount(&[]);
-    assert!(
-        m.daemon_log().contains("upgraded to store version 4"),
-        "{}",
-        m.daemon_log()
-    );
-    assert!(fs::read_to_string(&marker)
-        .unwrap()
-        .contains("\"version\":4"));
+    let m = mount_upgraded(&env, 2);
     let rec = "0a7c7d5e-3f2b-4c1e-9d3a-5b6c7d8e9f00.json";
     assert_eq!(
         fs::read_to_string(env.path(rec)).unwrap(),

@@ -14,15 +14,11 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-fn py(script: &str, env: &Env) {
-    python(script, &[("MNT", env.mnt.to_str().unwrap())]);
-}
-
 #[test]
 fn links_answer_as_ext4_does() {
     let env = Env::new();
     let _m = env.mount(&[]);
-    py(
+    python_on_mount(
         r#"
 import errno, os, time
 m = os.environ["MNT"]
@@ -107,7 +103,7 @@ fn the_json_rule_holds_through_every_name() {
     let env = Env::new();
     let _m = env.mount(&[]);
     let (r1, r2) = (record(1), record(2));
-    py(
+    python_on_mount(
         &format!(
             r#"
 import errno, os
@@ -219,20 +215,7 @@ fn a_damaged_name_is_restored_from_the_other() {
 #[test]
 fn a_version_3_store_is_upgraded_and_takes_links() {
     let env = Env::new();
-    copy_fixture_store("store-v3", 0o700, &env.store);
-    let marker = env.store.join("recordfs.store");
-    assert!(fs::read_to_string(&marker)
-        .unwrap()
-        .contains("\"version\":3"));
-    let m = env.mount(&[]);
-    assert!(
-        m.daemon_log().contains("upgraded to store version 4"),
-        "{}",
-        m.daemon_log()
-    );
-    assert!(fs::read_to_string(&marker)
-        .unwrap()
-        .contains("\"version\":4"));
+    let m = mount_upgraded(&env, 3);
     let rec = "players/0a7c7d5e-3f2b-4c1e-9d3a-5b6c7d8e9f00.json";
     let old = "players/old/1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081.json";
     assert_eq!(

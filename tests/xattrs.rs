@@ -10,15 +10,11 @@ use common::*;
 
 use std::fs;
 
-fn py(script: &str, env: &Env) {
-    python(script, &[("MNT", env.mnt.to_str().unwrap())]);
-}
-
 #[test]
 fn attributes_answer_as_ext4_does() {
     let env = Env::new();
     let _m = env.mount(&[]);
-    py(
+    python_on_mount(
         r#"
 import errno, os
 m = os.environ["MNT"]
@@ -123,7 +119,7 @@ fn cp_a_and_rsync_ax_keep_attributes() {
 fn attributes_are_bounded_by_the_stores_file_size() {
     let env = Env::new();
     let _m = env.mount(&["--max-file-size", "1000"]);
-    py(
+    python_on_mount(
         r#"
 import errno, os
 p = os.environ["MNT"] + "/f.txt"

@@ -16,7 +16,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::types::Time;
+use crate::types::{Attrs, Time};
 
 /// What a replaced or changed file is given besides its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,19 @@ pub struct FileMeta {
     pub gid: u32,
     pub atime: Time,
     pub mtime: Time,
+}
+
+impl FileMeta {
+    /// What a file's attributes give its backing file.
+    pub fn of(a: &Attrs) -> FileMeta {
+        FileMeta {
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            atime: a.atime,
+            mtime: a.mtime,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -142,13 +142,7 @@ impl Pipeline {
                 data,
             } => {
                 let tmp = layout.tmp().join(format!("{fid}.{}", entry.seq));
-                let meta = FileMeta {
-                    mode: attrs.mode,
-                    uid: attrs.uid,
-                    gid: attrs.gid,
-                    atime: attrs.atime,
-                    mtime: attrs.mtime,
-                };
+                let meta = FileMeta::of(attrs);
                 match kind {
                     Kind::File => {
                         // Every name of the file holds its own copy (a new file has the one
@@ -203,13 +197,7 @@ impl Pipeline {
                 // A file unlinked since this entry is gone from the namespace but not yet from
                 // the backing tree, which then says what it is.
                 if st.disk.get(*fid).is_some_and(|p| p.kind == Kind::File) {
-                    let meta = FileMeta {
-                        mode: attrs.mode,
-                        uid: attrs.uid,
-                        gid: attrs.gid,
-                        atime: attrs.atime,
-                        mtime: attrs.mtime,
-                    };
+                    let meta = FileMeta::of(attrs);
                     for path in st.disk.paths(layout, *fid) {
                         store::set_meta(disk, &path, &meta)?;
                     }

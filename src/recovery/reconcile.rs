@@ -12,17 +12,7 @@ use crate::error::{err, Error, Result};
 use crate::log::{self, crc32c, Op};
 use crate::namespace::{Inode, Namespace};
 use crate::store::{self, Layout};
-use crate::types::{Attrs, Fid, Kind, Time};
-
-fn meta_of(a: &Attrs) -> FileMeta {
-    FileMeta {
-        mode: a.mode,
-        uid: a.uid,
-        gid: a.gid,
-        atime: a.atime,
-        mtime: a.mtime,
-    }
-}
+use crate::types::{Fid, Kind, Time};
 
 /// How a backing file (at `rel` under `root/`) differs from what the log says it holds.
 fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode, rel: &[u8]) -> Option<String> {
@@ -119,7 +109,7 @@ fn write_back(
             &tmp,
             &dest,
             bytes,
-            Some(&meta_of(&inode.attrs)),
+            Some(&FileMeta::of(&inode.attrs)),
             false,
         ),
     }
@@ -232,7 +222,7 @@ pub(super) fn reconcile(
             if repair && inode.kind == Kind::File && !meta_matches(disk, layout, inode, rel) {
                 // An attribute change whose entry had not reached the backing file.
                 let path = layout.backing(rel);
-                store::set_meta(disk, &path, &meta_of(&inode.attrs))?;
+                store::set_meta(disk, &path, &FileMeta::of(&inode.attrs))?;
                 out.restored.push((path, inode.kind));
             }
             continue;

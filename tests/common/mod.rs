@@ -271,6 +271,11 @@ pub fn python(script: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// Runs a Python script with `MNT` naming the mount of `env`; fails the test if it fails.
+pub fn python_on_mount(script: &str, env: &Env) {
+    python(script, &[("MNT", env.mnt.to_str().unwrap())]);
+}
+
 pub fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
@@ -424,6 +429,27 @@ impl Rng {
 
 /// Copies a store an earlier version made (tests/fixtures/NAME, with the modes it had, which
 /// git does not keep, from NAME.modes; STORE itself gets `top_mode`) to `dest`.
+/// Copies the fixture store `store-v{from}` (made by an earlier version) into `env`, mounts it
+/// and checks that the mount upgraded it to store version 4, the marker included.
+pub fn mount_upgraded(env: &Env, from: u32) -> Mount {
+    copy_fixture_store(&format!("store-v{from}"), 0o700, &env.store);
+    let marker = env.store.join("recordfs.store");
+    let version = |v: u32| {
+        fs::read_to_string(&marker)
+            .unwrap()
+            .contains(&format!("\"version\":{v}"))
+    };
+    assert!(version(from));
+    let m = env.mount(&[]);
+    assert!(
+        m.daemon_log().contains("upgraded to store version 4"),
+        "{}",
+        m.daemon_log()
+    );
+    assert!(version(4));
+    m
+}
+
 pub fn copy_fixture_store(name: &str, top_mode: u32, dest: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
