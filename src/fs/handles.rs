@@ -24,6 +24,14 @@ impl RecordFs {
             .ok_or_else(|| err!(EBADF, "no open handle {fh}"))
     }
 
+    /// The handles open for writing on `fid`, taken from the table and the table released:
+    /// a writer is locked only after it (lock order, see `commit_writers_of`).
+    pub(super) fn writers_of(&self, fid: Fid) -> Vec<Arc<Handle>> {
+        let hs = self.handles.lock();
+        let fhs = hs.writers.get(&fid).map(Vec::as_slice).unwrap_or_default();
+        fhs.iter().filter_map(|f| hs.map.get(f).cloned()).collect()
+    }
+
     pub(super) fn insert_handle(&self, h: Handle, fid: Option<Fid>) -> Result<u64> {
         let mut hs = self.handles.lock();
         if hs.map.len() >= MAX_HANDLES {

@@ -271,13 +271,7 @@ impl RecordFs {
     /// change then rides with it, to the handle's commit point.
     pub(super) fn ride_or_ticket(&self, fid: Fid, seq: Seq, caller: &Caller) -> Ticket {
         if caller.pid != 0 {
-            let writers: Vec<Arc<Handle>> = {
-                let hs = self.handles.lock();
-                let fhs = hs.writers.get(&fid).map(Vec::as_slice).unwrap_or_default();
-                fhs.iter().filter_map(|f| hs.map.get(f).cloned()).collect()
-            };
-            // Lock order: writers after the handle table is released (see commit_writers_of).
-            for h in writers {
+            for h in self.writers_of(fid) {
                 let Handle::Write(w) = &*h else { continue };
                 let mut w = w.lock();
                 if w.riding.is_some() && w.rider == caller.pid {

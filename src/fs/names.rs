@@ -56,16 +56,8 @@ impl RecordFs {
         if fh.is_some() || caller.pid == 0 {
             return Ok(stat);
         }
-        let writers: Vec<Arc<Handle>> = {
-            let hs = self.handles.lock();
-            let Some(fhs) = hs.writers.get(&fid) else {
-                return Ok(stat);
-            };
-            fhs.iter().filter_map(|f| hs.map.get(f).cloned()).collect()
-        };
-        // Lock order: writers after the handle table is released (see commit_writers_of).
         let mut process = None;
-        for h in writers {
+        for h in self.writers_of(fid) {
             let Handle::Write(w) = &*h else { continue };
             let w = w.lock();
             let pid = *process.get_or_insert_with(|| caller.process());

@@ -61,32 +61,36 @@ impl Pipeline {
         store::sync_dir(&*self.disk, &self.layout.root())
     }
 
-    /// Where name `which` (0 for the first) of the backing file or directory of `fid` is now,
-    /// and what it is; None for one deleted (its directory's fsync covers it).
-    pub(super) fn resolve(&self, st: &State, fid: Fid, which: usize) -> Option<(PathBuf, Kind)> {
+    /// Where each name of the backing file or directory of `fid` is now, its first first, and
+    /// what it is; none for one deleted (its directory's fsync covers it).
+    fn placed(&self, st: &State, fid: Fid) -> (Vec<PathBuf>, Kind) {
         if fid == ROOT {
-            return (which == 0).then(|| (self.layout.root(), Kind::Dir));
+            return (vec![self.layout.root()], Kind::Dir);
         }
-        let kind = st.disk.get(fid)?.kind;
-        let path = st.disk.paths(&self.layout, fid).into_iter().nth(which)?;
-        Some((path, kind))
+        match st.disk.get(fid) {
+            Some(p) => (st.disk.paths(&self.layout, fid), p.kind),
+            None => (Vec::new(), Kind::File),
+        }
     }
 
-    /// One `Owed` for each name of each of `fids` (each name of a file is its own copy).
+    /// Where name `which` (0 for the first) of `fid` is now (see `placed`).
+    fn resolve(&self, st: &State, fid: Fid, which: usize) -> Option<(PathBuf, Kind)> {
+        let (paths, kind) = self.placed(st, fid);
+        Some((paths.into_iter().nth(which)?, kind))
+    }
+
+    /// One `Owed` for each name of each of `fids` (each name of a file is its own copy); the
+    /// paths of a file's names are taken once, not once per name.
     fn owed(&self, st: &State, fids: impl Iterator<Item = Fid>) -> Vec<Owed> {
         let mut owed = Vec::new();
         for fid in fids {
-            for which in 0.. {
-                let Some((path, kind)) = self.resolve(st, fid, which) else {
-                    break;
-                };
-                owed.push(Owed {
-                    fid,
-                    which,
-                    path,
-                    kind,
-                });
-            }
+            let (paths, kind) = self.placed(st, fid);
+            owed.extend(paths.into_iter().enumerate().map(|(which, path)| Owed {
+                fid,
+                which,
+                path,
+                kind,
+            }));
         }
         owed
     }

@@ -271,9 +271,25 @@ pub fn python(script: &str, env: &[(&str, &str)]) {
     );
 }
 
-/// Runs a Python script with `MNT` naming the mount of `env`; fails the test if it fails.
+/// What every `python_on_mount` script starts with: `errno` and `os`, `m` (the mount), and
+/// `fails(errno, f, *args)`, which calls `f` and asserts it fails with that errno.
+const PYTHON_PRELUDE: &str = r#"
+import errno, os
+m = os.environ["MNT"]
+def fails(e, f, *a, **k):
+    try:
+        f(*a, **k)
+    except OSError as x:
+        assert x.errno == e, (f, a, errno.errorcode[x.errno])
+        return
+    raise AssertionError(("no error", f, a))
+"#;
+
+/// Runs a Python script on the mount of `env` (after `PYTHON_PRELUDE`); fails the test if it
+/// fails.
 pub fn python_on_mount(script: &str, env: &Env) {
-    python(script, &[("MNT", env.mnt.to_str().unwrap())]);
+    let script = format!("{PYTHON_PRELUDE}{script}");
+    python(&script, &[("MNT", env.mnt.to_str().unwrap())]);
 }
 
 pub fn errno_of(e: &std::io::Error) -> i32 {
