@@ -4,10 +4,12 @@
 //!
 //! - a file keeps none, all, a random subset, or a prefix of its unsynced writes, and the last
 //!   kept write of a prefix may be torn at a 512-byte or 4 KiB boundary;
-//! - a directory keeps a prefix of its unsynced name operations (creates, renames, unlinks), so a
-//!   rename between two directories may reach one and not the other; a rename or exchange
-//!   within one directory is one operation, all or nothing, as journaling filesystems make it
-//!   (or, after `without_journal`, two that a crash keeps or loses apart);
+//! - a directory keeps a prefix of its unsynced name operations (creates, renames, unlinks).
+//!   A rename or exchange is all or nothing, as a journal commits it: within one directory it
+//!   is one operation, between two it is two operations that a sync of either directory, or
+//!   a crash, keeps together. After `without_journal` each is two operations kept or lost
+//!   apart, so a rename between two directories may reach one and not the other; a directory
+//!   a crash leaves under two names then keeps one, as fsck would leave it;
 //! - attributes keep their synced value or their latest one.
 //!
 //! Each file and directory decides independently, which reorders unsynced writes across
@@ -117,6 +119,7 @@ impl SimDisk {
                 capacity: sim.capacity,
                 budget: sim.budget,
                 no_journal: sim.no_journal,
+                pairs: sim.pairs,
             })),
             generation: 0,
             stalls: Arc::default(),
@@ -129,9 +132,9 @@ impl SimDisk {
         self.sim.lock().budget = Some(ops);
     }
 
-    /// From now on a rename within one directory is an unlink then a link, and an exchange two
-    /// links, each kept or lost by a crash on its own: a filesystem without a journal (ext2,
-    /// ext4 made without one), where a crash mid-rename may keep neither name.
+    /// From now on a rename is an unlink then a link, and an exchange two links, each kept or
+    /// lost by a crash on its own: a filesystem without a journal (ext2, ext4 made without
+    /// one), where a crash mid-rename may keep neither name, or both.
     pub fn without_journal(&self) {
         self.sim.lock().no_journal = true;
     }
@@ -251,9 +254,23 @@ impl Disk for SimDisk {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.live()?;
         sim.fault(FaultOn::Sync)?;
-        let dir = sim.dir(path)?;
-        dir.durable = dir.live.clone();
-        dir.unsynced.clear();
+        let synced = sim.resolve(path)?;
+        sim.dir(path)?;
+        let keep = sim
+            .dirs
+            .iter()
+            .map(|(ino, dir)| {
+                (
+                    *ino,
+                    if *ino == synced {
+                        dir.unsynced.len()
+                    } else {
+                        0
+                    },
+                )
+            })
+            .collect();
+        sim.make_durable(keep, true);
         Ok(())
     }
 
@@ -297,6 +314,9 @@ impl Disk for SimDisk {
         if from_parent == to_parent && !sim.no_journal {
             return sim.swap(&from_parent, vec![(from_name, None), (to_name, Some(ino))]);
         }
+        if !sim.no_journal {
+            return sim.paired([(from, None), (to, Some(ino))]);
+        }
         sim.unlink(from)?;
         sim.link(to, ino)
     }
@@ -311,6 +331,9 @@ impl Disk for SimDisk {
         let ((pa, na), (pb, nb)) = (split(a)?, split(b)?);
         if pa == pb && !sim.no_journal {
             return sim.swap(&pa, vec![(na, Some(ib)), (nb, Some(ia))]);
+        }
+        if !sim.no_journal {
+            return sim.paired([(a, Some(ib)), (b, Some(ia))]);
         }
         sim.link(a, ib)?;
         sim.link(b, ia)

@@ -34,15 +34,25 @@ pub(super) enum DirOp {
     Link(Vec<u8>, Ino),
     Unlink(Vec<u8>),
     /// A rename or exchange within one directory: all or nothing, as a journaling filesystem
-    /// commits it (a rename between directories is an unlink and a link, and can half-persist).
+    /// commits it.
     Swap(Vec<(Vec<u8>, Option<Ino>)>),
+}
+
+/// A name operation not yet durable.
+#[derive(Clone, Debug)]
+pub(super) struct Pending {
+    pub(super) op: DirOp,
+    /// The two halves of a rename or exchange between two directories on a disk with a
+    /// journal carry one number: the journal commits both or neither, whichever directory is
+    /// synced or however a crash falls. Without a journal they are two operations apart.
+    pub(super) pair: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
 pub(super) struct Dir {
     pub(super) live: BTreeMap<Vec<u8>, Ino>,
     pub(super) durable: BTreeMap<Vec<u8>, Ino>,
-    pub(super) unsynced: Vec<DirOp>,
+    pub(super) unsynced: Vec<Pending>,
     /// Permission bits and owner; kept durably, as a directory's are in these tests.
     pub(super) mode: u32,
     pub(super) uid: u32,
@@ -92,6 +102,8 @@ pub(super) struct Sim {
     /// A filesystem without a journal: a rename or exchange within one directory is two name
     /// operations, and a crash may keep the first alone (see `without_journal`).
     pub(super) no_journal: bool,
+    /// The last number given to a pair of name operations.
+    pub(super) pairs: u64,
 }
 
 /// Where `crash` takes its decisions from: a seeded `Rng`, or an enumerator that walks every
@@ -280,11 +292,7 @@ impl Sim {
 
     pub(super) fn link(&mut self, path: &Path, ino: Ino) -> io::Result<()> {
         self.spend()?;
-        let (parent, name) = split(path)?;
-        let dir = self.dir(&parent)?;
-        dir.live.insert(name.clone(), ino);
-        dir.unsynced.push(DirOp::Link(name, ino));
-        Ok(())
+        self.name_op(path, Some(ino), None).map(|_| ())
     }
 
     /// Changes names in one directory at once (a rename or exchange within it).
@@ -296,17 +304,93 @@ impl Sim {
         self.spend()?;
         let d = self.dir(dir)?;
         apply_dir_op(&mut d.live, &DirOp::Swap(changes.clone()));
-        d.unsynced.push(DirOp::Swap(changes));
+        d.unsynced.push(Pending {
+            op: DirOp::Swap(changes),
+            pair: None,
+        });
         Ok(())
     }
 
     pub(super) fn unlink(&mut self, path: &Path) -> io::Result<Ino> {
         self.spend()?;
+        Ok(self
+            .name_op(path, None, None)?
+            .expect("an unlink names what it removed"))
+    }
+
+    /// Two name changes in two directories that a crash keeps both or neither of (a rename
+    /// or exchange between directories under a journal). The caller has checked that both
+    /// can be made.
+    pub(super) fn paired(&mut self, changes: [(&Path, Option<Ino>); 2]) -> io::Result<()> {
+        self.spend()?;
+        self.pairs += 1;
+        let pair = Some(self.pairs);
+        for (path, ino) in changes {
+            self.name_op(path, ino, pair)?;
+        }
+        Ok(())
+    }
+
+    /// Links `path` to `ino`, or unlinks it (returning what it named) when `ino` is None.
+    fn name_op(
+        &mut self,
+        path: &Path,
+        ino: Option<Ino>,
+        pair: Option<u64>,
+    ) -> io::Result<Option<Ino>> {
         let (parent, name) = split(path)?;
         let dir = self.dir(&parent)?;
-        let ino = dir.live.remove(&name).ok_or_else(|| errno(libc::ENOENT))?;
-        dir.unsynced.push(DirOp::Unlink(name));
-        Ok(ino)
+        let (op, was) = match ino {
+            Some(ino) => {
+                dir.live.insert(name.clone(), ino);
+                (DirOp::Link(name, ino), None)
+            }
+            None => {
+                let was = dir.live.remove(&name).ok_or_else(|| errno(libc::ENOENT))?;
+                (DirOp::Unlink(name), Some(was))
+            }
+        };
+        dir.unsynced.push(Pending { op, pair });
+        Ok(was)
+    }
+
+    /// Makes the first `keep[dir]` unsynced name operations of each directory durable,
+    /// after moving each count to a pair's boundary: up to take the other half of a pair
+    /// along (`take_pairs`, a sync: the journal commits the transaction), or down to leave
+    /// both out (a crash).
+    pub(super) fn make_durable(&mut self, mut keep: BTreeMap<Ino, usize>, take_pairs: bool) {
+        let mut halves: BTreeMap<u64, Vec<(Ino, usize)>> = BTreeMap::new();
+        for (ino, dir) in &self.dirs {
+            for (i, p) in dir.unsynced.iter().enumerate() {
+                if let Some(pair) = p.pair {
+                    halves.entry(pair).or_default().push((*ino, i));
+                }
+            }
+        }
+        let kept = |keep: &BTreeMap<Ino, usize>, (dir, i): (Ino, usize)| i < keep[&dir];
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for halves in halves.values() {
+                let n = halves.iter().filter(|h| kept(&keep, **h)).count();
+                if n == 0 || n == halves.len() {
+                    continue;
+                }
+                for &(dir, i) in halves {
+                    let k = keep.get_mut(&dir).expect("every directory has a count");
+                    *k = match take_pairs {
+                        true => (*k).max(i + 1),
+                        false => (*k).min(i),
+                    };
+                }
+                moved = true;
+            }
+        }
+        for (ino, dir) in self.dirs.iter_mut() {
+            for p in dir.unsynced.drain(..keep[ino]) {
+                apply_dir_op(&mut dir.durable, &p.op);
+            }
+        }
     }
 
     pub(super) fn new_dir(&mut self) -> Ino {
@@ -357,11 +441,13 @@ impl Sim {
     }
 
     pub(super) fn crash(&mut self, rng: &mut dyn Chooser) {
+        let keep = self
+            .dirs
+            .iter()
+            .map(|(ino, dir)| (*ino, rng.choose(dir.unsynced.len() as u64 + 1) as usize))
+            .collect();
+        self.make_durable(keep, false);
         for dir in self.dirs.values_mut() {
-            let keep = rng.choose(dir.unsynced.len() as u64 + 1) as usize;
-            for op in &dir.unsynced[..keep] {
-                apply_dir_op(&mut dir.durable, op);
-            }
             dir.unsynced.clear();
             dir.live = dir.durable.clone();
         }
@@ -401,6 +487,7 @@ impl Sim {
             }
             node.meta = node.durable_meta;
         }
+        self.fsck(rng);
         // Whatever no durable name reaches from `/` is gone: a directory whose name was
         // lost takes everything in it along (fsck would put it in lost+found; nothing of
         // recordfs looks there for what it needs).
@@ -417,5 +504,27 @@ impl Sim {
         self.faults.clear();
         self.budget = None;
         self.generation += 1;
+    }
+
+    /// A directory a crash left with more than one name (its move between directories half
+    /// kept, possible only without a journal) keeps one of them, as fsck leaves it: no
+    /// filesystem serves one directory under two names.
+    fn fsck(&mut self, rng: &mut dyn Chooser) {
+        let mut names: BTreeMap<Ino, Vec<(Ino, Vec<u8>)>> = BTreeMap::new();
+        for (parent, dir) in &self.dirs {
+            for (name, ino) in &dir.live {
+                if self.dirs.contains_key(ino) {
+                    names.entry(*ino).or_default().push((*parent, name.clone()));
+                }
+            }
+        }
+        for mut names in names.into_values().filter(|n| n.len() > 1) {
+            names.remove(rng.choose(names.len() as u64) as usize);
+            for (parent, name) in names {
+                let dir = self.dirs.get_mut(&parent).expect("listed");
+                dir.durable.remove(&name);
+                dir.live.remove(&name);
+            }
+        }
     }
 }

@@ -121,36 +121,50 @@ fn a_directory_s_name_lasts_only_once_its_parent_is_synced() {
     }
 }
 
-/// A directory moved between two parents is an unlink in one and a link in the other: a crash
-/// before both are synced may keep either, both or neither name; after, only the new one.
+/// A directory moved between two parents takes its subtree along. A crash before a sync keeps
+/// it under one name, old or new; without a journal it may also keep none (its move is an
+/// unlink in one parent and a link in the other), and never two. Once synced, only the new.
 #[test]
-fn a_directory_moved_between_parents_may_half_persist_until_both_are_synced() {
-    let d = SimDisk::new();
-    for dir in ["/a", "/b", "/a/d"] {
-        d.create_dir(Path::new(dir)).unwrap();
+fn a_directory_moved_between_parents_has_one_name_or_none_after_a_crash() {
+    for journal in [true, false] {
+        let d = SimDisk::new();
+        if !journal {
+            d.without_journal();
+        }
+        for dir in ["/a", "/b", "/a/d"] {
+            d.create_dir(Path::new(dir)).unwrap();
+        }
+        d.write_file(Path::new("/a/d/f"), b"x", None).unwrap();
+        d.sync_file(Path::new("/a/d/f")).unwrap();
+        for dir in ["/", "/a", "/b", "/a/d"] {
+            d.sync_dir(Path::new(dir)).unwrap();
+        }
+        d.rename(Path::new("/a/d"), Path::new("/b/d")).unwrap();
+        assert_eq!(
+            (&d as &dyn Disk).read(Path::new("/b/d/f")).unwrap(),
+            b"x",
+            "the subtree moves with its directory"
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let r = d.fork().crash(seed);
+            let at = |p: &str| r.stat(Path::new(p)).is_ok();
+            seen.insert((at("/a/d/f"), at("/b/d/f")));
+        }
+        let want: &[(bool, bool)] = match journal {
+            true => &[(false, true), (true, false)],
+            false => &[(false, false), (false, true), (true, false)],
+        };
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            want,
+            "journal={journal}"
+        );
+        d.sync_dir(Path::new("/a")).unwrap();
+        d.sync_dir(Path::new("/b")).unwrap();
+        let r = d.fork().crash(1);
+        assert!(r.stat(Path::new("/a/d")).is_err() && r.stat(Path::new("/b/d/f")).is_ok());
     }
-    d.write_file(Path::new("/a/d/f"), b"x", None).unwrap();
-    d.sync_file(Path::new("/a/d/f")).unwrap();
-    for dir in ["/", "/a", "/b", "/a/d"] {
-        d.sync_dir(Path::new(dir)).unwrap();
-    }
-    d.rename(Path::new("/a/d"), Path::new("/b/d")).unwrap();
-    assert_eq!(
-        (&d as &dyn Disk).read(Path::new("/b/d/f")).unwrap(),
-        b"x",
-        "the subtree moves with its directory"
-    );
-    let mut seen = std::collections::HashSet::new();
-    for seed in 0..64 {
-        let r = d.fork().crash(seed);
-        let at = |p: &str| r.stat(Path::new(p)).is_ok();
-        seen.insert((at("/a/d/f"), at("/b/d/f")));
-    }
-    assert_eq!(seen.len(), 4, "{seen:?}");
-    d.sync_dir(Path::new("/a")).unwrap();
-    d.sync_dir(Path::new("/b")).unwrap();
-    let r = d.fork().crash(1);
-    assert!(r.stat(Path::new("/a/d")).is_err() && r.stat(Path::new("/b/d/f")).is_ok());
 }
 
 /// rename(2) and rmdir(2)'s answers for directories, as a real disk gives them.
@@ -180,4 +194,67 @@ fn directories_keep_rename_and_rmdir_rules() {
         d.list(p("/")).unwrap(),
         vec![b"b".to_vec(), b"c".to_vec(), b"g".to_vec()]
     );
+}
+
+/// `/a/t` moved to `/b/t`, nothing synced after: in how many places each crash leaves it.
+fn places_after_a_move_between_directories(journal: bool, dir: bool) -> Vec<usize> {
+    let d = SimDisk::new();
+    if !journal {
+        d.without_journal();
+    }
+    for p in ["/a", "/b"] {
+        d.create_dir(Path::new(p)).unwrap();
+    }
+    match dir {
+        true => d.create_dir(Path::new("/a/t")).unwrap(),
+        false => d.write_file(Path::new("/a/t"), b"1", None).unwrap(),
+    }
+    d.sync_everything(Path::new("/")).unwrap();
+    d.rename(Path::new("/a/t"), Path::new("/b/t")).unwrap();
+    let mut seen: Vec<usize> = (0..64)
+        .map(|seed| {
+            let r = d.fork().crash(seed);
+            ["/a/t", "/b/t"]
+                .iter()
+                .filter(|p| r.stat(Path::new(p)).is_ok())
+                .count()
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+#[test]
+fn a_journal_keeps_a_move_between_directories_whole() {
+    assert_eq!(places_after_a_move_between_directories(true, false), [1]);
+    assert_eq!(places_after_a_move_between_directories(true, true), [1]);
+}
+
+#[test]
+fn without_a_journal_a_moved_file_may_have_two_names_or_none_a_directory_never_two() {
+    assert_eq!(
+        places_after_a_move_between_directories(false, false),
+        [0, 1, 2]
+    );
+    assert_eq!(places_after_a_move_between_directories(false, true), [0, 1]);
+}
+
+#[test]
+fn a_sync_of_either_directory_makes_a_move_between_them_durable_under_a_journal() {
+    for synced in ["/a", "/b"] {
+        let d = SimDisk::new();
+        for p in ["/a", "/b"] {
+            d.create_dir(Path::new(p)).unwrap();
+        }
+        d.write_file(Path::new("/a/t"), b"1", None).unwrap();
+        d.sync_everything(Path::new("/")).unwrap();
+        d.rename(Path::new("/a/t"), Path::new("/b/t")).unwrap();
+        d.sync_dir(Path::new(synced)).unwrap();
+        for seed in 0..32 {
+            let r = d.fork().crash(seed);
+            assert!(r.stat(Path::new("/a/t")).is_err(), "{synced} seed {seed}");
+            assert!(r.stat(Path::new("/b/t")).is_ok(), "{synced} seed {seed}");
+        }
+    }
 }
