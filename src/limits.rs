@@ -125,6 +125,10 @@ pub const MAX_LINKS: usize = 1024;
 pub const MAX_RELOG_BYTES: u64 = 64 << 20;
 pub const MAX_RELOG_FILES: usize = 10_000;
 
+/// How often a reader checks a backing file's bytes again when commits of the file keep
+/// coming while it reads them (`Pipeline::version`); after that, EAGAIN.
+pub const MAX_VERIFY_TRIES: usize = 8;
+
 /// Extended attributes, as Linux bounds them: a name (XATTR_NAME_MAX), a value
 /// (XATTR_SIZE_MAX), and all of one file's names and values together (ext4 and tmpfs keep
 /// less or about as much; past it setxattr answers ENOSPC, as ext4 does when a file's are full).

@@ -29,6 +29,9 @@ pub struct Options {
     /// Mount a log damaged in the middle anyway, dropping the lines that cannot be used
     /// (`recovery::salvage`).
     pub salvage: bool,
+    /// Read every backing file at mount to check its bytes, not only those the log names
+    /// since its last checkpoint (`recovery::reconcile`).
+    pub verify: bool,
     /// Serve a store that other users can reach (access.rs), knowingly, instead of refusing.
     pub allow_open_store: bool,
     /// Records may hold `NaN`, `Infinity` and `-Infinity` as numbers (record.rs).
@@ -45,6 +48,7 @@ impl Default for Options {
             compact_every: std::time::Duration::from_secs(DEFAULT_COMPACT_EVERY_SECS),
             keep_logs: DEFAULT_KEEP_LOGS,
             salvage: false,
+            verify: false,
             allow_open_store: false,
             allow_nan: false,
         }

@@ -148,6 +148,11 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Backing files damaged while unmounted, after a clean stop: the checkpoint vouches for the
+/// whole tree, so the mount looks at none of them. One missing and one whose bytes changed
+/// but not its length (as bit rot leaves it) are caught at their first read, served the log's
+/// bytes and rewritten; a planted one is never served, `check` names it and `--verify` sets
+/// it aside.
 #[test]
 fn a_missing_or_stale_backing_file_is_restored_from_the_log() {
     let env = Env::new();
@@ -168,22 +173,95 @@ fn a_missing_or_stale_backing_file_is_restored_from_the_log() {
     assert!(out.contains("stray.txt"), "{out}");
 
     let m = env.mount(&[]);
+    let log = m.daemon_log();
+    assert!(
+        !log.contains("differs") && !log.contains("missing") && !log.contains("stray.txt"),
+        "the mount looks at nothing the checkpoint vouches for: {log}"
+    );
     assert_eq!(
         fs::read_to_string(env.path(&record(1))).unwrap(),
         "{\"a\": 1}"
     );
     assert_eq!(fs::read_to_string(env.path("notes.txt")).unwrap(), "notes");
     assert!(!env.path("stray.txt").exists());
-    assert_eq!(
-        fs::read_to_string(env.backing(&record(1))).unwrap(),
-        "{\"a\": 1}"
+    let rewritten = |name: &str, want: &str| {
+        wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(env.backing(name)).is_ok_and(|t| t == want)
+        })
+    };
+    assert!(rewritten(&record(1), "{\"a\": 1}"), "{}", m.daemon_log());
+    assert!(rewritten("notes.txt", "notes"), "{}", m.daemon_log());
+    let log = m.daemon_log();
+    assert!(
+        log.contains("notes.txt: content differs from the log"),
+        "{log}"
     );
+    m.stop();
+    let (code, out) = env.check();
+    assert_eq!(code, 1, "only the planted file is left to find: {out}");
+    assert!(
+        out.contains("stray.txt") && !out.contains("notes.txt"),
+        "{out}"
+    );
+    let m = env.mount(&["--verify"]);
+    assert!(!env.backing("stray.txt").exists());
     let lost: Vec<_> = fs::read_dir(env.store.join("lost+found"))
         .unwrap()
         .collect();
     assert_eq!(lost.len(), 1, "the stray file is kept aside, not deleted");
     m.stop();
     assert_eq!(env.check().0, 0);
+}
+
+/// `--verify` reads every backing file before the mount goes live.
+#[test]
+fn verify_reads_every_backing_file_at_mount() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path("notes.txt"), "notes").unwrap();
+    m.stop();
+    fs::write(env.backing("notes.txt"), "NOTES").unwrap();
+    let m = env.mount(&["--verify"]);
+    let log = m.daemon_log();
+    assert!(
+        log.contains("notes.txt: backing file content differs from the log (checksum); restored"),
+        "{log}"
+    );
+    assert_eq!(
+        fs::read_to_string(env.backing("notes.txt")).unwrap(),
+        "notes"
+    );
+    m.stop();
+    assert_eq!(env.check().0, 0);
+}
+
+/// A backing file damaged after a compaction took its bytes out of the log: the first read
+/// finds it, answers EIO (never the damaged bytes), and says which file; `check` names it.
+#[test]
+fn a_damaged_backing_file_the_log_cannot_restore_answers_eio_at_its_first_read() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::write(env.path(&record(1)), "{\"a\": 1}").unwrap();
+    m.stop();
+    let out = Command::new(BIN)
+        .arg("compact")
+        .arg(&env.store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    fs::write(env.backing(&record(1)), "{\"a\": 2}").unwrap();
+    let m = env.mount(&[]);
+    let err = fs::read(env.path(&record(1))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let log = m.daemon_log();
+    assert!(
+        log.contains(&record(1)) && log.contains("cannot be restored"),
+        "{log}"
+    );
+    m.stop();
+    let (code, out) = env.check();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&record(1)), "{out}");
 }
 
 #[test]
@@ -479,8 +557,18 @@ fn read_only_mounts_serve_a_sound_store_and_refuse_one_needing_recovery() {
     let e = fs::write(env.path(&record(1)), "[]").unwrap_err();
     assert_eq!(errno_of(&e), libc::EROFS);
     m.stop();
+    // Removed by hand after a clean stop: the mount does not look (the checkpoint vouches for
+    // the tree); the first read finds it and serves the log's bytes, repairing nothing.
     fs::remove_file(env.backing(&record(1))).unwrap();
-    let err = env.mount_refused(&["--read-only"]);
+    let m = env.mount(&["--read-only"]);
+    assert_eq!(
+        fs::read_to_string(env.path(&record(1))).unwrap(),
+        "{\"ro\": true}"
+    );
+    m.stop();
+    assert!(!env.backing(&record(1)).exists());
+    // Looked at, the store needs recovery, which a read-only mount cannot do.
+    let err = env.mount_refused(&["--read-only", "--verify"]);
     assert!(
         err.contains("needs recovery") && err.contains("without --read-only"),
         "{err}"

@@ -123,6 +123,12 @@ pub struct MountArgs {
     /// used (each named, its bytes kept in STORE/log/), keep every other commit.
     #[arg(long, conflicts_with = "read_only")]
     pub salvage: bool,
+    /// Look at every name in STORE/root/ and check every backing file's bytes against the
+    /// log before the mount goes live, setting aside what the log does not know. Without it
+    /// a mount looks only at what the log touched since its last checkpoint, and checks
+    /// every other backing file at its first read.
+    #[arg(long)]
+    pub verify: bool,
     /// Serve a store that users other than its owner can read or enter (STORE, its
     /// directories or log readable by group or others), instead of refusing it. The log
     /// holds every file's bytes, whatever the file's mode.

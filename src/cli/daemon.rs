@@ -37,6 +37,7 @@ pub(super) fn mount_command(args: MountArgs) -> i32 {
         compact_every,
         keep_logs,
         salvage,
+        verify,
         allow_open_store,
         allow_nan,
     } = args;
@@ -48,6 +49,7 @@ pub(super) fn mount_command(args: MountArgs) -> i32 {
         compact_every: Duration::from_secs(compact_every.max(1)),
         keep_logs,
         salvage,
+        verify,
         allow_open_store,
         allow_nan,
     };

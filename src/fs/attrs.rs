@@ -143,12 +143,7 @@ impl RecordFs {
     }
 
     pub(super) fn read_committed(&self, fid: Fid) -> Result<Vec<u8>> {
-        if self.damaged.lock().contains(&fid) {
-            return Err(err!(EIO, "the backing file of inode {fid} is damaged"));
-        }
-        self.pipeline
-            .version(fid)?
-            .read_all(self.opts.max_file_size)
+        self.version(fid)?.read_all(self.opts.max_file_size)
     }
 
     /// Keeps refused bytes in `rejected/` and says where, in the error the caller gets.

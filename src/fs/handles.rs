@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use log::warn;
 use parking_lot::Mutex;
 
 use super::rules::dir_of;
 use super::state::{Copy, DirEntry, Handle, Owners, RecordFs, Standing, Writer};
 use crate::error::{err, Result};
 use crate::limits::MAX_HANDLES;
-use crate::pipeline::Version;
+use crate::pipeline::{Read, Version};
 use crate::types::{Fid, Kind, Time};
 
 impl RecordFs {
@@ -91,13 +92,28 @@ impl RecordFs {
                 "the backing file of inode {fid} is damaged; see the mount's log"
             ));
         }
-        self.pipeline.version(fid).map_err(|e| {
-            match (e.errno, self.pipeline.inode(fid)) {
+        match self.pipeline.version(fid) {
+            Ok(Read::Fine(version)) => Ok(version),
+            Ok(Read::Restore(bytes)) => {
+                // The backing file is rewritten once the log holds its bytes again.
+                if self.writable().is_ok() {
+                    if let Err(e) = self.pipeline.log_again(fid, bytes.clone()) {
+                        warn!("inode {fid}: its backing file is not rewritten: {e}");
+                    }
+                }
+                Ok(Version::Memory(bytes))
+            }
+            Err(e) => Err(match (e.errno, self.pipeline.inode(fid)) {
                 // Removed, and its backing file gone too: the kernel will look again.
                 (libc::ENOENT, None) => err!(ESTALE, "inode {fid} was removed"),
+                (libc::EIO, Some(_)) => {
+                    // Not served until the store is mounted again (or the file rewritten).
+                    self.damaged.lock().insert(fid);
+                    e
+                }
                 _ => e,
-            }
-        })
+            }),
+        }
     }
 
     // -----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Names: lookup, stat, making files and symlinks, opening, unlinking and renaming.
 
+use ::log::warn;
 use std::sync::Arc;
 
 use super::rules::{check_name, check_path_len, dir_of, is_record, show};
@@ -78,7 +79,15 @@ impl RecordFs {
     pub fn readlink(&self, fid: Fid) -> Result<Vec<u8>> {
         let inode = self.inode(fid)?;
         match (&inode.kind, &inode.target) {
-            (Kind::Symlink, Some(t)) => Ok(t.to_vec()),
+            (Kind::Symlink, Some(t)) => {
+                // Served from the namespace; a backing symlink found wrong is rewritten.
+                if self.writable().is_ok() && !self.pipeline.symlink_sound(fid)? {
+                    if let Err(e) = self.pipeline.log_again(fid, Arc::new(t.to_vec())) {
+                        warn!("inode {fid}: its backing symlink is not rewritten: {e}");
+                    }
+                }
+                Ok(t.to_vec())
+            }
             _ => Err(err!(EINVAL, "{} is not a symbolic link", show(&inode.name))),
         }
     }

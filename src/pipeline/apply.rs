@@ -167,13 +167,18 @@ impl Pipeline {
                         }
                         self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind), data.len());
                     }
+                    // Every name of a symlink, as of a file (a SET logged again to repair one).
                     Kind::Symlink => {
                         let mut st = self.state.lock();
-                        let dest = st
-                            .disk
-                            .path_in(layout, *dir, name)
-                            .ok_or_else(|| unplaced(*dir))?;
-                        store::replace_symlink(disk, &tmp, &dest, &data.bytes)?;
+                        let names = match st.disk.get(*fid) {
+                            Some(p) => p.names().map(|(d, n)| (d, n.to_vec())).collect(),
+                            None => vec![(*dir, name.clone())],
+                        };
+                        for (d, n) in &names {
+                            let dest =
+                                st.disk.path_in(layout, *d, n).ok_or_else(|| unplaced(*d))?;
+                            store::replace_symlink(disk, &tmp, &dest, &data.bytes)?;
+                        }
                         self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind), data.len());
                     }
                     // A directory's mode and times are the log's; its backing directory only
@@ -331,6 +336,7 @@ impl Pipeline {
         if !st.disk.contains(fid) {
             st.disk.place(fid, dir, name, kind);
         }
+        st.disk.set_verified(fid);
         st.changed.insert(fid);
         if st.pending.get(&fid).is_some_and(|(s, _)| *s == seq) {
             st.pending.remove(&fid);

@@ -16,6 +16,9 @@ pub(super) struct Placed {
     pub(super) name: Vec<u8>,
     pub(super) kind: Kind,
     pub(super) links: Vec<(Fid, Vec<u8>)>,
+    /// The first name's backing file was written by this process, or read and found to hold
+    /// the log's bytes: it need not be checked again (`Pipeline::version`).
+    pub(super) verified: bool,
 }
 
 impl Placed {
@@ -43,8 +46,16 @@ impl Tree {
             name: name.to_vec(),
             kind,
             links: Vec::new(),
+            verified: false,
         };
         self.0.insert(fid, placed);
+    }
+
+    /// `fid`'s first backing file holds the log's bytes.
+    pub(super) fn set_verified(&mut self, fid: Fid) {
+        if let Some(p) = self.0.get_mut(&fid) {
+            p.verified = true;
+        }
     }
 
     pub(super) fn add_link(&mut self, fid: Fid, dir: Fid, name: &[u8]) {
@@ -63,7 +74,9 @@ impl Tree {
         } else if p.links.is_empty() {
             self.0.remove(&fid);
         } else {
+            // The copy under the next name was never read: it is checked at its first read.
             (p.dir, p.name) = p.links.remove(0);
+            p.verified = false;
         }
     }
 

@@ -6,6 +6,14 @@ use std::sync::Arc;
 use crate::disk::ReadAt;
 use crate::error::{err, Error, Result};
 
+/// A committed version as `Pipeline::version` finds it.
+pub enum Read {
+    Fine(Version),
+    /// The backing file differs from the log: these are the file's bytes, to serve and to
+    /// commit again (`Pipeline::log_again`) so that its backing files are rewritten.
+    Restore(Arc<Vec<u8>>),
+}
+
 /// What a reader reads: the bytes of one committed version, fixed at open.
 pub enum Version {
     Memory(Arc<Vec<u8>>),

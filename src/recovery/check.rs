@@ -1,7 +1,7 @@
 //! `recordfs check`: the same reading and reconciling as a mount, reporting instead of
 //! repairing.
 
-use super::reconcile::{reconcile, Repair};
+use super::reconcile::{reconcile, Repair, Scope};
 use super::scan::{scan_log, Finding};
 use crate::disk::Disk;
 use crate::error::Result;
@@ -52,7 +52,7 @@ pub fn check(disk: &dyn Disk, layout: &Layout) -> Result<CheckReport> {
         });
     }
     let max_line = scan.last.as_ref().map(|(_, h, _)| h.max_line).unwrap_or(0);
-    let reconciled = reconcile(disk, layout, &scan.ns, max_line, Repair::No)?;
+    let reconciled = reconcile(disk, layout, &scan.ns, max_line, Repair::No, Scope::All)?;
     problems.extend(reconciled.findings);
     let leftovers = disk.list(&layout.tmp()).map(|d| d.len()).unwrap_or(0);
     if leftovers > 0 {

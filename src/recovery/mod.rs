@@ -22,7 +22,7 @@ use crate::namespace::Namespace;
 use crate::options::Options;
 use crate::store::{self, Layout, StoreLock};
 use crate::types::{Fid, Time, ROOT};
-use reconcile::{reconcile, sync_restored, Repair};
+use reconcile::{reconcile, sync_restored, Repair, Scope};
 use salvage::salvage;
 use scan::{cut, keep_cut_bytes, root_attrs, scan_log};
 
@@ -102,14 +102,33 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
             }
         }
     };
-    // Every backing file is read and checked against its CRC32C in the log: bit rot keeps
-    // size and mtime, and a corrupt file must never be served as if it were fine.
+    // What the entries after the last checkpoint touched is held against the log: the
+    // backing file at each name they give, take or write, its kind, length and attributes,
+    // its bytes read and checked against their CRC32C; a directory moved or made there with
+    // all in it; and names there the log does not hold are set aside. A process that died
+    // may have left just these half done; the checkpoint vouches for the rest of the tree,
+    // whose bytes are checked at their first read (bit rot keeps size and mtime, and a
+    // corrupt file must never be served as if it were fine). A mount after a clean stop
+    // looks at nothing. A log cut short (a torn entry may be damage that hid durable
+    // entries) or salvaged, and `--verify`, have the whole tree looked at and every byte
+    // read now.
     let repair = if opts.read_only {
         Repair::No
     } else {
         Repair::FromTheLog
     };
-    let reconciled = reconcile(disk, layout, &ns, log.max_line().max(max_line), repair)?;
+    let scope = match opts.salvage || opts.verify || scan.torn.is_some() {
+        true => Scope::All,
+        false => Scope::Tail(&scan.tail),
+    };
+    let reconciled = reconcile(
+        disk,
+        layout,
+        &ns,
+        log.max_line().max(max_line),
+        repair,
+        scope,
+    )?;
     if opts.read_only && (!reconciled.findings.is_empty() || scan.torn.is_some()) {
         // Read-only, nothing can be repaired, and the backing files are not what the log
         // says: serving them would show a state that was never committed.

@@ -1,21 +1,29 @@
 //! Holding the backing tree against the namespace: every backing file checked by length and
 //! CRC32C, restored from the log (or from a copy under another name), strays set aside.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::scan::{name_str, Finding};
+use super::scan::{name_str, Finding, Tail};
 use crate::disk::{Disk, EntryKind, FileMeta};
 use crate::error::{err, Error, Result};
 use crate::log::{self, crc32c, Op};
 use crate::namespace::{Inode, Namespace};
 use crate::store::{self, Layout};
-use crate::types::{Fid, Kind, Time};
+use crate::types::{Fid, Kind, Time, ROOT};
 
-/// How a backing file (at `rel` under `root/`) differs from what the log says it holds.
-fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode, rel: &[u8]) -> Option<String> {
+/// How a backing file (at `rel` under `root/`) differs from what the log says it holds. A
+/// regular file's bytes are read and checked against their CRC32C only with `read`; without,
+/// its kind and length are.
+fn backing_problem(
+    disk: &dyn Disk,
+    layout: &Layout,
+    inode: &Inode,
+    rel: &[u8],
+    read: bool,
+) -> Option<String> {
     let path = layout.backing(rel);
     let st = match disk.stat(&path) {
         Ok(st) => st,
@@ -38,6 +46,9 @@ fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode, rel: &[u8]) 
             if st.len != inode.size {
                 return Some(format!("{} bytes, the log says {}", st.len, inode.size));
             }
+            if !read {
+                return None;
+            }
             match disk.read(&path) {
                 Ok(bytes) if crc32c(&bytes) != inode.dcrc => {
                     Some("content differs from the log (checksum)".into())
@@ -48,6 +59,138 @@ fn backing_problem(disk: &dyn Disk, layout: &Layout, inode: &Inode, rel: &[u8]) 
         }
         Kind::Dir => (st.kind != EntryKind::Dir).then(|| "not a directory".into()),
     }
+}
+
+/// What `reconcile` looks at.
+#[derive(Clone, Copy)]
+pub(super) enum Scope<'a> {
+    /// Every name in the backing tree, every backing file's bytes read (`check`, a salvage,
+    /// `--verify`, a log cut short).
+    All,
+    /// What the entries after the last checkpoint touched (a mount): the checkpoint vouches
+    /// for the rest of the tree (the write-ahead rule: the backing tree changes only for
+    /// entries durable in the log, and a checkpoint is written once they all reached the
+    /// disk), whose bytes are checked at their first read.
+    Tail(&'a Tail),
+}
+
+impl Scope<'_> {
+    /// The paths the tail touched, as the namespace has them now, each with whether all under
+    /// it is touched too: every name of every file it names (its attributes or bytes may be
+    /// half written), and every directory entry it gives or takes (a name made, removed or
+    /// moved; a directory moved there brings everything in it). None for `All`.
+    fn roots(&self, ns: &Namespace) -> Option<BTreeMap<Vec<u8>, bool>> {
+        let Scope::Tail(tail) = self else {
+            return None;
+        };
+        let mut roots: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        for fid in tail.fids().filter(|f| *f != ROOT) {
+            for rel in ns.paths(fid) {
+                roots.entry(rel).or_insert(false);
+            }
+        }
+        for (dir, name) in tail.places().filter(|(_, name)| !name.is_empty()) {
+            // A directory gone from the namespace took its entries along: the place of its
+            // own removal, in a directory still there (the root at last), is a root.
+            let Some(mut rel) = ns.get(dir).and_then(|_| ns.path(dir)) else {
+                continue;
+            };
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name);
+            roots.insert(rel, true);
+        }
+        Some(roots)
+    }
+
+    /// The files whose bytes are read: the tail's files, and what each name it gives or
+    /// takes holds now (moved there, or exchanged). None for all.
+    fn read(&self, ns: &Namespace) -> Option<HashSet<Fid>> {
+        let Scope::Tail(tail) = self else {
+            return None;
+        };
+        let mut fids: HashSet<Fid> = tail.fids().collect();
+        fids.extend(
+            tail.places()
+                .filter_map(|(dir, name)| Some(ns.lookup(dir, name)?.fid)),
+        );
+        Some(fids)
+    }
+}
+
+/// The file or directory at `rel` in the namespace.
+fn resolve<'a>(ns: &'a Namespace, rel: &[u8]) -> Option<&'a Inode> {
+    let mut at = ns.get(ROOT)?;
+    for name in rel.split(|b| *b == b'/') {
+        at = ns.lookup(at.fid, name)?;
+    }
+    Some(at)
+}
+
+/// What the namespace holds at each of `roots`, and under those marked so; every inode with
+/// each of its paths for `None` (all).
+fn expected<'a>(
+    ns: &'a Namespace,
+    roots: Option<&BTreeMap<Vec<u8>, bool>>,
+) -> Vec<(&'a Inode, Vec<u8>)> {
+    let Some(roots) = roots else {
+        return ns
+            .files()
+            .flat_map(|i| ns.paths(i.fid).into_iter().map(move |rel| (i, rel)))
+            .collect();
+    };
+    let mut out = Vec::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    for (rel, under) in roots {
+        let Some(inode) = resolve(ns, rel) else {
+            continue;
+        };
+        let mut todo = vec![(inode, rel.clone())];
+        while let Some((inode, rel)) = todo.pop() {
+            if !seen.insert(rel.clone()) {
+                continue;
+            }
+            if *under && inode.kind == Kind::Dir {
+                for (name, child) in ns.list(inode.fid) {
+                    todo.push((child, [rel.as_slice(), b"/", name].concat()));
+                }
+            }
+            out.push((inode, rel));
+        }
+    }
+    out
+}
+
+/// What the backing tree holds at each of `roots`, and under those marked so; every name in
+/// it for `None` (all).
+fn found(
+    disk: &dyn Disk,
+    layout: &Layout,
+    roots: Option<&BTreeMap<Vec<u8>, bool>>,
+) -> Result<Vec<(Vec<u8>, EntryKind)>> {
+    let Some(roots) = roots else {
+        return walk(disk, layout, Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    for (rel, under) in roots {
+        let kind = match disk.stat(&layout.backing(rel)) {
+            Ok(st) => st.kind,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                let path = layout.backing(rel);
+                return Err(Error::io(format!("stat of {}", path.display()), &e));
+            }
+        };
+        let mut here = vec![(rel.clone(), kind)];
+        if *under && kind == EntryKind::Dir {
+            here.extend(walk(disk, layout, rel.clone())?);
+        }
+        out.extend(here.into_iter().filter(|(rel, _)| seen.insert(rel.clone())));
+    }
+    out.sort_by_key(|(rel, _)| rel.iter().filter(|b| **b == b'/').count());
+    Ok(out)
 }
 
 /// Whether a backing file's mode, owner and mtime are the log's.
@@ -193,6 +336,7 @@ pub(super) fn reconcile(
     ns: &Namespace,
     max_line: u64,
     repair: Repair,
+    scope: Scope,
 ) -> Result<Reconciled> {
     let (repair, keep_differing) = match repair {
         Repair::No => (false, false),
@@ -200,12 +344,10 @@ pub(super) fn reconcile(
         Repair::KeepingWhatDiffers => (true, true),
     };
     let mut out = Reconciled::default();
-    let found = walk(disk, layout)?;
-    // Every inode with its path; directories before what is in them.
-    let mut files: Vec<(&Inode, Vec<u8>)> = ns
-        .files()
-        .flat_map(|i| ns.paths(i.fid).into_iter().map(move |rel| (i, rel)))
-        .collect();
+    let roots = scope.roots(ns);
+    let found = found(disk, layout, roots.as_ref())?;
+    // Every inode in scope with its path; directories before what is in them.
+    let mut files = expected(ns, roots.as_ref());
     files.sort_by_key(|(i, rel)| (rel.iter().filter(|b| **b == b'/').count(), i.fid));
     let expected: HashSet<&[u8]> = files.iter().map(|(_, rel)| rel.as_slice()).collect();
     // Regular files found anywhere, where a rename that had not reached the disk may have
@@ -215,10 +357,12 @@ pub(super) fn reconcile(
         .filter(|(_, kind)| *kind == EntryKind::File)
         .map(|(rel, _)| rel.clone())
         .collect();
+    let read = scope.read(ns);
     let mut progress = crate::progress::Progress::new("checking backing files", files.len() as u64);
     for (inode, rel) in &files {
         progress.tick();
-        let Some(problem) = backing_problem(disk, layout, inode, rel) else {
+        let read_it = read.as_ref().is_none_or(|fids| fids.contains(&inode.fid));
+        let Some(problem) = backing_problem(disk, layout, inode, rel, read_it) else {
             if repair && inode.kind == Kind::File && !meta_matches(disk, layout, inode, rel) {
                 // An attribute change whose entry had not reached the backing file.
                 let path = layout.backing(rel);
@@ -299,12 +443,13 @@ pub(super) fn reconcile(
     Ok(out)
 }
 
-/// Every name in the backing tree as a path under `root/`, with what it is, each directory
-/// before what is in it. A directory's contents are listed only if it is one the walk may
-/// enter (never through a symlink: `stat` does not follow one).
-fn walk(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Vec<u8>, EntryKind)>> {
+/// Every name under directory `from` in the backing tree (`root/` itself if empty) as a path
+/// under `root/`, with what it is, each directory before what is in it. A directory's
+/// contents are listed only if it is one the walk may enter (never through a symlink: `stat`
+/// does not follow one).
+fn walk(disk: &dyn Disk, layout: &Layout, from: Vec<u8>) -> Result<Vec<(Vec<u8>, EntryKind)>> {
     let mut out = Vec::new();
-    let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut dirs: Vec<Vec<u8>> = vec![from];
     while let Some(dir) = dirs.pop() {
         let path = layout.backing(&dir);
         let names = disk

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ::log::{info, warn};
 
-use super::reconcile::{reconcile, Repair};
+use super::reconcile::{reconcile, Repair, Scope};
 use super::scan::{keep_beside, name_str, read_manifest, root_attrs, scan_log, Finding};
 use crate::disk::Disk;
 use crate::error::{err, Error, Result};
@@ -54,7 +54,14 @@ pub(super) fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Resul
             what: refusal.reason,
         });
     }
-    let reconciled = reconcile(disk, layout, &ns, max_line, Repair::KeepingWhatDiffers)?;
+    let reconciled = reconcile(
+        disk,
+        layout,
+        &ns,
+        max_line,
+        Repair::KeepingWhatDiffers,
+        Scope::All,
+    )?;
     findings.extend(reconciled.findings);
     // A file whose bytes are nowhere any more leaves the mount rather than answer EIO for
     // good: what the backing tree held for it is in lost+found/, with the strays.

@@ -10,7 +10,7 @@ use crate::error::{err, Error, Result};
 use crate::log::{self, list_segments, scan_segment, Header, Op};
 use crate::namespace::Namespace;
 use crate::store::Layout;
-use crate::types::{Attrs, Seq, Time};
+use crate::types::{Attrs, Fid, Seq, Time};
 
 /// One thing found wrong (or repaired) in a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +34,62 @@ pub struct LogScan {
     pub entries: u64,
     /// The last CHECKPOINT: the entry it covers and when it was written.
     pub checkpoint: Option<(Seq, u64)>,
+    /// What the entries after it name.
+    pub tail: Tail,
+}
+
+/// What the entries after the last checkpoint name: all whose bytes a process that died
+/// could have left half written in the backing tree. The checkpoint vouches for the bytes of
+/// every other backing file (the write-ahead rule: the backing tree changes only for entries
+/// durable in the log).
+#[derive(Default, Debug)]
+pub struct Tail {
+    entries: Vec<Touch>,
+}
+
+/// One entry of the tail: its sequence number, its file, the directory entries it gives or
+/// takes (a SET writes at its place, which it gives when it creates the file).
+#[derive(Debug)]
+struct Touch {
+    seq: Seq,
+    fid: Fid,
+    places: Vec<(Fid, Vec<u8>)>,
+}
+
+impl Tail {
+    fn add(&mut self, seq: Seq, op: &Op) {
+        match (op, op.fid()) {
+            (Op::Checkpoint { upto }, _) => self.entries.retain(|t| t.seq > *upto),
+            (op, Some(fid)) => {
+                // An attribute change names a place but gives or takes none: the file's
+                // names are found from the file.
+                let names_change = !matches!(op, Op::Attr { .. } | Op::Xattr { .. });
+                let places = op
+                    .places()
+                    .into_iter()
+                    .filter(|_| names_change)
+                    .map(|(d, n)| (d, n.to_vec()));
+                self.entries.push(Touch {
+                    seq,
+                    fid,
+                    places: places.collect(),
+                });
+            }
+            (_, None) => {}
+        }
+    }
+
+    /// The files the entries name.
+    pub fn fids(&self) -> impl Iterator<Item = Fid> + '_ {
+        self.entries.iter().map(|t| t.fid)
+    }
+
+    /// The directory entries they give or take.
+    pub fn places(&self) -> impl Iterator<Item = (Fid, &[u8])> + '_ {
+        self.entries
+            .iter()
+            .flat_map(|t| t.places.iter().map(|(d, n)| (*d, n.as_slice())))
+    }
 }
 
 /// `log/MANIFEST`, if the store was ever compacted.
@@ -103,6 +159,7 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         segments: 0,
         entries: 0,
         checkpoint: None,
+        tail: Tail::default(),
     };
     let (ns, segments) = start_state(disk, layout)?;
     if ns.last_seq() > 0 {
@@ -125,6 +182,7 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         let ns = &mut scan.ns;
         let entries = &mut scan.entries;
         let checkpoint = &mut scan.checkpoint;
+        let tail = &mut scan.tail;
         let seg = scan_segment(disk, &path, expect, |offset, entry| {
             let loc = matches!(entry.op, Op::Set { .. }).then_some(crate::namespace::ContentLoc {
                 segment: start,
@@ -134,6 +192,7 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
             if let Op::Checkpoint { upto } = entry.op {
                 *checkpoint = Some((upto, entry.ts));
             }
+            tail.add(entry.seq, &entry.op);
             ns.apply(&entry, loc).map(|_| ()).map_err(|e| {
                 err!(
                     EIO,

@@ -1,0 +1,227 @@
+//! What a mount costs (issue 12): it looks at the backing files the log's tail touched, not at
+//! the whole store.
+//!
+//! Guards against: a mount that walks, stats or reads every backing file, so that its time
+//! grows with the store instead of with what the last process left unfinished. The backing
+//! tree is looked at through a disk that counts every stat, listing, open to read and
+//! readlink under `root/`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use recordfs::disk::sim::SimDisk;
+use recordfs::disk::{Disk, DiskFile, DiskLock, DiskStat, FileMeta, ReadAt};
+use recordfs::fs::RecordFs;
+use recordfs::options::Options;
+use recordfs::types::{Fid, ROOT};
+
+const STORE: &str = "/store";
+const FILES: u32 = 300;
+
+/// A disk that counts the looks at what is in the backing tree.
+struct Looking {
+    inner: SimDisk,
+    root: PathBuf,
+    looks: AtomicU64,
+    /// The first paths looked at, to say what they were.
+    seen: Mutex<Vec<PathBuf>>,
+}
+
+impl Looking {
+    fn new(inner: SimDisk) -> Arc<Looking> {
+        Arc::new(Looking {
+            inner,
+            root: Path::new(STORE).join("root"),
+            looks: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn look(&self, path: &Path) {
+        // `root/` itself is looked at by any opening of the store.
+        if path.starts_with(&self.root) && path != self.root {
+            self.looks.fetch_add(1, Ordering::Relaxed);
+            let mut seen = self.seen.lock().unwrap();
+            if seen.len() < 40 {
+                seen.push(path.to_owned());
+            }
+        }
+    }
+
+    fn looks(&self) -> u64 {
+        self.looks.load(Ordering::Relaxed)
+    }
+}
+
+impl Disk for Looking {
+    fn open_file(&self, path: &Path, create_new: bool) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.open_file(path, create_new)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn ReadAt>> {
+        self.look(path);
+        self.inner.open_read(path)
+    }
+    fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()> {
+        self.inner.write_file(path, bytes, meta)
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn sync_everything(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_everything(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.inner.exchange(a, b)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        self.look(dir);
+        self.inner.list(dir)
+    }
+    fn stat(&self, path: &Path) -> io::Result<DiskStat> {
+        self.look(path);
+        self.inner.stat(path)
+    }
+    fn symlink(&self, target: &[u8], path: &Path) -> io::Result<()> {
+        self.inner.symlink(target, path)
+    }
+    fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.look(path);
+        self.inner.read_link(path)
+    }
+    fn set_meta(&self, path: &Path, meta: &FileMeta) -> io::Result<()> {
+        self.inner.set_meta(path, meta)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir(path)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir(path)
+    }
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.inner.set_mode(path, mode)
+    }
+    fn lock(&self, path: &Path, holder: &str) -> io::Result<Box<dyn DiskLock>> {
+        self.inner.lock(path, holder)
+    }
+}
+
+fn put(fs: &RecordFs, dir: Fid, name: &str, bytes: &[u8]) {
+    let (_, fh, t) = fs
+        .create(dir, name.as_bytes(), 0o644, 0, 0, libc::O_WRONLY)
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.write(fh, 0, bytes).unwrap();
+    fs.wait(fs.flush(fh).unwrap()).unwrap();
+    fs.release(fh);
+}
+
+fn record(n: u32) -> String {
+    format!("{n:08x}-0000-4000-8000-000000000000.json")
+}
+
+/// A store of `FILES` records in three folders and the root, stopped cleanly.
+fn store_of_many() -> SimDisk {
+    let disk = SimDisk::new();
+    let fs =
+        RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default()).unwrap();
+    let mut dirs = vec![ROOT];
+    for d in ["a", "b", "c"] {
+        let (stat, t) = fs.mkdir(ROOT, d.as_bytes(), 0o755, 0, 0).unwrap();
+        fs.wait(t).unwrap();
+        dirs.push(stat.ino);
+    }
+    for n in 0..FILES {
+        put(
+            &fs,
+            dirs[n as usize % 4],
+            &record(n),
+            format!("[{n}]").as_bytes(),
+        );
+    }
+    fs.shutdown().unwrap();
+    disk
+}
+
+/// Mounts `disk`, returning how often the backing tree was looked at and the findings.
+fn mount_looks(disk: SimDisk, opts: Options) -> (u64, RecordFs, Arc<Looking>) {
+    let looking = Looking::new(disk);
+    let fs = RecordFs::start_on(looking.clone(), Path::new(STORE), opts).unwrap();
+    (looking.looks(), fs, looking)
+}
+
+#[test]
+fn a_mount_after_a_clean_stop_looks_at_no_backing_file() {
+    let disk = store_of_many();
+    let (looks, fs, looking) = mount_looks(disk.clone(), Options::default());
+    assert!(
+        looks == 0,
+        "{looks} looks at the backing tree of a store stopped cleanly: {:?}",
+        looking.seen.lock().unwrap()
+    );
+    fs.shutdown().unwrap();
+    // The counter sees a mount that looks at everything.
+    let verify = Options {
+        verify: true,
+        ..Options::default()
+    };
+    let (looks, fs, _) = mount_looks(disk, verify);
+    assert!(
+        looks > 2 * FILES as u64,
+        "--verify looked only {looks} times"
+    );
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn a_mount_after_a_crash_looks_at_what_the_log_s_tail_touched() {
+    let disk = store_of_many();
+    let fs =
+        RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default()).unwrap();
+    let a = fs.lookup(ROOT, b"a").unwrap().ino;
+    put(&fs, a, &record(1_000), b"[\"new\"]");
+    put(&fs, ROOT, &record(0), b"[\"changed\"]");
+    fs.wait(
+        fs.rename(a, record(1).as_bytes(), ROOT, b"moved.json", 0)
+            .unwrap(),
+    )
+    .unwrap();
+    let rebooted = disk.crash(7);
+    drop(fs); // the dead process
+    let (looks, fs, looking) = mount_looks(rebooted, Options::default());
+    assert!(
+        looks <= 30,
+        "{looks} looks at the backing tree for a tail of three changes in a store of {FILES} files: {:?}",
+        looking.seen.lock().unwrap()
+    );
+    // What the tail touched is right, and so is what it did not (checked at first read).
+    for (dir, name, want) in [
+        (a, record(1_000), "[\"new\"]"),
+        (ROOT, record(0), "[\"changed\"]"),
+        (ROOT, "moved.json".to_string(), "[1]"),
+        (a, record(5), "[5]"),
+    ] {
+        let ino = fs.lookup(dir, name.as_bytes()).unwrap().ino;
+        let (fh, _) = fs.open(ino, libc::O_RDONLY).unwrap();
+        assert_eq!(fs.read(fh, 0, 100).unwrap(), want.as_bytes(), "{name}");
+        fs.release(fh);
+    }
+    fs.shutdown().unwrap();
+    drop(fs);
+    let report = recordfs::recovery::check(
+        &*looking as &dyn Disk,
+        &recordfs::store::Layout::new(Path::new(STORE)),
+    )
+    .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
