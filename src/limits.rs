@@ -129,6 +129,11 @@ pub const MAX_RELOG_FILES: usize = 10_000;
 /// coming while it reads them (`Pipeline::version`); after that, EAGAIN.
 pub const MAX_VERIFY_TRIES: usize = 8;
 
+/// Threads that decode a snapshot's lines at mount, at most (one per core, up to this), and
+/// the fewest lines worth a thread of their own.
+pub const SNAPSHOT_DECODE_THREADS: usize = 8;
+pub const SNAPSHOT_DECODE_RUN: usize = 16_384;
+
 /// Extended attributes, as Linux bounds them: a name (XATTR_NAME_MAX), a value
 /// (XATTR_SIZE_MAX), and all of one file's names and values together (ext4 and tmpfs keep
 /// less or about as much; past it setxattr answers ENOSPC, as ext4 does when a file's are full).

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::error::{err, Error, Result};
-use crate::types::{Attrs, Fid, Kind, Time, Xattrs, MAX_ID};
+use crate::types::{no_xattrs, Attrs, Fid, Kind, Time, Xattrs, MAX_ID};
 
 pub const FORMAT_VERSION: u64 = 1;
 
@@ -91,6 +91,18 @@ pub(super) fn corrupt(reason: impl std::fmt::Display) -> Error {
 
 /// Checks the framing and checksum of one line (without newline) and parses it.
 pub(super) fn check_line(line: &[u8]) -> Result<serde_json::Map<String, Value>> {
+    checksum(line)?;
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(corrupt("line is not a JSON object")),
+        Err(e) => Err(corrupt(format!(
+            "checksum matches but JSON does not parse: {e}"
+        ))),
+    }
+}
+
+/// Checks the framing and checksum of one line (without newline).
+pub(super) fn checksum(line: &[u8]) -> Result<()> {
     const TAIL: usize = r#","crc":"00000000"}"#.len();
     if line.len() < TAIL + 1 || line[0] != b'{' {
         return Err(corrupt("not an entry line"));
@@ -107,22 +119,14 @@ pub(super) fn check_line(line: &[u8]) -> Result<serde_json::Map<String, Value>> 
         .flatten()
         .and_then(|h| u32::from_str_radix(h, 16).ok())
         .ok_or_else(|| corrupt("crc is not 8 hex digits"))?;
-    let mut checked = Vec::with_capacity(body.len() + 1);
-    checked.extend_from_slice(body);
-    checked.push(b'}');
-    let actual = crc32c(&checked);
+    // The checksum covers the body closed by `}`, without copying it.
+    let actual = crc32c::crc32c_append(crc32c(body), b"}");
     if actual != stored {
         return Err(corrupt(format!(
             "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
         )));
     }
-    match serde_json::from_slice::<Value>(line) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(corrupt("line is not a JSON object")),
-        Err(e) => Err(corrupt(format!(
-            "checksum matches but JSON does not parse: {e}"
-        ))),
-    }
+    Ok(())
 }
 
 pub(super) struct Fields(pub(super) serde_json::Map<String, Value>);
@@ -192,7 +196,7 @@ impl Fields {
     pub(super) fn xattrs(&self) -> Result<Xattrs> {
         let bad = || corrupt("field \"xattrs\" is not a list of [name, base64 value]");
         let Some(v) = self.0.get("xattrs") else {
-            return Ok(Xattrs::default());
+            return Ok(no_xattrs());
         };
         let mut map = std::collections::BTreeMap::new();
         for pair in v.as_array().ok_or_else(bad)? {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::disk::Disk;
 use crate::limits::max_line_for;
-use crate::types::{Attrs, Kind, Time, ROOT};
+use crate::types::{Attrs, Fid, Kind, Time, ROOT};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -391,4 +391,118 @@ fn zeros_written_ahead_are_free_space_and_trimmed_at_rest() {
     assert_eq!(size(), w.len());
     let (seen, scan) = scan_all();
     assert_eq!((seen, scan.bad.len()), (3, 0));
+}
+
+/// Issue 12: a snapshot's plain file lines are read by a fast path. It must read exactly what
+/// the general reading does, leave it every line it cannot read whole (xattrs, a name that is
+/// not UTF-8), and refuse whatever the general reading refuses.
+#[test]
+fn a_snapshot_line_reads_the_same_on_the_fast_path() {
+    let file =
+        |fid, name: &[u8], kind, target: Option<&[u8]>, links: Vec<(Fid, Vec<u8>)>| FileRecord {
+            fid,
+            dir: ROOT,
+            name: name.to_vec(),
+            kind,
+            attrs: attrs(),
+            len: 7,
+            dcrc: 0x0102_0304,
+            target: target.map(<[u8]>::to_vec),
+            xattrs: crate::types::no_xattrs(),
+            links,
+        };
+    let line_of = |f: &FileRecord| -> Vec<u8> {
+        let bytes = encode_snapshot(&Snapshot {
+            upto: 1,
+            next_fid: 99,
+            root: attrs(),
+            root_xattrs: crate::types::no_xattrs(),
+            files: vec![f.clone()],
+        });
+        bytes.split(|b| *b == b'\n').nth(1).unwrap().to_vec()
+    };
+    let fast = [
+        file(3, b"plain.json", Kind::File, None, vec![]),
+        file(4, b"d", Kind::Dir, None, vec![]),
+        file(5, b"s", Kind::Symlink, Some(b"../t \"q\""), vec![]),
+        file(6, b"esc\"ape\\d\n\t\x01", Kind::File, None, vec![]),
+        file(
+            7,
+            "\u{e9}t\u{e9}".as_bytes(),
+            Kind::File,
+            None,
+            vec![(5, b"l".to_vec())],
+        ),
+    ];
+    for f in &fast {
+        let line = line_of(f);
+        assert_eq!(snapshot::plain_file_record(&line).as_ref(), Some(f));
+        assert_eq!(&snapshot::decode_file_record(&line).unwrap(), f);
+    }
+    let mut with_xattrs = file(8, b"x", Kind::File, None, vec![]);
+    with_xattrs.xattrs = Arc::new([(b"user.a".to_vec(), b"1".to_vec())].into());
+    let general = [
+        with_xattrs,
+        file(9, &[b'a', 0xff], Kind::File, None, vec![]),
+        file(10, b"l", Kind::File, None, vec![(ROOT, vec![0xfe])]),
+    ];
+    for f in &general {
+        let line = line_of(f);
+        assert_eq!(snapshot::plain_file_record(&line), None);
+        assert_eq!(&snapshot::decode_file_record(&line).unwrap(), f);
+    }
+    // Sealed again after the change: only the value is wrong.
+    let line = String::from_utf8(line_of(&fast[0])).unwrap();
+    let body = &line[..line.rfind(",\"crc\"").unwrap()];
+    for (from, to) in [
+        ("\"fid\":3", "\"fid\":0"),
+        ("\"dir\":1", "\"dir\":18446744073709551615"),
+        ("\"kind\":\"file\"", "\"kind\":\"pipe\""),
+        ("\"mode\":420", "\"mode\":4294967296"),
+        ("\"uid\":1000", "\"uid\":-1"),
+        ("[1700000000,5]", "[1700000000,1000000000]"),
+        ("\"dcrc\":\"01020304\"", "\"dcrc\":\"xyz\""),
+        ("\"len\":7", "\"len\":7.5"),
+    ] {
+        assert!(body.contains(from), "{from} in {body}");
+        let bad = line::seal(body.replacen(from, to, 1).into_bytes());
+        assert_eq!(snapshot::plain_file_record(&bad), None, "{to}");
+        assert!(snapshot::decode_file_record(&bad).is_err(), "{to}");
+    }
+}
+
+/// A big snapshot is decoded by several threads: the files come back in order, and the error
+/// is the first bad line's, as read one by one.
+#[test]
+fn a_big_snapshot_decodes_in_order_and_names_its_first_bad_line() {
+    let snap = Snapshot {
+        upto: 1,
+        next_fid: 50_000,
+        root: attrs(),
+        root_xattrs: crate::types::no_xattrs(),
+        files: (2..40_002)
+            .map(|fid| FileRecord {
+                fid,
+                dir: ROOT,
+                name: format!("{fid}.json").into_bytes(),
+                kind: Kind::File,
+                attrs: attrs(),
+                len: fid,
+                dcrc: fid as u32,
+                target: None,
+                xattrs: crate::types::no_xattrs(),
+                links: Vec::new(),
+            })
+            .collect(),
+    };
+    let bytes = encode_snapshot(&snap);
+    assert_eq!(decode_snapshot(&bytes).unwrap(), snap);
+    let mut lines: Vec<Vec<u8>> = bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    // Line 1 + 10,000 names an unknown kind; line 1 + 30,000 fails its checksum.
+    let early = String::from_utf8(lines[10_001].clone()).unwrap();
+    let body = &early[..early.rfind(",\"crc\"").unwrap()];
+    lines[10_001] = line::seal(body.replacen("\"file\"", "\"pipe\"", 1).into_bytes());
+    lines[30_001][20] ^= 1;
+    let e = decode_snapshot(&lines.join(&b'\n')).unwrap_err();
+    assert!(e.reason.contains("unknown kind"), "{}", e.reason);
 }

@@ -4,7 +4,7 @@
 use super::{time_of_millis, Applied, ContentLoc, Inode, Namespace};
 use crate::error::{err, Result};
 use crate::log::{Entry, Op};
-use crate::types::{Fid, Kind, Seq, Time, Xattrs, ROOT};
+use crate::types::{no_xattrs, Fid, Kind, Seq, Time, ROOT};
 
 impl Namespace {
     /// Applies one entry. An entry that does not fit the namespace (a rename of an unknown
@@ -69,7 +69,7 @@ impl Namespace {
                         self.entries.insert((*dir, name.clone()), *fid);
                         self.inodes.insert(
                             *fid,
-                            Inode {
+                            Box::new(Inode {
                                 fid: *fid,
                                 parent: *dir,
                                 name: name.clone(),
@@ -81,9 +81,9 @@ impl Namespace {
                                 last_seq: entry.seq,
                                 content: loc,
                                 subdirs: 0,
-                                xattrs: Xattrs::default(),
+                                xattrs: no_xattrs(),
                                 links: Vec::new(),
-                            },
+                            }),
                         );
                         self.next_fid = self.next_fid.max(fid + 1);
                         self.count_subdir(*dir, *kind, 1);
@@ -238,6 +238,7 @@ impl Namespace {
     fn known(&mut self, fid: Fid, seq: Seq) -> Result<&mut Inode> {
         self.inodes
             .get_mut(&fid)
+            .map(|i| &mut **i)
             .ok_or_else(|| err!(EIO, "entry {seq} names fid {fid}, which does not exist"))
     }
 
@@ -282,7 +283,7 @@ impl Namespace {
     fn take_name(&mut self, fid: Fid, at: (Fid, &[u8]), ts: Time, seq: Seq) -> Option<Inode> {
         let inode = self.inodes.get_mut(&fid)?;
         if inode.links.is_empty() {
-            let removed = self.inodes.remove(&fid)?;
+            let removed = *self.inodes.remove(&fid)?;
             self.count_subdir(at.0, removed.kind, -1);
             return Some(removed);
         }

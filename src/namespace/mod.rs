@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{err, Result};
 use crate::log::{FileRecord, Snapshot};
-use crate::types::{Attrs, Fid, Kind, Seq, Time, Xattrs, ROOT};
+use crate::types::{no_xattrs, Attrs, Fid, Kind, Seq, Time, Xattrs, ROOT};
 
 mod apply;
 
@@ -64,7 +64,9 @@ impl Inode {
 }
 
 pub struct Namespace {
-    inodes: HashMap<Fid, Inode>,
+    /// Boxed: a hash table keeps a free slot or two for each entry, and at a million files
+    /// slots the size of an inode cost more than the inodes.
+    inodes: HashMap<Fid, Box<Inode>>,
     entries: BTreeMap<(Fid, Vec<u8>), Fid>,
     next_fid: Fid,
     last_seq: Seq,
@@ -112,11 +114,11 @@ impl Namespace {
             last_seq: 0,
             content: None,
             subdirs: 0,
-            xattrs: Xattrs::default(),
+            xattrs: no_xattrs(),
             links: Vec::new(),
         };
         Namespace {
-            inodes: HashMap::from([(ROOT, root)]),
+            inodes: HashMap::from([(ROOT, Box::new(root))]),
             entries: BTreeMap::new(),
             next_fid: ROOT + 1,
             last_seq: 0,
@@ -130,6 +132,10 @@ impl Namespace {
         let root = ns.inodes.get_mut(&ROOT).expect("the root exists");
         (root.attrs, root.xattrs) = (snap.root, snap.root_xattrs.clone());
         let doesnt_fit = |fid: Fid| err!(EIO, "snapshot {}: file {fid} does not fit", snap.upto);
+        ns.inodes.reserve(snap.files.len());
+        // The names, sorted and then built into the tree in one pass: a million inserts in
+        // fid order, each finding its place, cost several times more.
+        let mut entries: Vec<((Fid, Vec<u8>), Fid)> = Vec::with_capacity(snap.files.len());
         for f in &snap.files {
             if f.fid <= ROOT || ns.inodes.contains_key(&f.fid) {
                 return Err(doesnt_fit(f.fid));
@@ -140,13 +146,11 @@ impl Namespace {
             for (dir, name) in
                 std::iter::once((f.dir, &f.name)).chain(f.links.iter().map(|(d, n)| (*d, n)))
             {
-                if ns.entries.insert((dir, name.clone()), f.fid).is_some() {
-                    return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
-                }
+                entries.push(((dir, name.clone()), f.fid));
             }
             ns.inodes.insert(
                 f.fid,
-                Inode {
+                Box::new(Inode {
                     fid: f.fid,
                     parent: f.dir,
                     name: f.name.clone(),
@@ -160,9 +164,14 @@ impl Namespace {
                     subdirs: 0,
                     xattrs: f.xattrs.clone(),
                     links: f.links.clone(),
-                },
+                }),
             );
         }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
+        }
+        ns.entries = entries.into_iter().collect();
         // Every file hangs from a directory, and every one is reached from the root: a file
         // that is not sits in a circle of directories, or under one that does not exist.
         for f in &snap.files {
@@ -225,13 +234,14 @@ impl Namespace {
     }
 
     pub fn get(&self, fid: Fid) -> Option<&Inode> {
-        self.inodes.get(&fid)
+        self.inodes.get(&fid).map(|i| &**i)
     }
 
     pub fn lookup(&self, dir: Fid, name: &[u8]) -> Option<&Inode> {
         self.entries
             .get(&(dir, name.to_vec()))
             .and_then(|fid| self.inodes.get(fid))
+            .map(|i| &**i)
     }
 
     /// The path of `fid` from the root, its names joined by `/` (empty for the root).
@@ -310,12 +320,12 @@ impl Namespace {
         self.entries
             .range((dir, Vec::new())..)
             .take_while(move |((d, _), _)| *d == dir)
-            .filter_map(|((_, name), fid)| Some((name.as_slice(), self.inodes.get(fid)?)))
+            .filter_map(|((_, name), fid)| Some((name.as_slice(), &**self.inodes.get(fid)?)))
     }
 
     /// Every file and directory but the root.
     pub fn files(&self) -> impl Iterator<Item = &Inode> {
-        self.inodes.values().filter(|i| i.fid != ROOT)
+        self.inodes.values().map(|i| &**i).filter(|i| i.fid != ROOT)
     }
 
     pub fn file_count(&self) -> usize {
@@ -329,7 +339,7 @@ impl Namespace {
     /// Takes a file out of the namespace outside any entry (a salvage giving up on a file whose
     /// bytes are lost); the next snapshot no longer names it.
     pub fn forget(&mut self, fid: Fid) -> Option<Inode> {
-        let inode = self.inodes.remove(&fid)?;
+        let inode = *self.inodes.remove(&fid)?;
         for (dir, name) in inode.names() {
             self.entries.remove(&(dir, name.to_vec()));
         }

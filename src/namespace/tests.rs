@@ -207,10 +207,24 @@ fn a_tree_survives_its_snapshot_and_a_broken_one_is_refused() {
         }
     }
     assert!(Namespace::from_snapshot(&circle).is_err());
-    let mut loop_of_dirs = snap;
+    let mut loop_of_dirs = snap.clone();
     loop_of_dirs.files.retain(|f| f.fid == 3);
     loop_of_dirs.files[0].dir = 3; // its own parent
     assert!(Namespace::from_snapshot(&loop_of_dirs).is_err());
+    // One name given to two files, or to one file twice (a further name equal to the first).
+    let mut twice = snap.clone();
+    let mut other = twice.files[0].clone();
+    other.fid = 9;
+    twice.files.push(other);
+    let e = Namespace::from_snapshot(&twice).err().expect("refused");
+    assert!(e.reason.contains("used twice"), "{}", e.reason);
+    let mut linked_to_itself = snap;
+    let f = &mut linked_to_itself.files[0];
+    f.links.push((f.dir, f.name.clone()));
+    let e = Namespace::from_snapshot(&linked_to_itself)
+        .err()
+        .expect("refused");
+    assert!(e.reason.contains("used twice"), "{}", e.reason);
 }
 
 /// Issue 11: a file's names. A save through a further name, the first name's removal (the

@@ -1,0 +1,100 @@
+//! What a mount spends on a big store's snapshot: decoding its lines and building the
+//! namespace from them, for N records in one directory (`N=1000000 cargo bench --bench
+//! snapshot`; 200,000 by default). Prints the medians of 3 runs, and the heap the namespace
+//! holds once built (counted by the allocator), per record.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use recordfs::log::{decode_snapshot, encode_snapshot, FileRecord, Snapshot};
+use recordfs::namespace::Namespace;
+use recordfs::types::{Attrs, Kind, Time};
+
+/// The system allocator, counting the bytes in use.
+struct Counting;
+
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn main() {
+    let n: u64 = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let t = Time {
+        secs: 1_700_000_000,
+        nsecs: 123_456_789,
+    };
+    let attrs = Attrs {
+        mode: 0o644,
+        uid: 1000,
+        gid: 1000,
+        atime: t,
+        mtime: t,
+        ctime: t,
+    };
+    let file = |fid, dir, name: String, kind| FileRecord {
+        fid,
+        dir,
+        name: name.into_bytes(),
+        kind,
+        attrs,
+        len: 300,
+        dcrc: fid as u32,
+        target: None,
+        xattrs: Default::default(),
+        links: Vec::new(),
+    };
+    let mut files = vec![file(2, 1, "records".into(), Kind::Dir)];
+    files.extend((0..n).map(|i| {
+        let name = format!("{:08x}-0000-4000-8000-{i:012x}.json", i >> 16);
+        file(3 + i, 2, name, Kind::File)
+    }));
+    let bytes = encode_snapshot(&Snapshot {
+        upto: 5,
+        next_fid: n + 3,
+        root: attrs,
+        root_xattrs: Default::default(),
+        files,
+    });
+    let (mut decode, mut build) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let snap = decode_snapshot(&bytes).expect("decodes");
+        let t1 = Instant::now();
+        let ns = Namespace::from_snapshot(&snap).expect("builds");
+        let t2 = Instant::now();
+        assert_eq!(ns.file_count() as u64, n + 1);
+        decode.push(t1 - t0);
+        build.push(t2 - t1);
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64()
+    };
+    let before = IN_USE.load(Ordering::Relaxed);
+    let ns = Namespace::from_snapshot(&decode_snapshot(&bytes).expect("decodes")).expect("builds");
+    let held = IN_USE.load(Ordering::Relaxed) - before;
+    println!(
+        "snapshot of {n} records, {} MB: decode {:.3} s, namespace {:.3} s; the namespace holds {} MiB, {} B per record",
+        bytes.len() / 1_000_000,
+        median(decode),
+        median(build),
+        held >> 20,
+        held / ns.file_count()
+    );
+}
