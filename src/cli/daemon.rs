@@ -458,6 +458,9 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()
                     Invalidation::Entry { dir, name, done } => {
                         let name = std::ffi::OsStr::from_bytes(&name);
                         let _ = notifier.inval_entry(fuser::INodeNo(dir), name);
+                        // Its times and link count changed too, and the kernel may cache a
+                        // directory's attributes (not a file's: see `Invalidation`).
+                        let _ = notifier.inval_inode(fuser::INodeNo(dir), 0, 0);
                         let _ = done.send(());
                     }
                 }
