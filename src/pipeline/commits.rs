@@ -36,14 +36,23 @@ impl Pipeline {
     ) -> Result<(Arc<Pipeline>, Threads)> {
         log.write_ahead(policy.log_limit / 4);
         let durable = ns.last_seq();
-        let mut on_disk = Tree::default();
+        let mut on_disk = Tree::with_capacity(ns.file_count());
         for i in ns.files() {
             on_disk.place(i.fid, i.parent, &i.name, i.kind);
             for (dir, name) in &i.links {
                 on_disk.add_link(i.fid, *dir, name);
             }
         }
-        let on_disk_fids: HashSet<Fid> = ns.files().map(|i| i.fid).collect();
+        // Until proven durable, every backing file is owed a sync at the next checkpoint; not
+        // a damaged one, which may not even exist: it is not served either.
+        let changed: HashSet<Fid> = match backing_durable {
+            true => HashSet::new(),
+            false => ns
+                .files()
+                .map(|i| i.fid)
+                .filter(|f| !damaged.contains(f))
+                .collect(),
+        };
         let pipeline = Arc::new(Pipeline {
             disk,
             layout,
@@ -55,12 +64,7 @@ impl Pipeline {
                 disk: on_disk,
                 unsynced: Vec::new(),
                 unapplied: VecDeque::new(),
-                // Until proven durable, every backing file is owed a sync at the next checkpoint;
-                // not a damaged one, which may not even exist: it is not served either.
-                changed: match backing_durable {
-                    true => HashSet::new(),
-                    false => &on_disk_fids - damaged,
-                },
+                changed,
                 fatal: None,
                 stalled: None,
                 shutting_down: false,

@@ -35,6 +35,11 @@ impl Placed {
 pub(super) struct Tree(HashMap<Fid, Placed>);
 
 impl Tree {
+    /// An empty tree with room for `files` files (a mount places them all at once).
+    pub(super) fn with_capacity(files: usize) -> Tree {
+        Tree(HashMap::with_capacity(files))
+    }
+
     pub(super) fn get(&self, fid: Fid) -> Option<&Placed> {
         self.0.get(&fid)
     }
