@@ -30,9 +30,10 @@ impl Placed {
 
 /// fid → its names in the backing tree; the root (`root/`) is not in it. It changes as the
 /// namespace does (the same names, the oldest further name taking the first's place when that
-/// goes), one applied entry at a time.
+/// goes), one applied entry at a time. Boxed, as the namespace's inodes are: a hash table
+/// keeps spare slots, and at a million files 72-byte slots cost more than boxes.
 #[derive(Default)]
-pub(super) struct Tree(HashMap<Fid, Placed>);
+pub(super) struct Tree(HashMap<Fid, Box<Placed>>);
 
 impl Tree {
     /// An empty tree with room for `files` files (a mount places them all at once).
@@ -41,7 +42,7 @@ impl Tree {
     }
 
     pub(super) fn get(&self, fid: Fid) -> Option<&Placed> {
-        self.0.get(&fid)
+        self.0.get(&fid).map(|p| &**p)
     }
 
     /// A file new to the tree, with one name.
@@ -53,7 +54,7 @@ impl Tree {
             links: Vec::new(),
             verified: false,
         };
-        self.0.insert(fid, placed);
+        self.0.insert(fid, Box::new(placed));
     }
 
     /// `fid`'s first backing file holds the log's bytes.
