@@ -6,6 +6,9 @@
 //! tree is looked at through a disk that counts every stat, listing, open to read and
 //! readlink under `root/`.
 
+mod common;
+use common::put;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +18,7 @@ use recordfs::disk::sim::SimDisk;
 use recordfs::disk::{Disk, DiskFile, DiskLock, DiskStat, FileMeta, ReadAt};
 use recordfs::fs::RecordFs;
 use recordfs::options::Options;
-use recordfs::types::{Fid, ROOT};
+use recordfs::types::ROOT;
 
 const STORE: &str = "/store";
 const FILES: u32 = 300;
@@ -114,16 +117,6 @@ impl Disk for Looking {
     fn lock(&self, path: &Path, holder: &str) -> io::Result<Box<dyn DiskLock>> {
         self.inner.lock(path, holder)
     }
-}
-
-fn put(fs: &RecordFs, dir: Fid, name: &str, bytes: &[u8]) {
-    let (_, fh, t) = fs
-        .create(dir, name.as_bytes(), 0o644, 0, 0, libc::O_WRONLY)
-        .unwrap();
-    fs.wait(t).unwrap();
-    fs.write(fh, 0, bytes).unwrap();
-    fs.wait(fs.flush(fh).unwrap()).unwrap();
-    fs.release(fh);
 }
 
 fn record(n: u32) -> String {

@@ -6,6 +6,9 @@
 //! the files under it have their bytes only in their backing files (a compaction took them
 //! out of the log); recovery that cannot rebuild a tree; stray backing directories.
 
+mod common;
+use common::put;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,17 +29,6 @@ fn mkdir(fs: &RecordFs, dir: Fid, name: &str) -> Fid {
     let (st, t) = fs.mkdir(dir, name.as_bytes(), 0o755, 0, 0).unwrap();
     fs.wait(t).unwrap();
     st.ino
-}
-
-fn put(fs: &RecordFs, dir: Fid, name: &str, bytes: &[u8]) {
-    let (_, fh, t) = fs
-        .create(dir, name.as_bytes(), 0o644, 0, 0, libc::O_WRONLY)
-        .unwrap();
-    fs.wait(t).unwrap();
-    fs.write(fh, 0, bytes).unwrap();
-    let t = fs.flush(fh).unwrap();
-    fs.release(fh);
-    fs.wait(t).unwrap();
 }
 
 /// The file at `path` (names joined by `/`), read through the core.

@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_recordfs");
 
+/// Makes file `name` in directory `dir` through the core (no FUSE), holding `bytes`, and waits
+/// until its commit is acknowledged.
+pub fn put(fs: &recordfs::fs::RecordFs, dir: recordfs::types::Fid, name: &str, bytes: &[u8]) {
+    let (_, fh, t) = fs
+        .create(dir, name.as_bytes(), 0o644, 0, 0, libc::O_WRONLY)
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.write(fh, 0, bytes).unwrap();
+    let t = fs.flush(fh).unwrap();
+    fs.release(fh);
+    fs.wait(t).unwrap();
+}
+
 /// Polls `cond` every 10 ms for at most `limit`.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
