@@ -1,5 +1,5 @@
 //! The core of the filesystem: what each operation means, with no FUSE in sight. The FUSE
-//! adapter (`fuse.rs`) forwards to `RecordFs`; tests call it directly too.
+//! adapter (`fuse/`) forwards to `RecordFs`; tests call it directly too.
 //!
 //! A handle that writes works on its own copy of the file; the copy is committed as a whole
 //! at flush (close), fsync, or when the file is renamed. Readers hold the version that was

@@ -1,10 +1,19 @@
 //! A reader's fixed version of a file: the bytes committed when it opened, in memory or in a
-//! backing file opened then (a later rename over the path does not change it).
+//! backing file opened then (a later rename over the path does not change it); and the check
+//! of a backing file (or symlink) at its first use, which the mount left to it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use log::warn;
+
+use super::state::Pipeline;
 use crate::disk::ReadAt;
 use crate::error::{err, Error, Result};
+use crate::limits::MAX_VERIFY_TRIES;
+use crate::log::{crc32c, Op};
+use crate::namespace::Inode;
+use crate::types::{Fid, Kind};
 
 /// A committed version as `Pipeline::version` finds it.
 pub enum Read {
@@ -59,5 +68,151 @@ impl Version {
             ));
         }
         self.read_at(0, len as usize)
+    }
+}
+
+impl Pipeline {
+    /// The committed version of a file, for a reader. The bytes of a backing file that
+    /// recovery did not read (the last checkpoint vouched for them) are read whole and checked
+    /// against the log's CRC32C at its first read, with the copies its further names hold. One
+    /// that differs (bit rot keeps size and mtime) is never served: the bytes come from the
+    /// log, or from a copy that holds them (`Read::Restore`: the caller commits them again
+    /// and the backing files are rewritten), or the read fails with EIO.
+    pub fn version(&self, fid: Fid) -> Result<Read> {
+        // A commit between opening the copies and checking them makes them differ from the
+        // inode taken with them: look again.
+        for _ in 0..MAX_VERIFY_TRIES {
+            let (first, copies, inode) = {
+                let st = self.state.lock();
+                if let Some((_, bytes)) = st.pending.get(&fid) {
+                    return Ok(Read::Fine(Version::Memory(bytes.clone())));
+                }
+                let unverified = st.disk.get(fid).is_some_and(|p| !p.verified);
+                let inode = st
+                    .ns
+                    .get(fid)
+                    .filter(|i| unverified && i.kind == Kind::File);
+                let paths = match inode {
+                    Some(_) => st.disk.paths(&self.layout, fid),
+                    None => st.disk.path(&self.layout, fid).into_iter().collect(),
+                };
+                let first = paths
+                    .first()
+                    .ok_or_else(|| err!(ENOENT, "fid {fid} has no backing file"))?;
+                // Opened under the lock: the apply thread cannot move the files meanwhile.
+                let open = |path: &PathBuf| {
+                    self.disk
+                        .open_read(path)
+                        .map(Version::Disk)
+                        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))
+                };
+                let Some(inode) = inode.cloned() else {
+                    return Ok(Read::Fine(open(first)?));
+                };
+                let copies: Vec<(PathBuf, Result<Version>)> =
+                    paths.iter().map(|p| (p.clone(), open(p))).collect();
+                (open(first), copies, inode)
+            };
+            let mut problems = Vec::new();
+            let mut good = None;
+            for (path, copy) in copies {
+                let bytes = copy.and_then(|v| v.read_all(u64::MAX));
+                match bytes {
+                    Ok(b) if b.len() as u64 == inode.size && crc32c(&b) == inode.dcrc => {
+                        good.get_or_insert(b);
+                    }
+                    Ok(b) if b.len() as u64 != inode.size => problems.push(format!(
+                        "{}: {} bytes, the log says {}",
+                        path.display(),
+                        b.len(),
+                        inode.size
+                    )),
+                    Ok(_) => problems.push(format!(
+                        "{}: content differs from the log (checksum)",
+                        path.display()
+                    )),
+                    Err(e) => problems.push(format!("{}: {}", path.display(), e.reason)),
+                }
+            }
+            let mut st = self.state.lock();
+            if st.ns.get(fid).is_none_or(|i| i.dcrc != inode.dcrc) || st.pending.contains_key(&fid)
+            {
+                continue;
+            }
+            if problems.is_empty() {
+                st.disk.set_verified(fid);
+                return Ok(Read::Fine(first?));
+            }
+            drop(st);
+            let problems = problems.join("; ");
+            let bytes = match good {
+                Some(b) => b,
+                None => self.bytes_from_log(&inode).map_err(|e| {
+                    err!(
+                        EIO,
+                        "backing file {problems}; it cannot be restored: {}",
+                        e.reason
+                    )
+                })?,
+            };
+            warn!("backing file {problems}: served from the log or a sound copy, and rewritten");
+            return Ok(Read::Restore(Arc::new(bytes)));
+        }
+        Err(err!(
+            EAGAIN,
+            "inode {fid} changed {MAX_VERIFY_TRIES} times while its backing file was checked"
+        ))
+    }
+
+    /// Whether the backing symlinks of symbolic link `fid` point where the namespace says,
+    /// checked at its first readlink as a file's bytes are at its first read (the checkpoint
+    /// vouched for them; one may be gone since). Each checked once; Ok(false) if one is
+    /// missing or points elsewhere: the caller logs the target again (`log_again`).
+    pub fn symlink_sound(&self, fid: Fid) -> Result<bool> {
+        let (paths, target) = {
+            let st = self.state.lock();
+            let Some(target) = st.ns.get(fid).and_then(|i| i.target.clone()) else {
+                return Ok(true);
+            };
+            if st.disk.get(fid).is_none_or(|p| p.verified) {
+                return Ok(true);
+            }
+            (st.disk.paths(&self.layout, fid), target)
+        };
+        // A symlink's target never changes (a new one is a new file) and a rename moves the
+        // backing symlink whole: what is read here stays true.
+        let wrong: Vec<String> = paths
+            .iter()
+            .filter(|p| self.disk.read_link(p).ok().as_deref() != Some(target.as_slice()))
+            .map(|p| p.display().to_string())
+            .collect();
+        if wrong.is_empty() {
+            self.state.lock().disk.set_verified(fid);
+            return Ok(true);
+        }
+        warn!(
+            "backing symlink {}: missing or pointing elsewhere; rewritten",
+            wrong.join(", ")
+        );
+        Ok(false)
+    }
+
+    /// The bytes of a file's last SET, read back from the log.
+    fn bytes_from_log(&self, inode: &Inode) -> Result<Vec<u8>> {
+        let loc = inode
+            .content
+            .ok_or_else(|| err!(EIO, "the log no longer holds its bytes"))?;
+        let segment = self
+            .layout
+            .log_dir()
+            .join(crate::log::segment_name(loc.segment));
+        let max_line = self.log.lock().max_line();
+        let entry = crate::log::read_entry_at(&*self.disk, &segment, loc.offset, max_line)?;
+        match entry.op {
+            Op::Set { fid, data, .. } if fid == inode.fid && crc32c(&data.bytes) == inode.dcrc => {
+                Ok(data.bytes.to_vec())
+            }
+            _ => Err(err!(EIO, "the entry at its log position is not its SET")),
+        }
     }
 }

@@ -6,41 +6,21 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use log::{error, warn};
 
-use crate::caller::Caller;
 use crate::error::{errno_name, Error, Result};
 use crate::fs::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
-use crate::types::{Kind, Time};
+use kernel::{attr, attr_ttl, caller, file_type, time, ATTR_TTL, ENTRY_TTL};
 
-/// Names change only through this mount, and the kernel updates its dentries itself on
-/// unlink and rename, so names may be cached.
-const ENTRY_TTL: Duration = Duration::from_secs(1);
-/// A file's attributes are never cached: a commit by one process changes the size another
-/// process reads up to (the kernel clamps cached reads to the size it holds).
-const ATTR_TTL: Duration = Duration::ZERO;
-/// A directory's may be: they change only through this mount, and the kernel forgets them
-/// itself when a name in the directory is made, removed or moved (and is told to when the
-/// daemon removes one: `Invalidation::Entry`). Otherwise every path walked costs a GETATTR
-/// of each directory on it (the kernel checks its permissions): three of the eleven requests
-/// a new file cost.
-const DIR_ATTR_TTL: Duration = Duration::from_secs(1);
-
-/// How long the kernel may keep `stat`'s attributes.
-fn attr_ttl(stat: &Stat) -> &'static Duration {
-    match stat.kind {
-        Kind::Dir => &DIR_ATTR_TTL,
-        _ => &ATTR_TTL,
-    }
-}
+mod kernel;
 
 pub struct Adapter {
     fs: Arc<RecordFs>,
@@ -52,41 +32,6 @@ impl Adapter {
     }
 }
 
-fn attr(s: &Stat) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(s.ino),
-        size: s.size,
-        blocks: s.size.div_ceil(512),
-        atime: s.attrs.atime.to_system(),
-        mtime: s.attrs.mtime.to_system(),
-        ctime: s.attrs.ctime.to_system(),
-        crtime: s.attrs.ctime.to_system(),
-        kind: file_type(s.kind),
-        perm: s.attrs.mode as u16,
-        nlink: s.nlink,
-        uid: s.attrs.uid,
-        gid: s.attrs.gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn file_type(k: Kind) -> FileType {
-    match k {
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Dir => FileType::Directory,
-    }
-}
-
-fn time(t: TimeOrNow) -> Time {
-    match t {
-        TimeOrNow::Now => Time::now(),
-        TimeOrNow::SpecificTime(t) => Time::from_system(t),
-    }
-}
-
 /// Logs an error once, where it is answered, at the level it carries.
 fn logged(op: &str, what: &str, e: &Error) -> Errno {
     log::log!(e.level, "{op} {what}: {e}");
@@ -95,14 +40,6 @@ fn logged(op: &str, what: &str, e: &Error) -> Errno {
 
 fn show(name: &OsStr) -> String {
     name.to_string_lossy().into_owned()
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
 }
 
 impl Adapter {
