@@ -153,14 +153,20 @@ fn mount_looks(disk: SimDisk, opts: Options) -> (u64, RecordFs, Arc<Looking>) {
     (looking.looks(), fs, looking)
 }
 
+/// After a clean stop a mount looks at the backing tree's directories (a stat or two each, so
+/// that one lost is made again before anything is written into it) and at no file.
 #[test]
 fn a_mount_after_a_clean_stop_looks_at_no_backing_file() {
     let disk = store_of_many();
     let (looks, fs, looking) = mount_looks(disk.clone(), Options::default());
+    let dirs: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|d| Path::new(STORE).join("root").join(d))
+        .collect();
+    let seen = looking.seen.lock().unwrap().clone();
     assert!(
-        looks == 0,
-        "{looks} looks at the backing tree of a store stopped cleanly: {:?}",
-        looking.seen.lock().unwrap()
+        looks <= 2 * dirs.len() as u64 && seen.iter().all(|p| dirs.contains(p)),
+        "{looks} looks at the backing tree of a store stopped cleanly: {seen:?}"
     );
     fs.shutdown().unwrap();
     // The counter sees a mount that looks at everything.

@@ -213,6 +213,27 @@ fn a_missing_or_stale_backing_file_is_restored_from_the_log() {
     assert_eq!(env.check().0, 0);
 }
 
+/// A backing directory removed by hand after a clean stop: the mount, which looks at every
+/// directory (not at every file), makes it again; the files in it come back at their first
+/// read, and new ones can be saved there.
+#[test]
+fn a_backing_directory_removed_by_hand_is_made_again_at_mount() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    fs::create_dir_all(env.path("d/e")).unwrap();
+    fs::write(env.path("d/e/a.txt"), "a").unwrap();
+    m.stop();
+    fs::remove_dir_all(env.backing("d")).unwrap();
+    let m = env.mount(&[]);
+    assert!(env.backing("d/e").is_dir(), "{}", m.daemon_log());
+    assert_eq!(fs::read_to_string(env.path("d/e/a.txt")).unwrap(), "a");
+    fs::write(env.path("d/e/b.txt"), "b").unwrap();
+    fs::write(env.path("c.txt"), "c").unwrap();
+    m.stop_cleanly();
+    assert_eq!(env.check().0, 0);
+    assert_eq!(fs::read_to_string(env.backing("d/e/a.txt")).unwrap(), "a");
+}
+
 /// `--verify` reads every backing file before the mount goes live.
 #[test]
 fn verify_reads_every_backing_file_at_mount() {

@@ -75,8 +75,8 @@ pub(super) enum Scope<'a> {
 }
 
 impl Scope<'_> {
-    /// The paths the tail touched, as the namespace has them now, each with whether all under
-    /// it is touched too: every name of every file it names (its attributes or bytes may be
+    /// Every directory, and the paths the tail touched, as the namespace has them now, each
+    /// with whether all under it is touched too: every name of every file it names (its attributes or bytes may be
     /// half written), and every directory entry it gives or takes (a name made, removed or
     /// moved; a directory moved there brings everything in it). None for `All`.
     fn roots(&self, ns: &Namespace) -> Option<BTreeMap<Vec<u8>, bool>> {
@@ -84,6 +84,12 @@ impl Scope<'_> {
             return None;
         };
         let mut roots: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        // Every directory too, by itself: a stat each (a store holds far fewer directories
+        // than files), so that one lost from the backing tree is made again before anything
+        // is written into it. A file is checked at its first read.
+        for dir in ns.files().filter(|i| i.kind == Kind::Dir) {
+            roots.extend(ns.paths(dir.fid).into_iter().map(|rel| (rel, false)));
+        }
         for fid in tail.fids().filter(|f| *f != ROOT) {
             for rel in ns.paths(fid) {
                 roots.entry(rel).or_insert(false);
