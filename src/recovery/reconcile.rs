@@ -76,9 +76,10 @@ pub(super) enum Scope<'a> {
 
 impl Scope<'_> {
     /// Every directory, and the paths the tail touched, as the namespace has them now, each
-    /// with whether all under it is touched too: every name of every file it names (its attributes or bytes may be
-    /// half written), and every directory entry it gives or takes (a name made, removed or
-    /// moved; a directory moved there brings everything in it). None for `All`.
+    /// with whether all under it is touched too: every name of every file it names (its
+    /// attributes or bytes may be half written), and every directory entry it gives or takes
+    /// (a name made, removed or moved; a directory moved there brings everything in it).
+    /// None for `All`.
     fn roots(&self, ns: &Namespace) -> Option<BTreeMap<Vec<u8>, bool>> {
         let Scope::Tail(tail) = self else {
             return None;
