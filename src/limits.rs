@@ -180,3 +180,14 @@ pub const fn max_line_for(max_file_size: u64) -> u64 {
 /// The longest line any writer may write: the bound for reading a segment whose header (and
 /// so its own bound) is unreadable.
 pub const LONGEST_LINE: u64 = max_line_for(MAX_MAX_FILE_SIZE);
+
+/// Tokens of backing files held open by readers (`State::readers`) are pruned of those no
+/// reader holds any more once there are this many.
+pub const READERS_PRUNE_ABOVE: usize = 4096;
+
+/// Files of at least this many bytes commit the ranges a save changed (`PATCH`), not their
+/// whole bytes; smaller ones (records, mostly) keep a whole version per save in the log.
+pub const PATCH_MIN: u64 = 64 * 1024;
+
+/// A writer keeps at most this many separate changed ranges; past it the two closest merge.
+pub const MAX_EXTENTS: usize = 64;

@@ -36,6 +36,9 @@ pub struct Options {
     pub allow_open_store: bool,
     /// Records may hold `NaN`, `Infinity` and `-Infinity` as numbers (record.rs).
     pub allow_nan: bool,
+    /// A commit of a file of at least this many bytes logs the ranges it changed (`PATCH`)
+    /// when they are less than half the file.
+    pub patch_min: u64,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
         Options {
             sync: SyncMode::Always,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            patch_min: crate::limits::PATCH_MIN,
             read_only: false,
             log_limit: DEFAULT_LOG_LIMIT,
             compact_every: std::time::Duration::from_secs(DEFAULT_COMPACT_EVERY_SECS),

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use recordfs::fs::RecordFs;
-use recordfs::log::{decode_entry, encode_entry, Data, Entry, Op};
+use recordfs::log::{decode_entry, encode_entry, Data, Entry, Op, Range};
 use recordfs::options::Options;
 use recordfs::types::{Attrs, Kind, Time};
 
@@ -37,6 +37,19 @@ fn one_of_each() -> Vec<Entry> {
             kind: Kind::File,
             attrs: attrs(),
             data: Data::new(Arc::new(b"bytes".to_vec())),
+        },
+        Op::Patch {
+            fid: 2,
+            dir: 1,
+            name: name.clone(),
+            attrs: attrs(),
+            len: 9,
+            dcrc: 0x5d7a_1c2e,
+            ranges: vec![Range {
+                at: 5,
+                data: Data::new(Arc::new(b"more".to_vec())),
+            }],
+            whole: None,
         },
         Op::Attr {
             fid: 2,

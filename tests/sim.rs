@@ -801,11 +801,33 @@ fn fails(opts: &Options, journal: bool, ops: &[Op], crash_seed: u64) -> Option<S
 
 /// `log_limit`: a small one keeps online compaction running beside the ops and the crash.
 fn sweep(mode: SyncMode, log_limit: u64, journal: bool) {
-    let opts = Options {
-        sync: mode,
-        log_limit,
-        ..Options::default()
-    };
+    sweep_with(
+        Options {
+            sync: mode,
+            log_limit,
+            ..Options::default()
+        },
+        journal,
+    )
+}
+
+/// Like `sweep`, with every save of a file that changes less than half of it logged as a
+/// `PATCH` of the changed ranges (an append to the 9 KB file among them), and its backing
+/// files changed in place, where a crash may leave any part of the change written.
+fn sweep_patches(mode: SyncMode, log_limit: u64, journal: bool) {
+    sweep_with(
+        Options {
+            sync: mode,
+            log_limit,
+            patch_min: 1,
+            ..Options::default()
+        },
+        journal,
+    )
+}
+
+fn sweep_with(opts: Options, journal: bool) {
+    let mode = opts.sync;
     let cases: u64 = std::env::var("RECORDFS_SOAK")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -888,6 +910,21 @@ fn crash_recovery_matches_the_model_with_online_compaction_sync_fsync() {
 #[test]
 fn crash_recovery_matches_the_model_without_a_journal() {
     sweep(SyncMode::Always, 1500, false);
+}
+
+#[test]
+fn crash_recovery_matches_the_model_with_patches() {
+    sweep_patches(SyncMode::Always, DEFAULT_LOG_LIMIT, true);
+}
+
+#[test]
+fn crash_recovery_matches_the_model_with_patches_and_online_compaction() {
+    sweep_patches(SyncMode::Never, 1500, true);
+}
+
+#[test]
+fn crash_recovery_matches_the_model_with_patches_without_a_journal() {
+    sweep_patches(SyncMode::Always, 1500, false);
 }
 
 /// A failed log sync (fsyncgate): the commit waiting on it gets EIO, every later change is

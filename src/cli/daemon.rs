@@ -44,6 +44,7 @@ pub(super) fn mount_command(args: MountArgs) -> i32 {
     let opts = Options {
         sync,
         max_file_size,
+        patch_min: crate::limits::PATCH_MIN,
         read_only,
         log_limit,
         compact_every: Duration::from_secs(compact_every.max(1)),

@@ -46,6 +46,7 @@ impl RecordFs {
                 Some(Handle::Write(w)) if w.lock().fid == fid => {
                     let w = &mut *w.lock();
                     Arc::make_mut(self.load(w)?).resize(size as usize, 0);
+                    w.changes.truncated(size);
                     w.wrote(None);
                     w.note_thread(caller.pid);
                 }
@@ -143,7 +144,7 @@ impl RecordFs {
     }
 
     pub(super) fn read_committed(&self, fid: Fid) -> Result<Vec<u8>> {
-        self.version(fid)?.read_all(self.opts.max_file_size)
+        self.version(fid)?.0.read_all(self.opts.max_file_size)
     }
 
     /// Keeps refused bytes in `rejected/` and says where, in the error the caller gets.

@@ -6,11 +6,11 @@ use log::warn;
 use parking_lot::Mutex;
 
 use super::rules::dir_of;
-use super::state::{Copy, DirEntry, Handle, Owners, RecordFs, Standing, Writer};
+use super::state::{Changes, Copy, DirEntry, Handle, Owners, RecordFs, Standing, Writer};
 use crate::error::{err, Result};
 use crate::limits::MAX_HANDLES;
 use crate::pipeline::{Read, Version};
-use crate::types::{Fid, Kind, Time};
+use crate::types::{Fid, Kind, Seq, Time};
 
 impl RecordFs {
     // -----------------------------------------------------------------------------------------
@@ -50,10 +50,16 @@ impl RecordFs {
         Ok(fh)
     }
 
-    pub(super) fn add_handle(&self, fid: Fid, flags: i32, base: Option<Version>) -> Result<u64> {
+    /// Opens `fid`; `base` is the version to start from (a new file's), else the committed one.
+    pub(super) fn add_handle(
+        &self,
+        fid: Fid,
+        flags: i32,
+        base: Option<(Version, Option<Seq>)>,
+    ) -> Result<u64> {
         let acc = flags & libc::O_ACCMODE;
         if acc == libc::O_RDONLY {
-            let version = match base {
+            let (version, _) = match base {
                 Some(s) => s,
                 None => self.version(fid)?,
             };
@@ -63,10 +69,17 @@ impl RecordFs {
         let truncate = flags & libc::O_TRUNC != 0;
         // open(O_TRUNC) empties the file at the commit point, not before: a crash before close
         // keeps the old content.
-        let (copy, standing) = match (truncate, base) {
-            (true, _) => (Copy::Loaded(Arc::new(Vec::new())), Standing::Truncated),
-            (false, Some(version)) => (Copy::Unread(version), Standing::Clean),
-            (false, None) => (Copy::Unread(self.version(fid)?), Standing::Clean),
+        let (copy, standing, base_seq) = match (truncate, base) {
+            (true, _) => (
+                Copy::Loaded(Arc::new(Vec::new())),
+                Standing::Truncated,
+                None,
+            ),
+            (false, Some((version, seq))) => (Copy::Unread(version), Standing::Clean, seq),
+            (false, None) => {
+                let (version, seq) = self.version(fid)?;
+                (Copy::Unread(version), Standing::Clean, seq)
+            }
         };
         let writer = Writer {
             fid,
@@ -81,11 +94,14 @@ impl RecordFs {
             created: false,
             riding: None,
             rider: 0,
+            changes: Changes::since(base_seq),
         };
         self.insert_handle(Handle::Write(Mutex::new(writer)), Some(fid))
     }
 
-    pub(super) fn version(&self, fid: Fid) -> Result<Version> {
+    /// The committed version of `fid`, with its `last_seq` when taken (None when its bytes
+    /// came back from the log or a copy: they are committed again).
+    pub(super) fn version(&self, fid: Fid) -> Result<(Version, Option<Seq>)> {
         if self.damaged.lock().contains(&fid) {
             return Err(err!(
                 EIO,
@@ -93,7 +109,7 @@ impl RecordFs {
             ));
         }
         match self.pipeline.version(fid) {
-            Ok(Read::Fine(version)) => Ok(version),
+            Ok(Read::Fine(version, seq)) => Ok((version, Some(seq))),
             Ok(Read::Restore(bytes)) => {
                 // The backing file is rewritten once the log holds its bytes again.
                 if self.writable().is_ok() {
@@ -101,7 +117,7 @@ impl RecordFs {
                         warn!("inode {fid}: its backing file is not rewritten: {e}");
                     }
                 }
-                Ok(Version::Memory(bytes))
+                Ok((Version::Memory(bytes), None))
             }
             Err(e) => Err(match (e.errno, self.pipeline.inode(fid)) {
                 // Removed, and its backing file gone too: the kernel will look again.

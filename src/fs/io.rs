@@ -5,18 +5,20 @@ use std::sync::Arc;
 
 use log::{error, warn};
 
-use super::rules::{is_record, new_content, show};
+use super::rules::{is_record, new_content, new_patch, show};
 use super::state::{Copy, Handle, RecordFs, SetAttr, Standing, Ticket, WriteBy, Writer};
 use crate::caller::{self, Caller};
 use crate::error::{err, Result};
-use crate::log::{Data, Op};
+use crate::log::{Data, Op, Range};
 use crate::types::{Fid, Kind, Seq, Time};
 
 impl RecordFs {
     /// The writer's bytes, read from the version it started from the first time.
     pub(super) fn load<'a>(&self, w: &'a mut Writer) -> Result<&'a mut Arc<Vec<u8>>> {
         if let Copy::Unread(version) = &w.copy {
-            w.copy = Copy::Loaded(Arc::new(version.read_all(self.opts.max_file_size)?));
+            let bytes = version.read_all(self.opts.max_file_size)?;
+            w.changes.base_len = Some(bytes.len() as u64);
+            w.copy = Copy::Loaded(Arc::new(bytes));
         }
         match &mut w.copy {
             Copy::Loaded(bytes) => Ok(bytes),
@@ -80,6 +82,7 @@ impl RecordFs {
             data.resize(end as usize, 0);
         }
         data[offset as usize..end as usize].copy_from_slice(bytes);
+        w.changes.wrote(offset, end);
         w.wrote(who.owner);
         w.note_thread(who.caller.pid);
         if who.kill_setid {
@@ -166,7 +169,17 @@ impl RecordFs {
             };
             return Err(e);
         }
-        let data = Data::new(bytes);
+        let len = bytes.len() as u64;
+        // A large file whose save changed less than half of it logs the changed ranges.
+        let ranges = w
+            .changes
+            .ranges(len)
+            .filter(|r| len >= self.opts.patch_min && 2 * covered(r) < len);
+        let base = w.changes.base;
+        let content = match ranges {
+            Some(ranges) => Content::Patch(patch_of(&bytes, &ranges), bytes),
+            None => Content::Whole(Data::new(bytes)),
+        };
         let result = self.commit(|ns| {
             let inode = ns
                 .get(fid)
@@ -177,11 +190,21 @@ impl RecordFs {
             let mut attrs = inode.attrs;
             attrs.mtime = mtime(attrs.mtime);
             attrs.ctime = Time::now();
-            Ok(new_content(inode, attrs, data))
+            Ok(match content {
+                Content::Whole(data) => new_content(inode, attrs, data),
+                // Only onto the version the copy started from.
+                Content::Patch(_, _) if Some(inode.last_seq) != base => {
+                    return Err(err!(EAGAIN, "the file changed since this copy was read"));
+                }
+                Content::Patch((dcrc, ranges), whole) => {
+                    new_patch(inode, attrs, (len, dcrc), ranges, whole)
+                }
+            })
         });
         match result {
             Ok(seq) => {
                 w.committed();
+                w.changes.reset(seq, len);
                 // New content replaces what could not be restored.
                 self.damaged.lock().remove(&fid);
                 Ok(Some(seq))
@@ -190,7 +213,11 @@ impl RecordFs {
                 w.standing = Standing::Clean;
                 Ok(None)
             }
-            Err(e) if e.errno == libc::EAGAIN => self.try_commit_writer(w),
+            Err(e) if e.errno == libc::EAGAIN => {
+                // Whole, this time.
+                w.changes.base = None;
+                self.try_commit_writer(w)
+            }
             Err(e) => Err(e),
         }
     }
@@ -387,4 +414,27 @@ impl RecordFs {
             hs.mtime_set.remove(&fid);
         }
     }
+}
+
+/// A writer's new bytes, as its commit logs them.
+enum Content {
+    Whole(Data),
+    /// The CRC32C of the whole and the changed ranges, and the whole (for readers meanwhile).
+    Patch((u32, Vec<Range>), Arc<Vec<u8>>),
+}
+
+fn covered(ranges: &[(u64, u64)]) -> u64 {
+    ranges.iter().map(|(s, e)| e - s).sum()
+}
+
+/// The CRC32C of `bytes` and the ranges of them a `PATCH` carries.
+fn patch_of(bytes: &[u8], ranges: &[(u64, u64)]) -> (u32, Vec<Range>) {
+    let ranges = ranges
+        .iter()
+        .map(|(s, e)| Range {
+            at: *s,
+            data: Data::new(Arc::new(bytes[*s as usize..*e as usize].to_vec())),
+        })
+        .collect();
+    (crate::log::crc32c(bytes), ranges)
 }

@@ -252,8 +252,11 @@ impl RecordFs {
             Data::empty(),
         ) {
             Ok((stat, seq)) => {
-                let fh =
-                    self.add_handle(stat.ino, flags, Some(Version::Memory(Arc::new(Vec::new()))))?;
+                let fh = self.add_handle(
+                    stat.ino,
+                    flags,
+                    Some((Version::Memory(Arc::new(Vec::new())), None)),
+                )?;
                 if let Ok(Handle::Write(w)) = self.handle(fh).as_deref() {
                     let mut w = w.lock();
                     w.created = true;

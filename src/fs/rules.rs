@@ -56,6 +56,27 @@ pub(super) fn new_content(inode: &Inode, attrs: Attrs, data: Data) -> Op {
     }
 }
 
+/// The entry that changes `ranges` of an existing regular file, `len` bytes long after it with
+/// CRC32C `dcrc`; `whole` are its new bytes, served to readers until it reaches the disk.
+pub(super) fn new_patch(
+    inode: &Inode,
+    attrs: Attrs,
+    (len, dcrc): (u64, u32),
+    ranges: Vec<crate::log::Range>,
+    whole: std::sync::Arc<Vec<u8>>,
+) -> Op {
+    Op::Patch {
+        fid: inode.fid,
+        dir: inode.parent,
+        name: inode.name.clone(),
+        attrs,
+        len,
+        dcrc,
+        ranges,
+        whole: Some(whole),
+    }
+}
+
 pub(super) fn show(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use crate::caller::{self, Caller};
 use crate::disk::Disk;
 use crate::error::Result;
-use crate::limits::{MAX_OWNERS, MAX_RECENTLY_REMOVED, REMOVED_GRACE};
+use crate::limits::{MAX_EXTENTS, MAX_OWNERS, MAX_RECENTLY_REMOVED, REMOVED_GRACE};
 use crate::namespace::Inode;
 use crate::options::Options;
 use crate::pipeline::{Pipeline, Threads, Version};
@@ -100,6 +100,84 @@ pub(super) enum Owners {
     Many,
 }
 
+/// What a writer changed since the committed version a `PATCH` of its copy would build on.
+#[derive(Debug)]
+pub(super) struct Changes {
+    /// That version: the file's `last_seq` when it was taken. None: the copy commits whole
+    /// (a new file, open(O_TRUNC), bytes served back from the log).
+    pub(super) base: Option<Seq>,
+    /// Its length, once the copy was read.
+    pub(super) base_len: Option<u64>,
+    /// The byte ranges written since, in order and apart (at most `MAX_EXTENTS`).
+    extents: Vec<(u64, u64)>,
+    /// The shortest length an ftruncate gave the copy since.
+    cut: u64,
+}
+
+impl Changes {
+    pub(super) fn since(base: Option<Seq>) -> Changes {
+        Changes {
+            base,
+            base_len: None,
+            extents: Vec::new(),
+            cut: u64::MAX,
+        }
+    }
+
+    /// The copy was committed as entry `seq`, `len` bytes: the next patch builds on it.
+    pub(super) fn reset(&mut self, seq: Seq, len: u64) {
+        *self = Changes::since(Some(seq));
+        self.base_len = Some(len);
+    }
+
+    pub(super) fn wrote(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let at = self.extents.partition_point(|(_, e)| *e < start);
+        let mut merged = (start, end);
+        while let Some(&(s, e)) = self.extents.get(at).filter(|(s, _)| *s <= end) {
+            merged = (merged.0.min(s), merged.1.max(e));
+            self.extents.remove(at);
+        }
+        self.extents.insert(at, merged);
+        if self.extents.len() > MAX_EXTENTS {
+            // The two ranges with the smallest gap between them become one.
+            let i = (1..self.extents.len())
+                .min_by_key(|i| self.extents[*i].0 - self.extents[i - 1].1)
+                .expect("more than one range");
+            self.extents[i - 1].1 = self.extents[i].1;
+            self.extents.remove(i);
+        }
+    }
+
+    pub(super) fn truncated(&mut self, len: u64) {
+        self.cut = self.cut.min(len);
+    }
+
+    /// The ranges a `PATCH` to `new_len` bytes must carry: those written below the shorter of
+    /// the old and the new length (and below any ftruncate since), and every byte past it,
+    /// so that what the patch leaves to the old bytes is exactly what is still theirs
+    /// (`crate::log::apply_patch`). None without a base.
+    pub(super) fn ranges(&self, new_len: u64) -> Option<Vec<(u64, u64)>> {
+        self.base?;
+        let keep = self.cut.min(self.base_len?).min(new_len);
+        let mut out: Vec<(u64, u64)> = self
+            .extents
+            .iter()
+            .filter(|(s, _)| *s < keep)
+            .map(|(s, e)| (*s, (*e).min(keep)))
+            .collect();
+        if keep < new_len {
+            match out.last_mut() {
+                Some(last) if last.1 == keep => last.1 = new_len,
+                _ => out.push((keep, new_len)),
+            }
+        }
+        Some(out)
+    }
+}
+
 /// A handle that writes: its own copy of the file until it commits.
 pub(super) struct Writer {
     pub(super) fid: Fid,
@@ -130,6 +208,8 @@ pub(super) struct Writer {
     /// The threads whose writes are not yet committed (at most `MAX_OWNERS`): `stat` and
     /// `fstat` by their process show this copy's size and times (see `getattr_as`).
     pub(super) writing_threads: Vec<u32>,
+    /// What changed since the version a patch would build on.
+    pub(super) changes: Changes,
 }
 
 impl Writer {
@@ -334,4 +414,48 @@ pub struct RecordFs {
     pub(super) findings: Vec<Finding>,
     pub(super) notices: Vec<String>,
     pub(super) lock: StoreLock,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writers_ranges_cover_its_writes_and_all_past_what_the_old_bytes_keep() {
+        let mut c = Changes::since(Some(3));
+        c.base_len = Some(100);
+        c.wrote(10, 20);
+        c.wrote(15, 30);
+        c.wrote(50, 51);
+        assert_eq!(c.ranges(100), Some(vec![(10, 30), (50, 51)]));
+        // An append: what it adds.
+        c.wrote(100, 120);
+        assert_eq!(c.ranges(120), Some(vec![(10, 30), (50, 51), (100, 120)]));
+        // Cut to 40, written at 60: everything from 40 on.
+        c.truncated(40);
+        c.wrote(60, 61);
+        assert_eq!(c.ranges(61), Some(vec![(10, 30), (40, 61)]));
+        // Written up to the cut: one range.
+        let mut c = Changes::since(Some(3));
+        c.base_len = Some(100);
+        c.wrote(30, 40);
+        c.truncated(40);
+        assert_eq!(c.ranges(50), Some(vec![(30, 50)]));
+        // No base, no patch.
+        assert_eq!(Changes::since(None).ranges(10), None);
+    }
+
+    #[test]
+    fn a_writer_keeps_at_most_max_extents_ranges() {
+        let mut c = Changes::since(Some(1));
+        c.base_len = Some(1 << 20);
+        for i in 0..(MAX_EXTENTS as u64 + 10) {
+            c.wrote(i * 100, i * 100 + 1);
+        }
+        let r = c.ranges(1 << 20).unwrap();
+        assert!(r.len() <= MAX_EXTENTS);
+        for i in 0..(MAX_EXTENTS as u64 + 10) {
+            assert!(r.iter().any(|(s, e)| *s <= i * 100 && i * 100 < *e));
+        }
+    }
 }

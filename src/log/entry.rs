@@ -75,6 +75,29 @@ impl Data {
     }
 }
 
+/// One changed range of a `PATCH`: `data` written at byte `at`.
+#[derive(Clone, Debug)]
+pub struct Range {
+    pub at: u64,
+    pub data: Data,
+}
+
+/// A file's bytes after a `PATCH` of `ranges` and `len`: each range is written at its offset
+/// (a gap past the end reads as zeros), then the length is set to `len`. A writer gives every
+/// byte past the shorter of the old and the new length in a range, so the result depends only
+/// on the old bytes below that and on the ranges: applied twice, or onto a copy that a crash
+/// left part way between two versions, it gives the same bytes (FORMAT.md, "PATCH").
+pub fn apply_patch(bytes: &mut Vec<u8>, len: u64, ranges: &[Range]) {
+    for r in ranges {
+        let (at, n) = (r.at as usize, r.data.bytes.len());
+        if bytes.len() < at + n {
+            bytes.resize(at + n, 0);
+        }
+        bytes[at..at + n].copy_from_slice(&r.data.bytes);
+    }
+    bytes.resize(len as usize, 0);
+}
+
 #[derive(Clone, Debug)]
 pub enum Op {
     Set {
@@ -84,6 +107,20 @@ pub enum Op {
         kind: Kind,
         attrs: Attrs,
         data: Data,
+    },
+    /// A regular file's bytes changed in `ranges` (see `apply_patch`): `len` and `dcrc` are
+    /// those of the whole new content.
+    Patch {
+        fid: Fid,
+        dir: Fid,
+        name: Vec<u8>,
+        attrs: Attrs,
+        len: u64,
+        dcrc: u32,
+        ranges: Vec<Range>,
+        /// The whole new content, when the committer has it (a live commit): readers are
+        /// served it until the patch reaches the backing file. Not in the log.
+        whole: Option<Arc<Vec<u8>>>,
     },
     Attr {
         fid: Fid,
@@ -127,6 +164,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Set { .. } => "SET",
+            Op::Patch { .. } => "PATCH",
             Op::Attr { .. } => "ATTR",
             Op::Delete { .. } => "DELETE",
             Op::Rename { .. } => "RENAME",
@@ -145,6 +183,7 @@ impl Op {
     pub fn places(&self) -> Vec<(Fid, &[u8])> {
         match self {
             Op::Set { dir, name, .. }
+            | Op::Patch { dir, name, .. }
             | Op::Attr { dir, name, .. }
             | Op::Delete { dir, name, .. }
             | Op::Link { dir, name, .. }
@@ -164,6 +203,7 @@ impl Op {
     pub fn fid(&self) -> Option<Fid> {
         match self {
             Op::Set { fid, .. }
+            | Op::Patch { fid, .. }
             | Op::Attr { fid, .. }
             | Op::Delete { fid, .. }
             | Op::Rename { fid, .. }
@@ -208,6 +248,36 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
                 Some(f) => out.extend_from_slice(f),
                 None => out.extend_from_slice(&Data::encode(&data.bytes)),
             }
+        }
+        Op::Patch {
+            fid,
+            dir,
+            name,
+            attrs,
+            len,
+            dcrc,
+            ranges,
+            ..
+        } => {
+            push_json(&mut out, "fid", fid);
+            push_json(&mut out, "dir", dir);
+            push_json(&mut out, "name", &name_value(name));
+            push_attrs(&mut out, attrs);
+            push_json(&mut out, "len", len);
+            push_json(&mut out, "dcrc", &format!("{dcrc:08x}"));
+            out.extend_from_slice(b",\"ranges\":[");
+            for (i, r) in ranges.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(format!("{{\"at\":{},", r.at).as_bytes());
+                match &r.data.fragment {
+                    Some(f) => out.extend_from_slice(f),
+                    None => out.extend_from_slice(&Data::encode(&r.data.bytes)),
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
         }
         Op::Attr {
             fid,
@@ -272,6 +342,7 @@ pub fn decode_entry(line: &[u8]) -> Result<Entry> {
             attrs: f.attrs()?,
             data: f.data()?,
         },
+        "PATCH" => f.patch()?,
         "ATTR" => Op::Attr {
             fid: f.id("fid")?,
             dir: f.id("dir")?,
@@ -321,17 +392,66 @@ pub fn decode_entry(line: &[u8]) -> Result<Entry> {
     Ok(Entry { seq, ts, op })
 }
 
+/// Bytes as `enc` and `data` give them.
+fn decode_data(enc: &str, text: &str) -> Result<Vec<u8>> {
+    match enc {
+        "utf8" => Ok(text.as_bytes().to_vec()),
+        "base64" => B64
+            .decode(text)
+            .map_err(|e| corrupt(format!("bad base64 data: {e}"))),
+        other => Err(corrupt(format!("unknown encoding {other:?}"))),
+    }
+}
+
 impl Fields {
+    /// A PATCH: its ranges must lie in order, apart, and below `len`.
+    fn patch(&self) -> Result<Op> {
+        let len = self.u64("len")?;
+        let items = self
+            .get("ranges")?
+            .as_array()
+            .ok_or_else(|| corrupt("field \"ranges\" is not a list"))?;
+        let mut ranges = Vec::with_capacity(items.len());
+        let mut end = 0;
+        for item in items {
+            let field = |key: &str| {
+                item.get(key)
+                    .ok_or_else(|| corrupt(format!("a range has no {key:?}")))
+            };
+            let at = field("at")?
+                .as_u64()
+                .ok_or_else(|| corrupt("a range's \"at\" is not a number"))?;
+            let text = |key: &str| -> Result<&str> {
+                field(key)?
+                    .as_str()
+                    .ok_or_else(|| corrupt(format!("a range's {key:?} is not a string")))
+            };
+            let bytes = decode_data(text("enc")?, text("data")?)?;
+            let stop = at.checked_add(bytes.len() as u64).filter(|s| *s <= len);
+            match stop {
+                Some(stop) if at >= end && !bytes.is_empty() => end = stop,
+                _ => return Err(corrupt("a range is empty, out of order, or past len")),
+            }
+            ranges.push(Range {
+                at,
+                data: Data::decoded(bytes),
+            });
+        }
+        Ok(Op::Patch {
+            fid: self.id("fid")?,
+            dir: self.id("dir")?,
+            name: self.name("name")?,
+            attrs: self.attrs()?,
+            len,
+            dcrc: self.crc("dcrc")?,
+            ranges,
+            whole: None,
+        })
+    }
+
     /// A SET's bytes, checked against its `len` and `dcrc`.
     fn data(&self) -> Result<Data> {
-        let text = self.str("data")?;
-        let bytes = match self.str("enc")? {
-            "utf8" => text.as_bytes().to_vec(),
-            "base64" => B64
-                .decode(text)
-                .map_err(|e| corrupt(format!("bad base64 data: {e}")))?,
-            other => return Err(corrupt(format!("unknown encoding {other:?}"))),
-        };
+        let bytes = decode_data(self.str("enc")?, self.str("data")?)?;
         let data = Data::decoded(bytes);
         if data.len() != self.u64("len")? {
             return Err(corrupt("data length does not match len"));

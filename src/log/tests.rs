@@ -506,3 +506,73 @@ fn a_big_snapshot_decodes_in_order_and_names_its_first_bad_line() {
     let e = decode_snapshot(&lines.join(&b'\n')).unwrap_err();
     assert!(e.reason.contains("unknown kind"), "{}", e.reason);
 }
+
+fn range(at: u64, bytes: &[u8]) -> Range {
+    Range {
+        at,
+        data: Data::new(Arc::new(bytes.to_vec())),
+    }
+}
+
+#[test]
+fn a_patch_round_trips_and_its_ranges_must_fit() {
+    let patch = |len, ranges| Op::Patch {
+        fid: 5,
+        dir: 1,
+        name: b"f".to_vec(),
+        attrs: attrs(),
+        len,
+        dcrc: 7,
+        ranges,
+        whole: None,
+    };
+    let e = roundtrip(patch(10, vec![range(0, b"ab"), range(4, &[0xff, 0])]));
+    match e.op {
+        Op::Patch {
+            len, dcrc, ranges, ..
+        } => {
+            assert_eq!((len, dcrc), (10, 7));
+            let got: Vec<(u64, Vec<u8>)> = ranges
+                .iter()
+                .map(|r| (r.at, r.data.bytes.to_vec()))
+                .collect();
+            assert_eq!(got, vec![(0, b"ab".to_vec()), (4, vec![0xff, 0])]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Out of order, overlapping, empty, or past `len`: corruption.
+    for ranges in [
+        vec![range(4, b"x"), range(0, b"y")],
+        vec![range(0, b"xyz"), range(2, b"y")],
+        vec![range(0, b"")],
+        vec![range(8, b"xyz")],
+    ] {
+        let line = encode_entry(&Entry {
+            seq: 1,
+            ts: 1,
+            op: patch(10, ranges),
+        });
+        assert!(
+            decode_entry(&line).is_err(),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+}
+
+#[test]
+fn a_patch_applies_the_same_onto_a_copy_left_part_way() {
+    let old = b"0123456789".to_vec();
+    // Shortened to 4, written at 6: every byte past 4 is in the ranges.
+    let ranges = vec![range(1, b"a"), range(4, b"\0\0b")];
+    let mut once = old.clone();
+    apply_patch(&mut once, 7, &ranges);
+    assert_eq!(once, b"0a23\0\0b");
+    let mut twice = once.clone();
+    apply_patch(&mut twice, 7, &ranges);
+    assert_eq!(twice, once);
+    // A copy the interrupted apply left with the first range written and the old length.
+    let mut torn = b"0a23456789".to_vec();
+    apply_patch(&mut torn, 7, &ranges);
+    assert_eq!(torn, once);
+}

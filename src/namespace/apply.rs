@@ -91,6 +91,34 @@ impl Namespace {
                     }
                 }
             }
+            Op::Patch {
+                fid,
+                dir,
+                name,
+                attrs,
+                len,
+                dcrc,
+                ..
+            } => {
+                let inode = self.known(*fid, entry.seq)?;
+                let named = inode
+                    .names()
+                    .any(|(d, n)| d == *dir && n == name.as_slice());
+                if !named || inode.kind != Kind::File {
+                    return Err(err!(
+                        EIO,
+                        "entry {} patches fid {fid}, which is not a file of that name",
+                        entry.seq
+                    ));
+                }
+                inode.attrs = *attrs;
+                inode.size = *len;
+                inode.dcrc = *dcrc;
+                inode.last_seq = entry.seq;
+                // The log holds the change, not the whole: the bytes are the backing file's
+                // (recovery replays the tail's patches onto it).
+                inode.content = None;
+            }
             Op::Attr { fid, attrs, .. } => {
                 let inode = self.known(*fid, entry.seq)?;
                 inode.attrs = *attrs;

@@ -197,6 +197,49 @@ impl Pipeline {
                     }
                 }
             }
+            Op::Patch {
+                fid,
+                dir,
+                name,
+                attrs,
+                len,
+                ranges,
+                ..
+            } => {
+                let meta = FileMeta::of(attrs);
+                let (paths, held) = {
+                    let mut st = self.state.lock();
+                    let held = match st.readers.get(fid).map(|w| w.strong_count() > 0) {
+                        Some(true) => true,
+                        Some(false) => {
+                            st.readers.remove(fid);
+                            false
+                        }
+                        None => false,
+                    };
+                    (st.disk.paths(layout, *fid), held)
+                };
+                if paths.is_empty() {
+                    return Err(unplaced(*fid));
+                }
+                // Readers from now on are served the pending bytes until `settle`; one that
+                // opened a backing file before holds a token, and gets a whole new copy
+                // instead (a rename over the name leaves its version as it was).
+                for (i, path) in paths.iter().enumerate() {
+                    if held {
+                        let mut bytes = disk
+                            .read(path)
+                            .map_err(|e| err!(EIO, "reading {}: {e}", path.display()))?;
+                        crate::log::apply_patch(&mut bytes, *len, ranges);
+                        let tmp = layout.tmp().join(format!("{fid}.{}.{i}", entry.seq));
+                        store::replace_file(disk, &tmp, path, &bytes, Some(&meta), false)?;
+                    } else {
+                        store::patch_file(disk, path, *len, ranges, &meta)?;
+                    }
+                }
+                let mut st = self.state.lock();
+                self.settle(&mut st, *fid, entry.seq, (*dir, name, Kind::File), *len);
+            }
             Op::Attr { fid, attrs, .. } => {
                 let st = self.state.lock();
                 // A file unlinked since this entry is gone from the namespace but not yet from
@@ -363,6 +406,8 @@ pub(super) fn superseded(queue: &VecDeque<(Instant, Entry)>) -> bool {
     for (_, e) in queue.iter().skip(1) {
         match &e.op {
             Op::Set { fid: f, .. } if f == fid => return true,
+            // A patch builds on the bytes this one writes.
+            Op::Patch { fid: f, .. } if f == fid => return false,
             Op::Rename {
                 fid: f, replaced, ..
             } if f == fid || *replaced == Some(*fid) => return false,

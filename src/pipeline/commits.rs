@@ -59,6 +59,7 @@ impl Pipeline {
                 live: Live::of(&log),
                 pending: HashMap::new(),
                 pending_bytes: 0,
+                readers: HashMap::new(),
                 disk: on_disk,
                 unsynced: Vec::new(),
                 unapplied: VecDeque::new(),
@@ -237,9 +238,15 @@ impl Pipeline {
                 return Err(err!(EIO, "{reason}"));
             }
         };
-        if let Op::Set { fid, data, .. } = &entry.op {
-            let previous = st.pending.insert(*fid, (entry.seq, data.bytes.clone()));
-            st.pending_bytes += data.len();
+        let whole = match &entry.op {
+            Op::Set { fid, data, .. } => Some((*fid, data.bytes.clone())),
+            Op::Patch { fid, whole, .. } => whole.clone().map(|w| (*fid, w)),
+            _ => None,
+        };
+        if let Some((fid, bytes)) = whole {
+            let len = bytes.len() as u64;
+            let previous = st.pending.insert(fid, (entry.seq, bytes));
+            st.pending_bytes += len;
             if let Some((_, old)) = previous {
                 st.pending_bytes -= old.len() as u64;
             }

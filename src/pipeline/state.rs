@@ -28,6 +28,10 @@ pub struct State {
     /// Bytes committed but not yet in their backing file, with the entry that holds them.
     pub(super) pending: HashMap<Fid, (Seq, Arc<Vec<u8>>)>,
     pub(super) pending_bytes: u64,
+    /// Files whose backing file a reader (or a writer's unread copy) holds open: a token
+    /// each such version keeps alive. A `PATCH` changes a backing file in place only when
+    /// nobody holds it (they would see it change); else it replaces it whole.
+    pub(super) readers: HashMap<Fid, std::sync::Weak<()>>,
     /// The backing tree as it stands on disk. It trails the namespace while renames and
     /// deletes wait for their log sync.
     pub(super) disk: Tree,

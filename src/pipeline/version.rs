@@ -10,14 +10,16 @@ use log::warn;
 use super::state::Pipeline;
 use crate::disk::ReadAt;
 use crate::error::{err, Error, Result};
-use crate::limits::MAX_VERIFY_TRIES;
+use crate::limits::{MAX_VERIFY_TRIES, READERS_PRUNE_ABOVE};
 use crate::log::{crc32c, Op};
 use crate::namespace::Inode;
-use crate::types::{Fid, Kind};
+use crate::types::{Fid, Kind, Seq};
 
 /// A committed version as `Pipeline::version` finds it.
 pub enum Read {
-    Fine(Version),
+    /// A version, with the file's `last_seq` when it was taken: a writer's patch is against
+    /// it, and only while no entry changed the file since.
+    Fine(Version, Seq),
     /// The backing file differs from the log: these are the file's bytes, to serve and to
     /// commit again (`Pipeline::log_again`) so that its backing files are rewritten.
     Restore(Arc<Vec<u8>>),
@@ -27,6 +29,23 @@ pub enum Read {
 pub enum Version {
     Memory(Arc<Vec<u8>>),
     Disk(Arc<dyn ReadAt>),
+}
+
+/// A backing file open for a reader, with the token that keeps the apply thread from
+/// patching it in place (`State::readers`).
+struct Held {
+    file: Arc<dyn ReadAt>,
+    _token: Arc<()>,
+}
+
+impl ReadAt for Held {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        self.file.size()
+    }
 }
 
 impl Version {
@@ -83,10 +102,24 @@ impl Pipeline {
         // inode taken with them: look again.
         for _ in 0..MAX_VERIFY_TRIES {
             let (first, copies, inode) = {
-                let st = self.state.lock();
+                let mut st = self.state.lock();
+                let seq = st.ns.get(fid).map_or(0, |i| i.last_seq);
                 if let Some((_, bytes)) = st.pending.get(&fid) {
-                    return Ok(Read::Fine(Version::Memory(bytes.clone())));
+                    return Ok(Read::Fine(Version::Memory(bytes.clone()), seq));
                 }
+                // Taken before the backing file is opened: the apply thread sees it before
+                // it patches one in place.
+                if st.readers.len() > READERS_PRUNE_ABOVE {
+                    st.readers.retain(|_, w| w.strong_count() > 0);
+                }
+                let token = match st.readers.get(&fid).and_then(|w| w.upgrade()) {
+                    Some(t) => t,
+                    None => {
+                        let t = Arc::new(());
+                        st.readers.insert(fid, Arc::downgrade(&t));
+                        t
+                    }
+                };
                 let unverified = st.disk.get(fid).is_some_and(|p| !p.verified);
                 let inode = st
                     .ns
@@ -103,11 +136,16 @@ impl Pipeline {
                 let open = |path: &PathBuf| {
                     self.disk
                         .open_read(path)
-                        .map(Version::Disk)
+                        .map(|file| {
+                            Version::Disk(Arc::new(Held {
+                                file,
+                                _token: token.clone(),
+                            }))
+                        })
                         .map_err(|e| Error::io(format!("opening {}", path.display()), &e))
                 };
                 let Some(inode) = inode.cloned() else {
-                    return Ok(Read::Fine(open(first)?));
+                    return Ok(Read::Fine(open(first)?, seq));
                 };
                 let copies: Vec<(PathBuf, Result<Version>)> =
                     paths.iter().map(|p| (p.clone(), open(p))).collect();
@@ -135,13 +173,15 @@ impl Pipeline {
                 }
             }
             let mut st = self.state.lock();
-            if st.ns.get(fid).is_none_or(|i| i.dcrc != inode.dcrc) || st.pending.contains_key(&fid)
+            let now = st.ns.get(fid);
+            if now.is_none_or(|i| i.dcrc != inode.dcrc || i.last_seq != inode.last_seq)
+                || st.pending.contains_key(&fid)
             {
                 continue;
             }
             if problems.is_empty() {
                 st.disk.set_verified(fid);
-                return Ok(Read::Fine(first?));
+                return Ok(Read::Fine(first?, inode.last_seq));
             }
             drop(st);
             let problems = problems.join("; ");

@@ -52,7 +52,15 @@ pub fn check(disk: &dyn Disk, layout: &Layout) -> Result<CheckReport> {
         });
     }
     let max_line = scan.last.as_ref().map(|(_, h, _)| h.max_line).unwrap_or(0);
-    let reconciled = reconcile(disk, layout, &scan.ns, max_line, Repair::No, Scope::All)?;
+    let reconciled = reconcile(
+        disk,
+        layout,
+        &scan.ns,
+        max_line,
+        Repair::No,
+        Scope::All,
+        Some(&scan.tail),
+    )?;
     problems.extend(reconciled.findings);
     let leftovers = disk.list(&layout.tmp()).map(|d| d.len()).unwrap_or(0);
     if leftovers > 0 {

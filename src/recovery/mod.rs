@@ -128,6 +128,7 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
         log.max_line().max(max_line),
         repair,
         scope,
+        Some(&scan.tail),
     )?;
     if opts.read_only && (!reconciled.findings.is_empty() || scan.torn.is_some()) {
         // Read-only, nothing can be repaired, and the backing files are not what the log

@@ -265,6 +265,63 @@ fn write_back(
     }
 }
 
+/// The bytes of a file whose last change is a `PATCH`: its patches since its last `SET`
+/// replayed onto that `SET`'s bytes, or (none since the checkpoint) onto its backing file as
+/// a crash left it, or onto a copy a lost rename left elsewhere; whatever gives the log's
+/// CRC32C (`apply_patch` says why a copy left part way between versions does).
+fn rebuild(
+    disk: &dyn Disk,
+    layout: &Layout,
+    inode: &Inode,
+    candidates: &[&[u8]],
+    chain: &[crate::namespace::ContentLoc],
+    max_line: u64,
+) -> Result<Vec<u8>> {
+    let mut base: Option<Vec<u8>> = None;
+    let mut patches = Vec::new();
+    for loc in chain {
+        let segment = layout.log_dir().join(log::segment_name(loc.segment));
+        match log::read_entry_at(disk, &segment, loc.offset, max_line)?.op {
+            Op::Set { data, .. } => {
+                base = Some(data.bytes.to_vec());
+                patches.clear();
+            }
+            Op::Patch { len, ranges, .. } => patches.push((len, ranges)),
+            _ => {
+                return Err(err!(
+                    EIO,
+                    "the entry at a log position is not its SET or PATCH"
+                ))
+            }
+        }
+    }
+    if patches.is_empty() {
+        return Err(err!(EIO, "the log no longer holds its bytes"));
+    }
+    let replay = |mut bytes: Vec<u8>| {
+        for (len, ranges) in &patches {
+            log::apply_patch(&mut bytes, *len, ranges);
+        }
+        (bytes.len() as u64 == inode.size && crc32c(&bytes) == inode.dcrc).then_some(bytes)
+    };
+    let found = match base {
+        Some(bytes) => replay(bytes),
+        None => candidates
+            .iter()
+            .filter(|rel| {
+                disk.stat(&layout.backing(rel))
+                    .is_ok_and(|st| st.kind == EntryKind::File)
+            })
+            .find_map(|rel| disk.read(&layout.backing(rel)).ok().and_then(replay)),
+    };
+    found.ok_or_else(|| {
+        err!(
+            EIO,
+            "its last versions are patches, and no copy in the backing tree gives its bytes"
+        )
+    })
+}
+
 /// A regular file in the backing tree holding exactly the bytes `inode` should have.
 fn find_copy(
     disk: &dyn Disk,
@@ -344,6 +401,7 @@ pub(super) fn reconcile(
     max_line: u64,
     repair: Repair,
     scope: Scope,
+    tail: Option<&Tail>,
 ) -> Result<Reconciled> {
     let (repair, keep_differing) = match repair {
         Repair::No => (false, false),
@@ -390,7 +448,17 @@ pub(super) fn reconcile(
             let dest = set_aside(disk, layout, rel)?;
             kept = format!(" (what was there is in {})", dest.display());
         }
+        let patched = || -> Result<()> {
+            let chain = tail.map(|t| t.content_of(inode.fid)).unwrap_or_default();
+            let mut candidates: Vec<&[u8]> = vec![rel.as_slice()];
+            candidates.extend(copies.iter().map(Vec::as_slice));
+            let bytes = rebuild(disk, layout, inode, &candidates, chain, max_line)?;
+            write_back(disk, layout, inode, rel, &bytes)
+        };
         let restored = restore(disk, layout, inode, rel, max_line).or_else(|e| {
+            if inode.kind == Kind::File && patched().is_ok() {
+                return Ok(());
+            }
             // The log no longer holds the bytes (they were compacted into a snapshot), but a
             // rename or exchange that had not reached the disk may have left them under
             // another name: take them from there.

@@ -1,6 +1,7 @@
 //! Reading the log back into a namespace: the manifest and snapshot in charge, then every
 //! segment line by line; a torn tail is told from corruption, and bytes a cut removes are kept.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ::log::info;
@@ -8,7 +9,7 @@ use ::log::info;
 use crate::disk::Disk;
 use crate::error::{err, Error, Result};
 use crate::log::{self, list_segments, scan_segment, Header, Op};
-use crate::namespace::Namespace;
+use crate::namespace::{ContentLoc, Namespace};
 use crate::store::Layout;
 use crate::types::{Attrs, Fid, Seq, Time};
 
@@ -45,6 +46,9 @@ pub struct LogScan {
 #[derive(Default, Debug)]
 pub struct Tail {
     entries: Vec<Touch>,
+    /// Each file's entries that changed its bytes, from its last `SET` on (or from the
+    /// checkpoint, when its bytes since are patches on what the backing file held then).
+    content: HashMap<Fid, Vec<ContentLoc>>,
 }
 
 /// One entry of the tail: its sequence number, its file, the directory entries it gives or
@@ -57,7 +61,15 @@ struct Touch {
 }
 
 impl Tail {
-    fn add(&mut self, seq: Seq, op: &Op) {
+    fn add(&mut self, seq: Seq, op: &Op, loc: ContentLoc) {
+        match op {
+            Op::Set { fid, .. } => {
+                self.content.insert(*fid, vec![loc]);
+            }
+            Op::Patch { fid, .. } => self.content.entry(*fid).or_default().push(loc),
+            Op::Checkpoint { .. } => self.content.clear(),
+            _ => {}
+        }
         match (op, op.fid()) {
             (Op::Checkpoint { upto }, _) => self.entries.retain(|t| t.seq > *upto),
             (op, Some(fid)) => {
@@ -82,6 +94,15 @@ impl Tail {
     /// The files the entries name.
     pub fn fids(&self) -> impl Iterator<Item = Fid> + '_ {
         self.entries.iter().map(|t| t.fid)
+    }
+
+    /// Where the entries that changed `fid`'s bytes since its last `SET` (or the checkpoint)
+    /// stand in the log, oldest first.
+    pub fn content_of(&self, fid: Fid) -> &[ContentLoc] {
+        self.content
+            .get(&fid)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// The directory entries they give or take.
@@ -192,7 +213,14 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
             if let Op::Checkpoint { upto } = entry.op {
                 *checkpoint = Some((upto, entry.ts));
             }
-            tail.add(entry.seq, &entry.op);
+            tail.add(
+                entry.seq,
+                &entry.op,
+                ContentLoc {
+                    segment: start,
+                    offset,
+                },
+            );
             ns.apply(&entry, loc).map(|_| ()).map_err(|e| {
                 err!(
                     EIO,

@@ -50,6 +50,28 @@ pub fn replace_file(
     Ok(())
 }
 
+/// Changes a backing file in place by a `PATCH`'s ranges and length, then gives it `meta`. Not
+/// synced: a crash may leave any part of it written, which recovery's replay of the tail
+/// mends (`crate::log::apply_patch`).
+pub fn patch_file(
+    disk: &dyn Disk,
+    path: &Path,
+    len: u64,
+    ranges: &[crate::log::Range],
+    meta: &FileMeta,
+) -> Result<()> {
+    let f = disk
+        .open_file(path, false)
+        .map_err(io_err("opening", path))?;
+    for r in ranges {
+        f.write_at(r.at, &r.data.bytes)
+            .map_err(io_err("writing", path))?;
+    }
+    f.set_len(len).map_err(io_err("truncating", path))?;
+    disk.set_meta(path, meta)
+        .map_err(io_err("setting attributes of", path))
+}
+
 /// Like `replace_file`, for a symbolic link.
 pub fn replace_symlink(disk: &dyn Disk, tmp: &Path, dest: &Path, target: &[u8]) -> Result<()> {
     let _ = disk.remove(tmp);

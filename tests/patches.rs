@@ -1,0 +1,177 @@
+//! Commits that log what changed (issue 12): a save of a large file that changes less than
+//! half of it logs a `PATCH` of the changed ranges and changes its backing file in place.
+//! Through real mounts: appends, a write in the middle, an ftruncate; SIGKILL and a clean
+//! remount; a reader that opened the file before keeps its version.
+
+mod common;
+
+use common::*;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+/// `n` bytes that are not text (so the log carries them in base64) and do not repeat.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// The log's lines whose op is `op`, each with its length, in live and retired segments.
+fn lines_of(env: &Env, op: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let log = env.store.join("log");
+    let old = fs::read_dir(log.join("old")).into_iter().flatten();
+    for e in fs::read_dir(&log).unwrap().chain(old) {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "log") {
+            let text = fs::read(&path).unwrap();
+            let tag = format!("\"op\":\"{op}\"");
+            for line in text.split(|b| *b == b'\n') {
+                if line.windows(tag.len()).any(|w| w == tag.as_bytes()) {
+                    out.push(line.len());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn appends_to_a_large_file_log_only_what_they_add() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let mut want = noise(1 << 20, 1);
+    fs::write(env.path("big.bin"), &want).unwrap();
+    for i in 0..20 {
+        let more = noise(1024, 100 + i);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(env.path("big.bin"))
+            .unwrap();
+        f.write_all(&more).unwrap();
+        drop(f);
+        want.extend_from_slice(&more);
+    }
+    assert_eq!(fs::read(env.path("big.bin")).unwrap(), want);
+    let patches = lines_of(&env, "PATCH");
+    assert_eq!(patches.len(), 20, "{patches:?}");
+    // 1 KiB in base64, with the entry's fields: far from the 1.4 MB of the whole file.
+    assert!(patches.iter().all(|len| *len < 4096), "{patches:?}");
+    assert_eq!(
+        lines_of(&env, "SET").len(),
+        2,
+        "the create and the first save"
+    );
+    m.kill9();
+    let m = env.mount(&[]);
+    assert_eq!(fs::read(env.path("big.bin")).unwrap(), want);
+    assert_eq!(fs::read(env.backing("big.bin")).unwrap(), want);
+    m.stop_cleanly();
+    let (code, report) = env.check();
+    assert_eq!(code, 0, "{report}");
+    let _m = env.mount(&[]);
+    assert_eq!(fs::read(env.path("big.bin")).unwrap(), want);
+}
+
+#[test]
+fn a_write_in_the_middle_and_an_ftruncate_are_patched_and_survive_sigkill() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let mut want = noise(512 * 1024, 2);
+    fs::write(env.path("db.bin"), &want).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(env.path("db.bin"))
+        .unwrap();
+    f.write_all_at(b"middle", 4096).unwrap();
+    want[4096..4102].copy_from_slice(b"middle");
+    // Shorter, then longer again: the bytes between read as zeros, not the old ones.
+    f.set_len(400 * 1024).unwrap();
+    f.write_all_at(b"end", 420 * 1024).unwrap();
+    want.truncate(400 * 1024);
+    want.resize(420 * 1024, 0);
+    want.extend_from_slice(b"end");
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(fs::read(env.path("db.bin")).unwrap(), want);
+    let patches = lines_of(&env, "PATCH");
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    // The write and the 20 KiB past the ftruncate, not the 420 KiB file.
+    assert!(patches[0] < 40 * 1024, "{patches:?}");
+    m.kill9();
+    let _m = env.mount(&[]);
+    assert_eq!(fs::read(env.path("db.bin")).unwrap(), want);
+    assert_eq!(fs::read(env.backing("db.bin")).unwrap(), want);
+}
+
+#[test]
+fn a_reader_that_opened_before_a_patch_keeps_its_version() {
+    let env = Env::new();
+    let _m = env.mount(&[]);
+    let old = noise(256 * 1024, 3);
+    fs::write(env.path("f.bin"), &old).unwrap();
+    // Until the first write reaches the backing file, readers are served from memory.
+    assert!(wait_until(Duration::from_secs(10), || fs::read(
+        env.backing("f.bin")
+    )
+    .is_ok_and(|b| b == old)));
+    let reader = fs::File::open(env.path("f.bin")).unwrap();
+    let mut head = [0u8; 16];
+    reader.read_exact_at(&mut head, 0).unwrap();
+    let mut new = old.clone();
+    let w = OpenOptions::new()
+        .write(true)
+        .open(env.path("f.bin"))
+        .unwrap();
+    w.write_all_at(b"changed", 0).unwrap();
+    w.write_all_at(b"changed", 100_000).unwrap();
+    drop(w);
+    new[..7].copy_from_slice(b"changed");
+    new[100_000..100_007].copy_from_slice(b"changed");
+    assert_eq!(lines_of(&env, "PATCH").len(), 1);
+    // Once the patch reached the backing tree, the reader still reads the old version.
+    assert!(wait_until(Duration::from_secs(10), || fs::read(
+        env.backing("f.bin")
+    )
+    .is_ok_and(|b| b == new)));
+    let mut all = vec![0u8; old.len()];
+    reader.read_exact_at(&mut all, 0).unwrap();
+    assert!(all == old, "the reader saw the patch");
+    assert_eq!(fs::read(env.path("f.bin")).unwrap(), new);
+}
+
+/// A store made by the previous build (tests/fixtures/store-v4: a tree, records, a hard link,
+/// an xattr, a symlink, a 100,000-byte plain file, a compaction) is upgraded to version 5 at
+/// its first mount and then takes patches, through SIGKILL.
+#[test]
+fn a_version_4_store_is_upgraded_and_patched() {
+    let env = Env::new();
+    let m = mount_upgraded(&env, 4);
+    let ada = "players/0a7c7d5e-3f2b-4c1e-9d3a-5b6c7d8e9f00.json";
+    assert_eq!(
+        fs::read_to_string(env.path(ada)).unwrap(),
+        "{\"name\": \"ada\", \"score\": 2}\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.path("tokens/ada.json")).unwrap(),
+        fs::read_to_string(env.path(ada)).unwrap()
+    );
+    let mut want: Vec<u8> = (0..100_000u32).map(|i| ((i * 7) % 251) as u8).collect();
+    assert_eq!(fs::read(env.path("data.bin")).unwrap(), want);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(env.path("data.bin"))
+        .unwrap();
+    f.write_all_at(b"patched", 50_000).unwrap();
+    drop(f);
+    want[50_000..50_007].copy_from_slice(b"patched");
+    assert_eq!(lines_of(&env, "PATCH").len(), 1);
+    m.kill9();
+    let m = env.mount(&[]);
+    assert_eq!(fs::read(env.path("data.bin")).unwrap(), want);
+    m.stop_cleanly();
+    let (code, report) = env.check();
+    assert_eq!(code, 0, "{report}");
+}
