@@ -175,3 +175,28 @@ fn a_version_4_store_is_upgraded_and_patched() {
     let (code, report) = env.check();
     assert_eq!(code, 0, "{report}");
 }
+
+/// A rewrite from the start (open with O_TRUNC, as `open(path, "w")` does) logs what differs
+/// from the version it replaces: the bytes that changed when the length is the same, else
+/// everything from the first byte that differs.
+#[test]
+fn a_rewrite_of_a_large_file_logs_what_differs_from_the_old_version() {
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let text: String = (0..20_000).map(|i| format!("line {i:05}\n")).collect();
+    fs::write(env.path("log.txt"), &text).unwrap();
+    let same_length = text.replacen("line 10000", "LINE 10000", 1);
+    fs::write(env.path("log.txt"), &same_length).unwrap();
+    let longer = same_length.replacen("line 15000\n", "line 15000 and more\n", 1);
+    fs::write(env.path("log.txt"), &longer).unwrap();
+    let mut patches = lines_of(&env, "PATCH");
+    patches.sort();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    // The changed word; the rest of the file from the second change on (about a quarter).
+    assert!(patches[0] < 1024, "{patches:?}");
+    assert!(patches[1] < text.len() / 3, "{patches:?}");
+    m.kill9();
+    let _m = env.mount(&[]);
+    assert_eq!(fs::read_to_string(env.path("log.txt")).unwrap(), longer);
+    assert_eq!(fs::read_to_string(env.backing("log.txt")).unwrap(), longer);
+}

@@ -170,12 +170,17 @@ impl RecordFs {
             return Err(e);
         }
         let len = bytes.len() as u64;
-        // A large file whose save changed less than half of it logs the changed ranges.
-        let ranges = w
-            .changes
-            .ranges(len)
-            .filter(|r| len >= self.opts.patch_min && 2 * covered(r) < len);
-        let base = w.changes.base;
+        // A large file whose save changed less than half of it logs the changed ranges: those
+        // the writer touched, or for a rewrite (open(O_TRUNC)) what differs from the version
+        // it replaces.
+        let (ranges, base) = match w.changes.ranges(len) {
+            Some(r) => (Some(r), w.changes.base),
+            None if len >= self.opts.patch_min && !w.changes.whole => {
+                self.diff_committed(fid, &bytes)
+            }
+            None => (None, None),
+        };
+        let ranges = ranges.filter(|r| len >= self.opts.patch_min && 2 * covered(r) < len);
         let content = match ranges {
             Some(ranges) => Content::Patch(patch_of(&bytes, &ranges), bytes),
             None => Content::Whole(Data::new(bytes)),
@@ -216,10 +221,36 @@ impl RecordFs {
             Err(e) if e.errno == libc::EAGAIN => {
                 // Whole, this time.
                 w.changes.base = None;
+                w.changes.whole = true;
                 self.try_commit_writer(w)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The range of `new` that differs from `fid`'s committed bytes (from the first byte that
+    /// differs; to the last one that does when the lengths match, else to the end), and the
+    /// `last_seq` of the version compared with. Nothing if that version cannot be read.
+    fn diff_committed(&self, fid: Fid, new: &[u8]) -> (Option<Vec<(u64, u64)>>, Option<Seq>) {
+        let Ok((old, Some(seq))) = self.version(fid) else {
+            return (None, None);
+        };
+        let Ok(old) = old.read_all(self.opts.max_file_size) else {
+            return (None, None);
+        };
+        let start = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+        let end = match old.len() == new.len() {
+            true => {
+                let same = old[start..].iter().rev().zip(new[start..].iter().rev());
+                new.len() - same.take_while(|(a, b)| a == b).count()
+            }
+            false => new.len(),
+        };
+        let ranges = match start < end {
+            true => vec![(start as u64, end as u64)],
+            false => Vec::new(),
+        };
+        (Some(ranges), Some(seq))
     }
 
     /// Commits every handle of `fid` that holds uncommitted writes.

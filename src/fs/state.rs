@@ -112,6 +112,9 @@ pub(super) struct Changes {
     extents: Vec<(u64, u64)>,
     /// The shortest length an ftruncate gave the copy since.
     cut: u64,
+    /// Commit the copy whole, not compared with the committed version (a patch of it just
+    /// failed: another commit came between).
+    pub(super) whole: bool,
 }
 
 impl Changes {
@@ -121,6 +124,7 @@ impl Changes {
             base_len: None,
             extents: Vec::new(),
             cut: u64::MAX,
+            whole: false,
         }
     }
 
