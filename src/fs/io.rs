@@ -220,7 +220,6 @@ impl RecordFs {
             }
             Err(e) if e.errno == libc::EAGAIN => {
                 // Whole, this time.
-                w.changes.base = None;
                 w.changes.whole = true;
                 self.try_commit_writer(w)
             }

@@ -162,8 +162,11 @@ impl Changes {
     /// The ranges a `PATCH` to `new_len` bytes must carry: those written below the shorter of
     /// the old and the new length (and below any ftruncate since), and every byte past it,
     /// so that what the patch leaves to the old bytes is exactly what is still theirs
-    /// (`crate::log::apply_patch`). None without a base.
+    /// (`crate::log::apply_patch`). None without a base, or once the copy must go whole.
     pub(super) fn ranges(&self, new_len: u64) -> Option<Vec<(u64, u64)>> {
+        if self.whole {
+            return None;
+        }
         self.base?;
         let keep = self.cut.min(self.base_len?).min(new_len);
         let mut out: Vec<(u64, u64)> = self

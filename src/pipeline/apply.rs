@@ -209,14 +209,10 @@ impl Pipeline {
                 let meta = FileMeta::of(attrs);
                 let (paths, held) = {
                     let mut st = self.state.lock();
-                    let held = match st.readers.get(fid).map(|w| w.strong_count() > 0) {
-                        Some(true) => true,
-                        Some(false) => {
-                            st.readers.remove(fid);
-                            false
-                        }
-                        None => false,
-                    };
+                    let held = st.readers.get(fid).is_some_and(|w| w.strong_count() > 0);
+                    if !held {
+                        st.readers.remove(fid);
+                    }
                     (st.disk.paths(layout, *fid), held)
                 };
                 if paths.is_empty() {
