@@ -9,6 +9,8 @@
 //! 1. shared words: `types`, `error`, `limits`, `options`, `record` (the JSON rule), `caller`,
 //!    `progress`, `mounts` (the system's mount table);
 //! 2. `disk`: the storage seam (`RealDisk`; `disk::sim`, the simulated disk, for tests);
+//!    `view`: a file's bytes as a reader or writer sees them (memory, a backing file, or
+//!    written ranges over either);
 //! 3. `store`: STORE's layout, marker, lock, access, refused saves, atomic replacement;
 //! 4. `log`: entries, lines, segments, scanning, snapshots and the manifest, retiring;
 //! 5. `namespace`: names and attributes, never file contents;
@@ -39,3 +41,4 @@ pub mod record;
 pub mod recovery;
 pub mod store;
 pub mod types;
+pub mod view;

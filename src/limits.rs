@@ -189,5 +189,10 @@ pub const READERS_PRUNE_ABOVE: usize = 4096;
 /// whole bytes; smaller ones (records, mostly) keep a whole version per save in the log.
 pub const PATCH_MIN: u64 = 64 * 1024;
 
-/// A writer keeps at most this many separate changed ranges; past it the two closest merge.
+/// A writer keeps at most this many separate changed ranges; past it the two closest merge
+/// (and a writer that keeps its writes over the file unread, `view::Overlay`, reads it whole).
 pub const MAX_EXTENTS: usize = 64;
+
+/// A writer keeps at most this many written bytes over a file it has not read
+/// (`view::Overlay`); past it, it reads the file whole.
+pub const MAX_OVERLAY_BYTES: u64 = 8 << 20;

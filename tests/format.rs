@@ -49,7 +49,7 @@ fn one_of_each() -> Vec<Entry> {
                 at: 5,
                 data: Data::new(Arc::new(b"more".to_vec())),
             }],
-            whole: None,
+            shown: None,
         },
         Op::Attr {
             fid: 2,

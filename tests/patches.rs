@@ -37,12 +37,22 @@ fn lines_of(env: &Env, op: &str) -> Vec<usize> {
     out
 }
 
+/// The bytes the daemon's read calls returned so far (`rchar`: the FUSE requests and every
+/// file it read, cached or not).
+fn bytes_read(m: &Mount) -> u64 {
+    let pid = m.child.as_ref().expect("running").id();
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+    line["rchar:".len()..].trim().parse().unwrap()
+}
+
 #[test]
 fn appends_to_a_large_file_log_only_what_they_add() {
     let env = Env::new();
     let m = env.mount(&[]);
     let mut want = noise(1 << 20, 1);
     fs::write(env.path("big.bin"), &want).unwrap();
+    let read_before = bytes_read(&m);
     for i in 0..20 {
         let more = noise(1024, 100 + i);
         let mut f = OpenOptions::new()
@@ -53,6 +63,10 @@ fn appends_to_a_large_file_log_only_what_they_add() {
         drop(f);
         want.extend_from_slice(&more);
     }
+    // A writer that appends keeps its bytes over the file unread: the daemon read the FUSE
+    // requests (about 21 KiB of writes) and no copy of the 1 MiB file.
+    let read = bytes_read(&m) - read_before;
+    assert!(read < 256 * 1024, "the daemon read {read} bytes");
     assert_eq!(fs::read(env.path("big.bin")).unwrap(), want);
     let patches = lines_of(&env, "PATCH");
     assert_eq!(patches.len(), 20, "{patches:?}");
@@ -199,4 +213,101 @@ fn a_rewrite_of_a_large_file_logs_what_differs_from_the_old_version() {
     let _m = env.mount(&[]);
     assert_eq!(fs::read_to_string(env.path("log.txt")).unwrap(), longer);
     assert_eq!(fs::read_to_string(env.backing("log.txt")).unwrap(), longer);
+}
+
+/// Readers keep the version they opened while a writer's patches are applied in place: one
+/// that opened the backing file, and one that opened while a patch was still on its way there
+/// (served the writer's overlay over that file). Appends and writes in the middle, through the
+/// core without FUSE, with readers opening at every moment; each reads its file whole twice,
+/// with patches between, and must see one committed version both times.
+#[test]
+fn readers_keep_their_version_while_a_writer_patches_in_place() {
+    use recordfs::fs::RecordFs;
+    use recordfs::options::{Options, SyncMode};
+    use recordfs::types::ROOT;
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        sync: SyncMode::Never,
+        patch_min: 4096,
+        ..Options::default()
+    };
+    let fs = Arc::new(RecordFs::start(&dir.path().join("s"), opts).unwrap());
+    let mut content = noise(256 * 1024, 3);
+    let (stat, fh, t) = fs
+        .create(ROOT, b"grow.bin", 0o644, 0, 0, libc::O_WRONLY)
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.write(fh, 0, &content).unwrap();
+    fs.wait(fs.flush(fh).unwrap()).unwrap();
+    fs.release(fh);
+    let fid = stat.ino;
+    let versions = Mutex::new(HashSet::from([recordfs::log::crc32c(&content)]));
+    let done = AtomicBool::new(false);
+    let checked = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for r in 0..3u64 {
+            let (fs, versions, done, checked) = (&fs, &versions, &done, &checked);
+            s.spawn(move || {
+                let mut rng = Rng::new(50 + r);
+                while !done.load(Ordering::SeqCst) {
+                    let (fh, _) = fs.open(fid, libc::O_RDONLY).unwrap();
+                    let first = fs.read(fh, 0, 1 << 24).unwrap();
+                    // Long enough for patches committed since to be applied meanwhile (they
+                    // wait for a log sync, at most `SYNC_RIDE`, then `APPLY_DELAY`).
+                    std::thread::sleep(Duration::from_micros(rng.below(150_000)));
+                    let second = fs.read(fh, 0, 1 << 24).unwrap();
+                    fs.release(fh);
+                    assert!(first == second, "a reader's version changed under it");
+                    let crc = recordfs::log::crc32c(&first);
+                    assert!(
+                        versions.lock().unwrap().contains(&crc),
+                        "not a committed version"
+                    );
+                    checked.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        let mut rng = Rng::new(7);
+        for i in 0..400u64 {
+            let more = noise(1 + rng.below(700) as usize, 1000 + i);
+            let middle = rng.chance(50);
+            let flags = match middle {
+                true => libc::O_RDWR,
+                false => libc::O_WRONLY | libc::O_APPEND,
+            };
+            let at = match middle {
+                true => rng.below(content.len() as u64 - more.len() as u64),
+                false => content.len() as u64,
+            };
+            let end = at as usize + more.len();
+            if content.len() < end {
+                content.resize(end, 0);
+            }
+            content[at as usize..end].copy_from_slice(&more);
+            versions
+                .lock()
+                .unwrap()
+                .insert(recordfs::log::crc32c(&content));
+            let (fh, _) = fs.open(fid, flags).unwrap();
+            fs.write(fh, at, &more).unwrap();
+            fs.wait(fs.flush(fh).unwrap()).unwrap();
+            fs.release(fh);
+            std::thread::sleep(Duration::from_micros(rng.below(4_000)));
+            // Now and then every patch reaches the file before the next writer opens: it then
+            // lays its writes over the backing file, not over the pending version in memory.
+            if rng.chance(10) {
+                fs.pipeline().quiesce();
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    let (fh, _) = fs.open(fid, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(fh, 0, 1 << 24).unwrap(), content);
+    fs.release(fh);
+    assert!(checked.load(Ordering::SeqCst) > 0);
+    fs.shutdown().unwrap();
 }

@@ -45,8 +45,7 @@ impl RecordFs {
                 // ftruncate on a handle that writes: part of that handle's next commit.
                 Some(Handle::Write(w)) if w.lock().fid == fid => {
                     let w = &mut *w.lock();
-                    Arc::make_mut(self.load(w)?).resize(size as usize, 0);
-                    w.changes.truncated(size);
+                    self.truncate_copy(w, size)?;
                     w.wrote(None);
                     w.note_thread(caller.pid);
                 }
@@ -144,7 +143,10 @@ impl RecordFs {
     }
 
     pub(super) fn read_committed(&self, fid: Fid) -> Result<Vec<u8>> {
-        self.version(fid)?.0.read_all(self.opts.max_file_size)
+        self.version(fid)?
+            .0
+            .version
+            .read_all(self.opts.max_file_size)
     }
 
     /// Keeps refused bytes in `rejected/` and says where, in the error the caller gets.

@@ -9,8 +9,9 @@ use super::rules::dir_of;
 use super::state::{Changes, Copy, DirEntry, Handle, Owners, RecordFs, Standing, Writer};
 use crate::error::{err, Result};
 use crate::limits::MAX_HANDLES;
-use crate::pipeline::{Read, Version};
+use crate::pipeline::Read;
 use crate::types::{Fid, Kind, Seq, Time};
+use crate::view::{Held, Version};
 
 impl RecordFs {
     // -----------------------------------------------------------------------------------------
@@ -55,30 +56,41 @@ impl RecordFs {
         &self,
         fid: Fid,
         flags: i32,
-        base: Option<(Version, Option<Seq>)>,
+        base: Option<(Held, Option<Seq>)>,
     ) -> Result<u64> {
         let acc = flags & libc::O_ACCMODE;
         if acc == libc::O_RDONLY {
-            let (version, _) = match base {
+            let (held, _) = match base {
                 Some(s) => s,
                 None => self.version(fid)?,
             };
-            return self.insert_handle(Handle::Read { fid, version }, Some(fid));
+            let (version, _token) = (held.version, held.token);
+            return self.insert_handle(
+                Handle::Read {
+                    fid,
+                    version,
+                    _token,
+                },
+                Some(fid),
+            );
         }
         self.writable()?;
         let truncate = flags & libc::O_TRUNC != 0;
         // open(O_TRUNC) empties the file at the commit point, not before: a crash before close
         // keeps the old content.
-        let (copy, standing, base_seq) = match (truncate, base) {
+        let (copy, standing, base_seq, token) = match (truncate, base) {
             (true, _) => (
                 Copy::Loaded(Arc::new(Vec::new())),
                 Standing::Truncated,
                 None,
+                None,
             ),
-            (false, Some((version, seq))) => (Copy::Unread(version), Standing::Clean, seq),
-            (false, None) => {
-                let (version, seq) = self.version(fid)?;
-                (Copy::Unread(version), Standing::Clean, seq)
+            (false, base) => {
+                let (held, seq) = match base {
+                    Some(b) => b,
+                    None => self.version(fid)?,
+                };
+                (Copy::Unread(held.version), Standing::Clean, seq, held.token)
             }
         };
         let writer = Writer {
@@ -95,13 +107,14 @@ impl RecordFs {
             riding: None,
             rider: 0,
             changes: Changes::since(base_seq),
+            token,
         };
         self.insert_handle(Handle::Write(Mutex::new(writer)), Some(fid))
     }
 
     /// The committed version of `fid`, with its `last_seq` when taken (None when its bytes
     /// came back from the log or a copy: they are committed again).
-    pub(super) fn version(&self, fid: Fid) -> Result<(Version, Option<Seq>)> {
+    pub(super) fn version(&self, fid: Fid) -> Result<(Held, Option<Seq>)> {
         if self.damaged.lock().contains(&fid) {
             return Err(err!(
                 EIO,
@@ -109,7 +122,7 @@ impl RecordFs {
             ));
         }
         match self.pipeline.version(fid) {
-            Ok(Read::Fine(version, seq)) => Ok((version, Some(seq))),
+            Ok(Read::Fine(held, seq)) => Ok((held, Some(seq))),
             Ok(Read::Restore(bytes)) => {
                 // The backing file is rewritten once the log holds its bytes again.
                 if self.writable().is_ok() {
@@ -117,7 +130,14 @@ impl RecordFs {
                         warn!("inode {fid}: its backing file is not rewritten: {e}");
                     }
                 }
-                Ok((Version::Memory(bytes), None))
+                let version = Version::Memory(bytes);
+                Ok((
+                    Held {
+                        version,
+                        token: None,
+                    },
+                    None,
+                ))
             }
             Err(e) => Err(match (e.errno, self.pipeline.inode(fid)) {
                 // Removed, and its backing file gone too: the kernel will look again.

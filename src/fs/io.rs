@@ -9,21 +9,61 @@ use super::rules::{is_record, new_content, new_patch, show};
 use super::state::{Copy, Handle, RecordFs, SetAttr, Standing, Ticket, WriteBy, Writer};
 use crate::caller::{self, Caller};
 use crate::error::{err, Result};
-use crate::log::{Data, Op, Range};
+use crate::log::{Data, Op, Range, Shown};
+use crate::namespace::Inode;
 use crate::types::{Fid, Kind, Seq, Time};
+use crate::view::{Overlay, Version};
 
 impl RecordFs {
-    /// The writer's bytes, read from the version it started from the first time.
+    /// The writer's bytes, read from the version it started from (or through its overlay)
+    /// the first time.
     pub(super) fn load<'a>(&self, w: &'a mut Writer) -> Result<&'a mut Arc<Vec<u8>>> {
-        if let Copy::Unread(version) = &w.copy {
+        let read = match &w.copy {
+            Copy::Unread(version) => Some(version.clone()),
+            Copy::Overlay(o) => Some(Version::Overlay(Arc::new((**o).clone()))),
+            Copy::Loaded(_) => None,
+        };
+        if let Some(version) = read {
             let bytes = version.read_all(self.opts.max_file_size)?;
-            w.changes.base_len = Some(bytes.len() as u64);
+            if let Copy::Unread(_) = w.copy {
+                w.changes.base_len = Some(bytes.len() as u64);
+            }
             w.copy = Copy::Loaded(Arc::new(bytes));
+            // It no longer reads a backing file.
+            w.token = None;
         }
         match &mut w.copy {
             Copy::Loaded(bytes) => Ok(bytes),
-            Copy::Unread(_) => unreachable!("loaded above"),
+            _ => unreachable!("loaded above"),
         }
+    }
+
+    /// Before a writer's first change: a large plain file's writer keeps its writes over the
+    /// file unread (`Copy::Overlay`), any other reads it.
+    fn ready(&self, w: &mut Writer) -> Result<()> {
+        let Copy::Unread(version) = &w.copy else {
+            return Ok(());
+        };
+        let size = version.size()?;
+        let plain = self.pipeline.inode(w.fid).is_some_and(|i| !is_record(&i));
+        if plain && size >= self.opts.patch_min && w.changes.base.is_some() {
+            w.copy = Copy::Overlay(Box::new(Overlay::over(version)?));
+            w.changes.base_len = Some(size);
+        } else {
+            self.load(w)?;
+        }
+        Ok(())
+    }
+
+    /// ftruncate through a writer: part of its next commit.
+    pub(super) fn truncate_copy(&self, w: &mut Writer, size: u64) -> Result<()> {
+        self.ready(w)?;
+        match &mut w.copy {
+            Copy::Overlay(o) => o.truncate(size),
+            _ => Arc::make_mut(self.load(w)?).resize(size as usize, 0),
+        }
+        w.changes.truncated(size);
+        Ok(())
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -34,13 +74,15 @@ impl RecordFs {
                 if !w.readable {
                     return Err(err!(EBADF, "handle {fh} is not open for reading"));
                 }
-                if let Copy::Unread(version) = &w.copy {
-                    return version.read_at(offset, size as usize);
+                match &w.copy {
+                    Copy::Unread(version) => version.read_at(offset, size as usize),
+                    Copy::Overlay(o) => o.read_at(offset, size as usize),
+                    Copy::Loaded(data) => {
+                        let start = (offset as usize).min(data.len());
+                        let end = start.saturating_add(size as usize).min(data.len());
+                        Ok(data[start..end].to_vec())
+                    }
                 }
-                let data = self.load(w)?;
-                let start = (offset as usize).min(data.len());
-                let end = start.saturating_add(size as usize).min(data.len());
-                Ok(data[start..end].to_vec())
             }
             Handle::Dir { .. } => Err(err!(EISDIR, "handle {fh} is a directory")),
         }
@@ -60,13 +102,11 @@ impl RecordFs {
         };
         let w = &mut *w.lock();
         let max = self.opts.max_file_size;
-        let append = w.append;
-        let data = self.load(w)?;
+        self.ready(w)?;
         // O_APPEND is applied here: the kernel's idea of the size may be the committed one.
-        let offset = if append && !who.writeback {
-            data.len() as u64
-        } else {
-            offset
+        let offset = match w.append && !who.writeback {
+            true => w.len().expect("ready"),
+            false => offset,
         };
         let end = offset
             .checked_add(bytes.len() as u64)
@@ -77,11 +117,20 @@ impl RecordFs {
                     "a write to {offset} would pass the file size limit of {max} bytes"
                 )
             })?;
-        let data = Arc::make_mut(data);
-        if data.len() < end as usize {
-            data.resize(end as usize, 0);
+        match &mut w.copy {
+            Copy::Overlay(o) => {
+                if !o.write(offset, bytes) {
+                    self.load(w)?;
+                }
+            }
+            _ => {
+                let data = Arc::make_mut(self.load(w)?);
+                if data.len() < end as usize {
+                    data.resize(end as usize, 0);
+                }
+                data[offset as usize..end as usize].copy_from_slice(bytes);
+            }
         }
-        data[offset as usize..end as usize].copy_from_slice(bytes);
         w.changes.wrote(offset, end);
         w.wrote(who.owner);
         w.note_thread(who.caller.pid);
@@ -137,7 +186,6 @@ impl RecordFs {
         if !w.dirty() {
             return Ok(None);
         }
-        let bytes = self.load(w)?.clone();
         let fid = w.fid;
         let last_write = w.last_write;
         // A utimes after the last write wins over the write's time, as on ext4.
@@ -150,46 +198,23 @@ impl RecordFs {
             // Unlinked while open: as on a local filesystem, the bytes go with the file, and
             // fstat of the open file shows them until its last close.
             if let Some(orphan) = self.handles.lock().orphans.get_mut(&fid) {
-                orphan.size = bytes.len() as u64;
+                orphan.size = w.len().unwrap_or(orphan.size);
                 orphan.attrs.mtime = mtime(orphan.attrs.mtime);
             }
             w.standing = Standing::Clean;
             return Ok(None);
         };
-        let json = self.validate(&bytes);
-        if let (true, Err(invalid)) = (is_record(&inode), &json) {
-            let dcrc = crate::log::crc32c(&bytes);
-            let e = if w.rejected == Some(dcrc) {
-                // The first refusal was logged (at warn) with where its bytes are kept.
-                err!(EINVAL, "{}: refused again, {invalid}", show(&inode.name))
-                    .at(log::Level::Debug)
-            } else {
-                w.rejected = Some(dcrc);
-                self.reject(&inode.name, &bytes, invalid)
-            };
-            return Err(e);
-        }
-        let len = bytes.len() as u64;
-        // A large file whose save changed less than half of it logs the changed ranges: those
-        // the writer touched, or for a rewrite (open(O_TRUNC)) what differs from the version
-        // it replaces.
-        let (ranges, base) = match w.changes.ranges(len) {
-            Some(r) => (Some(r), w.changes.base),
-            None if len >= self.opts.patch_min && !w.changes.whole => {
-                self.diff_committed(fid, &bytes)
-            }
-            None => (None, None),
+        let (content, checked) = match self.overlay_patch(w, &inode)? {
+            Some(patch) => (patch, false),
+            None => (self.whole_or_patch(w, &inode)?, true),
         };
-        let ranges = ranges.filter(|r| len >= self.opts.patch_min && 2 * covered(r) < len);
-        let content = match ranges {
-            Some(ranges) => Content::Patch(patch_of(&bytes, &ranges), bytes),
-            None => Content::Whole(Data::new(bytes)),
-        };
+        let len = content.len();
         let result = self.commit(|ns| {
             let inode = ns
                 .get(fid)
                 .ok_or_else(|| err!(ENOENT, "unlinked during the commit"))?;
-            if is_record(inode) && json.is_err() {
+            // The JSON rule was checked on whole bytes only (a record's are always).
+            if is_record(inode) && !checked {
                 return Err(err!(EAGAIN, "renamed to a record's name during the commit"));
             }
             let mut attrs = inode.attrs;
@@ -198,11 +223,28 @@ impl RecordFs {
             Ok(match content {
                 Content::Whole(data) => new_content(inode, attrs, data),
                 // Only onto the version the copy started from.
-                Content::Patch(_, _) if Some(inode.last_seq) != base => {
+                Content::Patch { base, .. } if Some(inode.last_seq) != base => {
                     return Err(err!(EAGAIN, "the file changed since this copy was read"));
                 }
-                Content::Patch((dcrc, ranges), whole) => {
-                    new_patch(inode, attrs, (len, dcrc), ranges, whole)
+                Content::Patch {
+                    dcrc,
+                    ranges,
+                    shown,
+                    len,
+                    ..
+                } => {
+                    let dcrc = match dcrc {
+                        Dcrc::Whole(dcrc) => dcrc,
+                        // An append: the checksum goes on from the old one.
+                        Dcrc::Appended { to } if to == inode.size => {
+                            let tail = ranges.first().map_or(&[][..], |r| &r.data.bytes[..]);
+                            crc32c::crc32c_append(inode.dcrc, tail)
+                        }
+                        Dcrc::Appended { .. } => {
+                            return Err(err!(EIO, "a patch's base has another length (a bug)"))
+                        }
+                    };
+                    new_patch(inode, attrs, (len, dcrc), ranges, shown)
                 }
             })
         });
@@ -227,6 +269,96 @@ impl RecordFs {
         }
     }
 
+    /// The patch of a writer that kept its writes over the file unread (`Copy::Overlay`): its
+    /// changed ranges read through the overlay, and the CRC32C of the whole, which for an
+    /// append goes on from the old one at the commit. None when it must commit whole (it
+    /// changed too much, or must not be compared, or the file is a record).
+    fn overlay_patch(&self, w: &Writer, inode: &Inode) -> Result<Option<Content>> {
+        let Copy::Overlay(o) = &w.copy else {
+            return Ok(None);
+        };
+        let len = o.len();
+        let Some(ranges) = w.changes.ranges(len) else {
+            return Ok(None);
+        };
+        if is_record(inode) || len < self.opts.patch_min || 2 * covered(&ranges) >= len {
+            return Ok(None);
+        }
+        let version = Version::Overlay(Arc::new((**o).clone()));
+        let dcrc = match w.changes.base_len {
+            Some(to) if ranges == [(to, len)] || (ranges.is_empty() && to == len) => {
+                Dcrc::Appended { to }
+            }
+            _ => Dcrc::Whole(version.crc32c()?),
+        };
+        let ranges = ranges
+            .iter()
+            .map(|(s, e)| {
+                let data = o.read_at(*s, (e - s) as usize)?;
+                Ok(Range {
+                    at: *s,
+                    data: Data::new(Arc::new(data)),
+                })
+            })
+            .collect::<Result<Vec<Range>>>()?;
+        let token = w.token.clone();
+        Ok(Some(Content::Patch {
+            base: w.changes.base,
+            dcrc,
+            ranges,
+            shown: Shown { version, token },
+            len,
+        }))
+    }
+
+    /// A writer's whole bytes, refused if the file is a record and they are not JSON, as a
+    /// patch when the file is large and the save changed less than half of it: the ranges the
+    /// writer touched, or for a rewrite (open(O_TRUNC)) what differs from the version it
+    /// replaces.
+    fn whole_or_patch(&self, w: &mut Writer, inode: &Inode) -> Result<Content> {
+        let bytes = self.load(w)?.clone();
+        if is_record(inode) {
+            if let Err(invalid) = self.validate(&bytes) {
+                let dcrc = crate::log::crc32c(&bytes);
+                let e = if w.rejected == Some(dcrc) {
+                    // The first refusal was logged (at warn) with where its bytes are kept.
+                    err!(EINVAL, "{}: refused again, {invalid}", show(&inode.name))
+                        .at(log::Level::Debug)
+                } else {
+                    w.rejected = Some(dcrc);
+                    self.reject(&inode.name, &bytes, &invalid)
+                };
+                return Err(e);
+            }
+        }
+        let len = bytes.len() as u64;
+        let (ranges, base) = match w.changes.ranges(len) {
+            Some(r) => (Some(r), w.changes.base),
+            None if len >= self.opts.patch_min && !w.changes.whole => {
+                self.diff_committed(inode.fid, &bytes)
+            }
+            None => (None, None),
+        };
+        let ranges = ranges.filter(|r| len >= self.opts.patch_min && 2 * covered(r) < len);
+        Ok(match ranges {
+            Some(ranges) => {
+                let (dcrc, ranges) = patch_of(&bytes, &ranges);
+                let version = Version::Memory(bytes);
+                Content::Patch {
+                    base,
+                    dcrc: Dcrc::Whole(dcrc),
+                    ranges,
+                    shown: Shown {
+                        version,
+                        token: None,
+                    },
+                    len,
+                }
+            }
+            None => Content::Whole(Data::new(bytes)),
+        })
+    }
+
     /// The range of `new` that differs from `fid`'s committed bytes (from the first byte that
     /// differs; to the last one that does when the lengths match, else to the end), and the
     /// `last_seq` of the version compared with. Nothing if that version cannot be read.
@@ -234,7 +366,7 @@ impl RecordFs {
         let Ok((old, Some(seq))) = self.version(fid) else {
             return (None, None);
         };
-        let Ok(old) = old.read_all(self.opts.max_file_size) else {
+        let Ok(old) = old.version.read_all(self.opts.max_file_size) else {
             return (None, None);
         };
         let start = old.iter().zip(new).take_while(|(a, b)| a == b).count();
@@ -449,8 +581,32 @@ impl RecordFs {
 /// A writer's new bytes, as its commit logs them.
 enum Content {
     Whole(Data),
-    /// The CRC32C of the whole and the changed ranges, and the whole (for readers meanwhile).
-    Patch((u32, Vec<Range>), Arc<Vec<u8>>),
+    /// The changed ranges of the version `base` (the file's `last_seq` then), the CRC32C
+    /// of the whole, and the new version for readers meanwhile.
+    Patch {
+        base: Option<Seq>,
+        dcrc: Dcrc,
+        ranges: Vec<Range>,
+        shown: Shown,
+        len: u64,
+    },
+}
+
+enum Dcrc {
+    Whole(u32),
+    /// An append to a version of `to` bytes: its checksum goes on from that version's.
+    Appended {
+        to: u64,
+    },
+}
+
+impl Content {
+    fn len(&self) -> u64 {
+        match self {
+            Content::Whole(data) => data.len(),
+            Content::Patch { len, .. } => *len,
+        }
+    }
 }
 
 fn covered(ranges: &[(u64, u64)]) -> u64 {

@@ -10,9 +10,9 @@ use crate::error::{err, Result};
 use crate::limits::{MAX_RELOG_BYTES, MAX_RELOG_FILES, NAME_MAX, SYMLINK_MAX};
 use crate::log::{Data, Op};
 use crate::namespace::Inode;
-use crate::pipeline::Version;
 use crate::record::is_record_name;
 use crate::types::{Attrs, Fid, Kind, Seq, Time};
+use crate::view::{Held, Version};
 
 impl RecordFs {
     // -----------------------------------------------------------------------------------------
@@ -42,8 +42,8 @@ impl RecordFs {
         // The handle that writes sees its own size (fstat after write).
         if let Some(Handle::Write(w)) = fh.and_then(|fh| self.handle(fh).ok()).as_deref() {
             let w = w.lock();
-            if let (Some(data), true) = (w.loaded(), w.fid == fid) {
-                stat.size = data.len() as u64;
+            if let (Some(len), true) = (w.len(), w.fid == fid) {
+                stat.size = len;
             }
         }
         Ok(stat)
@@ -62,8 +62,8 @@ impl RecordFs {
             let Handle::Write(w) = &*h else { continue };
             let w = w.lock();
             let pid = *process.get_or_insert_with(|| caller.process());
-            if let (true, Some(data)) = (w.written_by_process(caller.pid, pid), w.loaded()) {
-                stat.size = data.len() as u64;
+            if let (true, Some(len)) = (w.written_by_process(caller.pid, pid), w.len()) {
+                stat.size = len;
                 // As the commit will have it: a utimes after the last write wins.
                 let mtime_set = self.handles.lock().mtime_set.get(&fid).copied();
                 if mtime_set.is_none_or(|t| t <= w.last_write) {
@@ -255,7 +255,13 @@ impl RecordFs {
                 let fh = self.add_handle(
                     stat.ino,
                     flags,
-                    Some((Version::Memory(Arc::new(Vec::new())), None)),
+                    Some((
+                        Held {
+                            version: Version::Memory(Arc::new(Vec::new())),
+                            token: None,
+                        },
+                        None,
+                    )),
                 )?;
                 if let Ok(Handle::Write(w)) = self.handle(fh).as_deref() {
                     let mut w = w.lock();

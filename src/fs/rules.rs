@@ -57,13 +57,13 @@ pub(super) fn new_content(inode: &Inode, attrs: Attrs, data: Data) -> Op {
 }
 
 /// The entry that changes `ranges` of an existing regular file, `len` bytes long after it with
-/// CRC32C `dcrc`; `whole` are its new bytes, served to readers until it reaches the disk.
+/// CRC32C `dcrc`; `shown` is the new version, served to readers until it reaches the disk.
 pub(super) fn new_patch(
     inode: &Inode,
     attrs: Attrs,
     (len, dcrc): (u64, u32),
     ranges: Vec<crate::log::Range>,
-    whole: std::sync::Arc<Vec<u8>>,
+    shown: crate::log::Shown,
 ) -> Op {
     Op::Patch {
         fid: inode.fid,
@@ -73,7 +73,7 @@ pub(super) fn new_patch(
         len,
         dcrc,
         ranges,
-        whole: Some(whole),
+        shown: Some(shown),
     }
 }
 

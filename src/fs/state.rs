@@ -14,10 +14,11 @@ use crate::error::Result;
 use crate::limits::{MAX_EXTENTS, MAX_OWNERS, MAX_RECENTLY_REMOVED, REMOVED_GRACE};
 use crate::namespace::Inode;
 use crate::options::Options;
-use crate::pipeline::{Pipeline, Threads, Version};
+use crate::pipeline::{Pipeline, Threads};
 use crate::recovery::Finding;
 use crate::store::{Layout, StoreLock};
 use crate::types::{Attrs, Fid, Kind, Seq, Time};
+use crate::view::{Overlay, Token, Version};
 
 /// What `stat` shows of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,11 +68,16 @@ pub struct SetAttr {
 
 /// A writer's copy of its file.
 pub(super) enum Copy {
-    /// Not read yet: the committed version it started from, read at the first write.
+    /// Not read yet: the committed version it started from, read at the first write (or
+    /// not at all, see `Overlay`).
     Unread(Version),
     /// Its bytes. Shared with the commit pipeline after a commit, and copied again only on
     /// the next write.
     Loaded(Arc<Vec<u8>>),
+    /// Its writes over the version it started from, unread: a large plain file's writer
+    /// (`Options::patch_min`), whose commits are patches, until it holds too much
+    /// (`Overlay::write`) or must commit whole.
+    Overlay(Box<Overlay>),
 }
 
 /// Where a writer's copy stands against the file's committed version.
@@ -217,6 +223,8 @@ pub(super) struct Writer {
     pub(super) writing_threads: Vec<u32>,
     /// What changed since the version a patch would build on.
     pub(super) changes: Changes,
+    /// While the copy reads a backing file (`Unread`, `Overlay`): its holder's token.
+    pub(super) token: Option<Token>,
 }
 
 impl Writer {
@@ -242,10 +250,11 @@ impl Writer {
         )
     }
 
-    /// The copy's bytes, if they were read.
-    pub(super) fn loaded(&self) -> Option<&Arc<Vec<u8>>> {
+    /// The copy's length, once written (before that it is the committed file's).
+    pub(super) fn len(&self) -> Option<u64> {
         match &self.copy {
-            Copy::Loaded(bytes) => Some(bytes),
+            Copy::Loaded(bytes) => Some(bytes.len() as u64),
+            Copy::Overlay(o) => Some(o.len()),
             Copy::Unread(_) => None,
         }
     }
@@ -320,6 +329,7 @@ pub(super) enum Handle {
     Read {
         fid: Fid,
         version: Version,
+        _token: Option<Token>,
     },
     Write(Mutex<Writer>),
     /// An open directory: its entries as they were at the last read from offset 0 (the first

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::types::{Attrs, Fid, Kind, Seq, Xattrs, MAX_ID};
+use crate::view::{Token, Version};
 
 use super::line::{
     check_line, corrupt, crc32c, name_value, push_attrs, push_json, push_xattrs, seal, Fields, B64,
@@ -98,6 +99,20 @@ pub fn apply_patch(bytes: &mut Vec<u8>, len: u64, ranges: &[Range]) {
     bytes.resize(len as usize, 0);
 }
 
+/// A live patch's new version as readers see it until it reaches the backing file, and the
+/// token of the writer whose overlay it is (raised to the patch's entry when it is logged).
+#[derive(Clone)]
+pub struct Shown {
+    pub version: Version,
+    pub token: Option<Token>,
+}
+
+impl std::fmt::Debug for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shown({} bytes)", self.version.size().unwrap_or(0))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Op {
     Set {
@@ -118,9 +133,9 @@ pub enum Op {
         len: u64,
         dcrc: u32,
         ranges: Vec<Range>,
-        /// The whole new content, when the committer has it (a live commit): readers are
-        /// served it until the patch reaches the backing file. Not in the log.
-        whole: Option<Arc<Vec<u8>>>,
+        /// The new version, when the committer has it (a live commit): readers are served it
+        /// until the patch reaches the backing file. Not in the log.
+        shown: Option<Shown>,
     },
     Attr {
         fid: Fid,
@@ -445,7 +460,7 @@ impl Fields {
             len,
             dcrc: self.crc("dcrc")?,
             ranges,
-            whole: None,
+            shown: None,
         })
     }
 

@@ -11,7 +11,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use entry::{apply_patch, decode_entry, encode_entry, Data, Entry, Op, Range};
+pub use entry::{apply_patch, decode_entry, encode_entry, Data, Entry, Op, Range, Shown};
 pub use line::{crc32c, FORMAT_VERSION};
 pub use retire::{commit_snapshot, old_segments, Compacted};
 pub use scan::{for_each_line, read_entry_at, scan_segment, BadLine, SegmentScan};

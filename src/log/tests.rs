@@ -524,7 +524,7 @@ fn a_patch_round_trips_and_its_ranges_must_fit() {
         len,
         dcrc: 7,
         ranges,
-        whole: None,
+        shown: None,
     };
     let e = roundtrip(patch(10, vec![range(0, b"ab"), range(4, &[0xff, 0])]));
     match e.op {

@@ -165,7 +165,7 @@ impl Pipeline {
                             store::rename(disk, s, &dest)?;
                             st.changed.insert(*d);
                         }
-                        self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind), data.len());
+                        self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
                     }
                     // Every name of a symlink, as of a file (a SET logged again to repair one).
                     Kind::Symlink => {
@@ -179,7 +179,7 @@ impl Pipeline {
                                 st.disk.path_in(layout, *d, n).ok_or_else(|| unplaced(*d))?;
                             store::replace_symlink(disk, &tmp, &dest, &data.bytes)?;
                         }
-                        self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind), data.len());
+                        self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
                     }
                     // A directory's mode and times are the log's; its backing directory only
                     // has to be there.
@@ -209,18 +209,15 @@ impl Pipeline {
                 let meta = FileMeta::of(attrs);
                 let (paths, held) = {
                     let mut st = self.state.lock();
-                    let held = st.readers.get(fid).is_some_and(|w| w.strong_count() > 0);
-                    if !held {
-                        st.readers.remove(fid);
-                    }
+                    let held = st.held(*fid, entry.seq);
                     (st.disk.paths(layout, *fid), held)
                 };
                 if paths.is_empty() {
                     return Err(unplaced(*fid));
                 }
-                // Readers from now on are served the pending bytes until `settle`; one that
-                // opened a backing file before holds a token, and gets a whole new copy
-                // instead (a rename over the name leaves its version as it was).
+                // Readers from now on are served the pending version until `settle`; one that
+                // would see the change holds a token, and gets a whole new copy instead (a
+                // rename over the name leaves its version as it was).
                 for (i, path) in paths.iter().enumerate() {
                     if held {
                         let mut bytes = disk
@@ -234,7 +231,7 @@ impl Pipeline {
                     }
                 }
                 let mut st = self.state.lock();
-                self.settle(&mut st, *fid, entry.seq, (*dir, name, Kind::File), *len);
+                self.settle(&mut st, *fid, entry.seq, (*dir, name, Kind::File));
             }
             Op::Attr { fid, attrs, .. } => {
                 let st = self.state.lock();
@@ -369,7 +366,6 @@ impl Pipeline {
         fid: Fid,
         seq: Seq,
         (dir, name, kind): (Fid, &[u8], Kind),
-        len: u64,
     ) {
         st.changed.insert(dir);
         if !st.disk.contains(fid) {
@@ -378,8 +374,8 @@ impl Pipeline {
         st.disk.set_verified(fid);
         st.changed.insert(fid);
         if st.pending.get(&fid).is_some_and(|(s, _)| *s == seq) {
-            st.pending.remove(&fid);
-            st.pending_bytes -= len;
+            let (_, version) = st.pending.remove(&fid).expect("just found");
+            st.pending_bytes -= version.memory_bytes();
             self.room.notify_all();
         }
     }

@@ -20,6 +20,7 @@ use crate::log::{crc32c, encode_entry, Data, Entry, LogWriter, Op};
 use crate::namespace::{ContentLoc, Inode, Namespace};
 use crate::store::Layout;
 use crate::types::{Fid, Kind, Seq, Time};
+use crate::view::Version;
 
 impl Pipeline {
     /// `disk` says where each file's backing file is; recovery makes it match `ns`.
@@ -238,17 +239,23 @@ impl Pipeline {
                 return Err(err!(EIO, "{reason}"));
             }
         };
-        let whole = match &entry.op {
-            Op::Set { fid, data, .. } => Some((*fid, data.bytes.clone())),
-            Op::Patch { fid, whole, .. } => whole.clone().map(|w| (*fid, w)),
+        let shown = match &entry.op {
+            Op::Set { fid, data, .. } => Some((*fid, Version::Memory(data.bytes.clone()))),
+            Op::Patch { fid, shown, .. } => shown.as_ref().map(|p| {
+                // The writer's overlay holds this patch's ranges: it may see it applied in
+                // place.
+                if let Some(token) = &p.token {
+                    token.store(entry.seq, Ordering::SeqCst);
+                }
+                (*fid, p.version.clone())
+            }),
             _ => None,
         };
-        if let Some((fid, bytes)) = whole {
-            let len = bytes.len() as u64;
-            let previous = st.pending.insert(fid, (entry.seq, bytes));
-            st.pending_bytes += len;
+        if let Some((fid, version)) = shown {
+            st.pending_bytes += version.memory_bytes();
+            let previous = st.pending.insert(fid, (entry.seq, version));
             if let Some((_, old)) = previous {
-                st.pending_bytes -= old.len() as u64;
+                st.pending_bytes -= old.memory_bytes();
             }
         }
         let seq = entry.seq;

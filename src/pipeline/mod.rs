@@ -25,4 +25,4 @@ mod version;
 mod writeback;
 
 pub use state::{Committed, CompactPolicy, Pipeline, Threads, Waiter};
-pub use version::{Read, Version};
+pub use version::Read;

@@ -2,8 +2,8 @@
 //! waiters for durability, and the pipeline itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,12 @@ use parking_lot::{Condvar, Mutex};
 use super::tree::Tree;
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
+use crate::limits::READERS_PRUNE_ABOVE;
 use crate::log::{Entry, LogWriter};
 use crate::namespace::{Applied, Namespace};
 use crate::store::Layout;
 use crate::types::{Fid, Kind, Seq};
+use crate::view::{Token, Version};
 
 /// Something to call once a sequence number is durable (or can never be).
 pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
@@ -25,13 +27,15 @@ pub struct State {
     pub ns: Namespace,
     /// The live segment as the threads that do not write it need to know it.
     pub(super) live: Live,
-    /// Bytes committed but not yet in their backing file, with the entry that holds them.
-    pub(super) pending: HashMap<Fid, (Seq, Arc<Vec<u8>>)>,
+    /// Versions committed but not yet in their backing file, with the entry that made them:
+    /// the bytes, or a writer's patch over the version it started from.
+    pub(super) pending: HashMap<Fid, (Seq, Version)>,
+    /// The bytes they hold in memory.
     pub(super) pending_bytes: u64,
-    /// Files whose backing file a reader (or a writer's unread copy) holds open: a token
-    /// each such version keeps alive. A `PATCH` changes a backing file in place only when
-    /// nobody holds it (they would see it change); else it replaces it whole.
-    pub(super) readers: HashMap<Fid, std::sync::Weak<()>>,
+    /// The holders of versions that read backing files (readers, writers' unread copies and
+    /// overlays), a token each (`view::Token`). A `PATCH` changes a backing file in place
+    /// only when no holder would see it change; else it replaces it whole.
+    pub(super) readers: HashMap<Fid, Vec<Weak<AtomicU64>>>,
     /// The backing tree as it stands on disk. It trails the namespace while renames and
     /// deletes wait for their log sync.
     pub(super) disk: Tree,
@@ -61,6 +65,37 @@ pub struct State {
     pub(super) hurry: u32,
     /// Someone asked for a compaction now (SIGUSR1, `recordfs compact` on a mounted store).
     pub(super) compact_requested: bool,
+}
+
+impl State {
+    /// A new holder's token for `fid`'s backing file, showing patches up to `shown` itself.
+    pub(super) fn token(&mut self, fid: Fid, shown: Seq) -> Token {
+        if self.readers.len() > READERS_PRUNE_ABOVE {
+            self.readers
+                .retain(|_, ts| ts.iter().any(|t| t.strong_count() > 0));
+        }
+        let token = Arc::new(AtomicU64::new(shown));
+        let tokens = self.readers.entry(fid).or_default();
+        tokens.retain(|t| t.strong_count() > 0);
+        tokens.push(Arc::downgrade(&token));
+        token
+    }
+
+    /// Whether a holder of `fid`'s backing file would see patch `seq` applied in place.
+    pub(super) fn held(&mut self, fid: Fid, seq: Seq) -> bool {
+        let Some(tokens) = self.readers.get_mut(&fid) else {
+            return false;
+        };
+        tokens.retain(|t| t.strong_count() > 0);
+        if tokens.is_empty() {
+            self.readers.remove(&fid);
+            return false;
+        }
+        tokens
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|t| t.load(Ordering::SeqCst) < seq)
+    }
 }
 
 /// The live segment, seen from under the state lock: the writer itself is `Pipeline::log`,

@@ -1,6 +1,7 @@
-//! A reader's fixed version of a file: the bytes committed when it opened, in memory or in a
-//! backing file opened then (a later rename over the path does not change it); and the check
-//! of a backing file (or symlink) at its first use, which the mount left to it.
+//! A reader's fixed version of a file: the bytes committed when it opened, in memory, in a
+//! backing file opened then (a later rename over the path does not change it) or a pending
+//! patch over one; and the check of a backing file (or symlink) at its first use, which the
+//! mount left to it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,86 +9,21 @@ use std::sync::Arc;
 use log::warn;
 
 use super::state::Pipeline;
-use crate::disk::ReadAt;
 use crate::error::{err, Error, Result};
-use crate::limits::{MAX_VERIFY_TRIES, READERS_PRUNE_ABOVE};
+use crate::limits::MAX_VERIFY_TRIES;
 use crate::log::{crc32c, Op};
 use crate::namespace::Inode;
 use crate::types::{Fid, Kind, Seq};
+use crate::view::{Held, Version};
 
 /// A committed version as `Pipeline::version` finds it.
 pub enum Read {
     /// A version, with the file's `last_seq` when it was taken: a writer's patch is against
     /// it, and only while no entry changed the file since.
-    Fine(Version, Seq),
+    Fine(Held, Seq),
     /// The backing file differs from the log: these are the file's bytes, to serve and to
     /// commit again (`Pipeline::log_again`) so that its backing files are rewritten.
     Restore(Arc<Vec<u8>>),
-}
-
-/// What a reader reads: the bytes of one committed version, fixed at open.
-pub enum Version {
-    Memory(Arc<Vec<u8>>),
-    Disk(Arc<dyn ReadAt>),
-}
-
-/// A backing file open for a reader, with the token that keeps the apply thread from
-/// patching it in place (`State::readers`).
-struct Held {
-    file: Arc<dyn ReadAt>,
-    _token: Arc<()>,
-}
-
-impl ReadAt for Held {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        self.file.read_at(buf, offset)
-    }
-
-    fn size(&self) -> std::io::Result<u64> {
-        self.file.size()
-    }
-}
-
-impl Version {
-    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
-        match self {
-            Version::Memory(bytes) => {
-                let start = (offset as usize).min(bytes.len());
-                let end = start.saturating_add(size).min(bytes.len());
-                Ok(bytes[start..end].to_vec())
-            }
-            Version::Disk(f) => {
-                let mut buf = vec![0; size];
-                let mut got = 0;
-                while got < size {
-                    match f.read_at(&mut buf[got..], offset + got as u64) {
-                        Ok(0) => break,
-                        Ok(n) => got += n,
-                        Err(e) => return Err(Error::io("reading a backing file", &e)),
-                    }
-                }
-                buf.truncate(got);
-                Ok(buf)
-            }
-        }
-    }
-
-    /// The whole content, refusing more than `limit` bytes.
-    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>> {
-        let len = match self {
-            Version::Memory(b) => b.len() as u64,
-            Version::Disk(f) => f
-                .size()
-                .map_err(|e| Error::io("stat of a backing file", &e))?,
-        };
-        if len > limit {
-            return Err(err!(
-                EFBIG,
-                "file of {len} bytes exceeds the limit of {limit}"
-            ));
-        }
-        self.read_at(0, len as usize)
-    }
 }
 
 impl Pipeline {
@@ -101,25 +37,19 @@ impl Pipeline {
         // A commit between opening the copies and checking them makes them differ from the
         // inode taken with them: look again.
         for _ in 0..MAX_VERIFY_TRIES {
-            let (first, copies, inode) = {
+            let (first, copies, inode, token) = {
                 let mut st = self.state.lock();
                 let seq = st.ns.get(fid).map_or(0, |i| i.last_seq);
-                if let Some((_, bytes)) = st.pending.get(&fid) {
-                    return Ok(Read::Fine(Version::Memory(bytes.clone()), seq));
+                if let Some((pseq, version)) = st.pending.get(&fid) {
+                    // A pending patch over a backing file shows its ranges from memory: the
+                    // holder may see that patch applied in place, not a later one.
+                    let (pseq, version) = (*pseq, version.clone());
+                    let token = version.on_disk().then(|| st.token(fid, pseq));
+                    return Ok(Read::Fine(Held { version, token }, seq));
                 }
                 // Taken before the backing file is opened: the apply thread sees it before
                 // it patches one in place.
-                if st.readers.len() > READERS_PRUNE_ABOVE {
-                    st.readers.retain(|_, w| w.strong_count() > 0);
-                }
-                let token = match st.readers.get(&fid).and_then(|w| w.upgrade()) {
-                    Some(t) => t,
-                    None => {
-                        let t = Arc::new(());
-                        st.readers.insert(fid, Arc::downgrade(&t));
-                        t
-                    }
-                };
+                let token = st.token(fid, 0);
                 let unverified = st.disk.get(fid).is_some_and(|p| !p.verified);
                 let inode = st
                     .ns
@@ -136,20 +66,17 @@ impl Pipeline {
                 let open = |path: &PathBuf| {
                     self.disk
                         .open_read(path)
-                        .map(|file| {
-                            Version::Disk(Arc::new(Held {
-                                file,
-                                _token: token.clone(),
-                            }))
-                        })
+                        .map(Version::Disk)
                         .map_err(|e| Error::io(format!("opening {}", path.display()), &e))
                 };
                 let Some(inode) = inode.cloned() else {
-                    return Ok(Read::Fine(open(first)?, seq));
+                    let version = open(first)?;
+                    let token = Some(token);
+                    return Ok(Read::Fine(Held { version, token }, seq));
                 };
                 let copies: Vec<(PathBuf, Result<Version>)> =
                     paths.iter().map(|p| (p.clone(), open(p))).collect();
-                (open(first), copies, inode)
+                (open(first), copies, inode, token)
             };
             let mut problems = Vec::new();
             let mut good = None;
@@ -181,7 +108,8 @@ impl Pipeline {
             }
             if problems.is_empty() {
                 st.disk.set_verified(fid);
-                return Ok(Read::Fine(first?, inode.last_seq));
+                let (version, token) = (first?, Some(token));
+                return Ok(Read::Fine(Held { version, token }, inode.last_seq));
             }
             drop(st);
             let problems = problems.join("; ");

@@ -1,0 +1,340 @@
+//! A file's bytes as a reader or a writer sees them: a committed version in memory or in a
+//! backing file, or written ranges laid over one (`Overlay`), so that a writer of a large file
+//! neither reads nor copies what it does not change.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::disk::ReadAt;
+use crate::error::{err, Error, Result};
+use crate::limits::{MAX_EXTENTS, MAX_OVERLAY_BYTES};
+
+/// The bytes of one version of a file.
+#[derive(Clone)]
+pub enum Version {
+    Memory(Arc<Vec<u8>>),
+    /// A backing file opened when the version was taken (a later rename over the path does
+    /// not change it; a patch applied in place would, see `Token`).
+    Disk(Arc<dyn ReadAt>),
+    Overlay(Arc<Overlay>),
+}
+
+/// What keeps the apply thread from patching a backing file in place under someone who reads
+/// it (`pipeline::State::readers`): one per holder of a version on disk, alive as long as the
+/// holder is. Its value is the last entry whose patch the holder shows from bytes of its own
+/// (an overlay that holds that patch's ranges): a patch up to it may be applied in place, as
+/// the holder does not read those bytes from the file; a later one may not.
+pub type Token = Arc<AtomicU64>;
+
+/// A version as someone holds it.
+pub struct Held {
+    pub version: Version,
+    /// For a version that reads a backing file.
+    pub token: Option<Token>,
+}
+
+impl Version {
+    pub fn size(&self) -> Result<u64> {
+        match self {
+            Version::Memory(b) => Ok(b.len() as u64),
+            Version::Disk(f) => f
+                .size()
+                .map_err(|e| Error::io("stat of a backing file", &e)),
+            Version::Overlay(o) => Ok(o.len),
+        }
+    }
+
+    /// The bytes it holds in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        match self {
+            Version::Memory(b) => b.len() as u64,
+            Version::Disk(_) => 0,
+            Version::Overlay(o) => o.base.memory_bytes() + o.data_bytes(),
+        }
+    }
+
+    /// Whether reading it reads a backing file (which a holder then needs a `Token` for).
+    pub fn on_disk(&self) -> bool {
+        match self {
+            Version::Memory(_) => false,
+            Version::Disk(_) => true,
+            Version::Overlay(o) => o.base.on_disk(),
+        }
+    }
+
+    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
+        match self {
+            Version::Memory(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size).min(bytes.len());
+                Ok(bytes[start..end].to_vec())
+            }
+            Version::Disk(f) => {
+                let mut buf = vec![0; size];
+                let mut got = 0;
+                while got < size {
+                    match f.read_at(&mut buf[got..], offset + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) => return Err(Error::io("reading a backing file", &e)),
+                    }
+                }
+                buf.truncate(got);
+                Ok(buf)
+            }
+            Version::Overlay(o) => o.read_at(offset, size),
+        }
+    }
+
+    /// The whole content, refusing more than `limit` bytes.
+    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>> {
+        let len = self.size()?;
+        if len > limit {
+            return Err(err!(
+                EFBIG,
+                "file of {len} bytes exceeds the limit of {limit}"
+            ));
+        }
+        let bytes = self.read_at(0, len as usize)?;
+        if bytes.len() as u64 != len {
+            return Err(err!(EIO, "a backing file ended early"));
+        }
+        Ok(bytes)
+    }
+
+    /// The CRC32C of the whole content, read a piece at a time.
+    pub fn crc32c(&self) -> Result<u32> {
+        const PIECE: usize = 1 << 20;
+        let len = self.size()?;
+        let mut crc = 0;
+        let mut at = 0;
+        while at < len {
+            let piece = self.read_at(at, PIECE.min((len - at) as usize))?;
+            if piece.is_empty() {
+                return Err(err!(EIO, "a backing file ended early"));
+            }
+            crc = crc32c::crc32c_append(crc, &piece);
+            at += piece.len() as u64;
+        }
+        Ok(crc)
+    }
+}
+
+/// Written ranges over a committed version: the bytes of an extent where one covers; else
+/// below `keep` the base's; else zeros (what an ftruncate down and up, or a write past the
+/// end, leaves).
+#[derive(Clone)]
+pub struct Overlay {
+    /// Never an overlay itself: one laid over another takes in its extents (`over`).
+    base: Version,
+    /// At most the base's length and every length an ftruncate gave since; at most `len`.
+    keep: u64,
+    len: u64,
+    /// In order and apart (not even touching), within `len`.
+    extents: Vec<(u64, Arc<Vec<u8>>)>,
+}
+
+impl Overlay {
+    /// An overlay showing `version`, with nothing written yet.
+    pub fn over(version: &Version) -> Result<Overlay> {
+        Ok(match version {
+            Version::Overlay(o) => (**o).clone(),
+            v => {
+                let len = v.size()?;
+                Overlay {
+                    base: v.clone(),
+                    keep: len,
+                    len,
+                    extents: Vec::new(),
+                }
+            }
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes its extents hold.
+    pub fn data_bytes(&self) -> u64 {
+        self.extents.iter().map(|(_, d)| d.len() as u64).sum()
+    }
+
+    /// Writes `bytes` at `at`. False once the overlay holds too many extents or bytes to stay
+    /// one: the caller reads the whole instead (`Version::read_all`).
+    pub fn write(&mut self, at: u64, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let end = at + bytes.len() as u64;
+        // The extents that overlap or touch [at, end) become one.
+        let first = self
+            .extents
+            .partition_point(|(s, d)| s + (d.len() as u64) < at);
+        let last = first
+            + self.extents[first..]
+                .iter()
+                .take_while(|(s, _)| *s <= end)
+                .count();
+        let stop = match last > first {
+            true => {
+                let (s, d) = &self.extents[last - 1];
+                (s + d.len() as u64).max(end)
+            }
+            false => end,
+        };
+        let grown = match self.extents.get(first) {
+            Some((s, _)) if last > first && *s <= at => {
+                let s = *s;
+                let rest: Vec<(u64, Arc<Vec<u8>>)> = self.extents.drain(first + 1..last).collect();
+                let acc = Arc::make_mut(&mut self.extents[first].1);
+                acc.resize((stop - s) as usize, 0);
+                for (rs, rd) in rest {
+                    let o = (rs - s) as usize;
+                    acc[o..o + rd.len()].copy_from_slice(&rd);
+                }
+                let o = (at - s) as usize;
+                acc[o..o + bytes.len()].copy_from_slice(bytes);
+                true
+            }
+            _ => false,
+        };
+        if !grown {
+            let mut acc = vec![0; (stop - at) as usize];
+            for (rs, rd) in self.extents.drain(first..last) {
+                let o = (rs - at) as usize;
+                acc[o..o + rd.len()].copy_from_slice(&rd);
+            }
+            acc[..bytes.len()].copy_from_slice(bytes);
+            self.extents.insert(first, (at, Arc::new(acc)));
+        }
+        self.len = self.len.max(end);
+        self.extents.len() <= MAX_EXTENTS && self.data_bytes() <= MAX_OVERLAY_BYTES
+    }
+
+    /// Cuts or extends it to `len` bytes (ftruncate).
+    pub fn truncate(&mut self, len: u64) {
+        self.extents.retain(|(s, _)| *s < len);
+        if let Some((s, d)) = self.extents.last_mut() {
+            if *s + d.len() as u64 > len {
+                Arc::make_mut(d).truncate((len - *s) as usize);
+            }
+        }
+        self.keep = self.keep.min(len);
+        self.len = len;
+    }
+
+    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(size as u64).min(self.len);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut buf = match offset < self.keep {
+            true => self
+                .base
+                .read_at(offset, (end.min(self.keep) - offset) as usize)?,
+            false => Vec::new(),
+        };
+        if offset < self.keep && (buf.len() as u64) < end.min(self.keep) - offset {
+            return Err(err!(EIO, "a backing file ended early"));
+        }
+        buf.resize((end - offset) as usize, 0);
+        let first = self
+            .extents
+            .partition_point(|(s, d)| s + (d.len() as u64) <= offset);
+        for (s, d) in self.extents[first..].iter().take_while(|(s, _)| *s < end) {
+            let from = offset.max(*s);
+            let to = end.min(s + d.len() as u64);
+            buf[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&d[(from - s) as usize..(to - s) as usize]);
+        }
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model: the same writes and truncations on a plain vector.
+    fn check(o: &Overlay, model: &[u8]) {
+        let v = Version::Overlay(Arc::new(o.clone()));
+        assert_eq!(v.size().unwrap(), model.len() as u64);
+        assert_eq!(v.read_all(u64::MAX).unwrap(), model);
+        assert_eq!(v.crc32c().unwrap(), crc32c::crc32c(model));
+        for (at, n) in [(0, 3), (5, 40), (model.len() as u64 / 2, 17), (1000, 5)] {
+            let s = (at as usize).min(model.len());
+            let e = (s + n).min(model.len());
+            assert_eq!(v.read_at(at, n).unwrap(), &model[s..e], "read at {at}, {n}");
+        }
+        let mut last_end = None;
+        for (s, d) in &o.extents {
+            assert!(!d.is_empty());
+            assert!(
+                last_end.is_none_or(|e| e < *s),
+                "extents apart and in order"
+            );
+            last_end = Some(s + d.len() as u64);
+        }
+        assert!(o.keep <= o.len);
+    }
+
+    #[test]
+    fn an_overlay_reads_as_its_writes_and_truncations_over_the_base() {
+        // A small generator of its own: the same sequences on every run.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..300 {
+            let base: Vec<u8> = (0..next(200)).map(|i| i as u8 | 1).collect();
+            let mut model = base.clone();
+            let mut o = Overlay::over(&Version::Memory(Arc::new(base))).unwrap();
+            for _ in 0..next(12) {
+                if next(4) == 0 {
+                    let len = next(260);
+                    model.resize(len as usize, 0);
+                    o.truncate(len);
+                } else {
+                    let at = next(250);
+                    let bytes: Vec<u8> = (0..next(30)).map(|_| next(250) as u8 + 2).collect();
+                    let end = at as usize + bytes.len();
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[at as usize..end].copy_from_slice(&bytes);
+                    o.write(at, &bytes);
+                }
+                check(&o, &model);
+                // One laid over it shows the same, and writes on it leave it as it was.
+                let shown = Version::Overlay(Arc::new(o.clone()));
+                let mut upper = Overlay::over(&shown).unwrap();
+                upper.write(3, b"xy");
+                check(&o, &model);
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlay_says_when_it_holds_too_much() {
+        let mut o = Overlay::over(&Version::Memory(Arc::new(vec![1; 10_000]))).unwrap();
+        let mut ok = true;
+        for i in 0..=MAX_EXTENTS as u64 {
+            ok = o.write(i * 10, b"a");
+        }
+        assert!(!ok, "{} extents", MAX_EXTENTS + 1);
+        let mut o = Overlay::over(&Version::Memory(Arc::new(Vec::new()))).unwrap();
+        assert!(o.write(0, &vec![2; MAX_OVERLAY_BYTES as usize]));
+        assert!(!o.write(MAX_OVERLAY_BYTES, b"b"));
+    }
+}
