@@ -6,8 +6,9 @@
 //! moments; after each remount every record must hold its last acknowledged version or a
 //! version attempted after it; with directories, each writer's folder is where its last
 //! acknowledged move put it (or where a move tried after it would), and a scratch directory
-//! acknowledged made or removed is there or gone. `RECORDFS_SOAK=N` runs N rounds instead of
-//! 30.
+//! acknowledged made or removed is there or gone; with a large file, it holds the content of
+//! its last acknowledged change or of the one tried after it. `RECORDFS_SOAK=N` runs N rounds
+//! instead of 30.
 
 mod common;
 use common::*;
@@ -43,7 +44,7 @@ struct Allowed {
 
 #[test]
 fn sigkill_storm_loses_no_acknowledged_commit() {
-    storm(soak(30), &[], false);
+    storm(soak(30), &[], false, false);
 }
 
 /// The same storm with a log limit so small that the daemon is nearly always compacting: the
@@ -54,6 +55,7 @@ fn sigkill_storm_during_online_compaction_loses_no_acknowledged_commit() {
         soak(12),
         &["--log-limit", "65536", "--keep-logs", "2"],
         false,
+        false,
     );
 }
 
@@ -61,7 +63,27 @@ fn sigkill_storm_during_online_compaction_loses_no_acknowledged_commit() {
 /// and give records a second name by hard link (issue 11), with compactions under way.
 #[test]
 fn sigkill_storm_with_directories_loses_no_acknowledged_change() {
-    storm(soak(20), &["--log-limit", "65536"], true);
+    storm(soak(20), &["--log-limit", "65536"], true, false);
+}
+
+/// Beside the record writers, one that appends to a large plain file, writes in its middle
+/// and rewrites it from the start (issue 12): patches applied in place, replayed after each
+/// kill onto the backing file as the kill left it, with compactions under way.
+#[test]
+fn sigkill_storm_with_a_large_file_loses_no_acknowledged_change() {
+    storm(soak(20), &["--log-limit", "262144"], false, true);
+}
+
+/// What `tests/support/big_writer.py` says the large file holds after change `v`.
+fn big_content(v: u64) -> Vec<u8> {
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/big_writer.py"))
+        .arg("--content")
+        .arg(v.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
 }
 
 /// The folders a writer's records may be in, by what the writers said.
@@ -82,7 +104,7 @@ fn soak(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn storm(rounds: u64, args: &[&str], dirs: bool) {
+fn storm(rounds: u64, args: &[&str], dirs: bool, big: bool) {
     let writer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/storm_writer.py");
     let env = Env::new();
     // Per record: the state known after the last verification (None: never created).
@@ -100,9 +122,24 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
     let mut scratch: Scratch = HashMap::new();
     // Second names of records: acknowledged (Some(true)) or tried (None).
     let mut links: Scratch = HashMap::new();
+    // The large file's last change seen after a remount, and how many were acknowledged.
+    let (mut big_known, mut big_acked) = (0u64, 0u64);
     for round in 1..=rounds {
         let m = env.mount(args);
         daemon_log = m.log.clone();
+        if big && round == 1 {
+            fs::write(env.path("big.bin"), big_content(0)).unwrap();
+        }
+        let big_child = big.then(|| {
+            Command::new("python3")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/big_writer.py"))
+                .arg(&env.mnt)
+                .arg(big_known.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
         if dirs && round == 1 {
             for w in 0..WRITERS {
                 fs::create_dir_all(env.path(&format!("c{w}/live"))).unwrap();
@@ -156,6 +193,7 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
             let out = wait_output(c, Duration::from_secs(20));
             outputs.push(out);
         }
+        let big_output = big_child.map(|c| wait_output(c, Duration::from_secs(20)));
         drop(m.take());
         force_unmount(&mnt);
 
@@ -224,6 +262,32 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
             }
         }
         let m = env.mount(args);
+        if let Some(out) = big_output {
+            // The last acknowledged change, or the one tried after it.
+            let mut allowed = vec![big_known];
+            for line in out.lines() {
+                match line.split_once(' ') {
+                    Some(("TRY", v)) => allowed.push(v.parse().unwrap()),
+                    Some(("ACK", v)) => {
+                        let v: u64 = v.parse().unwrap();
+                        allowed.retain(|a| *a >= v);
+                        big_acked += 1;
+                    }
+                    _ => {}
+                }
+            }
+            let got = fs::read(env.path("big.bin")).unwrap();
+            big_known = *allowed
+                .iter()
+                .find(|v| big_content(**v) == got)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "round {round}: big.bin ({} bytes) is none of changes {allowed:?}",
+                        got.len()
+                    )
+                });
+            checked_total += 1;
+        }
         // Each writer's folder: where the last acknowledged move put it, or a later one.
         let mut folder: HashMap<u32, String> = HashMap::new();
         for (w, p) in places.iter_mut() {
@@ -318,7 +382,7 @@ fn storm(rounds: u64, args: &[&str], dirs: bool) {
         assert!(started > 0, "no compaction started during the storm");
         eprintln!("storm: {started} compactions started, {finished} finished before a kill");
     }
-    eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {dir_changes} acknowledged directory moves, mkdirs, rmdirs and links, {checked_total} states checked");
+    eprintln!("storm: {rounds} kill rounds, {acked_total} acknowledged commits, {dir_changes} acknowledged directory moves, mkdirs, rmdirs and links, {big_acked} acknowledged changes of the large file (at change {big_known}), {checked_total} states checked");
 }
 
 /// Waits for a child to exit (killing it after `limit`) and returns its stdout.
