@@ -96,6 +96,12 @@ echo "twenty 1 KiB appends to a 50 MiB file (--sync always; ext4 with an fsync e
 echo "  ext4 $(m "${ext_t[@]}") s; this build $(m "${this_t[@]}") s ($(python3 -c "print(round($(m "${this_t[@]}")/$(m "${ext_t[@]}"),2))")x ext4), daemon wrote $(m "${this_big[@]}") B = $(python3 -c "print(round($(m "${this_big[@]}")/$size,2))") x the file"
 echo "SQLite, 200 transactions on a ~0.5 MB database:"
 echo "  SQLite wrote $(m "${ext_sql[@]}") B on ext4; this build's daemon $(m "${this_sql[@]}") B ($(python3 -c "print(round($(m "${this_sql[@]}")/$(m "${ext_sql[@]}"),1))")x)"
+echo "RESULT large_append_ext4 $(m "${ext_t[@]}")"
+echo "RESULT large_append_recordfs $(m "${this_t[@]}")"
+echo "RESULT large_bytes_recordfs $(m "${this_big[@]}")"
+echo "RESULT large_file_size $size"
+echo "RESULT sqlite_bytes_ext4 $(m "${ext_sql[@]}")"
+echo "RESULT sqlite_bytes_recordfs $(m "${this_sql[@]}")"
 if [ -n "${BASE_BIN:-}" ]; then
   echo "BASE_BIN: appends $(m "${base_t[@]}") s, daemon wrote $(m "${base_big[@]}") B = $(python3 -c "print(round($(m "${base_big[@]}")/$size,2))") x the file; SQLite: daemon $(m "${base_sql[@]}") B ($(python3 -c "print(round($(m "${base_sql[@]}")/$(m "${ext_sql[@]}"),1))")x)"
 fi

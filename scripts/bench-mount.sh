@@ -40,6 +40,8 @@ umount "$mnt"
 stopped "$store"
 printf '== %d records made through the mount (--sync never, 8 writers) in %.1f s: %.0f/s\n' \
   "$records" "$made" "$(python3 -c "print($records / $made)")"
+echo "RESULT many_records $records"
+echo "RESULT many_create_rate $(python3 -c "print(round($records / $made))")"
 
 declare -A clean killed rss list
 builds=(this)
@@ -80,6 +82,10 @@ for v in "${builds[@]}"; do
   printf '%-5s %11.2fs %11.2fs %10.0f %11.2fs\n' "$v" "$(median <<<"${clean[$v]}")" \
     "$(median <<<"${killed[$v]}")" "$(median <<<"${rss[$v]}")" "$(median <<<"${list[$v]}")"
 done
+echo "RESULT many_clean_mount $(median <<<"${clean[this]}")"
+echo "RESULT many_killed_mount $(median <<<"${killed[this]}")"
+echo "RESULT many_rss_mib $(median <<<"${rss[this]}")"
+echo "RESULT many_list $(median <<<"${list[this]}")"
 if [ -n "${BASE_BIN:-}" ]; then
   r() { python3 -c "print('%.2f' % ($(median <<<"$1") / $(median <<<"$2")))"; }
   echo "ratio base/this: clean mount $(r "${clean[base]}" "${clean[this]}")," \

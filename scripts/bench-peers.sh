@@ -111,5 +111,13 @@ for kind in update create; do
   done
 done
 echo "physical limit (fdatasync of a 500 B append, 1 writer): $(median <<<"${res[limit]}")/s"
+for kind in update create; do
+  for w in 1 8; do
+    for s in "${systems[@]}"; do
+      echo "RESULT peers_${kind}_${w}_$s $(median <<<"${res[$s-$kind-$w]}")"
+    done
+  done
+done
+echo "RESULT peers_limit $(median <<<"${res[limit]}")"
 echo "all runs:"
 for k in "${!res[@]}"; do echo "  $k: ${res[$k]}"; done | sort

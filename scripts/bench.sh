@@ -1,41 +1,83 @@
 #!/usr/bin/env bash
-# Durable commit rate of recordfs (--sync always) against the classic atomic-write pattern
-# (temp file + fsync + rename + directory fsync) done directly on the same disk, 1 and 4
-# writers, runs interleaved, medians and ratios reported. The disk is a fresh ext4 on a loop
-# device (the machine's / has no journal and slows after mass deletes; see FUSE-NOTES).
-#   scripts/bench.sh [SECONDS_PER_RUN] [ROUNDS]
+# Every benchmark issue 12 names, in one run, then its goals with what was measured. Each part
+# makes its own fresh ext4 on a loop device (the same size and options each time), runs its
+# systems interleaved and reports medians:
+#   scripts/bench-peers.sh  durable saves per second, 1 and 8 writers, update and create:
+#                           recordfs (--sync always) against the atomic pattern on ext4 and
+#                           through bindfs, SQLite WAL synchronous=FULL, Redis appendfsync
+#                           always, and one fdatasync of a 500 B append (the physical limit);
+#   scripts/bench-files.sh  10,000 files without durability: create, open+read+close, stat,
+#                           listing, against bindfs and ext4;
+#   scripts/bench-large.sh  a 50 MiB file with twenty 1 KiB appends, and SQLite's 200
+#                           transactions: time against ext4 and bytes the daemon writes;
+#   scripts/bench-mount.sh  a store of many records: mounts after a clean unmount and after
+#                           SIGKILL, RSS, listing (100,000 records; --full: 1,000,000).
+# Every part's output, with its raw runs, is printed as it comes.
+#   scripts/bench.sh [--full]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-3}
-rounds=${2:-3}
-scripts/setup.sh
-cargo build --release -q
-bin=$PWD/target/release/recordfs
+records=100000
+[ "${1:-}" = --full ] && records=1000000
+out=$(mktemp -d /tmp/recordfs-bench-all.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+part() { # NAME SCRIPT ARGS...
+  local name=$1
+  shift
+  echo "### $name: $*"
+  bash "$@" | tee "$out/$name.txt"
+  echo
+}
+part peers scripts/bench-peers.sh 3 3
+part files scripts/bench-files.sh 10000 3
+part large scripts/bench-large.sh 3
+part many scripts/bench-mount.sh "$records" 1
 
-. scripts/loopdisk.sh
-echo "disk: fresh ext4 on $loop; $secs s per run, $rounds rounds, runs interleaved"
-
-run_atomic() { mkdir -p "$disk/direct"; python3 scripts/bench_load.py atomic "$disk/direct" "$1" "$secs"; }
-run_mount() { python3 scripts/bench_load.py mount "$mnt" "$1" "$secs"; }
-
-RUST_LOG=info "$bin" mount "$disk/store" "$mnt" --sync always
-declare -A results
-for r in $(seq "$rounds"); do
-  for w in 1 4; do
-    results[atomic$w]+="$(run_atomic "$w") "
-    results[mount$w]+="$(run_mount "$w") "
-  done
-done
-umount "$mnt"
-for _ in $(seq 100); do grep -q "unmounted cleanly\|not cleanly" "$disk/store/daemon.log" 2>/dev/null && break; sleep 0.1; done
-stats=$(grep -o "stats: .*" "$disk/store/daemon.log" | tail -1 || true)
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '\n%-44s %10s %10s %8s\n' "durable commits per second (median)" "recordfs" "atomic" "ratio"
-for w in 1 4; do
-  m=$(echo "${results[mount$w]}" | median)
-  a=$(echo "${results[atomic$w]}" | median)
-  printf '%-44s %10s %10s %8s\n' "create+write 500 B+close, $w writer(s)" "$m" "$a" "$(awk -v m="$m" -v a="$a" 'BEGIN {printf "%.2f", m/a}')"
-done
-echo "all runs: recordfs 1w: ${results[mount1]}| atomic 1w: ${results[atomic1]}| recordfs 4w: ${results[mount4]}| atomic 4w: ${results[atomic4]}"
-[ -n "$stats" ] && echo "daemon $stats"
+cat "$out"/*.txt | grep '^RESULT ' | python3 -c '
+import sys
+r = {}
+for line in sys.stdin:
+    _, k, v = line.split()
+    r[k] = float(v)
+rows = []
+def goal(what, value, ok, target):
+    rows.append((what, value, "met" if ok else "NOT met", target))
+def ratio(a, b):
+    return r[a] / max(r[b], 1e-9)
+for kind, w in [("update", 1)]:
+    x = ratio(f"peers_{kind}_{w}_recordfs", f"peers_{kind}_{w}_atomic")
+    goal(f"durable {kind}, {w} writer, against the atomic pattern", f"{x:.2f}x", x >= 2, ">= 2x")
+    x = ratio(f"peers_{kind}_{w}_recordfs", f"peers_{kind}_{w}_sqlite")
+    goal(f"durable {kind}, {w} writer, against SQLite WAL FULL", f"{x:.2f}x", x >= 1, ">= 1x")
+for kind in ["update", "create"]:
+    x = ratio(f"peers_{kind}_8_recordfs", f"peers_{kind}_8_redis")
+    goal(f"durable {kind}, 8 writers, against Redis AOF always", f"{x:.2f}x", x >= 1, ">= 1x")
+    x = ratio(f"peers_{kind}_8_recordfs", f"peers_{kind}_8_atomic")
+    goal(f"durable {kind}, 8 writers, against the atomic pattern", f"{x:.2f}x", x >= 2, ">= 2x")
+x = ratio("files_create_bindfs", "files_create_recordfs")
+goal("10,000 creates without durability, against bindfs", f"{x:.2f}x as fast", x >= 3, ">= 3x")
+x = ratio("files_read_bindfs", "files_read_recordfs")
+goal("10,000 open+read+close, against bindfs", f"{x:.2f}x as fast", x >= 2, ">= 2x")
+x = ratio("files_list_recordfs", "files_list_bindfs")
+goal("listing 10,000 names, time against bindfs", f"{x:.2f}x the time", x <= 1, "<= 1x")
+x = r["files_create_recordfs"]
+goal("10,000 records created through the mount, --sync never", f"{x:.2f} s", x <= 2, "<= 2 s")
+x = r["large_bytes_recordfs"]
+limit = 2 * r["large_file_size"] + (1 << 20)
+goal("bytes written for a 50 MiB file and twenty 1 KiB appends", f"{x / 2**20:.1f} MiB", x <= limit, f"<= {limit / 2**20:.0f} MiB")
+x = ratio("large_append_recordfs", "large_append_ext4")
+goal("the twenty appends, time against ext4 (fsync each)", f"{x:.2f}x", x <= 5, "<= 5x")
+x = ratio("sqlite_bytes_recordfs", "sqlite_bytes_ext4")
+goal("SQLite, 200 transactions: bytes against SQLite on ext4", f"{x:.1f}x", x <= 5, "<= 5x")
+n = int(r["many_records"])
+at = "" if n == 1000000 else f" (at {n:,} records; the goal is at 1,000,000)"
+for key, what, lim, unit in [("many_clean_mount", "mount after a clean unmount", 2, "s"),
+                              ("many_killed_mount", "mount after SIGKILL", 2, "s"),
+                              ("many_list", "listing every name, cold", 2, "s"),
+                              ("many_rss_mib", "daemon RSS once mounted", 200, "MiB")]:
+    x = r[key]
+    goal(what + at, f"{x:.2f} {unit}", x <= lim, f"<= {lim} {unit}")
+w = max(len(a) for a, *_ in rows)
+print("== goals of issue 12, as measured in this run")
+for what, value, ok, target in rows:
+    print(f"{what:<{w}}  {value:>16}  {target:>10}  {ok}")
+'

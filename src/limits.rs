@@ -89,6 +89,10 @@ pub const APPLY_RETRY: Duration = Duration::from_millis(100);
 /// meanwhile, so this changes what reaches the disk, not what anyone sees.
 pub const APPLY_DELAY: Duration = Duration::from_millis(20);
 
+/// How many queued entries the apply thread looks ahead for one that makes the first moot
+/// (`pipeline::apply::moot`): bounded, as the look is taken for every entry applied.
+pub const MOOT_LOOKAHEAD: usize = 1024;
+
 /// Log segments are written into space already zero-filled, up to this much ahead of the
 /// lines (and at most a quarter of `--log-limit`, which bounds the live log on disk too): an
 /// fdatasync after overwriting allocated blocks leaves the file's size alone and so does not

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use recordfs::disk::sim::{FaultOn, Gate, SimDisk};
+use recordfs::disk::Disk;
 use recordfs::fs::RecordFs;
 use recordfs::options::Options;
 use recordfs::types::{Fid, ROOT};
@@ -116,5 +117,41 @@ fn a_compaction_syncing_the_old_segment_s_tail_does_not_hold_up_lookups() {
         assert!(Instant::now() < until, "the compaction did not finish");
         std::thread::sleep(Duration::from_millis(1));
     }
+    fs.shutdown().unwrap();
+}
+
+/// A file made and removed while the apply thread is busy (SQLite's journal, an editor's
+/// temporary file) never reaches the backing tree: its entries are moot once its DELETE is
+/// queued behind them. Fails if the apply thread writes them anyway.
+#[test]
+fn a_file_removed_before_its_bytes_reach_the_disk_is_never_written() {
+    use std::sync::atomic::Ordering;
+    let disk = SimDisk::new();
+    let fs = start(&disk);
+    fs.pipeline().quiesce();
+    // The apply thread holds at its next rename: the backing file of a.txt.
+    let rename = disk.stall_next(FaultOn::Rename, 0);
+    let ino = save(&fs, "a.txt");
+    assert!(rename.wait_entered(BOUND), "a.txt was never applied");
+    let before = fs.pipeline().moot.load(Ordering::Relaxed);
+    let (_, fh, t) = fs
+        .create(ROOT, b"journal", 0o644, 0, 0, libc::O_WRONLY)
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.write(fh, 0, &vec![7; 100_000]).unwrap();
+    fs.wait(fs.fsync(fh).unwrap()).unwrap();
+    fs.write(fh, 0, b"header").unwrap();
+    fs.wait(fs.fsync(fh).unwrap()).unwrap();
+    fs.release(fh);
+    fs.wait(fs.unlink(ROOT, b"journal").unwrap()).unwrap();
+    rename.open();
+    fs.pipeline().quiesce();
+    // The create, the two saves (the second a patch) and nothing else.
+    assert_eq!(fs.pipeline().moot.load(Ordering::Relaxed) - before, 3);
+    assert!(disk.list(Path::new("/store/root")).unwrap() == vec![b"a.txt".to_vec()]);
+    assert_eq!(fs.lookup(ROOT, b"a.txt").unwrap().ino, ino);
+    fs.shutdown().unwrap();
+    let fs = start(&disk);
+    assert_eq!(fs.lookup(ROOT, b"journal").unwrap_err().errno, libc::ENOENT);
     fs.shutdown().unwrap();
 }

@@ -77,7 +77,10 @@ fn sigkill_storm_with_a_large_file_loses_no_acknowledged_change() {
 /// What `tests/support/big_writer.py` says the large file holds after change `v`.
 fn big_content(v: u64) -> Vec<u8> {
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/big_writer.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/big_writer.py"
+        ))
         .arg("--content")
         .arg(v.to_string())
         .output()
@@ -132,7 +135,10 @@ fn storm(rounds: u64, args: &[&str], dirs: bool, big: bool) {
         }
         let big_child = big.then(|| {
             Command::new("python3")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/big_writer.py"))
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/support/big_writer.py"
+                ))
                 .arg(&env.mnt)
                 .arg(big_known.to_string())
                 .stdout(Stdio::piped())

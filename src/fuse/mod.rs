@@ -84,8 +84,14 @@ impl Adapter {
     /// handle: a handle that writes would show its uncommitted bytes to readers through it,
     /// and a reader that opened an older version could get pages of a newer one cached by a
     /// later opener — a torn read across a commit. Each handle reads its own snapshot.
-    fn open_flags(&self) -> FopenFlags {
-        FopenFlags::FOPEN_DIRECT_IO
+    ///
+    /// A handle that cannot write has nothing to commit at close: the kernel is told not to
+    /// send its FLUSH (one round trip less for open, read, close).
+    fn open_flags(&self, flags: i32) -> FopenFlags {
+        match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            _ => FopenFlags::FOPEN_DIRECT_IO,
+        }
     }
 }
 
@@ -283,7 +289,7 @@ impl Filesystem for Adapter {
         let what = format!("inode {}", ino.0);
         match self.fs.open_as(ino.0, flags.0, &caller(req)) {
             Ok((fh, t)) => {
-                let fopen = self.open_flags();
+                let fopen = self.open_flags(flags.0);
                 let fs = self.fs.clone();
                 self.after(t, "open", what, move |r| match r {
                     Ok(()) => reply.opened(FileHandle(fh), fopen),
@@ -513,7 +519,7 @@ impl Filesystem for Adapter {
             .create_as(parent.0, name.as_bytes(), mode, flags, &caller(req))
         {
             Ok((stat, fh, t)) => {
-                let fopen = self.open_flags();
+                let fopen = self.open_flags(flags);
                 let fs = self.fs.clone();
                 self.after(t, "create", what, move |r| match r {
                     Ok(()) => reply.created(

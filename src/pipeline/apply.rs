@@ -1,6 +1,7 @@
 //! The apply thread: synced entries reach the backing tree, in order (write-ahead rule).
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use log::{info, warn};
@@ -9,7 +10,7 @@ use super::state::{Pipeline, State};
 use crate::disk::{EntryKind, FileMeta};
 use crate::error::{err, Result};
 use crate::limits::MAX_PENDING_BYTES;
-use crate::limits::{APPLY_DELAY, APPLY_RETRY};
+use crate::limits::{APPLY_DELAY, APPLY_RETRY, MOOT_LOOKAHEAD};
 use crate::log::{Entry, Op};
 use crate::store::{self};
 use crate::types::{Fid, Kind, Seq};
@@ -65,8 +66,18 @@ impl Pipeline {
         loop {
             let entry = {
                 let mut st = self.state.lock();
-                if superseded(&st.unapplied) {
-                    st.unapplied.pop_front();
+                if moot(&st.unapplied, |fid| st.disk.contains(fid)) {
+                    let (_, skipped) = st.unapplied.pop_front().expect("moot");
+                    self.moot.fetch_add(1, Ordering::Relaxed);
+                    if let Op::Set { fid, .. } | Op::Patch { fid, .. } = skipped.op {
+                        // Its version never reaches a backing file: readers have it from
+                        // `pending` until a later entry replaces it there or removes the file.
+                        if st.pending.get(&fid).is_some_and(|(s, _)| *s == skipped.seq) {
+                            let (_, version) = st.pending.remove(&fid).expect("just found");
+                            st.pending_bytes -= version.memory_bytes();
+                            self.room.notify_all();
+                        }
+                    }
                     continue;
                 }
                 if !self.due(&st) {
@@ -381,30 +392,45 @@ impl Pipeline {
     }
 }
 
-/// Whether the first queued entry is a SET that a later SET of the same file replaces, with
-/// no rename, delete or link of that file between them: writing it would be undone at once.
-pub(super) fn superseded(queue: &VecDeque<(Instant, Entry)>) -> bool {
+/// Whether writing the first queued entry would be undone by a later one (looking at most
+/// `MOOT_LOOKAHEAD` entries ahead):
+/// - a SET of a file that a later SET replaces, with no patch, rename, delete or link of that
+///   file between them (a create's empty file, replaced by its content a moment later);
+/// - any change of a file or symlink that has no backing file yet (`placed` says) and that a
+///   later entry deletes, with no rename or link of it between (a temporary file: SQLite's
+///   journal, an editor's, a build's): its bytes never reach the disk, and the DELETE removes
+///   nothing.
+pub(super) fn moot(queue: &VecDeque<(Instant, Entry)>, placed: impl Fn(Fid) -> bool) -> bool {
     let Some((_, first)) = queue.front() else {
         return false;
     };
-    let Op::Set {
-        fid,
-        kind: Kind::File,
-        ..
-    } = &first.op
-    else {
-        return false;
+    let (fid, mut replaceable) = match &first.op {
+        // A directory's entries may reach the disk before its removal does.
+        Op::Set {
+            kind: Kind::Dir, ..
+        } => return false,
+        Op::Set { fid, kind, .. } => (*fid, *kind == Kind::File),
+        Op::Patch { fid, .. } | Op::Attr { fid, .. } | Op::Xattr { fid, .. } => (*fid, false),
+        _ => return false,
     };
-    for (_, e) in queue.iter().skip(1) {
+    // Asked once: the tree only changes by applying entries, which waits for this answer.
+    let unplaced = !placed(fid);
+    for (_, e) in queue.iter().skip(1).take(MOOT_LOOKAHEAD) {
         match &e.op {
-            Op::Set { fid: f, .. } if f == fid => return true,
+            Op::Set { fid: f, .. } if *f == fid && replaceable => return true,
             // A patch builds on the bytes this one writes.
-            Op::Patch { fid: f, .. } if f == fid => return false,
+            Op::Patch { fid: f, .. } if *f == fid => {
+                replaceable = false;
+                if !unplaced {
+                    return false;
+                }
+            }
+            Op::Delete { fid: f, .. } if *f == fid => return unplaced,
             Op::Rename {
                 fid: f, replaced, ..
-            } if f == fid || *replaced == Some(*fid) => return false,
+            } if *f == fid || *replaced == Some(fid) => return false,
             // A new name copies the bytes the file holds then.
-            Op::Delete { fid: f, .. } | Op::Link { fid: f, .. } if f == fid => return false,
+            Op::Link { fid: f, .. } if *f == fid => return false,
             _ => {}
         }
     }

@@ -88,6 +88,7 @@ impl Pipeline {
             syncs: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
+            moot: AtomicU64::new(0),
             sync_nanos: AtomicU64::new(0),
         });
         let spawn = |name: &str, f: fn(&Pipeline)| {

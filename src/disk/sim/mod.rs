@@ -100,8 +100,9 @@ impl SimDisk {
         });
     }
 
-    /// Holds the `n`th next write or sync (`on`; 0 = the very next) of a file open for writing
-    /// (the log) at the returned gate until it is opened: a disk slow at that moment.
+    /// Holds the `n`th next write or sync of a file open for writing (the log), or rename (a
+    /// backing file put in place), as `on` says (0 = the very next), at the returned gate until
+    /// it is opened: a disk slow at that moment.
     pub fn stall_next(&self, on: FaultOn, n: u64) -> Arc<Gate> {
         self.stalls.add(on, n)
     }
@@ -290,6 +291,7 @@ impl Disk for SimDisk {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.stalls.pass(FaultOn::Rename);
         let mut sim = self.live()?;
         sim.fault(FaultOn::Rename)?;
         let ino = sim.lookup_any(from)?;
