@@ -12,17 +12,8 @@ rounds=${2:-3}
 command -v bindfs >/dev/null 2>&1 ||
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q bindfs >/dev/null
 . scripts/bench-lib.sh
-bind=$work/bind
-mkdir -p "$disk/bind-src" "$bind" "$disk/ext4"
-files_cleanup() {
-  set +e
-  grep -q " $bind " /proc/self/mounts && umount "$bind"
-  grep -q " $mnt " /proc/self/mounts && umount "$mnt"
-  cleanup
-}
-trap files_cleanup EXIT
-"$bin" mount "$disk/store" "$mnt" --sync never >/dev/null
-bindfs "$disk/bind-src" "$bind"
+mkdir -p "$disk/ext4"
+mount_with_bindfs --sync never
 
 systems=(recordfs bindfs ext4)
 declare -A res

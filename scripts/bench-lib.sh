@@ -19,3 +19,13 @@ stopped() {
   echo "$(basename "$0"): the daemon did not stop" >&2
   exit 1
 }
+# A bindfs mount of $disk/bind-src at $bind beside the recordfs mount at $mnt (mounted with
+# ARGS); both are unmounted on exit, after BEFORE_CLEANUP (a command, if set), before the
+# loop device goes.
+bind=$work/bind
+mount_with_bindfs() { # ARGS...
+  mkdir -p "$disk/bind-src" "$bind"
+  trap 'set +e; eval "${BEFORE_CLEANUP:-}"; for m in "$bind" "$mnt"; do grep -q " $m " /proc/self/mounts && umount "$m"; done; cleanup' EXIT
+  "$bin" mount "$disk/store" "$mnt" "$@" >/dev/null
+  bindfs "$disk/bind-src" "$bind"
+}

@@ -23,20 +23,10 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
 . scripts/bench-lib.sh
-bind=$work/bind
 sock=$work/redis.sock
-mkdir -p "$disk/bind-src" "$bind" "$disk/redis"
-# The loop device's own cleanup runs after these are gone.
-peers_cleanup() {
-  set +e
-  [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null
-  grep -q " $bind " /proc/self/mounts && umount "$bind"
-  grep -q " $mnt " /proc/self/mounts && umount "$mnt"
-  cleanup
-}
-trap peers_cleanup EXIT
-"$bin" mount "$disk/store" "$mnt" --sync always >/dev/null
-bindfs "$disk/bind-src" "$bind"
+mkdir -p "$disk/redis"
+BEFORE_CLEANUP='[ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null'
+mount_with_bindfs --sync always
 redis-server --port 0 --unixsocket "$sock" --dir "$disk/redis" --appendonly yes \
   --appendfsync always --save "" --daemonize yes --pidfile "$work/redis.pid" \
   --logfile "$work/redis.log" >/dev/null
