@@ -3,7 +3,8 @@
 #  - a 50 MiB file, then twenty 1 KiB appends (open, write, close; on ext4 also an fsync each,
 #    so both sides are durable at each append's return under --sync always): the appends' time
 #    and all the bytes the daemon wrote (its write_bytes, from the mount until a second after
-#    the last append, when everything is applied), against the file's size;
+#    the last append, when everything is applied), against the file's size; for a file of
+#    random bytes (which the log holds in base64) and for a text file (held as it is);
 #  - a SQLite database of about 0.5 MB (rollback journal, synchronous=FULL) and 200
 #    transactions of one update: the bytes the daemon wrote against what SQLite itself writes
 #    on ext4.
@@ -18,6 +19,10 @@ LOOP_SIZE=${LOOP_SIZE:-2G}
 now() { date +%s%N; }
 secs() { python3 -c "print(($2 - $1) / 1e9)"; }
 head -c $((50 << 20)) /dev/urandom > "$disk/src.bin"
+# The same size as text (which the log holds as it is, where it holds bytes in base64).
+python3 -c 'import base64, sys
+text = base64.encodebytes(open(sys.argv[1], "rb").read(38 << 20))[: 50 << 20]
+open(sys.argv[2], "wb").write(text)' "$disk/src.bin" "$disk/src.txt"
 
 appends() { # DIR FSYNC(0|1): twenty 1 KiB appends to DIR/big.bin
   python3 - "$1/big.bin" "$2" <<'PY'
@@ -58,19 +63,25 @@ settled_bytes() { # PID
   umount "$mnt"
 }
 
-run_recordfs() { # BIN -> "append_secs daemon_bytes_big sqlite_daemon_bytes"
-  local b=$1 store=$disk/store.$RANDOM pid t0 t1 big sql
+run_recordfs() { # BIN -> "append_secs daemon_bytes_big daemon_bytes_text sqlite_daemon_bytes"
+  local b=$1 store=$disk/store.$RANDOM pid t0 t1 big text sql
   "$b" mount "$store" "$mnt" >/dev/null
   pid=$(pgrep -f -x "$b mount $store $mnt.*" | head -1)
   cp "$disk/src.bin" "$mnt/big.bin"
   t0=$(now); appends "$mnt" 0; t1=$(now)
   big=$(settled_bytes "$pid"); stopped "$store"
+  rm -rf "$store"
+  "$b" mount "$store" "$mnt" >/dev/null
+  pid=$(pgrep -f -x "$b mount $store $mnt.*" | head -1)
+  cp "$disk/src.txt" "$mnt/big.bin"
+  appends "$mnt" 0
+  text=$(settled_bytes "$pid"); stopped "$store"
   "$b" mount "$store" "$mnt" >/dev/null
   pid=$(pgrep -f -x "$b mount $store $mnt.*" | head -1)
   sqlite_work "$mnt" >/dev/null
   sql=$(settled_bytes "$pid"); stopped "$store"
   rm -rf "$store"
-  echo "$(secs "$t0" "$t1") $big $sql"
+  echo "$(secs "$t0" "$t1") $big $text $sql"
 }
 run_ext4() { # -> "append_secs sqlite_bytes"
   local d=$disk/plain t0 t1 sql
@@ -81,12 +92,15 @@ run_ext4() { # -> "append_secs sqlite_bytes"
   echo "$(secs "$t0" "$t1") $sql"
 }
 
-ext_t=(); ext_sql=(); this_t=(); this_big=(); this_sql=(); base_t=(); base_big=(); base_sql=()
+ext_t=(); ext_sql=(); this_t=(); this_big=(); this_text=(); this_sql=()
+base_t=(); base_big=(); base_text=(); base_sql=()
 for r in $(seq "$rounds"); do
   read -r t q < <(run_ext4); ext_t+=("$t"); ext_sql+=("$q")
-  read -r t b q < <(run_recordfs "$bin"); this_t+=("$t"); this_big+=("$b"); this_sql+=("$q")
+  read -r t b x q < <(run_recordfs "$bin")
+  this_t+=("$t"); this_big+=("$b"); this_text+=("$x"); this_sql+=("$q")
   if [ -n "${BASE_BIN:-}" ]; then
-    read -r t b q < <(run_recordfs "$BASE_BIN"); base_t+=("$t"); base_big+=("$b"); base_sql+=("$q")
+    read -r t b x q < <(run_recordfs "$BASE_BIN")
+    base_t+=("$t"); base_big+=("$b"); base_text+=("$x"); base_sql+=("$q")
   fi
   echo "round $r done" >&2
 done
@@ -94,14 +108,16 @@ m() { echo "$@" | median; }
 size=$((50 << 20))
 echo "twenty 1 KiB appends to a 50 MiB file (--sync always; ext4 with an fsync each):"
 echo "  ext4 $(m "${ext_t[@]}") s; this build $(m "${this_t[@]}") s ($(python3 -c "print(round($(m "${this_t[@]}")/$(m "${ext_t[@]}"),2))")x ext4), daemon wrote $(m "${this_big[@]}") B = $(python3 -c "print(round($(m "${this_big[@]}")/$size,2))") x the file"
+echo "  the same with a text file: daemon wrote $(m "${this_text[@]}") B = $(python3 -c "print(round($(m "${this_text[@]}")/$size,2))") x the file"
 echo "SQLite, 200 transactions on a ~0.5 MB database:"
 echo "  SQLite wrote $(m "${ext_sql[@]}") B on ext4; this build's daemon $(m "${this_sql[@]}") B ($(python3 -c "print(round($(m "${this_sql[@]}")/$(m "${ext_sql[@]}"),1))")x)"
 echo "RESULT large_append_ext4 $(m "${ext_t[@]}")"
 echo "RESULT large_append_recordfs $(m "${this_t[@]}")"
 echo "RESULT large_bytes_recordfs $(m "${this_big[@]}")"
+echo "RESULT large_text_bytes_recordfs $(m "${this_text[@]}")"
 echo "RESULT large_file_size $size"
 echo "RESULT sqlite_bytes_ext4 $(m "${ext_sql[@]}")"
 echo "RESULT sqlite_bytes_recordfs $(m "${this_sql[@]}")"
 if [ -n "${BASE_BIN:-}" ]; then
-  echo "BASE_BIN: appends $(m "${base_t[@]}") s, daemon wrote $(m "${base_big[@]}") B = $(python3 -c "print(round($(m "${base_big[@]}")/$size,2))") x the file; SQLite: daemon $(m "${base_sql[@]}") B ($(python3 -c "print(round($(m "${base_sql[@]}")/$(m "${ext_sql[@]}"),1))")x)"
+  echo "BASE_BIN: appends $(m "${base_t[@]}") s, daemon wrote $(m "${base_big[@]}") B = $(python3 -c "print(round($(m "${base_big[@]}")/$size,2))") x the file (text: $(m "${base_text[@]}") B); SQLite: daemon $(m "${base_sql[@]}") B ($(python3 -c "print(round($(m "${base_sql[@]}")/$(m "${ext_sql[@]}"),1))")x)"
 fi
