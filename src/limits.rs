@@ -193,10 +193,14 @@ pub const READERS_PRUNE_ABOVE: usize = 4096;
 /// whole bytes; smaller ones (records, mostly) keep a whole version per save in the log.
 pub const PATCH_MIN: u64 = 64 * 1024;
 
-/// A writer keeps at most this many separate changed ranges; past it the two closest merge
-/// (and a writer that keeps its writes over the file unread, `view::Overlay`, reads it whole).
+/// A writer keeps at most this many separate changed ranges; past it the two closest merge.
 pub const MAX_EXTENTS: usize = 64;
 
 /// A writer keeps at most this many written bytes over a file it has not read
-/// (`view::Overlay`); past it, it reads the file whole.
+/// (`view::Overlay`), in at most this many extents; past either, it reads the file whole.
 pub const MAX_OVERLAY_BYTES: u64 = 8 << 20;
+pub const MAX_OVERLAY_EXTENTS: usize = 1024;
+
+/// An overlay's extent grows by appends up to this size; past it a new one begins (so that
+/// an append after a commit, which shares the extents, copies at most this much).
+pub const OVERLAY_PIECE: usize = 64 << 10;

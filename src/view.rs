@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::disk::ReadAt;
 use crate::error::{err, Error, Result};
-use crate::limits::{MAX_EXTENTS, MAX_OVERLAY_BYTES};
+use crate::limits::{MAX_OVERLAY_BYTES, MAX_OVERLAY_EXTENTS, OVERLAY_PIECE};
 
 /// The bytes of one version of a file.
 #[derive(Clone)]
@@ -130,7 +130,7 @@ pub struct Overlay {
     /// At most the base's length and every length an ftruncate gave since; at most `len`.
     keep: u64,
     len: u64,
-    /// In order and apart (not even touching), within `len`.
+    /// In order and not overlapping (they may touch), within `len`.
     extents: Vec<(u64, Arc<Vec<u8>>)>,
 }
 
@@ -171,49 +171,42 @@ impl Overlay {
             return true;
         }
         let end = at + bytes.len() as u64;
-        // The extents that overlap or touch [at, end) become one.
         let first = self
             .extents
-            .partition_point(|(s, d)| s + (d.len() as u64) < at);
+            .partition_point(|(s, d)| s + (d.len() as u64) <= at);
         let last = first
             + self.extents[first..]
                 .iter()
-                .take_while(|(s, _)| *s <= end)
+                .take_while(|(s, _)| *s < end)
                 .count();
-        let stop = match last > first {
-            true => {
+        if first == last {
+            // Overlapping none: an extent that ends where this starts grows while it is
+            // smaller than `OVERLAY_PIECE` (copied first if a committed version shares it, so
+            // an append after each commit copies at most that much); else a new one.
+            match first.checked_sub(1).map(|i| &mut self.extents[i]) {
+                Some((s, d)) if *s + d.len() as u64 == at && d.len() < OVERLAY_PIECE => {
+                    Arc::make_mut(d).extend_from_slice(bytes);
+                }
+                _ => self.extents.insert(first, (at, Arc::new(bytes.to_vec()))),
+            }
+        } else {
+            // The extents it overlaps become one with it.
+            let start = self.extents[first].0.min(at);
+            let stop = {
                 let (s, d) = &self.extents[last - 1];
                 (s + d.len() as u64).max(end)
-            }
-            false => end,
-        };
-        let grown = match self.extents.get(first) {
-            Some((s, _)) if last > first && *s <= at => {
-                let s = *s;
-                let rest: Vec<(u64, Arc<Vec<u8>>)> = self.extents.drain(first + 1..last).collect();
-                let acc = Arc::make_mut(&mut self.extents[first].1);
-                acc.resize((stop - s) as usize, 0);
-                for (rs, rd) in rest {
-                    let o = (rs - s) as usize;
-                    acc[o..o + rd.len()].copy_from_slice(&rd);
-                }
-                let o = (at - s) as usize;
-                acc[o..o + bytes.len()].copy_from_slice(bytes);
-                true
-            }
-            _ => false,
-        };
-        if !grown {
-            let mut acc = vec![0; (stop - at) as usize];
+            };
+            let mut acc = vec![0; (stop - start) as usize];
             for (rs, rd) in self.extents.drain(first..last) {
-                let o = (rs - at) as usize;
+                let o = (rs - start) as usize;
                 acc[o..o + rd.len()].copy_from_slice(&rd);
             }
-            acc[..bytes.len()].copy_from_slice(bytes);
-            self.extents.insert(first, (at, Arc::new(acc)));
+            let o = (at - start) as usize;
+            acc[o..o + bytes.len()].copy_from_slice(bytes);
+            self.extents.insert(first, (start, Arc::new(acc)));
         }
         self.len = self.len.max(end);
-        self.extents.len() <= MAX_EXTENTS && self.data_bytes() <= MAX_OVERLAY_BYTES
+        self.extents.len() <= MAX_OVERLAY_EXTENTS && self.data_bytes() <= MAX_OVERLAY_BYTES
     }
 
     /// Cuts or extends it to `len` bytes (ftruncate).
@@ -275,8 +268,8 @@ mod tests {
         for (s, d) in &o.extents {
             assert!(!d.is_empty());
             assert!(
-                last_end.is_none_or(|e| e < *s),
-                "extents apart and in order"
+                last_end.is_none_or(|e| e <= *s),
+                "extents in order, not overlapping"
             );
             last_end = Some(s + d.len() as u64);
         }
@@ -327,14 +320,37 @@ mod tests {
 
     #[test]
     fn an_overlay_says_when_it_holds_too_much() {
-        let mut o = Overlay::over(&Version::Memory(Arc::new(vec![1; 10_000]))).unwrap();
+        let mut o = Overlay::over(&Version::Memory(Arc::new(vec![1; 100_000]))).unwrap();
         let mut ok = true;
-        for i in 0..=MAX_EXTENTS as u64 {
-            ok = o.write(i * 10, b"a");
+        for i in 0..=MAX_OVERLAY_EXTENTS as u64 {
+            ok = o.write(i * 10 % 100_000 + i / 10_000, b"a");
         }
-        assert!(!ok, "{} extents", MAX_EXTENTS + 1);
+        assert!(!ok, "{} extents", MAX_OVERLAY_EXTENTS + 1);
         let mut o = Overlay::over(&Version::Memory(Arc::new(Vec::new()))).unwrap();
         assert!(o.write(0, &vec![2; MAX_OVERLAY_BYTES as usize]));
         assert!(!o.write(MAX_OVERLAY_BYTES, b"b"));
+    }
+
+    /// Appends, each after a commit that shares the overlay's extents: each copies at most
+    /// `OVERLAY_PIECE` bytes, and the extents stay that size.
+    #[test]
+    fn appends_after_commits_grow_extents_of_a_bounded_size() {
+        let mut o = Overlay::over(&Version::Memory(Arc::new(vec![1; 1000]))).unwrap();
+        let mut model = vec![1; 1000];
+        let mut shared = Vec::new();
+        for i in 0..3000u64 {
+            let line = [b'a' + (i % 26) as u8; 100];
+            assert!(o.write(o.len(), &line));
+            model.extend_from_slice(&line);
+            // What a commit keeps until its version reaches the disk.
+            shared.push(o.clone());
+        }
+        check(&o, &model);
+        assert!(o.extents.iter().all(|(_, d)| d.len() < OVERLAY_PIECE + 100));
+        assert!(
+            o.extents.len() <= 3000 * 100 / OVERLAY_PIECE + 1,
+            "{}",
+            o.extents.len()
+        );
     }
 }

@@ -252,6 +252,15 @@ impl RecordFs {
             Ok(seq) => {
                 w.committed();
                 w.changes.reset(seq, len);
+                // A large plain file's next writes go over the bytes just committed, which the
+                // pipeline shares until they reach the disk: copying them at the next write
+                // would cost the whole file per save of a file kept open (a log, a journal).
+                if let Copy::Loaded(bytes) = &w.copy {
+                    if len >= self.opts.patch_min && !is_record(&inode) {
+                        let committed = Version::Memory(bytes.clone());
+                        w.copy = Copy::Overlay(Box::new(Overlay::over(&committed)?));
+                    }
+                }
                 // New content replaces what could not be restored.
                 self.damaged.lock().remove(&fid);
                 Ok(Some(seq))
