@@ -217,8 +217,9 @@ fn a_rewrite_of_a_large_file_logs_what_differs_from_the_old_version() {
 
 /// Readers keep the version they opened while a writer's patches are applied in place: one
 /// that opened the backing file, and one that opened while a patch was still on its way there
-/// (served the writer's overlay over that file). Appends and writes in the middle, through the
-/// core without FUSE, with readers opening at every moment; each reads its file whole twice,
+/// (served the writer's overlay over that file). Appends and writes in the middle, by new
+/// handles and by one kept open across saves, through the core without FUSE, with readers
+/// opening at every moment; each reads its file whole twice,
 /// with patches between, and must see one committed version both times.
 #[test]
 fn readers_keep_their_version_while_a_writer_patches_in_place() {
@@ -272,13 +273,12 @@ fn readers_keep_their_version_while_a_writer_patches_in_place() {
             });
         }
         let mut rng = Rng::new(7);
+        // A handle kept open across saves (fsync), as a log or a journal is: its writes go on
+        // over the bytes it committed.
+        let mut kept: Option<u64> = None;
         for i in 0..400u64 {
             let more = noise(1 + rng.below(700) as usize, 1000 + i);
             let middle = rng.chance(50);
-            let flags = match middle {
-                true => libc::O_RDWR,
-                false => libc::O_WRONLY | libc::O_APPEND,
-            };
             let at = match middle {
                 true => rng.below(content.len() as u64 - more.len() as u64),
                 false => content.len() as u64,
@@ -292,16 +292,37 @@ fn readers_keep_their_version_while_a_writer_patches_in_place() {
                 .lock()
                 .unwrap()
                 .insert(recordfs::log::crc32c(&content));
-            let (fh, _) = fs.open(fid, flags).unwrap();
-            fs.write(fh, at, &more).unwrap();
-            fs.wait(fs.flush(fh).unwrap()).unwrap();
-            fs.release(fh);
+            if kept.is_none() && rng.chance(30) {
+                kept = Some(fs.open(fid, libc::O_RDWR).unwrap().0);
+            }
+            match kept {
+                Some(fh) => {
+                    fs.write(fh, at, &more).unwrap();
+                    fs.wait(fs.fsync(fh).unwrap()).unwrap();
+                    if rng.chance(10) {
+                        fs.release(kept.take().unwrap());
+                    }
+                }
+                None => {
+                    let flags = match middle {
+                        true => libc::O_RDWR,
+                        false => libc::O_WRONLY | libc::O_APPEND,
+                    };
+                    let (fh, _) = fs.open(fid, flags).unwrap();
+                    fs.write(fh, at, &more).unwrap();
+                    fs.wait(fs.flush(fh).unwrap()).unwrap();
+                    fs.release(fh);
+                }
+            }
             std::thread::sleep(Duration::from_micros(rng.below(4_000)));
             // Now and then every patch reaches the file before the next writer opens: it then
             // lays its writes over the backing file, not over the pending version in memory.
             if rng.chance(10) {
                 fs.pipeline().quiesce();
             }
+        }
+        if let Some(fh) = kept {
+            fs.release(fh);
         }
         done.store(true, Ordering::SeqCst);
     });
