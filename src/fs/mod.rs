@@ -6,6 +6,7 @@
 //! committed when they opened (a `Version`). See README, "Semantics".
 
 mod attrs;
+mod commit;
 mod core;
 mod handles;
 mod io;
