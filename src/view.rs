@@ -2,7 +2,7 @@
 //! backing file, or written ranges laid over one (`Overlay`), so that a writer of a large file
 //! neither reads nor copies what it does not change.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::disk::ReadAt;
@@ -13,18 +13,46 @@ use crate::limits::{MAX_OVERLAY_BYTES, MAX_OVERLAY_EXTENTS, OVERLAY_PIECE};
 #[derive(Clone)]
 pub enum Version {
     Memory(Arc<Vec<u8>>),
-    /// A backing file opened when the version was taken (a later rename over the path does
-    /// not change it; a patch applied in place would, see `Token`).
+    /// A backing file opened when the version was taken, read up to the length it had then
+    /// (`Version::fixed`): a later rename over the path does not change it; a patch applied
+    /// in place below that length would, see `Token`.
     Disk(Arc<dyn ReadAt>),
     Overlay(Arc<Overlay>),
 }
 
 /// What keeps the apply thread from patching a backing file in place under someone who reads
 /// it (`pipeline::State::readers`): one per holder of a version on disk, alive as long as the
-/// holder is. Its value is the last entry whose patch the holder shows from bytes of its own
-/// (an overlay that holds that patch's ranges): a patch up to it may be applied in place, as
-/// the holder does not read those bytes from the file; a later one may not.
-pub type Token = Arc<AtomicU64>;
+/// holder is.
+pub type Token = Arc<Hold>;
+
+/// What a holder would see of a patch applied in place: nothing of one up to `shown` (an
+/// overlay that holds that patch's ranges shows them from bytes of its own), nor of one that
+/// leaves the file's first `reads_below` bytes alone (the holder reads no further: a version
+/// keeps the length it had, so an append in place is not seen).
+pub struct Hold {
+    shown: AtomicU64,
+    reads_below: u64,
+}
+
+impl Hold {
+    pub fn new(shown: u64, reads_below: u64) -> Token {
+        Arc::new(Hold {
+            shown: AtomicU64::new(shown),
+            reads_below,
+        })
+    }
+
+    /// The holder shows patch `seq` from bytes of its own.
+    pub fn shows(&self, seq: u64) {
+        self.shown.store(seq, Ordering::SeqCst);
+    }
+
+    /// Whether the holder would see patch `seq` applied in place, which changes nothing below
+    /// `lowest` (its first range, or its new length if that is shorter).
+    pub fn sees(&self, seq: u64, lowest: u64) -> bool {
+        self.shown.load(Ordering::SeqCst) < seq && lowest < self.reads_below
+    }
+}
 
 /// A version as someone holds it.
 pub struct Held {
@@ -33,7 +61,33 @@ pub struct Held {
     pub token: Option<Token>,
 }
 
+/// A backing file read no further than the length it had when opened.
+struct Fixed {
+    file: Arc<dyn ReadAt>,
+    len: u64,
+}
+
+impl ReadAt for Fixed {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let room = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        match room {
+            0 => Ok(0),
+            n => self.file.read_at(&mut buf[..n], offset),
+        }
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len)
+    }
+}
+
 impl Version {
+    /// The version a backing file holds now: read no further than its length now.
+    pub fn fixed(file: Arc<dyn ReadAt>) -> std::io::Result<Version> {
+        let len = file.size()?;
+        Ok(Version::Disk(Arc::new(Fixed { file, len })))
+    }
+
     pub fn size(&self) -> Result<u64> {
         match self {
             Version::Memory(b) => Ok(b.len() as u64),

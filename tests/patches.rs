@@ -332,3 +332,57 @@ fn readers_keep_their_version_while_a_writer_patches_in_place() {
     assert!(checked.load(Ordering::SeqCst) > 0);
     fs.shutdown().unwrap();
 }
+
+/// A reader holding a large file's backing file does not stop appends from going in place: its
+/// version keeps the length it had, so an append changes nothing it reads. A write below that
+/// length still replaces the file whole (the reader would see it). The backing file's inode
+/// says which happened.
+#[test]
+fn appends_go_in_place_under_a_reader_and_a_write_below_its_length_does_not() {
+    use recordfs::fs::RecordFs;
+    use recordfs::options::Options;
+    use recordfs::types::ROOT;
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let fs = RecordFs::start(&store, Options::default()).unwrap();
+    let first = noise(256 * 1024, 4);
+    let (stat, fh, t) = fs
+        .create(ROOT, b"grow.bin", 0o644, 0, 0, libc::O_WRONLY)
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.write(fh, 0, &first).unwrap();
+    fs.wait(fs.flush(fh).unwrap()).unwrap();
+    fs.release(fh);
+    fs.pipeline().quiesce();
+    let backing = store.join("root/grow.bin");
+    let ino = fs::metadata(&backing).unwrap().ino();
+    let (reader, _) = fs.open(stat.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(reader, 0, 1 << 20).unwrap(), first);
+    let change = |at: Option<u64>, bytes: &[u8]| {
+        let flags = match at {
+            Some(_) => libc::O_WRONLY,
+            None => libc::O_WRONLY | libc::O_APPEND,
+        };
+        let (fh, _) = fs.open(stat.ino, flags).unwrap();
+        fs.write(fh, at.unwrap_or(0), bytes).unwrap();
+        fs.wait(fs.flush(fh).unwrap()).unwrap();
+        fs.release(fh);
+        fs.pipeline().quiesce();
+    };
+    for i in 0..5 {
+        change(None, &noise(1000, 10 + i));
+    }
+    assert_eq!(
+        fs::metadata(&backing).unwrap().ino(),
+        ino,
+        "appended in place"
+    );
+    assert_eq!(fs.read(reader, 0, 1 << 20).unwrap(), first);
+    change(Some(100), b"below the reader's length");
+    assert_ne!(fs::metadata(&backing).unwrap().ino(), ino, "replaced whole");
+    assert_eq!(fs.read(reader, 0, 1 << 20).unwrap(), first);
+    fs.release(reader);
+    fs.shutdown().unwrap();
+}

@@ -220,7 +220,9 @@ impl Pipeline {
                 let meta = FileMeta::of(attrs);
                 let (paths, held) = {
                     let mut st = self.state.lock();
-                    let held = st.held(*fid, entry.seq);
+                    // An append leaves alone what holders read (their version's length).
+                    let lowest = ranges.iter().map(|r| r.at).min().unwrap_or(*len).min(*len);
+                    let held = st.held(*fid, entry.seq, lowest);
                     (st.disk.paths(layout, *fid), held)
                 };
                 if paths.is_empty() {

@@ -246,7 +246,7 @@ impl Pipeline {
                 // The writer's overlay holds this patch's ranges: it may see it applied in
                 // place.
                 if let Some(token) = &p.token {
-                    token.store(entry.seq, Ordering::SeqCst);
+                    token.shows(entry.seq);
                 }
                 (*fid, p.version.clone())
             }),

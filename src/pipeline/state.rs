@@ -2,7 +2,7 @@
 //! waiters for durability, and the pipeline itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use crate::log::{Entry, LogWriter};
 use crate::namespace::{Applied, Namespace};
 use crate::store::Layout;
 use crate::types::{Fid, Kind, Seq};
-use crate::view::{Token, Version};
+use crate::view::{Hold, Token, Version};
 
 /// Something to call once a sequence number is durable (or can never be).
 pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
@@ -35,7 +35,7 @@ pub struct State {
     /// The holders of versions that read backing files (readers, writers' unread copies and
     /// overlays), a token each (`view::Token`). A `PATCH` changes a backing file in place
     /// only when no holder would see it change; else it replaces it whole.
-    pub(super) readers: HashMap<Fid, Vec<Weak<AtomicU64>>>,
+    pub(super) readers: HashMap<Fid, Vec<Weak<Hold>>>,
     /// The backing tree as it stands on disk. It trails the namespace while renames and
     /// deletes wait for their log sync.
     pub(super) disk: Tree,
@@ -68,21 +68,23 @@ pub struct State {
 }
 
 impl State {
-    /// A new holder's token for `fid`'s backing file, showing patches up to `shown` itself.
-    pub(super) fn token(&mut self, fid: Fid, shown: Seq) -> Token {
+    /// A new holder's token for `fid`'s backing file, showing patches up to `shown` itself
+    /// and reading no further than `reads_below` bytes of it (`view::Hold`).
+    pub(super) fn token(&mut self, fid: Fid, shown: Seq, reads_below: u64) -> Token {
         if self.readers.len() > READERS_PRUNE_ABOVE {
             self.readers
                 .retain(|_, ts| ts.iter().any(|t| t.strong_count() > 0));
         }
-        let token = Arc::new(AtomicU64::new(shown));
+        let token = Hold::new(shown, reads_below);
         let tokens = self.readers.entry(fid).or_default();
         tokens.retain(|t| t.strong_count() > 0);
         tokens.push(Arc::downgrade(&token));
         token
     }
 
-    /// Whether a holder of `fid`'s backing file would see patch `seq` applied in place.
-    pub(super) fn held(&mut self, fid: Fid, seq: Seq) -> bool {
+    /// Whether a holder of `fid`'s backing file would see patch `seq`, which changes nothing
+    /// below `lowest`, applied in place.
+    pub(super) fn held(&mut self, fid: Fid, seq: Seq, lowest: u64) -> bool {
         let Some(tokens) = self.readers.get_mut(&fid) else {
             return false;
         };
@@ -94,7 +96,7 @@ impl State {
         tokens
             .iter()
             .filter_map(Weak::upgrade)
-            .any(|t| t.load(Ordering::SeqCst) < seq)
+            .any(|t| t.sees(seq, lowest))
     }
 }
 

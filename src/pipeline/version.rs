@@ -44,12 +44,11 @@ impl Pipeline {
                     // A pending patch over a backing file shows its ranges from memory: the
                     // holder may see that patch applied in place, not a later one.
                     let (pseq, version) = (*pseq, version.clone());
-                    let token = version.on_disk().then(|| st.token(fid, pseq));
+                    // It reads the file below its length at most.
+                    let below = version.size()?;
+                    let token = version.on_disk().then(|| st.token(fid, pseq, below));
                     return Ok(Read::Fine(Held { version, token }, seq));
                 }
-                // Taken before the backing file is opened: the apply thread sees it before
-                // it patches one in place.
-                let token = st.token(fid, 0);
                 let unverified = st.disk.get(fid).is_some_and(|p| !p.verified);
                 let inode = st
                     .ns
@@ -66,14 +65,19 @@ impl Pipeline {
                 let open = |path: &PathBuf| {
                     self.disk
                         .open_read(path)
-                        .map(Version::Disk)
+                        .and_then(Version::fixed)
                         .map_err(|e| Error::io(format!("opening {}", path.display()), &e))
                 };
+                // The token is taken under the lock that the backing file is opened under, so
+                // the apply thread sees it before it patches the file in place; and no patch
+                // of the file is under way (it is in `pending` until applied). A version reads
+                // the file below the length it has now.
                 let Some(inode) = inode.cloned() else {
                     let version = open(first)?;
-                    let token = Some(token);
+                    let token = Some(st.token(fid, 0, version.size()?));
                     return Ok(Read::Fine(Held { version, token }, seq));
                 };
+                let token = st.token(fid, 0, u64::MAX);
                 let copies: Vec<(PathBuf, Result<Version>)> =
                     paths.iter().map(|p| (p.clone(), open(p))).collect();
                 (open(first), copies, inode, token)
