@@ -155,3 +155,74 @@ fn a_file_removed_before_its_bytes_reach_the_disk_is_never_written() {
     assert_eq!(fs.lookup(ROOT, b"journal").unwrap_err().errno, libc::ENOENT);
     fs.shutdown().unwrap();
 }
+
+/// The backing tree is kept as its differences from the namespace: while the apply thread is
+/// held, a renamed directory, a renamed, a linked and a new file each differ, and a file under
+/// the renamed directory is still read from where its backing file is; once everything is
+/// applied nothing differs (a mount of a million files holds no second copy of their names).
+/// Fails if the tree keeps a placement of its own for every file, or if a read follows the
+/// namespace's names before their renames reach the disk.
+#[test]
+fn the_backing_tree_keeps_only_the_names_that_wait_to_be_applied() {
+    let disk = SimDisk::new();
+    let fs = start(&disk);
+    let (d, t) = fs.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
+    fs.wait(t).unwrap();
+    let in_d = |name: &str, bytes: &[u8]| {
+        let (st, fh, t) = fs
+            .create(d.ino, name.as_bytes(), 0o644, 0, 0, libc::O_WRONLY)
+            .unwrap();
+        fs.write(fh, 0, bytes).unwrap();
+        let t2 = fs.flush(fh).unwrap();
+        fs.release(fh);
+        fs.wait(t).unwrap();
+        fs.wait(t2).unwrap();
+        st.ino
+    };
+    let a = in_d("a.txt", b"A bytes");
+    let b = in_d("b.txt", b"B bytes");
+    for i in 0..50 {
+        save(&fs, &format!("f{i}"));
+    }
+    fs.pipeline().quiesce();
+    assert_eq!(fs.pipeline().placements_apart(), 0);
+
+    // The apply thread holds at its next rename: the backing file of c.txt.
+    let rename = disk.stall_next(FaultOn::Rename, 0);
+    save(&fs, "c.txt");
+    assert!(rename.wait_entered(BOUND), "c.txt was never applied");
+    let held = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fs.wait(fs.rename(ROOT, b"d", ROOT, b"e", 0).unwrap())
+            .unwrap();
+        fs.wait(fs.rename(d.ino, b"a.txt", d.ino, b"z.txt", 0).unwrap())
+            .unwrap();
+        fs.wait(fs.link(b, ROOT, b"b-link").unwrap().1).unwrap();
+        // c.txt, d, a.txt and b.txt wait; the fifty others and the root do not.
+        assert_eq!(fs.pipeline().placements_apart(), 4);
+        // b.txt's backing file is still under root/d: read from there.
+        let (fh, t) = fs.open(b, libc::O_RDONLY).unwrap();
+        fs.wait(t).unwrap();
+        let bytes = fs.read(fh, 0, 100);
+        fs.release(fh);
+        assert_eq!(bytes.unwrap(), b"B bytes");
+    }));
+    rename.open();
+    if let Err(panic) = held {
+        std::panic::resume_unwind(panic);
+    }
+    fs.pipeline().quiesce();
+    assert_eq!(fs.pipeline().placements_apart(), 0);
+    let list = |p: &str| disk.list(Path::new(p)).unwrap();
+    assert_eq!(
+        list("/store/root/e"),
+        vec![b"b.txt".to_vec(), b"z.txt".to_vec()]
+    );
+    assert!(list("/store/root").contains(&b"b-link".to_vec()));
+    fs.shutdown().unwrap();
+    let fs = start(&disk);
+    assert_eq!(fs.lookup(ROOT, b"e").unwrap().ino, d.ino);
+    let e = d.ino;
+    assert_eq!(fs.lookup(e, b"z.txt").unwrap().ino, a);
+    assert_eq!(fs.lookup(ROOT, b"b-link").unwrap().ino, b);
+    fs.shutdown().unwrap();
+}

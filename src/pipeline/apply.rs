@@ -66,7 +66,7 @@ impl Pipeline {
         loop {
             let entry = {
                 let mut st = self.state.lock();
-                if moot(&st.unapplied, |fid| st.disk.contains(fid)) {
+                if moot(&st.unapplied, |fid| st.tree().contains(fid)) {
                     let (_, skipped) = st.unapplied.pop_front().expect("moot");
                     self.moot.fetch_add(1, Ordering::Relaxed);
                     if let Op::Set { fid, .. } | Op::Patch { fid, .. } = skipped.op {
@@ -159,7 +159,7 @@ impl Pipeline {
                         // Every name of the file holds its own copy (a new file has the one
                         // its entry gives). Only this thread changes the tree: the names taken
                         // here are the names when the copies are renamed into place.
-                        let names = match self.state.lock().disk.get(*fid) {
+                        let names = match self.state.lock().tree().get(*fid) {
                             Some(p) => p.names().map(|(d, n)| (d, n.to_vec())).collect(),
                             None => vec![(*dir, name.clone())],
                         };
@@ -171,8 +171,10 @@ impl Pipeline {
                         }
                         let mut st = self.state.lock();
                         for ((d, n), s) in names.iter().zip(&staged) {
-                            let dest =
-                                st.disk.path_in(layout, *d, n).ok_or_else(|| unplaced(*d))?;
+                            let dest = st
+                                .tree()
+                                .path_in(layout, *d, n)
+                                .ok_or_else(|| unplaced(*d))?;
                             store::rename(disk, s, &dest)?;
                             st.changed.insert(*d);
                         }
@@ -181,13 +183,15 @@ impl Pipeline {
                     // Every name of a symlink, as of a file (a SET logged again to repair one).
                     Kind::Symlink => {
                         let mut st = self.state.lock();
-                        let names = match st.disk.get(*fid) {
+                        let names = match st.tree().get(*fid) {
                             Some(p) => p.names().map(|(d, n)| (d, n.to_vec())).collect(),
                             None => vec![(*dir, name.clone())],
                         };
                         for (d, n) in &names {
-                            let dest =
-                                st.disk.path_in(layout, *d, n).ok_or_else(|| unplaced(*d))?;
+                            let dest = st
+                                .tree()
+                                .path_in(layout, *d, n)
+                                .ok_or_else(|| unplaced(*d))?;
                             store::replace_symlink(disk, &tmp, &dest, &data.bytes)?;
                         }
                         self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
@@ -196,13 +200,13 @@ impl Pipeline {
                     // has to be there.
                     Kind::Dir => {
                         let mut st = self.state.lock();
-                        if !st.disk.contains(*fid) {
+                        if !st.tree().contains(*fid) {
                             let dest = st
-                                .disk
+                                .tree()
                                 .path_in(layout, *dir, name)
                                 .ok_or_else(|| unplaced(*dir))?;
                             store::make_dir(disk, &dest)?;
-                            st.disk.place(*fid, *dir, name, Kind::Dir);
+                            st.tree_mut().place(*fid, *dir, name, Kind::Dir);
                             st.changed.insert(*dir);
                         }
                     }
@@ -223,7 +227,7 @@ impl Pipeline {
                     // An append leaves alone what holders read (their version's length).
                     let lowest = ranges.iter().map(|r| r.at).min().unwrap_or(*len).min(*len);
                     let held = st.held(*fid, entry.seq, lowest);
-                    (st.disk.paths(layout, *fid), held)
+                    (st.tree().paths(layout, *fid), held)
                 };
                 if paths.is_empty() {
                     return Err(unplaced(*fid));
@@ -250,9 +254,9 @@ impl Pipeline {
                 let st = self.state.lock();
                 // A file unlinked since this entry is gone from the namespace but not yet from
                 // the backing tree, which then says what it is.
-                if st.disk.get(*fid).is_some_and(|p| p.kind == Kind::File) {
+                if st.tree().kind(*fid) == Some(Kind::File) {
                     let meta = FileMeta::of(attrs);
-                    for path in st.disk.paths(layout, *fid) {
+                    for path in st.tree().paths(layout, *fid) {
                         store::set_meta(disk, &path, &meta)?;
                     }
                 }
@@ -261,13 +265,13 @@ impl Pipeline {
             }
             Op::Delete { fid, dir, name } => {
                 let mut st = self.state.lock();
-                if let Some(path) = st.disk.path_in(layout, *dir, name) {
-                    match st.disk.get(*fid).map(|p| p.kind) {
+                if let Some(path) = st.tree().path_in(layout, *dir, name) {
+                    match st.tree().kind(*fid) {
                         Some(Kind::Dir) => store::remove_dir(disk, &path)?,
                         _ => store::remove(disk, &path)?,
                     }
                 }
-                st.disk.take_name(*fid, (*dir, name));
+                st.tree_mut().take_name(*fid, (*dir, name));
                 st.changed.insert(*fid);
                 st.changed.insert(*dir);
             }
@@ -282,31 +286,31 @@ impl Pipeline {
             } => {
                 let mut st = self.state.lock();
                 let from = st
-                    .disk
+                    .tree()
                     .path_in(layout, *dir, name)
                     .ok_or_else(|| unplaced(*dir))?;
                 let to = st
-                    .disk
+                    .tree()
                     .path_in(layout, *to_dir, to_name)
                     .ok_or_else(|| unplaced(*to_dir))?;
-                if !st.disk.contains(*fid) {
+                if !st.tree().contains(*fid) {
                     return Err(unplaced(*fid));
                 }
                 let (here, there) = ((*dir, name.as_slice()), (*to_dir, to_name.as_slice()));
                 if *exchange {
                     store::exchange(disk, &from, &to)?;
                     if let Some(other) = replaced {
-                        st.disk.rename(*other, there, here);
+                        st.tree_mut().rename(*other, there, here);
                         st.changed.insert(*other);
                     }
                 } else {
                     store::rename(disk, &from, &to)?;
                     if let Some(old) = replaced {
-                        st.disk.take_name(*old, there);
+                        st.tree_mut().take_name(*old, there);
                         st.changed.insert(*old);
                     }
                 }
-                st.disk.rename(*fid, here, there);
+                st.tree_mut().rename(*fid, here, there);
                 st.changed.insert(*fid);
                 st.changed.insert(*dir);
                 st.changed.insert(*to_dir);
@@ -316,9 +320,9 @@ impl Pipeline {
                 // this one has reached the backing tree.
                 let (from, dest) = {
                     let st = self.state.lock();
-                    let from = st.disk.path(layout, *fid).ok_or_else(|| unplaced(*fid))?;
+                    let from = st.tree().path(layout, *fid).ok_or_else(|| unplaced(*fid))?;
                     let dest = st
-                        .disk
+                        .tree()
                         .path_in(layout, *dir, name)
                         .ok_or_else(|| unplaced(*dir))?;
                     (from, dest)
@@ -348,7 +352,7 @@ impl Pipeline {
                 }
                 let mut st = self.state.lock();
                 store::rename(disk, &staged, &dest)?;
-                st.disk.add_link(*fid, *dir, name);
+                st.tree_mut().add_link(*fid, *dir, name);
                 st.changed.insert(*fid);
                 st.changed.insert(*dir);
             }
@@ -381,10 +385,10 @@ impl Pipeline {
         (dir, name, kind): (Fid, &[u8], Kind),
     ) {
         st.changed.insert(dir);
-        if !st.disk.contains(fid) {
-            st.disk.place(fid, dir, name, kind);
+        if !st.tree().contains(fid) {
+            st.tree_mut().place(fid, dir, name, kind);
         }
-        st.disk.set_verified(fid);
+        st.tree_mut().set_verified(fid);
         st.changed.insert(fid);
         if st.pending.get(&fid).is_some_and(|(s, _)| *s == seq) {
             let (_, version) = st.pending.remove(&fid).expect("just found");

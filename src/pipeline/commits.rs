@@ -35,13 +35,6 @@ impl Pipeline {
     ) -> Result<(Arc<Pipeline>, Threads)> {
         log.write_ahead(policy.log_limit / 4);
         let durable = ns.last_seq();
-        let mut on_disk = Tree::with_capacity(ns.file_count());
-        for i in ns.files() {
-            on_disk.place(i.fid, i.parent, &i.name, i.kind);
-            for (dir, name) in &i.links {
-                on_disk.add_link(i.fid, *dir, name);
-            }
-        }
         // Until proven durable, every backing file is owed a sync at the next checkpoint; not
         // a damaged one, which may not even exist: it is not served either.
         let changed: HashSet<Fid> = match backing_durable {
@@ -61,7 +54,8 @@ impl Pipeline {
                 pending: HashMap::new(),
                 pending_bytes: 0,
                 readers: HashMap::new(),
-                disk: on_disk,
+                // Recovery left the backing tree holding the namespace's names.
+                disk: Tree::default(),
                 unsynced: Vec::new(),
                 unapplied: VecDeque::new(),
                 changed,
@@ -230,6 +224,8 @@ impl Pipeline {
             segment: st.live.start_seq,
             offset,
         });
+        let state = &mut **st;
+        state.disk.before(&state.ns, &entry.op);
         let applied = match st.ns.apply(&entry, loc) {
             Ok(a) => a,
             Err(e) => {
@@ -407,6 +403,12 @@ impl Pipeline {
     /// unmount syncs these; the write-back keeps it small).
     pub fn owed_syncs(&self) -> usize {
         self.state.lock().changed.len()
+    }
+
+    /// For reporting and tests: files whose names in the backing tree differ from the
+    /// namespace's, as entries wait to be applied (none once they all are).
+    pub fn placements_apart(&self) -> usize {
+        self.state.lock().disk.differences()
     }
 
     /// For reporting and tests: online compactions finished since the mount.

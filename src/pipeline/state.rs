@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::tree::Tree;
+use super::tree::{Edit, Tree, View};
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
 use crate::limits::READERS_PRUNE_ABOVE;
@@ -68,6 +68,22 @@ pub struct State {
 }
 
 impl State {
+    /// The backing tree as it stands on disk.
+    pub(super) fn tree(&self) -> View<'_> {
+        View {
+            ns: &self.ns,
+            tree: &self.disk,
+        }
+    }
+
+    /// The backing tree, to change as an entry is applied.
+    pub(super) fn tree_mut(&mut self) -> Edit<'_> {
+        Edit {
+            ns: &self.ns,
+            tree: &mut self.disk,
+        }
+    }
+
     /// A new holder's token for `fid`'s backing file, showing patches up to `shown` itself
     /// and reading no further than `reads_below` bytes of it (`view::Hold`).
     pub(super) fn token(&mut self, fid: Fid, shown: Seq, reads_below: u64) -> Token {

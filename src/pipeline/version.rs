@@ -49,14 +49,14 @@ impl Pipeline {
                     let token = version.on_disk().then(|| st.token(fid, pseq, below));
                     return Ok(Read::Fine(Held { version, token }, seq));
                 }
-                let unverified = st.disk.get(fid).is_some_and(|p| !p.verified);
+                let unverified = st.tree().unverified(fid);
                 let inode = st
                     .ns
                     .get(fid)
                     .filter(|i| unverified && i.kind == Kind::File);
                 let paths = match inode {
-                    Some(_) => st.disk.paths(&self.layout, fid),
-                    None => st.disk.path(&self.layout, fid).into_iter().collect(),
+                    Some(_) => st.tree().paths(&self.layout, fid),
+                    None => st.tree().path(&self.layout, fid).into_iter().collect(),
                 };
                 let first = paths
                     .first()
@@ -111,7 +111,7 @@ impl Pipeline {
                 continue;
             }
             if problems.is_empty() {
-                st.disk.set_verified(fid);
+                st.tree_mut().set_verified(fid);
                 let (version, token) = (first?, Some(token));
                 return Ok(Read::Fine(Held { version, token }, inode.last_seq));
             }
@@ -146,10 +146,10 @@ impl Pipeline {
             let Some(target) = st.ns.get(fid).and_then(|i| i.target.clone()) else {
                 return Ok(true);
             };
-            if st.disk.get(fid).is_none_or(|p| p.verified) {
+            if !st.tree().unverified(fid) {
                 return Ok(true);
             }
-            (st.disk.paths(&self.layout, fid), target)
+            (st.tree().paths(&self.layout, fid), target)
         };
         // A symlink's target never changes (a new one is a new file) and a rename moves the
         // backing symlink whole: what is read here stays true.
@@ -159,7 +159,7 @@ impl Pipeline {
             .map(|p| p.display().to_string())
             .collect();
         if wrong.is_empty() {
-            self.state.lock().disk.set_verified(fid);
+            self.state.lock().tree_mut().set_verified(fid);
             return Ok(true);
         }
         warn!(

@@ -67,8 +67,8 @@ impl Pipeline {
         if fid == ROOT {
             return (vec![self.layout.root()], Kind::Dir);
         }
-        match st.disk.get(fid) {
-            Some(p) => (st.disk.paths(&self.layout, fid), p.kind),
+        match st.tree().get(fid) {
+            Some(p) => (st.tree().paths(&self.layout, fid), p.kind),
             None => (Vec::new(), Kind::File),
         }
     }

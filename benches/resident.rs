@@ -1,0 +1,100 @@
+//! What a mounted store keeps in memory per record: N records of 300 B in one directory are
+//! made through the core (`--sync never`), the store is stopped cleanly and started again,
+//! and the heap the started core holds is counted by the allocator (`N=1000000 cargo bench
+//! --bench resident`; 100,000 by default, 2,000 under `cargo test`). Also prints the process's resident set once
+//! started, which adds the allocator's own overhead and what it has not given back.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use recordfs::fs::RecordFs;
+use recordfs::options::{Options, SyncMode};
+use recordfs::types::ROOT;
+
+/// The system allocator, counting the bytes in use.
+struct Counting;
+
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn resident_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn main() {
+    env_logger::init();
+    // `cargo test --all-targets` runs this too (without --bench): a small store then.
+    let benched = std::env::args().any(|a| a == "--bench");
+    let n: u32 = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benched { 100_000 } else { 2_000 });
+    let dir = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let tmp = tempfile::tempdir_in(dir).expect("a temporary directory");
+    let store = tmp.path().join("store");
+    let opts = Options {
+        sync: SyncMode::Never,
+        ..Options::default()
+    };
+    let t0 = Instant::now();
+    {
+        let fs = Arc::new(RecordFs::start(&store, opts.clone()).expect("starts"));
+        let (dir, _) = fs.mkdir(ROOT, b"records", 0o755, 0, 0).expect("mkdir");
+        let dir = dir.ino;
+        let pad = "x".repeat(270);
+        std::thread::scope(|s| {
+            for w in 0..8u32 {
+                let fs = fs.clone();
+                let pad = &pad;
+                s.spawn(move || {
+                    for i in (w..n).step_by(8) {
+                        let name = format!("{:08x}-0000-4000-8000-{i:012x}.json", i >> 16);
+                        let flags = libc::O_WRONLY | libc::O_TRUNC;
+                        let (_, fh, _) = fs
+                            .create(dir, name.as_bytes(), 0o644, 0, 0, flags)
+                            .expect("create");
+                        let body = format!("{{\"n\": {i}, \"pad\": \"{pad}\"}}");
+                        fs.write(fh, 0, body.as_bytes()).expect("write");
+                        fs.wait(fs.flush(fh).expect("flush")).expect("commit");
+                        fs.release(fh);
+                    }
+                });
+            }
+        });
+        fs.shutdown().expect("stops");
+    }
+    let made = t0.elapsed().as_secs_f64();
+    let before = IN_USE.load(Ordering::Relaxed);
+    let t1 = Instant::now();
+    let fs = RecordFs::start(&store, opts).expect("starts again");
+    let started = t1.elapsed().as_secs_f64();
+    let held = IN_USE.load(Ordering::Relaxed) - before;
+    println!(
+        "{n} records made through the core in {made:.1} s; started again in {started:.3} s, \
+         holding {} MiB of heap, {} B per record; resident {} MiB",
+        held >> 20,
+        held / n as usize,
+        resident_mib()
+    );
+    fs.shutdown().expect("stops");
+}
