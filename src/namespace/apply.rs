@@ -58,7 +58,7 @@ impl Namespace {
                         if *fid <= ROOT {
                             return Err(err!(EIO, "entry {} names fid {fid}", entry.seq));
                         }
-                        if self.entries.contains_key(&(*dir, name.clone())) {
+                        if self.entry(*dir, name).is_some() {
                             return Err(err!(
                                 EIO,
                                 "entry {} creates {:?}, which exists",
@@ -66,7 +66,7 @@ impl Namespace {
                                 String::from_utf8_lossy(name)
                             ));
                         }
-                        self.entries.insert((*dir, name.clone()), *fid);
+                        self.entries.insert(*dir, name, *fid);
                         self.inodes.insert(
                             *fid,
                             Box::new(Inode {
@@ -133,7 +133,7 @@ impl Namespace {
                         entry.seq
                     ));
                 }
-                self.entries.remove(&(*dir, name.clone()));
+                self.entries.remove(*dir, name, *fid);
                 applied
                     .removed
                     .extend(self.take_name(*fid, (*dir, name), ts, entry.seq));
@@ -150,7 +150,7 @@ impl Namespace {
             } => {
                 self.check_dir(*to_dir)?;
                 self.expect_entry(*dir, name, *fid, entry.seq)?;
-                let at_target = self.entries.get(&(*to_dir, to_name.clone())).copied();
+                let at_target = self.entry(*to_dir, to_name);
                 if at_target != *replaced {
                     return Err(err!(
                         EIO,
@@ -193,21 +193,24 @@ impl Namespace {
                 if *exchange {
                     let other = replaced
                         .ok_or_else(|| err!(EIO, "entry {} exchanges with nothing", entry.seq))?;
-                    self.entries.insert((*dir, name.clone()), other);
-                    self.entries.insert((*to_dir, to_name.clone()), *fid);
+                    self.entries.remove(*dir, name, *fid);
+                    self.entries.insert(*dir, name, other);
+                    self.entries.remove(*to_dir, to_name, other);
+                    self.entries.insert(*to_dir, to_name, *fid);
                     self.rename_inode(other, (*to_dir, to_name), (*dir, name), ts, entry.seq);
                     let other_kind = replaced_kind.expect("at the target");
                     self.count_subdir(*to_dir, other_kind, -1);
                     self.count_subdir(*dir, other_kind, 1);
                 } else {
-                    self.entries.remove(&(*dir, name.clone()));
+                    self.entries.remove(*dir, name, *fid);
                     if let Some(old) = replaced {
                         let target = (*to_dir, to_name.as_slice());
+                        self.entries.remove(*to_dir, to_name, *old);
                         applied
                             .removed
                             .extend(self.take_name(*old, target, ts, entry.seq));
                     }
-                    self.entries.insert((*to_dir, to_name.clone()), *fid);
+                    self.entries.insert(*to_dir, to_name, *fid);
                 }
                 self.count_subdir(*dir, kind, -1);
                 self.count_subdir(*to_dir, kind, 1);
@@ -217,7 +220,7 @@ impl Namespace {
             }
             Op::Link { fid, dir, name } => {
                 self.check_dir(*dir)?;
-                if self.entries.contains_key(&(*dir, name.clone())) {
+                if self.entry(*dir, name).is_some() {
                     return Err(err!(
                         EIO,
                         "entry {} links {:?}, which exists",
@@ -233,7 +236,7 @@ impl Namespace {
                 // As link(2) does on ext4: the file's ctime, and its new directory's times.
                 inode.attrs.ctime = ts;
                 inode.last_seq = entry.seq;
-                self.entries.insert((*dir, name.clone()), *fid);
+                self.entries.insert(*dir, name, *fid);
                 self.touch_dir(*dir, ts);
             }
             Op::Xattr { fid, xattrs, .. } => {
@@ -271,8 +274,8 @@ impl Namespace {
     }
 
     fn expect_entry(&self, dir: Fid, name: &[u8], fid: Fid, seq: Seq) -> Result<()> {
-        match self.entries.get(&(dir, name.to_vec())) {
-            Some(f) if *f == fid => Ok(()),
+        match self.entry(dir, name) {
+            Some(f) if f == fid => Ok(()),
             other => Err(err!(
                 EIO,
                 "entry {seq} expects fid {fid} at {:?}, the namespace has {other:?}",

@@ -3,7 +3,7 @@
 //! pipeline). Live commits and recovery change it through the same `apply`, so replaying the
 //! log rebuilds exactly the state the mount served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{err, Result};
@@ -11,6 +11,9 @@ use crate::log::{FileRecord, Snapshot};
 use crate::types::{no_xattrs, Attrs, Fid, Kind, Seq, Time, Xattrs, ROOT};
 
 mod apply;
+mod entries;
+
+use entries::Entries;
 
 /// Where the bytes of a file's current version stand in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +70,7 @@ pub struct Namespace {
     /// Boxed: a hash table keeps a free slot or two for each entry, and at a million files
     /// slots the size of an inode cost more than the inodes.
     inodes: HashMap<Fid, Box<Inode>>,
-    entries: BTreeMap<(Fid, Vec<u8>), Fid>,
+    entries: Entries,
     next_fid: Fid,
     last_seq: Seq,
 }
@@ -119,7 +122,7 @@ impl Namespace {
         };
         Namespace {
             inodes: HashMap::from([(ROOT, Box::new(root))]),
-            entries: BTreeMap::new(),
+            entries: Entries::default(),
             next_fid: ROOT + 1,
             last_seq: 0,
         }
@@ -135,7 +138,7 @@ impl Namespace {
         ns.inodes.reserve(snap.files.len());
         // The names, sorted and then built into the tree in one pass: a million inserts in
         // fid order, each finding its place, cost several times more.
-        let mut entries: Vec<((Fid, Vec<u8>), Fid)> = Vec::with_capacity(snap.files.len());
+        let mut keys: Vec<(Fid, u64, Fid)> = Vec::with_capacity(snap.files.len());
         for f in &snap.files {
             if f.fid <= ROOT || ns.inodes.contains_key(&f.fid) {
                 return Err(doesnt_fit(f.fid));
@@ -146,7 +149,7 @@ impl Namespace {
             for (dir, name) in
                 std::iter::once((f.dir, &f.name)).chain(f.links.iter().map(|(d, n)| (*d, n)))
             {
-                entries.push(((dir, name.clone()), f.fid));
+                keys.push((dir, entries::hash(name), f.fid));
             }
             ns.inodes.insert(
                 f.fid,
@@ -167,11 +170,28 @@ impl Namespace {
                 }),
             );
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
+        keys.sort_unstable();
+        // Names that share a hash in one directory (rare) are compared whole.
+        let mut at = 0;
+        while at < keys.len() {
+            let (dir, h, _) = keys[at];
+            let end = at + keys[at..].partition_point(|k| (k.0, k.1) == (dir, h));
+            if end - at > 1 {
+                let mut names: Vec<&[u8]> = keys[at..end]
+                    .iter()
+                    .flat_map(|k| ns.inodes[&k.2].names())
+                    .filter(|(d, n)| *d == dir && entries::hash(n) == h)
+                    .map(|(_, n)| n)
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                if names.len() != end - at {
+                    return Err(err!(EIO, "snapshot {}: a name is used twice", snap.upto));
+                }
+            }
+            at = end;
         }
-        ns.entries = entries.into_iter().collect();
+        ns.entries = Entries::from_sorted(keys);
         // Every file hangs from a directory, and every one is reached from the root: a file
         // that is not sits in a circle of directories, or under one that does not exist.
         for f in &snap.files {
@@ -181,22 +201,40 @@ impl Namespace {
                 parent.subdirs += u32::from(f.kind == Kind::Dir);
             }
         }
-        // Counted by names: a file's further names are reached like its first.
-        let (mut reached, mut dirs) = (0, vec![ROOT]);
-        while let Some(dir) = dirs.pop() {
-            for (_, inode) in ns.list(dir) {
-                reached += 1;
-                if inode.kind == Kind::Dir {
-                    dirs.push(inode.fid);
+        // Counted by names (a file's further names are reached like its first): a name is
+        // reached when its directory is. Found from the directories' parents, without
+        // walking the entries, whose order (their hashes) is not the inodes'.
+        let parent: HashMap<Fid, Fid> = snap
+            .files
+            .iter()
+            .filter(|f| f.kind == Kind::Dir)
+            .map(|f| (f.fid, f.dir))
+            .collect();
+        let (mut reached_dirs, mut lost) = (HashSet::from([ROOT]), HashSet::new());
+        for &dir in parent.keys() {
+            let (mut chain, mut at) = (Vec::new(), dir);
+            // A walk longer than there are directories is a circle.
+            while !reached_dirs.contains(&at) && !lost.contains(&at) && chain.len() <= parent.len()
+            {
+                chain.push(at);
+                match parent.get(&at) {
+                    Some(p) => at = *p,
+                    None => break,
                 }
             }
+            match reached_dirs.contains(&at) {
+                true => reached_dirs.extend(chain),
+                false => lost.extend(chain),
+            }
         }
-        if reached != ns.entries.len() {
+        let names = ns.entries.len();
+        let reached = ns.entries.named_in(|dir| reached_dirs.contains(&dir));
+        if reached != names {
             return Err(err!(
                 EIO,
                 "snapshot {}: {} names are not reached from the root",
                 snap.upto,
-                ns.entries.len() - reached
+                names - reached
             ));
         }
         ns.next_fid = snap
@@ -238,10 +276,18 @@ impl Namespace {
     }
 
     pub fn lookup(&self, dir: Fid, name: &[u8]) -> Option<&Inode> {
+        self.inodes.get(&self.entry(dir, name)?).map(|i| &**i)
+    }
+
+    /// The file `name` names in `dir`.
+    fn entry(&self, dir: Fid, name: &[u8]) -> Option<Fid> {
         self.entries
-            .get(&(dir, name.to_vec()))
-            .and_then(|fid| self.inodes.get(fid))
-            .map(|i| &**i)
+            .candidates(dir, entries::hash(name))
+            .find(|fid| {
+                self.inodes
+                    .get(fid)
+                    .is_some_and(|i| i.names().any(|(d, n)| d == dir && n == name))
+            })
     }
 
     /// The path of `fid` from the root, its names joined by `/` (empty for the root).
@@ -314,13 +360,18 @@ impl Namespace {
         }
     }
 
-    /// The entries of a directory, in name order: each name with the file it names (a file
-    /// with several names in the directory comes once for each).
+    /// The entries of a directory, in the order of their names' hashes (the same at every
+    /// mount): each name with the file it names (a file with several names in the directory
+    /// comes once for each).
     pub fn list(&self, dir: Fid) -> impl Iterator<Item = (&[u8], &Inode)> {
-        self.entries
-            .range((dir, Vec::new())..)
-            .take_while(move |((d, _), _)| *d == dir)
-            .filter_map(|((_, name), fid)| Some((name.as_slice(), &**self.inodes.get(fid)?)))
+        self.entries.of_dir(dir).flat_map(move |(h, fid)| {
+            self.inodes.get(&fid).into_iter().flat_map(move |i| {
+                let one = i.links.is_empty();
+                i.names()
+                    .filter(move |(d, n)| *d == dir && (one || entries::hash(n) == h))
+                    .map(move |(_, n)| (n, &**i))
+            })
+        })
     }
 
     /// Every file and directory but the root.
@@ -341,7 +392,7 @@ impl Namespace {
     pub fn forget(&mut self, fid: Fid) -> Option<Inode> {
         let inode = *self.inodes.remove(&fid)?;
         for (dir, name) in inode.names() {
-            self.entries.remove(&(dir, name.to_vec()));
+            self.entries.remove(dir, name, fid);
         }
         Some(inode)
     }

@@ -252,7 +252,8 @@ fn links_give_one_file_several_names() {
     assert_eq!(ns.get(ROOT).unwrap().attrs.mtime.secs, 9);
     ns.apply(&set(4, 2, "c", b"CC"), None).unwrap();
     assert_eq!(ns.lookup(ROOT, b"a").unwrap().size, 2);
-    let names: Vec<&[u8]> = ns.list(ROOT).map(|(n, _)| n).collect();
+    let mut names: Vec<&[u8]> = ns.list(ROOT).map(|(n, _)| n).collect();
+    names.sort();
     assert_eq!(names, [b"a", b"b", b"c"]);
     let unlink = |name: &str| Op::Delete {
         fid: 2,
@@ -305,4 +306,164 @@ fn links_give_one_file_several_names() {
     let applied = ns.apply(&op(11, unlink("d")), None).unwrap();
     assert_eq!(applied.removed.len(), 1, "its last name");
     assert!(ns.get(2).is_none());
+}
+
+/// Directory entries keep no copy of their names, only a hash of each (`entries`): with
+/// the hash narrowed to two values, so that nearly every name shares it with others, random
+/// creates, links, deletes, renames and exchanges in three directories must give the same
+/// lookups and listings as a plain map of names, also through a snapshot; and a snapshot
+/// that names one entry twice is refused.
+#[test]
+fn entries_found_by_a_hash_of_the_name_survive_collisions() {
+    use std::collections::BTreeMap;
+    entries::COLLIDE.with(|m| m.set(1));
+    let mut ns = Namespace::new();
+    let dirs = [ROOT, 2, 3];
+    ns.apply(&mkdir(1, 2, ROOT, "d1"), None).unwrap();
+    ns.apply(&mkdir(2, 3, ROOT, "d2"), None).unwrap();
+    let mut model: BTreeMap<(Fid, Vec<u8>), Fid> = BTreeMap::new();
+    model.insert((ROOT, b"d1".to_vec()), 2);
+    model.insert((ROOT, b"d2".to_vec()), 3);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut fid = 4;
+    let files = |model: &BTreeMap<(Fid, Vec<u8>), Fid>| -> Vec<((Fid, Vec<u8>), Fid)> {
+        model
+            .iter()
+            .filter(|(_, f)| **f > 3)
+            .map(|(k, f)| (k.clone(), *f))
+            .collect()
+    };
+    let check = |ns: &Namespace, model: &BTreeMap<(Fid, Vec<u8>), Fid>| {
+        for ((dir, name), f) in model {
+            assert_eq!(ns.lookup(*dir, name).map(|i| i.fid), Some(*f));
+        }
+        for dir in dirs {
+            let mut listed: Vec<(Vec<u8>, Fid)> =
+                ns.list(dir).map(|(n, i)| (n.to_vec(), i.fid)).collect();
+            listed.sort();
+            let expected: Vec<(Vec<u8>, Fid)> = model
+                .iter()
+                .filter(|((d, _), _)| *d == dir)
+                .map(|((_, n), f)| (n.clone(), *f))
+                .collect();
+            assert_eq!(listed, expected);
+            for n in 0..30 {
+                let name = format!("n{n}").into_bytes();
+                let there = model.get(&(dir, name.clone())).copied();
+                assert_eq!(ns.lookup(dir, &name).map(|i| i.fid), there);
+            }
+        }
+    };
+    for step in 0..4000 {
+        let seq = ns.last_seq() + 1;
+        let place = |r: u64, n: u64| (dirs[r as usize % 3], format!("n{n}").into_bytes());
+        let (dir, name) = place(next(3), next(30));
+        let taken = model.get(&(dir, name.clone())).copied();
+        let existing = files(&model);
+        let pick =
+            (!existing.is_empty()).then(|| existing[next(existing.len() as u64) as usize].clone());
+        match (next(5), pick) {
+            (0, _) | (_, None) => {
+                let mut e = set(seq, fid, "x", b"");
+                if let Op::Set {
+                    dir: d, name: n, ..
+                } = &mut e.op
+                {
+                    (*d, *n) = (dir, name.clone());
+                }
+                let r = ns.apply(&e, None);
+                assert_eq!(r.is_ok(), taken.is_none(), "step {step}: create");
+                if taken.is_none() {
+                    model.insert((dir, name), fid);
+                    fid += 1;
+                }
+            }
+            (1, Some((_, f))) => {
+                let e = at(
+                    seq,
+                    Op::Link {
+                        fid: f,
+                        dir,
+                        name: name.clone(),
+                    },
+                );
+                assert_eq!(
+                    ns.apply(&e, None).is_ok(),
+                    taken.is_none(),
+                    "step {step}: link"
+                );
+                if taken.is_none() {
+                    model.insert((dir, name), f);
+                }
+            }
+            (2, Some(((d, n), f))) => {
+                let e = at(
+                    seq,
+                    Op::Delete {
+                        fid: f,
+                        dir: d,
+                        name: n.clone(),
+                    },
+                );
+                ns.apply(&e, None).unwrap();
+                model.remove(&(d, n));
+            }
+            (_, Some(((d, n), f))) => {
+                if (d, &n) == (dir, &name) || taken.is_some_and(|t| t <= 3) {
+                    continue;
+                }
+                let exchange = taken.is_some() && next(2) == 0;
+                let mut op = mv(f, (d, "x"), (dir, "x"));
+                if let Op::Rename {
+                    name: a,
+                    to_name: b,
+                    replaced,
+                    exchange: x,
+                    ..
+                } = &mut op
+                {
+                    (*a, *b, *replaced, *x) = (n.clone(), name.clone(), taken, exchange);
+                }
+                let r = ns.apply(&at(seq, op), None);
+                if taken == Some(f) {
+                    assert!(r.is_err(), "step {step}: a rename over its own other name");
+                    continue;
+                }
+                r.unwrap();
+                if exchange {
+                    let other = taken.expect("exchanged with");
+                    model.insert((d, n), other);
+                } else {
+                    model.remove(&(d, n));
+                }
+                model.insert((dir, name), f);
+            }
+        }
+        check(&ns, &model);
+        if step % 500 == 499 {
+            ns = Namespace::from_snapshot(&ns.snapshot()).unwrap();
+            check(&ns, &model);
+        }
+    }
+    assert!(model.len() > 40, "the directories filled: {}", model.len());
+    // A snapshot that gives one name twice.
+    let mut snap = ns.snapshot();
+    let first = snap
+        .files
+        .iter()
+        .find(|f| f.kind == Kind::File)
+        .unwrap()
+        .clone();
+    let mut twice = first.clone();
+    twice.fid = snap.next_fid;
+    snap.next_fid += 1;
+    snap.files.push(twice);
+    assert!(Namespace::from_snapshot(&snap).is_err());
+    entries::COLLIDE.with(|m| m.set(u64::MAX));
 }
