@@ -1,7 +1,7 @@
 //! `apply`: one log entry changes the namespace, the same way for a live commit as for a
 //! replay, and an entry that does not fit is refused.
 
-use super::{time_of_millis, Applied, ContentLoc, Inode, Namespace};
+use super::{time_of_millis, Applied, ContentLoc, Inode, Links, Namespace};
 use crate::error::{err, Result};
 use crate::log::{Entry, Op};
 use crate::types::{no_xattrs, Fid, Kind, Seq, Time, ROOT};
@@ -82,7 +82,7 @@ impl Namespace {
                                 content: loc,
                                 subdirs: 0,
                                 xattrs: no_xattrs(),
-                                links: Vec::new(),
+                                links: Links::default(),
                             }),
                         );
                         self.next_fid = self.next_fid.max(fid + 1);
@@ -319,8 +319,10 @@ impl Namespace {
             return Some(removed);
         }
         if (inode.parent, inode.name.as_slice()) == at {
-            // The oldest further name becomes the first.
-            (inode.parent, inode.name) = inode.links.remove(0);
+            // The oldest further name (there is one) becomes the first.
+            if let Some(oldest) = inode.links.take_oldest() {
+                (inode.parent, inode.name) = oldest;
+            }
         } else {
             inode.links.retain(|(d, n)| (*d, n.as_slice()) != at);
         }

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::log::Op;
-use crate::namespace::Namespace;
+use crate::namespace::{Links, Namespace};
 use crate::store::Layout;
 use crate::types::{Fid, Kind, ROOT};
 
@@ -22,7 +22,7 @@ pub(super) struct Placed {
     pub(super) dir: Fid,
     pub(super) name: Vec<u8>,
     pub(super) kind: Kind,
-    pub(super) links: Vec<(Fid, Vec<u8>)>,
+    pub(super) links: Links,
 }
 
 impl Placed {
@@ -204,7 +204,7 @@ impl Edit<'_> {
                 dir,
                 name: name.to_vec(),
                 kind,
-                links: Vec::new(),
+                links: Links::default(),
             })
         });
         self.tree.verified.remove(&fid);
@@ -234,11 +234,11 @@ impl Edit<'_> {
             };
             if (p.dir, p.name.as_slice()) != at {
                 p.links.retain(|(d, n)| (*d, n.as_slice()) != at);
-            } else if p.links.is_empty() {
-                *slot = None;
-            } else {
-                (p.dir, p.name) = p.links.remove(0);
+            } else if let Some(oldest) = p.links.take_oldest() {
+                (p.dir, p.name) = oldest;
                 first_went = true;
+            } else {
+                *slot = None;
             }
         });
         if first_went {
