@@ -189,9 +189,11 @@ pub const LONGEST_LINE: u64 = max_line_for(MAX_MAX_FILE_SIZE);
 /// reader holds any more once there are this many.
 pub const READERS_PRUNE_ABOVE: usize = 4096;
 
-/// Files of at least this many bytes commit the ranges a save changed (`PATCH`), not their
-/// whole bytes; smaller ones (records, mostly) keep a whole version per save in the log.
-pub const PATCH_MIN: u64 = 64 * 1024;
+/// Plain files of at least this many bytes commit the ranges a save changed (`PATCH`), not
+/// their whole bytes; smaller ones keep a whole version per save in the log, as records
+/// always do (the JSON rule reads them whole). A page: SQLite's rollback journal (a header and
+/// a few pages) then logs its second sync's change of the header, not itself again.
+pub const PATCH_MIN: u64 = 4 * 1024;
 
 /// A writer keeps at most this many separate changed ranges; past it the two closest merge.
 pub const MAX_EXTENTS: usize = 64;
