@@ -31,6 +31,7 @@ pub mod fuse;
 pub mod inspect;
 pub mod limits;
 pub mod log;
+pub mod memory;
 pub mod mounting;
 pub mod mounts;
 pub mod namespace;

@@ -52,10 +52,7 @@ impl RecordFs {
         )?;
         // Recovery freed what it read (a million-file snapshot's records among the namespace
         // it built): give the freed pages back rather than keep them resident.
-        #[cfg(target_env = "gnu")]
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::memory::give_back_freed();
         Ok(RecordFs {
             disk,
             max_path: layout.max_path(),

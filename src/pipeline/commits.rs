@@ -411,6 +411,13 @@ impl Pipeline {
         self.state.lock().disk.differences()
     }
 
+    /// For reporting and tests: the entries in the live segment (none right after a
+    /// compaction, when there is nothing to compact).
+    pub fn live_entries(&self) -> u64 {
+        let st = self.state.lock();
+        (st.ns.last_seq() + 1).saturating_sub(st.live.start_seq)
+    }
+
     /// For reporting and tests: online compactions finished since the mount.
     pub fn compactions(&self) -> u64 {
         self.compactions.load(Ordering::Relaxed)

@@ -201,6 +201,9 @@ impl Pipeline {
         }
         let c =
             crate::log::commit_snapshot(&*self.disk, &self.layout, &snapshot, self.policy.keep)?;
+        // The copy of the namespace and its encoding are freed: their pages go back too.
+        drop(snapshot);
+        crate::memory::give_back_freed();
         self.compactions.fetch_add(1, Ordering::Relaxed);
         Ok(Some(c))
     }
