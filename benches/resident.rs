@@ -1,11 +1,10 @@
 //! What a mounted store keeps in memory per record: N records of 300 B in one directory are
 //! made through the core (`--sync never`), compacted, stopped cleanly and started again, and
 //! the heap the started core holds is counted by the allocator (`N=1000000 cargo bench
-//! --bench resident`; 100,000 by default, 2,000 under `cargo test`). Also prints the process's resident set once
-//! started, which adds the allocator's own overhead and what it has not given back.
+//! --bench resident`; 100,000 by default, 2,000 under `cargo test`), once started and after a
+//! compaction. Also prints the process's resident set, which adds the allocator's overhead,
+//! what it has not given back, and what making the records left behind.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,24 +12,8 @@ use recordfs::fs::RecordFs;
 use recordfs::options::{Options, SyncMode};
 use recordfs::types::ROOT;
 
-/// The system allocator, counting the bytes in use.
-struct Counting;
-
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "support/counting.rs"]
+mod counting;
 
 fn resident_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -106,11 +89,11 @@ fn main() {
         fs.shutdown().expect("stops");
     }
     let made = t0.elapsed().as_secs_f64();
-    let before = IN_USE.load(Ordering::Relaxed);
+    let before = counting::in_use();
     let t1 = Instant::now();
     let fs = RecordFs::start(&store, opts).expect("starts again");
     let started = t1.elapsed().as_secs_f64();
-    let held = IN_USE.load(Ordering::Relaxed) - before;
+    let held = counting::in_use() - before;
     println!(
         "{n} records made through the core in {made:.1} s; started again in {started:.3} s, \
          holding {} MiB of heap, {} B per record; resident {} MiB",
@@ -126,7 +109,7 @@ fn main() {
         .expect("create");
     fs.release(fh);
     compact(&fs);
-    let after = IN_USE.load(Ordering::Relaxed) - before;
+    let after = counting::in_use() - before;
     println!(
         "after a compaction: {} MiB of heap, {} B per record; resident {} MiB",
         after >> 20,

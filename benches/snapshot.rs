@@ -3,32 +3,14 @@
 //! snapshot`; 200,000 by default). Prints the medians of 3 runs, and the heap the namespace
 //! holds once built (counted by the allocator), per record.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use recordfs::log::{decode_snapshot, encode_snapshot, FileRecord, Snapshot};
 use recordfs::namespace::Namespace;
 use recordfs::types::{Attrs, Kind, Time};
 
-/// The system allocator, counting the bytes in use.
-struct Counting;
-
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "support/counting.rs"]
+mod counting;
 
 fn main() {
     let n: u64 = std::env::var("N")
@@ -86,9 +68,9 @@ fn main() {
         v.sort();
         v[v.len() / 2].as_secs_f64()
     };
-    let before = IN_USE.load(Ordering::Relaxed);
+    let before = counting::in_use();
     let ns = Namespace::from_snapshot(&decode_snapshot(&bytes).expect("decodes")).expect("builds");
-    let held = IN_USE.load(Ordering::Relaxed) - before;
+    let held = counting::in_use() - before;
     println!(
         "snapshot of {n} records, {} MB: decode {:.3} s, namespace {:.3} s; the namespace holds {} MiB, {} B per record",
         bytes.len() / 1_000_000,
