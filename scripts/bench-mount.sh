@@ -3,7 +3,8 @@
 # one directory, made through the mount with --sync never by 8 writers (the creation rate is
 # printed), then per round and per build a mount with cold caches after a clean unmount, a
 # mount after the daemon was killed with SIGKILL (a few saves logged since the last
-# checkpoint), the daemon's RSS once mounted, and a cold `ls -f` of the directory. Medians;
+# checkpoint), the daemon's RSS once mounted and again after the listing once any compaction
+# it started has ended (idle), and a cold `ls -f` of the directory. Medians;
 # with BASE_BIN=/path/to/recordfs the same for that binary in the same rounds, interleaved,
 # and the ratios base/this.
 #   scripts/bench-mount.sh [RECORDS] [ROUNDS]      (the issue's figure: 1000000)
@@ -43,7 +44,20 @@ printf '== %d records made through the mount (--sync never, 8 writers) in %.1f s
 echo "RESULT many_records $records"
 echo "RESULT many_create_rate $(python3 -c "print(round($records / $made))")"
 
-declare -A clean killed rss list
+declare -A clean killed rss idle list
+# Waits (at most 300 s) until every compaction the daemon logged starting has ended: a mount
+# whose log tail is long starts one, which holds a copy of the namespace while it runs.
+compactions_done() {
+  local started ended
+  for _ in $(seq 3000); do
+    started=$(grep -c "compacting the log" "$store/daemon.log" || true)
+    ended=$(grep -c -e "compacted the log" -e "compaction failed" "$store/daemon.log" || true)
+    [ "$started" -le "$ended" ] && return 0
+    sleep 0.1
+  done
+  echo "bench-mount: a compaction did not end within 300 s" >&2
+  return 1
+}
 builds=(this)
 [ -n "${BASE_BIN:-}" ] && builds+=(base)
 binary() { if [ "$1" = base ]; then echo "$BASE_BIN"; else echo "$bin"; fi; }
@@ -62,6 +76,8 @@ for _ in $(seq "$rounds"); do
     n=$(ls -f "$mnt/records" | wc -l)
     list[$v]+="$(secs "$t0") "
     [ "$n" -eq $((records + 2)) ] || { echo "bench-mount: listed $n names" >&2; exit 1; }
+    compactions_done
+    idle[$v]+="$(awk '/VmRSS/ {print $2 / 1024}' "/proc/$pid/status") "
     # A few saves after the last checkpoint, then the daemon dies without a word.
     for i in 1 2 3; do echo "{\"killed\": $i}" >"$mnt/records/00000000-0000-4000-8000-00000000000$i.json"; done
     kill -9 "$pid"
@@ -77,18 +93,21 @@ for _ in $(seq "$rounds"); do
   done
 done
 echo "== $records records, $rounds rounds (interleaved), medians"
-printf '%-5s %12s %12s %10s %12s\n' build "clean mount" "after kill" "RSS MiB" "cold ls -f"
+printf '%-5s %12s %12s %10s %10s %12s\n' build "clean mount" "after kill" "RSS MiB" "idle MiB" \
+  "cold ls -f"
 for v in "${builds[@]}"; do
-  printf '%-5s %11.2fs %11.2fs %10.0f %11.2fs\n' "$v" "$(median <<<"${clean[$v]}")" \
-    "$(median <<<"${killed[$v]}")" "$(median <<<"${rss[$v]}")" "$(median <<<"${list[$v]}")"
+  printf '%-5s %11.2fs %11.2fs %10.0f %10.0f %11.2fs\n' "$v" "$(median <<<"${clean[$v]}")" \
+    "$(median <<<"${killed[$v]}")" "$(median <<<"${rss[$v]}")" "$(median <<<"${idle[$v]}")" \
+    "$(median <<<"${list[$v]}")"
 done
 echo "RESULT many_clean_mount $(median <<<"${clean[this]}")"
 echo "RESULT many_killed_mount $(median <<<"${killed[this]}")"
 echo "RESULT many_rss_mib $(median <<<"${rss[this]}")"
+echo "RESULT many_rss_idle_mib $(median <<<"${idle[this]}")"
 echo "RESULT many_list $(median <<<"${list[this]}")"
 if [ -n "${BASE_BIN:-}" ]; then
   r() { python3 -c "print('%.2f' % ($(median <<<"$1") / $(median <<<"$2")))"; }
   echo "ratio base/this: clean mount $(r "${clean[base]}" "${clean[this]}")," \
     "after kill $(r "${killed[base]}" "${killed[this]}")," \
-    "RSS $(r "${rss[base]}" "${rss[this]}"), ls -f $(r "${list[base]}" "${list[this]}")"
+    "RSS $(r "${rss[base]}" "${rss[this]}"), idle RSS $(r "${idle[base]}" "${idle[this]}"), ls -f $(r "${list[base]}" "${list[this]}")"
 fi
