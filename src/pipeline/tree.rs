@@ -184,16 +184,17 @@ impl Edit<'_> {
     /// Changes `fid`'s placement on disk; once it is the namespace's again, nothing of it is
     /// kept here.
     fn change(&mut self, fid: Fid, f: impl FnOnce(&mut Option<Placed>)) {
-        let mut placed = self.view().get(fid);
-        f(&mut placed);
         let ns = Placed::in_namespace(self.ns, fid);
-        if placed == ns {
-            self.tree.differs.remove(&fid);
-        } else {
-            self.tree.differs.insert(fid, placed);
-        }
-        if !self.view().contains(fid) {
+        let mut placed = match self.tree.differs.remove(&fid) {
+            Some(own) => own,
+            None => ns.clone(),
+        };
+        f(&mut placed);
+        if placed.is_none() {
             self.tree.verified.remove(&fid);
+        }
+        if placed != ns {
+            self.tree.differs.insert(fid, placed);
         }
     }
 
