@@ -49,13 +49,17 @@ fn main() {
         .unwrap_or(if benched { 100_000 } else { 2_000 });
     let dir = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let tmp = tempfile::tempdir_in(dir).expect("a temporary directory");
-    let store = tmp.path().join("store");
+    // STORE=path keeps the store made there for other measurements (a mount's resident
+    // set), and a later run starts from it instead of making it again.
+    let kept = std::env::var_os("STORE").map(std::path::PathBuf::from);
+    let reuse = kept.as_ref().is_some_and(|p| p.exists());
+    let store = kept.unwrap_or_else(|| tmp.path().join("store"));
     let opts = Options {
         sync: SyncMode::Never,
         ..Options::default()
     };
     let t0 = Instant::now();
-    {
+    if !reuse {
         let fs = Arc::new(RecordFs::start(&store, opts.clone()).expect("starts"));
         let (dir, _) = fs.mkdir(ROOT, b"records", 0o755, 0, 0).expect("mkdir");
         let dir = dir.ino;

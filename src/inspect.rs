@@ -203,7 +203,7 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
         ..Stats::default()
     };
     for inode in scan.ns.files() {
-        let record = is_record_name(&inode.name);
+        let record = is_record_name(&inode.name.bytes());
         match inode.kind {
             Kind::Symlink => s.symlinks += 1,
             Kind::Dir => s.directories += 1,
@@ -224,7 +224,7 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
         }
         let c = s
             .collections
-            .entry(String::from_utf8_lossy(&top.name).into_owned())
+            .entry(String::from_utf8_lossy(&top.name.bytes()).into_owned())
             .or_default();
         match record {
             true => (c.records, c.record_bytes) = (c.records + 1, c.record_bytes + inode.size),

@@ -91,7 +91,7 @@ impl RecordFs {
                     Ok(Op::Attr {
                         fid,
                         dir: inode.parent,
-                        name: inode.name.clone(),
+                        name: inode.name.to_vec(),
                         attrs,
                     })
                 })?);
@@ -108,7 +108,11 @@ impl RecordFs {
     pub(super) fn truncate_committed(&self, fid: Fid, size: u64) -> Result<Seq> {
         let inode = self.inode(fid)?;
         if inode.kind != Kind::File {
-            return Err(err!(EISDIR, "{} is not a regular file", show(&inode.name)));
+            return Err(err!(
+                EISDIR,
+                "{} is not a regular file",
+                show(&inode.name.bytes())
+            ));
         }
         let mut bytes = if size == 0 {
             Vec::new()
@@ -118,7 +122,7 @@ impl RecordFs {
         bytes.resize(size as usize, 0);
         if is_record(&inode) {
             self.validate(&bytes)
-                .map_err(|i| self.reject(&inode.name, &bytes, &i))?;
+                .map_err(|i| self.reject(&inode.name.bytes(), &bytes, &i))?;
         }
         let data = Data::new(Arc::new(bytes));
         let seen = inode.last_seq;
@@ -130,7 +134,7 @@ impl RecordFs {
                 return Err(err!(
                     EAGAIN,
                     "{} changed during truncate; try again",
-                    show(&inode.name)
+                    show(&inode.name.bytes())
                 ));
             }
             let now = Time::now();

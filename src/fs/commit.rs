@@ -176,11 +176,15 @@ impl RecordFs {
                 let dcrc = crate::log::crc32c(&bytes);
                 let e = if w.rejected == Some(dcrc) {
                     // The first refusal was logged (at warn) with where its bytes are kept.
-                    err!(EINVAL, "{}: refused again, {invalid}", show(&inode.name))
-                        .at(log::Level::Debug)
+                    err!(
+                        EINVAL,
+                        "{}: refused again, {invalid}",
+                        show(&inode.name.bytes())
+                    )
+                    .at(log::Level::Debug)
                 } else {
                     w.rejected = Some(dcrc);
-                    self.reject(&inode.name, &bytes, &invalid)
+                    self.reject(&inode.name.bytes(), &bytes, &invalid)
                 };
                 return Err(e);
             }

@@ -268,12 +268,16 @@ impl RecordFs {
                 .get(fid)
                 .ok_or_else(|| err!(ENOENT, "inode {fid} is gone"))?;
             if inode.size != 0 || inode.kind != Kind::File || !inode.links.is_empty() {
-                return Err(err!(EEXIST, "{} holds content now", show(&inode.name)));
+                return Err(err!(
+                    EEXIST,
+                    "{} holds content now",
+                    show(&inode.name.bytes())
+                ));
             }
             Ok(Op::Delete {
                 fid,
                 dir: inode.parent,
-                name: inode.name.clone(),
+                name: inode.name.to_vec(),
             })
         });
         let Ok(seq) = removed else {
@@ -290,12 +294,15 @@ impl RecordFs {
         };
         // Durable before the caller hears of the refusal, like the create it takes back.
         if let Err(e) = self.wait(self.commit_ticket(seq)) {
-            error!("{}: removing the refused new record: {e}", show(&name));
+            error!(
+                "{}: removing the refused new record: {e}",
+                show(&name.bytes())
+            );
         }
-        self.forget_name(dir, &name);
+        self.forget_name(dir, &name.bytes());
         warn!(
             "{}: its first save was refused, so the new empty record is removed again",
-            show(&name)
+            show(&name.bytes())
         );
     }
 

@@ -22,7 +22,7 @@ impl RecordFs {
             return Err(err!(
                 EPERM,
                 "{} is a directory: no hard links to directories",
-                show(&inode.name)
+                show(&inode.name.bytes())
             ));
         }
         self.commit_writers_of(fid)?;
@@ -31,7 +31,7 @@ impl RecordFs {
             let inode = self
                 .pipeline
                 .inode(fid)
-                .ok_or_else(|| err!(ENOENT, "{} was removed", show(&inode.name)))?;
+                .ok_or_else(|| err!(ENOENT, "{} was removed", show(&inode.name.bytes())))?;
             // As the kernel checks before it asks us: an existing name first.
             if self.pipeline.with_ns(|ns| ns.lookup(dir, name).is_some()) {
                 return Err(err!(EEXIST, "{} exists", show(name)));
@@ -40,7 +40,7 @@ impl RecordFs {
                 return Err(err!(
                     EIO,
                     "{}: its bytes are lost, so it gets no new name",
-                    show(&inode.name)
+                    show(&inode.name.bytes())
                 ));
             }
             if inode.kind == Kind::File && is_record_name(name) && !is_record(&inode) {
@@ -73,7 +73,7 @@ impl RecordFs {
                     return Err(err!(
                         EMLINK,
                         "{} has {MAX_LINKS} names already",
-                        show(&inode.name)
+                        show(&inode.name.bytes())
                     ));
                 }
                 check_path_len(ns, dir, name, 0, self.max_path)?;

@@ -88,7 +88,11 @@ impl RecordFs {
                 }
                 Ok(t.to_vec())
             }
-            _ => Err(err!(EINVAL, "{} is not a symbolic link", show(&inode.name))),
+            _ => Err(err!(
+                EINVAL,
+                "{} is not a symbolic link",
+                show(&inode.name.bytes())
+            )),
         }
     }
 
@@ -472,7 +476,7 @@ impl RecordFs {
         let inode = self.inode(fid)?;
         match inode.kind {
             Kind::Dir => return Err(err!(EISDIR, "the root is a directory")),
-            Kind::Symlink => return Err(err!(ELOOP, "{} is a symlink", show(&inode.name))),
+            Kind::Symlink => return Err(err!(ELOOP, "{} is a symlink", show(&inode.name.bytes()))),
             Kind::File => {}
         }
         // Linux empties the file for open(O_RDONLY | O_TRUNC) too. A reader has no copy to

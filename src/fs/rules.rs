@@ -34,14 +34,18 @@ pub(super) fn check_name(name: &[u8]) -> Result<()> {
 pub(super) fn dir_of(ns: &Namespace, dir: Fid) -> Result<&Inode> {
     match ns.get(dir) {
         Some(d) if d.kind == Kind::Dir => Ok(d),
-        Some(d) => Err(err!(ENOTDIR, "{} is not a directory", show(&d.name))),
+        Some(d) => Err(err!(
+            ENOTDIR,
+            "{} is not a directory",
+            show(&d.name.bytes())
+        )),
         None => Err(err!(ENOENT, "directory {dir} was removed")),
     }
 }
 
 /// Whether the JSON rule holds for `inode`: one of its names is a record's.
 pub(super) fn is_record(inode: &Inode) -> bool {
-    inode.names().any(|(_, name)| is_record_name(name))
+    inode.names().any(|(_, name)| is_record_name(&name))
 }
 
 /// The entry that gives an existing regular file new bytes.
@@ -49,7 +53,7 @@ pub(super) fn new_content(inode: &Inode, attrs: Attrs, data: Data) -> Op {
     Op::Set {
         fid: inode.fid,
         dir: inode.parent,
-        name: inode.name.clone(),
+        name: inode.name.to_vec(),
         kind: Kind::File,
         attrs,
         data,
@@ -68,7 +72,7 @@ pub(super) fn new_patch(
     Op::Patch {
         fid: inode.fid,
         dir: inode.parent,
-        name: inode.name.clone(),
+        name: inode.name.to_vec(),
         attrs,
         len,
         dcrc,

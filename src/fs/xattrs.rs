@@ -43,7 +43,7 @@ impl RecordFs {
             err!(
                 ENODATA,
                 "{} has no attribute {}",
-                show(&inode.name),
+                show(&inode.name.bytes()),
                 show(name)
             )
         })
@@ -123,13 +123,13 @@ impl RecordFs {
                 return Err(err!(
                     ENOSPC,
                     "{}: the extended attributes would take {total} bytes, more than {most}",
-                    show(&inode.name)
+                    show(&inode.name.bytes())
                 ));
             }
             Ok(Op::Xattr {
                 fid,
                 dir: inode.parent,
-                name: inode.name.clone(),
+                name: inode.name.to_vec(),
                 xattrs: Arc::new(xattrs),
             })
         })?;

@@ -1,7 +1,7 @@
 //! `apply`: one log entry changes the namespace, the same way for a live commit as for a
 //! replay, and an entry that does not fit is refused.
 
-use super::{time_of_millis, Applied, ContentLoc, Inode, Links, Namespace};
+use super::{time_of_millis, Applied, ContentLoc, Inode, Links, Name, Namespace};
 use crate::error::{err, Result};
 use crate::log::{Entry, Op};
 use crate::types::{no_xattrs, Fid, Kind, Seq, Time, ROOT};
@@ -37,9 +37,7 @@ impl Namespace {
                 let target = (*kind == Kind::Symlink).then(|| data.bytes.clone());
                 match self.inodes.get_mut(fid) {
                     Some(inode) => {
-                        let named = inode
-                            .names()
-                            .any(|(d, n)| d == *dir && n == name.as_slice());
+                        let named = inode.names().any(|(d, n)| d == *dir && *n == **name);
                         if !named || inode.kind != *kind {
                             return Err(err!(
                                 EIO,
@@ -69,10 +67,10 @@ impl Namespace {
                         self.entries.insert(*dir, name, *fid);
                         self.inodes.insert(
                             *fid,
-                            Box::new(Inode {
+                            Inode {
                                 fid: *fid,
                                 parent: *dir,
-                                name: name.clone(),
+                                name: Name::new(name),
                                 kind: *kind,
                                 attrs: *attrs,
                                 size: data.len(),
@@ -83,7 +81,7 @@ impl Namespace {
                                 subdirs: 0,
                                 xattrs: no_xattrs(),
                                 links: Links::default(),
-                            }),
+                            },
                         );
                         self.next_fid = self.next_fid.max(fid + 1);
                         self.count_subdir(*dir, *kind, 1);
@@ -101,9 +99,7 @@ impl Namespace {
                 ..
             } => {
                 let inode = self.known(*fid, entry.seq)?;
-                let named = inode
-                    .names()
-                    .any(|(d, n)| d == *dir && n == name.as_slice());
+                let named = inode.names().any(|(d, n)| d == *dir && *n == **name);
                 if !named || inode.kind != Kind::File {
                     return Err(err!(
                         EIO,
@@ -269,7 +265,6 @@ impl Namespace {
     fn known(&mut self, fid: Fid, seq: Seq) -> Result<&mut Inode> {
         self.inodes
             .get_mut(&fid)
-            .map(|i| &mut **i)
             .ok_or_else(|| err!(EIO, "entry {seq} names fid {fid}, which does not exist"))
     }
 
@@ -294,8 +289,8 @@ impl Namespace {
         seq: Seq,
     ) {
         if let Some(inode) = self.inodes.get_mut(&fid) {
-            if (inode.parent, inode.name.as_slice()) == from {
-                (inode.parent, inode.name) = (dir, name.to_vec());
+            if inode.parent == from.0 && inode.name == *from.1 {
+                (inode.parent, inode.name) = (dir, Name::new(name));
             } else if let Some(link) = inode
                 .links
                 .iter_mut()
@@ -314,14 +309,14 @@ impl Namespace {
     fn take_name(&mut self, fid: Fid, at: (Fid, &[u8]), ts: Time, seq: Seq) -> Option<Inode> {
         let inode = self.inodes.get_mut(&fid)?;
         if inode.links.is_empty() {
-            let removed = *self.inodes.remove(&fid)?;
+            let removed = self.inodes.remove(&fid)?;
             self.count_subdir(at.0, removed.kind, -1);
             return Some(removed);
         }
-        if (inode.parent, inode.name.as_slice()) == at {
+        if inode.parent == at.0 && inode.name == *at.1 {
             // The oldest further name (there is one) becomes the first.
-            if let Some(oldest) = inode.links.take_oldest() {
-                (inode.parent, inode.name) = oldest;
+            if let Some((dir, name)) = inode.links.take_oldest() {
+                (inode.parent, inode.name) = (dir, Name::new(&name));
             }
         } else {
             inode.links.retain(|(d, n)| (*d, n.as_slice()) != at);

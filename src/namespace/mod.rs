@@ -12,8 +12,12 @@ use crate::types::{no_xattrs, Attrs, Fid, Kind, Seq, Time, Xattrs, ROOT};
 
 mod apply;
 mod entries;
+mod inodes;
+mod name;
 
 use entries::Entries;
+use inodes::Inodes;
+pub use name::{Name, NameBytes};
 
 /// Where the bytes of a file's current version stand in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +32,7 @@ pub struct Inode {
     pub fid: Fid,
     /// The file's first name: `name` in directory `parent`. A directory has only this one.
     pub parent: Fid,
-    pub name: Vec<u8>,
+    pub name: Name,
     /// A file's or symlink's further names (hard links), oldest first. When the first name goes,
     /// the oldest of these takes its place.
     pub links: Links,
@@ -51,9 +55,9 @@ pub struct Inode {
 
 impl Inode {
     /// Every name of the file: its first, then its further names.
-    pub fn names(&self) -> impl Iterator<Item = (Fid, &[u8])> {
-        let further = self.links.iter().map(|(d, n)| (*d, n.as_slice()));
-        std::iter::once((self.parent, self.name.as_slice())).chain(further)
+    pub fn names(&self) -> impl Iterator<Item = (Fid, NameBytes<'_>)> {
+        let further = self.links.iter().map(|(d, n)| (*d, NameBytes::Slice(n)));
+        std::iter::once((self.parent, self.name.bytes())).chain(further)
     }
 
     /// Its link count, as ext4 counts: a file's names; for a directory its name, its `.` and
@@ -130,9 +134,7 @@ impl From<Vec<(Fid, Vec<u8>)>> for Links {
 }
 
 pub struct Namespace {
-    /// Boxed: a hash table keeps a free slot or two for each entry, and at a million files
-    /// slots the size of an inode cost more than the inodes.
-    inodes: HashMap<Fid, Box<Inode>>,
+    inodes: Inodes,
     entries: Entries,
     next_fid: Fid,
     last_seq: Seq,
@@ -164,7 +166,7 @@ impl Namespace {
         let root = Inode {
             fid: ROOT,
             parent: ROOT,
-            name: Vec::new(),
+            name: Name::new(b""),
             kind: Kind::Dir,
             attrs: Attrs {
                 mode: 0o755,
@@ -184,7 +186,7 @@ impl Namespace {
             links: Links::default(),
         };
         Namespace {
-            inodes: HashMap::from([(ROOT, Box::new(root))]),
+            inodes: Inodes::from_root(root),
             entries: Entries::default(),
             next_fid: ROOT + 1,
             last_seq: 0,
@@ -202,7 +204,13 @@ impl Namespace {
         // The names, sorted and then built into the tree in one pass: a million inserts in
         // fid order, each finding its place, cost several times more.
         let mut keys: Vec<(Fid, u64, Fid)> = Vec::with_capacity(snap.files.len());
-        for f in &snap.files {
+        // Snapshots list files by fid, so each inode goes at the end; one that does not is
+        // taken in that order anyway rather than inserted in the middle each time.
+        let mut files: Vec<&FileRecord> = snap.files.iter().collect();
+        if !files.is_sorted_by_key(|f| f.fid) {
+            files.sort_by_key(|f| f.fid);
+        }
+        for f in files {
             if f.fid <= ROOT || ns.inodes.contains_key(&f.fid) {
                 return Err(doesnt_fit(f.fid));
             }
@@ -216,10 +224,10 @@ impl Namespace {
             }
             ns.inodes.insert(
                 f.fid,
-                Box::new(Inode {
+                Inode {
                     fid: f.fid,
                     parent: f.dir,
-                    name: f.name.clone(),
+                    name: Name::new(&f.name),
                     kind: f.kind,
                     attrs: f.attrs,
                     size: f.len,
@@ -230,7 +238,7 @@ impl Namespace {
                     subdirs: 0,
                     xattrs: f.xattrs.clone(),
                     links: f.links.clone().into(),
-                }),
+                },
             );
         }
         keys.sort_unstable();
@@ -240,11 +248,11 @@ impl Namespace {
             let (dir, h, _) = keys[at];
             let end = at + keys[at..].partition_point(|k| (k.0, k.1) == (dir, h));
             if end - at > 1 {
-                let mut names: Vec<&[u8]> = keys[at..end]
+                let mut names: Vec<Vec<u8>> = keys[at..end]
                     .iter()
                     .flat_map(|k| ns.inodes[&k.2].names())
                     .filter(|(d, n)| *d == dir && entries::hash(n) == h)
-                    .map(|(_, n)| n)
+                    .map(|(_, n)| n.to_vec())
                     .collect();
                 names.sort_unstable();
                 names.dedup();
@@ -300,9 +308,7 @@ impl Namespace {
                 names - reached
             ));
         }
-        ns.next_fid = snap
-            .next_fid
-            .max(ns.inodes.keys().max().copied().unwrap_or(ROOT) + 1);
+        ns.next_fid = snap.next_fid.max(ns.inodes.max_fid().unwrap_or(ROOT) + 1);
         ns.last_seq = snap.upto;
         Ok(ns)
     }
@@ -314,7 +320,7 @@ impl Namespace {
             .map(|i| FileRecord {
                 fid: i.fid,
                 dir: i.parent,
-                name: i.name.clone(),
+                name: i.name.to_vec(),
                 kind: i.kind,
                 attrs: i.attrs,
                 len: i.size,
@@ -335,11 +341,11 @@ impl Namespace {
     }
 
     pub fn get(&self, fid: Fid) -> Option<&Inode> {
-        self.inodes.get(&fid).map(|i| &**i)
+        self.inodes.get(&fid)
     }
 
     pub fn lookup(&self, dir: Fid, name: &[u8]) -> Option<&Inode> {
-        self.inodes.get(&self.entry(dir, name)?).map(|i| &**i)
+        self.inodes.get(&self.entry(dir, name)?)
     }
 
     /// The file `name` names in `dir`.
@@ -349,7 +355,7 @@ impl Namespace {
             .find(|fid| {
                 self.inodes
                     .get(fid)
-                    .is_some_and(|i| i.names().any(|(d, n)| d == dir && n == name))
+                    .is_some_and(|i| i.names().any(|(d, n)| d == dir && *n == *name))
             })
     }
 
@@ -359,11 +365,17 @@ impl Namespace {
         let mut at = fid;
         while at != ROOT {
             let inode = self.inodes.get(&at)?;
-            names.push(inode.name.as_slice());
+            names.push(inode.name.bytes());
             at = inode.parent;
         }
-        names.reverse();
-        Some(names.join(&b'/'))
+        let mut path = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+        for name in names.iter().rev() {
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
+        }
+        Some(path)
     }
 
     /// The path of each name of `fid`, its first first.
@@ -378,7 +390,7 @@ impl Namespace {
                 if !path.is_empty() {
                     path.push(b'/');
                 }
-                path.extend_from_slice(name);
+                path.extend_from_slice(&name);
                 Some(path)
             })
             .collect()
@@ -426,20 +438,20 @@ impl Namespace {
     /// The entries of a directory, in the order of their names' hashes (the same at every
     /// mount): each name with the file it names (a file with several names in the directory
     /// comes once for each).
-    pub fn list(&self, dir: Fid) -> impl Iterator<Item = (&[u8], &Inode)> {
+    pub fn list(&self, dir: Fid) -> impl Iterator<Item = (NameBytes<'_>, &Inode)> {
         self.entries.of_dir(dir).flat_map(move |(h, fid)| {
             self.inodes.get(&fid).into_iter().flat_map(move |i| {
                 let one = i.links.is_empty();
                 i.names()
                     .filter(move |(d, n)| *d == dir && (one || entries::hash(n) == h))
-                    .map(move |(_, n)| (n, &**i))
+                    .map(move |(_, n)| (n, i))
             })
         })
     }
 
     /// Every file and directory but the root.
     pub fn files(&self) -> impl Iterator<Item = &Inode> {
-        self.inodes.values().map(|i| &**i).filter(|i| i.fid != ROOT)
+        self.inodes.values().filter(|i| i.fid != ROOT)
     }
 
     pub fn file_count(&self) -> usize {
@@ -453,9 +465,9 @@ impl Namespace {
     /// Takes a file out of the namespace outside any entry (a salvage giving up on a file whose
     /// bytes are lost); the next snapshot no longer names it.
     pub fn forget(&mut self, fid: Fid) -> Option<Inode> {
-        let inode = *self.inodes.remove(&fid)?;
+        let inode = self.inodes.remove(&fid)?;
         for (dir, name) in inode.names() {
-            self.entries.remove(dir, name, fid);
+            self.entries.remove(dir, &name, fid);
         }
         Some(inode)
     }

@@ -252,7 +252,7 @@ fn links_give_one_file_several_names() {
     assert_eq!({ ns.get(ROOT).unwrap().attrs.mtime.secs }, 9);
     ns.apply(&set(4, 2, "c", b"CC"), None).unwrap();
     assert_eq!(ns.lookup(ROOT, b"a").unwrap().size, 2);
-    let mut names: Vec<&[u8]> = ns.list(ROOT).map(|(n, _)| n).collect();
+    let mut names: Vec<Vec<u8>> = ns.list(ROOT).map(|(n, _)| n.to_vec()).collect();
     names.sort();
     assert_eq!(names, [b"a", b"b", b"c"]);
     let unlink = |name: &str| Op::Delete {
@@ -263,7 +263,7 @@ fn links_give_one_file_several_names() {
     let applied = ns.apply(&op(5, unlink("a")), None).unwrap();
     assert!(applied.removed.is_empty());
     let inode = ns.get(2).unwrap();
-    assert_eq!((inode.name.as_slice(), inode.nlink()), (&b"b"[..], 2));
+    assert_eq!((&*inode.name.bytes(), inode.nlink()), (&b"b"[..], 2));
     let rename = |fid, name: &str, to: &str, replaced| Op::Rename {
         fid,
         dir: ROOT,

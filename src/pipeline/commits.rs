@@ -500,7 +500,7 @@ fn set_again(ns: &Namespace, fid: Fid, data: &Data) -> Option<Op> {
     sound.then(|| Op::Set {
         fid,
         dir: inode.parent,
-        name: inode.name.clone(),
+        name: inode.name.to_vec(),
         kind: inode.kind,
         attrs: inode.attrs,
         data: data.clone(),

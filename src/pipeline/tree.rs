@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::log::Op;
-use crate::namespace::{Links, Namespace};
+use crate::namespace::{Links, NameBytes, Namespace};
 use crate::store::Layout;
 use crate::types::{Fid, Kind, ROOT};
 
@@ -36,7 +36,7 @@ impl Placed {
         let inode = ns.get(fid).filter(|_| fid != ROOT)?;
         Some(Placed {
             dir: inode.parent,
-            name: inode.name.clone(),
+            name: inode.name.to_vec(),
             kind: inode.kind,
             links: inode.links.clone(),
         })
@@ -116,14 +116,14 @@ impl View<'_> {
     }
 
     /// `fid`'s first name, borrowed from wherever it is kept.
-    fn first(&self, fid: Fid) -> Option<(Fid, &[u8])> {
+    fn first(&self, fid: Fid) -> Option<(Fid, NameBytes<'_>)> {
         match self.tree.differs.get(&fid) {
-            Some(p) => p.as_ref().map(|p| (p.dir, p.name.as_slice())),
+            Some(p) => p.as_ref().map(|p| (p.dir, NameBytes::Slice(&p.name))),
             None => self
                 .ns
                 .get(fid)
                 .filter(|_| fid != ROOT)
-                .map(|i| (i.parent, i.name.as_slice())),
+                .map(|i| (i.parent, i.name.bytes())),
         }
     }
 

@@ -160,7 +160,7 @@ fn expected<'a>(
             }
             if *under && inode.kind == Kind::Dir {
                 for (name, child) in ns.list(inode.fid) {
-                    todo.push((child, [rel.as_slice(), b"/", name].concat()));
+                    todo.push((child, [rel.as_slice(), b"/", &name].concat()));
                 }
             }
             out.push((inode, rel));

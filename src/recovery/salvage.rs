@@ -73,7 +73,7 @@ pub(super) fn salvage(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Resul
             findings.push(Finding {
                 what: format!(
                     "{}: taken out of the store, since no version of it can be restored",
-                    name_str(&inode.name)
+                    name_str(&inode.name.bytes())
                 ),
             });
         }
