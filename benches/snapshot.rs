@@ -32,7 +32,7 @@ fn main() {
     let file = |fid, dir, name: String, kind| FileRecord {
         fid,
         dir,
-        name: name.into_bytes(),
+        name: recordfs::name::Name::new(name.as_bytes()),
         kind,
         attrs,
         len: 300,

@@ -34,6 +34,7 @@ pub mod log;
 pub mod memory;
 pub mod mounting;
 pub mod mounts;
+pub mod name;
 pub mod namespace;
 pub mod options;
 pub mod pipeline;

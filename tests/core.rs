@@ -444,3 +444,43 @@ fn a_save_waits_for_one_log_sync_and_a_commit_nobody_waits_for_for_none() {
     let (syncs, windows) = run(SyncMode::Never, &new_file);
     assert!(syncs <= windows, "--sync never: {syncs} syncs for 40 saves");
 }
+
+/// An open directory keeps only its names' keys and reads each name when readdir reaches it:
+/// a name removed, or renamed away, after the listing was taken is not returned, every other
+/// name comes exactly once at the offset it had, and a rewind (offset 0) sees the changes.
+#[test]
+fn readdir_skips_names_that_went_since_the_listing_and_keeps_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RecordFs::start(&dir.path().join("s"), Options::default()).unwrap();
+    for i in 0..50 {
+        create_and_commit(&fs, &rec(i), b"{}").unwrap();
+    }
+    let dh = fs.opendir(ROOT).unwrap();
+    let read_from = |offset| -> Vec<Vec<u8>> {
+        let entries = fs.readdir(dh, offset).unwrap();
+        entries.into_iter().map(|e| e.name).collect()
+    };
+    let names = read_from(0);
+    assert_eq!(names.len(), 52);
+    assert_eq!((&names[0][..], &names[1][..]), (&b"."[..], &b".."[..]));
+    // Two names the stream has not reached yet (offset 20 on) change under it.
+    let (gone, moved) = (names[30].clone(), names[40].clone());
+    fs.wait(fs.unlink(ROOT, &gone).unwrap()).unwrap();
+    fs.wait(fs.rename(ROOT, &moved, ROOT, b"moved.json", 0).unwrap())
+        .unwrap();
+    let expected: Vec<Vec<u8>> = names[20..]
+        .iter()
+        .filter(|n| **n != gone && **n != moved)
+        .cloned()
+        .collect();
+    assert_eq!(read_from(20), expected);
+    // The offsets stay those of the listing: from 41 on is what followed `moved`.
+    assert_eq!(read_from(41), names[41..].to_vec());
+    // From offset 0 the directory is listed again as it is now.
+    let again = read_from(0);
+    assert_eq!(again.len(), 51);
+    assert!(again.contains(&b"moved.json".to_vec()));
+    assert!(!again.contains(&gone) && !again.contains(&moved));
+    fs.releasedir(dh);
+    fs.shutdown().unwrap();
+}

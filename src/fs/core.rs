@@ -34,6 +34,7 @@ impl RecordFs {
         store: &std::path::Path,
         opts: Options,
     ) -> Result<RecordFs> {
+        crate::memory::tune();
         let layout = Layout::new(store);
         let recovered = recovery::recover(&*disk, &layout, &opts)?;
         let policy = crate::pipeline::CompactPolicy {

@@ -6,7 +6,7 @@ use log::warn;
 use parking_lot::Mutex;
 
 use super::rules::dir_of;
-use super::state::{Changes, Copy, DirEntry, Handle, Owners, RecordFs, Standing, Writer};
+use super::state::{Changes, Copy, DirEntry, Handle, Listing, Owners, RecordFs, Standing, Writer};
 use crate::error::{err, Result};
 use crate::limits::MAX_HANDLES;
 use crate::pipeline::Read;
@@ -164,30 +164,23 @@ impl RecordFs {
         self.insert_handle(Handle::Dir { fid, entries }, None)
     }
 
-    /// `.`, `..` and the entries of directory `fid`, in name order.
-    fn list_dir(&self, fid: Fid) -> Result<Vec<DirEntry>> {
-        self.pipeline.with_ns(|ns| -> Result<Vec<DirEntry>> {
-            let dir = dir_of(ns, fid)?;
-            let dot = |name: &[u8], ino| DirEntry {
-                ino,
-                kind: Kind::Dir,
-                name: name.to_vec(),
-            };
-            let mut entries = vec![dot(b".", fid), dot(b"..", dir.parent)];
-            entries.extend(ns.list(fid).map(|(name, i)| DirEntry {
-                ino: i.fid,
-                kind: i.kind,
-                name: name.to_vec(),
-            }));
-            Ok(entries)
+    /// The entries of directory `fid` as they are now, in the order of their names' hashes.
+    fn list_dir(&self, fid: Fid) -> Result<Listing> {
+        self.pipeline.with_ns(|ns| {
+            Ok(Listing {
+                parent: dir_of(ns, fid)?.parent,
+                keys: ns.listing(fid),
+            })
         })
     }
 
-    /// The entries of an open directory from `offset` on, each given to `add` with the offset
-    /// of the one after it (its index + 1), until `add` says the reply is full: a call costs
-    /// what it answers, not the directory. A read from offset 0 (the first, or one after
-    /// rewinddir) lists the directory as it is now, as POSIX asks of rewinddir; a directory
-    /// removed meanwhile lists nothing, as on ext4.
+    /// The entries of an open directory from `offset` on (`.` and `..` first), each given to
+    /// `add` with the offset of the one after it (its index + 1), until `add` says the reply
+    /// is full: a call costs what it answers, not the directory. A read from offset 0 (the
+    /// first, or one after rewinddir) takes the directory's entries as they are now, as POSIX
+    /// asks of rewinddir; a directory removed meanwhile lists nothing, as on ext4. An entry
+    /// whose name went since then (removed or renamed) is skipped, and one made since then is
+    /// not listed: POSIX leaves both open.
     pub fn readdir_into(
         &self,
         fh: u64,
@@ -199,20 +192,48 @@ impl RecordFs {
             return Err(err!(ENOTDIR, "handle {fh} is not a directory"));
         };
         let mut listed = entries.lock();
-        let entries = match &mut *listed {
-            Some(entries) if offset > 0 => entries,
+        let listing = match &mut *listed {
+            Some(listing) if offset > 0 => listing,
             listed => listed.insert(match self.list_dir(*fid) {
                 Ok(now) => now,
-                Err(e) if e.errno == libc::ENOENT => Vec::new(),
+                Err(e) if e.errno == libc::ENOENT => return Ok(()),
                 Err(e) => return Err(e),
             }),
         };
         let from = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, e) in entries.iter().enumerate().skip(from) {
-            if add(e, i as u64 + 1) {
-                break;
+        let dots: [(&[u8], Fid); 2] = [(b".", *fid), (b"..", listing.parent)];
+        for (i, (name, ino)) in dots.into_iter().enumerate().skip(from) {
+            let dot = DirEntry {
+                ino,
+                kind: Kind::Dir,
+                name: name.to_vec(),
+            };
+            if add(&dot, i as u64 + 1) {
+                return Ok(());
             }
         }
+        let keys = &listing.keys;
+        self.pipeline.with_ns(|ns| {
+            for (at, &(hash, file)) in keys.iter().enumerate().skip(from.saturating_sub(2)) {
+                // The same file named twice in the directory under one hash: which of them.
+                let nth = keys[..at]
+                    .iter()
+                    .rev()
+                    .take_while(|k| **k == (hash, file))
+                    .count();
+                let Some((name, inode)) = ns.named(*fid, hash, file, nth) else {
+                    continue;
+                };
+                let entry = DirEntry {
+                    ino: file,
+                    kind: inode.kind,
+                    name: name.to_vec(),
+                };
+                if add(&entry, at as u64 + 3) {
+                    break;
+                }
+            }
+        });
         Ok(())
     }
 

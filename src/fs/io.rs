@@ -267,7 +267,7 @@ impl RecordFs {
             let inode = ns
                 .get(fid)
                 .ok_or_else(|| err!(ENOENT, "inode {fid} is gone"))?;
-            if inode.size != 0 || inode.kind != Kind::File || !inode.links.is_empty() {
+            if inode.size != 0 || inode.kind != Kind::File || !inode.extras.links().is_empty() {
                 return Err(err!(
                     EEXIST,
                     "{} holds content now",

@@ -69,7 +69,7 @@ impl RecordFs {
                 if ns.lookup(dir, name).is_some() {
                     return Err(err!(EEXIST, "{} exists", show(name)));
                 }
-                if inode.links.len() + 1 >= MAX_LINKS {
+                if inode.extras.links().len() + 1 >= MAX_LINKS {
                     return Err(err!(
                         EMLINK,
                         "{} has {MAX_LINKS} names already",

@@ -78,7 +78,7 @@ impl RecordFs {
 
     pub fn readlink(&self, fid: Fid) -> Result<Vec<u8>> {
         let inode = self.inode(fid)?;
-        match (&inode.kind, &inode.target) {
+        match (&inode.kind, inode.extras.target()) {
             (Kind::Symlink, Some(t)) => {
                 // Served from the namespace; a backing symlink found wrong is rewritten.
                 if self.writable().is_ok() && !self.pipeline.symlink_sound(fid)? {

@@ -36,7 +36,7 @@ impl Stat {
             ino: inode.fid,
             kind: inode.kind,
             size: match inode.kind {
-                Kind::Symlink => inode.target.as_ref().map_or(0, |t| t.len() as u64),
+                Kind::Symlink => inode.extras.target().map_or(0, |t| t.len() as u64),
                 _ => inode.size,
             },
             attrs: inode.attrs,
@@ -336,8 +336,16 @@ pub(super) enum Handle {
     /// read, or one after rewinddir), which readdir's offsets index; None before that.
     Dir {
         fid: Fid,
-        entries: Mutex<Option<Vec<DirEntry>>>,
+        entries: Mutex<Option<Listing>>,
     },
+}
+
+/// An open directory's entries: its parent (for `..`) and the keys of its names
+/// (`Namespace::listing`). A name is read from the namespace when readdir reaches it, so that
+/// a directory of a million names costs 16 MB while it is listed, not a copy of every name.
+pub(super) struct Listing {
+    pub(super) parent: Fid,
+    pub(super) keys: Vec<(u64, Fid)>,
 }
 
 #[derive(Clone, Debug)]

@@ -39,7 +39,7 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
 impl RecordFs {
     pub fn getxattr(&self, fid: Fid, name: &[u8]) -> Result<Vec<u8>> {
         let inode = self.inode(fid)?;
-        inode.xattrs.get(name).cloned().ok_or_else(|| {
+        inode.extras.xattrs().get(name).cloned().ok_or_else(|| {
             err!(
                 ENODATA,
                 "{} has no attribute {}",
@@ -53,7 +53,7 @@ impl RecordFs {
     pub fn listxattr(&self, fid: Fid) -> Result<Vec<u8>> {
         let inode = self.inode(fid)?;
         let mut out = Vec::new();
-        for name in inode.xattrs.keys() {
+        for name in inode.extras.xattrs().keys() {
             out.extend_from_slice(name);
             out.push(0);
         }
@@ -99,7 +99,7 @@ impl RecordFs {
             if inode.kind == Kind::Symlink && name.starts_with(b"user.") {
                 return Err(err!(EPERM, "user.* attributes are not for symbolic links"));
             }
-            let exists = inode.xattrs.contains_key(name);
+            let exists = inode.extras.xattrs().contains_key(name);
             match (value, exists) {
                 (None, false) => return Err(err!(ENODATA, "no attribute {}", show(name))),
                 (Some(_), true) if flags & libc::XATTR_CREATE != 0 => {
@@ -110,7 +110,7 @@ impl RecordFs {
                 }
                 _ => {}
             }
-            let mut xattrs: BTreeMap<Vec<u8>, Vec<u8>> = (*inode.xattrs).clone();
+            let mut xattrs: BTreeMap<Vec<u8>, Vec<u8>> = (**inode.extras.xattrs()).clone();
             match value {
                 Some(v) => xattrs.insert(name.to_vec(), v.to_vec()),
                 None => xattrs.remove(name),

@@ -18,7 +18,7 @@ use super::line::{
 pub struct FileRecord {
     pub fid: Fid,
     pub dir: Fid,
-    pub name: Vec<u8>,
+    pub name: crate::name::Name,
     pub kind: Kind,
     pub attrs: Attrs,
     pub len: u64,
@@ -61,7 +61,7 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         let mut line = b"{\"op\":\"FILE\"".to_vec();
         push_json(&mut line, "fid", &f.fid);
         push_json(&mut line, "dir", &f.dir);
-        push_json(&mut line, "name", &name_value(&f.name));
+        push_json(&mut line, "name", &name_value(&f.name.bytes()));
         push_json(&mut line, "kind", f.kind.as_str());
         push_attrs(&mut line, &f.attrs);
         push_json(&mut line, "len", &f.len);
@@ -141,7 +141,7 @@ pub(super) fn decode_file_record(line: &[u8]) -> Result<FileRecord> {
     Ok(FileRecord {
         fid: f.id("fid")?,
         dir: f.id("dir")?,
-        name: f.name("name")?,
+        name: crate::name::Name::new(&f.name("name")?),
         kind: f.kind()?,
         attrs: f.attrs()?,
         len: f.u64("len")?,
@@ -195,7 +195,7 @@ pub(super) fn plain_file_record(line: &[u8]) -> Option<FileRecord> {
     }
     let mut links = Vec::with_capacity(p.links.len());
     for (dir, name) in p.links {
-        links.push((id(dir)?, name.0));
+        links.push((id(dir)?, name.0.to_vec()));
     }
     Some(FileRecord {
         fid: id(p.fid)?,
@@ -217,7 +217,7 @@ pub(super) fn plain_file_record(line: &[u8]) -> Option<FileRecord> {
         },
         len: p.len,
         dcrc: u32::from_str_radix(p.dcrc, 16).ok()?,
-        target: p.target.map(|t| t.0),
+        target: p.target.map(|t| t.0.to_vec()),
         xattrs: no_xattrs(),
         links,
     })
@@ -225,7 +225,7 @@ pub(super) fn plain_file_record(line: &[u8]) -> Option<FileRecord> {
 
 /// A name written as a JSON string (a name that is not UTF-8 is an object, read the general
 /// way).
-struct Name(Vec<u8>);
+struct Name(crate::name::Name);
 
 impl<'de> serde::Deserialize<'de> for Name {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Name, D::Error> {
@@ -236,7 +236,7 @@ impl<'de> serde::Deserialize<'de> for Name {
                 f.write_str("a name as a string")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Name, E> {
-                Ok(Name(s.as_bytes().to_vec()))
+                Ok(Name(crate::name::Name::new(s.as_bytes())))
             }
         }
         d.deserialize_str(Visitor)

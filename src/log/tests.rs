@@ -165,7 +165,7 @@ fn snapshots_and_manifests_round_trip_and_detect_damage() {
             FileRecord {
                 fid: 3,
                 dir: ROOT,
-                name: vec![b'a', 0xff],
+                name: crate::name::Name::new(&[b'a', 0xff]),
                 kind: Kind::File,
                 attrs: attrs(),
                 len: 12,
@@ -177,7 +177,7 @@ fn snapshots_and_manifests_round_trip_and_detect_damage() {
             FileRecord {
                 fid: 4,
                 dir: ROOT,
-                name: b"link".to_vec(),
+                name: crate::name::Name::new(b"link"),
                 kind: Kind::Symlink,
                 attrs: attrs(),
                 len: 1,
@@ -402,7 +402,7 @@ fn a_snapshot_line_reads_the_same_on_the_fast_path() {
         |fid, name: &[u8], kind, target: Option<&[u8]>, links: Vec<(Fid, Vec<u8>)>| FileRecord {
             fid,
             dir: ROOT,
-            name: name.to_vec(),
+            name: crate::name::Name::new(name),
             kind,
             attrs: attrs(),
             len: 7,
@@ -484,7 +484,7 @@ fn a_big_snapshot_decodes_in_order_and_names_its_first_bad_line() {
             .map(|fid| FileRecord {
                 fid,
                 dir: ROOT,
-                name: format!("{fid}.json").into_bytes(),
+                name: crate::name::Name::new(format!("{fid}.json").as_bytes()),
                 kind: Kind::File,
                 attrs: attrs(),
                 len: fid,

@@ -1,7 +1,7 @@
 //! `apply`: one log entry changes the namespace, the same way for a live commit as for a
 //! replay, and an entry that does not fit is refused.
 
-use super::{time_of_millis, Applied, ContentLoc, Inode, Links, Name, Namespace};
+use super::{time_of_millis, Applied, ContentLoc, Extras, Inode, Name, Namespace};
 use crate::error::{err, Result};
 use crate::log::{Entry, Op};
 use crate::types::{no_xattrs, Fid, Kind, Seq, Time, ROOT};
@@ -48,9 +48,9 @@ impl Namespace {
                         inode.attrs = *attrs;
                         inode.size = data.len();
                         inode.dcrc = data.dcrc;
-                        inode.target = target;
+                        inode.extras.set_target(target);
                         inode.last_seq = entry.seq;
-                        inode.content = loc;
+                        inode.content = loc.into();
                     }
                     None => {
                         if *fid <= ROOT {
@@ -75,12 +75,10 @@ impl Namespace {
                                 attrs: *attrs,
                                 size: data.len(),
                                 dcrc: data.dcrc,
-                                target,
                                 last_seq: entry.seq,
-                                content: loc,
+                                content: loc.into(),
                                 subdirs: 0,
-                                xattrs: no_xattrs(),
-                                links: Links::default(),
+                                extras: Extras::new(Vec::new(), target, no_xattrs()),
                             },
                         );
                         self.next_fid = self.next_fid.max(fid + 1);
@@ -113,7 +111,7 @@ impl Namespace {
                 inode.last_seq = entry.seq;
                 // The log holds the change, not the whole: the bytes are the backing file's
                 // (recovery replays the tail's patches onto it).
-                inode.content = None;
+                inode.content = None.into();
             }
             Op::Attr { fid, attrs, .. } => {
                 let inode = self.known(*fid, entry.seq)?;
@@ -228,7 +226,7 @@ impl Namespace {
                 if inode.kind == Kind::Dir {
                     return Err(err!(EIO, "entry {} links a directory", entry.seq));
                 }
-                inode.links.push((*dir, name.clone()));
+                inode.extras.push_link((*dir, name.clone()));
                 // As link(2) does on ext4: the file's ctime, and its new directory's times.
                 inode.attrs.ctime = ts;
                 inode.last_seq = entry.seq;
@@ -237,7 +235,7 @@ impl Namespace {
             }
             Op::Xattr { fid, xattrs, .. } => {
                 let inode = self.known(*fid, entry.seq)?;
-                inode.xattrs = xattrs.clone();
+                inode.extras.set_xattrs(xattrs.clone());
                 // As setxattr and removexattr do on ext4.
                 inode.attrs.ctime = ts;
                 inode.last_seq = entry.seq;
@@ -291,12 +289,12 @@ impl Namespace {
         if let Some(inode) = self.inodes.get_mut(&fid) {
             if inode.parent == from.0 && inode.name == *from.1 {
                 (inode.parent, inode.name) = (dir, Name::new(name));
-            } else if let Some(link) = inode
-                .links
-                .iter_mut()
-                .find(|(d, n)| (*d, n.as_slice()) == from)
-            {
-                *link = (dir, name.to_vec());
+            } else {
+                inode.extras.links_mut(|links| {
+                    if let Some(link) = links.iter_mut().find(|(d, n)| (*d, n.as_slice()) == from) {
+                        *link = (dir, name.to_vec());
+                    }
+                });
             }
             // A rename changes the inode's ctime, as on ext4 and tmpfs.
             inode.attrs.ctime = ts;
@@ -308,18 +306,20 @@ impl Namespace {
     /// that was its last name, which is returned.
     fn take_name(&mut self, fid: Fid, at: (Fid, &[u8]), ts: Time, seq: Seq) -> Option<Inode> {
         let inode = self.inodes.get_mut(&fid)?;
-        if inode.links.is_empty() {
+        if inode.extras.links().is_empty() {
             let removed = self.inodes.remove(&fid)?;
             self.count_subdir(at.0, removed.kind, -1);
             return Some(removed);
         }
         if inode.parent == at.0 && inode.name == *at.1 {
             // The oldest further name (there is one) becomes the first.
-            if let Some((dir, name)) = inode.links.take_oldest() {
+            if let Some((dir, name)) = inode.extras.take_oldest_link() {
                 (inode.parent, inode.name) = (dir, Name::new(&name));
             }
         } else {
-            inode.links.retain(|(d, n)| (*d, n.as_slice()) != at);
+            inode
+                .extras
+                .links_mut(|links| links.retain(|(d, n)| (*d, n.as_slice()) != at));
         }
         // Its link count changed: so does its ctime, as on ext4.
         inode.attrs.ctime = ts;

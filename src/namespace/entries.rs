@@ -69,6 +69,13 @@ impl Entries {
             .map(|((_, h, fid), _)| (*h, *fid))
     }
 
+    /// Every entry of `dir` with how many of the file's names it stands for, in hash order.
+    pub(super) fn of_dir_counted(&self, dir: Fid) -> impl Iterator<Item = (u64, Fid, u32)> + '_ {
+        self.map
+            .range((dir, 0, 0)..=(dir, u64::MAX, Fid::MAX))
+            .map(|((_, h, fid), n)| (*h, *fid, *n))
+    }
+
     pub(super) fn insert(&mut self, dir: Fid, name: &[u8], fid: Fid) {
         *self.map.entry((dir, hash(name), fid)).or_insert(0) += 1;
         self.names += 1;

@@ -13,11 +13,10 @@ use crate::types::{no_xattrs, Attrs, Fid, Kind, Seq, Time, Xattrs, ROOT};
 mod apply;
 mod entries;
 mod inodes;
-mod name;
 
+pub use crate::name::{Name, NameBytes};
 use entries::Entries;
 use inodes::Inodes;
-pub use name::{Name, NameBytes};
 
 /// Where the bytes of a file's current version stand in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,30 +32,30 @@ pub struct Inode {
     /// The file's first name: `name` in directory `parent`. A directory has only this one.
     pub parent: Fid,
     pub name: Name,
-    /// A file's or symlink's further names (hard links), oldest first. When the first name goes,
-    /// the oldest of these takes its place.
-    pub links: Links,
     pub kind: Kind,
     pub attrs: Attrs,
     pub size: u64,
     /// CRC32C of the current bytes.
     pub dcrc: u32,
-    /// A symlink's target (small, so kept in memory; a file's bytes never are).
-    pub target: Option<Arc<Vec<u8>>>,
     /// The last entry that changed this file, bytes or attributes.
     pub last_seq: Seq,
     /// The entry holding the current bytes, if the log read so far has it.
-    pub content: Option<ContentLoc>,
+    pub content: Content,
     /// For a directory, how many of its entries are directories: its link count is two more
     /// (its name and its own `.`, plus each child's `..`), as ext4 counts.
     pub subdirs: u32,
-    pub xattrs: Xattrs,
+    /// Further names, a symlink's target, extended attributes.
+    pub extras: Extras,
 }
 
 impl Inode {
     /// Every name of the file: its first, then its further names.
     pub fn names(&self) -> impl Iterator<Item = (Fid, NameBytes<'_>)> {
-        let further = self.links.iter().map(|(d, n)| (*d, NameBytes::Slice(n)));
+        let further = self
+            .extras
+            .links()
+            .iter()
+            .map(|(d, n)| (*d, NameBytes::Slice(n)));
         std::iter::once((self.parent, self.name.bytes())).chain(further)
     }
 
@@ -65,8 +64,112 @@ impl Inode {
     pub fn nlink(&self) -> u32 {
         match self.kind {
             Kind::Dir => 2 + self.subdirs,
-            _ => 1 + self.links.len() as u32,
+            _ => 1 + self.extras.links().len() as u32,
         }
+    }
+}
+
+/// Where a file's current bytes stand in the log, or nowhere: an `Option<ContentLoc>` in
+/// 16 bytes rather than 24 (no entry starts at offset u64::MAX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Content(ContentLoc);
+
+const NOWHERE: ContentLoc = ContentLoc {
+    segment: 0,
+    offset: u64::MAX,
+};
+
+impl Content {
+    pub fn get(self) -> Option<ContentLoc> {
+        (self.0 != NOWHERE).then_some(self.0)
+    }
+}
+
+impl From<Option<ContentLoc>> for Content {
+    fn from(loc: Option<ContentLoc>) -> Content {
+        Content(loc.unwrap_or(NOWHERE))
+    }
+}
+
+/// What few files have: further names (hard links, oldest first; when the first name goes,
+/// the oldest of these takes its place), a symlink's target (small, so kept in memory; a
+/// file's bytes never are) and extended attributes. One pointer in each inode, allocated
+/// only for a file that has any of them.
+#[derive(Clone, Debug, Default)]
+pub struct Extras(Option<Box<ExtraParts>>);
+
+#[derive(Clone, Debug)]
+struct ExtraParts {
+    links: Vec<Link>,
+    target: Option<Arc<Vec<u8>>>,
+    xattrs: Xattrs,
+}
+
+impl Extras {
+    pub fn links(&self) -> &[Link] {
+        self.0.as_ref().map_or(&[], |e| &e.links)
+    }
+
+    pub fn target(&self) -> Option<&Arc<Vec<u8>>> {
+        self.0.as_ref()?.target.as_ref()
+    }
+
+    pub fn xattrs(&self) -> &Xattrs {
+        static NONE: std::sync::OnceLock<Xattrs> = std::sync::OnceLock::new();
+        match &self.0 {
+            Some(e) => &e.xattrs,
+            None => NONE.get_or_init(no_xattrs),
+        }
+    }
+
+    pub(crate) fn set_target(&mut self, target: Option<Arc<Vec<u8>>>) {
+        self.change(|e| e.target = target);
+    }
+
+    pub(crate) fn set_xattrs(&mut self, xattrs: Xattrs) {
+        self.change(|e| e.xattrs = xattrs);
+    }
+
+    fn push_link(&mut self, link: Link) {
+        self.change(|e| e.links.push(link));
+    }
+
+    /// The oldest further name, taken out. None if there is none.
+    fn take_oldest_link(&mut self) -> Option<Link> {
+        let mut oldest = None;
+        self.change(|e| oldest = (!e.links.is_empty()).then(|| e.links.remove(0)));
+        oldest
+    }
+
+    fn links_mut(&mut self, change: impl FnOnce(&mut Vec<Link>)) {
+        self.change(|e| change(&mut e.links));
+    }
+
+    /// Changes the parts, then keeps the allocation only if any part holds something.
+    fn change(&mut self, change: impl FnOnce(&mut ExtraParts)) {
+        let mut parts = self.0.take().unwrap_or_else(|| {
+            Box::new(ExtraParts {
+                links: Vec::new(),
+                target: None,
+                xattrs: no_xattrs(),
+            })
+        });
+        change(&mut parts);
+        if !parts.links.is_empty() || parts.target.is_some() || !parts.xattrs.is_empty() {
+            self.0 = Some(parts);
+        }
+    }
+
+    fn new(links: Vec<Link>, target: Option<Arc<Vec<u8>>>, xattrs: Xattrs) -> Extras {
+        let mut extras = Extras::default();
+        extras.change(|e| {
+            *e = ExtraParts {
+                links,
+                target,
+                xattrs,
+            }
+        });
+        extras
     }
 }
 
@@ -178,12 +281,10 @@ impl Namespace {
             },
             size: 0,
             dcrc: 0,
-            target: None,
             last_seq: 0,
-            content: None,
+            content: None.into(),
             subdirs: 0,
-            xattrs: no_xattrs(),
-            links: Links::default(),
+            extras: Extras::default(),
         };
         Namespace {
             inodes: Inodes::from_root(root),
@@ -198,7 +299,8 @@ impl Namespace {
     pub fn from_snapshot(snap: &Snapshot) -> Result<Namespace> {
         let mut ns = Namespace::new();
         let root = ns.inodes.get_mut(&ROOT).expect("the root exists");
-        (root.attrs, root.xattrs) = (snap.root, snap.root_xattrs.clone());
+        root.attrs = snap.root;
+        root.extras.set_xattrs(snap.root_xattrs.clone());
         let doesnt_fit = |fid: Fid| err!(EIO, "snapshot {}: file {fid} does not fit", snap.upto);
         ns.inodes.reserve(snap.files.len());
         // The names, sorted and then built into the tree in one pass: a million inserts in
@@ -217,27 +319,30 @@ impl Namespace {
             if !f.links.is_empty() && f.kind == Kind::Dir {
                 return Err(doesnt_fit(f.fid));
             }
-            for (dir, name) in
-                std::iter::once((f.dir, &f.name)).chain(f.links.iter().map(|(d, n)| (*d, n)))
+            for (dir, name) in std::iter::once((f.dir, f.name.bytes()))
+                .chain(f.links.iter().map(|(d, n)| (*d, NameBytes::Slice(n))))
             {
-                keys.push((dir, entries::hash(name), f.fid));
+                keys.push((dir, entries::hash(&name), f.fid));
             }
             ns.inodes.insert(
                 f.fid,
                 Inode {
                     fid: f.fid,
                     parent: f.dir,
-                    name: Name::new(&f.name),
+                    name: f.name.clone(),
                     kind: f.kind,
                     attrs: f.attrs,
                     size: f.len,
                     dcrc: f.dcrc,
-                    target: f.target.clone().map(Arc::new),
+
                     last_seq: snap.upto,
-                    content: None,
+                    content: None.into(),
                     subdirs: 0,
-                    xattrs: f.xattrs.clone(),
-                    links: f.links.clone().into(),
+                    extras: Extras::new(
+                        f.links.clone(),
+                        f.target.clone().map(Arc::new),
+                        f.xattrs.clone(),
+                    ),
                 },
             );
         }
@@ -320,14 +425,14 @@ impl Namespace {
             .map(|i| FileRecord {
                 fid: i.fid,
                 dir: i.parent,
-                name: i.name.to_vec(),
+                name: i.name.clone(),
                 kind: i.kind,
                 attrs: i.attrs,
                 len: i.size,
                 dcrc: i.dcrc,
-                target: i.target.as_ref().map(|t| t.to_vec()),
-                xattrs: i.xattrs.clone(),
-                links: i.links.to_vec(),
+                target: i.extras.target().map(|t| t.to_vec()),
+                xattrs: i.extras.xattrs().clone(),
+                links: i.extras.links().to_vec(),
             })
             .collect();
         files.sort_by_key(|f| f.fid);
@@ -335,7 +440,7 @@ impl Namespace {
             upto: self.last_seq,
             next_fid: self.next_fid,
             root: self.inodes[&ROOT].attrs,
-            root_xattrs: self.inodes[&ROOT].xattrs.clone(),
+            root_xattrs: self.inodes[&ROOT].extras.xattrs().clone(),
             files,
         }
     }
@@ -441,12 +546,38 @@ impl Namespace {
     pub fn list(&self, dir: Fid) -> impl Iterator<Item = (NameBytes<'_>, &Inode)> {
         self.entries.of_dir(dir).flat_map(move |(h, fid)| {
             self.inodes.get(&fid).into_iter().flat_map(move |i| {
-                let one = i.links.is_empty();
+                let one = i.extras.links().is_empty();
                 i.names()
                     .filter(move |(d, n)| *d == dir && (one || entries::hash(n) == h))
                     .map(move |(_, n)| (n, i))
             })
         })
+    }
+
+    /// What an open directory keeps of its entries (16 bytes a name, not the names): each
+    /// name's hash and file, one per name, in listing order. `named` finds a name again.
+    pub fn listing(&self, dir: Fid) -> Vec<(u64, Fid)> {
+        let mut keys = Vec::new();
+        for (h, fid, names) in self.entries.of_dir_counted(dir) {
+            keys.extend(std::iter::repeat_n((h, fid), names as usize));
+        }
+        keys
+    }
+
+    /// The `nth` (from 0) of `fid`'s names in `dir` whose hash is `hash`, as it is now: None
+    /// if the file no longer has one there.
+    pub fn named(
+        &self,
+        dir: Fid,
+        hash: u64,
+        fid: Fid,
+        nth: usize,
+    ) -> Option<(NameBytes<'_>, &Inode)> {
+        let i = self.inodes.get(&fid)?;
+        let mut names = i
+            .names()
+            .filter(|(d, n)| *d == dir && entries::hash(n) == hash);
+        names.nth(nth).map(|(_, n)| (n, i))
     }
 
     /// Every file and directory but the root.

@@ -192,6 +192,9 @@ pub struct Committed {
 
 pub(super) fn bytes_in_log(st: &State, fid: Fid) -> bool {
     st.ns.get(fid).is_some_and(|i| {
-        i.kind != Kind::File || i.content.is_some_and(|c| c.segment >= st.live.start_seq)
+        i.kind != Kind::File
+            || i.content
+                .get()
+                .is_some_and(|c| c.segment >= st.live.start_seq)
     })
 }

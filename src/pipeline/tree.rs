@@ -38,7 +38,7 @@ impl Placed {
             dir: inode.parent,
             name: inode.name.to_vec(),
             kind: inode.kind,
-            links: inode.links.clone(),
+            links: inode.extras.links().to_vec().into(),
         })
     }
 }

@@ -143,7 +143,7 @@ impl Pipeline {
     pub fn symlink_sound(&self, fid: Fid) -> Result<bool> {
         let (paths, target) = {
             let st = self.state.lock();
-            let Some(target) = st.ns.get(fid).and_then(|i| i.target.clone()) else {
+            let Some(target) = st.ns.get(fid).and_then(|i| i.extras.target().cloned()) else {
                 return Ok(true);
             };
             if !st.tree().unverified(fid) {
@@ -171,7 +171,7 @@ impl Pipeline {
 
     /// The bytes of a file's last SET, read back from the log.
     fn bytes_from_log(&self, inode: &Inode) -> Result<Vec<u8>> {
-        let Some(loc) = inode.content else {
+        let Some(loc) = inode.content.get() else {
             return self.bytes_from_patches(inode);
         };
         let segment = self

@@ -36,7 +36,7 @@ fn backing_problem(
                 return Some("not a symlink".into());
             }
             let target = disk.read_link(&path).ok()?;
-            let want = inode.target.as_deref().map(Vec::as_slice).unwrap_or(&[]);
+            let want = inode.extras.target().map_or(&[][..], |t| t.as_slice());
             (target != want).then(|| "wrong symlink target".into())
         }
         Kind::File => {
@@ -224,11 +224,12 @@ fn restore(
         return store::make_dir(disk, &layout.backing(rel));
     }
     // A symlink's target is in the namespace itself (snapshots keep it): no log needed.
-    if let (Kind::Symlink, Some(target)) = (inode.kind, &inode.target) {
+    if let (Kind::Symlink, Some(target)) = (inode.kind, inode.extras.target()) {
         return write_back(disk, layout, inode, rel, target);
     }
     let loc = inode
         .content
+        .get()
         .ok_or_else(|| err!(EIO, "the log no longer holds its bytes"))?;
     let segment = layout.log_dir().join(log::segment_name(loc.segment));
     let entry = log::read_entry_at(disk, &segment, loc.offset, max_line)?;

@@ -309,7 +309,7 @@ fn salvaged_snapshot(
     let (mut fids, mut names) = (HashSet::new(), HashSet::new());
     let mut fitting = Vec::new();
     for (offset, line, f) in read.files {
-        let mut all = std::iter::once((f.dir, f.name.clone())).chain(f.links.iter().cloned());
+        let mut all = std::iter::once((f.dir, f.name.to_vec())).chain(f.links.iter().cloned());
         if f.fid <= ROOT || !fids.insert(f.fid) || !all.all(|n| names.insert(n)) {
             let why = "the file does not fit the ones before it".to_string();
             bad.push((offset, line, why));

@@ -1,8 +1,9 @@
-//! A file's name as the namespace keeps it. Nearly every name in a store of records is
-//! `<uuid>.json` in the canonical lowercase form: 41 bytes that are 16 bytes of UUID. Those
-//! are kept as the 16 bytes, in the inode itself; any other name in an allocation of its own.
-//! At a million records that is 72 bytes less per record (a Vec's three words in the inode
-//! and a 48-byte chunk on the heap).
+//! A file's name as the namespace and a snapshot's file lines keep it. Nearly every name in a
+//! store of records is `<uuid>.json` in the canonical lowercase form: 41 bytes that are 16
+//! bytes of UUID. Those are kept as the 16 bytes, in the inode itself; any other name in an
+//! allocation of its own. At a million records that is 72 bytes less per record (a Vec's
+//! three words in the inode and a 48-byte chunk on the heap), and reading a snapshot
+//! allocates nothing for them.
 
 use std::fmt;
 use std::ops::Deref;
