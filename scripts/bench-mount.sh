@@ -92,6 +92,10 @@ for _ in $(seq "$rounds"); do
     stopped "$store"
   done
 done
+echo "== raw figures, one per round: clean mount, after kill, RSS, idle RSS, cold ls -f"
+for v in "${builds[@]}"; do
+  echo "$v: ${clean[$v]}| ${killed[$v]}| ${rss[$v]}| ${idle[$v]}| ${list[$v]}"
+done
 echo "== $records records, $rounds rounds (interleaved), medians"
 printf '%-5s %12s %12s %10s %10s %12s\n' build "clean mount" "after kill" "RSS MiB" "idle MiB" \
   "cold ls -f"
