@@ -197,7 +197,20 @@ pub fn unmount_with_helper(helper: &Path, mountpoint: &Path, lazy: bool) -> io::
 }
 
 /// fusermount3's `-o` list for a mount of `store`.
-pub fn helper_options(store: &Path, read_only: bool, allow_other: bool) -> String {
+/// The kernel's flags for the mount itself, beyond read-only (`-o nosuid,nodev,noexec`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelFlags {
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+pub fn helper_options(
+    store: &Path,
+    read_only: bool,
+    allow_other: bool,
+    flags: KernelFlags,
+) -> String {
     let mut o = format!(
         "fsname=recordfs:{},subtype=recordfs,default_permissions,noatime,{}",
         store.display(),
@@ -205,6 +218,15 @@ pub fn helper_options(store: &Path, read_only: bool, allow_other: bool) -> Strin
     );
     if allow_other {
         o.push_str(",allow_other");
+    }
+    for (on, flag) in [
+        (flags.nosuid, ",nosuid"),
+        (flags.nodev, ",nodev"),
+        (flags.noexec, ",noexec"),
+    ] {
+        if on {
+            o.push_str(flag);
+        }
     }
     o
 }

@@ -14,7 +14,18 @@ use crate::options::SyncMode;
     about = "A filesystem of JSON records: every save is atomic, durable, checked and logged.",
     long_about = "recordfs serves a directory in which every file named <uuid>.json must hold valid JSON. \
 Ordinary programs use it with plain file I/O; every change they make is committed atomically at close, \
-fsync or rename, written to a checksummed log, then to a backing file in STORE, and recovered after any crash."
+fsync or rename, written to a checksummed log, then to a backing file in STORE, and recovered after any crash.",
+    after_long_help = "Examples:
+  recordfs mount /var/lib/records /srv/records          serve a store (made if missing)
+  mount -t fuse.recordfs /var/lib/records /srv/records -o sync=fsync
+  recordfs stats /var/lib/records                       what a store holds
+  recordfs log /var/lib/records --name NAME.json | jq   one record's history
+
+Exit status:
+  0  done (check: the store is sound)
+  1  check: the store has problems, each reported; log: --name matched no entry
+  2  the command could not do its work (a bad argument or option, a store that cannot be
+     read or served); the reason is on stderr"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -79,10 +90,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script for SHELL on stdout.
+    #[command(after_long_help = "Examples:
+  recordfs completions bash > /etc/bash_completion.d/recordfs
+  recordfs completions zsh > /usr/local/share/zsh/site-functions/_recordfs
+  recordfs completions fish > ~/.config/fish/completions/recordfs.fish
+(scripts/install.sh does this for bash, zsh and fish.)")]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (recordfs.1, recordfs-mount.1, ...) into DIR.
+    #[command(hide = true)]
+    Manpages {
+        /// The directory to write them to (made if missing).
+        dir: PathBuf,
+    },
 }
 
 /// `recordfs mount`'s arguments and options.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = "Examples:
+  recordfs mount /var/lib/records /srv/records
+  recordfs mount --sync fsync --allow-other /var/lib/records /srv/records
+  recordfs mount /var/lib/records /srv/records -o sync=fsync,allow_other   (the same)
+  mount -t fuse.recordfs /var/lib/records /srv/records -o sync=fsync,nosuid,nodev
+  umount /srv/records                                  (the daemon syncs, then exits)
+
+An /etc/fstab line, then `mount /srv/records`:
+  /var/lib/records  /srv/records  fuse.recordfs  defaults,sync=fsync,nofail  0  0
+
+mount(8) runs mount.fuse3 (Debian's fuse3), which runs `recordfs STORE MOUNTPOINT -o
+OPTIONS`: recordfs must be on mount's PATH (scripts/install.sh puts it in /usr/local/bin).
+Users other than root mount through fusermount3. `recordfs mount` returns once the mount is
+live, or fails with the reason and exit status 2.")]
 pub struct MountArgs {
     /// The directory recordfs keeps the log and backing files in (created 0700 if
     /// missing; an empty directory is made a store; anything else is refused).
@@ -138,4 +180,10 @@ pub struct MountArgs {
     /// writes them by default (they are not JSON, and most other readers refuse them).
     #[arg(long)]
     pub allow_nan: bool,
+    /// Options as mount(8) and fstab give them, comma-separated, later ones winning: each
+    /// option above by its name (sync=fsync, ro or read_only, max_file_size=N, ...); nosuid,
+    /// nodev, noexec; and mount(8)'s and systemd's own (defaults, _netdev, nofail, noauto,
+    /// user, x-systemd.*, the atime ones), which change nothing here.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
 }

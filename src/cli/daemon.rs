@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::fs::RecordFs;
 use crate::fuse::{describe, Adapter};
 use crate::limits::UNMOUNT_GRACE;
-use crate::mounting::{self, Way};
+use crate::mounting::{self, KernelFlags, Way};
 use crate::options::Options;
 
 use super::MountArgs;
@@ -23,7 +23,14 @@ use super::logging::{init_daemon_logging, init_logging, release_held_log};
 
 /// `recordfs mount STORE MOUNTPOINT ...`: serves in the foreground or returns once the
 /// daemon's mount is live (clap has checked the numbers' ranges).
-pub(super) fn mount_command(args: MountArgs) -> i32 {
+pub(super) fn mount_command(mut args: MountArgs) -> i32 {
+    let flags = match super::mount_options::apply(&mut args) {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("recordfs: {e}");
+            return 2;
+        }
+    };
     let MountArgs {
         store,
         mountpoint,
@@ -40,6 +47,7 @@ pub(super) fn mount_command(args: MountArgs) -> i32 {
         verify,
         allow_open_store,
         allow_nan,
+        options: _,
     } = args;
     let opts = Options {
         sync,
@@ -60,6 +68,7 @@ pub(super) fn mount_command(args: MountArgs) -> i32 {
         opts,
         allow_other,
         threads: usize::from(threads),
+        flags,
     };
     if foreground {
         init_logging();
@@ -76,6 +85,7 @@ struct Serving {
     opts: Options,
     allow_other: bool,
     threads: usize,
+    flags: KernelFlags,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -241,6 +251,20 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
             fuser::MountOption::RW
         },
     ];
+    let KernelFlags {
+        nosuid,
+        nodev,
+        noexec,
+    } = m.flags;
+    for (on, option) in [
+        (nosuid, fuser::MountOption::NoSuid),
+        (nodev, fuser::MountOption::NoDev),
+        (noexec, fuser::MountOption::NoExec),
+    ] {
+        if on {
+            config.mount_options.push(option);
+        }
+    }
     if m.allow_other {
         config.acl = fuser::SessionACL::All;
     }
@@ -250,7 +274,8 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         Way::Direct => fuser::Session::new(adapter, &mountpoint, &config)
             .map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display())),
         Way::Fusermount(helper) => {
-            let options = mounting::helper_options(&store, m.opts.read_only, m.allow_other);
+            let options =
+                mounting::helper_options(&store, m.opts.read_only, m.allow_other, m.flags);
             mounting::mount_with_helper(helper, &mountpoint, &options)
                 .map_err(|e| describe(&e))
                 .and_then(|fd| {

@@ -2,10 +2,12 @@
 
 mod args;
 mod daemon;
+mod docs;
 mod logging;
+mod mount_options;
 mod tools;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 pub use args::{Cli, Command, MountArgs};
 
@@ -14,7 +16,13 @@ pub fn main() -> i32 {
     // modes it asks for (0600, 0700): a umask may narrow them, which would lock the daemon out
     // of its own files, never widen them.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    match Cli::parse().command {
+    let commands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+    let argv = mount_options::helper_form(std::env::args_os().collect(), &commands);
+    match Cli::parse_from(argv).command {
         Command::Mount(args) => daemon::mount_command(args),
         Command::Check { store } => tools::check_command(&store),
         Command::Log {
@@ -30,5 +38,7 @@ pub fn main() -> i32 {
         } => tools::compact_command(&store, keep_logs, allow_open_store),
         Command::Rejected { store, json } => tools::rejected_command(&store, json),
         Command::Stats { store, json } => tools::stats_command(&store, json),
+        Command::Completions { shell } => docs::completions_command(shell),
+        Command::Manpages { dir } => docs::manpages_command(&dir),
     }
 }
