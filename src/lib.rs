@@ -42,5 +42,6 @@ pub mod progress;
 pub mod record;
 pub mod recovery;
 pub mod store;
+pub mod transfer;
 pub mod types;
 pub mod view;

@@ -90,6 +90,60 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring records in from one file: a JSON object keyed by UUID, a JSON array of objects
+    /// whose --id field is the UUID, or JSON lines of such objects. The whole input is
+    /// checked before anything is written. Works on a mounted store too (through its mount).
+    #[command(after_long_help = "Examples:
+  recordfs import /var/lib/records players.json                 {\"<uuid>\": {...}, ...}
+  recordfs import /var/lib/records players.json --id player_id  [{\"player_id\": \"<uuid>\", ...}, ...]
+  recordfs import /var/lib/records events.jsonl --dir events    one object per line
+
+Each record becomes DIR/<uuid>.json holding the record's bytes exactly as the input spells
+them. A file written by `recordfs export` imports to the same records, and exports again to
+the same bytes.
+
+Exit status: 0 every record imported; 1 the input was refused (which line, index or key,
+and why; nothing was imported), or a record exists without --replace; 2 the store could not
+take them (how many it took is said).")]
+    Import {
+        /// The store to import into (mounted or not).
+        store: PathBuf,
+        /// The file to read (- for standard input).
+        file: PathBuf,
+        /// object, array or lines (by default: lines for *.jsonl and *.ndjson, else array
+        /// when the input starts with [, else object).
+        #[arg(long)]
+        format: Option<String>,
+        /// The field of each record that holds its UUID (array and lines).
+        #[arg(long, default_value = "id")]
+        id: String,
+        /// The directory of the store the records go in (made if missing).
+        #[arg(long, default_value = "")]
+        dir: String,
+        /// Replace records that exist (otherwise one that exists refuses the import).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Write every record (<uuid>.json) of a directory of the store to one file, by name:
+    /// a JSON object keyed by UUID, a JSON array, or JSON lines. Works on a mounted store too.
+    #[command(after_long_help = "Examples:
+  recordfs export /var/lib/records players.json
+  recordfs export /var/lib/records events.jsonl --dir events
+  recordfs export /var/lib/records --format array | jq length
+
+Exit status: 0 written; 2 the store could not be read or the file written.")]
+    Export {
+        /// The store to export from (mounted or not).
+        store: PathBuf,
+        /// The file to write (standard output without it, or with -).
+        file: Option<PathBuf>,
+        /// object, array or lines (by default: lines for *.jsonl and *.ndjson, else object).
+        #[arg(long)]
+        format: Option<String>,
+        /// The directory of the store whose records to write.
+        #[arg(long, default_value = "")]
+        dir: String,
+    },
     /// Print the shell completion script for SHELL on stdout.
     #[command(after_long_help = "Examples:
   recordfs completions bash > /etc/bash_completion.d/recordfs

@@ -31,6 +31,14 @@ impl Write for HeldStderr {
     }
 }
 
+/// For commands whose output is their result (import, export): the store's own news
+/// (recovery, compaction) only when RUST_LOG asks for it; warnings and errors always.
+pub(super) fn init_quiet_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+}
+
 pub(super) fn init_daemon_logging() {
     *HELD_LOG.lock() = Some(Vec::new());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

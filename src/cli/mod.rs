@@ -6,6 +6,7 @@ mod docs;
 mod logging;
 mod mount_options;
 mod tools;
+mod transfer;
 
 use clap::{CommandFactory, Parser};
 
@@ -38,6 +39,20 @@ pub fn main() -> i32 {
         } => tools::compact_command(&store, keep_logs, allow_open_store),
         Command::Rejected { store, json } => tools::rejected_command(&store, json),
         Command::Stats { store, json } => tools::stats_command(&store, json),
+        Command::Import {
+            store,
+            file,
+            format,
+            id,
+            dir,
+            replace,
+        } => transfer::import_command(&store, &file, format.as_deref(), &id, &dir, replace),
+        Command::Export {
+            store,
+            file,
+            format,
+            dir,
+        } => transfer::export_command(&store, file.as_deref(), format.as_deref(), &dir),
         Command::Completions { shell } => docs::completions_command(shell),
         Command::Manpages { dir } => docs::manpages_command(&dir),
     }

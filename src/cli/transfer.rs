@@ -1,0 +1,318 @@
+//! `recordfs import` and `recordfs export` (the formats are `crate::transfer`'s). A store
+//! that is not mounted is opened here, with `--sync never` and one sync at the end; a mounted
+//! one is reached through its mount, so that its daemon commits every record as it would any
+//! other save.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{err, Error, Result};
+use crate::fs::RecordFs;
+use crate::fuse::describe;
+use crate::options::{Options, SyncMode};
+use crate::progress::Progress;
+use crate::store::Layout;
+use crate::transfer::{self, Format, Record};
+use crate::types::{Fid, Kind, ROOT};
+
+use super::logging::init_quiet_logging;
+
+/// Where the records go or come from: a store opened here, or a mount of it.
+enum Place {
+    Core(Box<RecordFs>, Fid),
+    Mount(PathBuf),
+}
+
+/// Opens the store, or finds its mount; `dir` (a path under the store's root) is made when
+/// `make` and missing.
+fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
+    let opts = Options {
+        sync: SyncMode::Never,
+        read_only,
+        ..Options::default()
+    };
+    match RecordFs::start(store, opts) {
+        Ok(fs) => {
+            let mut at = ROOT;
+            for part in dir.split('/').filter(|p| !p.is_empty()) {
+                at = match fs.lookup(at, part.as_bytes()) {
+                    Ok(s) if s.kind == Kind::Dir => s.ino,
+                    Ok(_) => return Err(err!(ENOTDIR, "{dir}: {part} is not a directory")),
+                    Err(e) if e.errno == libc::ENOENT && !read_only => {
+                        let (s, t) = fs.mkdir(at, part.as_bytes(), 0o755, 0, 0)?;
+                        fs.wait(t)?;
+                        s.ino
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            Ok(Place::Core(Box::new(fs), at))
+        }
+        Err(e) if e.errno == libc::EBUSY => match crate::store::served_at(&Layout::new(store)) {
+            Some(mnt) => {
+                let path = mnt.join(dir.trim_start_matches('/'));
+                if !read_only {
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| Error::io(format!("making {}", path.display()), &e))?;
+                }
+                Ok(Place::Mount(path))
+            }
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+fn named_format(name: &str, id: &str) -> Result<Format> {
+    Ok(match name {
+        "object" => Format::Object,
+        "array" => Format::Array { id: id.to_owned() },
+        "lines" => Format::Lines { id: id.to_owned() },
+        other => {
+            return Err(err!(
+                EINVAL,
+                "--format {other}: one of object, array, lines"
+            ))
+        }
+    })
+}
+
+/// JSON lines for a file named *.jsonl or *.ndjson.
+fn is_lines(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("jsonl" | "ndjson")
+    )
+}
+
+/// The input's format: --format, else by its name (JSON lines), else by its first character.
+fn input_format(name: Option<&str>, id: &str, path: &Path, bytes: &[u8]) -> Result<Format> {
+    let by_content = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => "array",
+        _ => "object",
+    };
+    let guess = if is_lines(path) { "lines" } else { by_content };
+    named_format(name.unwrap_or(guess), id)
+}
+
+/// `recordfs import STORE FILE`: exit 0 when every record is in, 1 when the input is refused
+/// (nothing written), 2 when the store cannot take them (saying how many it took).
+pub(super) fn import_command(
+    store: &Path,
+    file: &Path,
+    format: Option<&str>,
+    id: &str,
+    dir: &str,
+    replace: bool,
+) -> i32 {
+    init_quiet_logging();
+    crate::progress::enable_on_terminal();
+    let read = if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map(|_| bytes)
+    } else {
+        std::fs::read(file)
+    };
+    let input = match read {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("recordfs import: reading {}: {e}", file.display());
+            return 2;
+        }
+    };
+    let records = match input_format(format, id, file, &input)
+        .map_err(|e| e.reason)
+        .and_then(|f| transfer::parse(&input, &f))
+    {
+        Ok(records) => records,
+        Err(why) => {
+            eprintln!(
+                "recordfs import: {}: {why}; nothing was imported",
+                file.display()
+            );
+            return 1;
+        }
+    };
+    let place = match open(store, dir, false) {
+        Ok(place) => place,
+        Err(e) => {
+            eprintln!("recordfs import: {}: {}", store.display(), describe(&e));
+            return 2;
+        }
+    };
+    let (done, result) = import_into(&place, &records, replace);
+    let stopped = match place {
+        Place::Core(fs, _) => fs.shutdown(),
+        Place::Mount(_) => Ok(()),
+    };
+    match result.and(stopped) {
+        Ok(()) => {
+            println!("imported {done} records into {}", store.display());
+            0
+        }
+        Err(e) if done == 0 => {
+            eprintln!("recordfs import: {}; nothing was imported", describe(&e));
+            if e.errno == libc::EEXIST {
+                1
+            } else {
+                2
+            }
+        }
+        Err(e) => {
+            let next = &records[done].name;
+            eprintln!(
+                "recordfs import: {next}: {}; the {done} records before it in the input are \
+                 imported, it and the {} after it are not",
+                describe(&e),
+                records.len() - done - 1
+            );
+            2
+        }
+    }
+}
+
+/// Writes the records; how many went in, and the error that stopped it.
+fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Result<()>) {
+    // Every name checked before the first write: a refusal changes nothing.
+    if !replace {
+        let exists = |r: &Record| match place {
+            Place::Core(fs, dir) => fs.lookup(*dir, r.name.as_bytes()).is_ok(),
+            Place::Mount(dir) => dir.join(&r.name).symlink_metadata().is_ok(),
+        };
+        if let Some(r) = records.iter().find(|r| exists(r)) {
+            return (
+                0,
+                Err(err!(EEXIST, "{} exists (--replace replaces)", r.name)),
+            );
+        }
+    }
+    let mut progress = Progress::new("importing", records.len() as u64);
+    for (done, r) in records.iter().enumerate() {
+        let put = match place {
+            Place::Core(fs, dir) => put(fs, *dir, r),
+            Place::Mount(dir) => std::fs::write(dir.join(&r.name), &r.bytes)
+                .map_err(|e| Error::io(format!("writing {}", r.name), &e)),
+        };
+        if let Err(e) = put {
+            return (done, Err(e));
+        }
+        progress.tick();
+    }
+    (records.len(), Ok(()))
+}
+
+fn put(fs: &RecordFs, dir: Fid, r: &Record) -> Result<()> {
+    let flags = libc::O_WRONLY | libc::O_TRUNC;
+    let fh = match fs.lookup(dir, r.name.as_bytes()) {
+        Ok(s) => fs.open(s.ino, flags)?.0,
+        Err(e) if e.errno == libc::ENOENT => {
+            fs.create(dir, r.name.as_bytes(), 0o644, 0, 0, flags)?.1
+        }
+        Err(e) => return Err(e),
+    };
+    let written = fs
+        .write(fh, 0, &r.bytes)
+        .and_then(|_| fs.flush(fh))
+        .and_then(|t| fs.wait(t));
+    fs.release(fh);
+    written
+}
+
+/// `recordfs export STORE [FILE]`: exit 0 with every record written, 2 when it cannot.
+pub(super) fn export_command(
+    store: &Path,
+    file: Option<&Path>,
+    format: Option<&str>,
+    dir: &str,
+) -> i32 {
+    init_quiet_logging();
+    crate::progress::enable_on_terminal();
+    let path = file.unwrap_or(Path::new("-"));
+    let guess = if is_lines(path) { "lines" } else { "object" };
+    let format = match named_format(format.unwrap_or(guess), "id") {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("recordfs export: {}", e.reason);
+            return 2;
+        }
+    };
+    let records = match open(store, dir, true).and_then(|place| {
+        let records = export_from(&place);
+        if let Place::Core(fs, _) = place {
+            fs.shutdown()?;
+        }
+        records
+    }) {
+        Ok(records) => records,
+        Err(e) => {
+            eprintln!("recordfs export: {}: {}", store.display(), describe(&e));
+            return 2;
+        }
+    };
+    let bytes = transfer::render(&records, &format);
+    let written = match file {
+        None => std::io::stdout().lock().write_all(&bytes),
+        Some(f) if f == Path::new("-") => std::io::stdout().lock().write_all(&bytes),
+        Some(f) => std::fs::write(f, &bytes),
+    };
+    if let Err(e) = written {
+        eprintln!("recordfs export: writing {}: {e}", path.display());
+        return 2;
+    }
+    if file.is_some_and(|f| f != Path::new("-")) {
+        println!(
+            "exported {} records from {}",
+            records.len(),
+            store.display()
+        );
+    }
+    0
+}
+
+/// Every record in the place's directory, by name.
+fn export_from(place: &Place) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    match place {
+        Place::Core(fs, dir) => {
+            let dh = fs.opendir(*dir)?;
+            let entries = fs.readdir(dh, 2);
+            fs.releasedir(dh);
+            let mut entries: Vec<_> = entries?
+                .into_iter()
+                .filter(|e| e.kind == Kind::File && transfer::is_exported(&e.name))
+                .collect();
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut progress = Progress::new("exporting", entries.len() as u64);
+            for e in entries {
+                let (fh, ..) = fs.open(e.ino, libc::O_RDONLY)?;
+                let size = fs.getattr(e.ino, Some(fh))?.size;
+                let bytes = fs.read(fh, 0, size as u32);
+                fs.release(fh);
+                records.push(Record {
+                    name: String::from_utf8_lossy(&e.name).into_owned(),
+                    bytes: bytes?,
+                });
+                progress.tick();
+            }
+        }
+        Place::Mount(dir) => {
+            let listing = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
+            let mut names: Vec<String> = listing
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| transfer::is_exported(n.as_bytes()))
+                .collect();
+            names.sort();
+            let mut progress = Progress::new("exporting", names.len() as u64);
+            for name in names {
+                let bytes = std::fs::read(dir.join(&name))
+                    .map_err(|e| Error::io(format!("reading {name}"), &e))?;
+                records.push(Record { name, bytes });
+                progress.tick();
+            }
+        }
+    }
+    Ok(records)
+}
