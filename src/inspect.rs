@@ -26,7 +26,7 @@ pub struct LogFilter {
 }
 
 /// A directory entry: the directory's fid and a name in it.
-type Place<'a> = (Fid, &'a [u8]);
+pub(crate) type Place<'a> = (Fid, &'a [u8]);
 
 impl LogFilter {
     fn keeps(&self, seq: Seq, op: &Op, place: Option<Place>, fids: &HashSet<Fid>) -> bool {
@@ -44,7 +44,7 @@ impl LogFilter {
 
 /// The directory entry `path` names: its last name in the directory its other names lead to
 /// now (the root for a bare name). ENOENT if one of those directories does not exist.
-fn place_of<'a>(disk: &dyn Disk, layout: &Layout, path: &'a [u8]) -> Result<Place<'a>> {
+pub(crate) fn place_of<'a>(disk: &dyn Disk, layout: &Layout, path: &'a [u8]) -> Result<Place<'a>> {
     let Some(slash) = path.iter().rposition(|b| *b == b'/') else {
         return Ok((ROOT, path));
     };
@@ -70,14 +70,17 @@ fn place_of<'a>(disk: &dyn Disk, layout: &Layout, path: &'a [u8]) -> Result<Plac
 }
 
 /// The kept old segments (log/old/), then the live ones: the whole history there is.
-fn all_segments(disk: &dyn Disk, layout: &Layout) -> Result<Vec<(Seq, std::path::PathBuf)>> {
+pub(crate) fn all_segments(
+    disk: &dyn Disk,
+    layout: &Layout,
+) -> Result<Vec<(Seq, std::path::PathBuf)>> {
     let mut all = crate::log::old_segments(disk, layout)?;
     all.extend(list_segments(disk, &layout.log_dir())?);
     Ok(all)
 }
 
 /// The files that ever held `place` (a first pass over the log).
-fn files_named(disk: &dyn Disk, layout: &Layout, place: Place) -> Result<HashSet<Fid>> {
+pub(crate) fn files_named(disk: &dyn Disk, layout: &Layout, place: Place) -> Result<HashSet<Fid>> {
     let mut fids = HashSet::new();
     for (_, path) in all_segments(disk, layout)? {
         for_each_line(disk, &path, LONGEST_LINE, |offset, line| {
@@ -187,6 +190,12 @@ pub struct Stats {
     /// Old segments kept in log/old/, and the bytes of everything there.
     pub kept_old_logs: u64,
     pub kept_old_log_bytes: u64,
+    /// The first entry of the oldest segment kept, and its time: `history`, `show` and
+    /// `restore` reach back to it. It moves forward only when a compaction retires a segment
+    /// past `--keep-logs`.
+    pub history_from_seq: Option<Seq>,
+    pub history_from_time: Option<u64>,
+    pub history_from_at: Option<String>,
 }
 
 pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
@@ -240,6 +249,18 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
             s.kept_old_log_bytes += disk.stat(&path).map(|st| st.len).unwrap_or(0);
         }
     }
+    if let Some((_, oldest)) = all_segments(disk, layout)?.first() {
+        for_each_line(disk, oldest, LONGEST_LINE, |offset, line| {
+            if offset > 0 && s.history_from_seq.is_none() {
+                if let Ok(e) = decode_entry(line) {
+                    s.history_from_seq = Some(e.seq);
+                    s.history_from_time = Some(e.ts);
+                    s.history_from_at = Some(Time::from_millis(e.ts).iso8601());
+                }
+            }
+            Ok(())
+        })?;
+    }
     for (_, path) in list_segments(disk, &layout.log_dir())? {
         s.log_segments += 1;
         s.log_bytes += disk
@@ -257,6 +278,10 @@ impl Stats {
             (Some(seq), Some(at)) => format!("entry {seq} at {at} (UTC)"),
             _ => "none yet".into(),
         };
+        let history = match (self.history_from_seq, &self.history_from_at) {
+            (Some(seq), Some(at)) => format!("from entry {seq} at {at} (UTC), the oldest kept"),
+            _ => "none yet".into(),
+        };
         let mut collections = String::new();
         for (name, c) in &self.collections {
             collections += &format!(
@@ -265,7 +290,7 @@ impl Stats {
             );
         }
         format!(
-            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  directories  {}\n{collections}  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {} segments, {} bytes in log/old/\n",
+            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  directories  {}\n{collections}  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {} segments, {} bytes in log/old/\n  history      {history}\n",
             String::from_utf8_lossy(store.as_os_str().as_bytes()),
             self.records,
             self.record_bytes,

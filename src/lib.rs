@@ -28,6 +28,7 @@ pub mod disk;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod history;
 pub mod inspect;
 pub mod limits;
 pub mod log;

@@ -98,6 +98,47 @@ impl Time {
     }
 }
 
+/// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS[.mmm]Z` (what `iso8601`
+/// prints; UTC only). None for anything else.
+pub fn parse_iso8601(text: &str) -> Option<u64> {
+    let t = text.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let num = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let (hms, ms) = match time.split_once('.') {
+        Some((hms, frac)) if frac.len() == 3 => (hms, num(frac)?),
+        Some(_) => return None,
+        None => (time, 0),
+    };
+    let mut h = hms.splitn(3, ':');
+    let (hh, mm, ss) = (num(h.next()?)?, num(h.next()?)?, num(h.next()?)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(y), m, day);
+    // A day past the month's end (February 30) comes back as another date: refused.
+    if civil_from_days(days) != (i64::from(y), m, day) || days < 0 {
+        return None;
+    }
+    let secs = days as u64 * 86_400 + u64::from(hh * 3600 + mm * 60 + ss);
+    Some(secs * 1000 + u64::from(ms))
+}
+
+/// The day counted from 1970-01-01 of a proleptic Gregorian date (Hinnant's
+/// `days_from_civil`, the inverse of `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, http://howardhinnant.github.io/date_algorithms.html).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -152,6 +193,24 @@ mod tests {
         assert_eq!(t(1_796_095_309, 603_000_000), "2026-12-01T03:21:49.603Z");
         assert_eq!(t(951_782_400, 0), "2000-02-29T00:00:00.000Z");
         assert_eq!(t(-1, 0), "1969-12-31T23:59:59.000Z");
+        for ms in [0u64, 1_796_095_309_603, 951_782_400_000, 4_102_444_799_999] {
+            let printed = Time::from_millis(ms).iso8601();
+            assert_eq!(parse_iso8601(&printed), Some(ms), "{printed}");
+        }
+        assert_eq!(
+            parse_iso8601("2026-12-01T03:21:49Z"),
+            Some(1_796_095_309_000)
+        );
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-12-01T03:21:49",
+            "2026-12-01 03:21:49Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T03:21:49.6Z",
+            "x",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
         assert_eq!(
             Time::from_millis(1_796_095_309_603).iso8601(),
             t(1_796_095_309, 603_000_000)

@@ -144,6 +144,61 @@ Exit status: 0 written; 2 the store could not be read or the file written.")]
         #[arg(long, default_value = "")]
         dir: String,
     },
+    /// List a name's versions that the kept log holds: entry, time, operation, size.
+    #[command(after_long_help = "Examples:
+  recordfs history /var/lib/records players/<uuid>.json
+  recordfs history /var/lib/records <uuid>.json --json | jq -r .seq
+
+A version is what the name held after an entry: a save (SET or PATCH), a file renamed or
+linked onto it (RENAME, LINK), or the name removed or renamed away (DELETE, RENAME; size -).
+History reaches back to the oldest log segment kept (--keep-logs; `recordfs stats` says how
+far). Works on a mounted store too.
+
+Exit status: 0 listed; 1 the kept log has no version of the name; 2 an error.")]
+    History {
+        /// The store (mounted or not).
+        store: PathBuf,
+        /// The path in the store (names joined by /, as the directories are called now).
+        name: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a version of a name: the latest, or the one current at an entry or a time.
+    #[command(after_long_help = "Examples:
+  recordfs show /var/lib/records <uuid>.json --at 4711
+  recordfs show /var/lib/records <uuid>.json --at 2026-12-04T08:17:13.520Z | jq .
+
+Exit status: 0 printed; 1 no such version (the name did not exist then, or the kept log no
+longer holds its bytes: the message says which); 2 an error.")]
+    Show {
+        /// The store (mounted or not).
+        store: PathBuf,
+        /// The path in the store.
+        name: String,
+        /// An entry's sequence number, or a time in ISO 8601 UTC as `history` prints it.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Save a version of a name again (also of one since deleted), as an ordinary save:
+    /// through the daemon when the store is mounted.
+    #[command(after_long_help = "Examples:
+  recordfs history /var/lib/records <uuid>.json
+  recordfs restore /var/lib/records <uuid>.json --at 4711
+
+The restored bytes become a new version (a record must still be valid JSON). The versions
+after the one restored stay in the history.
+
+Exit status: 0 restored; 1 no such version; 2 an error (the save refused, the store).")]
+    Restore {
+        /// The store (mounted or not).
+        store: PathBuf,
+        /// The path in the store (its directories are made if they are gone).
+        name: String,
+        /// An entry's sequence number, or a time in ISO 8601 UTC.
+        #[arg(long)]
+        at: String,
+    },
     /// Print the shell completion script for SHELL on stdout.
     #[command(after_long_help = "Examples:
   recordfs completions bash > /etc/bash_completion.d/recordfs

@@ -3,6 +3,7 @@
 mod args;
 mod daemon;
 mod docs;
+mod history;
 mod logging;
 mod mount_options;
 mod tools;
@@ -53,6 +54,9 @@ pub fn main() -> i32 {
             format,
             dir,
         } => transfer::export_command(&store, file.as_deref(), format.as_deref(), &dir),
+        Command::History { store, name, json } => history::history_command(&store, &name, json),
+        Command::Show { store, name, at } => history::show_command(&store, &name, at.as_deref()),
+        Command::Restore { store, name, at } => history::restore_command(&store, &name, &at),
         Command::Completions { shell } => docs::completions_command(shell),
         Command::Manpages { dir } => docs::manpages_command(&dir),
     }

@@ -32,22 +32,13 @@ fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
         ..Options::default()
     };
     match RecordFs::start(store, opts) {
-        Ok(fs) => {
-            let mut at = ROOT;
-            for part in dir.split('/').filter(|p| !p.is_empty()) {
-                at = match fs.lookup(at, part.as_bytes()) {
-                    Ok(s) if s.kind == Kind::Dir => s.ino,
-                    Ok(_) => return Err(err!(ENOTDIR, "{dir}: {part} is not a directory")),
-                    Err(e) if e.errno == libc::ENOENT && !read_only => {
-                        let (s, t) = fs.mkdir(at, part.as_bytes(), 0o755, 0, 0)?;
-                        fs.wait(t)?;
-                        s.ino
-                    }
-                    Err(e) => return Err(e),
-                };
+        Ok(fs) => match directory(&fs, dir, !read_only) {
+            Ok(at) => Ok(Place::Core(Box::new(fs), at)),
+            Err(e) => {
+                let _ = fs.shutdown();
+                Err(e)
             }
-            Ok(Place::Core(Box::new(fs), at))
-        }
+        },
         Err(e) if e.errno == libc::EBUSY => match crate::store::served_at(&Layout::new(store)) {
             Some(mnt) => {
                 let path = mnt.join(dir.trim_start_matches('/'));
@@ -61,6 +52,25 @@ fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
         },
         Err(e) => Err(e),
     }
+}
+
+/// The directory `path` (names joined by `/`) under the store's root, made (0755) where
+/// missing when `make`.
+pub(super) fn directory(fs: &RecordFs, path: &str, make: bool) -> Result<Fid> {
+    let mut at = ROOT;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        at = match fs.lookup(at, part.as_bytes()) {
+            Ok(s) if s.kind == Kind::Dir => s.ino,
+            Ok(_) => return Err(err!(ENOTDIR, "{path}: {part} is not a directory")),
+            Err(e) if e.errno == libc::ENOENT && make => {
+                let (s, t) = fs.mkdir(at, part.as_bytes(), 0o755, 0, 0)?;
+                fs.wait(t)?;
+                s.ino
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(at)
 }
 
 fn named_format(name: &str, id: &str) -> Result<Format> {
@@ -189,7 +199,7 @@ fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Resu
     let mut progress = Progress::new("importing", records.len() as u64);
     for (done, r) in records.iter().enumerate() {
         let put = match place {
-            Place::Core(fs, dir) => put(fs, *dir, r),
+            Place::Core(fs, dir) => put(fs, *dir, &r.name, &r.bytes),
             Place::Mount(dir) => std::fs::write(dir.join(&r.name), &r.bytes)
                 .map_err(|e| Error::io(format!("writing {}", r.name), &e)),
         };
@@ -201,17 +211,16 @@ fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Resu
     (records.len(), Ok(()))
 }
 
-fn put(fs: &RecordFs, dir: Fid, r: &Record) -> Result<()> {
+/// Saves `bytes` as `name` in `dir`: a new file (0644), or the file there rewritten.
+pub(super) fn put(fs: &RecordFs, dir: Fid, name: &str, bytes: &[u8]) -> Result<()> {
     let flags = libc::O_WRONLY | libc::O_TRUNC;
-    let fh = match fs.lookup(dir, r.name.as_bytes()) {
+    let fh = match fs.lookup(dir, name.as_bytes()) {
         Ok(s) => fs.open(s.ino, flags)?.0,
-        Err(e) if e.errno == libc::ENOENT => {
-            fs.create(dir, r.name.as_bytes(), 0o644, 0, 0, flags)?.1
-        }
+        Err(e) if e.errno == libc::ENOENT => fs.create(dir, name.as_bytes(), 0o644, 0, 0, flags)?.1,
         Err(e) => return Err(e),
     };
     let written = fs
-        .write(fh, 0, &r.bytes)
+        .write(fh, 0, bytes)
         .and_then(|_| fs.flush(fh))
         .and_then(|t| fs.wait(t));
     fs.release(fh);
