@@ -38,6 +38,12 @@ pub enum Command {
     Mount(MountArgs),
     /// Verify a store offline: every log checksum, every backing file against the log.
     /// Exits 0 when sound, 1 with a report when anything is wrong, 2 when it cannot check.
+    #[command(after_long_help = "Examples:
+  recordfs check /var/lib/records          (the store not mounted: umount it first)
+  recordfs check /var/lib/records || recordfs mount --salvage /var/lib/records /srv/records
+
+Exit status: 0 sound; 1 problems, a line each (what, where, and what to do); 2 it could not
+check (not a store, or mounted).")]
     Check {
         /// The store to check (not mounted).
         store: PathBuf,
@@ -45,6 +51,11 @@ pub enum Command {
     /// Print the log's entries, one JSON object per line as stored (for jq): a record's
     /// history with --name. Works on a mounted store too. Exits 1 when --name matches no
     /// entry (saying so on stderr), 2 on an error.
+    #[command(after_long_help = "Examples:
+  recordfs log /var/lib/records --since 4700 | jq -c '{seq, op, name}'
+  recordfs log /var/lib/records --name players/<uuid>.json | jq -r .op
+
+Exit status: 0 printed; 1 --name matched no entry; 2 an error (not a store).")]
     Log {
         /// The store whose log to print (mounted or not).
         store: PathBuf,
@@ -61,6 +72,11 @@ pub enum Command {
     },
     /// Compact a store that is not mounted: write a snapshot, start a new log segment, and
     /// move the old segments to STORE/log/old/ (the newest --keep-logs are kept).
+    #[command(after_long_help = "Examples:
+  recordfs compact /var/lib/records                 (mounted: its daemon is asked to)
+  recordfs compact /var/lib/records --keep-logs 10  (keep more history: see `recordfs stats`)
+
+Exit status: 0 compacted (or asked); 2 an error.")]
     Compact {
         /// The store to compact (a mounted one's daemon is asked to).
         store: PathBuf,
@@ -74,6 +90,11 @@ pub enum Command {
     /// List the saves refused as invalid JSON that the store keeps (the newest 256): when,
     /// which file, the parser's line, column and words, and where the refused bytes are.
     /// Works on a mounted store too.
+    #[command(after_long_help = "Examples:
+  recordfs rejected /var/lib/records
+  recordfs rejected /var/lib/records --json | jq -r .name
+
+Exit status: 0 listed (also when there is none); 2 an error (not a store).")]
     Rejected {
         /// The store whose refusals to list.
         store: PathBuf,
@@ -83,6 +104,11 @@ pub enum Command {
     },
     /// Count records and plain files (and their bytes), the log's size and entries, and the
     /// last checkpoint. Works on a mounted store too.
+    #[command(after_long_help = "Examples:
+  recordfs stats /var/lib/records
+  recordfs stats /var/lib/records --json | jq .records
+
+Exit status: 0 printed; 2 an error (not a store).")]
     Stats {
         /// The store to describe (mounted or not).
         store: PathBuf,
