@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use serde_json::value::RawValue;
 
 use crate::limits::DEFAULT_MAX_FILE_SIZE;
+use crate::record::is_record_name;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -41,8 +42,13 @@ pub fn parse(input: &[u8], format: &Format) -> Result<Vec<Record>, String> {
     let mut seen = BTreeSet::new();
     let mut records = Vec::new();
     let mut add = |id: &str, bytes: &[u8], at: &dyn Fn() -> String| -> Result<(), String> {
-        if uuid::Uuid::try_parse(id).is_err() {
-            return Err(format!("{}: the id {id:?} is not a UUID", at()));
+        let name = format!("{id}.json");
+        if !is_record_name(name.as_bytes()) {
+            return Err(format!(
+                "{}: the id {id:?} is not a UUID as record names spell one (lowercase, \
+                 8-4-4-4-12 hex digits)",
+                at()
+            ));
         }
         if bytes.len() as u64 > DEFAULT_MAX_FILE_SIZE {
             return Err(format!("{}: the record is larger than a file may be", at()));
@@ -51,7 +57,7 @@ pub fn parse(input: &[u8], format: &Format) -> Result<Vec<Record>, String> {
             return Err(format!("{}: the id {id} comes twice", at()));
         }
         records.push(Record {
-            name: format!("{id}.json"),
+            name,
             bytes: bytes.to_vec(),
         });
         Ok(())
@@ -193,12 +199,55 @@ fn on_one_line(json: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether `name` is one an export takes: `<uuid>.json`.
+/// Every regular file under `dir`, by its path relative to it (names joined by `/`), in
+/// name order: what `import DIR` brings in, and an export of a mounted store reads. A file
+/// named as a record must hold valid JSON. Anything but regular files and directories is
+/// refused by path when `strict` (a tree is copied as files, not as links or devices), else
+/// left out. Empty directories are not kept.
+pub fn read_tree(dir: &std::path::Path, strict: bool) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), String::new())];
+    while let Some((path, rel)) = todo.pop() {
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e
+                .file_name()
+                .into_string()
+                .map_err(|n| format!("{}: {n:?} is not UTF-8", path.display()))?;
+            let here = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let kind = e.file_type().map_err(|err| format!("{here}: {err}"))?;
+            if kind.is_dir() {
+                todo.push((e.path(), here));
+            } else if kind.is_file() {
+                let bytes = std::fs::read(e.path()).map_err(|err| format!("{here}: {err}"))?;
+                if bytes.len() as u64 > DEFAULT_MAX_FILE_SIZE {
+                    return Err(format!("{here}: larger than a file may be"));
+                }
+                if is_record_name(name.as_bytes()) {
+                    crate::record::validate_record(&bytes, false)
+                        .map_err(|err| format!("{here}: {}", err.reason))?;
+                }
+                out.push(Record { name: here, bytes });
+            } else if strict {
+                return Err(format!("{here}: not a regular file or a directory"));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Whether `name` is one an export takes: a record's, `<uuid>.json`.
 pub fn is_exported(name: &[u8]) -> bool {
-    std::str::from_utf8(name)
-        .ok()
-        .and_then(|n| n.strip_suffix(".json"))
-        .is_some_and(|id| uuid::Uuid::try_parse(id).is_ok())
+    is_record_name(name)
 }
 
 #[cfg(test)]
@@ -239,6 +288,11 @@ mod tests {
     fn bad_input_is_refused_naming_where() {
         let id = || "id".to_owned();
         for (text, format, words) in [
+            (
+                format!("{{\"{}\": {{}}}}", A.to_uppercase()),
+                Format::Object,
+                "is not a UUID as record names spell one",
+            ),
             (
                 format!("{{\"{A}\": {{}}, \"nope\": 1}}"),
                 Format::Object,

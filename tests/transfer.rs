@@ -164,3 +164,67 @@ fn a_bad_input_imports_nothing_and_says_where() {
     let out = recordfs(&["export", s(&env.store)]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), changed);
 }
+
+/// A directory tree in (records and plain files, nested), the tree out again (`--format
+/// dir`), equal file for file, from the store and from its mount; a tree holding a symlink or
+/// a record that is not JSON is refused by path, with nothing imported.
+#[test]
+fn a_directory_tree_goes_in_and_comes_out_the_same() {
+    let env = Env::new();
+    let tree = env.dir.path().join("tree");
+    fs::create_dir_all(tree.join("players/eu")).unwrap();
+    fs::write(
+        tree.join(format!("players/eu/{}.json", uuid(1))),
+        "{\"eu\": 1}",
+    )
+    .unwrap();
+    fs::write(tree.join(format!("players/{}.json", uuid(2))), "[2]\n").unwrap();
+    fs::write(tree.join("README.txt"), "not a record\n").unwrap();
+    let out = recordfs(&["import", s(&env.store), s(&tree)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let diff = |a: &Path, b: &Path| {
+        let out = Command::new("diff")
+            .arg("-r")
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let back = env.dir.path().join("back");
+    let out = recordfs(&["export", s(&env.store), s(&back), "--format", "dir"]);
+    assert!(out.status.success(), "{}", text(&out));
+    diff(&tree, &back);
+    let m = env.mount(&[]);
+    diff(&tree, &env.mnt);
+    let again = env.dir.path().join("again");
+    let out = recordfs(&[
+        "export",
+        s(&env.store),
+        s(&again),
+        "--format",
+        "dir",
+        "--dir",
+        "players",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    diff(&tree.join("players"), &again);
+    m.stop_cleanly();
+
+    let other = env.dir.path().join("other");
+    std::os::unix::fs::symlink("README.txt", tree.join("link")).unwrap();
+    let out = recordfs(&["import", s(&other), s(&tree)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("link: not a regular file"),
+        "{}",
+        text(&out)
+    );
+    fs::remove_file(tree.join("link")).unwrap();
+    fs::write(tree.join(format!("players/{}.json", uuid(3))), "{oops}").unwrap();
+    let out = recordfs(&["import", s(&other), s(&tree)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let name = format!("players/{}.json: ", uuid(3));
+    assert!(text(&out).contains(&name), "{}", text(&out));
+    assert!(!other.exists(), "a refused import created the store");
+}

@@ -117,12 +117,14 @@ Exit status: 0 printed; 2 an error (not a store).")]
         json: bool,
     },
     /// Bring records in from one file: a JSON object keyed by UUID, a JSON array of objects
-    /// whose --id field is the UUID, or JSON lines of such objects. The whole input is
-    /// checked before anything is written. Works on a mounted store too (through its mount).
+    /// whose --id field is the UUID, or JSON lines of such objects; or every file of a
+    /// directory tree. The whole input is checked before anything is written. Works on a
+    /// mounted store too (through its mount).
     #[command(after_long_help = "Examples:
   recordfs import /var/lib/records players.json                 {\"<uuid>\": {...}, ...}
   recordfs import /var/lib/records players.json --id player_id  [{\"player_id\": \"<uuid>\", ...}, ...]
   recordfs import /var/lib/records events.jsonl --dir events    one object per line
+  recordfs import /var/lib/records ./backup/                     a directory tree, as files
 
 Each record becomes DIR/<uuid>.json holding the record's bytes exactly as the input spells
 them. A file written by `recordfs export` imports to the same records, and exports again to
@@ -134,7 +136,7 @@ take them (how many it took is said).")]
     Import {
         /// The store to import into (mounted or not).
         store: PathBuf,
-        /// The file to read (- for standard input).
+        /// The file to read (- for standard input), or a directory whose tree to copy in.
         file: PathBuf,
         /// object, array or lines (by default: lines for *.jsonl and *.ndjson, else array
         /// when the input starts with [, else object).
@@ -151,11 +153,13 @@ take them (how many it took is said).")]
         replace: bool,
     },
     /// Write every record (<uuid>.json) of a directory of the store to one file, by name:
-    /// a JSON object keyed by UUID, a JSON array, or JSON lines. Works on a mounted store too.
+    /// a JSON object keyed by UUID, a JSON array, or JSON lines; or, with --format dir,
+    /// every file of its tree into a directory. Works on a mounted store too.
     #[command(after_long_help = "Examples:
   recordfs export /var/lib/records players.json
   recordfs export /var/lib/records events.jsonl --dir events
   recordfs export /var/lib/records --format array | jq length
+  recordfs export /var/lib/records ./backup --format dir          the tree, as files
 
 Exit status: 0 written; 2 the store could not be read or the file written.")]
     Export {
@@ -163,7 +167,8 @@ Exit status: 0 written; 2 the store could not be read or the file written.")]
         store: PathBuf,
         /// The file to write (standard output without it, or with -).
         file: Option<PathBuf>,
-        /// object, array or lines (by default: lines for *.jsonl and *.ndjson, else object).
+        /// object, array, lines or dir (by default: lines for *.jsonl and *.ndjson, else
+        /// object).
         #[arg(long)]
         format: Option<String>,
         /// The directory of the store whose records to write.

@@ -199,7 +199,7 @@ fn save(store: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         Err(e) => return Err(e),
     };
     let (dirs, file) = name.rsplit_once('/').unwrap_or(("", name));
-    let saved = super::transfer::directory(&fs, dirs, true)
+    let saved = super::transfer::directory(&fs, crate::types::ROOT, dirs, true)
         .and_then(|dir| super::transfer::put(&fs, dir, file, bytes));
     fs.shutdown().and(saved)
 }

@@ -32,7 +32,7 @@ fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
         ..Options::default()
     };
     match RecordFs::start(store, opts) {
-        Ok(fs) => match directory(&fs, dir, !read_only) {
+        Ok(fs) => match directory(&fs, ROOT, dir, !read_only) {
             Ok(at) => Ok(Place::Core(Box::new(fs), at)),
             Err(e) => {
                 let _ = fs.shutdown();
@@ -54,10 +54,10 @@ fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
     }
 }
 
-/// The directory `path` (names joined by `/`) under the store's root, made (0755) where
+/// The directory `path` (names joined by `/`) under directory `from`, made (0755) where
 /// missing when `make`.
-pub(super) fn directory(fs: &RecordFs, path: &str, make: bool) -> Result<Fid> {
-    let mut at = ROOT;
+pub(super) fn directory(fs: &RecordFs, from: Fid, path: &str, make: bool) -> Result<Fid> {
+    let mut at = from;
     for part in path.split('/').filter(|p| !p.is_empty()) {
         at = match fs.lookup(at, part.as_bytes()) {
             Ok(s) if s.kind == Kind::Dir => s.ino,
@@ -117,6 +117,15 @@ pub(super) fn import_command(
 ) -> i32 {
     init_quiet_logging();
     crate::progress::enable_on_terminal();
+    if file.is_dir() {
+        return match transfer::read_tree(file, true) {
+            Ok(records) => import_records(store, &records, dir, replace),
+            Err(why) => {
+                eprintln!("recordfs import: {why}; nothing was imported");
+                1
+            }
+        };
+    }
     let read = if file == Path::new("-") {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map(|_| bytes)
@@ -143,6 +152,11 @@ pub(super) fn import_command(
             return 1;
         }
     };
+    import_records(store, &records, dir, replace)
+}
+
+/// Writes `records` (names may hold `/`: a tree) under `dir` of the store; the exit status.
+fn import_records(store: &Path, records: &[Record], dir: &str, replace: bool) -> i32 {
     let place = match open(store, dir, false) {
         Ok(place) => place,
         Err(e) => {
@@ -150,7 +164,7 @@ pub(super) fn import_command(
             return 2;
         }
     };
-    let (done, result) = import_into(&place, &records, replace);
+    let (done, result) = import_into(&place, records, replace);
     let stopped = match place {
         Place::Core(fs, _) => fs.shutdown(),
         Place::Mount(_) => Ok(()),
@@ -186,7 +200,10 @@ fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Resu
     // Every name checked before the first write: a refusal changes nothing.
     if !replace {
         let exists = |r: &Record| match place {
-            Place::Core(fs, dir) => fs.lookup(*dir, r.name.as_bytes()).is_ok(),
+            Place::Core(fs, dir) => {
+                let (sub, file) = r.name.rsplit_once('/').unwrap_or(("", &r.name));
+                directory(fs, *dir, sub, false).is_ok_and(|d| fs.lookup(d, file.as_bytes()).is_ok())
+            }
             Place::Mount(dir) => dir.join(&r.name).symlink_metadata().is_ok(),
         };
         if let Some(r) = records.iter().find(|r| exists(r)) {
@@ -199,9 +216,17 @@ fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Resu
     let mut progress = Progress::new("importing", records.len() as u64);
     for (done, r) in records.iter().enumerate() {
         let put = match place {
-            Place::Core(fs, dir) => put(fs, *dir, &r.name, &r.bytes),
-            Place::Mount(dir) => std::fs::write(dir.join(&r.name), &r.bytes)
-                .map_err(|e| Error::io(format!("writing {}", r.name), &e)),
+            Place::Core(fs, dir) => {
+                let (sub, file) = r.name.rsplit_once('/').unwrap_or(("", &r.name));
+                directory(fs, *dir, sub, true).and_then(|d| put(fs, d, file, &r.bytes))
+            }
+            Place::Mount(dir) => {
+                let path = dir.join(&r.name);
+                path.parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|_| std::fs::write(&path, &r.bytes))
+                    .map_err(|e| Error::io(format!("writing {}", r.name), &e))
+            }
         };
         if let Err(e) = put {
             return (done, Err(e));
@@ -237,6 +262,9 @@ pub(super) fn export_command(
     init_quiet_logging();
     crate::progress::enable_on_terminal();
     let path = file.unwrap_or(Path::new("-"));
+    if format == Some("dir") {
+        return export_tree_command(store, file, dir);
+    }
     let guess = if is_lines(path) { "lines" } else { "object" };
     let format = match named_format(format.unwrap_or(guess), "id") {
         Ok(f) => f,
@@ -276,6 +304,93 @@ pub(super) fn export_command(
         );
     }
     0
+}
+
+/// `recordfs export STORE OUT --format dir`: every regular file under the store's `dir`
+/// written under OUT (which must not exist, or be empty), as the store has them.
+fn export_tree_command(store: &Path, out: Option<&Path>, dir: &str) -> i32 {
+    let Some(out) = out.filter(|o| *o != Path::new("-")) else {
+        eprintln!("recordfs export: --format dir writes into a directory: name it");
+        return 2;
+    };
+    if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        eprintln!("recordfs export: {} is not empty", out.display());
+        return 2;
+    }
+    let files = open(store, dir, true).and_then(|place| {
+        let files = match &place {
+            Place::Core(fs, at) => tree_of(fs, *at, ""),
+            Place::Mount(path) => transfer::read_tree(path, false).map_err(|e| err!(EIO, "{e}")),
+        };
+        if let Place::Core(fs, _) = place {
+            fs.shutdown()?;
+        }
+        files
+    });
+    let files = match files {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("recordfs export: {}: {}", store.display(), describe(&e));
+            return 2;
+        }
+    };
+    for f in &files {
+        let path = out.join(&f.name);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&path, &f.bytes));
+        if let Err(e) = written {
+            eprintln!("recordfs export: writing {}: {e}", path.display());
+            return 2;
+        }
+    }
+    println!(
+        "exported {} files from {} into {}",
+        files.len(),
+        store.display(),
+        out.display()
+    );
+    0
+}
+
+/// Every regular file under directory `at` (symlinks left out), by path under `prefix`.
+fn tree_of(fs: &RecordFs, at: Fid, prefix: &str) -> Result<Vec<Record>> {
+    let dh = fs.opendir(at)?;
+    let entries = fs.readdir(dh, 2);
+    fs.releasedir(dh);
+    let mut out = Vec::new();
+    for e in entries? {
+        let name = String::from_utf8(e.name).map_err(|n| {
+            err!(
+                EILSEQ,
+                "{prefix}: a name that is not UTF-8: {:?}",
+                n.as_bytes()
+            )
+        })?;
+        let here = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        match e.kind {
+            Kind::Dir => out.extend(tree_of(fs, e.ino, &here)?),
+            Kind::File => {
+                let (fh, _) = fs.open(e.ino, libc::O_RDONLY)?;
+                let bytes = fs
+                    .getattr(e.ino, Some(fh))
+                    .and_then(|s| fs.read(fh, 0, s.size as u32));
+                fs.release(fh);
+                out.push(Record {
+                    name: here,
+                    bytes: bytes?,
+                });
+            }
+            Kind::Symlink => {}
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// Every record in the place's directory, by name.
