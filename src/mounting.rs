@@ -55,14 +55,12 @@ pub fn way() -> Result<Way> {
             ),
         });
     }
-    let found = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(HELPER))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
+    // mount(8) runs mount.fuse3 for a user's fstab mount with no PATH in the environment
+    // (its /bin/sh has one of its own but does not pass it on): then the usual places.
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let found = std::env::split_paths(&path)
+        .map(|d| d.join(HELPER))
         .find(|p| p.is_file());
     let Some(helper) = found else {
         return Err(err!(

@@ -201,3 +201,61 @@ fn the_systemd_mount_unit_example_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A user who is not root mounts an fstab line marked `user` with `mount MNT`: mount(8) runs
+/// the helper as that user, with no PATH in its environment, and recordfs mounts through
+/// fusermount3. /dev/fuse is made usable by others (0666, Debian's mode) only inside the
+/// test's mount namespace, by a device node of the test's own bound over it. Only that user
+/// reaches the mount (no allow_other), as with any FUSE mount.
+#[test]
+fn a_user_mounts_an_fstab_line_marked_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let _cleanup = Cleanup(&env);
+    let nobody = |p: &Path| {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    nobody(env.dir.path());
+    nobody(&env.mnt);
+    let fstab = env.dir.path().join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "{} {} fuse.recordfs user,noauto,sync=fsync 0 0\n",
+            env.store.display(),
+            env.mnt.display()
+        ),
+    )
+    .unwrap();
+    let name = record(3);
+    let as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    let (ok, said) = in_namespace(
+        &env,
+        &format!(
+            "mknod {dir}/fuse c 10 229
+            chmod 0666 {dir}/fuse
+            mount --bind {dir}/fuse /dev/fuse
+            mount --bind {fstab} /etc/fstab
+            {as_nobody} mount {mnt}
+            {as_nobody} sh -c 'echo {{\\\"user\\\": 1}} > {mnt}/{name}'
+            echo \"read: $({as_nobody} cat {mnt}/{name})\"
+            echo \"mount: $(grep ' {mnt} ' /proc/self/mounts)\"
+            pid=$(awk '{{print $3}}' {store}/lock)
+            {as_nobody} umount {mnt}
+            for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+            ! kill -0 $pid 2>/dev/null
+            {as_nobody} {bin} check {store}",
+            dir = env.dir.path().display(),
+            fstab = fstab.display(),
+            mnt = env.mnt.display(),
+            store = env.store.display(),
+            bin = BIN,
+        ),
+    );
+    assert!(ok, "{said}");
+    assert!(said.contains("read: {\"user\": 1}"), "{said}");
+    assert!(said.contains("user_id=65534"), "{said}");
+    let log = fs::read_to_string(env.store.join("daemon.log")).unwrap();
+    assert!(log.contains("(--sync Fsync)"), "{log}");
+}
