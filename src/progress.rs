@@ -1,11 +1,12 @@
-//! Progress of long work (checking, compacting a large store) on a terminal. Quiet unless the
-//! command line enabled it and stderr is a terminal: the daemon, scripts and logs see nothing.
+//! Progress of long work (checking, compacting, importing a large store) on a terminal: an
+//! indicatif bar on stderr. Quiet unless the command line enabled it and stderr is a
+//! terminal: the daemon, scripts and logs see nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-const EVERY: Duration = Duration::from_millis(100);
 
 /// Turns progress on if stderr is a terminal.
 pub fn enable_on_terminal() {
@@ -14,46 +15,36 @@ pub fn enable_on_terminal() {
     }
 }
 
-pub struct Progress {
-    label: &'static str,
-    total: u64,
-    done: u64,
-    last: Option<Instant>,
-    shown: bool,
-}
+/// A bar for `total` steps, labelled; none unless enabled. Its last state stays on the
+/// terminal when it is dropped.
+pub struct Progress(Option<ProgressBar>);
 
 impl Progress {
     pub fn new(label: &'static str, total: u64) -> Progress {
-        Progress {
-            label,
-            total,
-            done: 0,
-            // The first tick shows at once, later ones every `EVERY`.
-            last: ENABLED.load(Ordering::Relaxed).then(|| {
-                Instant::now()
-                    .checked_sub(EVERY)
-                    .unwrap_or_else(Instant::now)
-            }),
-            shown: false,
-        }
+        Progress(ENABLED.load(Ordering::Relaxed).then(|| {
+            // Redrawn at most ten times a second: a million steps cost no more to show.
+            let target = ProgressDrawTarget::stderr_with_hz(10);
+            let bar = ProgressBar::with_draw_target(Some(total), target);
+            let style = ProgressStyle::with_template("{msg}: {pos}/{len} [{bar:30}] {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_message(label);
+            bar
+        }))
     }
 
     pub fn tick(&mut self) {
-        self.done += 1;
-        if let Some(last) = self.last {
-            if last.elapsed() >= EVERY {
-                eprint!("\r{}: {}/{}", self.label, self.done, self.total);
-                self.last = Some(Instant::now());
-                self.shown = true;
-            }
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
         }
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        if self.shown {
-            eprintln!("\r{}: {}/{}", self.label, self.done, self.total);
+        if let Some(bar) = &self.0 {
+            bar.finish();
         }
     }
 }

@@ -228,3 +228,22 @@ fn a_directory_tree_goes_in_and_comes_out_the_same() {
     assert!(text(&out).contains(&name), "{}", text(&out));
     assert!(!other.exists(), "a refused import created the store");
 }
+
+/// On a terminal an import shows a progress bar on stderr; through a pipe it does not.
+#[test]
+fn an_import_shows_progress_on_a_terminal_only() {
+    let env = Env::new();
+    let input = env.dir.path().join("in.json");
+    fs::write(&input, object(50)).unwrap();
+    let piped = recordfs(&["import", s(&env.store), s(&input)]);
+    assert!(!text(&piped).contains("importing:"), "{}", text(&piped));
+    let other = env.dir.path().join("other");
+    let line = format!("{BIN} import {} {}", s(&other), s(&input));
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("importing: 50/50"), "{said}");
+}
