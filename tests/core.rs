@@ -484,3 +484,44 @@ fn readdir_skips_names_that_went_since_the_listing_and_keeps_offsets() {
     fs.releasedir(dh);
     fs.shutdown().unwrap();
 }
+
+/// `create_with` (what `recordfs import` makes): one commit for a new file with its bytes,
+/// the JSON rule and the size limit as for any save, EEXIST for a taken name.
+#[test]
+fn create_with_makes_a_file_in_one_commit_under_the_same_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        max_file_size: 100,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(&dir.path().join("s"), opts).unwrap();
+    let commits = || fs.pipeline().commits.load(Ordering::Relaxed);
+    let before = commits();
+    let (stat, t) = fs
+        .create_with(ROOT, &rec(1), 0o644, b"{\"a\": 1}".to_vec())
+        .unwrap();
+    fs.wait(t).unwrap();
+    assert_eq!(commits(), before + 1);
+    let fh = fs.open(stat.ino, libc::O_RDONLY).unwrap().0;
+    assert_eq!(fs.read(fh, 0, 100).unwrap(), b"{\"a\": 1}");
+    fs.release(fh);
+    let errno = |r: recordfs::error::Result<_>| r.map(|_| ()).unwrap_err().errno;
+    assert_eq!(
+        errno(fs.create_with(ROOT, &rec(1), 0o644, b"[]".to_vec())),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(fs.create_with(ROOT, &rec(2), 0o644, b"{no".to_vec())),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(fs.create_with(ROOT, b"big", 0o644, vec![b'x'; 101])),
+        libc::EFBIG
+    );
+    assert!(fs.lookup(ROOT, &rec(2)).is_err() && fs.lookup(ROOT, b"big").is_err());
+    let (_, t) = fs
+        .create_with(ROOT, b"plain", 0o644, b"{no".to_vec())
+        .unwrap();
+    fs.wait(t).unwrap();
+    fs.shutdown().unwrap();
+}

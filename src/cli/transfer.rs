@@ -236,12 +236,16 @@ fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Resu
     (records.len(), Ok(()))
 }
 
-/// Saves `bytes` as `name` in `dir`: a new file (0644), or the file there rewritten.
+/// Saves `bytes` as `name` in `dir`: a new file (0644) made with them in one commit, or the
+/// file there rewritten.
 pub(super) fn put(fs: &RecordFs, dir: Fid, name: &str, bytes: &[u8]) -> Result<()> {
     let flags = libc::O_WRONLY | libc::O_TRUNC;
     let fh = match fs.lookup(dir, name.as_bytes()) {
         Ok(s) => fs.open(s.ino, flags)?.0,
-        Err(e) if e.errno == libc::ENOENT => fs.create(dir, name.as_bytes(), 0o644, 0, 0, flags)?.1,
+        Err(e) if e.errno == libc::ENOENT => {
+            let (_, ticket) = fs.create_with(dir, name.as_bytes(), 0o644, bytes.to_vec())?;
+            return fs.wait(ticket);
+        }
         Err(e) => return Err(e),
     };
     let written = fs

@@ -144,6 +144,35 @@ impl RecordFs {
         Ok((self.lookup(dir, name)?, seq))
     }
 
+    /// A new regular file holding `bytes` (mode 0644 less nothing, owned by root), committed
+    /// as one entry where create, write and close make two: what `recordfs import` makes.
+    /// The size limit and the JSON rule hold as for any save (EFBIG, EINVAL); a taken name
+    /// is EEXIST.
+    pub fn create_with(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        mode: u32,
+        bytes: Vec<u8>,
+    ) -> Result<(Stat, Ticket)> {
+        if bytes.len() as u64 > self.opts.max_file_size {
+            return Err(err!(
+                EFBIG,
+                "{}: {} bytes, more than --max-file-size {}",
+                show(name),
+                bytes.len(),
+                self.opts.max_file_size
+            ));
+        }
+        if is_record_name(name) {
+            crate::record::validate_record(&bytes, self.opts.allow_nan)?;
+        }
+        let attrs = Self::new_attrs(mode, 0, 0);
+        let data = Data::new(Arc::new(bytes));
+        let (stat, seq) = self.make(dir, name, Kind::File, attrs, data)?;
+        Ok((stat, self.commit_ticket(seq)))
+    }
+
     /// mknod of a regular file (others answer EPERM in the adapter).
     pub fn mknod(
         &self,
