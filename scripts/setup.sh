@@ -36,6 +36,8 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v findmnt >/dev/null 2>&1 || missing+=(util-linux)
 command -v mount.fuse3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v diff >/dev/null 2>&1 || missing+=(diffutils)
+command -v mknod >/dev/null 2>&1 || missing+=(coreutils)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 if [ "${#missing[@]}" -gt 0 ]; then
