@@ -4,11 +4,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{err, Error, Result};
-use crate::fs::RecordFs;
+use crate::error::{err, Result};
 use crate::fuse::describe;
 use crate::history::{self, Held, Version};
-use crate::options::{Options, SyncMode};
 use crate::store::Layout;
 use crate::types::{parse_iso8601, Time};
 
@@ -178,28 +176,9 @@ pub(super) fn restore_command(store: &Path, name: &str, at: &str) -> i32 {
 }
 
 /// Saves `bytes` as `name` (its directories made if missing), through the store's mount if
-/// it is mounted, else through a core opened here.
+/// it is mounted, else through a core opened here (synced before this returns).
 fn save(store: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let opts = Options {
-        sync: SyncMode::Always,
-        ..Options::default()
-    };
-    let fs = match RecordFs::start(store, opts) {
-        Ok(fs) => fs,
-        Err(e) if e.errno == libc::EBUSY => {
-            let mnt = crate::store::served_at(&Layout::new(store)).ok_or(e)?;
-            let path = mnt.join(name.trim_start_matches('/'));
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::io(format!("making {}", dir.display()), &e))?;
-            }
-            return std::fs::write(&path, bytes)
-                .map_err(|e| Error::io(format!("writing {}", path.display()), &e));
-        }
-        Err(e) => return Err(e),
-    };
-    let (dirs, file) = name.rsplit_once('/').unwrap_or(("", name));
-    let saved = super::transfer::directory(&fs, crate::types::ROOT, dirs, true)
-        .and_then(|dir| super::transfer::put(&fs, dir, file, bytes));
-    fs.shutdown().and(saved)
+    let place = super::transfer::open(store, "", false)?;
+    let written = super::transfer::write_to(&place, name.trim_start_matches('/'), bytes);
+    super::transfer::close(place).and(written)
 }

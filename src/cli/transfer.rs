@@ -18,14 +18,14 @@ use crate::types::{Fid, Kind, ROOT};
 use super::logging::init_quiet_logging;
 
 /// Where the records go or come from: a store opened here, or a mount of it.
-enum Place {
+pub(super) enum Place {
     Core(Box<RecordFs>, Fid),
     Mount(PathBuf),
 }
 
 /// Opens the store, or finds its mount; `dir` (a path under the store's root) is made when
 /// `make` and missing.
-fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
+pub(super) fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
     let opts = Options {
         sync: SyncMode::Never,
         read_only,
@@ -165,10 +165,7 @@ fn import_records(store: &Path, records: &[Record], dir: &str, replace: bool) ->
         }
     };
     let (done, result) = import_into(&place, records, replace);
-    let stopped = match place {
-        Place::Core(fs, _) => fs.shutdown(),
-        Place::Mount(_) => Ok(()),
-    };
+    let stopped = close(place);
     match result.and(stopped) {
         Ok(()) => {
             println!("imported {done} records into {}", store.display());
@@ -215,20 +212,7 @@ fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Resu
     }
     let mut progress = Progress::new("importing", records.len() as u64);
     for (done, r) in records.iter().enumerate() {
-        let put = match place {
-            Place::Core(fs, dir) => {
-                let (sub, file) = r.name.rsplit_once('/').unwrap_or(("", &r.name));
-                directory(fs, *dir, sub, true).and_then(|d| put(fs, d, file, &r.bytes))
-            }
-            Place::Mount(dir) => {
-                let path = dir.join(&r.name);
-                path.parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|_| std::fs::write(&path, &r.bytes))
-                    .map_err(|e| Error::io(format!("writing {}", r.name), &e))
-            }
-        };
-        if let Err(e) = put {
+        if let Err(e) = write_to(place, &r.name, &r.bytes) {
             return (done, Err(e));
         }
         progress.tick();
@@ -236,9 +220,35 @@ fn import_into(place: &Place, records: &[Record], replace: bool) -> (usize, Resu
     (records.len(), Ok(()))
 }
 
+/// Saves `bytes` as `name` (a path under the place's directory; its directories made where
+/// missing): through the core opened here, or through the mount.
+pub(super) fn write_to(place: &Place, name: &str, bytes: &[u8]) -> Result<()> {
+    match place {
+        Place::Core(fs, dir) => {
+            let (sub, file) = name.rsplit_once('/').unwrap_or(("", name));
+            directory(fs, *dir, sub, true).and_then(|d| put(fs, d, file, bytes))
+        }
+        Place::Mount(dir) => {
+            let path = dir.join(name);
+            path.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|_| std::fs::write(&path, bytes))
+                .map_err(|e| Error::io(format!("writing {name}"), &e))
+        }
+    }
+}
+
+/// Done with the place: a core opened here syncs and stops.
+pub(super) fn close(place: Place) -> Result<()> {
+    match place {
+        Place::Core(fs, _) => fs.shutdown(),
+        Place::Mount(_) => Ok(()),
+    }
+}
+
 /// Saves `bytes` as `name` in `dir`: a new file (0644) made with them in one commit, or the
 /// file there rewritten.
-pub(super) fn put(fs: &RecordFs, dir: Fid, name: &str, bytes: &[u8]) -> Result<()> {
+fn put(fs: &RecordFs, dir: Fid, name: &str, bytes: &[u8]) -> Result<()> {
     let flags = libc::O_WRONLY | libc::O_TRUNC;
     let fh = match fs.lookup(dir, name.as_bytes()) {
         Ok(s) => fs.open(s.ino, flags)?.0,
@@ -358,6 +368,16 @@ fn export_tree_command(store: &Path, out: Option<&Path>, dir: &str) -> i32 {
     0
 }
 
+/// A file's bytes, read whole through the core.
+fn read_whole(fs: &RecordFs, ino: Fid) -> Result<Vec<u8>> {
+    let (fh, _) = fs.open(ino, libc::O_RDONLY)?;
+    let bytes = fs
+        .getattr(ino, Some(fh))
+        .and_then(|s| fs.read(fh, 0, s.size as u32));
+    fs.release(fh);
+    bytes
+}
+
 /// Every regular file under directory `at` (symlinks left out), by path under `prefix`.
 fn tree_of(fs: &RecordFs, at: Fid, prefix: &str) -> Result<Vec<Record>> {
     let dh = fs.opendir(at)?;
@@ -379,17 +399,10 @@ fn tree_of(fs: &RecordFs, at: Fid, prefix: &str) -> Result<Vec<Record>> {
         };
         match e.kind {
             Kind::Dir => out.extend(tree_of(fs, e.ino, &here)?),
-            Kind::File => {
-                let (fh, _) = fs.open(e.ino, libc::O_RDONLY)?;
-                let bytes = fs
-                    .getattr(e.ino, Some(fh))
-                    .and_then(|s| fs.read(fh, 0, s.size as u32));
-                fs.release(fh);
-                out.push(Record {
-                    name: here,
-                    bytes: bytes?,
-                });
-            }
+            Kind::File => out.push(Record {
+                name: here,
+                bytes: read_whole(fs, e.ino)?,
+            }),
             Kind::Symlink => {}
         }
     }
@@ -412,13 +425,9 @@ fn export_from(place: &Place) -> Result<Vec<Record>> {
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             let mut progress = Progress::new("exporting", entries.len() as u64);
             for e in entries {
-                let (fh, ..) = fs.open(e.ino, libc::O_RDONLY)?;
-                let size = fs.getattr(e.ino, Some(fh))?.size;
-                let bytes = fs.read(fh, 0, size as u32);
-                fs.release(fh);
                 records.push(Record {
                     name: String::from_utf8_lossy(&e.name).into_owned(),
-                    bytes: bytes?,
+                    bytes: read_whole(fs, e.ino)?,
                 });
                 progress.tick();
             }

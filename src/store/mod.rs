@@ -76,11 +76,7 @@ pub fn served_at(layout: &Layout) -> Option<std::path::PathBuf> {
     let holder = std::fs::read_to_string(layout.lock()).ok()?;
     let (_, at) = holder.split_once(SERVING)?;
     let at = std::path::PathBuf::from(at.trim_end());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounted = mounts
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*at.to_string_lossy()));
-    mounted.then_some(at)
+    crate::mounts::recordfs_mounted_at(&at).map(|_| at)
 }
 
 /// What the caller of `open_store` will do with the store.
