@@ -20,9 +20,11 @@ use common::{force_unmount, has_exited, is_mounted, record, Env, BIN};
 /// /usr/local/bin must not change. MNT is unmounted when the script ends, however it ends.
 /// Returns (success, stdout+stderr).
 fn in_namespace(env: &Env, script: &str) -> (bool, String) {
+    // A copy, not a link: the build's directory may be one other users cannot enter (a
+    // clone in a 0700 temporary directory), and a test mounts as another user.
     let bin = env.dir.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
-    let _ = std::os::unix::fs::symlink(BIN, bin.join("recordfs"));
+    fs::copy(BIN, bin.join("recordfs")).unwrap();
     let whole = format!(
         "set -e
         mount --make-rprivate /
@@ -245,12 +247,11 @@ fn a_user_mounts_an_fstab_line_marked_user() {
             {as_nobody} umount {mnt}
             for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
             ! kill -0 $pid 2>/dev/null
-            {as_nobody} {bin} check {store}",
+            {as_nobody} {dir}/bin/recordfs check {store}",
             dir = env.dir.path().display(),
             fstab = fstab.display(),
             mnt = env.mnt.display(),
             store = env.store.display(),
-            bin = BIN,
         ),
     );
     assert!(ok, "{said}");
