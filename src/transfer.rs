@@ -148,23 +148,19 @@ pub fn render(records: &[Record], format: &Format) -> Vec<u8> {
     let mut out = Vec::new();
     let last = records.len().saturating_sub(1);
     match format {
-        Format::Object => {
-            out.extend_from_slice(b"{\n");
+        Format::Object | Format::Array { .. } => {
+            // A line per record, keyed by its UUID in an object.
+            let keyed = *format == Format::Object;
+            out.extend_from_slice(if keyed { b"{\n" } else { b"[\n" });
             for (i, r) in records.iter().enumerate() {
-                let id = r.name.strip_suffix(".json").unwrap_or(&r.name);
-                out.extend_from_slice(format!("{id:?}: ").as_bytes());
+                if keyed {
+                    let id = r.name.strip_suffix(".json").unwrap_or(&r.name);
+                    out.extend_from_slice(format!("{id:?}: ").as_bytes());
+                }
                 out.extend_from_slice(&r.bytes);
                 out.extend_from_slice(if i < last { b",\n" } else { b"\n" });
             }
-            out.extend_from_slice(b"}\n");
-        }
-        Format::Array { .. } => {
-            out.extend_from_slice(b"[\n");
-            for (i, r) in records.iter().enumerate() {
-                out.extend_from_slice(&r.bytes);
-                out.extend_from_slice(if i < last { b",\n" } else { b"\n" });
-            }
-            out.extend_from_slice(b"]\n");
+            out.extend_from_slice(if keyed { b"}\n" } else { b"]\n" });
         }
         Format::Lines { .. } => {
             for r in records {

@@ -60,9 +60,10 @@ pub fn apply(args: &mut MountArgs) -> Result<KernelFlags, String> {
             }
             Ok(n)
         };
-        let switch = |on: &mut bool| match value {
+        // A flag: sets `it` to `to`, and takes no value.
+        let set = |it: &mut bool, to: bool| match value {
             None => {
-                *on = true;
+                *it = to;
                 Ok(())
             }
             Some(_) => Err(bad("takes no value")),
@@ -77,29 +78,25 @@ pub fn apply(args: &mut MountArgs) -> Result<KernelFlags, String> {
                     Some(_) => return Err(bad("is one of sync=always, sync=fsync, sync=never")),
                 }
             }
-            "ro" | "read_only" => switch(&mut args.read_only)?,
-            "rw" => {
-                let mut rw = false;
-                switch(&mut rw)?;
-                args.read_only = false;
-            }
-            "foreground" => switch(&mut args.foreground)?,
-            "allow_other" => switch(&mut args.allow_other)?,
-            "salvage" => switch(&mut args.salvage)?,
-            "verify" => switch(&mut args.verify)?,
-            "allow_open_store" => switch(&mut args.allow_open_store)?,
-            "allow_nan" => switch(&mut args.allow_nan)?,
+            "ro" | "read_only" => set(&mut args.read_only, true)?,
+            "rw" => set(&mut args.read_only, false)?,
+            "foreground" => set(&mut args.foreground, true)?,
+            "allow_other" => set(&mut args.allow_other, true)?,
+            "salvage" => set(&mut args.salvage, true)?,
+            "verify" => set(&mut args.verify, true)?,
+            "allow_open_store" => set(&mut args.allow_open_store, true)?,
+            "allow_nan" => set(&mut args.allow_nan, true)?,
             "max_file_size" => args.max_file_size = number(1, MAX_MAX_FILE_SIZE)?,
             "threads" => args.threads = number(1, u64::from(MAX_THREADS))? as u16,
             "log_limit" => args.log_limit = number(MIN_LOG_LIMIT, u64::MAX)?,
             "compact_every" => args.compact_every = number(0, u64::MAX)?,
             "keep_logs" => args.keep_logs = number(0, u32::MAX.into())? as usize,
-            "nosuid" => switch(&mut flags.nosuid)?,
-            "nodev" => switch(&mut flags.nodev)?,
-            "noexec" => switch(&mut flags.noexec)?,
-            "suid" => flags.nosuid = false,
-            "dev" => flags.nodev = false,
-            "exec" => flags.noexec = false,
+            "nosuid" => set(&mut flags.nosuid, true)?,
+            "nodev" => set(&mut flags.nodev, true)?,
+            "noexec" => set(&mut flags.noexec, true)?,
+            "suid" => set(&mut flags.nosuid, false)?,
+            "dev" => set(&mut flags.nodev, false)?,
+            "exec" => set(&mut flags.noexec, false)?,
             n if LEFT_ALONE.contains(&n) || n.starts_with("x_") || n == "comment" => {}
             _ => return Err(bad("unknown (see `man recordfs-mount`)")),
         }

@@ -64,9 +64,7 @@ impl Entries {
 
     /// Every entry of `dir`: its hash and file, in hash order.
     pub(super) fn of_dir(&self, dir: Fid) -> impl Iterator<Item = (u64, Fid)> + '_ {
-        self.map
-            .range((dir, 0, 0)..=(dir, u64::MAX, Fid::MAX))
-            .map(|((_, h, fid), _)| (*h, *fid))
+        self.of_dir_counted(dir).map(|(h, fid, _)| (h, fid))
     }
 
     /// Every entry of `dir` with how many of the file's names it stands for, in hash order.
