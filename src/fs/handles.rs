@@ -34,6 +34,31 @@ impl RecordFs {
         fhs.iter().filter_map(|f| hs.map.get(f).cloned()).collect()
     }
 
+    /// The committed attributes of `fid` when they are settled: no handle is open to write
+    /// the file, so nothing can change them but requests the kernel sees (which the kernel may
+    /// then cache; `fuse::kernel`). The handles are looked at before the attributes are read:
+    /// a writer that opens after the look commits nothing before its first write, and the
+    /// kernel takes that write as news that the size and times are stale (a reply it asked for
+    /// before the write is dropped or forgotten). `None` for a file unlinked while open.
+    pub fn settled(&self, fid: Fid) -> Option<super::Stat> {
+        if self
+            .handles
+            .lock()
+            .writers
+            .get(&fid)
+            .is_some_and(|w| !w.is_empty())
+        {
+            return None;
+        }
+        self.pipeline.inode(fid).map(|i| super::Stat::of(&i))
+    }
+
+    /// Whether handle `fh` made its file when it was opened (`create_as` opens an existing
+    /// one when the name is there).
+    pub fn made_its_file(&self, fh: u64) -> bool {
+        matches!(self.handle(fh).as_deref(), Ok(Handle::Write(w)) if w.lock().created)
+    }
+
     pub(super) fn insert_handle(&self, h: Handle, fid: Option<Fid>) -> Result<u64> {
         let mut hs = self.handles.lock();
         if hs.map.len() >= MAX_HANDLES {

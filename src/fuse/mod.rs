@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
@@ -18,7 +18,10 @@ use log::{error, warn};
 
 use crate::error::{errno_name, Error, Result};
 use crate::fs::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
-use kernel::{attr, attr_ttl, caller, file_type, time, ATTR_TTL, ENTRY_TTL};
+use crate::types::Kind;
+use kernel::{
+    attr, attr_ttl, caller, file_type, time, ATTR_TTL, ENTRY_TTL, NEW_FILE_TTL, SETTLED_TTL,
+};
 
 mod kernel;
 
@@ -70,13 +73,28 @@ impl Adapter {
 
     fn entry(&self, op: &'static str, what: String, r: Result<(Stat, Ticket)>, reply: ReplyEntry) {
         match r {
-            Ok((stat, t)) => self.after(t, op, what, move |r| match r {
-                Ok(()) => {
-                    reply.entry_with_ttls(attr_ttl(&stat), &ENTRY_TTL, &attr(&stat), Generation(0))
-                }
-                Err(e) => reply.error(e),
-            }),
+            Ok((stat, t)) => {
+                let (stat, ttl) = self.cacheable(stat);
+                self.after(t, op, what, move |r| match r {
+                    Ok(()) => reply.entry_with_ttls(ttl, &ENTRY_TTL, &attr(&stat), Generation(0)),
+                    Err(e) => reply.error(e),
+                })
+            }
             Err(e) => reply.error(logged(op, &what, &e)),
+        }
+    }
+
+    /// The attributes to answer after an operation that returned `stat` (which may be a
+    /// writer's own view), and how long the kernel may keep them: a file's settled ones, read
+    /// again (`RecordFs::settled`), may be kept; otherwise `stat` as it is, not kept.
+    fn cacheable(&self, stat: Stat) -> (Stat, &'static Duration) {
+        if stat.kind != Kind::File {
+            let ttl = attr_ttl(&stat);
+            return (stat, ttl);
+        }
+        match self.fs.settled(stat.ino) {
+            Some(settled) => (settled, &SETTLED_TTL),
+            None => (stat, &ATTR_TTL),
         }
     }
 
@@ -129,6 +147,10 @@ impl Filesystem for Adapter {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // Settled attributes are the same for every caller and every handle.
+        if let Some(s) = self.fs.settled(ino.0) {
+            return reply.attr(&SETTLED_TTL, &attr(&s));
+        }
         match self.fs.getattr_as(ino.0, fh.map(|f| f.0), &caller(req)) {
             Ok(s) => reply.attr(attr_ttl(&s), &attr(&s)),
             Err(e) => reply.error(logged("getattr", &ino.0.to_string(), &e)),
@@ -166,10 +188,13 @@ impl Filesystem for Adapter {
             .fs
             .setattr_as(ino.0, fh.map(|f| f.0), set, &caller(req))
         {
-            Ok((stat, t)) => self.after(t, "setattr", what, move |r| match r {
-                Ok(()) => reply.attr(attr_ttl(&stat), &attr(&stat)),
-                Err(e) => reply.error(e),
-            }),
+            Ok((stat, t)) => {
+                let (stat, ttl) = self.cacheable(stat);
+                self.after(t, "setattr", what, move |r| match r {
+                    Ok(()) => reply.attr(ttl, &attr(&stat)),
+                    Err(e) => reply.error(e),
+                })
+            }
             Err(e) => reply.error(logged("setattr", &what, &e)),
         }
     }
@@ -520,15 +545,15 @@ impl Filesystem for Adapter {
         {
             Ok((stat, fh, t)) => {
                 let fopen = self.open_flags(flags);
+                let ttl = match self.fs.made_its_file(fh) {
+                    true => &NEW_FILE_TTL,
+                    false => &ATTR_TTL,
+                };
                 let fs = self.fs.clone();
                 self.after(t, "create", what, move |r| match r {
-                    Ok(()) => reply.created(
-                        &ATTR_TTL,
-                        &attr(&stat),
-                        Generation(0),
-                        FileHandle(fh),
-                        fopen,
-                    ),
+                    Ok(()) => {
+                        reply.created(ttl, &attr(&stat), Generation(0), FileHandle(fh), fopen)
+                    }
                     Err(e) => {
                         fs.release(fh);
                         reply.error(e)

@@ -78,6 +78,11 @@ impl Env {
         Mount::start(&self.store, &self.mnt, args).expect("mount")
     }
 
+    /// `mount`, with every FUSE request the daemon serves in its log (fuser's debug lines).
+    pub fn mount_tracing_requests(&self, args: &[&str]) -> Mount {
+        Mount::start_logging(&self.store, &self.mnt, args, "info,fuser=debug").expect("mount")
+    }
+
     /// Mounts, expecting a refusal; returns what the daemon said.
     pub fn mount_refused(&self, args: &[&str]) -> String {
         match Mount::start(&self.store, &self.mnt, args) {
@@ -130,6 +135,16 @@ pub struct Mount {
 
 impl Mount {
     pub fn start(store: &Path, mnt: &Path, args: &[&str]) -> Result<Mount, String> {
+        Mount::start_logging(store, mnt, args, "info")
+    }
+
+    /// `start`, with `RUST_LOG` set to `rust_log`.
+    pub fn start_logging(
+        store: &Path,
+        mnt: &Path,
+        args: &[&str],
+        rust_log: &str,
+    ) -> Result<Mount, String> {
         let log = store.with_extension(format!("daemon.{}.log", std::process::id()));
         let logf = fs::OpenOptions::new()
             .create(true)
@@ -142,7 +157,7 @@ impl Mount {
             .arg(mnt)
             .arg("--foreground")
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
