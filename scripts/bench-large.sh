@@ -7,7 +7,8 @@
 #    random bytes (which the log holds in base64) and for a text file (held as it is);
 #  - a SQLite database of about 0.5 MB (rollback journal, synchronous=FULL) and 200
 #    transactions of one update: the bytes the daemon wrote against what SQLite itself writes
-#    on ext4.
+#    on ext4; and what reached the loop device in each case (from a sync before to a sync
+#    after: the blocks the disk got, the filesystem's journal included).
 # Medians of ROUNDS; with BASE_BIN=/path/to/recordfs the same for that build in the same
 # rounds, interleaved.
 #   scripts/bench-large.sh [ROUNDS]
@@ -55,6 +56,8 @@ print(int(open("/proc/self/io").read().split("write_bytes: ")[1].split()[0]))
 PY
 }
 write_bytes() { awk '/^write_bytes/ {print $2}' "/proc/$1/io" 2>/dev/null || true; }
+# The bytes written to the loop device so far (sectors written, field 7 of its stat).
+device_bytes() { awk '{printf "%.0f\n", $7 * 512}' "/sys/block/$(basename "$loop")/stat"; }
 # The daemon's write_bytes once it has applied everything (entries wait 20 ms to be applied;
 # the unmount that follows adds a checkpoint line and syncs), then unmounts.
 settled_bytes() { # PID
@@ -63,8 +66,8 @@ settled_bytes() { # PID
   umount "$mnt"
 }
 
-run_recordfs() { # BIN -> "append_secs daemon_bytes_big daemon_bytes_text sqlite_daemon_bytes"
-  local b=$1 store=$disk/store.$RANDOM pid t0 t1 big text sql
+run_recordfs() { # BIN -> "append_secs daemon_bytes_big daemon_bytes_text sqlite_daemon_bytes sqlite_device_bytes"
+  local b=$1 store=$disk/store.$RANDOM pid t0 t1 big text sql dev0 dev
   "$b" mount "$store" "$mnt" >/dev/null
   pid=$(pgrep -f -x "$b mount $store $mnt.*" | head -1)
   cp "$disk/src.bin" "$mnt/big.bin"
@@ -76,31 +79,35 @@ run_recordfs() { # BIN -> "append_secs daemon_bytes_big daemon_bytes_text sqlite
   cp "$disk/src.txt" "$mnt/big.bin"
   appends "$mnt" 0
   text=$(settled_bytes "$pid"); stopped "$store"
+  sync; dev0=$(device_bytes)
   "$b" mount "$store" "$mnt" >/dev/null
   pid=$(pgrep -f -x "$b mount $store $mnt.*" | head -1)
   sqlite_work "$mnt" >/dev/null
+  sleep 1; sync; dev=$(($(device_bytes) - dev0))
   sql=$(settled_bytes "$pid"); stopped "$store"
   rm -rf "$store"
-  echo "$(secs "$t0" "$t1") $big $text $sql"
+  echo "$(secs "$t0" "$t1") $big $text $sql $dev"
 }
-run_ext4() { # -> "append_secs sqlite_bytes"
-  local d=$disk/plain t0 t1 sql
+run_ext4() { # -> "append_secs sqlite_bytes sqlite_device_bytes"
+  local d=$disk/plain t0 t1 sql dev0
   mkdir -p "$d"; cp "$disk/src.bin" "$d/big.bin"; sync
   t0=$(now); appends "$d" 1; t1=$(now)
+  sync; dev0=$(device_bytes)
   sql=$(sqlite_work "$d")
+  sleep 1; sync
+  echo "$(secs "$t0" "$t1") $sql $(($(device_bytes) - dev0))"
   rm -rf "$d"
-  echo "$(secs "$t0" "$t1") $sql"
 }
 
-ext_t=(); ext_sql=(); this_t=(); this_big=(); this_text=(); this_sql=()
-base_t=(); base_big=(); base_text=(); base_sql=()
+ext_t=(); ext_sql=(); ext_dev=(); this_t=(); this_big=(); this_text=(); this_sql=(); this_dev=()
+base_t=(); base_big=(); base_text=(); base_sql=(); base_dev=()
 for r in $(seq "$rounds"); do
-  read -r t q < <(run_ext4); ext_t+=("$t"); ext_sql+=("$q")
-  read -r t b x q < <(run_recordfs "$bin")
-  this_t+=("$t"); this_big+=("$b"); this_text+=("$x"); this_sql+=("$q")
+  read -r t q v < <(run_ext4); ext_t+=("$t"); ext_sql+=("$q"); ext_dev+=("$v")
+  read -r t b x q v < <(run_recordfs "$bin")
+  this_t+=("$t"); this_big+=("$b"); this_text+=("$x"); this_sql+=("$q"); this_dev+=("$v")
   if [ -n "${BASE_BIN:-}" ]; then
-    read -r t b x q < <(run_recordfs "$BASE_BIN")
-    base_t+=("$t"); base_big+=("$b"); base_text+=("$x"); base_sql+=("$q")
+    read -r t b x q v < <(run_recordfs "$BASE_BIN")
+    base_t+=("$t"); base_big+=("$b"); base_text+=("$x"); base_sql+=("$q"); base_dev+=("$v")
   fi
   echo "round $r done" >&2
 done
@@ -111,6 +118,8 @@ echo "  ext4 $(m "${ext_t[@]}") s; this build $(m "${this_t[@]}") s ($(python3 -
 echo "  the same with a text file: daemon wrote $(m "${this_text[@]}") B = $(python3 -c "print(round($(m "${this_text[@]}")/$size,2))") x the file"
 echo "SQLite, 200 transactions on a ~0.5 MB database:"
 echo "  SQLite wrote $(m "${ext_sql[@]}") B on ext4; this build's daemon $(m "${this_sql[@]}") B ($(python3 -c "print(round($(m "${this_sql[@]}")/$(m "${ext_sql[@]}"),1))")x)"
+echo "  on the device: SQLite on ext4 $(m "${ext_dev[@]}") B; through this build $(m "${this_dev[@]}") B ($(python3 -c "print(round($(m "${this_dev[@]}")/$(m "${ext_dev[@]}"),1))")x)"
+echo "  raw, per round: SQLite ${ext_sql[*]} / device ${ext_dev[*]}; daemon ${this_sql[*]} / device ${this_dev[*]}"
 echo "RESULT large_append_ext4 $(m "${ext_t[@]}")"
 echo "RESULT large_append_recordfs $(m "${this_t[@]}")"
 echo "RESULT large_bytes_recordfs $(m "${this_big[@]}")"
@@ -118,6 +127,9 @@ echo "RESULT large_text_bytes_recordfs $(m "${this_text[@]}")"
 echo "RESULT large_file_size $size"
 echo "RESULT sqlite_bytes_ext4 $(m "${ext_sql[@]}")"
 echo "RESULT sqlite_bytes_recordfs $(m "${this_sql[@]}")"
+echo "RESULT sqlite_device_bytes_ext4 $(m "${ext_dev[@]}")"
+echo "RESULT sqlite_device_bytes_recordfs $(m "${this_dev[@]}")"
 if [ -n "${BASE_BIN:-}" ]; then
-  echo "BASE_BIN: appends $(m "${base_t[@]}") s, daemon wrote $(m "${base_big[@]}") B = $(python3 -c "print(round($(m "${base_big[@]}")/$size,2))") x the file (text: $(m "${base_text[@]}") B); SQLite: daemon $(m "${base_sql[@]}") B ($(python3 -c "print(round($(m "${base_sql[@]}")/$(m "${ext_sql[@]}"),1))")x)"
+  echo "BASE_BIN: appends $(m "${base_t[@]}") s, daemon wrote $(m "${base_big[@]}") B = $(python3 -c "print(round($(m "${base_big[@]}")/$size,2))") x the file (text: $(m "${base_text[@]}") B); SQLite: daemon $(m "${base_sql[@]}") B ($(python3 -c "print(round($(m "${base_sql[@]}")/$(m "${ext_sql[@]}"),1))")x), on the device $(m "${base_dev[@]}") B ($(python3 -c "print(round($(m "${base_dev[@]}")/$(m "${ext_dev[@]}"),1))")x)"
+  echo "  raw, per round: daemon ${base_sql[*]} / device ${base_dev[*]}"
 fi

@@ -12,6 +12,9 @@ use crate::types::{Seq, Time, MAX_ID};
 
 use super::line::{check_line, corrupt, push_json, seal, Fields, FORMAT_VERSION};
 
+/// The page cache's unit here (where pages are larger, writes of 4 KiB still make small ones).
+const PAGE: u64 = 4096;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub version: u64,
@@ -231,6 +234,28 @@ impl LogWriter {
         self.file.clone()
     }
 
+    /// Writes `buf` at `offset`, where it makes the file longer and the next lines go at `end`:
+    /// from the page that holds `end` on, one page per write. The page cache gives a write
+    /// pages as large as the write (64 KiB for the zeros ahead), and the kernel counts a page
+    /// made dirty again whole: each line after a sync would count as 64 KiB written (the disk
+    /// gets only the 4 KiB blocks that changed), and dirty memory would be overstated as much.
+    fn write_in_pages(&self, offset: u64, end: u64, buf: &[u8]) -> std::io::Result<()> {
+        let first_page = (end / PAGE) * PAGE;
+        let mut at = offset;
+        if first_page > at {
+            self.file.write_at(at, &buf[..(first_page - at) as usize])?;
+            at = first_page;
+        }
+        let stop = offset + buf.len() as u64;
+        while at < stop {
+            let next = ((at / PAGE + 1) * PAGE).min(stop);
+            self.file
+                .write_at(at, &buf[(at - offset) as usize..(next - offset) as usize])?;
+            at = next;
+        }
+        Ok(())
+    }
+
     /// Writes one line (newline added) at the end; returns its offset.
     pub fn append(&mut self, line: &[u8]) -> Result<u64> {
         if line.len() as u64 > self.max_line {
@@ -246,12 +271,15 @@ impl LogWriter {
         buf.extend_from_slice(line);
         buf.push(b'\n');
         let end = offset + buf.len() as u64;
-        if end > self.size {
-            // Zeros ahead of the line, in the same write: one change of size per
+        let written = if end > self.size {
+            // Zeros ahead of the line, before the next sync: one change of size per
             // `LOG_PREALLOC`, not one per line.
             buf.resize((end - offset + self.ahead) as usize, 0);
-        }
-        match self.file.write_at(offset, &buf) {
+            self.write_in_pages(offset, end, &buf)
+        } else {
+            self.file.write_at(offset, &buf)
+        };
+        match written {
             Ok(()) => {
                 self.size = self.size.max(offset + buf.len() as u64);
                 self.len = end;
