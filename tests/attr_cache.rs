@@ -16,11 +16,23 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// What another process sees of `p`: `stat -c FORMAT`.
+/// What another process sees of `p`: `stat -c FORMAT`, which asks only for the fields FORMAT
+/// shows and takes them from the kernel's cache while it holds them valid. It must be what
+/// the daemon says when asked (`--cached=never`).
 fn seen_elsewhere(p: &Path, format: &str) -> String {
-    let (code, out) = sh(&format!("stat -c {format} {}", p.display()));
-    assert_eq!(code, 0, "{out}");
-    out.trim().to_owned()
+    let stat = |how: &str| {
+        let (code, out) = sh(&format!("stat {how} -c {format} {}", p.display()));
+        assert_eq!(code, 0, "{out}");
+        out.trim().to_owned()
+    };
+    let cached = stat("");
+    assert_eq!(
+        cached,
+        stat("--cached=never"),
+        "{format} of {}",
+        p.display()
+    );
+    cached
 }
 
 #[test]
@@ -58,6 +70,10 @@ fn every_change_shows_at_once_to_other_processes() {
     let (code, out) = sh(&format!("touch -m -d @1000000000 {}", p.display()));
     assert_eq!(code, 0, "{out}");
     assert_eq!(seen_elsewhere(&p, "%Y"), "1000000000", "mtime after utimes");
+    seen_elsewhere(&p, "%Z");
+    let (code, out) = sh(&format!("setfattr -n user.a -v 1 {}", p.display()));
+    assert_eq!(code, 0, "{out}");
+    seen_elsewhere(&p, "%Z"); // ctime after setxattr
 
     // O_TRUNC, then nothing written: the close commits an empty file.
     let w = fs::OpenOptions::new()

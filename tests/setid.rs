@@ -77,7 +77,17 @@ fn run_case(dir: &Path, n: usize) -> (u32, String) {
     };
     assert_eq!(code, 0, "{what}: {out}");
     let during = fs::read_to_string(&seen).unwrap_or_default();
-    (mode_of(&f), during)
+    // `stat -c %a` asks for the mode alone, which the kernel answers from its cache while it
+    // holds it valid: the mode cleared must show there too (and at exec, which reads it).
+    let (code, alone) = sh(&format!("stat -c %a {}", f.display()));
+    assert_eq!(code, 0, "{alone}");
+    let mode = mode_of(&f);
+    assert_eq!(
+        alone.trim(),
+        format!("{mode:o}"),
+        "{what}: the mode asked for alone"
+    );
+    (mode, during)
 }
 
 #[test]

@@ -481,12 +481,18 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()
         .spawn(move || {
             for what in rx {
                 match what {
-                    Invalidation::Entry { dir, name, done } => {
+                    Invalidation::Entry {
+                        dir,
+                        name,
+                        file,
+                        done,
+                    } => {
                         let name = std::ffi::OsStr::from_bytes(&name);
                         let _ = notifier.inval_entry(fuser::INodeNo(dir), name);
-                        // Its times and link count changed too, and the kernel may cache a
-                        // directory's attributes (not a file's: see `Invalidation`).
+                        // Its times and link count changed too, and the kernel caches a
+                        // directory's attributes, and the file's from its create.
                         let _ = notifier.inval_inode(fuser::INodeNo(dir), 0, 0);
+                        let _ = notifier.inval_inode(fuser::INodeNo(file), 0, 0);
                         let _ = done.send(());
                     }
                 }

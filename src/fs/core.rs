@@ -208,14 +208,16 @@ impl RecordFs {
             .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))
     }
 
-    /// Makes the kernel forget a name the daemon removed by itself, and waits (bounded) until
-    /// it has: a `stat` right after the caller hears of it must not find the name cached.
-    pub(super) fn forget_name(&self, dir: Fid, name: &[u8]) {
+    /// Makes the kernel forget a name of empty `file` the daemon removed by itself, and waits
+    /// (bounded) until it has: a `stat` right after the caller hears of it must not find the
+    /// name cached, nor the file's link count.
+    pub(super) fn forget_name(&self, dir: Fid, name: &[u8], file: Fid) {
         let (done, forgotten) = std::sync::mpsc::sync_channel(1);
         if let Some(f) = &*self.invalidator.lock() {
             f(Invalidation::Entry {
                 dir,
                 name: name.to_vec(),
+                file,
                 done,
             });
         } else {

@@ -40,6 +40,10 @@ impl RecordFs {
     /// a writer that opens after the look commits nothing before its first write, and the
     /// kernel takes that write as news that the size and times are stale (a reply it asked for
     /// before the write is dropped or forgotten). `None` for a file unlinked while open.
+    ///
+    /// Nor are a set-user-ID or set-group-ID file's: a write by another than its owner clears
+    /// those bits here (`caller::mode_after_change`), and the kernel, which marks only the size
+    /// and times stale at a write, would go on showing them, and honouring them at exec.
     pub fn settled(&self, fid: Fid) -> Option<super::Stat> {
         if self
             .handles
@@ -50,13 +54,15 @@ impl RecordFs {
         {
             return None;
         }
-        self.pipeline.inode(fid).map(|i| super::Stat::of(&i))
+        let stat = super::Stat::of(&self.pipeline.inode(fid)?);
+        (stat.attrs.mode & (libc::S_ISUID | libc::S_ISGID) == 0).then_some(stat)
     }
 
     /// Whether handle `fh` made its file when it was opened (`create_as` opens an existing
-    /// one when the name is there).
-    pub fn made_its_file(&self, fh: u64) -> bool {
-        matches!(self.handle(fh).as_deref(), Ok(Handle::Write(w)) if w.lock().created)
+    /// one when the name is there), without set-ID bits (see `settled`).
+    pub fn settled_when_made(&self, fh: u64, stat: &super::Stat) -> bool {
+        stat.attrs.mode & (libc::S_ISUID | libc::S_ISGID) == 0
+            && matches!(self.handle(fh).as_deref(), Ok(Handle::Write(w)) if w.lock().created)
     }
 
     pub(super) fn insert_handle(&self, h: Handle, fid: Option<Fid>) -> Result<u64> {

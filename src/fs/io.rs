@@ -299,7 +299,7 @@ impl RecordFs {
                 show(&name.bytes())
             );
         }
-        self.forget_name(dir, &name.bytes());
+        self.forget_name(dir, &name.bytes(), fid);
         warn!(
             "{}: its first save was refused, so the new empty record is removed again",
             show(&name.bytes())

@@ -406,15 +406,18 @@ pub struct StatFs {
 /// Never a file's inode after a commit: the kernel counts an inode invalidation as newer than
 /// any attribute reply in flight and drops that reply's size, while `stat` still hands the size
 /// to the caller; a program that maps the file at that size then gets SIGBUS beyond the stale
-/// one. Nothing needs it either: a file's attributes are never cached (TTL 0), every handle
-/// uses direct I/O, and the kernel empties a direct-I/O file's page cache at each `mmap`. (A
-/// directory's attributes are cached, and forgotten with the name.)
+/// one. Nothing needs it either: the kernel keeps a file's attributes only while no handle may
+/// change them unseen (`RecordFs::settled`), every handle uses direct I/O, and the kernel
+/// empties a direct-I/O file's page cache at each `mmap`. (A directory's attributes are
+/// cached, and forgotten with the name.)
 pub enum Invalidation {
     /// A name the kernel may have cached, removed by the daemon itself; `done` hears when
-    /// the kernel has forgotten it.
+    /// the kernel has forgotten it. `file`, the empty file it named, whose link count the
+    /// kernel may hold from its create.
     Entry {
         dir: Fid,
         name: Vec<u8>,
+        file: Fid,
         done: std::sync::mpsc::SyncSender<()>,
     },
 }

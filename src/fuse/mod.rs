@@ -545,7 +545,7 @@ impl Filesystem for Adapter {
         {
             Ok((stat, fh, t)) => {
                 let fopen = self.open_flags(flags);
-                let ttl = match self.fs.made_its_file(fh) {
+                let ttl = match self.fs.settled_when_made(fh, &stat) {
                     true => &NEW_FILE_TTL,
                     false => &ATTR_TTL,
                 };
