@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing recordfs needs on a fresh Debian machine:
-# fuse3 (fusermount3, to clear mounts as any user), and the tools the tests drive for real.
+# fuse3 (fusermount3, to clear mounts as any user), protoc and etcd, and the tools the tests
+# drive for real.
 # Idempotent: installs only what is missing. Needs root (FUSE mounts need it too).
 set -euo pipefail
 
@@ -40,6 +41,11 @@ command -v diff >/dev/null 2>&1 || missing+=(diffutils)
 command -v mknod >/dev/null 2>&1 || missing+=(coreutils)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+# Stores in etcd (issue 14): the client crate builds its protocol code with protoc; the tests
+# start real etcd members and look at their keys with etcdctl.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -123,6 +123,8 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EXDEV => "EXDEV",
         libc::ENFILE => "ENFILE",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
         _ => "errno",
     }
 }

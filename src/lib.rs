@@ -12,6 +12,7 @@
 //!    `view`: a file's bytes as a reader or writer sees them (memory, a backing file, or
 //!    written ranges over either);
 //! 3. `store`: STORE's layout, marker, lock, access, refused saves, atomic replacement;
+//!    `etcd`: a store's keys in an etcd cluster, and a client that bounds every call;
 //! 4. `log`: entries, lines, segments, scanning, snapshots and the manifest, retiring;
 //! 5. `namespace`: names and attributes, never file contents;
 //! 6. `recovery` (replay, reconcile, salvage, check); `compact` (offline) and `pipeline`
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod compact;
 pub mod disk;
 pub mod error;
+pub mod etcd;
 pub mod fs;
 pub mod fuse;
 pub mod history;

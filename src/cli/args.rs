@@ -230,6 +230,26 @@ Exit status: 0 restored; 1 no such version; 2 an error (the save refused, the st
         #[arg(long)]
         at: String,
     },
+    /// Copy a whole store between a directory and an etcd cluster: from a store directory
+    /// (not mounted) into an empty etcd prefix, or from etcd into a new store directory.
+    #[command(after_long_help = "Examples:
+  recordfs migrate /var/lib/records etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/records
+  recordfs migrate etcd://10.0.0.1:2379/records /var/lib/records-copy
+
+Every directory, file and symlink is copied with its names (hard links stay one file), bytes,
+mode, owner, times (not ctime) and extended attributes. Into etcd the prefix must hold no
+keys; its `meta` key is written last, so a migration cut short is never taken for a store.
+Out of etcd the directory must be new or empty, and every record must hold JSON.
+
+Exit status: 0 copied (a line says what); 2 nothing usable was made (why is on stderr:
+a mounted store, a prefix with keys, a directory that is not empty, a cluster that did not
+answer within 10 s).")]
+    Migrate {
+        /// A store directory, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+        from: String,
+        /// The same, the other kind.
+        to: String,
+    },
     /// Print the shell completion script for SHELL on stdout.
     #[command(after_long_help = "Examples:
   recordfs completions bash > /etc/bash_completion.d/recordfs

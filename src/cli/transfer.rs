@@ -369,7 +369,7 @@ fn export_tree_command(store: &Path, out: Option<&Path>, dir: &str) -> i32 {
 }
 
 /// A file's bytes, read whole through the core.
-fn read_whole(fs: &RecordFs, ino: Fid) -> Result<Vec<u8>> {
+pub(super) fn read_whole(fs: &RecordFs, ino: Fid) -> Result<Vec<u8>> {
     let (fh, _) = fs.open(ino, libc::O_RDONLY)?;
     let bytes = fs
         .getattr(ino, Some(fh))

@@ -1,0 +1,216 @@
+//! `recordfs migrate FROM TO`: a whole store copied from a directory into an etcd cluster, or
+//! from etcd into a new store directory (issue 14; the keys are `etcd::layout`'s).
+//!
+//! What is copied: every directory, file and symlink with its names (hard links stay one
+//! file), bytes, mode, owner, times (but ctime, which no copy can set) and extended
+//! attributes. The source is read at one moment: a store directory opened here (not mounted),
+//! or the etcd keys read at one revision. Into etcd, the keys go in transactions as etcd's
+//! limits allow and the `meta` key last: a migration cut short leaves a prefix without `meta`,
+//! which nothing takes for a store. Into a directory, every save is checked as any save is (a
+//! record must hold JSON) and the store is synced once at the end.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{err, Error, Result};
+use crate::etcd::layout::{self, Name, Node, Tree};
+use crate::etcd::{Etcd, EtcdUrl};
+use crate::fs::{RecordFs, SetAttr};
+use crate::fuse::describe;
+use crate::options::{Options, SyncMode};
+use crate::types::{Fid, Kind, ROOT};
+
+use super::logging::init_quiet_logging;
+use super::transfer::read_whole;
+
+/// How long one call to etcd may take before the migration fails with ETIMEDOUT.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn migrate_command(from: &str, to: &str) -> i32 {
+    init_quiet_logging();
+    let done = match (EtcdUrl::is_etcd(from), EtcdUrl::is_etcd(to)) {
+        (false, true) => EtcdUrl::parse(to).and_then(|url| into_etcd(Path::new(from), &url)),
+        (true, false) => EtcdUrl::parse(from).and_then(|url| from_etcd(&url, Path::new(to))),
+        _ => Err(err!(
+            EINVAL,
+            "one of FROM and TO must be a store directory and the other an etcd:// address"
+        )),
+    };
+    match done {
+        Ok(said) => {
+            println!("{said}");
+            0
+        }
+        Err(e) => {
+            eprintln!("recordfs migrate: {}", describe(&e));
+            2
+        }
+    }
+}
+
+fn into_etcd(store: &Path, url: &EtcdUrl) -> Result<String> {
+    let opts = Options {
+        sync: SyncMode::Never,
+        read_only: true,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(store, opts)?;
+    let tree = tree_of(&fs);
+    let _ = fs.shutdown();
+    let tree = tree?;
+    let etcd = Etcd::connect(url, ETCD_TIMEOUT)?;
+    if !etcd.is_empty()? {
+        return Err(err!(
+            EEXIST,
+            "{url} holds keys already: a store is migrated only into an empty prefix"
+        ));
+    }
+    // The prefix is empty: a piece is named by its file and place.
+    let kvs = layout::to_keys(&tree, |fid, n| format!("{fid:016x}.{n}"));
+    etcd.put_all(&kvs)?;
+    let max = tree.nodes.iter().map(|n| n.fid).max().unwrap_or(ROOT);
+    etcd.put_all(&[layout::meta(max)])?;
+    Ok(summary(&tree, &format!("{} into {url}", store.display())))
+}
+
+fn from_etcd(url: &EtcdUrl, store: &Path) -> Result<String> {
+    if std::fs::read_dir(store).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(err!(
+            EEXIST,
+            "{}: not empty; a store is migrated only into a new directory",
+            store.display()
+        ));
+    }
+    let etcd = Etcd::connect(url, ETCD_TIMEOUT)?;
+    let tree = layout::from_keys(&etcd.get_all(b"")?)?;
+    let opts = Options {
+        sync: SyncMode::Never,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(store, opts)?;
+    let made = make_tree(&fs, &tree);
+    let closed = fs.shutdown();
+    made.and(closed)?;
+    Ok(summary(&tree, &format!("{url} into {}", store.display())))
+}
+
+fn summary(tree: &Tree, what: &str) -> String {
+    let files = tree.nodes.iter().filter(|n| n.kind == Kind::File).count();
+    let bytes: usize = tree.nodes.iter().map(|n| n.bytes.len()).sum();
+    format!(
+        "migrated {what}: {files} files, {} directories and symlinks, {} names, {bytes} bytes",
+        tree.nodes.len() - files,
+        tree.names.len()
+    )
+}
+
+/// Everything under the root of the store `fs` serves.
+fn tree_of(fs: &RecordFs) -> Result<Tree> {
+    let mut tree = Tree::default();
+    tree.nodes.push(node_of(fs, ROOT, Kind::Dir)?);
+    let mut seen = HashSet::from([ROOT]);
+    let mut dirs = vec![ROOT];
+    while let Some(dir) = dirs.pop() {
+        let dh = fs.opendir(dir)?;
+        let entries = fs.readdir(dh, 2);
+        fs.releasedir(dh);
+        for e in entries? {
+            if seen.insert(e.ino) {
+                tree.nodes.push(node_of(fs, e.ino, e.kind)?);
+                if e.kind == Kind::Dir {
+                    dirs.push(e.ino);
+                }
+            }
+            tree.names.push(Name {
+                dir,
+                name: e.name,
+                fid: e.ino,
+            });
+        }
+    }
+    Ok(tree)
+}
+
+fn node_of(fs: &RecordFs, fid: Fid, kind: Kind) -> Result<Node> {
+    let attrs = fs.getattr(fid, None)?.attrs;
+    let bytes = match kind {
+        Kind::File => read_whole(fs, fid)?,
+        Kind::Symlink => fs.readlink(fid)?,
+        Kind::Dir => Vec::new(),
+    };
+    let mut xattrs = Vec::new();
+    for name in fs.listxattr(fid)?.split(|b| *b == 0) {
+        if !name.is_empty() {
+            xattrs.push((name.to_vec(), fs.getxattr(fid, name)?));
+        }
+    }
+    Ok(Node {
+        fid,
+        kind,
+        attrs,
+        bytes,
+        xattrs,
+    })
+}
+
+/// Makes `tree` in the empty store `fs` serves: directories before what they hold, a file
+/// with several names once (then linked), times last (a name made in a directory changes
+/// the directory's).
+fn make_tree(fs: &RecordFs, tree: &Tree) -> Result<()> {
+    let nodes: HashMap<Fid, &Node> = tree.nodes.iter().map(|n| (n.fid, n)).collect();
+    let mut in_dir: HashMap<Fid, Vec<&Name>> = HashMap::new();
+    for n in &tree.names {
+        in_dir.entry(n.dir).or_default().push(n);
+    }
+    let mut made: HashMap<Fid, Fid> = HashMap::from([(ROOT, ROOT)]);
+    let mut order = vec![ROOT];
+    let mut at = 0;
+    while at < order.len() {
+        let dir = order[at];
+        at += 1;
+        for n in in_dir.get(&dir).map(Vec::as_slice).unwrap_or_default() {
+            let here = made[&dir];
+            if let Some(&fid) = made.get(&n.fid) {
+                fs.wait(fs.link(fid, here, &n.name)?.1)?;
+                continue;
+            }
+            let node = nodes[&n.fid];
+            let a = &node.attrs;
+            let path = || String::from_utf8_lossy(&n.name).into_owned();
+            let (stat, ticket) = match node.kind {
+                Kind::Dir => fs.mkdir(here, &n.name, a.mode, a.uid, a.gid),
+                Kind::Symlink => fs.symlink(here, &n.name, &node.bytes, a.uid, a.gid),
+                Kind::File => fs.create_with(here, &n.name, a.mode, node.bytes.clone()),
+            }
+            .map_err(|e| Error::new(e.errno, format!("{}: {}", path(), e.reason)))?;
+            fs.wait(ticket)?;
+            made.insert(n.fid, stat.ino);
+            if node.kind == Kind::Dir {
+                order.push(n.fid);
+            }
+        }
+    }
+    // Extended attributes, owners, modes and times: files and symlinks, then directories
+    // deepest first.
+    let others = tree.nodes.iter().filter(|n| n.kind != Kind::Dir);
+    for fid in others.map(|n| n.fid).chain(order.iter().rev().copied()) {
+        let (Some(node), Some(&new)) = (nodes.get(&fid), made.get(&fid)) else {
+            continue;
+        };
+        let a = &node.attrs;
+        for (k, v) in &node.xattrs {
+            fs.wait(fs.setxattr(new, k, Some(v), 0)?)?;
+        }
+        let set = SetAttr {
+            mode: (node.kind != Kind::Symlink).then_some(a.mode),
+            uid: Some(a.uid),
+            gid: Some(a.gid),
+            size: None,
+            atime: Some(a.atime),
+            mtime: Some(a.mtime),
+        };
+        fs.wait(fs.setattr(new, None, set)?.1)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! The keys of a store in etcd, under its prefix (FORMAT.md, "A store in etcd"):
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `meta` | `{"format":1,"next_fid":N}`; written last by `recordfs migrate`: a store without it is not whole |
+//! | `i/<fid>` | a file's, directory's or symlink's kind and attributes, size and checksum (JSON) |
+//! | `d/<fid>` | a file's bytes when they fit one value (`PIECE`), or a symlink's target |
+//! | `p/<id>` | one piece of a larger file's bytes; the file's `i/` value lists its pieces in order |
+//! | `n/<dir fid>/<name>` | a name in a directory: the fid it names |
+//!
+//! Fids are 16 lowercase hex digits, so keys sort as the numbers do; names are their bytes.
+//! A file's bytes are raw (etcd values are bytes): no encoding, and a save of a file that fits
+//! one value is one transaction of two puts.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::error::{err, Result};
+use crate::types::{Attrs, Fid, Kind, Time, ROOT};
+
+/// The layout's version, in `meta`.
+pub const FORMAT: u64 = 1;
+/// The most bytes one value holds: a piece and its key fit one request (`MAX_TXN_BYTES`).
+pub const PIECE: usize = 1 << 20;
+
+/// A file, directory or symlink, with its bytes (a symlink's: its target).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub fid: Fid,
+    pub kind: Kind,
+    pub attrs: Attrs,
+    pub bytes: Vec<u8>,
+    /// Extended attributes, by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A name in a directory.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Name {
+    pub dir: Fid,
+    pub name: Vec<u8>,
+    pub fid: Fid,
+}
+
+/// A whole store: every node and every name; the root is `ROOT`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+    pub names: Vec<Name>,
+}
+
+fn fid_hex(fid: Fid) -> String {
+    format!("{fid:016x}")
+}
+
+fn parse_fid(s: &[u8], key: &[u8]) -> Result<Fid> {
+    std::str::from_utf8(s)
+        .ok()
+        .filter(|s| s.len() == 16)
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .ok_or_else(|| err!(EIO, "key {}: not a fid", String::from_utf8_lossy(key)))
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+    }
+}
+
+fn time(t: Time) -> Value {
+    let (secs, nsecs) = (t.secs, t.nsecs);
+    json!([secs, nsecs])
+}
+
+fn parse_time(v: &Value) -> Option<Time> {
+    Some(Time {
+        secs: v.get(0)?.as_i64()?,
+        nsecs: u32::try_from(v.get(1)?.as_u64()?).ok()?,
+    })
+}
+
+/// The `meta` key and value of a whole store whose largest fid is `max_fid`.
+pub fn meta(max_fid: Fid) -> (Vec<u8>, Vec<u8>) {
+    let v = json!({"format": FORMAT, "next_fid": max_fid + 1});
+    (b"meta".to_vec(), v.to_string().into_bytes())
+}
+
+/// The keys and values of `tree`, but `meta`. `piece_id(fid, n)` names the nth piece of a
+/// large file, uniquely in the store.
+pub fn to_keys(
+    tree: &Tree,
+    mut piece_id: impl FnMut(Fid, usize) -> String,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for n in &tree.nodes {
+        let a = &n.attrs;
+        let mut v = json!({
+            "kind": kind_name(n.kind),
+            "mode": a.mode,
+            "uid": a.uid,
+            "gid": a.gid,
+            "atime": time(a.atime),
+            "mtime": time(a.mtime),
+            "ctime": time(a.ctime),
+            "size": n.bytes.len(),
+            "crc": format!("{:08x}", crc32c::crc32c(&n.bytes)),
+        });
+        if !n.xattrs.is_empty() {
+            v["xattrs"] = n
+                .xattrs
+                .iter()
+                .map(|(k, x)| json!([B64.encode(k), B64.encode(x)]))
+                .collect();
+        }
+        let fid = fid_hex(n.fid);
+        if n.bytes.len() > PIECE {
+            let mut ids = Vec::new();
+            for (i, piece) in n.bytes.chunks(PIECE).enumerate() {
+                let id = piece_id(n.fid, i);
+                out.push((format!("p/{id}").into_bytes(), piece.to_vec()));
+                ids.push(Value::from(id));
+            }
+            v["pieces"] = Value::Array(ids);
+        } else if n.kind != Kind::Dir {
+            out.push((format!("d/{fid}").into_bytes(), n.bytes.clone()));
+        }
+        out.push((format!("i/{fid}").into_bytes(), v.to_string().into_bytes()));
+    }
+    for n in &tree.names {
+        let mut k = format!("n/{}/", fid_hex(n.dir)).into_bytes();
+        k.extend_from_slice(&n.name);
+        out.push((k, fid_hex(n.fid).into_bytes()));
+    }
+    out
+}
+
+/// The tree the keys hold (the prefix taken off), checked: every name names a node, every
+/// node's bytes are whole (their size and checksum), the root is a directory. An error names
+/// the key.
+pub fn from_keys(kvs: &[(Vec<u8>, Vec<u8>)]) -> Result<Tree> {
+    let find = |key: &[u8]| -> Option<&Vec<u8>> {
+        kvs.binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()
+            .map(|i| &kvs[i].1)
+    };
+    let meta = find(b"meta").ok_or_else(|| {
+        err!(
+            EIO,
+            "no meta key: not a store, or a migration that did not finish"
+        )
+    })?;
+    let meta: Value = serde_json::from_slice(meta).map_err(|e| err!(EIO, "meta: {e}"))?;
+    if meta["format"].as_u64() != Some(FORMAT) {
+        return Err(err!(
+            EIO,
+            "meta: format {} (this recordfs reads {FORMAT})",
+            meta["format"]
+        ));
+    }
+    let mut tree = Tree::default();
+    for (key, value) in kvs {
+        if let Some(fid) = key.strip_prefix(b"i/") {
+            tree.nodes
+                .push(node(parse_fid(fid, key)?, key, value, &find)?);
+        } else if let Some(rest) = key.strip_prefix(b"n/") {
+            if rest.len() < 18 || rest[16] != b'/' {
+                return Err(err!(
+                    EIO,
+                    "key {}: not a name",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+            tree.names.push(Name {
+                dir: parse_fid(&rest[..16], key)?,
+                name: rest[17..].to_vec(),
+                fid: parse_fid(value, key)?,
+            });
+        }
+    }
+    let kinds: std::collections::HashMap<Fid, Kind> =
+        tree.nodes.iter().map(|n| (n.fid, n.kind)).collect();
+    if kinds.get(&ROOT) != Some(&Kind::Dir) {
+        return Err(err!(
+            EIO,
+            "i/{}: the root is missing or not a directory",
+            fid_hex(ROOT)
+        ));
+    }
+    for n in &tree.names {
+        let show = || format!("n/{}/{}", fid_hex(n.dir), String::from_utf8_lossy(&n.name));
+        if kinds.get(&n.dir) != Some(&Kind::Dir) {
+            return Err(err!(EIO, "{}: its directory is not in the store", show()));
+        }
+        if !kinds.contains_key(&n.fid) {
+            return Err(err!(EIO, "{}: names a fid not in the store", show()));
+        }
+    }
+    Ok(tree)
+}
+
+fn node<'a>(
+    fid: Fid,
+    key: &[u8],
+    value: &[u8],
+    find: &impl Fn(&[u8]) -> Option<&'a Vec<u8>>,
+) -> Result<Node> {
+    let show = String::from_utf8_lossy(key).into_owned();
+    let bad = |what: &str| err!(EIO, "{show}: {what}");
+    let v: Value = serde_json::from_slice(value).map_err(|e| bad(&e.to_string()))?;
+    let kind = match v["kind"].as_str() {
+        Some("file") => Kind::File,
+        Some("dir") => Kind::Dir,
+        Some("symlink") => Kind::Symlink,
+        _ => return Err(bad("no kind")),
+    };
+    let num = |f: &str| v[f].as_u64().and_then(|n| u32::try_from(n).ok());
+    let t = |f: &str| parse_time(&v[f]);
+    let attrs = match (
+        num("mode"),
+        num("uid"),
+        num("gid"),
+        t("atime"),
+        t("mtime"),
+        t("ctime"),
+    ) {
+        (Some(mode), Some(uid), Some(gid), Some(atime), Some(mtime), Some(ctime)) => Attrs {
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+            ctime,
+        },
+        _ => return Err(bad("attributes missing")),
+    };
+    let bytes = if kind == Kind::Dir {
+        Vec::new()
+    } else if let Some(pieces) = v["pieces"].as_array() {
+        let mut bytes = Vec::new();
+        for id in pieces {
+            let id = id.as_str().ok_or_else(|| bad("a piece without an id"))?;
+            let piece = find(format!("p/{id}").as_bytes())
+                .ok_or_else(|| bad(&format!("its piece p/{id} is missing")))?;
+            bytes.extend_from_slice(piece);
+        }
+        bytes
+    } else {
+        find(format!("d/{}", fid_hex(fid)).as_bytes())
+            .ok_or_else(|| bad("its bytes (d/) are missing"))?
+            .clone()
+    };
+    let crc = format!("{:08x}", crc32c::crc32c(&bytes));
+    if v["size"].as_u64() != Some(bytes.len() as u64) || v["crc"].as_str() != Some(&crc) {
+        return Err(bad(&format!(
+            "its bytes do not match its size and checksum ({} bytes, crc {crc})",
+            bytes.len()
+        )));
+    }
+    let mut xattrs = Vec::new();
+    for x in v["xattrs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let dec = |i: usize| x[i].as_str().and_then(|s| B64.decode(s).ok());
+        match (dec(0), dec(1)) {
+            (Some(k), Some(val)) => xattrs.push((k, val)),
+            _ => return Err(bad("an extended attribute that does not decode")),
+        }
+    }
+    Ok(Node {
+        fid,
+        kind,
+        attrs,
+        bytes,
+        xattrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(mode: u32) -> Attrs {
+        let t = Time {
+            secs: 1_700_000_000,
+            nsecs: 7,
+        };
+        Attrs {
+            mode,
+            uid: 1000,
+            gid: 100,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        }
+    }
+
+    fn sample() -> Tree {
+        let node = |fid, kind, bytes: &[u8]| Node {
+            fid,
+            kind,
+            attrs: attrs(0o644),
+            bytes: bytes.to_vec(),
+            xattrs: Vec::new(),
+        };
+        let mut big = node(4, Kind::File, &vec![7; PIECE * 2 + 5]);
+        big.xattrs.push((b"user.a".to_vec(), vec![0, 255]));
+        Tree {
+            nodes: vec![
+                node(ROOT, Kind::Dir, b""),
+                node(2, Kind::File, b"{\"a\": 1}"),
+                node(3, Kind::Symlink, b"../x"),
+                big,
+            ],
+            names: vec![
+                Name {
+                    dir: ROOT,
+                    name: b"a.json".to_vec(),
+                    fid: 2,
+                },
+                Name {
+                    dir: ROOT,
+                    name: b"second \xff name".to_vec(),
+                    fid: 2,
+                },
+                Name {
+                    dir: ROOT,
+                    name: b"link".to_vec(),
+                    fid: 3,
+                },
+                Name {
+                    dir: ROOT,
+                    name: b"big".to_vec(),
+                    fid: 4,
+                },
+            ],
+        }
+    }
+
+    fn keys_of(tree: &Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut kvs = to_keys(tree, |fid, n| format!("piece-{fid}-{n}"));
+        kvs.push(meta(4));
+        kvs.sort();
+        kvs
+    }
+
+    #[test]
+    fn a_tree_round_trips_through_its_keys() {
+        let tree = sample();
+        let kvs = keys_of(&tree);
+        assert!(kvs.iter().all(|(_, v)| v.len() <= PIECE));
+        assert_eq!(kvs.iter().filter(|(k, _)| k.starts_with(b"p/")).count(), 3);
+        let mut back = from_keys(&kvs).unwrap();
+        back.nodes.sort_by_key(|n| n.fid);
+        back.names.sort();
+        let mut want = tree;
+        want.names.sort();
+        assert_eq!(back, want);
+    }
+
+    #[test]
+    fn damage_is_refused_naming_the_key() {
+        let kvs = keys_of(&sample());
+        let without =
+            |k: &[u8]| -> Vec<_> { kvs.iter().filter(|(x, _)| x != k).cloned().collect() };
+        let e = from_keys(&without(b"meta")).unwrap_err();
+        assert!(e.reason.contains("no meta"), "{e}");
+        let e = from_keys(&without(b"p/piece-4-1")).unwrap_err();
+        assert!(e.reason.contains("p/piece-4-1 is missing"), "{e}");
+        let e = from_keys(&without(b"i/0000000000000003")).unwrap_err();
+        assert!(e.reason.contains("n/0000000000000001/link"), "{e}");
+        let mut changed = kvs.clone();
+        let d = changed
+            .iter_mut()
+            .find(|(k, _)| k == b"d/0000000000000002")
+            .unwrap();
+        d.1[0] = b'[';
+        let e = from_keys(&changed).unwrap_err();
+        assert!(e.reason.starts_with("i/0000000000000002: its bytes"), "{e}");
+    }
+}

@@ -1,0 +1,360 @@
+//! A store in an etcd cluster (issue 14): its address, its keys (`layout`), and a client that
+//! bounds every call in time. FORMAT.md, "A store in etcd", describes the keys.
+//!
+//! etcd-client is asynchronous; recordfs's core is not. Each `Etcd` owns a runtime of one
+//! thread and blocks on it, so callers stay plain functions and every wait has a deadline:
+//! during an outage a call fails with ETIMEDOUT (or EIO) within `timeout`, never hangs.
+
+pub mod layout;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use parking_lot::Mutex;
+
+use crate::error::{err, Error, Result};
+
+/// The longest request etcd takes by default (`--max-request-bytes`, 1.5 MiB), less room for
+/// the keys and framing of one transaction.
+pub const MAX_TXN_BYTES: usize = (3 << 19) - (64 << 10);
+/// etcd's limit on the operations of one transaction (`--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+/// How many keys one range read returns at most (the rest in further reads).
+const PAGE_KEYS: i64 = 1000;
+
+/// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdUrl {
+    pub endpoints: Vec<String>,
+    /// Every key of the store starts with it; it ends with `/`.
+    pub prefix: String,
+}
+
+impl EtcdUrl {
+    /// Whether `s` names a store in etcd rather than a directory.
+    pub fn is_etcd(s: &str) -> bool {
+        s.starts_with("etcd://")
+    }
+
+    pub fn parse(s: &str) -> Result<EtcdUrl> {
+        let rest = s
+            .strip_prefix("etcd://")
+            .ok_or_else(|| err!(EINVAL, "{s}: not an etcd:// address"))?;
+        let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(err!(EINVAL, "{s}: no HOST:PORT before the prefix"));
+        }
+        if let Some(bad) = endpoints.iter().find(|h| !h.contains(':')) {
+            return Err(err!(EINVAL, "{s}: {bad} is not HOST:PORT"));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Err(err!(
+                EINVAL,
+                "{s}: no prefix (etcd://HOST:PORT/PREFIX): a store does not take a whole cluster"
+            ));
+        }
+        Ok(EtcdUrl {
+            endpoints,
+            prefix: format!("/{prefix}/"),
+        })
+    }
+}
+
+impl std::fmt::Display for EtcdUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "etcd://{}{}",
+            self.endpoints.join(","),
+            self.prefix.trim_end_matches('/')
+        )
+    }
+}
+
+/// A connection to the cluster of one store: to one member at a time. etcd-client's own
+/// balancing fails a request when any one endpoint refuses connections (etcd-client issue
+/// 39), so the member in use is changed here when it cannot be reached, and a read or put
+/// (each safe to do twice) is tried again on the next member, within the same deadline.
+pub struct Etcd {
+    rt: tokio::runtime::Runtime,
+    client: Mutex<(Client, usize)>,
+    pub url: EtcdUrl,
+    timeout: Duration,
+}
+
+impl Etcd {
+    /// Connects to the first member that answers, failing within `timeout` when none does.
+    pub fn connect(url: &EtcdUrl, timeout: Duration) -> Result<Etcd> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the etcd client", &e))?;
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        for i in 0..url.endpoints.len() {
+            match member(&rt, url, i, deadline) {
+                Ok(c) => {
+                    return Ok(Etcd {
+                        rt,
+                        client: Mutex::new((c, i)),
+                        url: url.clone(),
+                        timeout,
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("an address has at least one member"))
+    }
+
+    /// Runs `op` on the member in use; when it cannot be reached, on the next ones, until
+    /// one answers or `timeout` has passed.
+    fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let what = format!("{what} ({})", self.url);
+        let deadline = Instant::now() + self.timeout;
+        let n = self.url.endpoints.len();
+        let (client, mut at) = self.client.lock().clone();
+        let mut client = Some(client);
+        for _ in 0..n {
+            if let Some(c) = client.take() {
+                match block(&self.rt, &what, deadline, op(c)) {
+                    Err(e) if e.errno == libc::ECONNREFUSED && Instant::now() < deadline => {}
+                    done => return done,
+                }
+            }
+            at = (at + 1) % n;
+            if let Ok(c) = member(&self.rt, &self.url, at, deadline) {
+                *self.client.lock() = (c.clone(), at);
+                client = Some(c);
+            }
+        }
+        match client {
+            Some(c) => block(&self.rt, &what, deadline, op(c)),
+            None => Err(err!(
+                ECONNREFUSED,
+                "{what}: no member of the cluster could be reached"
+            )),
+        }
+    }
+
+    /// The store's key for `rest` (a key of `layout`).
+    pub fn key(&self, rest: &[u8]) -> Vec<u8> {
+        let mut k = self.url.prefix.as_bytes().to_vec();
+        k.extend_from_slice(rest);
+        k
+    }
+
+    /// Whether any key starts with the store's prefix.
+    pub fn is_empty(&self) -> Result<bool> {
+        let prefix = self.key(b"");
+        let n = self.call("counting the store's keys", |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                let o = GetOptions::new().with_prefix().with_count_only();
+                Ok(c.get(prefix, Some(o)).await?.count())
+            }
+        })?;
+        Ok(n == 0)
+    }
+
+    /// One key's value, if it is there.
+    pub fn get(&self, rest: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = self.key(rest);
+        self.call("reading a key", |mut c| {
+            let key = key.clone();
+            async move {
+                let r = c.get(key, None).await?;
+                Ok(r.kvs().first().map(|kv| kv.value().to_vec()))
+            }
+        })
+    }
+
+    /// Every key under `rest` with its value, the prefix taken off, in key order; read at
+    /// one revision (the first page's), so that the whole is one moment of the store.
+    pub fn get_all(&self, rest: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = self.key(rest);
+        let end = prefix_end(&start);
+        let cut = self.url.prefix.len();
+        let mut out = Vec::new();
+        let mut from = start;
+        let mut revision = 0;
+        loop {
+            let r = self.call("reading the store's keys", |mut c| {
+                let (key, end) = (from.clone(), end.clone());
+                async move {
+                    let mut o = GetOptions::new()
+                        .with_range(end)
+                        .with_limit(PAGE_KEYS)
+                        .with_sort(SortTarget::Key, SortOrder::Ascend);
+                    if revision != 0 {
+                        o = o.with_revision(revision);
+                    }
+                    c.get(key, Some(o)).await
+                }
+            })?;
+            if revision == 0 {
+                revision = r.header().map_or(0, |h| h.revision());
+            }
+            for kv in r.kvs() {
+                out.push((kv.key()[cut..].to_vec(), kv.value().to_vec()));
+            }
+            match (r.more(), r.kvs().last()) {
+                (true, Some(last)) => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Puts every (key, value) in as few transactions as etcd's limits allow, in order. Each
+    /// transaction is atomic; the whole is not (see `migrate`, which writes its marker last).
+    pub fn put_all(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
+        for (k, v) in puts {
+            let size = k.len() + self.url.prefix.len() + v.len();
+            if size > MAX_TXN_BYTES {
+                return Err(err!(
+                    EFBIG,
+                    "a value of {} bytes is more than etcd takes in one request",
+                    v.len()
+                ));
+            }
+            if batch.len() == MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES {
+                self.put_txn(&std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+            batch.push((self.key(k), v.clone()));
+            bytes += size;
+        }
+        if !batch.is_empty() {
+            self.put_txn(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn put_txn(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        self.call("writing keys", |mut c| {
+            let ops: Vec<TxnOp> = puts
+                .iter()
+                .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
+                .collect();
+            async move {
+                c.txn(Txn::new().and_then(ops)).await?;
+                Ok(())
+            }
+        })
+    }
+}
+
+/// A client of member `i` of `url` that has answered (connecting is lazy, so it is asked for
+/// its status).
+fn member(
+    rt: &tokio::runtime::Runtime,
+    url: &EtcdUrl,
+    i: usize,
+    deadline: Instant,
+) -> Result<Client> {
+    let endpoint = url.endpoints[i].clone();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(left)
+        .with_timeout(left);
+    let what = format!("connecting to {endpoint} of {url}");
+    block(rt, &what, deadline, async move {
+        let mut c = Client::connect([endpoint], Some(opts)).await?;
+        c.status().await?;
+        Ok(c)
+    })
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Runs `fut` on `rt` until `deadline`; etcd's errors become errnos a caller expects.
+fn block<T>(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    deadline: Instant,
+    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match rt.block_on(async { tokio::time::timeout(left, fut).await }) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(from_etcd(what, &e)),
+        Err(_) => Err(err!(ETIMEDOUT, "{what}: no answer in time")),
+    }
+}
+
+fn from_etcd(what: &str, e: &etcd_client::Error) -> Error {
+    let text = e.to_string();
+    let errno = if text.contains("database space exceeded") || text.contains("NOSPACE") {
+        libc::ENOSPC
+    } else if text.contains("request is too large") || text.contains("too many operations") {
+        libc::EFBIG
+    } else if text.contains("deadline") || text.contains("timed out") {
+        libc::ETIMEDOUT
+    } else if text.contains("connect error") || text.contains("Connection refused") {
+        // This member cannot be reached: another may be (`Etcd::call`).
+        libc::ECONNREFUSED
+    } else {
+        libc::EIO
+    };
+    Error::new(errno, format!("{what}: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_print_back() {
+        let u = EtcdUrl::parse("etcd://10.0.0.1:2379,10.0.0.2:2379/records").unwrap();
+        assert_eq!(u.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(u.prefix, "/records/");
+        assert_eq!(u.to_string(), "etcd://10.0.0.1:2379,10.0.0.2:2379/records");
+        assert_eq!(
+            EtcdUrl::parse("etcd://h:1/a/b/").unwrap().prefix,
+            "/a/b/",
+            "a prefix may have levels"
+        );
+        for bad in [
+            "etcd://",
+            "etcd:///x",
+            "etcd://h:1",
+            "etcd://h:1/",
+            "etcd://host/x",
+        ] {
+            assert!(EtcdUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert!(!EtcdUrl::is_etcd("/var/lib/records"));
+    }
+
+    #[test]
+    fn the_end_of_a_prefix_is_past_every_key_under_it() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+    }
+}

@@ -1,0 +1,275 @@
+//! Stores in etcd (issue 14), against a real cluster of three etcd members on loopback that
+//! each test starts and kills (Debian's etcd-server; scripts/setup.sh installs it).
+//!
+//! Guards against: a migration that loses or changes a name, byte, mode, owner, time, link
+//! or extended attribute either way; one that writes into a prefix holding keys, or into a
+//! directory that is not empty; a cut-short migration taken for a store; a call that hangs
+//! when the cluster has no quorum.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A cluster of three members on free loopback ports, killed when dropped.
+struct Cluster {
+    members: Vec<Option<Child>>,
+    clients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let log = fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
+            let child = Command::new("etcd")
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("m{i}")))
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                ])
+                .args([
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                ])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                ])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "recordfs-test"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("etcd (scripts/setup.sh installs etcd-server)");
+            members.push(Some(child));
+        }
+        let c = Cluster {
+            members,
+            clients: ports
+                .iter()
+                .map(|(c, _)| format!("127.0.0.1:{c}"))
+                .collect(),
+            _dir: dir,
+        };
+        let healthy = wait_until(Duration::from_secs(30), || {
+            c.etcdctl(&["endpoint", "health"])
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(healthy, "the cluster did not become healthy within 30 s");
+        c
+    }
+
+    fn url(&self, prefix: &str) -> String {
+        format!("etcd://{}/{prefix}", self.clients.join(","))
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> std::io::Result<Output> {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.clients.join(","))
+            .args(["--command-timeout", "5s"])
+            .args(args)
+            .output()
+    }
+
+    /// SIGKILL of member `i`.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn migrate(from: &str, to: &str) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["migrate", from, to])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A store with a bit of everything, made through a mount and unmounted.
+fn sample_store(env: &Env) {
+    let m = env.mount(&[]);
+    let p = |s: &str| env.path(s);
+    fs::create_dir_all(p("players/2026")).unwrap();
+    fs::write(
+        p("players/2026/6f1c2b1e-0000-4000-8000-000000000001.json"),
+        "{\"name\": \"Ada\"}\n",
+    )
+    .unwrap();
+    fs::write(p("notes.txt"), "plain\n").unwrap();
+    // Larger than one etcd value: stored in pieces.
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    fs::write(p("big.bin"), &big).unwrap();
+    fs::hard_link(p("big.bin"), p("players/big-link")).unwrap();
+    std::os::unix::fs::symlink("players/2026", p("latest")).unwrap();
+    fs::create_dir(p("empty")).unwrap();
+    for (cmd, what) in [
+        ("setfattr -n user.origin -v import big.bin", "xattr"),
+        (
+            "chmod 600 notes.txt && chown 65534:65534 notes.txt",
+            "owner",
+        ),
+        (
+            "touch -h -d @1000000000 latest notes.txt players/2026",
+            "times",
+        ),
+    ] {
+        let (code, out) = sh(&format!("cd {} && {cmd}", env.mnt.display()));
+        assert_eq!(code, 0, "{what}: {out}");
+    }
+    m.stop_cleanly();
+}
+
+/// Every path under `root` with what `stat` says of it (kind, mode, owner, links, size, mtime),
+/// its bytes' digest and its extended attributes, sorted.
+fn describe_tree(root: &Path) -> String {
+    let (code, out) = sh(&format!(
+        "cd {} && find . -mindepth 1 | sort | while read -r f; do \
+           stat -c '%n %F %a %u:%g %h %s %Y' \"$f\"; \
+           [ -f \"$f\" ] && [ ! -L \"$f\" ] && md5sum < \"$f\"; \
+           [ -L \"$f\" ] && readlink \"$f\"; \
+           getfattr -h -d -m - \"$f\" 2>/dev/null | grep -v '^#'; \
+         done",
+        root.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    out
+}
+
+#[test]
+fn a_store_migrates_into_etcd_and_back_whole() {
+    let cluster = Cluster::start();
+    let env = Env::new();
+    sample_store(&env);
+    let url = cluster.url("records");
+    let (code, out) = migrate(env.store.to_str().unwrap(), &url);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("3 files, 5 directories and symlinks, 8 names"),
+        "{out}"
+    );
+
+    let back = Env::new();
+    let (code, out) = migrate(&url, back.store.to_str().unwrap());
+    assert_eq!(code, 0, "{out}");
+
+    let a = env.mount(&[]);
+    let b = back.mount(&[]);
+    let (want, got) = (describe_tree(&env.mnt), describe_tree(&back.mnt));
+    a.stop_cleanly();
+    b.stop_cleanly();
+    assert!(want.contains("user.origin=\"import\""), "{want}");
+    assert!(
+        want.contains("./players/big-link regular file 644 0:0 2 2500000"),
+        "{want}"
+    );
+    assert_eq!(got, want);
+    let (code, out) = back.check();
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_migration_writes_only_into_an_empty_prefix_and_a_new_directory() {
+    let cluster = Cluster::start();
+    let env = Env::new();
+    sample_store(&env);
+    let url = cluster.url("records");
+    let out = cluster.etcdctl(&["put", "/records/mine", "x"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, out) = migrate(env.store.to_str().unwrap(), &url);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("holds keys already"), "{out}");
+    let keys = cluster
+        .etcdctl(&["get", "--prefix", "/records/", "--keys-only"])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&keys.stdout).trim(),
+        "/records/mine"
+    );
+
+    // Into another prefix, then out into a directory that is not empty.
+    let url = cluster.url("copy");
+    assert_eq!(migrate(env.store.to_str().unwrap(), &url).0, 0);
+    let taken = tempfile::tempdir().unwrap();
+    fs::write(taken.path().join("mine"), "x").unwrap();
+    let (code, out) = migrate(&url, taken.path().to_str().unwrap());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not empty"), "{out}");
+    assert_eq!(fs::read_dir(taken.path()).unwrap().count(), 1);
+
+    // A migration cut short (no meta key) is not taken for a store.
+    let out = cluster.etcdctl(&["del", "/copy/meta"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let fresh: PathBuf = taken.path().join("store");
+    let (code, out) = migrate(&url, fresh.to_str().unwrap());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no meta key"), "{out}");
+    // Damage in etcd is named by its key.
+    let out = cluster
+        .etcdctl(&["put", "/records/meta", "{\"format\":1,\"next_fid\":9}"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, out) = migrate(&cluster.url("records"), fresh.to_str().unwrap());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("the root is missing"), "{out}");
+}
+
+#[test]
+fn a_migration_needs_a_quorum_and_says_so_in_bounded_time() {
+    let mut cluster = Cluster::start();
+    let env = Env::new();
+    sample_store(&env);
+    cluster.kill(0);
+    let (code, out) = migrate(env.store.to_str().unwrap(), &cluster.url("one-down"));
+    assert_eq!(code, 0, "two of three members hold a quorum: {out}");
+    cluster.kill(1);
+    let start = Instant::now();
+    let (code, out) = migrate(env.store.to_str().unwrap(), &cluster.url("two-down"));
+    let took = start.elapsed();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("ETIMEDOUT") || out.contains("(EIO)"),
+        "an outage is ETIMEDOUT or EIO: {out}"
+    );
+    assert!(took < Duration::from_secs(40), "took {took:?}: {out}");
+}
