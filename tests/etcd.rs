@@ -189,6 +189,29 @@ fn a_store_migrates_into_etcd_and_back_whole() {
         "{out}"
     );
 
+    let tool = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = tool(&["check", &url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("3 files; 0 problems\n"), "{out}");
+    let (code, out) = tool(&["stats", &url, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            &stats["files"],
+            &stats["directories"],
+            &stats["names"],
+            &stats["records"]
+        ),
+        (&3.into(), &4.into(), &8.into(), &1.into()),
+        "{out}"
+    );
+
     let back = Env::new();
     let (code, out) = migrate(&url, back.store.to_str().unwrap());
     assert_eq!(code, 0, "{out}");
@@ -236,6 +259,40 @@ fn a_migration_writes_only_into_an_empty_prefix_and_a_new_directory() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("not empty"), "{out}");
     assert_eq!(fs::read_dir(taken.path()).unwrap().count(), 1);
+
+    // check names what is wrong.
+    let check = |url: &str| {
+        let out = Command::new(BIN).args(["check", url]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let out = cluster.etcdctl(&["put", "/copy/p/stray", "x"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, out) = check(&url);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("PROBLEM: p/stray: nothing in the store reaches it"),
+        "{out}"
+    );
+    let pieces = cluster
+        .etcdctl(&["get", "--prefix", "/copy/p/0", "--keys-only"])
+        .unwrap();
+    let piece = String::from_utf8_lossy(&pieces.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = cluster.etcdctl(&["del", &piece]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, out) = check(&url);
+    assert_eq!(code, Some(1), "{out}");
+    let piece = piece.strip_prefix("/copy/").unwrap();
+    assert!(
+        out.contains(&format!("its piece {piece} is missing")),
+        "{out}"
+    );
 
     // A migration cut short (no meta key) is not taken for a store.
     let out = cluster.etcdctl(&["del", "/copy/meta"]).unwrap();

@@ -45,7 +45,8 @@ pub enum Command {
 Exit status: 0 sound; 1 problems, a line each (what, where, and what to do); 2 it could not
 check (not a store, or mounted).")]
     Check {
-        /// The store to check (not mounted).
+        /// The store to check (not mounted), or etcd://HOST:PORT[,...]/PREFIX: every key
+        /// read at one revision, every name, piece, size, checksum and record checked.
         store: PathBuf,
     },
     /// Print the log's entries, one JSON object per line as stored (for jq): a record's
@@ -110,7 +111,7 @@ Exit status: 0 listed (also when there is none); 2 an error (not a store).")]
 
 Exit status: 0 printed; 2 an error (not a store).")]
     Stats {
-        /// The store to describe (mounted or not).
+        /// The store to describe (mounted or not), or etcd://HOST:PORT[,...]/PREFIX.
         store: PathBuf,
         /// One JSON object, for scripts.
         #[arg(long)]

@@ -3,9 +3,9 @@
 mod args;
 mod daemon;
 mod docs;
+mod etcd_store;
 mod history;
 mod logging;
-mod migrate;
 mod mount_options;
 mod tools;
 mod transfer;
@@ -58,7 +58,7 @@ pub fn main() -> i32 {
         Command::History { store, name, json } => history::history_command(&store, &name, json),
         Command::Show { store, name, at } => history::show_command(&store, &name, at.as_deref()),
         Command::Restore { store, name, at } => history::restore_command(&store, &name, &at),
-        Command::Migrate { from, to } => migrate::migrate_command(&from, &to),
+        Command::Migrate { from, to } => etcd_store::migrate_command(&from, &to),
         Command::Completions { shell } => docs::completions_command(shell),
         Command::Manpages { dir } => docs::manpages_command(&dir),
     }

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::Error;
+use crate::etcd::EtcdUrl;
 use crate::fuse::describe;
 use crate::options::Options;
 use crate::recovery;
@@ -14,6 +15,9 @@ use super::logging::init_logging;
 
 /// `recordfs check STORE`: exits 0 when sound, 1 with a line per problem, 2 when it cannot.
 pub(super) fn check_command(store: &Path) -> i32 {
+    if let Some(url) = store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        return super::etcd_store::check_command(url);
+    }
     init_logging();
     crate::progress::enable_on_terminal();
     check(store)
@@ -126,6 +130,9 @@ pub(super) fn rejected_command(store: &Path, json: bool) -> i32 {
 
 /// `recordfs stats STORE [--json]`.
 pub(super) fn stats_command(store: &Path, json: bool) -> i32 {
+    if let Some(url) = store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        return super::etcd_store::stats_command(url, json);
+    }
     match crate::inspect::stats(&crate::disk::RealDisk, &Layout::new(store)) {
         Ok(s) if json => {
             println!("{}", serde_json::to_string(&s).expect("stats serialise"));

@@ -201,6 +201,67 @@ pub fn from_keys(kvs: &[(Vec<u8>, Vec<u8>)]) -> Result<Tree> {
     Ok(tree)
 }
 
+/// What `recordfs check` finds wrong in a store's keys: the first damage that leaves no tree
+/// (see `from_keys`), else every record that does not hold JSON, and every key nothing
+/// reaches (a node without a name, bytes or a piece without a node, a key of no kind).
+pub fn problems(kvs: &[(Vec<u8>, Vec<u8>)]) -> (Option<Tree>, Vec<String>) {
+    let tree = match from_keys(kvs) {
+        Ok(t) => t,
+        Err(e) => return (None, vec![e.reason]),
+    };
+    let mut out = Vec::new();
+    let nodes: std::collections::HashMap<Fid, &Node> =
+        tree.nodes.iter().map(|n| (n.fid, n)).collect();
+    let mut named: std::collections::HashSet<Fid> = tree.names.iter().map(|n| n.fid).collect();
+    named.insert(ROOT);
+    for n in &tree.names {
+        let node = nodes[&n.fid];
+        if node.kind == Kind::File && crate::record::is_record_name(&n.name) {
+            if let Err(e) = crate::record::validate_record(&node.bytes, false) {
+                out.push(format!(
+                    "n/{}/{}: a record that does not hold JSON: {}",
+                    fid_hex(n.dir),
+                    String::from_utf8_lossy(&n.name),
+                    e.reason
+                ));
+            }
+        }
+    }
+    let mut pieces = std::collections::HashSet::new();
+    for (key, value) in kvs {
+        if let Some(fid) = key.strip_prefix(b"i/") {
+            let v: Value = serde_json::from_slice(value).unwrap_or_default();
+            for id in v["pieces"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                pieces.insert(format!("p/{}", id.as_str().unwrap_or_default()).into_bytes());
+            }
+            if !named.contains(&parse_fid(fid, key).unwrap_or(0)) {
+                out.push(format!(
+                    "{}: no name leads to it",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+        }
+    }
+    for (key, _) in kvs {
+        let show = String::from_utf8_lossy(key);
+        let unreached = if let Some(fid) = key.strip_prefix(b"d/") {
+            parse_fid(fid, key).map_or(true, |f| !nodes.contains_key(&f))
+        } else if key.starts_with(b"p/") {
+            !pieces.contains(key)
+        } else {
+            !(key == b"meta" || key.starts_with(b"i/") || key.starts_with(b"n/"))
+        };
+        if unreached {
+            out.push(format!("{show}: nothing in the store reaches it"));
+        }
+    }
+    (Some(tree), out)
+}
+
 fn node<'a>(
     fid: Fid,
     key: &[u8],

@@ -81,7 +81,8 @@ impl std::fmt::Display for EtcdUrl {
 /// A connection to the cluster of one store: to one member at a time. etcd-client's own
 /// balancing fails a request when any one endpoint refuses connections (etcd-client issue
 /// 39), so the member in use is changed here when it cannot be reached, and a read or put
-/// (each safe to do twice) is tried again on the next member, within the same deadline.
+/// (each safe to do twice) is tried again on the next member, within the same deadline; so
+/// is one refused while a leader is being elected ("leader changed", "no leader").
 pub struct Etcd {
     rt: tokio::runtime::Runtime,
     client: Mutex<(Client, usize)>,
@@ -124,27 +125,40 @@ impl Etcd {
         let what = format!("{what} ({})", self.url);
         let deadline = Instant::now() + self.timeout;
         let n = self.url.endpoints.len();
-        let (client, mut at) = self.client.lock().clone();
-        let mut client = Some(client);
-        for _ in 0..n {
-            if let Some(c) = client.take() {
-                match block(&self.rt, &what, deadline, op(c)) {
-                    Err(e) if e.errno == libc::ECONNREFUSED && Instant::now() < deadline => {}
-                    done => return done,
+        let (mut client, mut at) = self.client.lock().clone();
+        let mut refused = 0;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let e = match block(&self.rt, &what, deadline, op(client.clone())) {
+                Err(e) if Instant::now() < deadline => e,
+                done => return done,
+            };
+            match e.errno {
+                // A new leader is being elected, or this member lost it: in a moment.
+                libc::EAGAIN => {
+                    std::thread::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    );
+                    pause = (pause * 2).min(Duration::from_millis(500));
                 }
+                // This member cannot be reached: the next one that can.
+                libc::ECONNREFUSED if refused < n => loop {
+                    refused += 1;
+                    at = (at + 1) % n;
+                    if let Ok(c) = member(&self.rt, &self.url, at, deadline) {
+                        *self.client.lock() = (c.clone(), at);
+                        client = c;
+                        break;
+                    }
+                    if refused >= n {
+                        return Err(err!(
+                            ECONNREFUSED,
+                            "{what}: no member of the cluster could be reached"
+                        ));
+                    }
+                },
+                _ => return Err(e),
             }
-            at = (at + 1) % n;
-            if let Ok(c) = member(&self.rt, &self.url, at, deadline) {
-                *self.client.lock() = (c.clone(), at);
-                client = Some(c);
-            }
-        }
-        match client {
-            Some(c) => block(&self.rt, &what, deadline, op(c)),
-            None => Err(err!(
-                ECONNREFUSED,
-                "{what}: no member of the cluster could be reached"
-            )),
         }
     }
 
@@ -319,6 +333,9 @@ fn from_etcd(what: &str, e: &etcd_client::Error) -> Error {
     } else if text.contains("connect error") || text.contains("Connection refused") {
         // This member cannot be reached: another may be (`Etcd::call`).
         libc::ECONNREFUSED
+    } else if text.contains("leader changed") || text.contains("no leader") {
+        // Passing: an election (`Etcd::call` tries again until its deadline).
+        libc::EAGAIN
     } else {
         libc::EIO
     };

@@ -1,5 +1,6 @@
-//! `recordfs migrate FROM TO`: a whole store copied from a directory into an etcd cluster, or
-//! from etcd into a new store directory (issue 14; the keys are `etcd::layout`'s).
+//! Commands on a store in etcd (issue 14; the keys are `etcd::layout`'s): `check`, `stats`,
+//! and `recordfs migrate FROM TO`, a whole store copied from a directory into an etcd
+//! cluster, or from etcd into a new store directory.
 //!
 //! What is copied: every directory, file and symlink with its names (hard links stay one
 //! file), bytes, mode, owner, times (but ctime, which no copy can set) and extended
@@ -47,6 +48,82 @@ pub(super) fn migrate_command(from: &str, to: &str) -> i32 {
             2
         }
     }
+}
+
+/// The store's keys, read at one revision, and what is wrong with them.
+fn read_store(url: &str) -> Result<(EtcdUrl, usize, Option<Tree>, Vec<String>)> {
+    let url = EtcdUrl::parse(url)?;
+    let etcd = Etcd::connect(&url, ETCD_TIMEOUT)?;
+    let kvs = etcd.get_all(b"")?;
+    let (tree, problems) = layout::problems(&kvs);
+    Ok((url, kvs.len(), tree, problems))
+}
+
+/// `recordfs check etcd://...`: 0 sound, 1 with a line per problem, 2 when it cannot read.
+pub(super) fn check_command(url: &str) -> i32 {
+    init_quiet_logging();
+    match read_store(url) {
+        Ok((url, keys, tree, problems)) => {
+            for p in &problems {
+                println!("PROBLEM: {p}");
+            }
+            let files = tree.as_ref().map_or(0, |t| {
+                t.nodes.iter().filter(|n| n.kind == Kind::File).count()
+            });
+            println!(
+                "{url}: {keys} keys, {files} files; {} problems",
+                problems.len()
+            );
+            i32::from(!problems.is_empty())
+        }
+        Err(e) => {
+            eprintln!("recordfs check: {}", describe(&e));
+            2
+        }
+    }
+}
+
+/// `recordfs stats etcd://... [--json]`.
+pub(super) fn stats_command(url: &str, json: bool) -> i32 {
+    init_quiet_logging();
+    let read = read_store(url).and_then(|(url, keys, tree, problems)| match tree {
+        Some(t) => Ok((url, keys, t)),
+        None => Err(err!(EIO, "{}", problems.join("; "))),
+    });
+    let (url, keys, tree) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("recordfs stats: {}", describe(&e));
+            return 2;
+        }
+    };
+    let count = |k: Kind| tree.nodes.iter().filter(|n| n.kind == k).count();
+    let records = tree
+        .names
+        .iter()
+        .filter(|n| crate::record::is_record_name(&n.name))
+        .count();
+    let bytes: usize = tree.nodes.iter().map(|n| n.bytes.len()).sum();
+    let s = serde_json::json!({
+        "store": url.to_string(),
+        "keys": keys,
+        "files": count(Kind::File),
+        "directories": count(Kind::Dir),
+        "symlinks": count(Kind::Symlink),
+        "names": tree.names.len(),
+        "records": records,
+        "bytes": bytes,
+    });
+    if json {
+        println!("{s}");
+    } else {
+        println!(
+            "{url}: {} files ({records} records), {} directories, {} symlinks, {} names, \
+             {bytes} bytes, {keys} keys",
+            s["files"], s["directories"], s["symlinks"], s["names"]
+        );
+    }
+    0
 }
 
 fn into_etcd(store: &Path, url: &EtcdUrl) -> Result<String> {
