@@ -212,6 +212,30 @@ fn a_store_migrates_into_etcd_and_back_whole() {
         "{out}"
     );
 
+    // export reads the prefix as it reads a directory.
+    let store = env.store.to_str().unwrap();
+    for args in [
+        vec!["--dir", "players/2026"],
+        vec!["--dir", "players/2026", "--format", "lines"],
+    ] {
+        let want = tool(&[&["export", store], &args[..]].concat());
+        let got = tool(&[&["export", url.as_str()], &args[..]].concat());
+        assert_eq!(got, want, "{args:?}");
+        assert!(got.1.contains("Ada"), "{}", got.1);
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let (a, b) = (out_dir.path().join("a"), out_dir.path().join("b"));
+    for (from, to) in [(store, &a), (url.as_str(), &b)] {
+        let (code, out) = tool(&["export", from, to.to_str().unwrap(), "--format", "dir"]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let (code, out) = sh(&format!("diff -r {} {}", a.display(), b.display()));
+    assert_eq!(code, 0, "{out}");
+    assert!(b.join("players/big-link").is_file());
+    let (code, out) = tool(&["import", url.as_str(), a.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not built yet"), "{out}");
+
     let back = Env::new();
     let (code, out) = migrate(&url, back.store.to_str().unwrap());
     assert_eq!(code, 0, "{out}");

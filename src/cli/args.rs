@@ -164,7 +164,7 @@ take them (how many it took is said).")]
 
 Exit status: 0 written; 2 the store could not be read or the file written.")]
     Export {
-        /// The store to export from (mounted or not).
+        /// The store to export from (mounted or not), or etcd://HOST:PORT[,...]/PREFIX.
         store: PathBuf,
         /// The file to write (standard output without it, or with -).
         file: Option<PathBuf>,

@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
 use crate::error::{err, Error, Result};
 use crate::etcd::layout::{self, Name, Node, Tree};
@@ -25,8 +24,7 @@ use crate::types::{Fid, Kind, ROOT};
 use super::logging::init_quiet_logging;
 use super::transfer::read_whole;
 
-/// How long one call to etcd may take before the migration fails with ETIMEDOUT.
-const ETCD_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::etcd::TOOL_TIMEOUT as ETCD_TIMEOUT;
 
 pub(super) fn migrate_command(from: &str, to: &str) -> i32 {
     init_quiet_logging();

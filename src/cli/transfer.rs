@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{err, Error, Result};
+use crate::etcd::layout::{self, Node};
+use crate::etcd::{Etcd, EtcdUrl, TOOL_TIMEOUT};
 use crate::fs::RecordFs;
 use crate::fuse::describe;
 use crate::options::{Options, SyncMode};
@@ -26,6 +28,13 @@ pub(super) enum Place {
 /// Opens the store, or finds its mount; `dir` (a path under the store's root) is made when
 /// `make` and missing.
 pub(super) fn open(store: &Path, dir: &str, read_only: bool) -> Result<Place> {
+    if EtcdUrl::is_etcd(&store.to_string_lossy()) {
+        // export reads a store in etcd itself (`etcd_files`).
+        return Err(err!(
+            EOPNOTSUPP,
+            "writing into a store in etcd is not built yet (recordfs migrate copies a whole store)"
+        ));
+    }
     let opts = Options {
         sync: SyncMode::Never,
         read_only,
@@ -287,13 +296,17 @@ pub(super) fn export_command(
             return 2;
         }
     };
-    let records = match open(store, dir, true).and_then(|place| {
-        let records = export_from(&place);
-        if let Place::Core(fs, _) = place {
-            fs.shutdown()?;
-        }
-        records
-    }) {
+    let read = match store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        Some(url) => etcd_files(url, dir, false),
+        None => open(store, dir, true).and_then(|place| {
+            let records = export_from(&place);
+            if let Place::Core(fs, _) = place {
+                fs.shutdown()?;
+            }
+            records
+        }),
+    };
+    let records = match read {
         Ok(records) => records,
         Err(e) => {
             eprintln!("recordfs export: {}: {}", store.display(), describe(&e));
@@ -331,16 +344,21 @@ fn export_tree_command(store: &Path, out: Option<&Path>, dir: &str) -> i32 {
         eprintln!("recordfs export: {} is not empty", out.display());
         return 2;
     }
-    let files = open(store, dir, true).and_then(|place| {
-        let files = match &place {
-            Place::Core(fs, at) => tree_of(fs, *at, ""),
-            Place::Mount(path) => transfer::read_tree(path, false).map_err(|e| err!(EIO, "{e}")),
-        };
-        if let Place::Core(fs, _) = place {
-            fs.shutdown()?;
-        }
-        files
-    });
+    let files = match store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        Some(url) => etcd_files(url, dir, true),
+        None => open(store, dir, true).and_then(|place| {
+            let files = match &place {
+                Place::Core(fs, at) => tree_of(fs, *at, ""),
+                Place::Mount(path) => {
+                    transfer::read_tree(path, false).map_err(|e| err!(EIO, "{e}"))
+                }
+            };
+            if let Place::Core(fs, _) = place {
+                fs.shutdown()?;
+            }
+            files
+        }),
+    };
     let files = match files {
         Ok(files) => files,
         Err(e) => {
@@ -366,6 +384,36 @@ fn export_tree_command(store: &Path, out: Option<&Path>, dir: &str) -> i32 {
         out.display()
     );
     0
+}
+
+/// For `recordfs export`: the records (`<uuid>.json`, by name) in directory `dir` of the
+/// store at `url`, or with `tree` every regular file under it (by path below it); the store
+/// read at one revision and checked.
+fn etcd_files(url: &str, dir: &str, tree: bool) -> Result<Vec<Record>> {
+    let etcd = Etcd::connect(&EtcdUrl::parse(url)?, TOOL_TIMEOUT)?;
+    let store = layout::from_keys(&etcd.get_all(b"")?)?;
+    let at = store
+        .dir_at(dir)
+        .ok_or_else(|| err!(ENOENT, "no directory {dir:?}"))?;
+    let record = |(name, node): (String, &Node)| Record {
+        name,
+        bytes: node.bytes.clone(),
+    };
+    if tree {
+        return Ok(store.files_under(at).into_iter().map(record).collect());
+    }
+    let mut out = Vec::new();
+    for n in store.names_in(at) {
+        if let Some(node) = store.node(n.fid) {
+            if node.kind == Kind::File && crate::transfer::is_exported(&n.name) {
+                out.push(record((
+                    String::from_utf8_lossy(&n.name).into_owned(),
+                    node,
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A file's bytes, read whole through the core.

@@ -50,6 +50,51 @@ pub struct Tree {
     pub names: Vec<Name>,
 }
 
+impl Tree {
+    pub fn node(&self, fid: Fid) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.fid == fid)
+    }
+
+    /// The names in directory `dir`, sorted by name.
+    pub fn names_in(&self, dir: Fid) -> Vec<&Name> {
+        let mut names: Vec<&Name> = self.names.iter().filter(|n| n.dir == dir).collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        names
+    }
+
+    /// The directory at `path` (names joined by `/`, "" for the root).
+    pub fn dir_at(&self, path: &str) -> Option<Fid> {
+        let mut at = ROOT;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            let n = self
+                .names
+                .iter()
+                .find(|n| n.dir == at && n.name == part.as_bytes())?;
+            self.node(n.fid).filter(|n| n.kind == Kind::Dir)?;
+            at = n.fid;
+        }
+        Some(at)
+    }
+
+    /// Every regular file under directory `dir`, by path below it (names joined by `/`).
+    pub fn files_under(&self, dir: Fid) -> Vec<(String, &Node)> {
+        let mut out = Vec::new();
+        let mut todo = vec![(dir, String::new())];
+        while let Some((d, prefix)) = todo.pop() {
+            for n in self.names_in(d) {
+                let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name));
+                match self.node(n.fid) {
+                    Some(node) if node.kind == Kind::File => out.push((path, node)),
+                    Some(node) if node.kind == Kind::Dir => todo.push((n.fid, path + "/")),
+                    _ => {}
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 fn fid_hex(fid: Fid) -> String {
     format!("{fid:016x}")
 }

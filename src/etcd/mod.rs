@@ -20,6 +20,9 @@ use crate::error::{err, Error, Result};
 pub const MAX_TXN_BYTES: usize = (3 << 19) - (64 << 10);
 /// etcd's limit on the operations of one transaction (`--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
+/// How long one call to etcd may take in a command (`migrate`, `check`, `export`, ...)
+/// before it fails with ETIMEDOUT.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many keys one range read returns at most (the rest in further reads).
 const PAGE_KEYS: i64 = 1000;
 
