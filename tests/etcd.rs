@@ -116,14 +116,16 @@ impl Drop for Cluster {
     }
 }
 
-fn migrate(from: &str, to: &str) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["migrate", from, to])
-        .output()
-        .unwrap();
+/// `recordfs ARGS...`: (exit code, stdout+stderr).
+fn tool(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
+}
+
+fn migrate(from: &str, to: &str) -> (i32, String) {
+    tool(&["migrate", from, to])
 }
 
 /// A store with a bit of everything, made through a mount and unmounted.
@@ -189,12 +191,6 @@ fn a_store_migrates_into_etcd_and_back_whole() {
         "{out}"
     );
 
-    let tool = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
-    };
     let (code, out) = tool(&["check", &url]);
     assert_eq!(code, 0, "{out}");
     assert!(out.ends_with("3 files; 0 problems\n"), "{out}");
@@ -232,9 +228,6 @@ fn a_store_migrates_into_etcd_and_back_whole() {
     let (code, out) = sh(&format!("diff -r {} {}", a.display(), b.display()));
     assert_eq!(code, 0, "{out}");
     assert!(b.join("players/big-link").is_file());
-    let (code, out) = tool(&["import", url.as_str(), a.to_str().unwrap()]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("not built yet"), "{out}");
 
     let back = Env::new();
     let (code, out) = migrate(&url, back.store.to_str().unwrap());
@@ -353,4 +346,65 @@ fn a_migration_needs_a_quorum_and_says_so_in_bounded_time() {
         "an outage is ETIMEDOUT or EIO: {out}"
     );
     assert!(took < Duration::from_secs(40), "took {took:?}: {out}");
+}
+
+#[test]
+fn records_import_into_etcd_checked_and_in_transactions() {
+    let cluster = Cluster::start();
+    let env = Env::new();
+    sample_store(&env);
+    let url = cluster.url("records");
+    assert_eq!(migrate(env.store.to_str().unwrap(), &url).0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = |tag: &str, pad: usize| {
+        let text: String = (0..300)
+            .map(|i| {
+                format!(
+                    "{{\"id\": \"6f1c2b1e-0000-4000-8000-{i:012}\", \"tag\": \"{tag}\", \"pad\": \"{}\"}}\n",
+                    "x".repeat(if i == 7 { pad } else { 10 })
+                )
+            })
+            .collect();
+        let p = dir.path().join(format!("{tag}.jsonl"));
+        fs::write(&p, text).unwrap();
+        p
+    };
+    // 300 records (one of 1.5 MB, in pieces) into a directory that is not there yet.
+    let first = lines("first", 1_500_000);
+    let (code, out) = tool(&["import", &url, first.to_str().unwrap(), "--dir", "a/b"]);
+    assert_eq!(code, 0, "{out}");
+    let export = |dir: &str| tool(&["export", &url, "--dir", dir, "--format", "lines"]);
+    let (code, out) = export("a/b");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 300, "{}", &out[..300]);
+    assert_eq!(out.matches("\"first\"").count(), 300);
+    // Without --replace an existing record refuses the whole import.
+    let second = lines("second", 5);
+    let (code, out) = tool(&["import", &url, second.to_str().unwrap(), "--dir", "a/b"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("exists") && out.contains("nothing was imported"),
+        "{out}"
+    );
+    assert_eq!(export("a/b").1.matches("\"first\"").count(), 300);
+    // With it, every record is replaced, the big one's pieces too.
+    let (code, out) = tool(&[
+        "import",
+        &url,
+        second.to_str().unwrap(),
+        "--dir",
+        "a/b",
+        "--replace",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(export("a/b").1.matches("\"second\"").count(), 300);
+    let (code, out) = tool(&["check", &url]);
+    assert_eq!(code, 0, "no piece left behind: {out}");
+    assert!(out.contains("; 0 problems"), "{out}");
+    // The store in etcd reads back as a directory with them.
+    let back = Env::new();
+    assert_eq!(migrate(&url, back.store.to_str().unwrap()).0, 0);
+    let _m = back.mount(&[]);
+    let n = fs::read_dir(back.path("a/b")).unwrap().count();
+    assert_eq!(n, 300);
 }

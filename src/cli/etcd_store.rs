@@ -22,7 +22,6 @@ use crate::options::{Options, SyncMode};
 use crate::types::{Fid, Kind, ROOT};
 
 use super::logging::init_quiet_logging;
-use super::transfer::read_whole;
 
 use crate::etcd::TOOL_TIMEOUT as ETCD_TIMEOUT;
 
@@ -210,7 +209,7 @@ fn tree_of(fs: &RecordFs) -> Result<Tree> {
 fn node_of(fs: &RecordFs, fid: Fid, kind: Kind) -> Result<Node> {
     let attrs = fs.getattr(fid, None)?.attrs;
     let bytes = match kind {
-        Kind::File => read_whole(fs, fid)?,
+        Kind::File => fs.read_whole(fid)?,
         Kind::Symlink => fs.readlink(fid)?,
         Kind::Dir => Vec::new(),
     };

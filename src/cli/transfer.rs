@@ -166,16 +166,22 @@ pub(super) fn import_command(
 
 /// Writes `records` (names may hold `/`: a tree) under `dir` of the store; the exit status.
 fn import_records(store: &Path, records: &[Record], dir: &str, replace: bool) -> i32 {
-    let place = match open(store, dir, false) {
-        Ok(place) => place,
-        Err(e) => {
-            eprintln!("recordfs import: {}: {}", store.display(), describe(&e));
-            return 2;
+    let result = match store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        Some(url) => super::etcd_import::import(url, records, dir, replace),
+        None => {
+            let place = match open(store, dir, false) {
+                Ok(place) => place,
+                Err(e) => {
+                    eprintln!("recordfs import: {}: {}", store.display(), describe(&e));
+                    return 2;
+                }
+            };
+            let (done, result) = import_into(&place, records, replace);
+            (done, result.and(close(place)))
         }
     };
-    let (done, result) = import_into(&place, records, replace);
-    let stopped = close(place);
-    match result.and(stopped) {
+    let (done, result) = result;
+    match result {
         Ok(()) => {
             println!("imported {done} records into {}", store.display());
             0
@@ -416,16 +422,6 @@ fn etcd_files(url: &str, dir: &str, tree: bool) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// A file's bytes, read whole through the core.
-pub(super) fn read_whole(fs: &RecordFs, ino: Fid) -> Result<Vec<u8>> {
-    let (fh, _) = fs.open(ino, libc::O_RDONLY)?;
-    let bytes = fs
-        .getattr(ino, Some(fh))
-        .and_then(|s| fs.read(fh, 0, s.size as u32));
-    fs.release(fh);
-    bytes
-}
-
 /// Every regular file under directory `at` (symlinks left out), by path under `prefix`.
 fn tree_of(fs: &RecordFs, at: Fid, prefix: &str) -> Result<Vec<Record>> {
     let dh = fs.opendir(at)?;
@@ -449,7 +445,7 @@ fn tree_of(fs: &RecordFs, at: Fid, prefix: &str) -> Result<Vec<Record>> {
             Kind::Dir => out.extend(tree_of(fs, e.ino, &here)?),
             Kind::File => out.push(Record {
                 name: here,
-                bytes: read_whole(fs, e.ino)?,
+                bytes: fs.read_whole(e.ino)?,
             }),
             Kind::Symlink => {}
         }
@@ -475,7 +471,7 @@ fn export_from(place: &Place) -> Result<Vec<Record>> {
             for e in entries {
                 records.push(Record {
                     name: String::from_utf8_lossy(&e.name).into_owned(),
-                    bytes: read_whole(fs, e.ino)?,
+                    bytes: fs.read_whole(e.ino)?,
                 });
                 progress.tick();
             }

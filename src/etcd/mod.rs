@@ -10,7 +10,9 @@ pub mod layout;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 use parking_lot::Mutex;
 
 use crate::error::{err, Error, Result};
@@ -81,6 +83,13 @@ impl std::fmt::Display for EtcdUrl {
     }
 }
 
+/// A key as read, the store's prefix taken off, with its mod revision (for `put_if`).
+pub struct KeyAt {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
 /// A connection to the cluster of one store: to one member at a time. etcd-client's own
 /// balancing fails a request when any one endpoint refuses connections (etcd-client issue
 /// 39), so the member in use is changed here when it cannot be reached, and a read or put
@@ -125,6 +134,16 @@ impl Etcd {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        self.call_as(what, true, op)
+    }
+
+    /// `call`; `again` says whether a request refused in an election may be sent again (it
+    /// may have been done: a compare-and-put sent twice fails its compare the second time).
+    fn call_as<T, F, Fut>(&self, what: &str, again: bool, op: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let what = format!("{what} ({})", self.url);
         let deadline = Instant::now() + self.timeout;
         let n = self.url.endpoints.len();
@@ -138,7 +157,7 @@ impl Etcd {
             };
             match e.errno {
                 // A new leader is being elected, or this member lost it: in a moment.
-                libc::EAGAIN => {
+                libc::EAGAIN if again => {
                     std::thread::sleep(
                         pause.min(deadline.saturating_duration_since(Instant::now())),
                     );
@@ -200,6 +219,12 @@ impl Etcd {
     /// Every key under `rest` with its value, the prefix taken off, in key order; read at
     /// one revision (the first page's), so that the whole is one moment of the store.
     pub fn get_all(&self, rest: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (_, kvs) = self.get_all_at(rest)?;
+        Ok(kvs.into_iter().map(|k| (k.key, k.value)).collect())
+    }
+
+    /// `get_all`, with the revision read at and each key's mod revision (for `put_if`).
+    pub fn get_all_at(&self, rest: &[u8]) -> Result<(i64, Vec<KeyAt>)> {
         let start = self.key(rest);
         let end = prefix_end(&start);
         let cut = self.url.prefix.len();
@@ -224,14 +249,18 @@ impl Etcd {
                 revision = r.header().map_or(0, |h| h.revision());
             }
             for kv in r.kvs() {
-                out.push((kv.key()[cut..].to_vec(), kv.value().to_vec()));
+                out.push(KeyAt {
+                    key: kv.key()[cut..].to_vec(),
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                });
             }
             match (r.more(), r.kvs().last()) {
                 (true, Some(last)) => {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => return Ok(out),
+                _ => return Ok((revision, out)),
             }
         }
     }
@@ -261,6 +290,34 @@ impl Etcd {
             self.put_txn(&batch)?;
         }
         Ok(())
+    }
+
+    /// One transaction: if every key in `expect` is at its mod revision (0: absent), puts
+    /// `puts` and deletes `deletes`. Whether it did. Sent again only when it cannot have
+    /// been done (the member could not be reached); refused in an election, it fails (EAGAIN)
+    /// and the caller reads the keys again to know.
+    pub fn put_if(
+        &self,
+        expect: &[(Vec<u8>, i64)],
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deletes: &[Vec<u8>],
+    ) -> Result<bool> {
+        let compares: Vec<Compare> = expect
+            .iter()
+            .map(|(k, rev)| match rev {
+                0 => Compare::create_revision(self.key(k), CompareOp::Equal, 0),
+                r => Compare::mod_revision(self.key(k), CompareOp::Equal, *r),
+            })
+            .collect();
+        let mut ops: Vec<TxnOp> = puts
+            .iter()
+            .map(|(k, v)| TxnOp::put(self.key(k), v.clone(), None))
+            .collect();
+        ops.extend(deletes.iter().map(|k| TxnOp::delete(self.key(k), None)));
+        self.call_as("a transaction", false, |mut c| {
+            let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
+            async move { Ok(c.txn(txn).await?.succeeded()) }
+        })
     }
 
     fn put_txn(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {

@@ -367,4 +367,14 @@ impl RecordFs {
             hs.mtime_set.remove(&fid);
         }
     }
+
+    /// A file's committed bytes, whole (for the commands that copy stores).
+    pub fn read_whole(&self, fid: Fid) -> Result<Vec<u8>> {
+        let (fh, _) = self.open(fid, libc::O_RDONLY)?;
+        let bytes = self
+            .getattr(fid, Some(fh))
+            .and_then(|s| self.read(fh, 0, s.size as u32));
+        self.release(fh);
+        bytes
+    }
 }
