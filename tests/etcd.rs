@@ -408,3 +408,60 @@ fn records_import_into_etcd_checked_and_in_transactions() {
     let n = fs::read_dir(back.path("a/b")).unwrap().count();
     assert_eq!(n, 300);
 }
+
+#[test]
+fn two_imports_of_the_same_names_at_once_leave_one_whole() {
+    let cluster = Cluster::start();
+    let env = Env::new();
+    sample_store(&env);
+    let url = cluster.url("records");
+    assert_eq!(migrate(env.store.to_str().unwrap(), &url).0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let input = |tag: &str| {
+        let text: String = (0..200)
+            .map(|i| {
+                let pad = if i % 50 == 0 { 1_200_000 } else { 10 };
+                format!(
+                    "{{\"id\": \"6f1c2b1e-0000-4000-8000-{i:012}\", \"tag\": \"{tag}\", \"pad\": \"{}\"}}\n",
+                    "x".repeat(pad)
+                )
+            })
+            .collect();
+        let p = dir.path().join(format!("{tag}.jsonl"));
+        fs::write(&p, text).unwrap();
+        p
+    };
+    for round in 0..3 {
+        let at = format!("round{round}");
+        let spawn = |tag: &str| {
+            Command::new(BIN)
+                .args(["import", &url])
+                .arg(input(tag))
+                .args(["--dir", &at])
+                .output()
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| spawn("left"));
+            let b = s.spawn(|| spawn("right"));
+            (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+        });
+        let codes = (a.status.code(), b.status.code());
+        let said = format!(
+            "{codes:?}: {} / {}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        );
+        // One import is whole; the other wrote nothing (refused at its check, exit 1, or at
+        // its first transaction, exit 2).
+        assert!(
+            matches!(codes, (Some(0), Some(1 | 2)) | (Some(1 | 2), Some(0))),
+            "{said}"
+        );
+        let winner = if codes.0 == Some(0) { "left" } else { "right" };
+        let (code, out) = tool(&["export", &url, "--dir", &at, "--format", "lines"]);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out.matches(&format!("\"{winner}\"")).count(), 200, "{said}");
+        let (code, out) = tool(&["check", &url]);
+        assert_eq!(code, 0, "no piece of the loser left: {out} ({said})");
+    }
+}

@@ -216,6 +216,7 @@ impl Into {
             let mut deletes = Vec::new();
             let mut bytes = 0;
             let mut batch = 0;
+            let mut put_pieces = Vec::new();
             for r in &records[done..] {
                 let path = full(r);
                 let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
@@ -274,6 +275,7 @@ impl Into {
                 if let Err(e) = self.etcd.put_all(&pieces) {
                     return (done, Err(e));
                 }
+                put_pieces.extend(pieces.into_iter().map(|(k, _)| k));
                 // The bytes had pieces, or were in d/: what the new keys do not overwrite goes.
                 if let Some(o) = old {
                     let was = format!("d/{fid:016x}").into_bytes();
@@ -292,13 +294,16 @@ impl Into {
             match self.etcd.put_if(&expect, &puts, &deletes) {
                 Ok(true) => done += batch,
                 Ok(false) => {
+                    // Certainly not done: its new pieces are nobody's. (After an error it may
+                    // have been done; pieces left then are `check`'s "nothing reaches it".)
+                    let _ = self.etcd.put_if(&[], &[], &put_pieces);
                     return (
                         done,
                         Err(err!(
                             EAGAIN,
                             "another wrote one of the next {batch} names meanwhile: nothing of them is in"
                         )),
-                    )
+                    );
                 }
                 Err(e) => return (done, Err(e)),
             }

@@ -231,20 +231,30 @@ impl Etcd {
         let mut out = Vec::new();
         let mut from = start;
         let mut revision = 0;
+        let mut limit = PAGE_KEYS;
         loop {
             let r = self.call("reading the store's keys", |mut c| {
                 let (key, end) = (from.clone(), end.clone());
                 async move {
                     let mut o = GetOptions::new()
                         .with_range(end)
-                        .with_limit(PAGE_KEYS)
+                        .with_limit(limit)
                         .with_sort(SortTarget::Key, SortOrder::Ascend);
                     if revision != 0 {
                         o = o.with_revision(revision);
                     }
                     c.get(key, Some(o)).await
                 }
-            })?;
+            });
+            // A page of large values can pass the 4 MiB a gRPC message may hold: fewer keys.
+            let r = match r {
+                Err(e) if e.errno == libc::E2BIG && limit > 1 => {
+                    limit = (limit / 4).max(1);
+                    continue;
+                }
+                r => r?,
+            };
+            limit = (limit * 2).min(PAGE_KEYS);
             if revision == 0 {
                 revision = r.header().map_or(0, |h| h.revision());
             }
@@ -393,6 +403,9 @@ fn from_etcd(what: &str, e: &etcd_client::Error) -> Error {
     } else if text.contains("connect error") || text.contains("Connection refused") {
         // This member cannot be reached: another may be (`Etcd::call`).
         libc::ECONNREFUSED
+    } else if text.contains("message length too large") {
+        // The answer is larger than a gRPC message may be (`get_all_at` asks for less).
+        libc::E2BIG
     } else if text.contains("leader changed") || text.contains("no leader") {
         // Passing: an election (`Etcd::call` tries again until its deadline).
         libc::EAGAIN
