@@ -16,3 +16,9 @@ if grep -qE '^(recordfs:|recordfs-diff )' /proc/self/mounts; then
   grep -E '^(recordfs:|recordfs-diff )' /proc/self/mounts >&2
   exit 1
 fi
+# etcd members the tests started (tests/etcd.rs kills each cluster when its test ends).
+if pgrep -f 'initial-cluster-token recordfs-test' >/dev/null; then
+  echo "test.sh: etcd members were left running:" >&2
+  pgrep -af 'initial-cluster-token recordfs-test' >&2
+  exit 1
+fi

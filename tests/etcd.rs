@@ -401,6 +401,44 @@ fn records_import_into_etcd_checked_and_in_transactions() {
     let (code, out) = tool(&["check", &url]);
     assert_eq!(code, 0, "no piece left behind: {out}");
     assert!(out.contains("; 0 problems"), "{out}");
+    // etcd keeps the replaced versions: history lists them, show gives their bytes, the big
+    // one's pieces too (deleted since, kept by etcd's history).
+    for i in [7, 8] {
+        let name = format!("a/b/6f1c2b1e-0000-4000-8000-{i:012}.json");
+        let (code, out) = tool(&["history", &url, &name, "--json"]);
+        assert_eq!(code, 0, "{out}");
+        let revs: Vec<i64> = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["revision"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(revs.len(), 2, "{out}");
+        let (code, first) = tool(&["show", &url, &name, "--at", &revs[0].to_string()]);
+        assert_eq!(code, 0, "{first}");
+        assert!(first.contains("\"first\""), "{}", &first[..80]);
+        assert_eq!(first.len() > 1_000_000, i == 7);
+        let (code, now) = tool(&["show", &url, &name]);
+        assert_eq!(code, 0, "{now}");
+        assert!(now.contains("\"second\""), "{now}");
+        if i == 8 {
+            // Once etcd compacts its history, what is gone is said to be gone.
+            let out = cluster.etcdctl(&["compact", &revs[1].to_string()]).unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let (code, out) = tool(&["history", &url, &name]);
+            assert_eq!(code, 0, "{out}");
+            assert_eq!(out.lines().count(), 2, "{out}");
+            assert!(
+                out.ends_with("(older versions were compacted away by etcd)\n"),
+                "{out}"
+            );
+            let (code, out) = tool(&["show", &url, &name, "--at", &revs[0].to_string()]);
+            assert_eq!(code, 1, "{out}");
+            assert!(out.contains("ENODATA"), "{out}");
+        }
+    }
     // The store in etcd reads back as a directory with them.
     let back = Env::new();
     assert_eq!(migrate(&url, back.store.to_str().unwrap()).0, 0);

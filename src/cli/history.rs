@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{err, Result};
+use crate::etcd::EtcdUrl;
 use crate::fuse::describe;
 use crate::history::{self, Held, Version};
 use crate::store::Layout;
@@ -47,6 +48,9 @@ fn size_of(held: &Held) -> String {
 
 /// `recordfs history STORE NAME [--json]`: exit 0, 1 when the kept log names no version.
 pub(super) fn history_command(store: &Path, name: &str, json: bool) -> i32 {
+    if let Some(url) = store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        return super::etcd_history::history_command(url, name, json);
+    }
     init_quiet_logging();
     let versions = match versions(store, name) {
         Ok(v) => v,
@@ -133,6 +137,9 @@ fn bytes_at(
 
 /// `recordfs show STORE NAME [--at SEQ|TIME]`: the version's bytes on stdout.
 pub(super) fn show_command(store: &Path, name: &str, at: Option<&str>) -> i32 {
+    if let Some(url) = store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        return super::etcd_history::show_command(url, name, at);
+    }
     init_quiet_logging();
     match bytes_at(store, name, at) {
         Ok(bytes) => match std::io::stdout().lock().write_all(&bytes) {

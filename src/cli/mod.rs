@@ -3,6 +3,7 @@
 mod args;
 mod daemon;
 mod docs;
+mod etcd_history;
 mod etcd_import;
 mod etcd_store;
 mod history;

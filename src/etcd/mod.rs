@@ -216,6 +216,25 @@ impl Etcd {
         })
     }
 
+    /// Key `rest` as it was at `revision` (0: now), if it was there. Asking for a revision
+    /// etcd has compacted away fails with ENODATA.
+    pub fn get_at(&self, rest: &[u8], revision: i64) -> Result<Option<KeyAt>> {
+        let key = self.key(rest);
+        let cut = self.url.prefix.len();
+        self.call("reading a key", |mut c| {
+            let key = key.clone();
+            async move {
+                let o = (revision > 0).then(|| GetOptions::new().with_revision(revision));
+                let r = c.get(key, o).await?;
+                Ok(r.kvs().first().map(|kv| KeyAt {
+                    key: kv.key()[cut..].to_vec(),
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                }))
+            }
+        })
+    }
+
     /// Every key under `rest` with its value, the prefix taken off, in key order; read at
     /// one revision (the first page's), so that the whole is one moment of the store.
     pub fn get_all(&self, rest: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -403,6 +422,9 @@ fn from_etcd(what: &str, e: &etcd_client::Error) -> Error {
     } else if text.contains("connect error") || text.contains("Connection refused") {
         // This member cannot be reached: another may be (`Etcd::call`).
         libc::ECONNREFUSED
+    } else if text.contains("has been compacted") {
+        // The revision asked for is older than etcd keeps.
+        libc::ENODATA
     } else if text.contains("message length too large") {
         // The answer is larger than a gRPC message may be (`get_all_at` asks for less).
         libc::E2BIG
