@@ -423,6 +423,15 @@ fn records_import_into_etcd_checked_and_in_transactions() {
         let (code, now) = tool(&["show", &url, &name]);
         assert_eq!(code, 0, "{now}");
         assert!(now.contains("\"second\""), "{now}");
+        if i == 7 {
+            // restore saves an old version again, as a new one.
+            let (code, out) = tool(&["restore", &url, &name, "--at", &revs[0].to_string()]);
+            assert_eq!(code, 0, "{out}");
+            let (_, again) = tool(&["show", &url, &name]);
+            assert!(again == first, "the restored bytes are the first version's");
+            let (_, out) = tool(&["history", &url, &name, "--json"]);
+            assert_eq!(out.lines().count(), 3, "{out}");
+        }
         if i == 8 {
             // Once etcd compacts its history, what is gone is said to be gone.
             let out = cluster.etcdctl(&["compact", &revs[1].to_string()]).unwrap();

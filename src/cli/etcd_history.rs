@@ -183,3 +183,40 @@ pub(super) fn show_command(url: &str, path: &str, at: Option<&str>) -> i32 {
         }
     }
 }
+
+/// `recordfs restore etcd://... PATH --at REVISION`: the file's bytes at that revision saved
+/// again as a new version (an import with replace, in one transaction that holds only if the
+/// file did not change meanwhile). The file must be at PATH now.
+pub(super) fn restore_command(url: &str, path: &str, at: &str) -> i32 {
+    init_quiet_logging();
+    let Some(revision) = at.parse::<i64>().ok().filter(|r| *r > 0) else {
+        eprintln!("recordfs restore: --at takes an etcd revision (recordfs history lists them)");
+        return 2;
+    };
+    let bytes = match file_at(url, path).and_then(|(etcd, fid)| bytes_at(&etcd, fid, revision)) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("recordfs restore: {}", describe(&e));
+            return if matches!(e.errno, libc::ENOENT | libc::ENODATA) {
+                1
+            } else {
+                2
+            };
+        }
+    };
+    let record = crate::transfer::Record {
+        name: path.trim_matches('/').to_owned(),
+        bytes,
+    };
+    let size = record.bytes.len();
+    match super::etcd_import::import(url, std::slice::from_ref(&record), "", true) {
+        (_, Ok(())) => {
+            println!("restored {path} to its version at revision {revision} ({size} bytes)");
+            0
+        }
+        (_, Err(e)) => {
+            eprintln!("recordfs restore: {path}: {}", describe(&e));
+            2
+        }
+    }
+}

@@ -159,6 +159,9 @@ pub(super) fn show_command(store: &Path, name: &str, at: Option<&str>) -> i32 {
 /// `recordfs restore STORE NAME --at SEQ|TIME`: the version saved again under NAME, through
 /// the daemon when the store is mounted, as any save (a record is checked as one).
 pub(super) fn restore_command(store: &Path, name: &str, at: &str) -> i32 {
+    if let Some(url) = store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        return super::etcd_history::restore_command(url, name, at);
+    }
     init_quiet_logging();
     let bytes = match bytes_at(store, name, Some(at)) {
         Ok(bytes) => bytes,
