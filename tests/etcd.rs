@@ -348,26 +348,38 @@ fn a_migration_needs_a_quorum_and_says_so_in_bounded_time() {
     assert!(took < Duration::from_secs(40), "took {took:?}: {out}");
 }
 
-#[test]
-fn records_import_into_etcd_checked_and_in_transactions() {
+/// A store with a bit of everything migrated into a new prefix of a new cluster.
+fn cluster_with_store() -> (Cluster, String) {
     let cluster = Cluster::start();
     let env = Env::new();
     sample_store(&env);
     let url = cluster.url("records");
-    assert_eq!(migrate(env.store.to_str().unwrap(), &url).0, 0);
+    let (code, out) = migrate(env.store.to_str().unwrap(), &url);
+    assert_eq!(code, 0, "{out}");
+    (cluster, url)
+}
+
+/// A JSON-lines file in `dir` of `n` records tagged `tag`, record i padded to `pad(i)` bytes.
+fn records_file(dir: &Path, tag: &str, n: usize, pad: impl Fn(usize) -> usize) -> PathBuf {
+    let text: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"6f1c2b1e-0000-4000-8000-{i:012}\", \"tag\": \"{tag}\", \"pad\": \"{}\"}}\n",
+                "x".repeat(pad(i))
+            )
+        })
+        .collect();
+    let p = dir.join(format!("{tag}.jsonl"));
+    fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn records_import_into_etcd_checked_and_in_transactions() {
+    let (cluster, url) = cluster_with_store();
     let dir = tempfile::tempdir().unwrap();
-    let lines = |tag: &str, pad: usize| {
-        let text: String = (0..300)
-            .map(|i| {
-                format!(
-                    "{{\"id\": \"6f1c2b1e-0000-4000-8000-{i:012}\", \"tag\": \"{tag}\", \"pad\": \"{}\"}}\n",
-                    "x".repeat(if i == 7 { pad } else { 10 })
-                )
-            })
-            .collect();
-        let p = dir.path().join(format!("{tag}.jsonl"));
-        fs::write(&p, text).unwrap();
-        p
+    let lines = |tag: &str, big: usize| {
+        records_file(dir.path(), tag, 300, |i| if i == 7 { big } else { 10 })
     };
     // 300 records (one of 1.5 MB, in pieces) into a directory that is not there yet.
     let first = lines("first", 1_500_000);
@@ -458,25 +470,16 @@ fn records_import_into_etcd_checked_and_in_transactions() {
 
 #[test]
 fn two_imports_of_the_same_names_at_once_leave_one_whole() {
-    let cluster = Cluster::start();
-    let env = Env::new();
-    sample_store(&env);
-    let url = cluster.url("records");
-    assert_eq!(migrate(env.store.to_str().unwrap(), &url).0, 0);
+    let (_cluster, url) = cluster_with_store();
     let dir = tempfile::tempdir().unwrap();
     let input = |tag: &str| {
-        let text: String = (0..200)
-            .map(|i| {
-                let pad = if i % 50 == 0 { 1_200_000 } else { 10 };
-                format!(
-                    "{{\"id\": \"6f1c2b1e-0000-4000-8000-{i:012}\", \"tag\": \"{tag}\", \"pad\": \"{}\"}}\n",
-                    "x".repeat(pad)
-                )
-            })
-            .collect();
-        let p = dir.path().join(format!("{tag}.jsonl"));
-        fs::write(&p, text).unwrap();
-        p
+        records_file(dir.path(), tag, 200, |i| {
+            if i % 50 == 0 {
+                1_200_000
+            } else {
+                10
+            }
+        })
     };
     for round in 0..3 {
         let at = format!("round{round}");
