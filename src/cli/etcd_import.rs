@@ -261,8 +261,18 @@ impl Into {
                 let keys = layout::to_keys(&tree, |f, n| format!("{f:016x}.{stamp}.{n}"));
                 let (pieces, rest): (Vec<_>, Vec<_>) =
                     keys.into_iter().partition(|(k, _)| k.starts_with(b"p/"));
+                // The bytes had pieces, or were in d/: what the new keys do not overwrite goes.
+                let mut gone = Vec::new();
+                if let Some(o) = old {
+                    let was = format!("d/{fid:016x}").into_bytes();
+                    if !rest.iter().any(|(k, _)| *k == was) && o.bytes.len() <= layout::PIECE {
+                        gone.push(was);
+                    }
+                    let ids = self.pieces.get(&fid).map(Vec::as_slice).unwrap_or_default();
+                    gone.extend(ids.iter().map(|id| format!("p/{id}").into_bytes()));
+                }
                 let size: usize = rest.iter().map(|(k, v)| k.len() + v.len()).sum();
-                let ops = rest.len() + 3;
+                let ops = rest.len() + gone.len() + 1;
                 if batch > 0
                     && (expect.len() + puts.len() + deletes.len() + ops > MAX_TXN_OPS
                         || bytes + size > MAX_TXN_BYTES)
@@ -276,16 +286,7 @@ impl Into {
                     return (done, Err(e));
                 }
                 put_pieces.extend(pieces.into_iter().map(|(k, _)| k));
-                // The bytes had pieces, or were in d/: what the new keys do not overwrite goes.
-                if let Some(o) = old {
-                    let was = format!("d/{fid:016x}").into_bytes();
-                    let has_d = rest.iter().any(|(k, _)| *k == was);
-                    if !has_d && o.bytes.len() <= layout::PIECE {
-                        deletes.push(was);
-                    }
-                    let gone = self.pieces.get(&fid).map(Vec::as_slice).unwrap_or_default();
-                    deletes.extend(gone.iter().map(|id| format!("p/{id}").into_bytes()));
-                }
+                deletes.extend(gone);
                 expect.push(guard);
                 puts.extend(rest);
                 bytes += size;
@@ -296,7 +297,9 @@ impl Into {
                 Ok(false) => {
                     // Certainly not done: its new pieces are nobody's. (After an error it may
                     // have been done; pieces left then are `check`'s "nothing reaches it".)
-                    let _ = self.etcd.put_if(&[], &[], &put_pieces);
+                    for some in put_pieces.chunks(MAX_TXN_OPS) {
+                        let _ = self.etcd.put_if(&[], &[], some);
+                    }
                     return (
                         done,
                         Err(err!(
