@@ -99,6 +99,13 @@ impl Cluster {
             .output()
     }
 
+    /// SIGSTOP of member `i`: it holds its connections open and answers nothing, as a
+    /// member cut off by the network does.
+    fn freeze(&self, i: usize) {
+        let pid = self.members[i].as_ref().expect("a running member").id();
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    }
+
     /// SIGKILL of member `i`.
     fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].take() {
@@ -140,7 +147,7 @@ fn sample_store(env: &Env) {
     .unwrap();
     fs::write(p("notes.txt"), "plain\n").unwrap();
     // Larger than one etcd value: stored in pieces.
-    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let big: Vec<u8> = (0..2_500_000u64).map(|i| (i * 7919 % 251) as u8).collect();
     fs::write(p("big.bin"), &big).unwrap();
     fs::hard_link(p("big.bin"), p("players/big-link")).unwrap();
     std::os::unix::fs::symlink("players/2026", p("latest")).unwrap();
@@ -514,4 +521,21 @@ fn two_imports_of_the_same_names_at_once_leave_one_whole() {
         let (code, out) = tool(&["check", &url]);
         assert_eq!(code, 0, "no piece of the loser left: {out} ({said})");
     }
+}
+
+#[test]
+fn a_silent_member_is_passed_over() {
+    let cluster = Cluster::start();
+    let env = Env::new();
+    sample_store(&env);
+    // The first member the address names answers nothing (it may be the leader: the others
+    // elect a new one meanwhile).
+    cluster.freeze(0);
+    let start = Instant::now();
+    let (code, out) = migrate(env.store.to_str().unwrap(), &cluster.url("records"));
+    let took = start.elapsed();
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = tool(&["check", &cluster.url("records")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
 }

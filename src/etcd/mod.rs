@@ -92,9 +92,10 @@ pub struct KeyAt {
 
 /// A connection to the cluster of one store: to one member at a time. etcd-client's own
 /// balancing fails a request when any one endpoint refuses connections (etcd-client issue
-/// 39), so the member in use is changed here when it cannot be reached, and a read or put
-/// (each safe to do twice) is tried again on the next member, within the same deadline; so
-/// is one refused while a leader is being elected ("leader changed", "no leader").
+/// 39), so the member in use is changed here when it cannot be reached or does not answer in
+/// its share of the deadline, and a read or put (each safe to do twice) is tried again on the
+/// next member, within the same deadline; so is one refused while a leader is being elected
+/// ("leader changed", "no leader").
 pub struct Etcd {
     rt: tokio::runtime::Runtime,
     client: Mutex<(Client, usize)>,
@@ -110,9 +111,10 @@ impl Etcd {
             .build()
             .map_err(|e| Error::io("starting the etcd client", &e))?;
         let deadline = Instant::now() + timeout;
+        let attempt = attempt_time(timeout, url.endpoints.len());
         let mut last = None;
         for i in 0..url.endpoints.len() {
-            match member(&rt, url, i, deadline) {
+            match member(&rt, url, i, attempt_until(deadline, attempt)) {
                 Ok(c) => {
                     return Ok(Etcd {
                         rt,
@@ -127,8 +129,8 @@ impl Etcd {
         Err(last.expect("an address has at least one member"))
     }
 
-    /// Runs `op` on the member in use; when it cannot be reached, on the next ones, until
-    /// one answers or `timeout` has passed.
+    /// Runs `op` on the member in use; when it cannot be reached or does not answer in its
+    /// share of `timeout`, on the next ones, until one answers or `timeout` has passed.
     fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: Fn(Client) -> Fut,
@@ -137,8 +139,9 @@ impl Etcd {
         self.call_as(what, true, op)
     }
 
-    /// `call`; `again` says whether a request refused in an election may be sent again (it
-    /// may have been done: a compare-and-put sent twice fails its compare the second time).
+    /// `call`; `again` says whether a request that may have been done can be sent again (a
+    /// compare-and-put sent twice fails its compare the second time): if not, it is sent
+    /// again only after the member refused the connection, and has the whole deadline.
     fn call_as<T, F, Fut>(&self, what: &str, again: bool, op: F) -> Result<T>
     where
         F: Fn(Client) -> Fut,
@@ -147,14 +150,20 @@ impl Etcd {
         let what = format!("{what} ({})", self.url);
         let deadline = Instant::now() + self.timeout;
         let n = self.url.endpoints.len();
+        let attempt = match again {
+            true => attempt_time(self.timeout, n),
+            false => self.timeout,
+        };
         let (mut client, mut at) = self.client.lock().clone();
-        let mut refused = 0;
+        let mut moves = 0;
         let mut pause = Duration::from_millis(20);
         loop {
-            let e = match block(&self.rt, &what, deadline, op(client.clone())) {
+            let until = attempt_until(deadline, attempt);
+            let e = match block(&self.rt, &what, until, op(client.clone())) {
                 Err(e) if Instant::now() < deadline => e,
                 done => return done,
             };
+            let unanswered = e.errno == libc::ETIMEDOUT && again;
             match e.errno {
                 // A new leader is being elected, or this member lost it: in a moment.
                 libc::EAGAIN if again => {
@@ -163,19 +172,24 @@ impl Etcd {
                     );
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
-                // This member cannot be reached: the next one that can.
-                libc::ECONNREFUSED if refused < n => loop {
-                    refused += 1;
+                // This member cannot be reached, or is silent (stopped, cut off): the next
+                // one that answers, each member tried once per call.
+                _ if (e.errno == libc::ECONNREFUSED || unanswered) && moves < n => loop {
+                    moves += 1;
                     at = (at + 1) % n;
-                    if let Ok(c) = member(&self.rt, &self.url, at, deadline) {
-                        *self.client.lock() = (c.clone(), at);
-                        client = c;
-                        break;
-                    }
-                    if refused >= n {
-                        return Err(err!(
-                            ECONNREFUSED,
-                            "{what}: no member of the cluster could be reached"
+                    let until = attempt_until(deadline, attempt);
+                    let last = match member(&self.rt, &self.url, at, until) {
+                        Ok(c) => {
+                            *self.client.lock() = (c.clone(), at);
+                            client = c;
+                            break;
+                        }
+                        Err(e) => e,
+                    };
+                    if moves >= n || Instant::now() >= deadline {
+                        return Err(Error::new(
+                            last.errno,
+                            format!("no member of the cluster answered: {}", last.reason),
                         ));
                     }
                 },
@@ -365,23 +379,26 @@ impl Etcd {
 
 /// A client of member `i` of `url` that has answered (connecting is lazy, so it is asked for
 /// its status).
-fn member(
-    rt: &tokio::runtime::Runtime,
-    url: &EtcdUrl,
-    i: usize,
-    deadline: Instant,
-) -> Result<Client> {
+fn member(rt: &tokio::runtime::Runtime, url: &EtcdUrl, i: usize, until: Instant) -> Result<Client> {
     let endpoint = url.endpoints[i].clone();
-    let left = deadline.saturating_duration_since(Instant::now());
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(left)
-        .with_timeout(left);
+    let left = until.saturating_duration_since(Instant::now());
+    let opts = ConnectOptions::new().with_connect_timeout(left);
     let what = format!("connecting to {endpoint} of {url}");
-    block(rt, &what, deadline, async move {
+    block(rt, &what, until, async move {
         let mut c = Client::connect([endpoint], Some(opts)).await?;
         c.status().await?;
         Ok(c)
     })
+}
+
+/// How long one member has to answer within a call's `timeout`: a share, so that a silent
+/// member leaves time for the others.
+fn attempt_time(timeout: Duration, members: usize) -> Duration {
+    timeout / (members.clamp(1, 3) as u32)
+}
+
+fn attempt_until(deadline: Instant, attempt: Duration) -> Instant {
+    deadline.min(Instant::now() + attempt)
 }
 
 /// The first key after every key that starts with `prefix`.
