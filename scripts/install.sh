@@ -25,6 +25,15 @@ if [ -z "$dest" ] && [ "$(id -u)" -eq 0 ] && ! command -v mount.fuse3 >/dev/null
 fi
 bin=${RECORDFS_BIN:-}
 if [ -z "$bin" ]; then
+  # The etcd client's build generates its protocol code with protoc.
+  if ! command -v protoc >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install: protoc is missing (Debian: protobuf-compiler); install it, or run as root" >&2
+      exit 1
+    fi
+    echo "install: installing protobuf-compiler"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler >/dev/null
+  fi
   cargo build --release -q
   bin=target/release/recordfs
 fi
