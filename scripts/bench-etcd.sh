@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# A store in etcd against a store directory, on one fresh ext4 loop device: a three-member
+# etcd cluster on loopback (its data directories on the loop device) and a store directory
+# beside it. Per round, interleaved: `recordfs import` of N records of about 450 B into each
+# (a new prefix holding an empty store, a new store directory), `recordfs export` of them, and `recordfs migrate` of the store
+# directory into a new prefix. The two exports must be the same bytes. Medians of ROUNDS,
+# with every raw figure.
+#   scripts/bench-etcd.sh [N] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000}
+rounds=${2:-3}
+. scripts/bench-lib.sh
+members=()
+trap 'set +e; for p in "${members[@]}"; do kill -9 "$p"; done; cleanup' EXIT
+port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+clients=()
+peers=()
+for i in 0 1 2; do
+  clients+=("127.0.0.1:$(port)")
+  peers+=("127.0.0.1:$(port)")
+done
+initial=""
+for i in 0 1 2; do initial+="${initial:+,}m$i=http://${peers[$i]}"; done
+for i in 0 1 2; do
+  etcd --name "m$i" --data-dir "$disk/etcd$i" \
+    --listen-client-urls "http://${clients[$i]}" --advertise-client-urls "http://${clients[$i]}" \
+    --listen-peer-urls "http://${peers[$i]}" --initial-advertise-peer-urls "http://${peers[$i]}" \
+    --initial-cluster "$initial" --initial-cluster-state new \
+    --initial-cluster-token recordfs-bench >"$work/etcd$i.log" 2>&1 &
+  members+=($!)
+done
+endpoints=$(IFS=,; echo "${clients[*]}")
+ctl() { ETCDCTL_API=3 etcdctl --endpoints "$endpoints" "$@"; }
+for _ in $(seq 300); do ctl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+ctl endpoint health >/dev/null
+
+python3 - "$work/records.jsonl" "$n" <<'PY'
+import json, sys, uuid
+with open(sys.argv[1], "w") as f:
+    for i in range(int(sys.argv[2])):
+        rec = {"id": str(uuid.UUID(int=(i << 64) | 0x4000_8000_0000_0000)), "n": i,
+               "name": "player %d" % i, "pad": "x" * 380}
+        f.write(json.dumps(rec) + "\n")
+PY
+now() { date +%s%N; }
+secs() { python3 -c "print(round(($2 - $1) / 1e9, 3))"; }
+timed() { local t0; t0=$(now); "$@" >/dev/null; secs "$t0" "$(now)"; }
+
+# An empty store, made by a mount, to start each prefix imported into.
+"$bin" mount "$disk/empty" "$mnt" >/dev/null
+umount "$mnt"
+stopped "$disk/empty"
+declare -A res
+for r in $(seq "$rounds"); do
+  mkdir -p "$disk/src$r"
+  "$bin" migrate "$disk/empty" "etcd://$endpoints/imp$r" >/dev/null
+  res[import-dir]+="$(timed "$bin" import "$disk/src$r/store" "$work/records.jsonl") "
+  res[import-etcd]+="$(timed "$bin" import "etcd://$endpoints/imp$r" "$work/records.jsonl") "
+  res[export-dir]+="$(timed "$bin" export "$disk/src$r/store" "$work/out-dir$r.jsonl") "
+  res[export-etcd]+="$(timed "$bin" export "etcd://$endpoints/imp$r" "$work/out-etcd$r.jsonl") "
+  cmp -s "$work/out-dir$r.jsonl" "$work/out-etcd$r.jsonl" || {
+    echo "bench-etcd: the exports from the directory and from etcd differ" >&2
+    exit 1
+  }
+  res[migrate]+="$(timed "$bin" migrate "$disk/src$r/store" "etcd://$endpoints/mig$r") "
+  echo "round $r done" >&2
+done
+echo "== $n records of about 450 B, $rounds rounds interleaved, medians, seconds (3 etcd members on loopback, fresh ext4 on $loop)"
+for k in import-dir import-etcd export-dir export-etcd migrate; do
+  printf '%-12s %8s   raw: %s\n' "$k" "$(median <<<"${res[$k]}")" "${res[$k]}"
+done
+ratio() { python3 -c "print(round($(median <<<"${res[$1]}") / $(median <<<"${res[$2]}"), 2))"; }
+echo "etcd against the directory: import $(ratio import-etcd import-dir)x the time, export $(ratio export-etcd export-dir)x"
