@@ -119,37 +119,23 @@ fn bytes_at(etcd: &Etcd, fid: Fid, revision: i64) -> Result<Vec<u8>> {
     let i = etcd
         .get_at(&key, revision)?
         .ok_or_else(|| err!(ENOENT, "the file did not exist at revision {revision}"))?;
-    // A store of this one node, read as `layout` reads a whole one.
-    let mut kvs = vec![
-        layout::meta(fid),
-        (key, i.value.clone()),
-        (
-            format!("i/{:016x}", crate::types::ROOT).into_bytes(),
-            root_value(),
-        ),
-    ];
     let v: serde_json::Value = serde_json::from_slice(&i.value).unwrap_or_default();
-    let mut parts: Vec<Vec<u8>> = match v["pieces"].as_array() {
+    let parts: Vec<Vec<u8>> = match v["pieces"].as_array() {
         Some(ids) => ids
             .iter()
             .map(|id| format!("p/{}", id.as_str().unwrap_or_default()).into_bytes())
             .collect(),
         None => vec![format!("d/{fid:016x}").into_bytes()],
     };
-    for k in parts.drain(..) {
+    // The bytes as they were when that version was written.
+    let mut found = Vec::new();
+    for k in parts {
         if let Some(kv) = etcd.get_at(&k, i.mod_revision)? {
-            kvs.push((k, kv.value));
+            found.push((k, kv.value));
         }
     }
-    kvs.sort();
-    let tree = layout::from_keys(&kvs)?;
-    Ok(tree.node(fid).map(|n| n.bytes.clone()).unwrap_or_default())
-}
-
-/// The `i/` value of a bare root, to make a one-file store `layout::from_keys` accepts.
-fn root_value() -> Vec<u8> {
-    br#"{"kind":"dir","mode":493,"uid":0,"gid":0,"atime":[0,0],"mtime":[0,0],"ctime":[0,0],"size":0,"crc":"00000000"}"#
-        .to_vec()
+    let find = |k: &[u8]| found.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+    Ok(layout::node(fid, &key, &i.value, &find)?.bytes)
 }
 
 /// `recordfs show etcd://... PATH [--at REVISION]`: exit 0 shown, 1 no such version, 2 an

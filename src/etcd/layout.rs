@@ -307,7 +307,9 @@ pub fn problems(kvs: &[(Vec<u8>, Vec<u8>)]) -> (Option<Tree>, Vec<String>) {
     (Some(tree), out)
 }
 
-fn node<'a>(
+/// The node `key` (`i/<fid>`) with `value` describes, its bytes taken through `find` (which
+/// gives the value of a `d/` or `p/` key) and checked against its size and checksum.
+pub fn node<'a>(
     fid: Fid,
     key: &[u8],
     value: &[u8],
