@@ -7,129 +7,13 @@
 //! when the cluster has no quorum.
 
 mod common;
+use common::cluster::*;
 use common::*;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A cluster of three members on free loopback ports, killed when dropped.
-struct Cluster {
-    members: Vec<Option<Child>>,
-    clients: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let initial: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect();
-        let mut members = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
-            let log = fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
-            let child = Command::new("etcd")
-                .args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("m{i}")))
-                .args([
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                ])
-                .args([
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                ])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                ])
-                .args(["--initial-cluster", &initial.join(",")])
-                .args(["--initial-cluster-state", "new"])
-                .args(["--initial-cluster-token", "recordfs-test"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("etcd (scripts/setup.sh installs etcd-server)");
-            members.push(Some(child));
-        }
-        let c = Cluster {
-            members,
-            clients: ports
-                .iter()
-                .map(|(c, _)| format!("127.0.0.1:{c}"))
-                .collect(),
-            _dir: dir,
-        };
-        let healthy = wait_until(Duration::from_secs(30), || {
-            c.etcdctl(&["endpoint", "health"])
-                .is_ok_and(|o| o.status.success())
-        });
-        assert!(healthy, "the cluster did not become healthy within 30 s");
-        c
-    }
-
-    fn url(&self, prefix: &str) -> String {
-        format!("etcd://{}/{prefix}", self.clients.join(","))
-    }
-
-    fn etcdctl(&self, args: &[&str]) -> std::io::Result<Output> {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg("--endpoints")
-            .arg(self.clients.join(","))
-            .args(["--command-timeout", "5s"])
-            .args(args)
-            .output()
-    }
-
-    /// SIGSTOP of member `i`: it holds its connections open and answers nothing, as a
-    /// member cut off by the network does.
-    fn freeze(&self, i: usize) {
-        let pid = self.members[i].as_ref().expect("a running member").id();
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
-    }
-
-    /// SIGKILL of member `i`.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
-    }
-}
-
-/// `recordfs ARGS...`: (exit code, stdout+stderr).
-fn tool(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
 
 fn migrate(from: &str, to: &str) -> (i32, String) {
     tool(&["migrate", from, to])
@@ -167,22 +51,6 @@ fn sample_store(env: &Env) {
         assert_eq!(code, 0, "{what}: {out}");
     }
     m.stop_cleanly();
-}
-
-/// Every path under `root` with what `stat` says of it (kind, mode, owner, links, size, mtime),
-/// its bytes' digest and its extended attributes, sorted.
-fn describe_tree(root: &Path) -> String {
-    let (code, out) = sh(&format!(
-        "cd {} && find . -mindepth 1 | sort | while read -r f; do \
-           stat -c '%n %F %a %u:%g %h %s %Y' \"$f\"; \
-           [ -f \"$f\" ] && [ ! -L \"$f\" ] && md5sum < \"$f\"; \
-           [ -L \"$f\" ] && readlink \"$f\"; \
-           getfattr -h -d -m - \"$f\" 2>/dev/null | grep -v '^#'; \
-         done",
-        root.display()
-    ));
-    assert_eq!(code, 0, "{out}");
-    out
 }
 
 #[test]

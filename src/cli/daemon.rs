@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use crate::error::{Error, Result};
+use crate::etcd::EtcdUrl;
 use crate::fs::RecordFs;
 use crate::fuse::{describe, Adapter};
 use crate::limits::UNMOUNT_GRACE;
@@ -185,7 +186,18 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&mut ready, format!("installing signal handlers: {e}")),
     };
-    let store = absolute(&m.store);
+    // A store in etcd is named by its address; a directory by its absolute path.
+    let etcd_url = match m.store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        Some(s) => match EtcdUrl::parse(s) {
+            Ok(u) => Some(u),
+            Err(e) => return fail(&mut ready, describe(&e)),
+        },
+        None => None,
+    };
+    let store = match &etcd_url {
+        Some(u) => PathBuf::from(u.to_string()),
+        None => absolute(&m.store),
+    };
     let mountpoint = absolute(&m.mountpoint);
     match std::fs::metadata(&mountpoint) {
         Ok(md) if md.is_dir() => {}
@@ -199,7 +211,7 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         }
         Err(e) => return fail(&mut ready, format!("mount point {}: {e}", mountpoint.display())),
     }
-    if store.starts_with(&mountpoint) {
+    if etcd_url.is_none() && store.starts_with(&mountpoint) {
         return fail(
             &mut ready,
             "the store cannot be inside the mount point".into(),
@@ -222,14 +234,26 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         Ok(w) => w,
         Err(e) => return fail(&mut ready, format!("cannot mount: {}", describe(&e))),
     };
-    let before = StoreBefore::of(&store);
-    let fs = match RecordFs::start(&store, m.opts.clone()) {
-        Ok(fs) => Arc::new(fs),
+    let before = etcd_url.is_none().then(|| StoreBefore::of(&store));
+    let opened = match &etcd_url {
+        Some(url) => {
+            crate::etcd::mount::open(url, m.opts.clone()).map(|em| (em.fs.clone(), Some(em)))
+        }
+        None => RecordFs::start(&store, m.opts.clone()).map(|fs| (Arc::new(fs), None)),
+    };
+    let (fs, etcd_mount) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             return fail(
                 &mut ready,
                 format!("cannot open store {}: {}", store.display(), describe(&e)),
             )
+        }
+    };
+    // Gives a store in etcd back (its lock, its cache) once the local store is shut down.
+    let let_go = move || {
+        if let Some(em) = etcd_mount {
+            em.close();
         }
     };
     if ready.is_some() {
@@ -291,7 +315,10 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         Err(msg) => {
             let _ = fs.shutdown();
             drop(fs);
-            before.restore(&store);
+            let_go();
+            if let Some(before) = before {
+                before.restore(&store);
+            }
             return fail(&mut ready, msg);
         }
     };
@@ -321,6 +348,8 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         // Mounted, but it could not be stopped by a signal: take it down again.
         drop(session);
         let _ = fs.shutdown();
+        drop(fs);
+        let_go();
         return fail(&mut ready, describe(&e));
     }
     info!(
@@ -346,8 +375,9 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
     }
     let result = session.run();
     // destroy() has run the shutdown, unless the session failed first.
-    let clean = fs.shutdown().is_ok() && fs.closed_cleanly();
+    let clean = fs.shutdown().is_ok() && fs.closed_cleanly() && fs.pipeline().unshipped() == 0;
     drop(fs);
+    let_go();
     match result {
         Ok(()) if clean => {
             info!("{} unmounted cleanly", mountpoint.display());

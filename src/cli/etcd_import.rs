@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::error::{err, Result};
-use crate::etcd::layout::{self, Name, Node, Tree};
+use crate::etcd::layout::{self, Name, Node, Tree, LOCK};
 use crate::etcd::{Etcd, EtcdUrl, MAX_TXN_BYTES, MAX_TXN_OPS, TOOL_TIMEOUT};
 use crate::transfer::Record;
 use crate::types::{Fid, Kind};
@@ -47,6 +47,14 @@ struct Into {
 impl Into {
     fn read(etcd: Etcd) -> Result<Into> {
         let (_, kvs) = etcd.get_all_at(b"")?;
+        if let Some(lock) = kvs.iter().find(|k| k.key == LOCK) {
+            return Err(err!(
+                EBUSY,
+                "{} is served by a mount ({}): change it through the mount",
+                etcd.url,
+                String::from_utf8_lossy(&lock.value)
+            ));
+        }
         let plain: Vec<(Vec<u8>, Vec<u8>)> = kvs
             .iter()
             .map(|k| (k.key.clone(), k.value.clone()))
@@ -194,7 +202,10 @@ impl Into {
                 names: vec![name],
             };
             let puts = layout::to_keys(&tree, |_, _| unreachable!("a directory has no pieces"));
-            match self.etcd.put_if(&[(key, 0)], &puts, &[]) {
+            match self
+                .etcd
+                .put_if(&[(key, 0), (LOCK.to_vec(), 0)], &puts, &[])
+            {
                 Ok(true) => {}
                 Ok(false) => return (0, Err(err!(EEXIST, "{path}: made by another meanwhile"))),
                 Err(e) => return (0, Err(e)),
@@ -211,7 +222,8 @@ impl Into {
         );
         let mut done = 0;
         while done < records.len() {
-            let mut expect = Vec::new();
+            // Holds only while no mount serves the prefix (its view would not have it).
+            let mut expect = vec![(LOCK.to_vec(), 0)];
             let mut puts = Vec::new();
             let mut deletes = Vec::new();
             let mut bytes = 0;

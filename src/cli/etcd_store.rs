@@ -10,13 +10,13 @@
 //! which nothing takes for a store. Into a directory, every save is checked as any save is (a
 //! record must hold JSON) and the store is synced once at the end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
-use crate::error::{err, Error, Result};
+use crate::error::{err, Result};
 use crate::etcd::layout::{self, Name, Node, Tree};
 use crate::etcd::{Etcd, EtcdUrl};
-use crate::fs::{RecordFs, SetAttr};
+use crate::fs::RecordFs;
 use crate::fuse::describe;
 use crate::options::{Options, SyncMode};
 use crate::types::{Fid, Kind, ROOT};
@@ -163,7 +163,7 @@ fn from_etcd(url: &EtcdUrl, store: &Path) -> Result<String> {
         ..Options::default()
     };
     let fs = RecordFs::start(store, opts)?;
-    let made = make_tree(&fs, &tree);
+    let made = crate::etcd::mount::make_tree(&fs, &tree).map(|_| ());
     let closed = fs.shutdown();
     made.and(closed)?;
     Ok(summary(&tree, &format!("{url} into {}", store.display())))
@@ -226,65 +226,4 @@ fn node_of(fs: &RecordFs, fid: Fid, kind: Kind) -> Result<Node> {
         bytes,
         xattrs,
     })
-}
-
-/// Makes `tree` in the empty store `fs` serves: directories before what they hold, a file
-/// with several names once (then linked), times last (a name made in a directory changes
-/// the directory's).
-fn make_tree(fs: &RecordFs, tree: &Tree) -> Result<()> {
-    let nodes: HashMap<Fid, &Node> = tree.nodes.iter().map(|n| (n.fid, n)).collect();
-    let mut in_dir: HashMap<Fid, Vec<&Name>> = HashMap::new();
-    for n in &tree.names {
-        in_dir.entry(n.dir).or_default().push(n);
-    }
-    let mut made: HashMap<Fid, Fid> = HashMap::from([(ROOT, ROOT)]);
-    let mut order = vec![ROOT];
-    let mut at = 0;
-    while at < order.len() {
-        let dir = order[at];
-        at += 1;
-        for n in in_dir.get(&dir).map(Vec::as_slice).unwrap_or_default() {
-            let here = made[&dir];
-            if let Some(&fid) = made.get(&n.fid) {
-                fs.wait(fs.link(fid, here, &n.name)?.1)?;
-                continue;
-            }
-            let node = nodes[&n.fid];
-            let a = &node.attrs;
-            let path = || String::from_utf8_lossy(&n.name).into_owned();
-            let (stat, ticket) = match node.kind {
-                Kind::Dir => fs.mkdir(here, &n.name, a.mode, a.uid, a.gid),
-                Kind::Symlink => fs.symlink(here, &n.name, &node.bytes, a.uid, a.gid),
-                Kind::File => fs.create_with(here, &n.name, a.mode, node.bytes.clone()),
-            }
-            .map_err(|e| Error::new(e.errno, format!("{}: {}", path(), e.reason)))?;
-            fs.wait(ticket)?;
-            made.insert(n.fid, stat.ino);
-            if node.kind == Kind::Dir {
-                order.push(n.fid);
-            }
-        }
-    }
-    // Extended attributes, owners, modes and times: files and symlinks, then directories
-    // deepest first.
-    let others = tree.nodes.iter().filter(|n| n.kind != Kind::Dir);
-    for fid in others.map(|n| n.fid).chain(order.iter().rev().copied()) {
-        let (Some(node), Some(&new)) = (nodes.get(&fid), made.get(&fid)) else {
-            continue;
-        };
-        let a = &node.attrs;
-        for (k, v) in &node.xattrs {
-            fs.wait(fs.setxattr(new, k, Some(v), 0)?)?;
-        }
-        let set = SetAttr {
-            mode: (node.kind != Kind::Symlink).then_some(a.mode),
-            uid: Some(a.uid),
-            gid: Some(a.gid),
-            size: None,
-            atime: Some(a.atime),
-            mtime: Some(a.mtime),
-        };
-        fs.wait(fs.setattr(new, None, set)?.1)?;
-    }
-    Ok(())
 }

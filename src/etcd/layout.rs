@@ -141,25 +141,8 @@ pub fn to_keys(
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     for n in &tree.nodes {
-        let a = &n.attrs;
-        let mut v = json!({
-            "kind": kind_name(n.kind),
-            "mode": a.mode,
-            "uid": a.uid,
-            "gid": a.gid,
-            "atime": time(a.atime),
-            "mtime": time(a.mtime),
-            "ctime": time(a.ctime),
-            "size": n.bytes.len(),
-            "crc": format!("{:08x}", crc32c::crc32c(&n.bytes)),
-        });
-        if !n.xattrs.is_empty() {
-            v["xattrs"] = n
-                .xattrs
-                .iter()
-                .map(|(k, x)| json!([B64.encode(k), B64.encode(x)]))
-                .collect();
-        }
+        let crc = crc32c::crc32c(&n.bytes);
+        let mut v = info(n.kind, &n.attrs, n.bytes.len() as u64, crc, &n.xattrs);
         let fid = fid_hex(n.fid);
         if n.bytes.len() > PIECE {
             let mut ids = Vec::new();
@@ -175,12 +158,67 @@ pub fn to_keys(
         out.push((format!("i/{fid}").into_bytes(), v.to_string().into_bytes()));
     }
     for n in &tree.names {
-        let mut k = format!("n/{}/", fid_hex(n.dir)).into_bytes();
-        k.extend_from_slice(&n.name);
-        out.push((k, fid_hex(n.fid).into_bytes()));
+        out.push((name_key(n.dir, &n.name), fid_value(n.fid)));
     }
     out
 }
+
+/// A node's `i/` value, but its pieces.
+fn info(kind: Kind, a: &Attrs, size: u64, crc: u32, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Value {
+    let mut v = json!({
+        "kind": kind_name(kind),
+        "mode": a.mode,
+        "uid": a.uid,
+        "gid": a.gid,
+        "atime": time(a.atime),
+        "mtime": time(a.mtime),
+        "ctime": time(a.ctime),
+        "size": size,
+        "crc": format!("{crc:08x}"),
+    });
+    if !xattrs.is_empty() {
+        v["xattrs"] = xattrs
+            .iter()
+            .map(|(k, x)| json!([B64.encode(k), B64.encode(x)]))
+            .collect();
+    }
+    v
+}
+
+/// The `i/` value of a node whose bytes (`size`, `crc`) fit one `d/` value.
+pub fn info_value(
+    kind: Kind,
+    attrs: &Attrs,
+    size: u64,
+    crc: u32,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) -> Vec<u8> {
+    info(kind, attrs, size, crc, xattrs)
+        .to_string()
+        .into_bytes()
+}
+
+pub fn info_key(fid: Fid) -> Vec<u8> {
+    format!("i/{}", fid_hex(fid)).into_bytes()
+}
+
+pub fn data_key(fid: Fid) -> Vec<u8> {
+    format!("d/{}", fid_hex(fid)).into_bytes()
+}
+
+pub fn name_key(dir: Fid, name: &[u8]) -> Vec<u8> {
+    let mut k = format!("n/{}/", fid_hex(dir)).into_bytes();
+    k.extend_from_slice(name);
+    k
+}
+
+pub fn fid_value(fid: Fid) -> Vec<u8> {
+    fid_hex(fid).into_bytes()
+}
+
+/// The key a mount holds while it serves the store (`etcd::mount`), with a lease: its value
+/// says who.
+pub const LOCK: &[u8] = b"lock";
 
 /// The tree the keys hold (the prefix taken off), checked: every name names a node, every
 /// node's bytes are whole (their size and checksum), the root is a directory. An error names
@@ -298,7 +336,7 @@ pub fn problems(kvs: &[(Vec<u8>, Vec<u8>)]) -> (Option<Tree>, Vec<String>) {
         } else if key.starts_with(b"p/") {
             !pieces.contains(key)
         } else {
-            !(key == b"meta" || key.starts_with(b"i/") || key.starts_with(b"n/"))
+            !(key == b"meta" || key == LOCK || key.starts_with(b"i/") || key.starts_with(b"n/"))
         };
         if unreached {
             out.push(format!("{show}: nothing in the store reaches it"));

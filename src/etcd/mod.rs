@@ -6,12 +6,15 @@
 //! during an outage a call fails with ETIMEDOUT (or EIO) within `timeout`, never hangs.
 
 pub mod layout;
+pub mod mount;
+mod replica;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
 };
 use parking_lot::Mutex;
 
@@ -88,6 +91,16 @@ pub struct KeyAt {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub mod_revision: i64,
+}
+
+/// What `Etcd::take_lock` found.
+pub enum Locked {
+    Taken {
+        lease: i64,
+        revision: i64,
+    },
+    /// Someone holds it: the key's value.
+    Held(Vec<u8>),
 }
 
 /// A connection to the cluster of one store: to one member at a time. etcd-client's own
@@ -345,6 +358,28 @@ impl Etcd {
         puts: &[(Vec<u8>, Vec<u8>)],
         deletes: &[Vec<u8>],
     ) -> Result<bool> {
+        self.put_if_as(false, expect, puts, deletes)
+    }
+
+    /// `put_if` for a transaction that may be sent twice: its puts and deletes say what the
+    /// keys hold, not how they change, and its compare (a lock's revision) holds as long
+    /// as it did. Tried on another member after no answer, like a read.
+    pub fn put_again_if(
+        &self,
+        expect: &[(Vec<u8>, i64)],
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deletes: &[Vec<u8>],
+    ) -> Result<bool> {
+        self.put_if_as(true, expect, puts, deletes)
+    }
+
+    fn put_if_as(
+        &self,
+        again: bool,
+        expect: &[(Vec<u8>, i64)],
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deletes: &[Vec<u8>],
+    ) -> Result<bool> {
         let compares: Vec<Compare> = expect
             .iter()
             .map(|(k, rev)| match rev {
@@ -357,9 +392,62 @@ impl Etcd {
             .map(|(k, v)| TxnOp::put(self.key(k), v.clone(), None))
             .collect();
         ops.extend(deletes.iter().map(|k| TxnOp::delete(self.key(k), None)));
-        self.call_as("a transaction", false, |mut c| {
+        self.call_as("a transaction", again, |mut c| {
             let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
             async move { Ok(c.txn(txn).await?.succeeded()) }
+        })
+    }
+
+    /// Puts `value` at `rest` under a new lease of `ttl` seconds if no one holds the key:
+    /// the lease and the key's revision, or who holds it (the value there).
+    pub fn take_lock(&self, rest: &[u8], value: &[u8], ttl: i64) -> Result<Locked> {
+        let lease = self.call("granting a lease", |mut c| async move {
+            Ok(c.lease_grant(ttl, None).await?.id())
+        })?;
+        let key = self.key(rest);
+        let taken = self.call_as("taking a lock", false, |mut c| {
+            let put = TxnOp::put(
+                key.clone(),
+                value.to_vec(),
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([put])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            async move {
+                let r = c.txn(txn).await?;
+                let revision = r.header().map_or(0, |h| h.revision());
+                let holder = r.op_responses().into_iter().find_map(|op| match op {
+                    TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                });
+                Ok((r.succeeded(), revision, holder))
+            }
+        });
+        match taken {
+            Ok((true, revision, _)) => Ok(Locked::Taken { lease, revision }),
+            other => {
+                let _ = self.revoke(lease);
+                let (_, _, holder) = other?;
+                Ok(Locked::Held(holder.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Renews a lease once; ENOENT when it has expired.
+    pub fn keep_alive(&self, lease: i64) -> Result<()> {
+        self.call("renewing a lease", |mut c| async move {
+            c.lease_keep_alive(lease).await?;
+            Ok(())
+        })
+    }
+
+    /// Ends a lease, deleting the keys put under it.
+    pub fn revoke(&self, lease: i64) -> Result<()> {
+        self.call("revoking a lease", |mut c| async move {
+            c.lease_revoke(lease).await?;
+            Ok(())
         })
     }
 
@@ -445,6 +533,8 @@ fn from_etcd(what: &str, e: &etcd_client::Error) -> Error {
     } else if text.contains("message length too large") {
         // The answer is larger than a gRPC message may be (`get_all_at` asks for less).
         libc::E2BIG
+    } else if text.contains("lease not found") || text.contains("requested lease not found") {
+        libc::ENOENT
     } else if text.contains("leader changed") || text.contains("no leader") {
         // Passing: an election (`Etcd::call` tries again until its deadline).
         libc::EAGAIN

@@ -2,7 +2,7 @@
 //! readers see, waiting for durability, and the clean shutdown.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,9 @@ impl Pipeline {
             compactions: AtomicU64::new(0),
             moot: AtomicU64::new(0),
             sync_nanos: AtomicU64::new(0),
+            replica: Mutex::new(None),
+            local_sync: AtomicBool::new(true),
+            unshipped: AtomicUsize::new(0),
         });
         let spawn = |name: &str, f: fn(&Pipeline)| {
             let p = pipeline.clone();
@@ -176,6 +179,7 @@ impl Pipeline {
                     "the store is read-only after a failure: {reason}"
                 ));
             }
+            self.check_unshipped()?;
             if st.pending_bytes <= MAX_PENDING_BYTES {
                 break;
             }

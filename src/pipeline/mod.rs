@@ -18,11 +18,13 @@
 mod apply;
 mod commits;
 mod compactor;
+mod replica;
 mod state;
 mod sync;
 mod tree;
 mod version;
 mod writeback;
 
+pub use replica::{Replica, MAX_UNSHIPPED};
 pub use state::{Committed, CompactPolicy, Pipeline, Threads, Waiter};
 pub use version::Read;

@@ -2,7 +2,7 @@
 //! waiters for durability, and the pipeline itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -168,6 +168,12 @@ pub struct Pipeline {
     /// Entries the apply thread skipped, as a later one undoes them (`apply::moot`).
     pub moot: AtomicU64,
     pub(super) sync_nanos: AtomicU64,
+    /// Where commits go beyond the local log, if anywhere (`replica.rs`).
+    pub(super) replica: Mutex<Option<super::replica::Shipping>>,
+    /// Whether the log is synced: not when the store caches a replica.
+    pub(super) local_sync: AtomicBool,
+    /// Entries logged that the replica has not taken.
+    pub(super) unshipped: AtomicUsize,
 }
 
 /// The pipeline's threads, joined at shutdown.

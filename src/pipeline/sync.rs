@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::replica::RETRY;
 use super::state::{Pipeline, Waiter};
 use crate::error::{err, Error, Result};
 use crate::limits::{MAX_LINGER, MAX_PENDING_BYTES, SYNC_RIDE};
@@ -25,11 +26,27 @@ impl Pipeline {
     pub(super) fn run_sync(&self) {
         let mut last_batch = 1usize;
         let mut last_sync = Duration::ZERO;
+        // Entries the replica has not taken yet (`replica.rs`), oldest first.
+        let mut backlog: Vec<Entry> = Vec::new();
         loop {
             let (end, handle, dir_unsynced) = {
                 let mut st = self.state.lock();
                 while st.unsynced.is_empty() && !st.shutting_down {
-                    self.wake.wait(&mut st);
+                    if backlog.is_empty() {
+                        self.wake.wait(&mut st);
+                    } else if self.wake.wait_for(&mut st, RETRY).timed_out() {
+                        break;
+                    }
+                }
+                if st.unsynced.is_empty() && !backlog.is_empty() {
+                    let (end, last_try) = (st.durable, st.shutting_down);
+                    drop(st);
+                    self.ship_and_answer(&mut backlog, &[], end);
+                    if last_try {
+                        self.give_up_shipping(&backlog);
+                        backlog.clear();
+                    }
+                    continue;
                 }
                 // Entries nobody waits for ride with the next sync that someone does, so that
                 // a commit that does not wait costs no sync of its own; at the latest after
@@ -67,13 +84,15 @@ impl Pipeline {
             };
             let started = Instant::now();
             // The live segment, then the name of a new one (a compaction created it unsynced).
+            let local = self.syncs_locally();
             let synced = failpoint_log_sync(self.syncs.load(Ordering::Relaxed))
-                .and_then(|_| {
-                    handle
+                .and_then(|_| match local {
+                    true => handle
                         .sync_data()
-                        .map_err(|e| Error::io("fdatasync of the log", &e))
+                        .map_err(|e| Error::io("fdatasync of the log", &e)),
+                    false => Ok(()),
                 })
-                .and_then(|_| match dir_unsynced {
+                .and_then(|_| match dir_unsynced && local {
                     true => store::sync_dir(&*self.disk, &self.layout.log_dir()),
                     false => Ok(()),
                 });
@@ -101,11 +120,15 @@ impl Pipeline {
                     // they wait for the next one.
                     let n = st.unsynced.iter().take_while(|e| e.seq <= end).count();
                     let synced: Vec<Entry> = st.unsynced.drain(..n).collect();
+                    let to_ship = match self.replica.lock().is_some() {
+                        true => synced.clone(),
+                        false => Vec::new(),
+                    };
                     let now = Instant::now();
                     st.unapplied.extend(synced.into_iter().map(|e| (now, e)));
                     self.apply_wake.notify_one();
                     drop(st);
-                    self.mark_durable(end);
+                    self.ship_and_answer(&mut backlog, &to_ship, end);
                 }
                 Err(e) => {
                     self.turn_read_only(&mut st, e.reason.clone());

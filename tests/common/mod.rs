@@ -2,6 +2,7 @@
 //! even when the test fails, and every wait is bounded.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod sequences;
 
 use std::fs;
@@ -146,6 +147,19 @@ impl Mount {
         rust_log: &str,
     ) -> Result<Mount, String> {
         let log = store.with_extension(format!("daemon.{}.log", std::process::id()));
+        Mount::start_from(store.as_os_str(), &log, mnt, args, rust_log)
+    }
+
+    /// A mount of `source` (a store directory, or an etcd address), the daemon's output
+    /// appended to `log`.
+    pub fn start_from(
+        source: &std::ffi::OsStr,
+        log: &Path,
+        mnt: &Path,
+        args: &[&str],
+        rust_log: &str,
+    ) -> Result<Mount, String> {
+        let log = log.to_owned();
         let logf = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -153,7 +167,7 @@ impl Mount {
             .unwrap();
         let mut child = Command::new(BIN)
             .arg("mount")
-            .arg(store)
+            .arg(source)
             .arg(mnt)
             .arg("--foreground")
             .args(args)

@@ -1,0 +1,192 @@
+//! A real etcd cluster for tests: three members of Debian's etcd-server on free loopback
+//! ports, each killed when the guard drops; and what the etcd tests share.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use super::{sh, wait_until, BIN};
+
+/// A cluster of three members on free loopback ports, killed when dropped.
+pub struct Cluster {
+    members: Vec<Option<Child>>,
+    pub clients: Vec<String>,
+    peers: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut c = Cluster {
+            members: vec![None, None, None],
+            clients: ports
+                .iter()
+                .map(|(c, _)| format!("127.0.0.1:{c}"))
+                .collect(),
+            peers: ports
+                .iter()
+                .map(|(_, p)| format!("127.0.0.1:{p}"))
+                .collect(),
+            dir,
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c.wait_healthy();
+        c
+    }
+
+    /// Starts member `i` (again: with the data it had).
+    fn spawn(&mut self, i: usize) {
+        let initial: Vec<String> = (0..3)
+            .map(|j| format!("m{j}=http://{}", self.peers[j]))
+            .collect();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("m{i}.log")))
+            .unwrap();
+        let (client, peer) = (&self.clients[i], &self.peers[i]);
+        let child = Command::new("etcd")
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("m{i}")))
+            .args(["--listen-client-urls", &format!("http://{client}")])
+            .args(["--advertise-client-urls", &format!("http://{client}")])
+            .args(["--listen-peer-urls", &format!("http://{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "recordfs-test"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (scripts/setup.sh installs etcd-server)");
+        self.members[i] = Some(child);
+    }
+
+    pub fn wait_healthy(&self) {
+        let healthy = wait_until(Duration::from_secs(30), || {
+            self.etcdctl(&["endpoint", "health"])
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(healthy, "the cluster did not become healthy within 30 s");
+    }
+
+    pub fn url(&self, prefix: &str) -> String {
+        format!("etcd://{}/{prefix}", self.clients.join(","))
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> std::io::Result<Output> {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.clients.join(","))
+            .args(["--command-timeout", "5s"])
+            .args(args)
+            .output()
+    }
+
+    /// The member that leads now (asked of each member in turn, for at most 10 s).
+    pub fn leader(&self) -> usize {
+        let mut found = None;
+        let ok = wait_until(Duration::from_secs(10), || {
+            for (i, client) in self.clients.iter().enumerate() {
+                if self.members[i].is_none() {
+                    continue;
+                }
+                let out = Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .args(["--endpoints", client, "endpoint", "status", "-w", "fields"])
+                    .output();
+                let Ok(out) = out else { continue };
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let field = |name: &str| {
+                    text.lines()
+                        .find(|l| l.starts_with(&format!("\"{name}\"")))
+                        .and_then(|l| l.split(':').nth(1))
+                        .map(|v| v.trim().to_string())
+                };
+                if field("MemberID").is_some() && field("MemberID") == field("Leader") {
+                    found = Some(i);
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(ok, "no member says it leads");
+        found.unwrap()
+    }
+
+    /// SIGSTOP of member `i`: it holds its connections open and answers nothing, as a
+    /// member cut off by the network does.
+    pub fn freeze(&self, i: usize) {
+        let pid = self.members[i].as_ref().expect("a running member").id();
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    }
+
+    /// SIGCONT of a frozen member `i`.
+    pub fn thaw(&self, i: usize) {
+        let pid = self.members[i].as_ref().expect("a running member").id();
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    }
+
+    /// SIGKILL of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a killed member `i` again on its data.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].is_none(), "member {i} is running");
+        self.spawn(i);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// `recordfs ARGS...`: (exit code, stdout+stderr).
+pub fn tool(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Every path under `root` with what `stat` says of it (kind, mode, owner, links, size, mtime),
+/// its bytes' digest and its extended attributes, sorted.
+pub fn describe_tree(root: &Path) -> String {
+    let (code, out) = sh(&format!(
+        "cd {} && find . -mindepth 1 | sort | while read -r f; do \
+           stat -c '%n %F %a %u:%g %h %s %Y' \"$f\"; \
+           [ -f \"$f\" ] && [ ! -L \"$f\" ] && md5sum < \"$f\"; \
+           [ -L \"$f\" ] && readlink \"$f\"; \
+           getfattr -h -d -m - \"$f\" 2>/dev/null | grep -v '^#'; \
+         done",
+        root.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    out
+}

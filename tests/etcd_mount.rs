@@ -1,0 +1,399 @@
+//! `recordfs mount etcd://...` (issue 14) against a real three-member cluster that each test
+//! starts: every commit is in etcd when its syscall returns, and what a mount acknowledged
+//! survives the leader's death, the daemon's SIGKILL and the whole cluster's restart.
+//!
+//! Guards against: a commit acknowledged before etcd holds it (lost with the daemon); keys
+//! that leave a name leading nowhere or bytes that do not match their checksum (`recordfs
+//! check` of the prefix after each test); a second mount of a prefix served already; a save
+//! that hangs when the cluster has no quorum; a batch too large for one transaction that is
+//! lost or torn.
+
+mod common;
+use common::cluster::*;
+use common::*;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A mount point and a log for mounts of one cluster's prefixes.
+struct Place {
+    dir: tempfile::TempDir,
+    mnt: PathBuf,
+}
+
+impl Place {
+    fn new() -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        Place { dir, mnt }
+    }
+
+    fn mount(&self, url: &str, args: &[&str]) -> Result<Mount, String> {
+        let log = self.dir.path().join("daemon.log");
+        Mount::start_from(
+            url.as_ref(),
+            &log,
+            &self.mnt,
+            args,
+            "info,recordfs::etcd=debug",
+        )
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+}
+
+fn record_name(i: usize) -> String {
+    format!("{i:08x}-0000-4000-8000-000000000000.json")
+}
+
+/// `recordfs check` of the prefix: must find it sound.
+fn assert_sound(url: &str) {
+    let (code, out) = tool(&["check", url]);
+    assert_eq!(code, 0, "check of {url}: {out}");
+}
+
+/// The cache directory the daemon said it built.
+fn cache_in(log: &str) -> PathBuf {
+    let line = log
+        .lines()
+        .find(|l| l.contains(" cached in "))
+        .expect("the daemon says where its cache is");
+    PathBuf::from(line.rsplit(" cached in ").next().unwrap().trim())
+}
+
+#[test]
+fn a_mount_ships_every_change_and_a_new_mount_shows_them_all() {
+    let cluster = Cluster::start();
+    let url = cluster.url("shipped");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount of an empty prefix");
+    let p = |s: &str| place.path(s);
+    fs::create_dir_all(p("players/2026")).unwrap();
+    fs::write(
+        p("players/2026").join(record_name(1)),
+        "{\"name\": \"Ada\"}\n",
+    )
+    .unwrap();
+    fs::write(p(&record_name(2)), "{\"n\": 2}").unwrap();
+    fs::write(p("notes.txt"), "plain\n").unwrap();
+    fs::rename(p("notes.txt"), p("players/notes.txt")).unwrap();
+    fs::hard_link(p("players/notes.txt"), p("notes-link")).unwrap();
+    std::os::unix::fs::symlink("players/2026", p("latest")).unwrap();
+    fs::write(p("gone.txt"), "x").unwrap();
+    fs::remove_file(p("gone.txt")).unwrap();
+    // A save over an existing record by rename, as editors do.
+    fs::write(p("tmp.swp"), "{\"n\": 22}").unwrap();
+    fs::rename(p("tmp.swp"), p(&record_name(2))).unwrap();
+    // A bad save is refused, the record keeps its version.
+    assert!(write_file(&p(&record_name(2)), b"{broken").is_err());
+    for (cmd, what) in [
+        ("setfattr -n user.origin -v test notes-link", "xattr"),
+        (
+            "chmod 640 notes-link && chown 65534:65534 notes-link",
+            "owner",
+        ),
+        ("touch -h -d @1000000000 latest players/2026", "times"),
+    ] {
+        let (code, out) = sh(&format!("cd {} && {cmd}", place.mnt.display()));
+        assert_eq!(code, 0, "{what}: {out}");
+    }
+    let seen = describe_tree(&place.mnt);
+    assert_eq!(fs::read(p(&record_name(2))).unwrap(), b"{\"n\": 22}");
+    let cache = cache_in(&m.daemon_log());
+    m.stop_cleanly();
+    assert!(
+        !cache.exists(),
+        "the cache {} stays after unmount",
+        cache.display()
+    );
+    assert_sound(&url);
+    let (code, out) = tool(&["stats", &url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("3 files (2 records), 3 directories, 1 symlinks, 7 names"),
+        "{out}"
+    );
+
+    let again = place.mount(&url, &[]).expect("mount again");
+    assert_eq!(
+        describe_tree(&place.mnt),
+        seen,
+        "a new mount shows another tree"
+    );
+    assert_eq!(
+        fs::read(p(&record_name(2))).unwrap(),
+        b"{\"n\": 22}",
+        "the record's last good version"
+    );
+    again.stop_cleanly();
+}
+
+#[test]
+fn one_mount_serves_a_prefix_and_a_killed_ones_saves_are_all_there() {
+    let cluster = Cluster::start();
+    let url = cluster.url("one");
+    let first = Place::new();
+    let m = first.mount(&url, &[]).expect("mount");
+    for i in 0..50 {
+        fs::write(first.path(&record_name(i)), format!("{{\"n\": {i}}}")).unwrap();
+    }
+    let second = Place::new();
+    let started = Instant::now();
+    let refused = second
+        .mount(&url, &[])
+        .err()
+        .expect("a second mount is refused");
+    assert!(refused.contains("served by another mount"), "{refused}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Tools that change the prefix refuse while a mount serves it: its view would not have
+    // their changes.
+    let records = first.dir.path().join("in.jsonl");
+    fs::write(
+        &records,
+        "{\"id\": \"6f1c2b1e-0000-4000-8000-000000000001\"}\n",
+    )
+    .unwrap();
+    let (code, out) = tool(&["import", &url, records.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("served by a mount"), "{out}");
+    // A crash: the lock's lease ends within its time and the next mount takes the prefix.
+    m.kill9();
+    let m2 = second
+        .mount(&url, &[])
+        .expect("a mount after the first died");
+    for i in 0..50 {
+        let got = fs::read_to_string(second.path(&record_name(i))).unwrap();
+        assert_eq!(got, format!("{{\"n\": {i}}}"), "record {i}");
+    }
+    fs::write(second.path(&record_name(99)), "{}").unwrap();
+    m2.stop_cleanly();
+    assert_sound(&url);
+    let (code, out) = tool(&["import", &url, records.to_str().unwrap()]);
+    assert_eq!(code, 0, "once unmounted, an import goes in: {out}");
+}
+
+/// Saves records one after another (open, write, close) until `stop` exists; each name is
+/// written to `acked` once its close returned, or `error ERRNO` when the save failed.
+const WRITER: &str = r#"
+import os, sys
+mnt, acked, stop = sys.argv[1:4]
+out = open(acked, "w")
+i = 0
+while not os.path.exists(stop):
+    name = "%08x-0000-4000-8000-000000000000.json" % i
+    try:
+        with open(os.path.join(mnt, name), "w") as f:
+            f.write('{"n": %d}' % i)
+        out.write(name + "\n")
+    except OSError as e:
+        out.write("error %d\n" % e.errno)
+        if e.errno in (103, 107):
+            break  # the daemon is gone (ECONNABORTED, ENOTCONN)
+    out.flush()
+    i += 1
+"#;
+
+struct Writer {
+    child: Child,
+    acked: PathBuf,
+    stop: PathBuf,
+}
+
+impl Writer {
+    fn start(place: &Place) -> Writer {
+        let acked = place.dir.path().join("acked");
+        let stop = place.dir.path().join("stop");
+        let child = Command::new("python3")
+            .args(["-c", WRITER])
+            .arg(&place.mnt)
+            .arg(&acked)
+            .arg(&stop)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Writer { child, acked, stop }
+    }
+
+    fn count(&self) -> usize {
+        fs::read_to_string(&self.acked)
+            .map(|t| t.lines().filter(|l| !l.starts_with("error")).count())
+            .unwrap_or(0)
+    }
+
+    /// Stops it; the names it saved and the errnos it got.
+    fn finish(mut self) -> (Vec<String>, Vec<i32>) {
+        fs::write(&self.stop, "").unwrap();
+        let ended = wait_until(Duration::from_secs(60), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        assert!(ended, "the writer did not stop within 60 s: a save hangs");
+        let text = fs::read_to_string(&self.acked).unwrap();
+        let errors = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("error "))
+            .map(|e| e.parse().unwrap())
+            .collect();
+        let names = text
+            .lines()
+            .filter(|l| !l.starts_with("error"))
+            .map(str::to_string)
+            .collect();
+        (names, errors)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn assert_all_there(place: &Place, names: &[String]) {
+    for name in names {
+        let i = usize::from_str_radix(&name[..8], 16).unwrap();
+        let got = fs::read_to_string(place.path(name))
+            .unwrap_or_else(|e| panic!("acknowledged {name} is lost: {e}"));
+        assert_eq!(got, format!("{{\"n\": {i}}}"), "{name}");
+    }
+}
+
+#[test]
+fn acknowledged_saves_survive_the_leaders_death_and_the_daemons() {
+    let mut cluster = Cluster::start();
+    let url = cluster.url("leader");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount");
+    let writer = Writer::start(&place);
+    assert!(wait_until(Duration::from_secs(20), || writer.count() >= 100));
+    let before = writer.count();
+    let leader = cluster.leader();
+    cluster.kill(leader);
+    // Saves go on once a new leader is elected.
+    assert!(
+        wait_until(Duration::from_secs(30), || writer.count() >= before + 100),
+        "saves did not go on after the leader died"
+    );
+    // The daemon killed while saves go on: every save whose close returned is in etcd.
+    let mut m = m;
+    m.child.as_mut().unwrap().kill().unwrap();
+    let (names, errors) = writer.finish();
+    for e in &errors {
+        assert!(
+            [
+                libc::EIO,
+                libc::ETIMEDOUT,
+                libc::ECONNABORTED,
+                libc::ENOTCONN
+            ]
+            .contains(e),
+            "a save failed with errno {e}"
+        );
+    }
+    m.kill9();
+    let again = place.mount(&url, &[]).expect("mount after SIGKILL");
+    assert_all_there(&place, &names);
+    again.stop_cleanly();
+    assert_sound(&url);
+}
+
+#[test]
+fn without_a_quorum_saves_fail_in_bounded_time_and_the_cluster_restarted_takes_them() {
+    let mut cluster = Cluster::start();
+    let url = cluster.url("quorum");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount");
+    fs::write(place.path(&record_name(1)), "{\"n\": 1}").unwrap();
+    let leader = cluster.leader();
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &others {
+        cluster.kill(*i);
+    }
+    let started = Instant::now();
+    let e = write_file(&place.path(&record_name(2)), b"{\"n\": 2}")
+        .expect_err("a save without a quorum fails");
+    let took = started.elapsed();
+    assert!(
+        [libc::EIO, libc::ETIMEDOUT].contains(&errno_of(&e)),
+        "errno {e}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "the failed save took {took:?}"
+    );
+    // Reads are served meanwhile.
+    assert_eq!(
+        fs::read_to_string(place.path(&record_name(1))).unwrap(),
+        "{\"n\": 1}"
+    );
+    // The whole cluster restarted: the mount goes on, and ships what waited.
+    cluster.kill(leader);
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_healthy();
+    let saved = wait_until(Duration::from_secs(30), || {
+        write_file(&place.path(&record_name(3)), b"{\"n\": 3}").is_ok()
+    });
+    assert!(saved, "no save succeeded after the cluster came back");
+    m.stop_cleanly();
+    let again = place.mount(&url, &[]).expect("mount again");
+    for i in [1, 2, 3] {
+        assert_eq!(
+            fs::read_to_string(place.path(&record_name(i))).unwrap(),
+            format!("{{\"n\": {i}}}"),
+            "record {i}"
+        );
+    }
+    again.stop_cleanly();
+    assert_sound(&url);
+}
+
+#[test]
+fn batches_larger_than_a_transaction_arrive_whole() {
+    let cluster = Cluster::start();
+    let url = cluster.url("batches");
+    let place = Place::new();
+    // Without waiting for each commit, commits come in batches of hundreds: more keys than
+    // one transaction takes.
+    let m = place.mount(&url, &["--sync", "never"]).expect("mount");
+    let n = 600;
+    fs::create_dir(place.path("d")).unwrap();
+    for i in 0..n {
+        fs::write(
+            place.path(&format!("d/{}", record_name(i))),
+            format!("{{\"n\": {i}}}"),
+        )
+        .unwrap();
+    }
+    for i in (0..n).step_by(3) {
+        fs::remove_file(place.path(&format!("d/{}", record_name(i)))).unwrap();
+    }
+    let log = m.daemon_log();
+    m.stop_cleanly();
+    // Not certain (batches form as the commits come), but expected of 600 saves that do
+    // not wait: said so that a test that no longer tests parts shows it.
+    if !log.contains("shipped in parts") {
+        eprintln!("note: no batch was shipped in parts this time");
+    }
+    assert_sound(&url);
+    let again = place.mount(&url, &[]).expect("mount again");
+    let names: Vec<String> = (0..n).filter(|i| i % 3 != 0).map(record_name).collect();
+    let listed = fs::read_dir(place.path("d")).unwrap().count();
+    assert_eq!(listed, names.len());
+    for name in &names {
+        let i = usize::from_str_radix(&name[..8], 16).unwrap();
+        let got = fs::read_to_string(place.path(&format!("d/{name}"))).unwrap();
+        assert_eq!(got, format!("{{\"n\": {i}}}"));
+    }
+    again.stop_cleanly();
+}
