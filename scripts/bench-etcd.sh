@@ -3,13 +3,17 @@
 # etcd cluster on loopback (its data directories on the loop device) and a store directory
 # beside it. Per round, interleaved: `recordfs import` of N records of about 450 B into each
 # (a new prefix holding an empty store, a new store directory), `recordfs export` of them, and `recordfs migrate` of the store
-# directory into a new prefix. The two exports must be the same bytes. Medians of ROUNDS,
-# with every raw figure.
-#   scripts/bench-etcd.sh [N] [ROUNDS]
+# directory into a new prefix. The two exports must be the same bytes. Then durable saves
+# (bench_load.py, 500 B records rewritten, SECS each) with 1 and 8 writers through a mount of
+# a store directory, through a mount of a prefix (`recordfs mount etcd://...`), and as plain
+# etcd puts through its HTTP gateway (etcd's own cost). Medians of ROUNDS, with every raw
+# figure.
+#   scripts/bench-etcd.sh [N] [ROUNDS] [SECS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
 rounds=${2:-3}
+secs=${3:-3}
 . scripts/bench-lib.sh
 members=()
 trap 'set +e; for p in "${members[@]}"; do kill -9 "$p"; done; cleanup' EXIT
@@ -64,6 +68,17 @@ for r in $(seq "$rounds"); do
     exit 1
   }
   res[migrate]+="$(timed "$bin" migrate "$disk/src$r/store" "etcd://$endpoints/mig$r") "
+  for w in 1 8; do
+    "$bin" mount "$disk/saves$r" "$mnt" >/dev/null
+    res[saves-dir-$w]+="$(python3 scripts/bench_load.py mount "$mnt" "$w" "$secs" update) "
+    umount "$mnt"
+    stopped "$disk/saves$r"
+    "$bin" mount "etcd://$endpoints/saves$r-$w" "$mnt" >/dev/null
+    res[saves-etcd-$w]+="$(python3 scripts/bench_load.py mount "$mnt" "$w" "$secs" update) "
+    umount "$mnt"
+    for _ in $(seq 200); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.05; done
+    res[saves-puts-$w]+="$(python3 scripts/bench_load.py etcd "${clients[0]}" "$w" "$secs" update) "
+  done
   echo "round $r done" >&2
 done
 echo "== $n records of about 450 B, $rounds rounds interleaved, medians, seconds (3 etcd members on loopback, fresh ext4 on $loop)"
@@ -72,3 +87,10 @@ for k in import-dir import-etcd export-dir export-etcd migrate; do
 done
 ratio() { python3 -c "print(round($(median <<<"${res[$1]}") / $(median <<<"${res[$2]}"), 2))"; }
 echo "etcd against the directory: import $(ratio import-etcd import-dir)x the time, export $(ratio export-etcd export-dir)x"
+echo "== durable saves per second of 500 B records, $secs s each, $rounds rounds interleaved, medians"
+for k in saves-dir-1 saves-etcd-1 saves-puts-1 saves-dir-8 saves-etcd-8 saves-puts-8; do
+  printf '%-14s %8s   raw: %s\n' "$k" "$(median <<<"${res[$k]}")" "${res[$k]}"
+done
+for w in 1 8; do
+  echo "$w writer(s): a mount of etcd makes $(ratio saves-etcd-$w saves-dir-$w)x the saves of a mount of a directory, $(ratio saves-etcd-$w saves-puts-$w)x etcd's plain puts"
+done

@@ -7,12 +7,18 @@ mode "mount":  open(O_CREAT|O_TRUNC) + write + close of a <uuid>.json on a recor
 mode "atomic": the classic atomic write done directly on a disk (or through bindfs): temp
                file, write, fsync, rename, fsync of the directory;
 mode "sqlite": one INSERT OR REPLACE transaction per save in DIRECTORY/bench.db, WAL mode,
-               synchronous=FULL.
+               synchronous=FULL;
+mode "etcd":   one put of the record (key bench/<uuid>) per save through etcd's HTTP gateway
+               (/v3/kv/put, a kept-alive connection per writer) at DIRECTORY, an etcd
+               member's HOST:PORT: etcd's own cost, with no recordfs in the way.
 KIND "create" saves new records; "update" rewrites one of 100 records of the writer's own.
 Prints the total saves per second.
 
 usage: bench_load.py MODE DIRECTORY WRITERS SECONDS [create|update]
 """
+import base64
+import http.client
+import json
 import os
 import sqlite3
 import sys
@@ -30,13 +36,24 @@ def writer(mode, directory, seconds, kind, q):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, body BLOB)")
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    if mode == "etcd":
+        conn = http.client.HTTPConnection(directory, timeout=10)
+        value = base64.b64encode(PAYLOAD).decode()
+    else:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     mine = [str(uuid.uuid4()) for _ in range(100)]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         rid = mine[n % len(mine)] if kind == "update" else str(uuid.uuid4())
         name = os.path.join(directory, f"{rid}.json")
-        if mode == "sqlite":
+        if mode == "etcd":
+            key = base64.b64encode(f"bench/{rid}".encode()).decode()
+            conn.request("POST", "/v3/kv/put", json.dumps({"key": key, "value": value}))
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"etcd answered {answer.status}")
+        elif mode == "sqlite":
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (rid, PAYLOAD))
             db.execute("COMMIT")

@@ -397,3 +397,32 @@ fn batches_larger_than_a_transaction_arrive_whole() {
     }
     again.stop_cleanly();
 }
+
+#[test]
+fn a_prefix_holding_a_file_larger_than_one_value_is_not_served() {
+    let cluster = Cluster::start();
+    let url = cluster.url("big");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount");
+    // Over the limit through the mount: refused, nothing shipped.
+    let big = vec![b' '; (1 << 20) + 1];
+    let e = write_file(&place.path("big.bin"), &big).expect_err("a file over 1 MiB");
+    assert_eq!(errno_of(&e), libc::EFBIG, "{e}");
+    m.stop_cleanly();
+    // Put in by a tool (in pieces): the mount says why it does not serve the prefix.
+    let records = place.dir.path().join("big.jsonl");
+    let pad = "x".repeat(1 << 20);
+    fs::write(
+        &records,
+        format!("{{\"id\": \"6f1c2b1e-0000-4000-8000-000000000001\", \"pad\": \"{pad}\"}}\n"),
+    )
+    .unwrap();
+    let (code, out) = tool(&["import", &url, records.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let refused = place.mount(&url, &[]).err().expect("refused");
+    assert!(
+        refused.contains("serves files of at most 1048576 bytes"),
+        "{refused}"
+    );
+    assert_sound(&url);
+}

@@ -7,6 +7,7 @@
 //! | `d/<fid>` | a file's bytes when they fit one value (`PIECE`), or a symlink's target |
 //! | `p/<id>` | one piece of a larger file's bytes; the file's `i/` value lists its pieces in order |
 //! | `n/<dir fid>/<name>` | a name in a directory: the fid it names |
+//! | `lock` | while a mount serves the store: who, under the mount's lease (`mount.rs`) |
 //!
 //! Fids are 16 lowercase hex digits, so keys sort as the numbers do; names are their bytes.
 //! A file's bytes are raw (etcd values are bytes): no encoding, and a save of a file that fits

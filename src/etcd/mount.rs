@@ -176,6 +176,17 @@ fn build(
             ))
         }
     };
+    // A file in pieces would need transactions that put its pieces first (FORMAT.md): not
+    // built, so such a prefix is not served rather than served with files that cannot change.
+    let largest = (opts.max_file_size).min(layout::PIECE as u64);
+    if let Some(big) = tree.nodes.iter().find(|n| n.bytes.len() as u64 > largest) {
+        let size = big.bytes.len();
+        return Err(err!(
+            EFBIG,
+            "{url} holds a file of {size} bytes (i/{:016x}); a mount of etcd serves files of at most {largest} bytes",
+            big.fid
+        ));
+    }
     let base = next_fid;
     let end = base
         .checked_add(FID_BLOCK)
