@@ -6,8 +6,9 @@
 # directory into a new prefix. The two exports must be the same bytes. Then durable saves
 # (bench_load.py, 500 B records rewritten, SECS each) with 1 and 8 writers through a mount of
 # a store directory, through a mount of a prefix (`recordfs mount etcd://...`), and as plain
-# etcd puts through its HTTP gateway (etcd's own cost). Medians of ROUNDS, with every raw
-# figure.
+# etcd puts through its HTTP gateway (etcd's own cost); and the time from a save's close on
+# one mount of a prefix to the version showing on a read-only mount of it (bench_visible.py,
+# 200 saves a round). Medians of ROUNDS, with every raw figure.
 #   scripts/bench-etcd.sh [N] [ROUNDS] [SECS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ rounds=${2:-3}
 secs=${3:-3}
 . scripts/bench-lib.sh
 members=()
-trap 'set +e; for p in "${members[@]}"; do kill -9 "$p"; done; cleanup' EXIT
+trap 'set +e; grep -q " $work/follower " /proc/self/mounts && umount "$work/follower"; for p in "${members[@]}"; do kill -9 "$p"; done; cleanup' EXIT
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 clients=()
 peers=()
@@ -79,6 +80,15 @@ for r in $(seq "$rounds"); do
     for _ in $(seq 200); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.05; done
     res[saves-puts-$w]+="$(python3 scripts/bench_load.py etcd "${clients[0]}" "$w" "$secs" update) "
   done
+  mkdir -p "$work/follower"
+  "$bin" mount "etcd://$endpoints/saves$r-1" "$mnt" >/dev/null
+  "$bin" mount --read-only "etcd://$endpoints/saves$r-1" "$work/follower" >/dev/null
+  read -r p50 p99 _ <<<"$(python3 scripts/bench_visible.py "$mnt" "$work/follower" 200)"
+  res[visible-p50]+="$p50 "
+  res[visible-p99]+="$p99 "
+  umount "$work/follower"
+  umount "$mnt"
+  for _ in $(seq 200); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.05; done
   echo "round $r done" >&2
 done
 echo "== $n records of about 450 B, $rounds rounds interleaved, medians, seconds (3 etcd members on loopback, fresh ext4 on $loop)"
@@ -93,4 +103,8 @@ for k in saves-dir-1 saves-etcd-1 saves-puts-1 saves-dir-8 saves-etcd-8 saves-pu
 done
 for w in 1 8; do
   echo "$w writer(s): a mount of etcd makes $(ratio saves-etcd-$w saves-dir-$w)x the saves of a mount of a directory, $(ratio saves-etcd-$w saves-puts-$w)x etcd's plain puts"
+done
+echo "== a save on one mount to its version on a read-only mount of the prefix, ms (200 saves a round)"
+for k in visible-p50 visible-p99; do
+  printf '%-14s %8s   raw: %s\n' "$k" "$(median <<<"${res[$k]}")" "${res[$k]}"
 done

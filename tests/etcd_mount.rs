@@ -17,55 +17,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A mount point and a log for mounts of one cluster's prefixes.
-struct Place {
-    dir: tempfile::TempDir,
-    mnt: PathBuf,
-}
-
-impl Place {
-    fn new() -> Place {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        fs::create_dir(&mnt).unwrap();
-        Place { dir, mnt }
-    }
-
-    fn mount(&self, url: &str, args: &[&str]) -> Result<Mount, String> {
-        let log = self.dir.path().join("daemon.log");
-        Mount::start_from(
-            url.as_ref(),
-            &log,
-            &self.mnt,
-            args,
-            "info,recordfs::etcd=debug",
-        )
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.mnt.join(name)
-    }
-}
-
-fn record_name(i: usize) -> String {
-    format!("{i:08x}-0000-4000-8000-000000000000.json")
-}
-
-/// `recordfs check` of the prefix: must find it sound.
-fn assert_sound(url: &str) {
-    let (code, out) = tool(&["check", url]);
-    assert_eq!(code, 0, "check of {url}: {out}");
-}
-
-/// The cache directory the daemon said it built.
-fn cache_in(log: &str) -> PathBuf {
-    let line = log
-        .lines()
-        .find(|l| l.contains(" cached in "))
-        .expect("the daemon says where its cache is");
-    PathBuf::from(line.rsplit(" cached in ").next().unwrap().trim())
-}
-
 #[test]
 fn a_mount_ships_every_change_and_a_new_mount_shows_them_all() {
     let cluster = Cluster::start();

@@ -525,6 +525,17 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()
                         let _ = notifier.inval_inode(fuser::INodeNo(file), 0, 0);
                         let _ = done.send(());
                     }
+                    Invalidation::Changed { names, inodes } => {
+                        for (dir, name) in names {
+                            let name = std::ffi::OsStr::from_bytes(&name);
+                            let _ = notifier.inval_entry(fuser::INodeNo(dir), name);
+                            let _ = notifier.inval_inode(fuser::INodeNo(dir), -1, 0);
+                        }
+                        // Attributes only (a negative offset): every handle uses direct I/O.
+                        for ino in inodes {
+                            let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+                        }
+                    }
                 }
             }
         })

@@ -5,6 +5,9 @@
 //! thread and blocks on it, so callers stay plain functions and every wait has a deadline:
 //! during an outage a call fails with ETIMEDOUT (or EIO) within `timeout`, never hangs.
 
+mod follow;
+mod lease;
+pub use lease::{Change, Locked, WatchEnd};
 pub mod layout;
 pub mod mount;
 mod replica;
@@ -13,12 +16,17 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
 use parking_lot::Mutex;
 
 use crate::error::{err, Error, Result};
+
+/// Each mount takes this many fids from `meta`'s `next_fid` (its files get fids from that
+/// block, so that mounts one after another never give out the same one).
+pub const FID_BLOCK: crate::types::Fid = 1 << 40;
+/// Every call to the cluster from a mount has this long.
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest request etcd takes by default (`--max-request-bytes`, 1.5 MiB), less room for
 /// the keys and framing of one transaction.
@@ -93,16 +101,6 @@ pub struct KeyAt {
     pub mod_revision: i64,
 }
 
-/// What `Etcd::take_lock` found.
-pub enum Locked {
-    Taken {
-        lease: i64,
-        revision: i64,
-    },
-    /// Someone holds it: the key's value.
-    Held(Vec<u8>),
-}
-
 /// A connection to the cluster of one store: to one member at a time. etcd-client's own
 /// balancing fails a request when any one endpoint refuses connections (etcd-client issue
 /// 39), so the member in use is changed here when it cannot be reached or does not answer in
@@ -160,6 +158,20 @@ impl Etcd {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        // Members that cannot be reached, or went away mid-request, are an outage to the
+        // caller: EIO (ETIMEDOUT when one did not answer in time).
+        self.call_members(what, again, op)
+            .map_err(|e| match e.errno {
+                libc::ECONNREFUSED | libc::ECONNRESET => Error::new(libc::EIO, e.reason),
+                _ => e,
+            })
+    }
+
+    fn call_members<T, F, Fut>(&self, what: &str, again: bool, op: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let what = format!("{what} ({})", self.url);
         let deadline = Instant::now() + self.timeout;
         let n = self.url.endpoints.len();
@@ -176,7 +188,9 @@ impl Etcd {
                 Err(e) if Instant::now() < deadline => e,
                 done => return done,
             };
-            let unanswered = e.errno == libc::ETIMEDOUT && again;
+            // No answer, or the member went away mid-request: it may have done it, so only
+            // a request that may be done twice moves on.
+            let unanswered = (e.errno == libc::ETIMEDOUT || e.errno == libc::ECONNRESET) && again;
             match e.errno {
                 // A new leader is being elected, or this member lost it: in a moment.
                 libc::EAGAIN if again => {
@@ -398,59 +412,6 @@ impl Etcd {
         })
     }
 
-    /// Puts `value` at `rest` under a new lease of `ttl` seconds if no one holds the key:
-    /// the lease and the key's revision, or who holds it (the value there).
-    pub fn take_lock(&self, rest: &[u8], value: &[u8], ttl: i64) -> Result<Locked> {
-        let lease = self.call("granting a lease", |mut c| async move {
-            Ok(c.lease_grant(ttl, None).await?.id())
-        })?;
-        let key = self.key(rest);
-        let taken = self.call_as("taking a lock", false, |mut c| {
-            let put = TxnOp::put(
-                key.clone(),
-                value.to_vec(),
-                Some(PutOptions::new().with_lease(lease)),
-            );
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([put])
-                .or_else([TxnOp::get(key.clone(), None)]);
-            async move {
-                let r = c.txn(txn).await?;
-                let revision = r.header().map_or(0, |h| h.revision());
-                let holder = r.op_responses().into_iter().find_map(|op| match op {
-                    TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                    _ => None,
-                });
-                Ok((r.succeeded(), revision, holder))
-            }
-        });
-        match taken {
-            Ok((true, revision, _)) => Ok(Locked::Taken { lease, revision }),
-            other => {
-                let _ = self.revoke(lease);
-                let (_, _, holder) = other?;
-                Ok(Locked::Held(holder.unwrap_or_default()))
-            }
-        }
-    }
-
-    /// Renews a lease once; ENOENT when it has expired.
-    pub fn keep_alive(&self, lease: i64) -> Result<()> {
-        self.call("renewing a lease", |mut c| async move {
-            c.lease_keep_alive(lease).await?;
-            Ok(())
-        })
-    }
-
-    /// Ends a lease, deleting the keys put under it.
-    pub fn revoke(&self, lease: i64) -> Result<()> {
-        self.call("revoking a lease", |mut c| async move {
-            c.lease_revoke(lease).await?;
-            Ok(())
-        })
-    }
-
     fn put_txn(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         self.call("writing keys", |mut c| {
             let ops: Vec<TxnOp> = puts
@@ -527,6 +488,12 @@ fn from_etcd(what: &str, e: &etcd_client::Error) -> Error {
     } else if text.contains("connect error") || text.contains("Connection refused") {
         // This member cannot be reached: another may be (`Etcd::call`).
         libc::ECONNREFUSED
+    } else if text.contains("transport error")
+        || text.contains("broken pipe")
+        || text.contains("Connection reset")
+    {
+        // The member went away mid-request: whether it did the request is not known.
+        libc::ECONNRESET
     } else if text.contains("has been compacted") {
         // The revision asked for is older than etcd keeps.
         libc::ENODATA

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use serde_json::{json, Value};
 
+use super::follow::Follower;
 use super::layout::{self, Name, Node, Tree, LOCK};
 use super::replica::EtcdReplica;
-use super::{Etcd, EtcdUrl, Locked};
+use super::{Etcd, EtcdUrl, Locked, FID_BLOCK, MOUNT_TIMEOUT};
 use crate::error::{err, Error, Result};
 use crate::fs::{RecordFs, SetAttr};
 use crate::options::Options;
@@ -28,25 +29,25 @@ use crate::types::{Attrs, Fid, Kind, Time, ROOT};
 
 /// The lease on `lock`, in seconds: a mount whose daemon died holds the prefix this long.
 pub const LEASE_SECS: i64 = 5;
-/// Each mount takes this many fids from `meta`'s `next_fid` (its files get fids from that
-/// block, so that mounts one after another never give out the same one).
-pub const FID_BLOCK: Fid = 1 << 40;
-/// Every call to the cluster from a mount has this long.
-pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A live mount's hold on its prefix: the cache it serves and the lease it keeps.
+/// A live mount's hold on its prefix: the cache it serves, and the lease it keeps (a mount
+/// that changes the prefix) or the watch it follows (a read-only one).
 pub struct EtcdMount {
     pub fs: Arc<RecordFs>,
     pub url: EtcdUrl,
     cache: PathBuf,
-    lease: i64,
+    lease: Option<i64>,
     stop: Arc<AtomicBool>,
-    keeper: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// Opens `url` for a mount: takes its lock (waiting up to a lease's time for a mount that
-/// died to lose it), builds the cache, and ships commits from then on.
+/// died to lose it), builds the cache, and ships commits from then on. A read-only mount
+/// takes no lock: it follows the prefix (`follow.rs`).
 pub fn open(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
+    if opts.read_only {
+        return open_following(url, opts);
+    }
     let etcd = Etcd::connect(url, MOUNT_TIMEOUT)?;
     let who = format!(
         "pid {} on {}",
@@ -65,9 +66,9 @@ pub fn open(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
                 fs,
                 url: url.clone(),
                 cache,
-                lease,
+                lease: Some(lease),
                 stop,
-                keeper: Some(keeper),
+                thread: Some(keeper),
             })
         }
         Err(e) => {
@@ -82,15 +83,17 @@ impl EtcdMount {
     /// removes the cache.
     pub fn close(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(k) = self.keeper.take() {
+        if let Some(k) = self.thread.take() {
             let _ = k.join();
         }
-        match Etcd::connect(&self.url, MOUNT_TIMEOUT).and_then(|e| e.revoke(self.lease)) {
-            Ok(()) => info!("{}: lock released", self.url),
-            Err(e) => warn!(
-                "{}: the lock stays until its lease ends ({LEASE_SECS} s): {}",
-                self.url, e.reason
-            ),
+        if let Some(lease) = self.lease {
+            match Etcd::connect(&self.url, MOUNT_TIMEOUT).and_then(|e| e.revoke(lease)) {
+                Ok(()) => info!("{}: lock released", self.url),
+                Err(e) => warn!(
+                    "{}: the lock stays until its lease ends ({LEASE_SECS} s): {}",
+                    self.url, e.reason
+                ),
+            }
         }
         if let Err(e) = std::fs::remove_dir_all(&self.cache) {
             warn!("cache {}: not removed: {e}", self.cache.display());
@@ -176,17 +179,7 @@ fn build(
             ))
         }
     };
-    // A file in pieces would need transactions that put its pieces first (FORMAT.md): not
-    // built, so such a prefix is not served rather than served with files that cannot change.
-    let largest = (opts.max_file_size).min(layout::PIECE as u64);
-    if let Some(big) = tree.nodes.iter().find(|n| n.bytes.len() as u64 > largest) {
-        let size = big.bytes.len();
-        return Err(err!(
-            EFBIG,
-            "{url} holds a file of {size} bytes (i/{:016x}); a mount of etcd serves files of at most {largest} bytes",
-            big.fid
-        ));
-    }
+    servable(url, &tree, &opts)?;
     let base = next_fid;
     let end = base
         .checked_add(FID_BLOCK)
@@ -206,28 +199,7 @@ fn build(
             "{url} changed while the mount started; try again"
         ));
     }
-    let cache = make_cache_dir()?;
-    let local = Options {
-        max_file_size: opts.max_file_size.min(layout::PIECE as u64),
-        ..opts
-    };
-    let started = RecordFs::start(&cache, local).map(|fs| {
-        fs.pipeline().cache_only();
-        let made = make_tree(&fs, &tree);
-        (fs, made)
-    });
-    let (fs, made) = match started {
-        Ok((fs, Ok(made))) => (fs, made),
-        Ok((fs, Err(e))) => {
-            let _ = fs.shutdown();
-            let _ = std::fs::remove_dir_all(&cache);
-            return Err(e);
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&cache);
-            return Err(e);
-        }
-    };
+    let (fs, made, cache) = make_cache(&tree, opts)?;
     let replica = EtcdReplica::new(
         Etcd::connect(url, MOUNT_TIMEOUT)?,
         lock_rev,
@@ -243,6 +215,92 @@ fn build(
         cache.display()
     );
     Ok((Arc::new(fs), cache))
+}
+
+/// A file in pieces would need transactions that put its pieces first (FORMAT.md): not
+/// built, so such a prefix is not served rather than served with files that cannot change.
+fn servable(url: &EtcdUrl, tree: &Tree, opts: &Options) -> Result<()> {
+    let largest = (opts.max_file_size).min(layout::PIECE as u64);
+    match tree.nodes.iter().find(|n| n.bytes.len() as u64 > largest) {
+        Some(big) => Err(err!(
+            EFBIG,
+            "{url} holds a file of {} bytes (i/{:016x}); a mount of etcd serves files of at most {largest} bytes",
+            big.bytes.len(),
+            big.fid
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A new store in a directory of its own holding `tree`: the store, the fid each node of
+/// `tree` has in it, the directory. The store writes (it is written by the mount, or by the
+/// watch of a read-only one); its log is not synced.
+fn make_cache(tree: &Tree, opts: Options) -> Result<(RecordFs, HashMap<Fid, Fid>, PathBuf)> {
+    let cache = make_cache_dir()?;
+    let local = Options {
+        max_file_size: opts.max_file_size.min(layout::PIECE as u64),
+        read_only: false,
+        ..opts
+    };
+    let started = RecordFs::start(&cache, local).map(|fs| {
+        fs.pipeline().cache_only();
+        let made = make_tree(&fs, tree);
+        (fs, made)
+    });
+    match started {
+        Ok((fs, Ok(made))) => Ok((fs, made, cache)),
+        Ok((fs, Err(e))) => {
+            let _ = fs.shutdown();
+            let _ = std::fs::remove_dir_all(&cache);
+            Err(e)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&cache);
+            Err(e)
+        }
+    }
+}
+
+/// A read-only mount: the cache built from one revision, then the watch from the next.
+fn open_following(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
+    let etcd = Etcd::connect(url, MOUNT_TIMEOUT)?;
+    let (rev, keys) = etcd.get_all_at(b"")?;
+    let kvs: Vec<(Vec<u8>, Vec<u8>)> = keys.into_iter().map(|k| (k.key, k.value)).collect();
+    let tree = layout::from_keys(&kvs)?;
+    servable(url, &tree, &opts)?;
+    let infos: HashMap<Fid, Vec<u8>> = kvs
+        .iter()
+        .filter_map(|(k, v)| {
+            let fid = std::str::from_utf8(k.strip_prefix(b"i/")?).ok()?;
+            Some((u64::from_str_radix(fid, 16).ok()?, v.clone()))
+        })
+        .collect();
+    let (fs, made, cache) = make_cache(&tree, opts)?;
+    let fs = Arc::new(fs);
+    let follower = Follower::new(fs.clone(), url.clone(), &tree, infos, made, rev);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = match super::follow::start(follower, stop.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = fs.shutdown();
+            let _ = std::fs::remove_dir_all(&cache);
+            return Err(e);
+        }
+    };
+    info!(
+        "{url}: {} nodes and {} names cached in {}, following from revision {rev}",
+        tree.nodes.len(),
+        tree.names.len(),
+        cache.display()
+    );
+    Ok(EtcdMount {
+        fs,
+        url: url.clone(),
+        cache,
+        lease: None,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// An empty store: its root directory, owned by whoever mounts it.

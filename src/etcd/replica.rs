@@ -100,7 +100,7 @@ impl EtcdReplica {
         if let Some(e) = self.built.get(&local) {
             return Ok(*e);
         }
-        match local < super::mount::FID_BLOCK {
+        match local < super::FID_BLOCK {
             true => Ok(self.base + local),
             false => Err(err!(ENOSPC, "this mount has given out every fid it took")),
         }

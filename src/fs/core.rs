@@ -208,6 +208,13 @@ impl RecordFs {
             .ok_or_else(|| err!(ESTALE, "no file with inode {fid}"))
     }
 
+    /// Tells the kernel what to forget, if it is listening (a mount's invalidator is set).
+    pub fn invalidate(&self, what: Invalidation) {
+        if let Some(f) = &*self.invalidator.lock() {
+            f(what);
+        }
+    }
+
     /// Makes the kernel forget a name of empty `file` the daemon removed by itself, and waits
     /// (bounded) until it has: a `stat` right after the caller hears of it must not find the
     /// name cached, nor the file's link count.

@@ -420,6 +420,12 @@ pub enum Invalidation {
         file: Fid,
         done: std::sync::mpsc::SyncSender<()>,
     },
+    /// Names and attributes changed by another mount (a read-only mount of etcd following
+    /// the prefix, `etcd::follow`): the kernel forgets the names and the inodes' attributes.
+    Changed {
+        names: Vec<(Fid, Vec<u8>)>,
+        inodes: Vec<Fid>,
+    },
 }
 
 pub(super) type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;

@@ -6,7 +6,7 @@
 //! A batch the replica does not take (no quorum, no answer in time) stays in `backlog`: its
 //! waiters are answered with the error, and it is shipped again, first, with the next batch
 //! or after `RETRY`; commits are refused once `MAX_UNSHIPPED` wait. A replica that says the
-//! store is no longer this mount's (`Fatal`) turns it read-only.
+//! store is no longer this mount's (ESTALE) turns it read-only.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use log::{error, warn};
 
-use super::state::{Pipeline, Waiter};
+use super::state::{Pipeline, Replica, Shipping, Waiter};
 use crate::error::{err, Error, Result};
 use crate::log::Entry;
 use crate::types::{Fid, Seq};
@@ -25,20 +25,6 @@ pub const RETRY: Duration = Duration::from_millis(500);
 /// The most entries that may wait for the replica: past it, commits fail (ETIMEDOUT) until
 /// it takes them.
 pub const MAX_UNSHIPPED: usize = 10_000;
-
-/// Where commits are made durable, beyond the local log.
-pub trait Replica: Send + Sync {
-    /// Makes the changes of `batch` (entries logged locally, in order) durable in the
-    /// replica, whole or not at all, reading what they left from `pipeline`. An error with
-    /// errno ESTALE means the store is no longer this mount's to change: fatal.
-    fn ship(&self, batch: &[Entry], pipeline: &Pipeline) -> Result<()>;
-}
-
-pub(super) struct Shipping {
-    pub(super) replica: Arc<dyn Replica>,
-    /// Entries up to this one were in the replica already (the local store was built from it).
-    pub(super) after: Seq,
-}
 
 impl Pipeline {
     /// From now on, every entry after the last one logged is shipped to `replica`, and the

@@ -19,6 +19,20 @@ use crate::store::Layout;
 use crate::types::{Fid, Kind, Seq};
 use crate::view::{Hold, Token, Version};
 
+/// Where commits are made durable, beyond the local log.
+pub trait Replica: Send + Sync {
+    /// Makes the changes of `batch` (entries logged locally, in order) durable in the
+    /// replica, whole or not at all, reading what they left from `pipeline`. An error with
+    /// errno ESTALE means the store is no longer this mount's to change: fatal.
+    fn ship(&self, batch: &[Entry], pipeline: &Pipeline) -> Result<()>;
+}
+
+pub struct Shipping {
+    pub(super) replica: Arc<dyn Replica>,
+    /// Entries up to this one were in the replica already (the local store was built from it).
+    pub(super) after: Seq,
+}
+
 /// Something to call once a sequence number is durable (or can never be).
 pub type Waiter = Box<dyn FnOnce(Result<()>) + Send>;
 
@@ -169,7 +183,7 @@ pub struct Pipeline {
     pub moot: AtomicU64,
     pub(super) sync_nanos: AtomicU64,
     /// Where commits go beyond the local log, if anywhere (`replica.rs`).
-    pub(super) replica: Mutex<Option<super::replica::Shipping>>,
+    pub(super) replica: Mutex<Option<Shipping>>,
     /// Whether the log is synced: not when the store caches a replica.
     pub(super) local_sync: AtomicBool,
     /// Entries logged that the replica has not taken.

@@ -3,11 +3,11 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use super::{sh, wait_until, BIN};
+use super::{sh, wait_until, Mount, BIN};
 
 /// A cluster of three members on free loopback ports, killed when dropped.
 pub struct Cluster {
@@ -17,12 +17,20 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
+/// A loopback port nobody listens on, below the range Linux gives out for outgoing
+/// connections (32768 and up), so that no connection of a test running beside this one takes
+/// it between here and the member's bind; different for each call in this process, and from
+/// a block of its own for each process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let block = 20_000 + (std::process::id() % 50) * 200;
+    loop {
+        let port = (block + NEXT.fetch_add(1, Ordering::Relaxed) % 200) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
@@ -83,7 +91,20 @@ impl Cluster {
             self.etcdctl(&["endpoint", "health"])
                 .is_ok_and(|o| o.status.success())
         });
-        assert!(healthy, "the cluster did not become healthy within 30 s");
+        if !healthy {
+            let logs: Vec<String> = (0..3)
+                .map(|i| {
+                    let log = fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
+                        .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                    format!("m{i}:\n{}", tail.join("\n"))
+                })
+                .collect();
+            panic!(
+                "the cluster did not become healthy within 30 s; its members' logs, newest first:\n{}",
+                logs.join("\n")
+            );
+        }
     }
 
     pub fn url(&self, prefix: &str) -> String {
@@ -183,10 +204,64 @@ pub fn describe_tree(root: &Path) -> String {
            stat -c '%n %F %a %u:%g %h %s %Y' \"$f\"; \
            [ -f \"$f\" ] && [ ! -L \"$f\" ] && md5sum < \"$f\"; \
            [ -L \"$f\" ] && readlink \"$f\"; \
-           getfattr -h -d -m - \"$f\" 2>/dev/null | grep -v '^#'; \
+           getfattr -h -d -m - \"$f\" 2>/dev/null | grep -v '^#' || true; \
          done",
         root.display()
     ));
     assert_eq!(code, 0, "{out}");
     out
+}
+
+/// A mount point and a log for mounts of one cluster's prefixes.
+pub struct Place {
+    pub dir: tempfile::TempDir,
+    pub mnt: PathBuf,
+}
+
+impl Place {
+    pub fn new() -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        Place { dir, mnt }
+    }
+
+    pub fn mount(&self, url: &str, args: &[&str]) -> Result<Mount, String> {
+        let log = self.dir.path().join("daemon.log");
+        Mount::start_from(
+            url.as_ref(),
+            &log,
+            &self.mnt,
+            args,
+            "info,recordfs::etcd=debug",
+        )
+    }
+
+    /// What the daemons mounted here said.
+    pub fn mount_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+}
+
+pub fn record_name(i: usize) -> String {
+    format!("{i:08x}-0000-4000-8000-000000000000.json")
+}
+
+/// `recordfs check` of the prefix: must find it sound.
+pub fn assert_sound(url: &str) {
+    let (code, out) = tool(&["check", url]);
+    assert_eq!(code, 0, "check of {url}: {out}");
+}
+
+/// The cache directory the daemon said it built.
+pub fn cache_in(log: &str) -> PathBuf {
+    let line = log
+        .lines()
+        .find(|l| l.contains(" cached in "))
+        .expect("the daemon says where its cache is");
+    PathBuf::from(line.rsplit(" cached in ").next().unwrap().trim())
 }

@@ -1,0 +1,448 @@
+//! A read-only mount of a prefix (`recordfs mount --read-only etcd://...`) follows the
+//! changes the serving mount (or a tool) makes: a watch from the revision its cache was built
+//! at gives each transaction's keys, which become changes of the cache (names made, moved,
+//! linked and removed, bytes saved, attributes set), and the kernel is told to forget the
+//! names and attributes they touched. When etcd no longer keeps the history the watch needs
+//! (a compaction), the whole prefix is read again and the cache is brought to it the same
+//! way. The cache only moves forward in revisions: no reader sees a version older than one
+//! it saw.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{error, info, warn};
+
+use super::layout::{self, Node, Tree};
+use super::{Change, Etcd, EtcdUrl, WatchEnd};
+use crate::error::{err, Result};
+use crate::fs::{Invalidation, RecordFs, SetAttr};
+use crate::types::{Fid, Kind};
+
+/// A name in a directory, by etcd fids.
+type NameAt = (Fid, Vec<u8>);
+
+/// What the cache holds, as etcd said it at `revision`.
+pub struct Follower {
+    fs: Arc<RecordFs>,
+    url: EtcdUrl,
+    /// Every name: its directory and name → the node it leads to (etcd fids).
+    names: HashMap<NameAt, Fid>,
+    /// Every node's `i/` value.
+    infos: HashMap<Fid, Vec<u8>>,
+    /// etcd fid → the cache's fid.
+    local: HashMap<Fid, Fid>,
+    /// The revision the cache is at, for whoever measures.
+    pub revision: Arc<AtomicI64>,
+}
+
+impl Follower {
+    /// `made`: the cache's fid of each node of `tree` (read at `revision`).
+    pub fn new(
+        fs: Arc<RecordFs>,
+        url: EtcdUrl,
+        tree: &Tree,
+        infos: HashMap<Fid, Vec<u8>>,
+        made: HashMap<Fid, Fid>,
+        revision: i64,
+    ) -> Follower {
+        Follower {
+            fs,
+            url,
+            names: tree
+                .names
+                .iter()
+                .map(|n| ((n.dir, n.name.clone()), n.fid))
+                .collect(),
+            infos,
+            local: made,
+            revision: Arc::new(AtomicI64::new(revision)),
+        }
+    }
+
+    /// Follows until `stop`: a watch, again from where it was after an error (half a second
+    /// later, through whichever member answers), the whole prefix read again after a
+    /// compaction.
+    pub fn run(mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let from = self.revision.load(Ordering::Relaxed) + 1;
+            let ended = Etcd::connect(&self.url, super::MOUNT_TIMEOUT).and_then(|etcd| {
+                etcd.watch(from, stop, |rev, changes| self.apply(rev, changes))
+                    .map(|end| (etcd, end))
+            });
+            match ended {
+                Ok((_, WatchEnd::Stopped)) => return,
+                Ok((etcd, WatchEnd::Compacted(rev))) => {
+                    info!("{}: history compacted to {rev}; reading it whole", self.url);
+                    if let Err(e) = self.relist(&etcd) {
+                        warn!("{}: reading the prefix again: {}", self.url, e.reason);
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+                Err(e) => {
+                    warn!(
+                        "{}: the watch broke, again in 0.5 s: {}",
+                        self.url, e.reason
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Brings the cache to every key as read now.
+    fn relist(&mut self, etcd: &Etcd) -> Result<()> {
+        let (rev, keys) = etcd.get_all_at(b"")?;
+        let now: HashMap<Vec<u8>, Vec<u8>> = keys.into_iter().map(|k| (k.key, k.value)).collect();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut was: HashSet<Vec<u8>> = HashSet::new();
+        for ((dir, name), fid) in &self.names {
+            let key = layout::name_key(*dir, name);
+            if now.get(&key) != Some(&layout::fid_value(*fid)) {
+                changes.push(Change {
+                    key: key.clone(),
+                    value: now.get(&key).cloned(),
+                });
+            }
+            was.insert(key);
+        }
+        for (fid, info) in &self.infos {
+            let key = layout::info_key(*fid);
+            if now.get(&key) != Some(info) {
+                changes.push(Change {
+                    key: key.clone(),
+                    value: now.get(&key).cloned(),
+                });
+            }
+            was.insert(key);
+        }
+        for (key, value) in &now {
+            let new = (key.starts_with(b"n/") || key.starts_with(b"i/")) && !was.contains(key);
+            if new || key.starts_with(b"d/") {
+                changes.push(Change {
+                    key: key.clone(),
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        self.apply(rev, changes)
+    }
+
+    /// Makes one revision's changes in the cache, then has the kernel forget what they
+    /// touched.
+    fn apply(&mut self, rev: i64, changes: Vec<Change>) -> Result<()> {
+        let mut names: Vec<(NameAt, Option<Fid>)> = Vec::new();
+        let mut infos: HashMap<Fid, Option<Vec<u8>>> = HashMap::new();
+        let mut data: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for c in changes {
+            if let Some(rest) = c.key.strip_prefix(b"n/") {
+                if rest.len() < 18 || rest[16] != b'/' {
+                    continue;
+                }
+                let Ok(dir) = parse_fid(&rest[..16]) else {
+                    continue;
+                };
+                let to = c.value.as_deref().map(parse_fid).transpose()?;
+                names.push(((dir, rest[17..].to_vec()), to));
+            } else if let Some(fid) = c.key.strip_prefix(b"i/") {
+                infos.insert(parse_fid(fid)?, c.value);
+            } else if c.key.starts_with(b"d/") {
+                if let Some(v) = c.value {
+                    data.insert(c.key, v);
+                }
+            }
+        }
+        let mut forget = Forget::default();
+        // Names that lead somewhere new, parents before children; then the nodes that stay,
+        // changed; then the names that go, children before parents.
+        let mut todo: Vec<(NameAt, Fid)> = names
+            .iter()
+            .filter_map(|(n, to)| to.map(|f| (n.clone(), f)))
+            .filter(|(n, f)| self.names.get(n) != Some(f))
+            .collect();
+        let mut done_moves: HashSet<NameAt> = HashSet::new();
+        while !todo.is_empty() {
+            let before = todo.len();
+            let mut later = Vec::new();
+            for (at, fid) in todo {
+                match self.local.get(&at.0) {
+                    Some(_) => self.name(
+                        &at,
+                        fid,
+                        &names,
+                        &infos,
+                        &data,
+                        &mut done_moves,
+                        &mut forget,
+                    )?,
+                    None => later.push((at, fid)),
+                }
+            }
+            if later.len() == before {
+                return Err(err!(
+                    EIO,
+                    "revision {rev}: names in directories that are not there"
+                ));
+            }
+            todo = later;
+        }
+        for (fid, info) in &infos {
+            let (Some(info), Some(&l)) = (info, self.local.get(fid)) else {
+                continue;
+            };
+            if self.infos.get(fid) != Some(info) {
+                self.refresh(*fid, l, info, &data, &mut forget)?;
+            }
+        }
+        let mut gone: Vec<NameAt> = names
+            .iter()
+            .filter(|(n, to)| to.is_none() && self.names.contains_key(n) && !done_moves.contains(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for _ in 0..64 {
+            let mut later = Vec::new();
+            for at in gone {
+                match self.unname(&at, &mut forget) {
+                    Err(e) if e.errno == libc::ENOTEMPTY => later.push(at),
+                    r => r?,
+                }
+            }
+            if later.is_empty() {
+                break;
+            }
+            gone = later;
+        }
+        for (fid, info) in infos {
+            match info {
+                Some(v) => {
+                    self.infos.insert(fid, v);
+                }
+                None => {
+                    self.infos.remove(&fid);
+                    self.local.remove(&fid);
+                }
+            }
+        }
+        for (at, to) in names {
+            match to {
+                Some(f) => self.names.insert(at, f),
+                None => self.names.remove(&at),
+            };
+        }
+        self.revision.store(rev, Ordering::Relaxed);
+        self.fs.invalidate(Invalidation::Changed {
+            names: forget.names,
+            inodes: forget.inodes,
+        });
+        Ok(())
+    }
+
+    /// Makes `at` lead to `fid`: a move of one of its names that goes in this revision, a
+    /// further name (hard link), or a new node with its bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn name(
+        &mut self,
+        at: &NameAt,
+        fid: Fid,
+        names: &[(NameAt, Option<Fid>)],
+        infos: &HashMap<Fid, Option<Vec<u8>>>,
+        data: &HashMap<Vec<u8>, Vec<u8>>,
+        moved: &mut HashSet<NameAt>,
+        forget: &mut Forget,
+    ) -> Result<()> {
+        let fs = self.fs.clone();
+        let dir = self.local[&at.0];
+        let here = fs.lookup(dir, &at.1).ok().map(|s| s.ino);
+        forget.names.push((dir, at.1.clone()));
+        if let Some(&l) = self.local.get(&fid) {
+            if here == Some(l) {
+                return Ok(());
+            }
+            // One of its names that leads elsewhere now: a move (two that swap: an exchange).
+            let from = names.iter().find(|(n, to)| {
+                self.names.get(n) == Some(&fid) && *to != Some(fid) && !moved.contains(n)
+            });
+            if let Some((from, to)) = from {
+                let from_dir = self.local[&from.0];
+                let swap = here.is_some() && *to == self.names.get(at).copied();
+                let flags = if swap { libc::RENAME_EXCHANGE } else { 0 };
+                fs.wait(fs.rename(from_dir, &from.1, dir, &at.1, flags)?)?;
+                forget.names.push((from_dir, from.1.clone()));
+                moved.insert(from.clone());
+                if swap {
+                    moved.insert(at.clone());
+                }
+                return Ok(());
+            }
+            let (_, t) = self.beside(dir, &at.1, here, |name| fs.link(l, dir, name))?;
+            forget.inodes.push(l);
+            return fs.wait(t);
+        }
+        let value = infos.get(&fid).and_then(|v| v.clone()).ok_or_else(|| {
+            err!(
+                EIO,
+                "{}: leads to a node the revision does not have",
+                show(at)
+            )
+        })?;
+        let node = node_of(fid, &value, data, None)?;
+        let a = node.attrs;
+        let (ino, t) = self.beside(dir, &at.1, here, |name| match node.kind {
+            Kind::Dir => fs.mkdir(dir, name, a.mode, a.uid, a.gid),
+            Kind::Symlink => fs.symlink(dir, name, &node.bytes, a.uid, a.gid),
+            Kind::File => fs.create_with(dir, name, a.mode, node.bytes.clone()),
+        })?;
+        fs.wait(t)?;
+        self.local.insert(fid, ino);
+        set_attributes(&fs, ino, &node)
+    }
+
+    /// Makes a name with `make` at `name` in `dir`, or, when `here` holds another node,
+    /// beside it and then moved over it (readers see the old node or the new, never none).
+    fn beside(
+        &self,
+        dir: Fid,
+        name: &[u8],
+        here: Option<Fid>,
+        make: impl Fn(&[u8]) -> Result<(crate::fs::Stat, crate::fs::Ticket)>,
+    ) -> Result<(Fid, crate::fs::Ticket)> {
+        if here.is_none() {
+            let (stat, t) = make(name)?;
+            return Ok((stat.ino, t));
+        }
+        let temp = format!(".recordfs-incoming.{}", std::process::id()).into_bytes();
+        let (stat, t) = make(&temp)?;
+        self.fs.wait(t)?;
+        let t = self.fs.rename(dir, &temp, dir, name, 0)?;
+        Ok((stat.ino, t))
+    }
+
+    /// A node that stays: its bytes when they changed, then its attributes.
+    fn refresh(
+        &self,
+        fid: Fid,
+        l: Fid,
+        info: &[u8],
+        data: &HashMap<Vec<u8>, Vec<u8>>,
+        forget: &mut Forget,
+    ) -> Result<()> {
+        let fs = &self.fs;
+        let node = node_of(fid, info, data, Some((fs, l)))?;
+        if node.kind == Kind::File && data.contains_key(&layout::data_key(fid)) {
+            let (fh, t) = fs.open(l, libc::O_WRONLY | libc::O_TRUNC)?;
+            let saved = fs
+                .wait(t)
+                .and_then(|_| fs.write(fh, 0, &node.bytes))
+                .and_then(|_| fs.flush(fh));
+            fs.release(fh);
+            fs.wait(saved?)?;
+        }
+        forget.inodes.push(l);
+        set_attributes(fs, l, &node)
+    }
+
+    fn unname(&mut self, at: &NameAt, forget: &mut Forget) -> Result<()> {
+        let Some(&dir) = self.local.get(&at.0) else {
+            return Ok(());
+        };
+        let fs = &self.fs;
+        let Ok(stat) = fs.lookup(dir, &at.1) else {
+            return Ok(());
+        };
+        let t = match stat.kind {
+            Kind::Dir => fs.rmdir(dir, &at.1)?,
+            _ => fs.unlink(dir, &at.1)?,
+        };
+        fs.wait(t)?;
+        forget.names.push((dir, at.1.clone()));
+        forget.inodes.push(stat.ino);
+        Ok(())
+    }
+}
+
+/// What the kernel is told to forget after a revision.
+#[derive(Default)]
+struct Forget {
+    names: Vec<(Fid, Vec<u8>)>,
+    inodes: Vec<Fid>,
+}
+
+/// The node an `i/` value describes, its bytes from this revision's `d/` keys, else (a node
+/// the cache has) from the cache.
+fn node_of(
+    fid: Fid,
+    info: &[u8],
+    data: &HashMap<Vec<u8>, Vec<u8>>,
+    cached: Option<(&RecordFs, Fid)>,
+) -> Result<Node> {
+    let key = layout::info_key(fid);
+    let mut have: Option<Vec<u8>> = None;
+    if !data.contains_key(&layout::data_key(fid)) {
+        if let Some((fs, l)) = cached {
+            have = match fs.getattr(l, None)?.kind {
+                Kind::File => Some(fs.read_whole(l)?),
+                Kind::Symlink => Some(fs.readlink(l)?),
+                Kind::Dir => None,
+            };
+        }
+    }
+    let find = |k: &[u8]| -> Option<&Vec<u8>> { data.get(k).or(have.as_ref()) };
+    layout::node(fid, &key, info, &find)
+}
+
+/// The owner, mode, times and extended attributes `node` says.
+fn set_attributes(fs: &RecordFs, l: Fid, node: &Node) -> Result<()> {
+    let a = &node.attrs;
+    let want: HashMap<&[u8], &[u8]> = node
+        .xattrs
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    let listed = fs.listxattr(l)?;
+    for name in listed.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if !want.contains_key(name) {
+            fs.wait(fs.setxattr(l, name, None, 0)?)?;
+        }
+    }
+    for (k, v) in &want {
+        if fs.getxattr(l, k).ok().as_deref() != Some(*v) {
+            fs.wait(fs.setxattr(l, k, Some(v), 0)?)?;
+        }
+    }
+    let set = SetAttr {
+        mode: (node.kind != Kind::Symlink).then_some(a.mode),
+        uid: Some(a.uid),
+        gid: Some(a.gid),
+        size: None,
+        atime: Some(a.atime),
+        mtime: Some(a.mtime),
+    };
+    fs.wait(fs.setattr(l, None, set)?.1)
+}
+
+fn parse_fid(s: &[u8]) -> Result<Fid> {
+    std::str::from_utf8(s)
+        .ok()
+        .filter(|s| s.len() == 16)
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .ok_or_else(|| err!(EIO, "not a fid: {}", String::from_utf8_lossy(s)))
+}
+
+fn show(at: &NameAt) -> String {
+    format!("n/{:016x}/{}", at.0, String::from_utf8_lossy(&at.1))
+}
+
+/// Starts following in a thread of its own; `stop` ends it.
+pub fn start(follower: Follower, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+    let url = follower.url.clone();
+    std::thread::Builder::new()
+        .name("recordfs-follow".into())
+        .spawn(move || {
+            follower.run(&stop);
+            if !stop.load(Ordering::Relaxed) {
+                error!("{url}: no longer following");
+            }
+        })
+        .map_err(|e| crate::error::Error::io("starting the watch thread", &e))
+}
