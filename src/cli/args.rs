@@ -278,6 +278,8 @@ answer within 10 s).")]
   recordfs mount /var/lib/records /srv/records -o sync=fsync,allow_other   (the same)
   mount -t fuse.recordfs /var/lib/records /srv/records -o sync=fsync,nosuid,nodev
   umount /srv/records                                  (the daemon syncs, then exits)
+  recordfs mount etcd://10.0.0.1:2379,10.0.0.2:2379/records /srv/records
+  recordfs mount --read-only etcd://10.0.0.1:2379/records /srv/records   (follows it)
 
 An /etc/fstab line, then `mount /srv/records`:
   /var/lib/records  /srv/records  fuse.recordfs  defaults,sync=fsync,nofail  0  0
@@ -288,7 +290,9 @@ Users other than root mount through fusermount3. `recordfs mount` returns once t
 live, or fails with the reason and exit status 2.")]
 pub struct MountArgs {
     /// The directory recordfs keeps the log and backing files in (created 0700 if
-    /// missing; an empty directory is made a store; anything else is refused).
+    /// missing; an empty directory is made a store; anything else is refused), or
+    /// etcd://HOST:PORT[,...]/PREFIX: a store in etcd (one mount changes it; read-only
+    /// mounts follow it).
     pub store: PathBuf,
     /// An existing directory to serve the store at.
     pub mountpoint: PathBuf,
@@ -298,7 +302,8 @@ pub struct MountArgs {
     /// Stay in the foreground; otherwise return once the mount is live.
     #[arg(long)]
     pub foreground: bool,
-    /// Serve the store read-only.
+    /// Serve the store read-only (a store in etcd: follow the changes of the mount that
+    /// changes it).
     #[arg(long)]
     pub read_only: bool,
     /// Let users other than the one mounting use the mount.
