@@ -170,3 +170,24 @@ fn a_follower_reads_the_prefix_again_after_a_compaction_and_goes_on() {
     follower.stop_cleanly();
     writer.stop_cleanly();
 }
+
+#[test]
+fn a_follower_whose_member_goes_silent_follows_through_another() {
+    let cluster = Cluster::start();
+    let url = cluster.url("silent");
+    let (w, f) = (Place::new(), Place::new());
+    let writer = w.mount(&url, &[]).expect("mount");
+    fs::write(w.path(&record_name(1)), "{\"v\": 1}").unwrap();
+    let follower = f.mount(&url, &["--read-only"]).expect("read-only mount");
+    same_trees(&w, &f, "at mount");
+    // Both mounts use the first member: stopped, it holds their connections and answers
+    // nothing. The writer's next save goes through another member; the follower's watch
+    // must move too.
+    cluster.freeze(0);
+    write_file(&w.path(&record_name(1)), b"{\"v\": 2}").unwrap();
+    fs::write(w.path("new.txt"), "n").unwrap();
+    same_trees(&w, &f, "with the follower's member stopped");
+    cluster.thaw(0);
+    follower.stop_cleanly();
+    writer.stop_cleanly();
+}

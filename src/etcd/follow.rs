@@ -62,15 +62,24 @@ impl Follower {
     }
 
     /// Follows until `stop`: a watch, again from where it was after an error (half a second
-    /// later, through whichever member answers), the whole prefix read again after a
-    /// compaction.
+    /// later, from the next member on: one that has no leader ends its watches, one that says
+    /// nothing for 3 s is left), the whole prefix read again after a compaction.
     pub fn run(mut self, stop: &AtomicBool) {
+        // The member to try first: after a failure, the next one.
+        let mut first = 0;
         while !stop.load(Ordering::Relaxed) {
             let from = self.revision.load(Ordering::Relaxed) + 1;
-            let ended = Etcd::connect(&self.url, super::MOUNT_TIMEOUT).and_then(|etcd| {
+            let connected = Etcd::connect_from(&self.url, super::MOUNT_TIMEOUT, first, true);
+            if let Ok(etcd) = &connected {
+                first = etcd.member_in_use();
+            }
+            let ended = connected.and_then(|etcd| {
                 etcd.watch(from, stop, |rev, changes| self.apply(rev, changes))
                     .map(|end| (etcd, end))
             });
+            if ended.is_err() {
+                first += 1;
+            }
             match ended {
                 Ok((_, WatchEnd::Stopped)) => return,
                 Ok((etcd, WatchEnd::Compacted(rev))) => {

@@ -9,6 +9,10 @@ use etcd_client::{
 };
 
 use super::{from_etcd, Etcd};
+
+/// How long a watched member may say nothing (not even its progress, asked every second)
+/// before the watch is taken elsewhere.
+const SILENT: Duration = Duration::from_secs(3);
 use crate::error::{err, Result};
 
 /// One key's change, the prefix taken off: its new value, or None when it was deleted.
@@ -109,9 +113,24 @@ impl Etcd {
                 .watch(prefix, Some(o))
                 .await
                 .map_err(|e| from_etcd(&what, &e))?;
+            // A member that stops answering (stopped, cut off) holds the watch open and says
+            // nothing: it is asked for its progress every second, and one silent for
+            // `SILENT` ends the watch.
+            let mut heard = std::time::Instant::now();
+            let mut asked = heard;
             loop {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(WatchEnd::Stopped);
+                }
+                if heard.elapsed() > SILENT {
+                    return Err(err!(
+                        ETIMEDOUT,
+                        "{what}: the member said nothing for {SILENT:?}"
+                    ));
+                }
+                if asked.elapsed() >= Duration::from_secs(1) {
+                    asked = std::time::Instant::now();
+                    let _ = stream.request_progress().await;
                 }
                 let tick = Duration::from_millis(200);
                 let r = match tokio::time::timeout(tick, stream.message()).await {
@@ -120,6 +139,7 @@ impl Etcd {
                     Ok(Ok(None)) => return Err(err!(EIO, "{what}: the watch ended")),
                     Ok(Ok(Some(r))) => r,
                 };
+                heard = std::time::Instant::now();
                 if r.canceled() {
                     return match r.compact_revision() {
                         0 => Err(err!(EIO, "{what}: cancelled: {}", r.cancel_reason())),

@@ -112,32 +112,58 @@ pub struct Etcd {
     client: Mutex<(Client, usize)>,
     pub url: EtcdUrl,
     timeout: Duration,
+    require_leader: bool,
 }
 
 impl Etcd {
     /// Connects to the first member that answers, failing within `timeout` when none does.
     pub fn connect(url: &EtcdUrl, timeout: Duration) -> Result<Etcd> {
+        Etcd::connect_from(url, timeout, 0, false)
+    }
+
+    /// `connect`, trying the members from the `first`th on; with `require_leader`, a member
+    /// that has no leader (cut off from the others) refuses requests and ends watches
+    /// rather than answer from its own, stale, state.
+    pub fn connect_from(
+        url: &EtcdUrl,
+        timeout: Duration,
+        first: usize,
+        require_leader: bool,
+    ) -> Result<Etcd> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the etcd client", &e))?;
         let deadline = Instant::now() + timeout;
-        let attempt = attempt_time(timeout, url.endpoints.len());
+        let n = url.endpoints.len();
+        let attempt = attempt_time(timeout, n);
         let mut last = None;
-        for i in 0..url.endpoints.len() {
-            match member(&rt, url, i, attempt_until(deadline, attempt)) {
+        for i in (0..n).map(|k| (first + k) % n) {
+            match member(
+                &rt,
+                url,
+                i,
+                attempt_until(deadline, attempt),
+                require_leader,
+            ) {
                 Ok(c) => {
                     return Ok(Etcd {
                         rt,
                         client: Mutex::new((c, i)),
                         url: url.clone(),
                         timeout,
+                        require_leader,
                     })
                 }
                 Err(e) => last = Some(e),
             }
         }
         Err(last.expect("an address has at least one member"))
+    }
+
+    /// The member in use (its place in the address).
+    pub fn member_in_use(&self) -> usize {
+        self.client.lock().1
     }
 
     /// Runs `op` on the member in use; when it cannot be reached or does not answer in its
@@ -205,7 +231,7 @@ impl Etcd {
                     moves += 1;
                     at = (at + 1) % n;
                     let until = attempt_until(deadline, attempt);
-                    let last = match member(&self.rt, &self.url, at, until) {
+                    let last = match member(&self.rt, &self.url, at, until, self.require_leader) {
                         Ok(c) => {
                             *self.client.lock() = (c.clone(), at);
                             client = c;
@@ -428,10 +454,18 @@ impl Etcd {
 
 /// A client of member `i` of `url` that has answered (connecting is lazy, so it is asked for
 /// its status).
-fn member(rt: &tokio::runtime::Runtime, url: &EtcdUrl, i: usize, until: Instant) -> Result<Client> {
+fn member(
+    rt: &tokio::runtime::Runtime,
+    url: &EtcdUrl,
+    i: usize,
+    until: Instant,
+    require_leader: bool,
+) -> Result<Client> {
     let endpoint = url.endpoints[i].clone();
     let left = until.saturating_duration_since(Instant::now());
-    let opts = ConnectOptions::new().with_connect_timeout(left);
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(left)
+        .with_require_leader(require_leader);
     let what = format!("connecting to {endpoint} of {url}");
     block(rt, &what, until, async move {
         let mut c = Client::connect([endpoint], Some(opts)).await?;
