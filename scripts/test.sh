@@ -16,9 +16,17 @@ if grep -qE '^(recordfs:|recordfs-diff )' /proc/self/mounts; then
   grep -E '^(recordfs:|recordfs-diff )' /proc/self/mounts >&2
   exit 1
 fi
-# etcd members the tests started (tests/etcd.rs kills each cluster when its test ends).
+# etcd members the tests started (tests/common/cluster.rs kills each cluster when its test
+# ends).
 if pgrep -f 'initial-cluster-token recordfs-test' >/dev/null; then
   echo "test.sh: etcd members were left running:" >&2
   pgrep -af 'initial-cluster-token recordfs-test' >&2
+  exit 1
+fi
+# Network namespaces and links of the partition test (tests/common/cluster.rs, `Net`).
+if ip netns list | grep -q '^rfs' || ip -o link | grep -q ': rfs'; then
+  echo "test.sh: network namespaces or links were left behind:" >&2
+  ip netns list | grep '^rfs' >&2 || true
+  ip -o link | grep ': rfs' >&2 || true
   exit 1
 fi

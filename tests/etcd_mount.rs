@@ -377,3 +377,59 @@ fn a_prefix_holding_a_file_larger_than_one_value_is_not_served() {
     );
     assert_sound(&url);
 }
+
+#[test]
+fn a_member_cut_off_and_joined_again_loses_no_save_and_a_follower_goes_on() {
+    let cluster = Cluster::start_in_namespaces();
+    let url = cluster.url("partition");
+    let (place, f) = (Place::new(), Place::new());
+    let m = place.mount(&url, &[]).expect("mount");
+    fs::write(place.path(&record_name(0)), "{\"n\": 0}").unwrap();
+    let follower = f.mount(&url, &["--read-only"]).expect("read-only mount");
+    let writer = Writer::start(&place);
+    assert!(wait_until(Duration::from_secs(20), || writer.count() >= 50));
+    // Both mounts use the first member: cut off, it can neither be reached nor reach the
+    // others. Saves go on through another member, and so does the follower.
+    cluster.cut(0);
+    let before = writer.count();
+    assert!(
+        wait_until(Duration::from_secs(30), || writer.count() >= before + 50),
+        "saves did not go on with a member cut off"
+    );
+    cluster.heal(0);
+    assert!(
+        wait_until(Duration::from_secs(30), || cluster.member_healthy(0)),
+        "the member did not join again"
+    );
+    let healed = writer.count();
+    assert!(wait_until(Duration::from_secs(30), || writer.count() >= healed + 50));
+    let (names, errors) = writer.finish();
+    for e in &errors {
+        assert!(
+            [libc::EIO, libc::ETIMEDOUT].contains(e),
+            "a save failed with errno {e}"
+        );
+    }
+    // The follower shows the last save of each record, then a new mount shows them all.
+    let last = names.last().expect("saves").clone();
+    let shown = wait_until(Duration::from_secs(15), || {
+        fs::read_to_string(f.path(&last))
+            .is_ok_and(|t| t == fs::read_to_string(place.path(&last)).unwrap_or_default())
+    });
+    assert!(
+        shown,
+        "the follower does not show {last}:\n{}",
+        f.mount_log()
+    );
+    assert_eq!(
+        fs::read_dir(&f.mnt).unwrap().count(),
+        fs::read_dir(&place.mnt).unwrap().count(),
+        "the follower shows another number of records"
+    );
+    follower.stop_cleanly();
+    m.stop_cleanly();
+    let again = place.mount(&url, &[]).expect("mount again");
+    assert_all_there(&place, &names);
+    again.stop_cleanly();
+    assert_sound(&url);
+}

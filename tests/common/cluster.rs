@@ -15,6 +15,77 @@ pub struct Cluster {
     pub clients: Vec<String>,
     peers: Vec<String>,
     dir: tempfile::TempDir,
+    /// Members each in a network namespace of their own (`start_in_namespaces`).
+    net: Option<Net>,
+}
+
+/// Three network namespaces, each with a veth whose other end is on a bridge in this one
+/// (which has the first address of the subnet): a member is cut off by taking its veth down.
+struct Net {
+    tag: String,
+}
+
+impl Net {
+    fn new() -> (Net, String) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{:x}", (pid % 4096) * 16 + n % 16);
+        let subnet = format!("10.{}.{}", 200 + pid % 50, n % 250);
+        let net = Net { tag };
+        let bridge = net.bridge();
+        let mut cmds = vec![
+            format!("ip link add {bridge} type bridge"),
+            format!("ip addr add {subnet}.1/24 dev {bridge}"),
+            format!("ip link set {bridge} up"),
+        ];
+        for i in 0..3 {
+            let (ns, outer, inner) = (net.ns(i), net.outer(i), net.inner(i));
+            cmds.extend([
+                format!("ip netns add {ns}"),
+                format!("ip link add {outer} type veth peer name {inner}"),
+                format!("ip link set {inner} netns {ns}"),
+                format!("ip link set {outer} master {bridge}"),
+                format!("ip link set {outer} up"),
+                format!(
+                    "ip netns exec {ns} ip addr add {subnet}.{}/24 dev {inner}",
+                    10 + i
+                ),
+                format!("ip netns exec {ns} ip link set {inner} up"),
+                format!("ip netns exec {ns} ip link set lo up"),
+            ]);
+        }
+        for cmd in cmds {
+            let (code, out) = sh(&cmd);
+            assert_eq!(code, 0, "{cmd}: {out}");
+        }
+        (net, subnet)
+    }
+    fn bridge(&self) -> String {
+        format!("rfs{}b", self.tag)
+    }
+    fn ns(&self, i: usize) -> String {
+        format!("rfs{}n{i}", self.tag)
+    }
+    fn outer(&self, i: usize) -> String {
+        format!("rfs{}v{i}", self.tag)
+    }
+    fn inner(&self, i: usize) -> String {
+        format!("rfs{}e{i}", self.tag)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // The outer ends first: a namespace may outlive its deletion for a while (the kernel
+        // frees it later), and its veth pair with it.
+        for i in 0..3 {
+            sh(&format!("ip link del {}", self.outer(i)));
+            sh(&format!("ip netns del {}", self.ns(i)));
+        }
+        sh(&format!("ip link del {}", self.bridge()));
+    }
 }
 
 /// A loopback port nobody listens on, below the range Linux gives out for outgoing
@@ -48,12 +119,56 @@ impl Cluster {
                 .map(|(_, p)| format!("127.0.0.1:{p}"))
                 .collect(),
             dir,
+            net: None,
         };
         for i in 0..3 {
             c.spawn(i);
         }
         c.wait_healthy();
         c
+    }
+
+    /// A cluster whose members are each in a network namespace of their own, reached
+    /// through a bridge: `cut` and `heal` partition one.
+    pub fn start_in_namespaces() -> Cluster {
+        let (net, subnet) = Net::new();
+        let at = |i: usize, port: u16| format!("{subnet}.{}:{port}", 10 + i);
+        let mut c = Cluster {
+            members: vec![None, None, None],
+            clients: (0..3).map(|i| at(i, 2379)).collect(),
+            peers: (0..3).map(|i| at(i, 2380)).collect(),
+            dir: tempfile::tempdir().unwrap(),
+            net: Some(net),
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c.wait_healthy();
+        c
+    }
+
+    /// Cuts member `i` off from the others and from every client (its link goes down).
+    pub fn cut(&self, i: usize) {
+        let net = self.net.as_ref().expect("a cluster in namespaces");
+        let (code, out) = sh(&format!("ip link set {} down", net.outer(i)));
+        assert_eq!(code, 0, "{out}");
+    }
+
+    /// Joins a cut member again.
+    pub fn heal(&self, i: usize) {
+        let net = self.net.as_ref().expect("a cluster in namespaces");
+        let (code, out) = sh(&format!("ip link set {} up", net.outer(i)));
+        assert_eq!(code, 0, "{out}");
+    }
+
+    /// Whether member `i` answers and has a leader.
+    pub fn member_healthy(&self, i: usize) -> bool {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.clients[i], "--command-timeout", "2s"])
+            .args(["endpoint", "health"])
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     /// Starts member `i` (again: with the data it had).
@@ -67,7 +182,15 @@ impl Cluster {
             .open(self.dir.path().join(format!("m{i}.log")))
             .unwrap();
         let (client, peer) = (&self.clients[i], &self.peers[i]);
-        let child = Command::new("etcd")
+        let mut command = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(i), "etcd"]);
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let child = command
             .args(["--name", &format!("m{i}")])
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("m{i}")))
