@@ -525,3 +525,34 @@ fn create_with_makes_a_file_in_one_commit_under_the_same_rules() {
     fs.wait(t).unwrap();
     fs.shutdown().unwrap();
 }
+
+/// A change that comes after the store shut down (a read-only mount of etcd applies what its
+/// watch brings until it is stopped, which may be after) is refused at once, never left
+/// waiting for a commit thread that is gone.
+#[test]
+fn a_change_after_the_shutdown_is_refused_and_nothing_waits_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(RecordFs::start(&dir.path().join("s"), Options::default()).unwrap());
+    create_and_commit(&fs, b"a.json", &rec(1)).unwrap();
+    fs.shutdown().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let fs2 = fs.clone();
+    std::thread::spawn(move || {
+        let made = fs2
+            .mkdir(ROOT, b"d", 0o755, 0, 0)
+            .and_then(|(_, t)| fs2.wait(t));
+        let saved = create_and_commit(&fs2, b"b.json", &rec(2));
+        let _ = done_tx.send((made, saved));
+    });
+    let (made, saved) = done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a change after the shutdown hangs");
+    assert_eq!(
+        made.expect_err("a mkdir after the shutdown").errno,
+        libc::EROFS
+    );
+    assert_eq!(
+        saved.expect_err("a create after the shutdown").errno,
+        libc::EROFS
+    );
+}

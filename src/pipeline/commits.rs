@@ -173,6 +173,11 @@ impl Pipeline {
 
     pub(super) fn wait_for_room(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
         loop {
+            // The commit thread may be gone: a commit now would never be synced, nor its
+            // caller answered.
+            if st.shutting_down {
+                return Err(err!(EROFS, "the store is shutting down"));
+            }
             if let Some(reason) = &st.fatal {
                 return Err(err!(
                     EROFS,
@@ -290,7 +295,7 @@ impl Pipeline {
             return done(Ok(()));
         }
         if let Some(reason) = &w.failed {
-            let e = err!(EIO, "the log could not be synced: {reason}");
+            let e = err!(EIO, "{reason}");
             drop(w);
             return done(Err(e));
         }

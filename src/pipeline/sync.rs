@@ -78,6 +78,10 @@ impl Pipeline {
                     None => {
                         st.sync_done = true;
                         self.apply_wake.notify_all();
+                        drop(st);
+                        // Nothing can be synced from now on: whoever waits, or comes to
+                        // wait, hears so rather than wait forever.
+                        self.fail_waiters_with("the store has shut down");
                         return;
                     }
                 }
@@ -156,16 +160,22 @@ impl Pipeline {
     }
 
     pub(super) fn fail_waiters(&self, reason: &str) {
-        let all: Vec<Waiter> = {
+        self.fail_waiters_with(&format!("the log could not be synced: {reason}"));
+    }
+
+    /// Answers every waiter, and every later one, with EIO and `why`.
+    pub(super) fn fail_waiters_with(&self, why: &str) {
+        let (all, why): (Vec<Waiter>, String) = {
             let mut w = self.waiters.lock();
-            w.failed = Some(reason.to_string());
-            std::mem::take(&mut w.by_seq)
+            let why = w.failed.get_or_insert_with(|| why.to_string()).clone();
+            let all = std::mem::take(&mut w.by_seq)
                 .into_values()
                 .flatten()
-                .collect()
+                .collect();
+            (all, why)
         };
         for done in all {
-            done(Err(err!(EIO, "the log could not be synced: {reason}")));
+            done(Err(err!(EIO, "{why}")));
         }
     }
 }
