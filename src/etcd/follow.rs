@@ -400,8 +400,8 @@ fn node_of(
     layout::node(fid, &key, info, &find)
 }
 
-/// The owner, mode, times and extended attributes `node` says.
-fn set_attributes(fs: &RecordFs, l: Fid, node: &Node) -> Result<()> {
+/// Gives the cache's file `l` the owner, mode, times and extended attributes `node` says.
+pub(super) fn set_attributes(fs: &RecordFs, l: Fid, node: &Node) -> Result<()> {
     let a = &node.attrs;
     let want: HashMap<&[u8], &[u8]> = node
         .xattrs

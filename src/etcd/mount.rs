@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use serde_json::{json, Value};
 
-use super::follow::Follower;
+use super::follow::{set_attributes, Follower};
 use super::layout::{self, Name, Node, Tree, LOCK};
 use super::replica::EtcdReplica;
 use super::{Etcd, EtcdUrl, Locked, FID_BLOCK, MOUNT_TIMEOUT};
 use crate::error::{err, Error, Result};
-use crate::fs::{RecordFs, SetAttr};
+use crate::fs::RecordFs;
 use crate::options::Options;
 use crate::types::{Attrs, Fid, Kind, Time, ROOT};
 
@@ -386,19 +386,7 @@ pub fn make_tree(fs: &RecordFs, tree: &Tree) -> Result<HashMap<Fid, Fid>> {
         let (Some(node), Some(&new)) = (nodes.get(&fid), made.get(&fid)) else {
             continue;
         };
-        let a = &node.attrs;
-        for (k, v) in &node.xattrs {
-            fs.wait(fs.setxattr(new, k, Some(v), 0)?)?;
-        }
-        let set = SetAttr {
-            mode: (node.kind != Kind::Symlink).then_some(a.mode),
-            uid: Some(a.uid),
-            gid: Some(a.gid),
-            size: None,
-            atime: Some(a.atime),
-            mtime: Some(a.mtime),
-        };
-        fs.wait(fs.setattr(new, None, set)?.1)?;
+        set_attributes(fs, new, node)?;
     }
     Ok(made)
 }

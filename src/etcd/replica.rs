@@ -148,7 +148,6 @@ impl EtcdReplica {
             (targets, nodes)
         });
         let mut keys = Keys::default();
-        let shipped = self.shipped.lock().clone();
         for (fid, now) in nodes {
             let efid = self.etcd_fid(fid)?;
             let Some(n) = now else {
@@ -166,7 +165,9 @@ impl EtcdReplica {
                     keys.puts.insert(layout::data_key(efid), t);
                     (len, crc)
                 }
-                Kind::File if shipped.get(&fid) == Some(&(n.size, n.dcrc)) => (n.size, n.dcrc),
+                Kind::File if self.shipped.lock().get(&fid) == Some(&(n.size, n.dcrc)) => {
+                    (n.size, n.dcrc)
+                }
                 Kind::File => {
                     let bytes = read_bytes(p, fid)?;
                     let sum = (bytes.len() as u64, crate::log::crc32c(&bytes));
@@ -205,9 +206,10 @@ impl EtcdReplica {
         }
     }
 
-    fn record(&self, keys: &Keys) {
+    /// What etcd holds of each file's bytes once `sums` went in.
+    fn record(&self, sums: &[(Fid, Option<(u64, u32)>)]) {
         let mut shipped = self.shipped.lock();
-        for (fid, sum) in &keys.shipped {
+        for (fid, sum) in sums {
             match sum {
                 Some(s) => shipped.insert(*fid, *s),
                 None => shipped.remove(fid),
@@ -220,9 +222,15 @@ impl Replica for EtcdReplica {
     fn ship(&self, batch: &[Entry], p: &Pipeline) -> Result<()> {
         let whole = self.keys_for(batch, p)?;
         if whole.fits() {
-            let deletes = whole.names_gone.iter().chain(&whole.nodes_gone).cloned();
-            self.send(whole.puts.clone().into_iter().collect(), deletes.collect())?;
-            self.record(&whole);
+            let Keys {
+                puts,
+                names_gone,
+                nodes_gone,
+                shipped,
+            } = whole;
+            let deletes = names_gone.into_iter().chain(nodes_gone).collect();
+            self.send(puts.into_iter().collect(), deletes)?;
+            self.record(&shipped);
             return Ok(());
         }
         // In parts, in order, as many entries a part as fit; the nodes that are gone last.
@@ -239,23 +247,21 @@ impl Replica for EtcdReplica {
                 n /= 2;
                 keys = self.keys_for(&batch[at..at + n], p)?;
             }
-            let deletes = keys.names_gone.iter().cloned().collect();
-            self.send(keys.puts.clone().into_iter().collect(), deletes)?;
-            self.record(&keys);
+            let deletes = keys.names_gone.into_iter().collect();
+            self.send(keys.puts.into_iter().collect(), deletes)?;
+            self.record(&keys.shipped);
             at += n;
         }
         let gone: Vec<Vec<u8>> = whole.nodes_gone.into_iter().collect();
         for part in gone.chunks(MAX_TXN_OPS) {
             self.send(Vec::new(), part.to_vec())?;
         }
-        self.record(&Keys {
-            shipped: whole
-                .shipped
-                .into_iter()
-                .filter(|(_, s)| s.is_none())
-                .collect(),
-            ..Keys::default()
-        });
+        let gone: Vec<_> = whole
+            .shipped
+            .into_iter()
+            .filter(|(_, s)| s.is_none())
+            .collect();
+        self.record(&gone);
         Ok(())
     }
 }

@@ -25,6 +25,5 @@ mod tree;
 mod version;
 mod writeback;
 
-pub use replica::MAX_UNSHIPPED;
 pub use state::{Committed, CompactPolicy, Pipeline, Replica, Threads, Waiter};
 pub use version::Read;

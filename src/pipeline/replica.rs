@@ -21,10 +21,10 @@ use crate::types::{Fid, Seq};
 
 /// How long a batch the replica did not take waits before it is shipped again, when no new
 /// commit comes first.
-pub const RETRY: Duration = Duration::from_millis(500);
+pub(super) const RETRY: Duration = Duration::from_millis(500);
 /// The most entries that may wait for the replica: past it, commits fail (ETIMEDOUT) until
 /// it takes them.
-pub const MAX_UNSHIPPED: usize = 10_000;
+const MAX_UNSHIPPED: usize = 10_000;
 
 impl Pipeline {
     /// From now on, every entry after the last one logged is shipped to `replica`, and the

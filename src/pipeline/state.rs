@@ -22,8 +22,10 @@ use crate::view::{Hold, Token, Version};
 /// Where commits are made durable, beyond the local log.
 pub trait Replica: Send + Sync {
     /// Makes the changes of `batch` (entries logged locally, in order) durable in the
-    /// replica, whole or not at all, reading what they left from `pipeline`. An error with
-    /// errno ESTALE means the store is no longer this mount's to change: fatal.
+    /// replica, reading what they left from `pipeline`. After an error, part of them may be
+    /// there: the batch is shipped again whole, so shipping must say what the changes left,
+    /// not replay them. An error with errno ESTALE means the store is no longer this mount's
+    /// to change: fatal.
     fn ship(&self, batch: &[Entry], pipeline: &Pipeline) -> Result<()>;
 }
 
