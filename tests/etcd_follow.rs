@@ -14,11 +14,15 @@ use common::*;
 use std::fs;
 use std::time::{Duration, Instant};
 
-/// Waits (bounded) until the follower's tree reads as the writer's; fails saying both.
+/// Waits (bounded) until the follower's tree reads as the writer's, times to the nanosecond;
+/// fails saying both.
 fn same_trees(writer: &Place, follower: &Place, what: &str) {
     let mut last = (String::new(), String::new());
     let same = wait_until(Duration::from_secs(10), || {
-        last = (describe_tree(&writer.mnt), describe_tree(&follower.mnt));
+        last = (
+            describe_tree_exactly(&writer.mnt),
+            describe_tree_exactly(&follower.mnt),
+        );
         last.0 == last.1
     });
     assert!(
@@ -188,6 +192,27 @@ fn a_follower_whose_member_goes_silent_follows_through_another() {
     fs::write(w.path("new.txt"), "n").unwrap();
     same_trees(&w, &f, "with the follower's member stopped");
     cluster.thaw(0);
+    follower.stop_cleanly();
+    writer.stop_cleanly();
+}
+
+#[test]
+fn a_follower_whose_member_loses_its_peers_follows_through_another() {
+    let cluster = Cluster::start_in_namespaces();
+    let url = cluster.url("leaderless");
+    let (w, f) = (Place::new(), Place::new());
+    let writer = w.mount(&url, &[]).expect("mount");
+    fs::write(w.path(&record_name(1)), "{\"v\": 1}").unwrap();
+    let follower = f.mount(&url, &["--read-only"]).expect("read-only mount");
+    same_trees(&w, &f, "at mount");
+    // The first member, which both mounts use, loses its peers but not its clients: it
+    // answers (its progress too) from a state that no longer moves. Only its having no
+    // leader tells the follower to leave it.
+    cluster.cut_from_peers(0);
+    write_file(&w.path(&record_name(1)), b"{\"v\": 2}").unwrap();
+    fs::write(w.path("new.txt"), "n").unwrap();
+    same_trees(&w, &f, "with the follower's member cut off from its peers");
+    cluster.heal(0);
     follower.stop_cleanly();
     writer.stop_cleanly();
 }

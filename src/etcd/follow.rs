@@ -171,6 +171,8 @@ impl Follower {
             .filter(|(n, f)| self.names.get(n) != Some(f))
             .collect();
         let mut done_moves: HashSet<NameAt> = HashSet::new();
+        // The nodes made in this revision.
+        let mut made: HashSet<Fid> = HashSet::new();
         while !todo.is_empty() {
             let before = todo.len();
             let mut later = Vec::new();
@@ -183,6 +185,7 @@ impl Follower {
                         &infos,
                         &data,
                         &mut done_moves,
+                        &mut made,
                         &mut forget,
                     )?,
                     None => later.push((at, fid)),
@@ -195,14 +198,6 @@ impl Follower {
                 ));
             }
             todo = later;
-        }
-        for (fid, info) in &infos {
-            let (Some(info), Some(&l)) = (info, self.local.get(fid)) else {
-                continue;
-            };
-            if self.infos.get(fid) != Some(info) {
-                self.refresh(*fid, l, info, &data, &mut forget)?;
-            }
         }
         let mut gone: Vec<NameAt> = names
             .iter()
@@ -221,6 +216,16 @@ impl Follower {
                 break;
             }
             gone = later;
+        }
+        // Bytes and attributes last: making and removing names changes the times of the
+        // directories they are in, which must end as etcd says.
+        for (fid, info) in &infos {
+            let (Some(info), Some(&l)) = (info, self.local.get(fid)) else {
+                continue;
+            };
+            if self.infos.get(fid) != Some(info) {
+                self.refresh(*fid, l, info, &data, made.contains(fid), &mut forget)?;
+            }
         }
         for (fid, info) in infos {
             match info {
@@ -258,6 +263,7 @@ impl Follower {
         infos: &HashMap<Fid, Option<Vec<u8>>>,
         data: &HashMap<Vec<u8>, Vec<u8>>,
         moved: &mut HashSet<NameAt>,
+        made: &mut HashSet<Fid>,
         forget: &mut Forget,
     ) -> Result<()> {
         let fs = self.fs.clone();
@@ -304,6 +310,7 @@ impl Follower {
         })?;
         fs.wait(t)?;
         self.local.insert(fid, ino);
+        made.insert(fid);
         set_attributes(&fs, ino, &node)
     }
 
@@ -327,18 +334,20 @@ impl Follower {
         Ok((stat.ino, t))
     }
 
-    /// A node that stays: its bytes when they changed, then its attributes.
+    /// A node's bytes when they changed (not one `made` in this revision: it has them),
+    /// then its attributes.
     fn refresh(
         &self,
         fid: Fid,
         l: Fid,
         info: &[u8],
         data: &HashMap<Vec<u8>, Vec<u8>>,
+        made: bool,
         forget: &mut Forget,
     ) -> Result<()> {
         let fs = &self.fs;
         let node = node_of(fid, info, data, Some((fs, l)))?;
-        if node.kind == Kind::File && data.contains_key(&layout::data_key(fid)) {
+        if node.kind == Kind::File && !made && data.contains_key(&layout::data_key(fid)) {
             let (fh, t) = fs.open(l, libc::O_WRONLY | libc::O_TRUNC)?;
             let saved = fs
                 .wait(t)

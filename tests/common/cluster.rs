@@ -19,60 +19,77 @@ pub struct Cluster {
     net: Option<Net>,
 }
 
-/// Three network namespaces, each with a veth whose other end is on a bridge in this one
-/// (which has the first address of the subnet): a member is cut off by taking its veth down.
+/// Three network namespaces, each with two veths whose other ends are on two bridges in this
+/// one: clients reach the members through the first (which has the first address of its
+/// subnet), the members reach each other through the second. A member is cut off by taking
+/// its veths down: both, or only the one to its peers.
 struct Net {
     tag: String,
 }
 
 impl Net {
-    fn new() -> (Net, String) {
+    /// The namespaces, and the subnets (first three octets) of the clients' and the peers'
+    /// networks.
+    fn new() -> (Net, String, String) {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let tag = format!("{:x}", (pid % 4096) * 16 + n % 16);
-        let subnet = format!("10.{}.{}", 200 + pid % 50, n % 250);
+        let clients = format!("10.{}.{}", 200 + pid % 50, n % 250);
+        let peers = format!("10.{}.{}", 150 + pid % 50, n % 250);
         let net = Net { tag };
-        let bridge = net.bridge();
-        let mut cmds = vec![
-            format!("ip link add {bridge} type bridge"),
-            format!("ip addr add {subnet}.1/24 dev {bridge}"),
-            format!("ip link set {bridge} up"),
-        ];
+        let mut cmds = vec![format!("ip link add {} type bridge", net.bridge("c"))];
+        cmds.push(format!("ip link add {} type bridge", net.bridge("p")));
+        cmds.push(format!(
+            "ip addr add {clients}.1/24 dev {}",
+            net.bridge("c")
+        ));
+        cmds.push(format!("ip link set {} up", net.bridge("c")));
+        cmds.push(format!("ip link set {} up", net.bridge("p")));
         for i in 0..3 {
-            let (ns, outer, inner) = (net.ns(i), net.outer(i), net.inner(i));
+            let ns = net.ns(i);
             cmds.extend([
                 format!("ip netns add {ns}"),
-                format!("ip link add {outer} type veth peer name {inner}"),
-                format!("ip link set {inner} netns {ns}"),
-                format!("ip link set {outer} master {bridge}"),
-                format!("ip link set {outer} up"),
-                format!(
-                    "ip netns exec {ns} ip addr add {subnet}.{}/24 dev {inner}",
-                    10 + i
-                ),
-                format!("ip netns exec {ns} ip link set {inner} up"),
                 format!("ip netns exec {ns} ip link set lo up"),
             ]);
+            for (side, subnet) in [("c", &clients), ("p", &peers)] {
+                let (outer, inner) = (net.outer(side, i), net.inner(side, i));
+                cmds.extend([
+                    format!("ip link add {outer} type veth peer name {inner}"),
+                    format!("ip link set {inner} netns {ns}"),
+                    format!("ip link set {outer} master {}", net.bridge(side)),
+                    format!("ip link set {outer} up"),
+                    format!(
+                        "ip netns exec {ns} ip addr add {subnet}.{}/24 dev {inner}",
+                        10 + i
+                    ),
+                    format!("ip netns exec {ns} ip link set {inner} up"),
+                ]);
+            }
         }
         for cmd in cmds {
             let (code, out) = sh(&cmd);
             assert_eq!(code, 0, "{cmd}: {out}");
         }
-        (net, subnet)
+        (net, clients, peers)
     }
-    fn bridge(&self) -> String {
-        format!("rfs{}b", self.tag)
+    /// `side`: "c" for the clients' network, "p" for the peers'.
+    fn bridge(&self, side: &str) -> String {
+        format!("rfs{}{side}b", self.tag)
     }
     fn ns(&self, i: usize) -> String {
         format!("rfs{}n{i}", self.tag)
     }
-    fn outer(&self, i: usize) -> String {
-        format!("rfs{}v{i}", self.tag)
+    fn outer(&self, side: &str, i: usize) -> String {
+        format!("rfs{}{side}v{i}", self.tag)
     }
-    fn inner(&self, i: usize) -> String {
-        format!("rfs{}e{i}", self.tag)
+    fn inner(&self, side: &str, i: usize) -> String {
+        format!("rfs{}{side}e{i}", self.tag)
+    }
+    fn set(&self, side: &str, i: usize, state: &str) {
+        let (code, out) = sh(&format!("ip link set {} {state}", self.outer(side, i)));
+        assert_eq!(code, 0, "{out}");
     }
 }
 
@@ -81,10 +98,14 @@ impl Drop for Net {
         // The outer ends first: a namespace may outlive its deletion for a while (the kernel
         // frees it later), and its veth pair with it.
         for i in 0..3 {
-            sh(&format!("ip link del {}", self.outer(i)));
+            for side in ["c", "p"] {
+                sh(&format!("ip link del {}", self.outer(side, i)));
+            }
             sh(&format!("ip netns del {}", self.ns(i)));
         }
-        sh(&format!("ip link del {}", self.bridge()));
+        for side in ["c", "p"] {
+            sh(&format!("ip link del {}", self.bridge(side)));
+        }
     }
 }
 
@@ -131,12 +152,12 @@ impl Cluster {
     /// A cluster whose members are each in a network namespace of their own, reached
     /// through a bridge: `cut` and `heal` partition one.
     pub fn start_in_namespaces() -> Cluster {
-        let (net, subnet) = Net::new();
-        let at = |i: usize, port: u16| format!("{subnet}.{}:{port}", 10 + i);
+        let (net, clients, peers) = Net::new();
+        let at = |subnet: &str, i: usize, port: u16| format!("{subnet}.{}:{port}", 10 + i);
         let mut c = Cluster {
             members: vec![None, None, None],
-            clients: (0..3).map(|i| at(i, 2379)).collect(),
-            peers: (0..3).map(|i| at(i, 2380)).collect(),
+            clients: (0..3).map(|i| at(&clients, i, 2379)).collect(),
+            peers: (0..3).map(|i| at(&peers, i, 2380)).collect(),
             dir: tempfile::tempdir().unwrap(),
             net: Some(net),
         };
@@ -147,18 +168,25 @@ impl Cluster {
         c
     }
 
-    /// Cuts member `i` off from the others and from every client (its link goes down).
+    /// Cuts member `i` off from the others and from every client (its links go down).
     pub fn cut(&self, i: usize) {
         let net = self.net.as_ref().expect("a cluster in namespaces");
-        let (code, out) = sh(&format!("ip link set {} down", net.outer(i)));
-        assert_eq!(code, 0, "{out}");
+        net.set("c", i, "down");
+        net.set("p", i, "down");
+    }
+
+    /// Cuts member `i` off from the others only: clients still reach it, and it answers
+    /// them from a state that no longer moves.
+    pub fn cut_from_peers(&self, i: usize) {
+        let net = self.net.as_ref().expect("a cluster in namespaces");
+        net.set("p", i, "down");
     }
 
     /// Joins a cut member again.
     pub fn heal(&self, i: usize) {
         let net = self.net.as_ref().expect("a cluster in namespaces");
-        let (code, out) = sh(&format!("ip link set {} up", net.outer(i)));
-        assert_eq!(code, 0, "{out}");
+        net.set("c", i, "up");
+        net.set("p", i, "up");
     }
 
     /// Whether member `i` answers and has a leader.
@@ -322,9 +350,19 @@ pub fn tool(args: &[&str]) -> (i32, String) {
 /// Every path under `root` with what `stat` says of it (kind, mode, owner, links, size, mtime),
 /// its bytes' digest and its extended attributes, sorted.
 pub fn describe_tree(root: &Path) -> String {
+    describe_tree_as(root, "%Y")
+}
+
+/// `describe_tree` with mtimes to the nanosecond: two mounts of one store in etcd show the
+/// same times exactly.
+pub fn describe_tree_exactly(root: &Path) -> String {
+    describe_tree_as(root, "%.9Y")
+}
+
+fn describe_tree_as(root: &Path, mtime: &str) -> String {
     let (code, out) = sh(&format!(
         "cd {} && find . -mindepth 1 | sort | while read -r f; do \
-           stat -c '%n %F %a %u:%g %h %s %Y' \"$f\"; \
+           stat -c '%n %F %a %u:%g %h %s {mtime}' \"$f\"; \
            [ -f \"$f\" ] && [ ! -L \"$f\" ] && md5sum < \"$f\"; \
            [ -L \"$f\" ] && readlink \"$f\"; \
            getfattr -h -d -m - \"$f\" 2>/dev/null | grep -v '^#' || true; \
