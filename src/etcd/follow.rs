@@ -163,8 +163,8 @@ impl Follower {
             }
         }
         let mut forget = Forget::default();
-        // Names that lead somewhere new, parents before children; then the nodes that stay,
-        // changed; then the names that go, children before parents.
+        // Names that lead somewhere new, parents before children; then the names that go,
+        // children before parents; then bytes and attributes.
         let mut todo: Vec<(NameAt, Fid)> = names
             .iter()
             .filter_map(|(n, to)| to.map(|f| (n.clone(), f)))
