@@ -2130,7 +2130,7 @@ fn differential(args: &[&str], sequences: u64, seed: u64) {
         }
         sh.done += 1;
         // Every eighth sequence: a clean stop and a new mount show the same state.
-        if sh.done % 8 == 0 {
+        if sh.done.is_multiple_of(8) {
             let (mnt, reference) = (&sh.env.mnt, &sh.tmpfs.path);
             let before = snapshot_dir(mnt);
             assert_eq!(before, snapshot_dir(reference), "before the remount");
