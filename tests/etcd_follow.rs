@@ -175,44 +175,53 @@ fn a_follower_reads_the_prefix_again_after_a_compaction_and_goes_on() {
     writer.stop_cleanly();
 }
 
-#[test]
-fn a_follower_whose_member_goes_silent_follows_through_another() {
-    let cluster = Cluster::start();
-    let url = cluster.url("silent");
+/// A writer and a follower that both use the first member; `disrupt` then makes that member
+/// useless to the follower in some way, and a change the writer makes (through another
+/// member) must show on the follower within 10 s; `restore` ends the disruption.
+fn follows_through_another(
+    cluster: &Cluster,
+    prefix: &str,
+    what: &str,
+    disrupt: impl Fn(&Cluster),
+    restore: impl Fn(&Cluster),
+) {
+    let url = cluster.url(prefix);
     let (w, f) = (Place::new(), Place::new());
     let writer = w.mount(&url, &[]).expect("mount");
     fs::write(w.path(&record_name(1)), "{\"v\": 1}").unwrap();
     let follower = f.mount(&url, &["--read-only"]).expect("read-only mount");
     same_trees(&w, &f, "at mount");
-    // Both mounts use the first member: stopped, it holds their connections and answers
-    // nothing. The writer's next save goes through another member; the follower's watch
-    // must move too.
-    cluster.freeze(0);
+    disrupt(cluster);
     write_file(&w.path(&record_name(1)), b"{\"v\": 2}").unwrap();
     fs::write(w.path("new.txt"), "n").unwrap();
-    same_trees(&w, &f, "with the follower's member stopped");
-    cluster.thaw(0);
+    same_trees(&w, &f, what);
+    restore(cluster);
     follower.stop_cleanly();
     writer.stop_cleanly();
 }
 
 #[test]
+fn a_follower_whose_member_goes_silent_follows_through_another() {
+    // Stopped, the member holds its connections and answers nothing.
+    follows_through_another(
+        &Cluster::start(),
+        "silent",
+        "with the follower's member stopped",
+        |c| c.freeze(0),
+        |c| c.thaw(0),
+    );
+}
+
+#[test]
 fn a_follower_whose_member_loses_its_peers_follows_through_another() {
-    let cluster = Cluster::start_in_namespaces();
-    let url = cluster.url("leaderless");
-    let (w, f) = (Place::new(), Place::new());
-    let writer = w.mount(&url, &[]).expect("mount");
-    fs::write(w.path(&record_name(1)), "{\"v\": 1}").unwrap();
-    let follower = f.mount(&url, &["--read-only"]).expect("read-only mount");
-    same_trees(&w, &f, "at mount");
-    // The first member, which both mounts use, loses its peers but not its clients: it
-    // answers (its progress too) from a state that no longer moves. Only its having no
-    // leader tells the follower to leave it.
-    cluster.cut_from_peers(0);
-    write_file(&w.path(&record_name(1)), b"{\"v\": 2}").unwrap();
-    fs::write(w.path("new.txt"), "n").unwrap();
-    same_trees(&w, &f, "with the follower's member cut off from its peers");
-    cluster.heal(0);
-    follower.stop_cleanly();
-    writer.stop_cleanly();
+    // Cut off from its peers but not from its clients, the member answers (its progress
+    // too) from a state that no longer moves: only its having no leader tells the follower
+    // to leave it.
+    follows_through_another(
+        &Cluster::start_in_namespaces(),
+        "leaderless",
+        "with the follower's member cut off from its peers",
+        |c| c.cut_from_peers(0),
+        |c| c.heal(0),
+    );
 }
