@@ -116,11 +116,19 @@ fn one_mount_serves_a_prefix_and_a_killed_ones_saves_are_all_there() {
     let (code, out) = tool(&["import", &url, records.to_str().unwrap()]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("served by a mount"), "{out}");
-    // A crash: the lock's lease ends within its time and the next mount takes the prefix.
+    // A crash: the lock's lease ends within its time and the next mount takes the prefix,
+    // and removes the dead one's cache.
+    let first_cache = cache_in(&first.mount_log());
     m.kill9();
+    assert!(first_cache.exists());
     let m2 = second
         .mount(&url, &[])
         .expect("a mount after the first died");
+    assert!(
+        !first_cache.exists(),
+        "the killed mount's cache {} stays",
+        first_cache.display()
+    );
     for i in 0..50 {
         let got = fs::read_to_string(second.path(&record_name(i))).unwrap();
         assert_eq!(got, format!("{{\"n\": {i}}}"), "record {i}");

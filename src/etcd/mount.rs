@@ -331,6 +331,7 @@ fn make_cache_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     // TMPDIR, or /tmp.
     let base = std::env::temp_dir();
+    remove_dead_caches(&base);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -340,6 +341,37 @@ fn make_cache_dir() -> Result<PathBuf> {
         .create(&dir)
         .map_err(|e| Error::io(format!("making the cache {}", dir.display()), &e))?;
     Ok(dir)
+}
+
+/// Removes the caches (ours, in `base`) of mounts whose daemon is gone: one killed never
+/// removed its own, and it holds a copy of the store's bytes.
+fn remove_dead_caches(base: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("recordfs-etcd."))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if gone && ours {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => info!("removed {}: its daemon is gone", entry.path().display()),
+                Err(e) => warn!("{}: not removed: {e}", entry.path().display()),
+            }
+        }
+    }
 }
 
 /// Makes `tree` in the empty store `fs` serves: directories before what they hold, a file
