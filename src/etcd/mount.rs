@@ -58,19 +58,27 @@ pub fn open(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
     );
     let (lease, lock_rev) = take_lock(&etcd, &who)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let opened = build(&etcd, url, lock_rev, opts);
-    match opened {
-        Ok((fs, cache)) => {
-            let keeper = keep_alive(url, lease, stop.clone())?;
-            Ok(EtcdMount {
-                fs,
-                url: url.clone(),
-                cache,
-                lease: Some(lease),
-                stop,
-                thread: Some(keeper),
-            })
+    // Kept alive from now on: building the cache of a large prefix takes longer than the
+    // lease lasts.
+    let opened = keep_alive(url, lease, stop.clone()).and_then(|keeper| {
+        match build(&etcd, url, lock_rev, opts) {
+            Ok((fs, cache)) => Ok((fs, cache, keeper)),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = keeper.join();
+                Err(e)
+            }
         }
+    });
+    match opened {
+        Ok((fs, cache, keeper)) => Ok(EtcdMount {
+            fs,
+            url: url.clone(),
+            cache,
+            lease: Some(lease),
+            stop,
+            thread: Some(keeper),
+        }),
         Err(e) => {
             let _ = etcd.revoke(lease);
             Err(e)
@@ -199,14 +207,10 @@ fn build(
             "{url} changed while the mount started; try again"
         ));
     }
+    // Connected before the cache is made, which nothing would remove after a failure here.
+    let shipper = Etcd::connect(url, MOUNT_TIMEOUT)?;
     let (fs, made, cache) = make_cache(&tree, opts)?;
-    let replica = EtcdReplica::new(
-        Etcd::connect(url, MOUNT_TIMEOUT)?,
-        lock_rev,
-        base,
-        &tree,
-        &made,
-    );
+    let replica = EtcdReplica::new(shipper, lock_rev, base, &tree, &made);
     fs.pipeline().ship_to(Arc::new(replica));
     info!(
         "{url}: {} nodes and {} names cached in {}",
