@@ -8,7 +8,9 @@
 # a store directory, through a mount of a prefix (`recordfs mount etcd://...`), and as plain
 # etcd puts through its HTTP gateway (etcd's own cost); and the time from a save's close on
 # one mount of a prefix to the version showing on a read-only mount of it (bench_visible.py,
-# 200 saves a round). Medians of ROUNDS, with every raw figure.
+# 200 saves a round). Then two mounts that both change one prefix: saves with 1 and 4
+# writers on each at once (each writer its own records), and the time from a save on one to
+# its version showing on the other. Medians of ROUNDS, with every raw figure.
 #   scripts/bench-etcd.sh [N] [ROUNDS] [SECS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ rounds=${2:-3}
 secs=${3:-3}
 . scripts/bench-lib.sh
 members=()
-trap 'set +e; grep -q " $work/follower " /proc/self/mounts && umount "$work/follower"; for p in "${members[@]}"; do kill -9 "$p"; done; cleanup' EXIT
+trap 'set +e; for m in follower second; do grep -q " $work/$m " /proc/self/mounts && umount "$work/$m"; done; for p in "${members[@]}"; do kill -9 "$p"; done; cleanup' EXIT
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 clients=()
 peers=()
@@ -89,6 +91,27 @@ for r in $(seq "$rounds"); do
   umount "$work/follower"
   umount "$mnt"
   for _ in $(seq 200); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.05; done
+  # Two mounts changing one prefix.
+  mkdir -p "$work/second"
+  for w in 1 4; do
+    "$bin" mount "etcd://$endpoints/two$r-$w" "$mnt" >/dev/null
+    "$bin" mount "etcd://$endpoints/two$r-$w" "$work/second" >/dev/null
+    python3 scripts/bench_load.py mount "$mnt" "$w" "$secs" update >"$work/two-a" &
+    python3 scripts/bench_load.py mount "$work/second" "$w" "$secs" update >"$work/two-b"
+    wait
+    res[saves-two-$w]+="$(python3 -c "print(round($(cat "$work/two-a") + $(cat "$work/two-b")))") "
+    umount "$work/second"
+    umount "$mnt"
+    for _ in $(seq 200); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.05; done
+  done
+  "$bin" mount "etcd://$endpoints/two$r-1" "$mnt" >/dev/null
+  "$bin" mount "etcd://$endpoints/two$r-1" "$work/second" >/dev/null
+  read -r p50 p99 _ <<<"$(python3 scripts/bench_visible.py "$mnt" "$work/second" 200)"
+  res[across-p50]+="$p50 "
+  res[across-p99]+="$p99 "
+  umount "$work/second"
+  umount "$mnt"
+  for _ in $(seq 200); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.05; done
   echo "round $r done" >&2
 done
 echo "== $n records of about 450 B, $rounds rounds interleaved, medians, seconds (3 etcd members on loopback, fresh ext4 on $loop)"
@@ -108,3 +131,8 @@ echo "== a save on one mount to its version on a read-only mount of the prefix, 
 for k in visible-p50 visible-p99; do
   printf '%-14s %8s   raw: %s\n' "$k" "$(median <<<"${res[$k]}")" "${res[$k]}"
 done
+echo "== two mounts changing one prefix: saves per second of both together (W writers on each), and a save on one to its version on the other, ms"
+for k in saves-two-1 saves-two-4 across-p50 across-p99; do
+  printf '%-14s %8s   raw: %s\n' "$k" "$(median <<<"${res[$k]}")" "${res[$k]}"
+done
+echo "two mounts, 1 writer each: $(ratio saves-two-1 saves-etcd-1)x one mount's 1 writer; 4 each: $(ratio saves-two-4 saves-etcd-8)x one mount's 8 writers"

@@ -291,8 +291,8 @@ live, or fails with the reason and exit status 2.")]
 pub struct MountArgs {
     /// The directory recordfs keeps the log and backing files in (created 0700 if
     /// missing; an empty directory is made a store; anything else is refused), or
-    /// etcd://HOST:PORT[,...]/PREFIX: a store in etcd (one mount changes it; read-only
-    /// mounts follow it).
+    /// etcd://HOST:PORT[,...]/PREFIX: a store in etcd (several mounts may change it; each
+    /// follows the others' changes).
     pub store: PathBuf,
     /// An existing directory to serve the store at.
     pub mountpoint: PathBuf,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::error::{err, Result};
-use crate::etcd::layout::{self, Name, Node, Tree, LOCK};
+use crate::etcd::layout::{self, Name, Node, Tree, MOUNTS};
 use crate::etcd::{Etcd, EtcdUrl, MAX_TXN_BYTES, MAX_TXN_OPS, TOOL_TIMEOUT};
 use crate::transfer::Record;
 use crate::types::{Fid, Kind};
@@ -42,19 +42,18 @@ struct Into {
     made: HashMap<String, Fid>,
     /// The pieces each file's bytes were in, as read.
     pieces: HashMap<Fid, Vec<String>>,
+    /// A mount that changes the store, if any (mounts follow what the import does, but
+    /// serve no file in pieces).
+    served: Option<String>,
 }
 
 impl Into {
     fn read(etcd: Etcd) -> Result<Into> {
         let (_, kvs) = etcd.get_all_at(b"")?;
-        if let Some(lock) = kvs.iter().find(|k| k.key == LOCK) {
-            return Err(err!(
-                EBUSY,
-                "{} is served by a mount ({}): change it through the mount",
-                etcd.url,
-                String::from_utf8_lossy(&lock.value)
-            ));
-        }
+        let served = kvs
+            .iter()
+            .find(|k| k.key.starts_with(MOUNTS))
+            .map(|k| String::from_utf8_lossy(&k.value).into_owned());
         let plain: Vec<(Vec<u8>, Vec<u8>)> = kvs
             .iter()
             .map(|k| (k.key.clone(), k.value.clone()))
@@ -81,6 +80,7 @@ impl Into {
             revs,
             made: HashMap::new(),
             pieces,
+            served,
         })
     }
 
@@ -126,6 +126,20 @@ impl Into {
     }
 
     fn import(&mut self, records: &[Record], dir: &str, replace: bool) -> (usize, Result<()>) {
+        let big = records.iter().find(|r| r.bytes.len() > layout::PIECE);
+        if let (Some(big), Some(who)) = (big, &self.served) {
+            return (
+                0,
+                Err(err!(
+                    EFBIG,
+                    "{}: {} bytes; a mount serves {} ({who}), and mounts serve files of at most {} bytes",
+                    big.name,
+                    big.bytes.len(),
+                    self.etcd.url,
+                    layout::PIECE
+                )),
+            );
+        }
         let dir = dir.trim_matches('/');
         let full = |r: &Record| match dir {
             "" => r.name.clone(),
@@ -202,10 +216,7 @@ impl Into {
                 names: vec![name],
             };
             let puts = layout::to_keys(&tree, |_, _| unreachable!("a directory has no pieces"));
-            match self
-                .etcd
-                .put_if(&[(key, 0), (LOCK.to_vec(), 0)], &puts, &[])
-            {
+            match self.etcd.put_if(&[(key, 0)], &puts, &[]) {
                 Ok(true) => {}
                 Ok(false) => return (0, Err(err!(EEXIST, "{path}: made by another meanwhile"))),
                 Err(e) => return (0, Err(e)),
@@ -222,8 +233,7 @@ impl Into {
         );
         let mut done = 0;
         while done < records.len() {
-            // Holds only while no mount serves the prefix (its view would not have it).
-            let mut expect = vec![(LOCK.to_vec(), 0)];
+            let mut expect = Vec::new();
             let mut puts = Vec::new();
             let mut deletes = Vec::new();
             let mut bytes = 0;

@@ -8,44 +8,43 @@
 //! it saw.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{error, info, warn};
 
 use super::layout::{self, Node, Tree};
-use super::{Change, Etcd, EtcdUrl, WatchEnd};
+use super::shared::Shared;
+use super::{Change, Etcd, EtcdUrl, WatchEnd, Watched};
 use crate::error::{err, Result};
 use crate::fs::{Invalidation, RecordFs, SetAttr};
 use crate::types::{Fid, Kind};
 
 /// A name in a directory, by etcd fids.
-type NameAt = (Fid, Vec<u8>);
+pub(super) type NameAt = (Fid, Vec<u8>);
 
-/// What the cache holds, as etcd said it at `revision`.
+/// What etcd holds, as of `Shared::revision` (the cache shows it, but for `Seen::dirty`
+/// keys).
 pub struct Follower {
-    fs: Arc<RecordFs>,
+    pub(super) fs: Arc<RecordFs>,
     url: EtcdUrl,
     /// Every name: its directory and name → the node it leads to (etcd fids).
-    names: HashMap<NameAt, Fid>,
+    pub(super) names: HashMap<NameAt, Fid>,
     /// Every node's `i/` value.
-    infos: HashMap<Fid, Vec<u8>>,
-    /// etcd fid → the cache's fid.
-    local: HashMap<Fid, Fid>,
-    /// The revision the cache is at, for whoever measures.
-    pub revision: Arc<AtomicI64>,
+    pub(super) infos: HashMap<Fid, Vec<u8>>,
+    /// Which node of the cache each etcd node is; the revision the cache is at.
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Follower {
-    /// `made`: the cache's fid of each node of `tree` (read at `revision`).
+    /// `tree` as read at `shared`'s revision.
     pub fn new(
         fs: Arc<RecordFs>,
         url: EtcdUrl,
         tree: &Tree,
         infos: HashMap<Fid, Vec<u8>>,
-        made: HashMap<Fid, Fid>,
-        revision: i64,
+        shared: Arc<Shared>,
     ) -> Follower {
         Follower {
             fs,
@@ -56,9 +55,14 @@ impl Follower {
                 .map(|n| ((n.dir, n.name.clone()), n.fid))
                 .collect(),
             infos,
-            local: made,
-            revision: Arc::new(AtomicI64::new(revision)),
+            shared,
         }
+    }
+
+    /// The cache's node for etcd node `fid`, while the cache has it.
+    pub(super) fn live(&self, fid: Fid) -> Option<Fid> {
+        let l = self.shared.fids.lock().local(fid)?;
+        self.fs.pipeline().inode(l).is_some().then_some(l)
     }
 
     /// Follows until `stop`: a watch, again from where it was after an error (half a second
@@ -68,20 +72,34 @@ impl Follower {
         // The member to try first: after a failure, the next one.
         let mut first = 0;
         while !stop.load(Ordering::Relaxed) {
-            let from = self.revision.load(Ordering::Relaxed) + 1;
+            let from = self.shared.revision() + 1;
             let connected = Etcd::connect_from(&self.url, super::MOUNT_TIMEOUT, first, true);
             if let Ok(etcd) = &connected {
                 first = etcd.member_in_use();
             }
             let ended = connected.and_then(|etcd| {
-                etcd.watch(from, stop, |rev, changes| self.apply(rev, changes))
-                    .map(|end| (etcd, end))
+                etcd.watch(from, stop, |w| match w {
+                    Watched::Revision(rev, changes) => self.take_in(rev, changes).map(|_| true),
+                    Watched::Tick => {
+                        self.settle();
+                        let clean = self.shared.seen.lock().dirty.is_empty();
+                        self.shared.release(clean);
+                        Ok(!self.can_catch_up())
+                    }
+                })
+                .map(|end| (etcd, end))
             });
             if ended.is_err() {
                 first += 1;
             }
             match ended {
                 Ok((_, WatchEnd::Stopped)) => return,
+                Ok((etcd, WatchEnd::Paused)) => {
+                    if let Err(e) = self.catch_up(&etcd) {
+                        warn!("{}: bringing changes in: {}", self.url, e.reason);
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
                 Ok((etcd, WatchEnd::Compacted(rev))) => {
                     info!("{}: history compacted to {rev}; reading it whole", self.url);
                     if let Err(e) = self.relist(&etcd) {
@@ -135,33 +153,13 @@ impl Follower {
                 });
             }
         }
-        self.apply(rev, changes)
+        self.take_in(rev, changes)
     }
 
-    /// Makes one revision's changes in the cache, then has the kernel forget what they
-    /// touched.
-    fn apply(&mut self, rev: i64, changes: Vec<Change>) -> Result<()> {
-        let mut names: Vec<(NameAt, Option<Fid>)> = Vec::new();
-        let mut infos: HashMap<Fid, Option<Vec<u8>>> = HashMap::new();
-        let mut data: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        for c in changes {
-            if let Some(rest) = c.key.strip_prefix(b"n/") {
-                if rest.len() < 18 || rest[16] != b'/' {
-                    continue;
-                }
-                let Ok(dir) = parse_fid(&rest[..16]) else {
-                    continue;
-                };
-                let to = c.value.as_deref().map(parse_fid).transpose()?;
-                names.push(((dir, rest[17..].to_vec()), to));
-            } else if let Some(fid) = c.key.strip_prefix(b"i/") {
-                infos.insert(parse_fid(fid)?, c.value);
-            } else if c.key.starts_with(b"d/") {
-                if let Some(v) = c.value {
-                    data.insert(c.key, v);
-                }
-            }
-        }
+    /// Makes one revision's changes in the cache (as the replica's own: `from_replica`),
+    /// then has the kernel forget what they touched.
+    pub(super) fn apply(&mut self, rev: i64, changes: &[Change]) -> Result<()> {
+        let (names, infos, data) = parse(changes)?;
         let mut forget = Forget::default();
         // Names that lead somewhere new, parents before children; then the names that go,
         // children before parents; then bytes and attributes.
@@ -177,7 +175,7 @@ impl Follower {
             let before = todo.len();
             let mut later = Vec::new();
             for (at, fid) in todo {
-                match self.local.get(&at.0) {
+                match self.live(at.0) {
                     Some(_) => self.name(
                         &at,
                         fid,
@@ -199,34 +197,34 @@ impl Follower {
             }
             todo = later;
         }
-        let mut gone: Vec<NameAt> = names
+        let gone: Vec<NameAt> = names
             .iter()
             .filter(|(n, to)| to.is_none() && self.names.contains_key(n) && !done_moves.contains(n))
             .map(|(n, _)| n.clone())
             .collect();
-        for _ in 0..64 {
-            let mut later = Vec::new();
-            for at in gone {
-                match self.unname(&at, &mut forget) {
-                    Err(e) if e.errno == libc::ENOTEMPTY => later.push(at),
-                    r => r?,
-                }
-            }
-            if later.is_empty() {
-                break;
-            }
-            gone = later;
-        }
+        self.unname_all(gone, &mut forget)?;
         // Bytes and attributes last: making and removing names changes the times of the
         // directories they are in, which must end as etcd says.
         for (fid, info) in &infos {
-            let (Some(info), Some(&l)) = (info, self.local.get(fid)) else {
+            let (Some(info), Some(l)) = (info, self.live(*fid)) else {
                 continue;
             };
             if self.infos.get(fid) != Some(info) {
                 self.refresh(*fid, l, info, &data, made.contains(fid), &mut forget)?;
             }
         }
+        self.note(changes, true)?;
+        self.fs.invalidate(Invalidation::Changed {
+            names: forget.names,
+            inodes: forget.inodes,
+        });
+        Ok(())
+    }
+
+    /// Takes `changes` as what etcd holds; `in_cache`: the cache shows them too (else the
+    /// nodes they remove stay known until it does).
+    pub(super) fn note(&mut self, changes: &[Change], in_cache: bool) -> Result<()> {
+        let (names, infos, _) = parse(changes)?;
         for (fid, info) in infos {
             match info {
                 Some(v) => {
@@ -234,7 +232,9 @@ impl Follower {
                 }
                 None => {
                     self.infos.remove(&fid);
-                    self.local.remove(&fid);
+                    if in_cache {
+                        self.shared.fids.lock().remove(fid);
+                    }
                 }
             }
         }
@@ -244,11 +244,6 @@ impl Follower {
                 None => self.names.remove(&at),
             };
         }
-        self.revision.store(rev, Ordering::Relaxed);
-        self.fs.invalidate(Invalidation::Changed {
-            names: forget.names,
-            inodes: forget.inodes,
-        });
         Ok(())
     }
 
@@ -267,10 +262,12 @@ impl Follower {
         forget: &mut Forget,
     ) -> Result<()> {
         let fs = self.fs.clone();
-        let dir = self.local[&at.0];
+        let dir = self
+            .live(at.0)
+            .ok_or_else(|| err!(EIO, "{}: no such directory", show(at)))?;
         let here = fs.lookup(dir, &at.1).ok().map(|s| s.ino);
         forget.names.push((dir, at.1.clone()));
-        if let Some(&l) = self.local.get(&fid) {
+        if let Some(l) = self.live(fid) {
             if here == Some(l) {
                 return Ok(());
             }
@@ -278,8 +275,8 @@ impl Follower {
             let from = names.iter().find(|(n, to)| {
                 self.names.get(n) == Some(&fid) && *to != Some(fid) && !moved.contains(n)
             });
-            if let Some((from, to)) = from {
-                let from_dir = self.local[&from.0];
+            let from_dir = from.and_then(|(f, _)| self.live(f.0));
+            if let (Some((from, to)), Some(from_dir)) = (from, from_dir) {
                 let swap = here.is_some() && *to == self.names.get(at).copied();
                 let flags = if swap { libc::RENAME_EXCHANGE } else { 0 };
                 fs.wait(fs.rename(from_dir, &from.1, dir, &at.1, flags)?)?;
@@ -290,7 +287,7 @@ impl Follower {
                 }
                 return Ok(());
             }
-            let (_, t) = self.beside(dir, &at.1, here, |name| fs.link(l, dir, name))?;
+            let (_, t) = self.beside((dir, &at.1), here, Some(l), |name| fs.link(l, dir, name))?;
             forget.inodes.push(l);
             return fs.wait(t);
         }
@@ -301,26 +298,42 @@ impl Follower {
                 show(at)
             )
         })?;
-        let node = node_of(fid, &value, data, None)?;
+        self.make_node((dir, &at.1), fid, &value, data, here)?;
+        made.insert(fid);
+        Ok(())
+    }
+
+    /// Makes etcd node `fid` (its `i/` value, its bytes in `data`) at `name` in `dir`,
+    /// beside the node `here` if any.
+    pub(super) fn make_node(
+        &mut self,
+        (dir, name): (Fid, &[u8]),
+        fid: Fid,
+        value: &[u8],
+        data: &HashMap<Vec<u8>, Vec<u8>>,
+        here: Option<Fid>,
+    ) -> Result<()> {
+        let fs = self.fs.clone();
+        let node = node_of(fid, value, data, None)?;
         let a = node.attrs;
-        let (ino, t) = self.beside(dir, &at.1, here, |name| match node.kind {
+        let (ino, t) = self.beside((dir, name), here, None, |name| match node.kind {
             Kind::Dir => fs.mkdir(dir, name, a.mode, a.uid, a.gid),
             Kind::Symlink => fs.symlink(dir, name, &node.bytes, a.uid, a.gid),
             Kind::File => fs.create_with(dir, name, a.mode, node.bytes.clone()),
         })?;
         fs.wait(t)?;
-        self.local.insert(fid, ino);
-        made.insert(fid);
+        self.shared.fids.lock().insert(fid, ino);
         set_attributes(&fs, ino, &node)
     }
 
     /// Makes a name with `make` at `name` in `dir`, or, when `here` holds another node,
     /// beside it and then moved over it (readers see the old node or the new, never none).
-    fn beside(
+    /// `linking`: the node `make` gives a further name, if it does.
+    pub(super) fn beside(
         &self,
-        dir: Fid,
-        name: &[u8],
+        (dir, name): (Fid, &[u8]),
         here: Option<Fid>,
+        linking: Option<Fid>,
         make: impl Fn(&[u8]) -> Result<(crate::fs::Stat, crate::fs::Ticket)>,
     ) -> Result<(Fid, crate::fs::Ticket)> {
         if here.is_none() {
@@ -328,6 +341,15 @@ impl Follower {
             return Ok((stat.ino, t));
         }
         let temp = format!(".recordfs-incoming.{}", std::process::id()).into_bytes();
+        // Left by an attempt cut short (a local commit came first: EINPROGRESS): moved on
+        // when it is the node to link (it may have no other name), else removed.
+        if let Ok(left) = self.fs.lookup(dir, &temp) {
+            if Some(left.ino) == linking {
+                let t = self.fs.rename(dir, &temp, dir, name, 0)?;
+                return Ok((left.ino, t));
+            }
+            self.fs.wait(self.fs.unlink(dir, &temp)?)?;
+        }
         let (stat, t) = make(&temp)?;
         self.fs.wait(t)?;
         let t = self.fs.rename(dir, &temp, dir, name, 0)?;
@@ -336,7 +358,7 @@ impl Follower {
 
     /// A node's bytes when they changed (not one `made` in this revision: it has them),
     /// then its attributes.
-    fn refresh(
+    pub(super) fn refresh(
         &self,
         fid: Fid,
         l: Fid,
@@ -360,8 +382,27 @@ impl Follower {
         set_attributes(fs, l, &node)
     }
 
+    /// Removes the names `gone`, children before parents (a directory not yet empty is
+    /// tried again after the others).
+    pub(super) fn unname_all(&mut self, mut gone: Vec<NameAt>, forget: &mut Forget) -> Result<()> {
+        for _ in 0..64 {
+            let mut later = Vec::new();
+            for at in gone {
+                match self.unname(&at, forget) {
+                    Err(e) if e.errno == libc::ENOTEMPTY => later.push(at),
+                    r => r?,
+                }
+            }
+            if later.is_empty() {
+                break;
+            }
+            gone = later;
+        }
+        Ok(())
+    }
+
     fn unname(&mut self, at: &NameAt, forget: &mut Forget) -> Result<()> {
-        let Some(&dir) = self.local.get(&at.0) else {
+        let Some(dir) = self.live(at.0) else {
             return Ok(());
         };
         let fs = &self.fs;
@@ -379,11 +420,46 @@ impl Follower {
     }
 }
 
+/// Changes as names (None: gone), `i/` values (None: gone), and `d/` values, by key.
+type Parsed = (
+    Vec<(NameAt, Option<Fid>)>,
+    HashMap<Fid, Option<Vec<u8>>>,
+    HashMap<Vec<u8>, Vec<u8>>,
+);
+
+fn parse(changes: &[Change]) -> Result<Parsed> {
+    let mut names: Vec<(NameAt, Option<Fid>)> = Vec::new();
+    let mut infos: HashMap<Fid, Option<Vec<u8>>> = HashMap::new();
+    let mut data: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    for c in changes {
+        if let Some(at) = name_at(&c.key) {
+            let to = c.value.as_deref().map(parse_fid).transpose()?;
+            names.push((at, to));
+        } else if let Some(fid) = c.key.strip_prefix(b"i/") {
+            infos.insert(parse_fid(fid)?, c.value.clone());
+        } else if c.key.starts_with(b"d/") {
+            if let Some(v) = &c.value {
+                data.insert(c.key.clone(), v.clone());
+            }
+        }
+    }
+    Ok((names, infos, data))
+}
+
+/// The name an `n/` key is.
+pub(super) fn name_at(key: &[u8]) -> Option<NameAt> {
+    let rest = key.strip_prefix(b"n/")?;
+    if rest.len() < 18 || rest[16] != b'/' {
+        return None;
+    }
+    Some((parse_fid(&rest[..16]).ok()?, rest[17..].to_vec()))
+}
+
 /// What the kernel is told to forget after a revision.
 #[derive(Default)]
-struct Forget {
-    names: Vec<(Fid, Vec<u8>)>,
-    inodes: Vec<Fid>,
+pub(super) struct Forget {
+    pub(super) names: Vec<(Fid, Vec<u8>)>,
+    pub(super) inodes: Vec<Fid>,
 }
 
 /// The node an `i/` value describes, its bytes from this revision's `d/` keys, else (a node
@@ -439,7 +515,7 @@ pub(super) fn set_attributes(fs: &RecordFs, l: Fid, node: &Node) -> Result<()> {
     fs.wait(fs.setattr(l, None, set)?.1)
 }
 
-fn parse_fid(s: &[u8]) -> Result<Fid> {
+pub(super) fn parse_fid(s: &[u8]) -> Result<Fid> {
     std::str::from_utf8(s)
         .ok()
         .filter(|s| s.len() == 16)
@@ -447,7 +523,7 @@ fn parse_fid(s: &[u8]) -> Result<Fid> {
         .ok_or_else(|| err!(EIO, "not a fid: {}", String::from_utf8_lossy(s)))
 }
 
-fn show(at: &NameAt) -> String {
+pub(super) fn show(at: &NameAt) -> String {
     format!("n/{:016x}/{}", at.0, String::from_utf8_lossy(&at.1))
 }
 
@@ -457,7 +533,9 @@ pub fn start(follower: Follower, stop: Arc<AtomicBool>) -> Result<std::thread::J
     std::thread::Builder::new()
         .name("recordfs-follow".into())
         .spawn(move || {
+            let shared = follower.shared.clone();
             follower.run(&stop);
+            shared.release(true);
             if !stop.load(Ordering::Relaxed) {
                 error!("{url}: no longer following");
             }

@@ -217,9 +217,20 @@ pub fn fid_value(fid: Fid) -> Vec<u8> {
     fid_hex(fid).into_bytes()
 }
 
-/// The key a mount holds while it serves the store (`etcd::mount`), with a lease: its value
-/// says who.
-pub const LOCK: &[u8] = b"lock";
+/// Where each mount that changes the store says so (`etcd::mount`): a key of its own under
+/// its lease, whose value says who.
+pub const MOUNTS: &[u8] = b"mounts/";
+
+/// The kind an `i/` value says.
+pub fn info_kind(value: &[u8]) -> Option<Kind> {
+    let v: Value = serde_json::from_slice(value).ok()?;
+    match v["kind"].as_str()? {
+        "file" => Some(Kind::File),
+        "dir" => Some(Kind::Dir),
+        "symlink" => Some(Kind::Symlink),
+        _ => None,
+    }
+}
 
 /// The tree the keys hold (the prefix taken off), checked: every name names a node, every
 /// node's bytes are whole (their size and checksum), the root is a directory. An error names
@@ -337,7 +348,10 @@ pub fn problems(kvs: &[(Vec<u8>, Vec<u8>)]) -> (Option<Tree>, Vec<String>) {
         } else if key.starts_with(b"p/") {
             !pieces.contains(key)
         } else {
-            !(key == b"meta" || key == LOCK || key.starts_with(b"i/") || key.starts_with(b"n/"))
+            !(key == b"meta"
+                || key.starts_with(MOUNTS)
+                || key.starts_with(b"i/")
+                || key.starts_with(b"n/"))
         };
         if unreached {
             out.push(format!("{show}: nothing in the store reaches it"));

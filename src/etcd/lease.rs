@@ -1,5 +1,7 @@
-//! The calls a mount of a prefix makes beyond reads and writes: a lock under a lease, kept
-//! alive, and a watch of every key (`mount.rs`, `follow.rs`).
+//! The calls a mount of a prefix makes beyond reads and writes: a key under a lease, kept
+//! alive, the transactions its commits become (each holding only if none of its keys
+//! changed since the mount last saw them), and a watch of every key (`mount.rs`,
+//! `replica.rs`, `follow.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,56 +26,131 @@ pub struct Change {
 /// Why `Etcd::watch` ended without an error.
 pub enum WatchEnd {
     Stopped,
+    /// The caller said so (to make calls of its own: none may be made from within a watch).
+    Paused,
     /// etcd no longer keeps the history asked for: it starts at this revision.
     Compacted(i64),
 }
 
-/// What `Etcd::take_lock` found.
-pub enum Locked {
-    Taken {
-        lease: i64,
-        revision: i64,
-    },
-    /// Someone holds it: the key's value.
-    Held(Vec<u8>),
+/// A key as a transaction that did not hold found it: its mod revision (0: absent), value.
+pub struct KeyNow {
+    pub key: Vec<u8>,
+    pub mod_revision: i64,
+    pub value: Option<Vec<u8>>,
+}
+
+/// What `Etcd::txn_unless_changed` did.
+pub enum Txned {
+    /// Done, at this revision.
+    Done(i64),
+    /// Some key changed after its bound: every compared key as it is now.
+    Changed(Vec<KeyNow>),
+}
+
+/// What a watch gives its caller.
+pub enum Watched {
+    /// One revision's changes (a transaction's, whole and in order).
+    Revision(i64, Vec<Change>),
+    /// Nothing for a while (at least every 200 ms).
+    Tick,
 }
 
 impl Etcd {
-    /// Puts `value` at `rest` under a new lease of `ttl` seconds if no one holds the key:
-    /// the lease and the key's revision, or who holds it (the value there).
-    pub fn take_lock(&self, rest: &[u8], value: &[u8], ttl: i64) -> Result<Locked> {
+    /// Puts `value` at `rest` under a new lease of `ttl` seconds: the lease.
+    pub fn put_leased(&self, rest: &[u8], value: &[u8], ttl: i64) -> Result<i64> {
         let lease = self.call("granting a lease", |mut c| async move {
             Ok(c.lease_grant(ttl, None).await?.id())
         })?;
         let key = self.key(rest);
-        let taken = self.call_as("taking a lock", false, |mut c| {
-            let put = TxnOp::put(
-                key.clone(),
-                value.to_vec(),
-                Some(PutOptions::new().with_lease(lease)),
-            );
+        let put = self.call("registering a mount", |mut c| {
+            let (key, value) = (key.clone(), value.to_vec());
+            async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await?;
+                Ok(())
+            }
+        });
+        match put {
+            Ok(()) => Ok(lease),
+            Err(e) => {
+                let _ = self.revoke(lease);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts and deletes keys in one transaction that holds only if none of the keys of
+    /// `bounds` changed after its bound (mod revision at most it: a key this mount saw as of
+    /// that revision) and each of `existing` is still there (a deleted key's mod revision
+    /// is 0, which no bound catches). Safe to send twice (after no answer, to another
+    /// member): its puts say what keys hold, and a second one that finds them changed by the
+    /// first says so.
+    pub fn txn_unless_changed(
+        &self,
+        bounds: &[(Vec<u8>, i64)],
+        existing: &[Vec<u8>],
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deletes: &[Vec<u8>],
+    ) -> Result<Txned> {
+        let mut compares: Vec<Compare> = bounds
+            .iter()
+            .map(|(k, rev)| Compare::mod_revision(self.key(k), CompareOp::Less, rev + 1))
+            .collect();
+        compares.extend(
+            existing
+                .iter()
+                .map(|k| Compare::version(self.key(k), CompareOp::Greater, 0)),
+        );
+        let gets: Vec<TxnOp> = bounds
+            .iter()
+            .map(|(k, _)| TxnOp::get(self.key(k), None))
+            .collect();
+        let ops = self.txn_ops(puts, deletes);
+        let cut = self.url.prefix.len();
+        let (done, revision, found) = self.call_as("a transaction", true, |mut c| {
             let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([put])
-                .or_else([TxnOp::get(key.clone(), None)]);
+                .when(compares.clone())
+                .and_then(ops.clone())
+                .or_else(gets.clone());
             async move {
                 let r = c.txn(txn).await?;
                 let revision = r.header().map_or(0, |h| h.revision());
-                let holder = r.op_responses().into_iter().find_map(|op| match op {
-                    TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                    _ => None,
-                });
-                Ok((r.succeeded(), revision, holder))
+                let found: Vec<(Vec<u8>, i64, Vec<u8>)> = r
+                    .op_responses()
+                    .into_iter()
+                    .filter_map(|op| match op {
+                        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| {
+                            (
+                                kv.key()[cut..].to_vec(),
+                                kv.mod_revision(),
+                                kv.value().to_vec(),
+                            )
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                Ok((r.succeeded(), revision, found))
             }
-        });
-        match taken {
-            Ok((true, revision, _)) => Ok(Locked::Taken { lease, revision }),
-            other => {
-                let _ = self.revoke(lease);
-                let (_, _, holder) = other?;
-                Ok(Locked::Held(holder.unwrap_or_default()))
-            }
+        })?;
+        if done {
+            return Ok(Txned::Done(revision));
         }
+        let now = bounds
+            .iter()
+            .map(|(k, _)| match found.iter().find(|(fk, _, _)| fk == k) {
+                Some((_, rev, v)) => KeyNow {
+                    key: k.clone(),
+                    mod_revision: *rev,
+                    value: Some(v.clone()),
+                },
+                None => KeyNow {
+                    key: k.clone(),
+                    mod_revision: 0,
+                    value: None,
+                },
+            })
+            .collect();
+        Ok(Txned::Changed(now))
     }
 
     /// Renews a lease once; ENOENT when it has expired.
@@ -93,15 +170,16 @@ impl Etcd {
     }
 
     /// Watches every key of the store from revision `from` on, calling `apply` with each
-    /// revision's changes (a transaction's, whole and in order), until `stop` is set (looked
-    /// at every 200 ms), etcd no longer keeps the history from `from` (`Compacted`), or the
-    /// member fails or `apply` does (an error). Not bounded by the client's deadline: a
-    /// watch waits as long as nothing changes.
+    /// revision's changes, and with `Tick` at least every 200 ms, until `stop` is set
+    /// (looked at as often), `apply` answers false after a `Tick` (`Paused`), etcd no
+    /// longer keeps the history from `from` (`Compacted`), or the member fails or `apply`
+    /// does (an error). Not bounded by the client's deadline: a watch waits as long as
+    /// nothing changes.
     pub fn watch(
         &self,
         from: i64,
         stop: &AtomicBool,
-        mut apply: impl FnMut(i64, Vec<Change>) -> Result<()>,
+        mut apply: impl FnMut(Watched) -> Result<bool>,
     ) -> Result<WatchEnd> {
         let prefix = self.key(b"");
         let cut = self.url.prefix.len();
@@ -134,7 +212,10 @@ impl Etcd {
                 }
                 let tick = Duration::from_millis(200);
                 let r = match tokio::time::timeout(tick, stream.message()).await {
-                    Err(_) => continue,
+                    Err(_) => match apply(Watched::Tick)? {
+                        true => continue,
+                        false => return Ok(WatchEnd::Paused),
+                    },
                     Ok(Err(e)) => return Err(from_etcd(&what, &e)),
                     Ok(Ok(None)) => return Err(err!(EIO, "{what}: the watch ended")),
                     Ok(Ok(Some(r))) => r,
@@ -151,7 +232,7 @@ impl Etcd {
                 for ev in r.events() {
                     let Some(kv) = ev.kv() else { continue };
                     if kv.mod_revision() != at && !group.is_empty() {
-                        apply(at, std::mem::take(&mut group))?;
+                        apply(Watched::Revision(at, std::mem::take(&mut group)))?;
                     }
                     at = kv.mod_revision();
                     group.push(Change {
@@ -163,7 +244,10 @@ impl Etcd {
                     });
                 }
                 if !group.is_empty() {
-                    apply(at, group)?;
+                    apply(Watched::Revision(at, group))?;
+                }
+                if !apply(Watched::Tick)? {
+                    return Ok(WatchEnd::Paused);
                 }
             }
         })

@@ -5,12 +5,14 @@
 //! thread and blocks on it, so callers stay plain functions and every wait has a deadline:
 //! during an outage a call fails with ETIMEDOUT (or EIO) within `timeout`, never hangs.
 
+mod converge;
 mod follow;
 mod lease;
-pub use lease::{Change, Locked, WatchEnd};
+pub use lease::{Change, KeyNow, Txned, WatchEnd, Watched};
 pub mod layout;
 pub mod mount;
 mod replica;
+mod shared;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -427,15 +429,21 @@ impl Etcd {
                 r => Compare::mod_revision(self.key(k), CompareOp::Equal, *r),
             })
             .collect();
+        let ops = self.txn_ops(puts, deletes);
+        self.call_as("a transaction", again, |mut c| {
+            let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
+            async move { Ok(c.txn(txn).await?.succeeded()) }
+        })
+    }
+
+    /// A transaction's puts, then its deletes.
+    fn txn_ops(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Vec<TxnOp> {
         let mut ops: Vec<TxnOp> = puts
             .iter()
             .map(|(k, v)| TxnOp::put(self.key(k), v.clone(), None))
             .collect();
         ops.extend(deletes.iter().map(|k| TxnOp::delete(self.key(k), None)));
-        self.call_as("a transaction", again, |mut c| {
-            let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
-            async move { Ok(c.txn(txn).await?.succeeded()) }
-        })
+        ops
     }
 
     fn put_txn(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {

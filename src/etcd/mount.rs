@@ -2,11 +2,12 @@
 //! "A store in etcd", "The mount").
 //!
 //! The mount serves a local store that caches the prefix (a fresh one, in a private
-//! directory, built from every key read at one revision) and ships every commit to etcd
-//! before it is acknowledged (`replica.rs`, `pipeline::Replica`). Only one mount serves a
-//! prefix at a time: it holds the `lock` key under a lease it keeps alive, and every
-//! transaction it makes holds only while that key is the one it put (a mount cut off long
-//! enough to lose its lease cannot overwrite the next one's work).
+//! directory, built from every key read at one revision). It follows every change made to
+//! the prefix from that revision on (`follow.rs`), and, unless read-only, ships every commit
+//! to etcd before it is acknowledged (`replica.rs`, `pipeline::Replica`). Several mounts may
+//! change one prefix: each says so under a key of its own (`mounts/...`, under a lease it
+//! keeps alive), takes a block of fids of its own, and its transactions hold only if none
+//! of their keys changed since it saw them (`shared.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,50 +20,60 @@ use log::{error, info, warn};
 use serde_json::{json, Value};
 
 use super::follow::{set_attributes, Follower};
-use super::layout::{self, Name, Node, Tree, LOCK};
+use super::layout::{self, Name, Node, Tree, MOUNTS};
 use super::replica::EtcdReplica;
-use super::{Etcd, EtcdUrl, Locked, FID_BLOCK, MOUNT_TIMEOUT};
+use super::shared::{Fids, Shared};
+use super::{Etcd, EtcdUrl, FID_BLOCK, MOUNT_TIMEOUT};
 use crate::error::{err, Error, Result};
 use crate::fs::RecordFs;
 use crate::options::Options;
 use crate::types::{Attrs, Fid, Kind, Time, ROOT};
 
-/// The lease on `lock`, in seconds: a mount whose daemon died holds the prefix this long.
+/// The lease on a mount's key, in seconds: a mount whose daemon died is listed this long.
 pub const LEASE_SECS: i64 = 5;
 
-/// A live mount's hold on its prefix: the cache it serves, and the lease it keeps (a mount
-/// that changes the prefix) or the watch it follows (a read-only one).
+/// How many times a mount reads the prefix again when `meta` moved before it took its
+/// block of fids (another mount took one first).
+const BLOCK_TRIES: usize = 5;
+
+/// A live mount's hold on its prefix: the cache it serves, the watch it follows, and the
+/// lease it keeps (a mount that changes the prefix).
 pub struct EtcdMount {
     pub fs: Arc<RecordFs>,
     pub url: EtcdUrl,
     cache: PathBuf,
     lease: Option<i64>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// Opens `url` for a mount: takes its lock (waiting up to a lease's time for a mount that
-/// died to lose it), builds the cache, and ships commits from then on. A read-only mount
-/// takes no lock: it follows the prefix (`follow.rs`).
+/// Opens `url` for a mount: says so under a lease (unless read-only), builds the cache,
+/// follows the prefix, and ships commits from then on.
 pub fn open(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
+    let stop = Arc::new(AtomicBool::new(false));
     if opts.read_only {
-        return open_following(url, opts);
+        return open_cache(url, opts, None, stop);
     }
     let etcd = Etcd::connect(url, MOUNT_TIMEOUT)?;
-    let who = format!(
-        "pid {} on {}",
-        std::process::id(),
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default()
-    );
-    let (lease, lock_rev) = take_lock(&etcd, &who)?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = [MOUNTS, format!("{host}.{pid}.{nanos}").as_bytes()].concat();
+    let who = format!("pid {pid} on {host}");
+    let lease = etcd.put_leased(&key, who.as_bytes(), LEASE_SECS)?;
     // Kept alive from now on: building the cache of a large prefix takes longer than the
     // lease lasts.
     let opened = keep_alive(url, lease, stop.clone()).and_then(|keeper| {
-        match build(&etcd, url, lock_rev, opts) {
-            Ok((fs, cache)) => Ok((fs, cache, keeper)),
+        match open_cache(url, opts, Some(&etcd), stop.clone()) {
+            Ok(mut m) => {
+                m.lease = Some(lease);
+                m.threads.push(keeper);
+                Ok(m)
+            }
             Err(e) => {
                 stop.store(true, Ordering::Relaxed);
                 let _ = keeper.join();
@@ -70,35 +81,25 @@ pub fn open(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
             }
         }
     });
-    match opened {
-        Ok((fs, cache, keeper)) => Ok(EtcdMount {
-            fs,
-            url: url.clone(),
-            cache,
-            lease: Some(lease),
-            stop,
-            thread: Some(keeper),
-        }),
-        Err(e) => {
-            let _ = etcd.revoke(lease);
-            Err(e)
-        }
+    if opened.is_err() {
+        let _ = etcd.revoke(lease);
     }
+    opened
 }
 
 impl EtcdMount {
-    /// After the store's shutdown (which shipped what it could): lets the prefix go and
-    /// removes the cache.
+    /// After the store's shutdown (which shipped what it could): stops following, ends the
+    /// lease (its key goes) and removes the cache.
     pub fn close(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(k) = self.thread.take() {
-            let _ = k.join();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
         if let Some(lease) = self.lease {
             match Etcd::connect(&self.url, MOUNT_TIMEOUT).and_then(|e| e.revoke(lease)) {
-                Ok(()) => info!("{}: lock released", self.url),
+                Ok(()) => info!("{}: no longer listed as a mount", self.url),
                 Err(e) => warn!(
-                    "{}: the lock stays until its lease ends ({LEASE_SECS} s): {}",
+                    "{}: the mount stays listed until its lease ends ({LEASE_SECS} s): {}",
                     self.url, e.reason
                 ),
             }
@@ -109,27 +110,9 @@ impl EtcdMount {
     }
 }
 
-fn take_lock(etcd: &Etcd, who: &str) -> Result<(i64, i64)> {
-    let until = Instant::now() + Duration::from_secs(LEASE_SECS as u64 + 2);
-    loop {
-        match etcd.take_lock(LOCK, who.as_bytes(), LEASE_SECS)? {
-            Locked::Taken { lease, revision } => return Ok((lease, revision)),
-            Locked::Held(by) if Instant::now() >= until => {
-                return Err(err!(
-                    EBUSY,
-                    "{} is served by another mount ({}); one mount serves a prefix at a time",
-                    etcd.url,
-                    String::from_utf8_lossy(&by)
-                ))
-            }
-            Locked::Held(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
 /// Renews the lease a third of its time apart until `stop`. A lease that ended (the
-/// cluster did not hear from this mount in time) is not taken again: the next commit's
-/// transaction fails its compare and the mount turns read-only.
+/// cluster did not hear from this mount in time) only unlists the mount: its transactions
+/// hold by what they compare, not by the lease.
 fn keep_alive(url: &EtcdUrl, lease: i64, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
     let etcd = Etcd::connect(url, Duration::from_secs(LEASE_SECS as u64))?;
     std::thread::Builder::new()
@@ -146,7 +129,10 @@ fn keep_alive(url: &EtcdUrl, lease: i64, stop: Arc<AtomicBool>) -> Result<JoinHa
                 match etcd.keep_alive(lease) {
                     Ok(()) => {}
                     Err(e) if e.errno == libc::ENOENT => {
-                        error!("{}: the lease ended; commits are refused", etcd.url);
+                        error!(
+                            "{}: the lease ended; this mount is no longer listed",
+                            etcd.url
+                        );
                         return;
                     }
                     Err(e) => warn!("{}: renewing the lease: {}", etcd.url, e.reason),
@@ -156,69 +142,139 @@ fn keep_alive(url: &EtcdUrl, lease: i64, stop: Arc<AtomicBool>) -> Result<JoinHa
         .map_err(|e| Error::io("starting the lease thread", &e))
 }
 
-/// Reads the prefix (making a new store of an empty one), takes a block of fids, builds
-/// the cache and attaches the replica.
-fn build(
-    etcd: &Etcd,
-    url: &EtcdUrl,
-    lock_rev: i64,
-    opts: Options,
-) -> Result<(Arc<RecordFs>, PathBuf)> {
-    let (_, keys) = etcd.get_all_at(b"")?;
-    let meta = keys.iter().find(|k| k.key == b"meta");
-    let (tree, next_fid, meta_rev) = match meta {
-        Some(m) => {
-            let kvs: Vec<(Vec<u8>, Vec<u8>)> = keys
-                .iter()
-                .map(|k| (k.key.clone(), k.value.clone()))
-                .collect();
-            let tree = layout::from_keys(&kvs)?;
-            let v: Value = serde_json::from_slice(&m.value).map_err(|e| err!(EIO, "meta: {e}"))?;
-            let next = v["next_fid"]
-                .as_u64()
-                .ok_or_else(|| err!(EIO, "meta: no next_fid"))?;
-            (tree, next, m.mod_revision)
+/// What a mount starts from: the tree read at `revision`, every node's `i/` value, and the
+/// first fid of the block it took (a mount that changes the prefix).
+struct Start {
+    tree: Tree,
+    infos: HashMap<Fid, Vec<u8>>,
+    revision: i64,
+    base: Fid,
+}
+
+/// Reads the prefix; `taking` (a mount that changes it) makes a new store of an empty
+/// one and takes a block of fids from `meta`.
+fn read_start(etcd: &Etcd, url: &EtcdUrl, taking: bool) -> Result<Start> {
+    for _ in 0..BLOCK_TRIES {
+        let (revision, keys) = etcd.get_all_at(b"")?;
+        let meta = keys.iter().find(|k| k.key == b"meta");
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .map(|k| (k.key.clone(), k.value.clone()))
+            .collect();
+        let infos: HashMap<Fid, Vec<u8>> = kvs
+            .iter()
+            .filter_map(|(k, v)| {
+                let fid = std::str::from_utf8(k.strip_prefix(b"i/")?).ok()?;
+                Some((u64::from_str_radix(fid, 16).ok()?, v.clone()))
+            })
+            .collect();
+        let (tree, next_fid, meta_rev) = match meta {
+            Some(m) => {
+                let tree = layout::from_keys(&kvs)?;
+                let v: Value =
+                    serde_json::from_slice(&m.value).map_err(|e| err!(EIO, "meta: {e}"))?;
+                let next = v["next_fid"]
+                    .as_u64()
+                    .ok_or_else(|| err!(EIO, "meta: no next_fid"))?;
+                (tree, next, m.mod_revision)
+            }
+            None if taking && keys.iter().all(|k| k.key.starts_with(MOUNTS)) => {
+                (new_tree(), ROOT + 1, 0)
+            }
+            None => {
+                return Err(err!(
+                    EIO,
+                    "{url} holds keys but no meta: not a store (a migration that did not finish?)"
+                ))
+            }
+        };
+        if !taking {
+            return Ok(Start {
+                tree,
+                infos,
+                revision,
+                base: 0,
+            });
         }
-        None if keys.iter().all(|k| k.key == LOCK) => (new_tree(), ROOT + 1, 0),
+        let base = next_fid;
+        let end = base
+            .checked_add(FID_BLOCK)
+            .ok_or_else(|| err!(ENOSPC, "{url}: no fids left"))?;
+        let meta_value = json!({"format": layout::FORMAT, "next_fid": end}).to_string();
+        let mut puts = vec![(b"meta".to_vec(), meta_value.into_bytes())];
+        if meta.is_none() {
+            puts.extend(layout::to_keys(&tree, |_, _| String::new()));
+        }
+        if etcd.put_if(&[(b"meta".to_vec(), meta_rev)], &puts, &[])? {
+            return Ok(Start {
+                tree,
+                infos,
+                revision,
+                base,
+            });
+        }
+    }
+    Err(err!(
+        EBUSY,
+        "{url}: other mounts kept taking fids while this one started; try again"
+    ))
+}
+
+/// Reads the prefix, builds the cache and starts following (and, with `etcd`, shipping:
+/// a mount that changes the prefix).
+fn open_cache(
+    url: &EtcdUrl,
+    opts: Options,
+    etcd: Option<&Etcd>,
+    stop: Arc<AtomicBool>,
+) -> Result<EtcdMount> {
+    let reader;
+    let etcd = match etcd {
+        Some(e) => e,
         None => {
-            return Err(err!(
-                EIO,
-                "{url} holds keys but no meta: not a store (a migration that did not finish?)"
-            ))
+            reader = Etcd::connect(url, MOUNT_TIMEOUT)?;
+            &reader
         }
     };
-    servable(url, &tree, &opts)?;
-    let base = next_fid;
-    let end = base
-        .checked_add(FID_BLOCK)
-        .ok_or_else(|| err!(ENOSPC, "{url}: no fids left"))?;
-    let meta_value = json!({"format": layout::FORMAT, "next_fid": end}).to_string();
-    let mut puts = vec![(b"meta".to_vec(), meta_value.into_bytes())];
-    if meta.is_none() {
-        puts.extend(layout::to_keys(&tree, |_, _| String::new()));
-    }
-    if !etcd.put_if(
-        &[(LOCK.to_vec(), lock_rev), (b"meta".to_vec(), meta_rev)],
-        &puts,
-        &[],
-    )? {
-        return Err(err!(
-            EBUSY,
-            "{url} changed while the mount started; try again"
-        ));
-    }
+    let taking = !opts.read_only;
+    let start = read_start(etcd, url, taking)?;
+    servable(url, &start.tree, &opts)?;
     // Connected before the cache is made, which nothing would remove after a failure here.
-    let shipper = Etcd::connect(url, MOUNT_TIMEOUT)?;
-    let (fs, made, cache) = make_cache(&tree, opts)?;
-    let replica = EtcdReplica::new(shipper, lock_rev, base, &tree, &made);
-    fs.pipeline().ship_to(Arc::new(replica));
+    let shipper = match taking {
+        true => Some(Etcd::connect(url, MOUNT_TIMEOUT)?),
+        false => None,
+    };
+    let (fs, made, cache) = make_cache(&start.tree, opts)?;
+    let fs = Arc::new(fs);
+    let shared = Arc::new(Shared::new(Fids::new(&made, start.base), start.revision));
+    if let Some(shipper) = shipper {
+        let replica = EtcdReplica::new(shipper, shared.clone(), &start.tree, &made);
+        fs.pipeline().ship_to(Arc::new(replica));
+    }
+    let follower = Follower::new(fs.clone(), url.clone(), &start.tree, start.infos, shared);
+    let thread = match super::follow::start(follower, stop.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = fs.shutdown();
+            let _ = std::fs::remove_dir_all(&cache);
+            return Err(e);
+        }
+    };
     info!(
-        "{url}: {} nodes and {} names cached in {}",
-        tree.nodes.len(),
-        tree.names.len(),
-        cache.display()
+        "{url}: {} nodes and {} names cached in {}, following from revision {}",
+        start.tree.nodes.len(),
+        start.tree.names.len(),
+        cache.display(),
+        start.revision
     );
-    Ok((Arc::new(fs), cache))
+    Ok(EtcdMount {
+        fs,
+        url: url.clone(),
+        cache,
+        lease: None,
+        stop,
+        threads: vec![thread],
+    })
 }
 
 /// A file in pieces would need transactions that put its pieces first (FORMAT.md): not
@@ -263,48 +319,6 @@ fn make_cache(tree: &Tree, opts: Options) -> Result<(RecordFs, HashMap<Fid, Fid>
             Err(e)
         }
     }
-}
-
-/// A read-only mount: the cache built from one revision, then the watch from the next.
-fn open_following(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
-    let etcd = Etcd::connect(url, MOUNT_TIMEOUT)?;
-    let (rev, keys) = etcd.get_all_at(b"")?;
-    let kvs: Vec<(Vec<u8>, Vec<u8>)> = keys.into_iter().map(|k| (k.key, k.value)).collect();
-    let tree = layout::from_keys(&kvs)?;
-    servable(url, &tree, &opts)?;
-    let infos: HashMap<Fid, Vec<u8>> = kvs
-        .iter()
-        .filter_map(|(k, v)| {
-            let fid = std::str::from_utf8(k.strip_prefix(b"i/")?).ok()?;
-            Some((u64::from_str_radix(fid, 16).ok()?, v.clone()))
-        })
-        .collect();
-    let (fs, made, cache) = make_cache(&tree, opts)?;
-    let fs = Arc::new(fs);
-    let follower = Follower::new(fs.clone(), url.clone(), &tree, infos, made, rev);
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = match super::follow::start(follower, stop.clone()) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = fs.shutdown();
-            let _ = std::fs::remove_dir_all(&cache);
-            return Err(e);
-        }
-    };
-    info!(
-        "{url}: {} nodes and {} names cached in {}, following from revision {rev}",
-        tree.nodes.len(),
-        tree.names.len(),
-        cache.display()
-    );
-    Ok(EtcdMount {
-        fs,
-        url: url.clone(),
-        cache,
-        lease: None,
-        stop,
-        thread: Some(thread),
-    })
 }
 
 /// An empty store: its root directory, owned by whoever mounts it.

@@ -3,35 +3,44 @@
 //! A batch of entries is shipped as the state it left: every key it touched (a file's `i/`
 //! and `d/`, a directory's `i/`, a name's `n/`) is put with what the local store holds now,
 //! or deleted when the store no longer has it. Such a transaction says what keys hold, not
-//! how they change, so sending it twice is harmless; each also holds only while the
-//! mount's `lock` is the one it put. A batch too large for one transaction goes in several,
-//! in order: each also puts the nodes its names lead to (and their directories), and the
-//! nodes that are gone are deleted in the last one, so that a name in etcd never leads
-//! nowhere, whatever moment the mount dies at.
+//! how they change, so sending it twice is harmless. It holds only if none of its keys
+//! changed since the cache last saw them (`shared.rs`): other mounts change the prefix too.
+//! When one did, what changed decides: a save of a file over another's save of it (its `i/`
+//! and `d/`), or a directory's attributes, are put again over theirs (the last commit wins
+//! whole); anything else (a name made, moved or removed, a node gone) refuses the entries
+//! that changed it (EEXIST for a name another mount made first, else ESTALE), and the
+//! follower brings the cache back to what etcd holds. A batch too large for one transaction
+//! goes in several, in order: each also puts the nodes its names lead to (and their
+//! directories), and the nodes that are gone are deleted in the last one, so that a name in
+//! etcd never leads nowhere, whatever moment the mount dies at.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::layout::{self, Tree, LOCK};
-use super::{Etcd, MAX_TXN_BYTES, MAX_TXN_OPS};
-use crate::error::{err, Result};
+use super::layout::{self, Tree};
+use super::shared::Shared;
+use super::{Etcd, KeyNow, Txned, MAX_TXN_BYTES, MAX_TXN_OPS};
+use crate::error::{err, Error, Result};
 use crate::log::{Entry, Op};
-use crate::pipeline::{Pipeline, Read, Replica};
-use crate::types::{Attrs, Fid, Kind};
+use crate::pipeline::{Pipeline, Read, Replica, Waiter};
+use crate::types::{Attrs, Fid, Kind, Seq};
+
+/// How many times a transaction is sent again over others' saves before it is left for later.
+const REBASES: usize = 10;
 
 pub struct EtcdReplica {
     etcd: Etcd,
-    /// The mod revision of the `lock` this mount put.
-    lock_rev: i64,
-    /// Fids of the nodes the cache was built with: local → etcd.
-    built: HashMap<Fid, Fid>,
-    /// A file made since gets `base` + its local fid.
-    base: Fid,
+    shared: Arc<Shared>,
     /// The size and checksum of each file's bytes as etcd holds them, by local fid.
     shipped: Mutex<HashMap<Fid, (u64, u32)>>,
+    /// Nodes made here whose making etcd refused: whatever changes them is refused too.
+    refused: Mutex<HashSet<Fid>>,
+    /// The latest revision a transaction of this mount made.
+    latest: AtomicI64,
 }
-
 /// A name: its directory and its bytes.
 type NameAt = (Fid, Vec<u8>);
 
@@ -53,15 +62,29 @@ struct Keys {
     nodes_gone: BTreeSet<Vec<u8>>,
     /// The bytes etcd holds after them, by local fid (None: the file is gone).
     shipped: Vec<(Fid, Option<(u64, u32)>)>,
+    /// Nodes made here that etcd has not had: local fid, etcd fid.
+    new_nodes: Vec<(Fid, Fid)>,
+    /// The `i/` keys put of nodes etcd has had: each must still be there (another mount
+    /// may have removed the node).
+    existing: BTreeSet<Vec<u8>>,
 }
 
 impl Keys {
     fn ops(&self) -> usize {
         self.puts.len() + self.names_gone.len()
     }
+    /// Each key is also compared and, when the compare fails, read.
     fn bytes(&self) -> usize {
-        let p: usize = self.puts.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
-        p + self.names_gone.iter().map(|k| k.len() + 64).sum::<usize>()
+        let p: usize = self
+            .puts
+            .iter()
+            .map(|(k, v)| 3 * k.len() + v.len() + 96)
+            .sum();
+        p + self
+            .names_gone
+            .iter()
+            .map(|k| 3 * k.len() + 96)
+            .sum::<usize>()
     }
     fn fits(&self) -> bool {
         self.ops() + self.nodes_gone.len() <= MAX_TXN_OPS && self.bytes() <= MAX_TXN_BYTES
@@ -72,12 +95,10 @@ impl EtcdReplica {
     /// `made`: the local fid of each node of `tree` (etcd fid → local).
     pub fn new(
         etcd: Etcd,
-        lock_rev: i64,
-        base: Fid,
+        shared: Arc<Shared>,
         tree: &Tree,
         made: &HashMap<Fid, Fid>,
     ) -> EtcdReplica {
-        let built: HashMap<Fid, Fid> = made.iter().map(|(e, l)| (*l, *e)).collect();
         let shipped = tree
             .nodes
             .iter()
@@ -89,20 +110,10 @@ impl EtcdReplica {
             .collect();
         EtcdReplica {
             etcd,
-            lock_rev,
-            built,
-            base,
+            shared,
             shipped: Mutex::new(shipped),
-        }
-    }
-
-    fn etcd_fid(&self, local: Fid) -> Result<Fid> {
-        if let Some(e) = self.built.get(&local) {
-            return Ok(*e);
-        }
-        match local < super::FID_BLOCK {
-            true => Ok(self.base + local),
-            false => Err(err!(ENOSPC, "this mount has given out every fid it took")),
+            refused: Mutex::new(HashSet::new()),
+            latest: AtomicI64::new(0),
         }
     }
 
@@ -148,8 +159,16 @@ impl EtcdReplica {
             (targets, nodes)
         });
         let mut keys = Keys::default();
+        let fids = self.shared.fids.lock();
         for (fid, now) in nodes {
-            let efid = self.etcd_fid(fid)?;
+            let efid = fids.etcd(fid)?;
+            match (now.is_some(), fids.known(fid)) {
+                (true, false) => keys.new_nodes.push((fid, efid)),
+                (true, true) => {
+                    keys.existing.insert(layout::info_key(efid));
+                }
+                (false, _) => {}
+            }
             let Some(n) = now else {
                 keys.nodes_gone.insert(layout::info_key(efid));
                 keys.nodes_gone.insert(layout::data_key(efid));
@@ -180,10 +199,10 @@ impl EtcdReplica {
             keys.puts.insert(layout::info_key(efid), info);
         }
         for ((dir, name), to) in targets {
-            let key = layout::name_key(self.etcd_fid(dir)?, &name);
+            let key = layout::name_key(fids.etcd(dir)?, &name);
             match to {
                 Some(f) => {
-                    keys.puts.insert(key, layout::fid_value(self.etcd_fid(f)?));
+                    keys.puts.insert(key, layout::fid_value(fids.etcd(f)?));
                 }
                 None => {
                     keys.names_gone.insert(key);
@@ -193,21 +212,140 @@ impl EtcdReplica {
         Ok(keys)
     }
 
-    /// One transaction, holding only while the lock is this mount's.
-    fn send(&self, puts: Vec<(Vec<u8>, Vec<u8>)>, deletes: Vec<Vec<u8>>) -> Result<()> {
-        let expect = [(LOCK.to_vec(), self.lock_rev)];
-        match self.etcd.put_again_if(&expect, &puts, &deletes)? {
-            true => Ok(()),
-            false => Err(err!(
-                ESTALE,
-                "{}: the lock is no longer this mount's (its lease ended); remount",
-                self.etcd.url
-            )),
+    /// One transaction, holding only if none of its keys changed since the cache saw them,
+    /// sent again over others' saves: None once in, or the error its entries are refused
+    /// with.
+    fn send(
+        &self,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+        existing: &BTreeSet<Vec<u8>>,
+    ) -> Result<Option<Error>> {
+        let keys: Vec<&Vec<u8>> = puts.iter().map(|(k, _)| k).chain(&deletes).collect();
+        let existing: Vec<Vec<u8>> = existing.iter().cloned().collect();
+        for _ in 0..REBASES {
+            let bounds: Vec<(Vec<u8>, i64)> = {
+                let seen = self.shared.seen.lock();
+                let rev = self.shared.revision();
+                keys.iter()
+                    .map(|k| ((*k).clone(), seen.bound(k, rev)))
+                    .collect()
+            };
+            match self
+                .etcd
+                .txn_unless_changed(&bounds, &existing, &puts, &deletes)?
+            {
+                Txned::Done(rev) => {
+                    self.latest.fetch_max(rev, Ordering::Relaxed);
+                    let mut seen = self.shared.seen.lock();
+                    for k in keys {
+                        seen.at.insert(k.clone(), rev);
+                    }
+                    return Ok(None);
+                }
+                Txned::Changed(now) => {
+                    if let Some(e) = self.settle(&puts, &bounds, &existing, now) {
+                        let mut seen = self.shared.seen.lock();
+                        for (k, bound) in &bounds {
+                            seen.refused(k, *bound);
+                        }
+                        return Ok(Some(e));
+                    }
+                }
+            }
         }
+        Err(err!(
+            EAGAIN,
+            "{}: other mounts kept changing the same keys ({REBASES} tries)",
+            self.etcd.url
+        ))
     }
 
-    /// What etcd holds of each file's bytes once `sums` went in.
-    fn record(&self, sums: &[(Fid, Option<(u64, u32)>)]) {
+    /// What to make of keys another mount changed after this mount saw them: None when the
+    /// transaction may go again over them (the bounds moved on), else why it is refused.
+    fn settle(
+        &self,
+        puts: &[(Vec<u8>, Vec<u8>)],
+        bounds: &[(Vec<u8>, i64)],
+        existing: &[Vec<u8>],
+        now: Vec<KeyNow>,
+    ) -> Option<Error> {
+        let ours: HashMap<&[u8], &[u8]> = puts
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        let theirs: HashMap<&[u8], &KeyNow> = now.iter().map(|k| (k.key.as_slice(), k)).collect();
+        let mut moved = Vec::new();
+        let mut refused: Option<Error> = None;
+        for ((key, bound), k) in bounds.iter().zip(&now) {
+            let gone = k.value.is_none() && existing.contains(key);
+            if k.mod_revision <= *bound && !gone {
+                continue;
+            }
+            let mine = ours.get(key.as_slice()).copied();
+            let present = |key: &[u8]| theirs.get(key).is_some_and(|t| t.value.is_some());
+            let over = match (mine, &k.value) {
+                // As this mount would leave it (its own transaction that went in unanswered).
+                (m, v) if m == v.as_deref() => true,
+                (Some(m), Some(v)) => match key.strip_prefix(b"i/") {
+                    // A directory's attributes: the last commit's.
+                    Some(_) if is_dir(m) && is_dir(v) => true,
+                    // A save over another's save of the same file.
+                    Some(fid) => ours.contains_key([b"d/", fid].concat().as_slice()),
+                    None => match key.strip_prefix(b"d/") {
+                        Some(fid) => {
+                            let info = [b"i/", fid].concat();
+                            ours.contains_key(info.as_slice()) && present(&info)
+                        }
+                        None => false,
+                    },
+                },
+                _ => false,
+            };
+            if !over {
+                let show = String::from_utf8_lossy(key);
+                let made = key.starts_with(b"n/") && mine.is_some() && k.value.is_some();
+                let (errno, what) = match made {
+                    true => (libc::EEXIST, "made"),
+                    false => (libc::ESTALE, "changed"),
+                };
+                let e = Error::new(
+                    errno,
+                    format!("{}: another mount {what} {show} first", self.etcd.url),
+                );
+                // A name another mount made says most of what happened.
+                if refused
+                    .as_ref()
+                    .is_none_or(|r: &Error| r.errno != libc::EEXIST)
+                {
+                    refused = Some(e);
+                }
+                continue;
+            }
+            moved.push((key.clone(), k.mod_revision));
+        }
+        if let Some(e) = refused {
+            log::info!("refused: {}", e.reason);
+            return Some(e);
+        }
+        let mut seen = self.shared.seen.lock();
+        for (key, rev) in moved {
+            seen.at.insert(key, rev);
+        }
+        None
+    }
+
+    /// What etcd holds once `keys` went in: each file's bytes, the nodes made here.
+    fn record(&self, keys: &Keys) {
+        let mut fids = self.shared.fids.lock();
+        for (local, etcd) in &keys.new_nodes {
+            fids.insert(*etcd, *local);
+        }
+        drop(fids);
+        self.record_sums(&keys.shipped);
+    }
+
+    fn record_sums(&self, sums: &[(Fid, Option<(u64, u32)>)]) {
         let mut shipped = self.shipped.lock();
         for (fid, sum) in sums {
             match sum {
@@ -219,19 +357,73 @@ impl EtcdReplica {
 }
 
 impl Replica for EtcdReplica {
-    fn ship(&self, batch: &[Entry], p: &Pipeline) -> Result<()> {
+    fn answer_refused(&self, refused: Vec<(Waiter, Error)>) {
+        self.shared.hold(refused);
+    }
+
+    /// Ships `batch`; what went in is settled once the follower is past its revision.
+    fn ship(&self, batch: &[Entry], p: &Pipeline) -> Result<Vec<(Seq, Error)>> {
+        let refused = self.ship_or_refuse(batch, p)?;
+        if let Some(last) = batch.last() {
+            let rev = self.latest.load(Ordering::Relaxed);
+            self.shared.unsettled.lock().push_back((last.seq, rev));
+        }
+        Ok(refused)
+    }
+}
+
+impl EtcdReplica {
+    fn ship_or_refuse(&self, batch: &[Entry], p: &Pipeline) -> Result<Vec<(Seq, Error)>> {
+        let after_refused = |e: &Entry| {
+            let refused = self.refused.lock();
+            e.op.fids().iter().any(|f| refused.contains(f))
+        };
+        if !batch.iter().any(after_refused) {
+            match self.ship_entries(batch, p)? {
+                None => return Ok(Vec::new()),
+                Some(e) if batch.len() == 1 => {
+                    self.note_refused(&batch[0]);
+                    return Ok(vec![(batch[0].seq, e)]);
+                }
+                // Which entries: each alone.
+                Some(_) => {}
+            }
+        }
+        let mut refused = Vec::new();
+        for e in batch {
+            let why = match after_refused(e) {
+                true => Some(err!(
+                    ESTALE,
+                    "{}: changes a file whose making another mount's change refused",
+                    self.etcd.url
+                )),
+                false => self.ship_entries(std::slice::from_ref(e), p)?,
+            };
+            if let Some(why) = why {
+                self.note_refused(e);
+                refused.push((e.seq, why));
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Ships `batch` whole (in parts when it does not fit one transaction): None once in,
+    /// or why etcd refused it (parts before the refused one are in).
+    fn ship_entries(&self, batch: &[Entry], p: &Pipeline) -> Result<Option<Error>> {
         let whole = self.keys_for(batch, p)?;
         if whole.fits() {
-            let Keys {
-                puts,
-                names_gone,
-                nodes_gone,
-                shipped,
-            } = whole;
-            let deletes = names_gone.into_iter().chain(nodes_gone).collect();
-            self.send(puts.into_iter().collect(), deletes)?;
-            self.record(&shipped);
-            return Ok(());
+            let puts = whole.puts.clone().into_iter().collect();
+            let deletes = whole
+                .names_gone
+                .iter()
+                .chain(&whole.nodes_gone)
+                .cloned()
+                .collect();
+            let refused = self.send(puts, deletes, &whole.existing)?;
+            if refused.is_none() {
+                self.record(&whole);
+            }
+            return Ok(refused);
         }
         // In parts, in order, as many entries a part as fit; the nodes that are gone last.
         log::debug!(
@@ -247,23 +439,42 @@ impl Replica for EtcdReplica {
                 n /= 2;
                 keys = self.keys_for(&batch[at..at + n], p)?;
             }
-            let deletes = keys.names_gone.into_iter().collect();
-            self.send(keys.puts.into_iter().collect(), deletes)?;
-            self.record(&keys.shipped);
+            let puts = keys.puts.clone().into_iter().collect();
+            let deletes = keys.names_gone.iter().cloned().collect();
+            if let Some(refused) = self.send(puts, deletes, &keys.existing)? {
+                return Ok(Some(refused));
+            }
+            self.record(&keys);
             at += n;
         }
-        let gone: Vec<Vec<u8>> = whole.nodes_gone.into_iter().collect();
+        let gone: Vec<Vec<u8>> = whole.nodes_gone.iter().cloned().collect();
         for part in gone.chunks(MAX_TXN_OPS) {
-            self.send(Vec::new(), part.to_vec())?;
+            if let Some(refused) = self.send(Vec::new(), part.to_vec(), &BTreeSet::new())? {
+                return Ok(Some(refused));
+            }
         }
         let gone: Vec<_> = whole
             .shipped
             .into_iter()
             .filter(|(_, s)| s.is_none())
             .collect();
-        self.record(&gone);
-        Ok(())
+        self.record_sums(&gone);
+        Ok(None)
     }
+
+    /// A node `e` made that etcd never had stays out of etcd: what changes it later is
+    /// refused too (the follower removes it from the cache).
+    fn note_refused(&self, e: &Entry) {
+        if let Some(fid) = e.op.fid() {
+            if !self.shared.fids.lock().known(fid) {
+                self.refused.lock().insert(fid);
+            }
+        }
+    }
+}
+
+fn is_dir(info: &[u8]) -> bool {
+    layout::info_kind(info) == Some(Kind::Dir)
 }
 
 /// The nodes and names an entry changed.

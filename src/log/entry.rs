@@ -214,6 +214,25 @@ impl Op {
         }
     }
 
+    /// The nodes an entry changes: its file, and the directories whose names it changes
+    /// (with a rename's replaced file).
+    pub fn fids(&self) -> Vec<Fid> {
+        match self {
+            Op::Set { fid, dir, .. } | Op::Delete { fid, dir, .. } | Op::Link { fid, dir, .. } => {
+                vec![*fid, *dir]
+            }
+            Op::Patch { fid, .. } | Op::Attr { fid, .. } | Op::Xattr { fid, .. } => vec![*fid],
+            Op::Rename {
+                fid,
+                dir,
+                to_dir,
+                replaced,
+                ..
+            } => [*fid, *dir, *to_dir].into_iter().chain(*replaced).collect(),
+            Op::Checkpoint { .. } => vec![],
+        }
+    }
+
     /// The file an entry is about, if any.
     pub fn fid(&self) -> Option<Fid> {
         match self {

@@ -67,6 +67,9 @@ impl Pipeline {
                 durable,
                 hurry: 0,
                 compact_requested: false,
+                made_here: HashMap::new(),
+                settled: durable,
+                from_replica: HashSet::new(),
             }),
             log: Mutex::new(log),
             wake: Condvar::new(),
@@ -78,6 +81,7 @@ impl Pipeline {
                 durable,
                 by_seq: BTreeMap::new(),
                 failed: None,
+                refused: BTreeMap::new(),
             }),
             syncs: AtomicU64::new(0),
             commits: AtomicU64::new(0),
@@ -213,6 +217,10 @@ impl Pipeline {
             ts: Time::now().millis(),
             op,
         };
+        let replicas = super::replica::made_by_replica();
+        if replicas {
+            self.check_not_made_here(st, &entry.op)?;
+        }
         let written = MutexGuard::unlocked(st, || log.append(&encode_entry(&entry)));
         let offset = written.inspect_err(|e| {
             if !e.is_no_space() && e.errno != libc::EFBIG {
@@ -265,6 +273,13 @@ impl Pipeline {
             }
         }
         let seq = entry.seq;
+        if replicas {
+            st.from_replica.insert(seq);
+        } else if self.replica.lock().is_some() {
+            for fid in entry.op.fids() {
+                st.made_here.insert(fid, seq);
+            }
+        }
         st.unsynced.push(entry);
         self.commits.fetch_add(1, Ordering::Relaxed);
         if st.live.len > self.policy.log_limit {
@@ -290,6 +305,10 @@ impl Pipeline {
     /// Calls `done` once `seq` is durable in the log (at once if it is already).
     pub fn when_durable(&self, seq: Seq, done: Waiter) {
         let mut w = self.waiters.lock();
+        if let Some(e) = w.refused.get(&seq).cloned() {
+            drop(w);
+            return self.refused_answer(vec![(done, e)]);
+        }
         if seq <= w.durable {
             drop(w);
             return done(Ok(()));

@@ -25,5 +25,6 @@ mod tree;
 mod version;
 mod writeback;
 
+pub use replica::from_replica;
 pub use state::{Committed, CompactPolicy, Pipeline, Replica, Threads, Waiter};
 pub use version::Read;

@@ -7,16 +7,24 @@
 //! waiters are answered with the error, and it is shipped again, first, with the next batch
 //! or after `RETRY`; commits are refused once `MAX_UNSHIPPED` wait. A replica that says the
 //! store is no longer this mount's (ESTALE) turns it read-only.
+//!
+//! Others change the replica too (other mounts of a prefix): their changes come into the
+//! local store as commits made `from_replica`, which are not shipped back. Such a commit
+//! fails with EINPROGRESS when it would change a node that has a local commit not settled yet
+//! (`settle_upto`): one not shipped yet ships what the node holds then, so the local change
+//! would be lost under the replica's; one shipped but not yet back from the replica is
+//! newer than what the replica's changes come in with.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{error, warn};
 
-use super::state::{Pipeline, Replica, Shipping, Waiter};
+use super::state::{Pipeline, Replica, Shipping, State, Waiter};
 use crate::error::{err, Error, Result};
-use crate::log::Entry;
+use crate::log::{Entry, Op};
 use crate::types::{Fid, Seq};
 
 /// How long a batch the replica did not take waits before it is shipped again, when no new
@@ -25,13 +33,67 @@ pub(super) const RETRY: Duration = Duration::from_millis(500);
 /// The most entries that may wait for the replica: past it, commits fail (ETIMEDOUT) until
 /// it takes them.
 const MAX_UNSHIPPED: usize = 10_000;
+/// How many refused entries are remembered for callers that ask about them late.
+const MAX_REFUSED_KEPT: usize = 10_000;
+
+thread_local! {
+    static FROM_REPLICA: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` as the replica's own changes coming in: the commits it makes on this thread are
+/// not shipped back, and fail with EINPROGRESS where a local commit not settled yet would be
+/// lost.
+pub fn from_replica<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FROM_REPLICA.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(FROM_REPLICA.with(|c| c.replace(true)));
+    f()
+}
+
+pub(super) fn made_by_replica() -> bool {
+    FROM_REPLICA.with(Cell::get)
+}
 
 impl Pipeline {
     /// From now on, every entry after the last one logged is shipped to `replica`, and the
     /// local log is no longer synced. Set once, before anything is served.
     pub fn ship_to(&self, replica: Arc<dyn Replica>) {
-        let after = self.last_seq();
+        let mut st = self.state.lock();
+        let after = st.ns.last_seq();
+        st.settled = after;
         *self.replica.lock() = Some(Shipping { replica, after });
+    }
+
+    /// Local commits up to `upto` are settled: the replica refused them, or took them and
+    /// the changes coming in from it are past them.
+    pub fn settle_upto(&self, upto: Seq) {
+        let mut st = self.state.lock();
+        st.settled = st.settled.max(upto);
+        let settled = st.settled;
+        st.made_here.retain(|_, seq| *seq > settled);
+    }
+
+    /// Whether any of `fids` has a local commit not settled yet.
+    pub fn made_here(&self, fids: &[Fid]) -> bool {
+        let st = self.state.lock();
+        fids.iter().any(|f| made_here(&st, *f))
+    }
+
+    /// Refuses a commit from the replica that would change a node with a local commit not
+    /// settled yet (called under the state lock).
+    pub(super) fn check_not_made_here(&self, st: &State, op: &Op) -> Result<()> {
+        match op.fids().into_iter().find(|f| made_here(st, *f)) {
+            // Not EAGAIN, which callers in the core take as "try again now".
+            Some(fid) => Err(err!(
+                EINPROGRESS,
+                "node {fid} has local changes the replica has not settled"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Serves the local store as a cache of a replica: its log is not synced.
@@ -76,9 +138,10 @@ impl Pipeline {
             return self.mark_durable(end);
         }
         match replica.ship(backlog, self) {
-            Ok(()) => {
+            Ok(refused) => {
                 backlog.clear();
                 self.unshipped.store(0, Ordering::Relaxed);
+                self.answer_refused(&*replica, refused);
                 self.mark_durable(end);
             }
             Err(e) if e.errno == libc::ESTALE => {
@@ -93,6 +156,38 @@ impl Pipeline {
                     e.reason
                 );
                 self.fail_upto(end, &e);
+            }
+        }
+    }
+
+    /// Answers the waiters of entries the replica refused with why.
+    fn answer_refused(&self, replica: &dyn Replica, refused: Vec<(Seq, Error)>) {
+        let mut held = Vec::new();
+        let mut w = self.waiters.lock();
+        for (seq, e) in refused {
+            let waiting = w.by_seq.remove(&seq);
+            held.extend(waiting.into_iter().flatten().map(|done| (done, e.clone())));
+            // For callers that ask after this.
+            w.refused.insert(seq, e);
+        }
+        while w.refused.len() > MAX_REFUSED_KEPT {
+            w.refused.pop_first();
+        }
+        drop(w);
+        if !held.is_empty() {
+            replica.answer_refused(held);
+        }
+    }
+
+    /// Answers callers of refused entries through the replica (`Replica::answer_refused`).
+    pub(super) fn refused_answer(&self, refused: Vec<(Waiter, Error)>) {
+        let replica = self.replica.lock().as_ref().map(|s| s.replica.clone());
+        match replica {
+            Some(r) => r.answer_refused(refused),
+            None => {
+                for (done, e) in refused {
+                    done(Err(e));
+                }
             }
         }
     }
@@ -124,4 +219,8 @@ impl Pipeline {
             );
         }
     }
+}
+
+fn made_here(st: &State, fid: Fid) -> bool {
+    st.made_here.get(&fid).is_some_and(|seq| *seq > st.settled)
 }

@@ -25,8 +25,18 @@ pub trait Replica: Send + Sync {
     /// replica, reading what they left from `pipeline`. After an error, part of them may be
     /// there: the batch is shipped again whole, so shipping must say what the changes left,
     /// not replay them. An error with errno ESTALE means the store is no longer this mount's
-    /// to change: fatal.
-    fn ship(&self, batch: &[Entry], pipeline: &Pipeline) -> Result<()>;
+    /// to change: fatal. Ok: the entries the replica refused (another mount changed what
+    /// they change first), each with the error its caller gets; every other one is in.
+    fn ship(&self, batch: &[Entry], pipeline: &Pipeline) -> Result<Vec<(Seq, Error)>>;
+
+    /// Answers the callers of refused entries (each with its error) once the local store
+    /// shows what the replica holds instead: a caller that goes on from the error (removes
+    /// its temporary file, tries again) must find what the replica has. At once by default.
+    fn answer_refused(&self, refused: Vec<(Waiter, Error)>) {
+        for (done, e) in refused {
+            done(Err(e));
+        }
+    }
 }
 
 pub struct Shipping {
@@ -81,6 +91,14 @@ pub struct State {
     pub(super) hurry: u32,
     /// Someone asked for a compaction now (SIGUSR1, `recordfs compact` on a mounted store).
     pub(super) compact_requested: bool,
+    /// When the store caches a replica: the last entry made here (not `from_replica`) that
+    /// changed each node, until it is settled...
+    pub(super) made_here: HashMap<Fid, Seq>,
+    /// ...which it is once `settled` reaches it: the replica took it and the changes that
+    /// come in from the replica are past it, or the replica refused it (`Pipeline::settle_upto`).
+    pub(super) settled: Seq,
+    /// Entries the replica's own changes made (`replica::from_replica`): not shipped back.
+    pub(super) from_replica: HashSet<Seq>,
 }
 
 impl State {
@@ -157,6 +175,9 @@ pub(super) struct Waiters {
     pub(super) by_seq: BTreeMap<Seq, Vec<Waiter>>,
     /// Set once a log sync failed: everything not yet durable never will be.
     pub(super) failed: Option<String>,
+    /// Entries the replica refused, with why: durable they are not, though `durable` is
+    /// past them. The last `MAX_REFUSED_KEPT` (a caller asks right after its commit).
+    pub(super) refused: BTreeMap<Seq, Error>,
 }
 
 pub struct Pipeline {

@@ -124,9 +124,21 @@ impl Pipeline {
                     // they wait for the next one.
                     let n = st.unsynced.iter().take_while(|e| e.seq <= end).count();
                     let synced: Vec<Entry> = st.unsynced.drain(..n).collect();
-                    let to_ship = match self.replica.lock().is_some() {
-                        true => synced.clone(),
-                        false => Vec::new(),
+                    // The replica's own changes are not shipped back to it.
+                    let to_ship: Vec<Entry> = match self.replica.lock().is_some() {
+                        true => synced
+                            .iter()
+                            .filter(|e| !st.from_replica.remove(&e.seq))
+                            .cloned()
+                            .collect(),
+                        false => {
+                            if !st.from_replica.is_empty() {
+                                for e in &synced {
+                                    st.from_replica.remove(&e.seq);
+                                }
+                            }
+                            Vec::new()
+                        }
                     };
                     let now = Instant::now();
                     st.unapplied.extend(synced.into_iter().map(|e| (now, e)));

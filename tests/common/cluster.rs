@@ -424,5 +424,6 @@ pub fn cache_in(log: &str) -> PathBuf {
         .lines()
         .find(|l| l.contains(" cached in "))
         .expect("the daemon says where its cache is");
-    PathBuf::from(line.rsplit(" cached in ").next().unwrap().trim())
+    let rest = line.rsplit(" cached in ").next().unwrap();
+    PathBuf::from(rest.split(", ").next().unwrap().trim())
 }

@@ -1,0 +1,308 @@
+//! Several mounts change one prefix (issue 14), against a real three-member cluster each test
+//! starts: two mounts save the same records, make the same names and rename over the same
+//! record at once.
+//!
+//! Guards against: a save acknowledged by one mount that another's overwrites without it
+//! ever being in etcd (lost unnoticed: every acknowledged version must be in the record's
+//! history); a torn record on either mount; two mounts that both make one name, or whose
+//! trees differ from each other or from etcd once they are quiet; a refused change left in
+//! a mount's cache; keys that leave a name leading nowhere (`recordfs check`).
+
+mod common;
+use common::cluster::*;
+use common::*;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Saves each of the records named on the command line `rounds` times, as `who`: in place
+/// (open with O_TRUNC, write, close), or by a temporary file renamed over it (`--rename`).
+/// Prints one line per save: `ok NAME CONTENT` once its close (or rename) returned, else
+/// `error ERRNO NAME`. Reads every record back after each round: a torn one is `torn ...`.
+const SAVER: &str = r#"
+import json, os, sys
+mnt, who, rounds, how = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+names = sys.argv[5:]
+for r in range(rounds):
+    for name in names:
+        body = json.dumps({"by": who, "round": r, "name": name})
+        path = os.path.join(mnt, name)
+        try:
+            if how == "rename":
+                temp = os.path.join(mnt, ".%s.%s.tmp" % (name, who))
+                with open(temp, "w") as f:
+                    f.write(body)
+                try:
+                    os.replace(temp, path)
+                except OSError:
+                    try:
+                        os.unlink(temp)
+                    except OSError:
+                        pass
+                    raise
+            else:
+                with open(path, "w") as f:
+                    f.write(body)
+            print("ok", name, body, flush=True)
+        except OSError as e:
+            print("error", e.errno, name, flush=True)
+    for name in names:
+        try:
+            text = open(os.path.join(mnt, name)).read()
+        except OSError:
+            continue
+        try:
+            json.loads(text)
+        except ValueError:
+            print("torn", name, repr(text), flush=True)
+"#;
+
+/// Makes each name with O_EXCL once, as `who`: `ok NAME` when open, write and close all
+/// returned, `error ERRNO NAME` else.
+const MAKER: &str = r#"
+import json, os, sys
+mnt, who = sys.argv[1], sys.argv[2]
+for name in sys.argv[3:]:
+    try:
+        fd = os.open(os.path.join(mnt, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, json.dumps({"by": who}).encode())
+        finally:
+            os.close(fd)
+        print("ok", name, flush=True)
+    except OSError as e:
+        print("error", e.errno, name, flush=True)
+"#;
+
+fn python(script: &str, args: &[String]) -> Child {
+    Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most 60 s) for `child`; its output.
+fn output(mut child: Child) -> String {
+    let ended = wait_until(Duration::from_secs(60), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "a writer did not finish within 60 s: a save hangs");
+    assert!(out.status.success(), "a writer failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Waits (bounded) until both mounts show what a new mount of the prefix shows (etcd's
+/// state), times to the nanosecond; fails saying all three.
+fn all_alike(a: &Place, b: &Place, url: &str) {
+    let c = Place::new();
+    let fresh = c.mount(url, &["--read-only"]).expect("a read-only mount");
+    let mut last = (String::new(), String::new(), String::new());
+    let same = wait_until(Duration::from_secs(20), || {
+        last = (
+            describe_tree_exactly(&a.mnt),
+            describe_tree_exactly(&b.mnt),
+            describe_tree_exactly(&c.mnt),
+        );
+        last.0 == last.2 && last.1 == last.2
+    });
+    fresh.stop_cleanly();
+    assert!(
+        same,
+        "the mounts do not show etcd's tree within 20 s\nfirst:\n{}\nsecond:\n{}\netcd:\n{}",
+        last.0, last.1, last.2
+    );
+}
+
+/// Every version of `name` etcd keeps, as `show --at` prints each.
+fn versions(url: &str, name: &str) -> BTreeSet<String> {
+    let (code, out) = tool(&["history", url, name, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let mut all = BTreeSet::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let rev = v["revision"].as_i64().expect("a revision").to_string();
+        let (code, shown) = tool(&["show", url, name, "--at", &rev]);
+        assert_eq!(code, 0, "{shown}");
+        all.insert(shown);
+    }
+    all
+}
+
+/// Every content the record at `name` (in the root) had at some revision: what etcd kept of
+/// the name's history, read revision by revision.
+fn contents_named(url: &str, name: &str) -> BTreeSet<String> {
+    use recordfs::etcd::{layout, Etcd, EtcdUrl};
+    let etcd = Etcd::connect(&EtcdUrl::parse(url).unwrap(), Duration::from_secs(10)).unwrap();
+    let (now, _) = etcd.get_all_at(b"meta").unwrap();
+    let key = layout::name_key(1, name.as_bytes());
+    let mut all = BTreeSet::new();
+    for rev in 1..=now {
+        let Some(fid) = etcd.get_at(&key, rev).unwrap() else {
+            continue;
+        };
+        let fid = u64::from_str_radix(std::str::from_utf8(&fid.value).unwrap(), 16).unwrap();
+        if let Some(d) = etcd.get_at(&layout::data_key(fid), rev).unwrap() {
+            all.insert(String::from_utf8(d.value).unwrap());
+        }
+    }
+    all
+}
+
+#[test]
+fn two_mounts_saving_the_same_records_end_alike_and_every_save_is_in_etcd() {
+    let cluster = Cluster::start();
+    let url = cluster.url("same");
+    let (a, b) = (Place::new(), Place::new());
+    let ma = a.mount(&url, &[]).expect("first mount");
+    let mb = b.mount(&url, &[]).expect("second mount");
+    let names: Vec<String> = (0..3).map(record_name).collect();
+    let rounds = "25".to_string();
+    let args = |place: &Place, who: &str| {
+        let mut v = vec![
+            place.mnt.display().to_string(),
+            who.to_string(),
+            rounds.clone(),
+            "in-place".to_string(),
+        ];
+        v.extend(names.iter().cloned());
+        v
+    };
+    // Made first: two mounts that make one name at once are the next test's.
+    for name in &names {
+        fs::write(a.path(name), "{}").unwrap();
+    }
+    for name in &names {
+        let shown = wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(b.path(name)).is_ok_and(|t| t == "{}")
+        });
+        assert!(shown, "{name}: not shown by the second mount within 10 s");
+    }
+    let first = python(SAVER, &args(&a, "a"));
+    let second = python(SAVER, &args(&b, "b"));
+    let said = output(first) + &output(second);
+    assert!(!said.contains("torn"), "{said}");
+    // A save over another's save of the same file goes in over it: none is refused.
+    assert!(!said.contains("error"), "{said}");
+    all_alike(&a, &b, &url);
+    for name in &names {
+        let kept = versions(&url, name);
+        for line in said.lines().filter(|l| l.contains(name.as_str())) {
+            let body = line.splitn(3, ' ').nth(2).unwrap();
+            assert!(
+                kept.contains(body),
+                "{name}: the acknowledged save {body} is not in etcd's history"
+            );
+        }
+        // The last commit wins whole: what the mounts show is the last version.
+        let now = fs::read_to_string(a.path(name)).unwrap();
+        assert!(kept.contains(&now), "{name}: {now}");
+    }
+    ma.stop_cleanly();
+    mb.stop_cleanly();
+    assert_sound(&url);
+}
+
+#[test]
+fn a_name_two_mounts_make_at_once_is_made_by_one_and_the_other_is_told() {
+    let cluster = Cluster::start();
+    let url = cluster.url("exclusive");
+    let (a, b) = (Place::new(), Place::new());
+    let ma = a.mount(&url, &[]).expect("first mount");
+    let mb = b.mount(&url, &[]).expect("second mount");
+    let names: Vec<String> = (0..40).map(record_name).collect();
+    let args = |place: &Place, who: &str| {
+        let mut v = vec![place.mnt.display().to_string(), who.to_string()];
+        v.extend(names.iter().cloned());
+        v
+    };
+    let first = python(MAKER, &args(&a, "a"));
+    let second = python(MAKER, &args(&b, "b"));
+    let said = [output(first), output(second)];
+    all_alike(&a, &b, &url);
+    for name in &names {
+        let made: Vec<usize> = (0..2)
+            .filter(|i| said[*i].lines().any(|l| l == format!("ok {name}")))
+            .collect();
+        assert_eq!(made.len(), 1, "{name} made by {made:?}: {said:?}");
+        let by = ["a", "b"][made[0]];
+        let now = fs::read_to_string(a.path(name)).unwrap();
+        assert_eq!(now, format!("{{\"by\": \"{by}\"}}"), "{name}");
+    }
+    for out in &said {
+        for line in out.lines().filter(|l| l.starts_with("error")) {
+            let errno: i32 = line.split(' ').nth(1).unwrap().parse().unwrap();
+            assert!(
+                [libc::EEXIST, libc::ESTALE].contains(&errno),
+                "a refused make fails with EEXIST or ESTALE: {line}"
+            );
+        }
+    }
+    ma.stop_cleanly();
+    mb.stop_cleanly();
+    assert_sound(&url);
+}
+
+#[test]
+fn renames_over_one_record_from_two_mounts_each_go_in_or_are_refused() {
+    let cluster = Cluster::start();
+    let url = cluster.url("renames");
+    let (a, b) = (Place::new(), Place::new());
+    let ma = a.mount(&url, &[]).expect("first mount");
+    let mb = b.mount(&url, &[]).expect("second mount");
+    let names: Vec<String> = (0..2).map(record_name).collect();
+    let args = |place: &Place, who: &str| {
+        let mut v = vec![
+            place.mnt.display().to_string(),
+            who.to_string(),
+            "25".to_string(),
+            "rename".to_string(),
+        ];
+        v.extend(names.iter().cloned());
+        v
+    };
+    let first = python(SAVER, &args(&a, "a"));
+    let second = python(SAVER, &args(&b, "b"));
+    let said = output(first) + &output(second);
+    assert!(!said.contains("torn"), "{said}");
+    for line in said.lines().filter(|l| l.starts_with("error")) {
+        let errno: i32 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(
+            [libc::ESTALE, libc::EEXIST, libc::ENOENT].contains(&errno),
+            "a refused rename: {line}"
+        );
+    }
+    assert!(said.lines().any(|l| l.starts_with("ok")), "{said}");
+    all_alike(&a, &b, &url);
+    for name in &names {
+        let kept = contents_named(&url, name);
+        for line in said
+            .lines()
+            .filter(|l| l.starts_with("ok") && l.contains(name.as_str()))
+        {
+            let body = line.splitn(3, ' ').nth(2).unwrap();
+            assert!(
+                kept.contains(body),
+                "{name}: the acknowledged rename of {body} was never at the name in etcd"
+            );
+        }
+    }
+    // No temporary file is left where its rename failed (each was removed) or went in.
+    let left: Vec<String> = fs::read_dir(&a.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    ma.stop_cleanly();
+    mb.stop_cleanly();
+    assert_sound(&url);
+}
