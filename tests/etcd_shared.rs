@@ -306,3 +306,96 @@ fn renames_over_one_record_from_two_mounts_each_go_in_or_are_refused() {
     mb.stop_cleanly();
     assert_sound(&url);
 }
+
+/// Makes directory `dR`, then a file `WHO.txt` in it, for R in 0..ROUNDS: one line per step,
+/// `ok STEP R` or `error ERRNO STEP R`.
+const DIRS: &str = r#"
+import os, sys
+mnt, who, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for r in range(rounds):
+    d = os.path.join(mnt, "d%d" % r)
+    def fill():
+        with open(os.path.join(d, "%s.txt" % who), "w") as f:
+            f.write("x")
+    steps = [("mkdir", lambda: os.mkdir(d)), ("file", fill)]
+    for name, step in steps:
+        try:
+            step()
+            print("ok", name, r, flush=True)
+        except OSError as e:
+            print("error", e.errno, name, r, flush=True)
+"#;
+
+#[test]
+fn a_directory_removed_on_one_mount_while_the_other_fills_it_never_leaves_a_name_without_it() {
+    let cluster = Cluster::start();
+    let url = cluster.url("dirs");
+    let (a, b) = (Place::new(), Place::new());
+    let ma = a.mount(&url, &[]).expect("first mount");
+    let mb = b.mount(&url, &[]).expect("second mount");
+    let rounds = 30;
+    // The first mount makes each directory and a file in it while the second removes the
+    // directory as soon as it shows there.
+    let maker = python(
+        DIRS,
+        &[a.mnt.display().to_string(), "a".into(), rounds.to_string()],
+    );
+    let remover = Command::new("python3")
+        .args([
+            "-c",
+            r#"
+import os, sys, time
+mnt, rounds = sys.argv[1], int(sys.argv[2])
+for r in range(rounds):
+    d = os.path.join(mnt, "d%d" % r)
+    until = time.time() + 10
+    while not os.path.isdir(d) and time.time() < until:
+        time.sleep(0.001)
+    try:
+        os.rmdir(d)
+        print("ok rmdir", r, flush=True)
+    except OSError as e:
+        print("error", e.errno, "rmdir", r, flush=True)
+"#,
+        ])
+        .arg(&b.mnt)
+        .arg(rounds.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let made = output(maker);
+    let removed = output(remover);
+    all_alike(&a, &b, &url);
+    for r in 0..rounds {
+        let dir = a.path(&format!("d{r}"));
+        let file_in = made.lines().any(|l| l == format!("ok file {r}"));
+        let rmdir_in = removed.lines().any(|l| l == format!("ok rmdir {r}"));
+        // Both cannot have gone in: the file's directory would be gone.
+        assert!(
+            !(file_in && rmdir_in),
+            "round {r}: the file and the rmdir both went in\n{made}\n{removed}"
+        );
+        if file_in {
+            assert!(
+                dir.join("a.txt").exists(),
+                "round {r}: the file is not there"
+            );
+        }
+        if rmdir_in {
+            assert!(!dir.exists(), "round {r}: the directory is still there");
+        }
+    }
+    for line in made.lines().chain(removed.lines()) {
+        if let Some(rest) = line.strip_prefix("error ") {
+            let errno: i32 = rest.split(' ').next().unwrap().parse().unwrap();
+            assert!(
+                [libc::ESTALE, libc::ENOENT, libc::ENOTEMPTY].contains(&errno),
+                "{line}"
+            );
+        }
+    }
+    ma.stop_cleanly();
+    mb.stop_cleanly();
+    assert_sound(&url);
+}

@@ -5,9 +5,9 @@
 //! or deleted when the store no longer has it. Such a transaction says what keys hold, not
 //! how they change, so sending it twice is harmless. It holds only if none of its keys
 //! changed since the cache last saw them (`shared.rs`): other mounts change the prefix too.
+//! (A directory's attributes are put over whatever another mount put: the last commit's.)
 //! When one did, what changed decides: a save of a file over another's save of it (its `i/`
-//! and `d/`), or a directory's attributes, are put again over theirs (the last commit wins
-//! whole); anything else (a name made, moved or removed, a node gone) refuses the entries
+//! and `d/`) is put again over theirs (the last commit wins whole); anything else (a name made, moved or removed, a node gone) refuses the entries
 //! that changed it (EEXIST for a name another mount made first, else ESTALE), and the
 //! follower brings the cache back to what etcd holds. A batch too large for one transaction
 //! goes in several, in order: each also puts the nodes its names lead to (and their
@@ -28,8 +28,9 @@ use crate::log::{Entry, Op};
 use crate::pipeline::{Pipeline, Read, Replica, Waiter};
 use crate::types::{Attrs, Fid, Kind, Seq};
 
-/// How many times a transaction is sent again over others' saves before it is left for later.
-const REBASES: usize = 10;
+/// How many times a transaction is sent again over others' saves before it is left for later
+/// (each time, another mount's save of a file it saves went in first).
+const REBASES: usize = 50;
 
 pub struct EtcdReplica {
     etcd: Etcd,
@@ -67,6 +68,10 @@ struct Keys {
     /// The `i/` keys put of nodes etcd has had: each must still be there (another mount
     /// may have removed the node).
     existing: BTreeSet<Vec<u8>>,
+    /// The `i/` keys put of directories: whatever another mount put there since, this one's
+    /// attributes go over it (the last commit's), so their revision is not compared; every
+    /// save in a directory changes its times, and both mounts would keep refusing each other.
+    dir_infos: BTreeSet<Vec<u8>>,
 }
 
 impl Keys {
@@ -196,6 +201,9 @@ impl EtcdReplica {
                 }
             };
             let info = layout::info_value(n.kind, &n.attrs, size, crc, &n.xattrs);
+            if n.kind == Kind::Dir {
+                keys.dir_infos.insert(layout::info_key(efid));
+            }
             keys.puts.insert(layout::info_key(efid), info);
         }
         for ((dir, name), to) in targets {
@@ -217,34 +225,42 @@ impl EtcdReplica {
     /// with.
     fn send(
         &self,
+        keys: &Keys,
         puts: Vec<(Vec<u8>, Vec<u8>)>,
         deletes: Vec<Vec<u8>>,
-        existing: &BTreeSet<Vec<u8>>,
     ) -> Result<Option<Error>> {
-        let keys: Vec<&Vec<u8>> = puts.iter().map(|(k, _)| k).chain(&deletes).collect();
-        let existing: Vec<Vec<u8>> = existing.iter().cloned().collect();
+        let names: Vec<&Vec<u8>> = puts.iter().map(|(k, _)| k).chain(&deletes).collect();
+        let existing: Vec<Vec<u8>> = keys.existing.iter().cloned().collect();
         for _ in 0..REBASES {
             let bounds: Vec<(Vec<u8>, i64)> = {
                 let seen = self.shared.seen.lock();
                 let rev = self.shared.revision();
-                keys.iter()
+                names
+                    .iter()
                     .map(|k| ((*k).clone(), seen.bound(k, rev)))
                     .collect()
             };
+            let compared: Vec<(Vec<u8>, i64)> = bounds
+                .iter()
+                .map(|(k, b)| match keys.dir_infos.contains(k) {
+                    true => (k.clone(), i64::MAX - 1),
+                    false => (k.clone(), *b),
+                })
+                .collect();
             match self
                 .etcd
-                .txn_unless_changed(&bounds, &existing, &puts, &deletes)?
+                .txn_unless_changed(&compared, &existing, &puts, &deletes)?
             {
                 Txned::Done(rev) => {
                     self.latest.fetch_max(rev, Ordering::Relaxed);
                     let mut seen = self.shared.seen.lock();
-                    for k in keys {
+                    for k in names {
                         seen.at.insert(k.clone(), rev);
                     }
                     return Ok(None);
                 }
                 Txned::Changed(now) => {
-                    if let Some(e) = self.settle(&puts, &bounds, &existing, now) {
+                    if let Some(e) = self.settle(&puts, &compared, &existing, now) {
                         let mut seen = self.shared.seen.lock();
                         for (k, bound) in &bounds {
                             seen.refused(k, *bound);
@@ -287,9 +303,7 @@ impl EtcdReplica {
             let over = match (mine, &k.value) {
                 // As this mount would leave it (its own transaction that went in unanswered).
                 (m, v) if m == v.as_deref() => true,
-                (Some(m), Some(v)) => match key.strip_prefix(b"i/") {
-                    // A directory's attributes: the last commit's.
-                    Some(_) if is_dir(m) && is_dir(v) => true,
+                (Some(_), Some(_)) => match key.strip_prefix(b"i/") {
                     // A save over another's save of the same file.
                     Some(fid) => ours.contains_key([b"d/", fid].concat().as_slice()),
                     None => match key.strip_prefix(b"d/") {
@@ -419,7 +433,7 @@ impl EtcdReplica {
                 .chain(&whole.nodes_gone)
                 .cloned()
                 .collect();
-            let refused = self.send(puts, deletes, &whole.existing)?;
+            let refused = self.send(&whole, puts, deletes)?;
             if refused.is_none() {
                 self.record(&whole);
             }
@@ -441,7 +455,7 @@ impl EtcdReplica {
             }
             let puts = keys.puts.clone().into_iter().collect();
             let deletes = keys.names_gone.iter().cloned().collect();
-            if let Some(refused) = self.send(puts, deletes, &keys.existing)? {
+            if let Some(refused) = self.send(&keys, puts, deletes)? {
                 return Ok(Some(refused));
             }
             self.record(&keys);
@@ -449,7 +463,7 @@ impl EtcdReplica {
         }
         let gone: Vec<Vec<u8>> = whole.nodes_gone.iter().cloned().collect();
         for part in gone.chunks(MAX_TXN_OPS) {
-            if let Some(refused) = self.send(Vec::new(), part.to_vec(), &BTreeSet::new())? {
+            if let Some(refused) = self.send(&Keys::default(), Vec::new(), part.to_vec())? {
                 return Ok(Some(refused));
             }
         }
@@ -471,10 +485,6 @@ impl EtcdReplica {
             }
         }
     }
-}
-
-fn is_dir(info: &[u8]) -> bool {
-    layout::info_kind(info) == Some(Kind::Dir)
 }
 
 /// The nodes and names an entry changed.
