@@ -142,6 +142,64 @@ fn a_second_mount_and_an_import_change_a_served_prefix_and_a_killed_ones_saves_a
     assert_sound(&url);
 }
 
+/// A mount started as users start one (the daemon goes to the background), unmounted when
+/// dropped.
+struct Background(PathBuf);
+
+impl Background {
+    /// With its cache in `tmp`.
+    fn start(url: &str, place: &Place, tmp: &std::path::Path) -> Background {
+        let status = Command::new(BIN)
+            .args(["mount", url])
+            .arg(&place.mnt)
+            .env("TMPDIR", tmp)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount of {url}");
+        Background(place.mnt.clone())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let gone = wait_until(Duration::from_secs(10), || !is_mounted(&self.0));
+        if !gone {
+            force_unmount(&self.0);
+        }
+    }
+}
+
+#[test]
+fn a_mount_that_starts_leaves_the_cache_of_a_daemon_that_went_to_the_background() {
+    let cluster = Cluster::start();
+    let url = cluster.url("background");
+    let (a, b) = (Place::new(), Place::new());
+    // The daemon is forked from the process that made its cache: the cache's name has a pid
+    // that is gone, yet the cache is in use.
+    let tmp = a.dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let caches = || fs::read_dir(&tmp).unwrap().count();
+    let first = Background::start(&url, &a, &tmp);
+    fs::write(a.path(&record_name(1)), "{\"n\": 1}").unwrap();
+    assert_eq!(caches(), 1);
+    let second = Background::start(&url, &b, &tmp);
+    assert_eq!(caches(), 2, "the second mount removed the first's cache");
+    fs::write(a.path(&record_name(2)), "{\"n\": 2}").unwrap();
+    assert_eq!(
+        fs::read_to_string(a.path(&record_name(1))).unwrap(),
+        "{\"n\": 1}",
+        "the first mount's cache"
+    );
+    shows(&b, &record_name(2), "{\"n\": 2}");
+    drop(second);
+    drop(first);
+    let gone = wait_until(Duration::from_secs(10), || caches() == 0);
+    assert!(gone, "caches left after unmount");
+    assert_sound(&url);
+}
+
 /// The last `n` lines of `log`.
 fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().collect();
