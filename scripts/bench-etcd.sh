@@ -91,9 +91,8 @@ for r in $(seq "$rounds"); do
   umount "$work/follower"
   umount "$mnt"
   for _ in $(seq 200); do grep -q " $mnt " /proc/self/mounts || break; sleep 0.05; done
-  # Two mounts changing one prefix, each pair at mount points of its own: a daemon that
-  # is still ending after its unmount may unmount what is mounted at its path by then
-  # (fuser 0.18 checks its device's POLLERR the wrong way round before unmounting).
+  # Two mounts changing one prefix, each pair at mount points of its own (so that no
+  # daemon still ending shares a mount point with a new one).
   for w in 1 4 visible; do
     one="$work/two-$r-$w-a" two="$work/two-$r-$w-b"
     mkdir -p "$one" "$two"

@@ -741,9 +741,8 @@ fn a_user_who_is_not_root_mounts_through_fusermount3() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(wait_until(Duration::from_secs(30), || has_exited(pid)
         && !is_mounted(&mnt)));
-    assert!(fs::read_to_string(store.join("daemon.log"))
-        .unwrap()
-        .contains("unmounted cleanly"));
+    let log = fs::read_to_string(store.join("daemon.log")).unwrap();
+    assert!(log.contains("unmounted cleanly"), "{log}");
     // Again, and `fusermount3 -u` by the user, as the mount told them.
     let (code, out) = sh_as_nobody(&mount);
     assert_eq!(code, 0, "{out}");
@@ -809,5 +808,53 @@ fn zeros_written_ahead_of_the_log_survive_sigkill_and_go_at_a_clean_stop() {
     assert_eq!(
         fs::read_to_string(env.path(&record(2))).unwrap(),
         "{\"v\": 2}"
+    );
+}
+
+#[test]
+fn a_mount_made_where_the_last_one_was_detached_outlives_the_old_daemon() {
+    let (first, second) = (Env::new(), Env::new());
+    let mut m = first.mount(&[]);
+    fs::write(first.path("a.txt"), "a").unwrap();
+    // Detached while a file is open: the old daemon serves it until it closes, and a new
+    // mount is made at the same place meanwhile.
+    let held = fs::File::open(first.path("a.txt")).unwrap();
+    let detached = Command::new("umount")
+        .arg("-l")
+        .arg(&first.mnt)
+        .status()
+        .unwrap();
+    assert!(detached.success());
+    let again = Mount::start(&second.store, &first.mnt, &[]).expect("a mount at the same place");
+    drop(held);
+    // The old daemon ends now; what is mounted at its old place is not its to unmount.
+    // (Its handle must not unmount that place either.)
+    let mut old = m.child.take().unwrap();
+    m.mnt = first.dir.path().join("gone");
+    let mut status = None;
+    let ended = wait_until(Duration::from_secs(30), || {
+        status = old.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if !ended {
+        let _ = old.kill();
+        let _ = old.wait();
+    }
+    assert!(
+        ended,
+        "the old daemon did not end once its last file closed"
+    );
+    assert!(
+        is_mounted(&first.mnt),
+        "the new mount was unmounted when the old daemon ended"
+    );
+    assert!(status.unwrap().success(), "the old daemon: {status:?}");
+    fs::write(first.mnt.join("b.txt"), "b").unwrap();
+    again.stop_cleanly();
+    assert_eq!(
+        fs::read_to_string(second.store.join("root/b.txt"))
+            .ok()
+            .as_deref(),
+        Some("b")
     );
 }

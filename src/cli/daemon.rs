@@ -293,7 +293,27 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(m.threads);
-    let adapter = Adapter::new(fs.clone());
+    // What is left to do once the session ends: after `run`, or from `destroy` (below).
+    type Finish = Box<dyn FnOnce(std::io::Result<()>) -> i32 + Send>;
+    let finish: Arc<parking_lot::Mutex<Option<Finish>>> = Arc::default();
+    let device: Arc<parking_lot::Mutex<Option<std::fs::File>>> = Arc::default();
+    let adapter = Adapter::new(fs.clone()).after_destroy({
+        let (finish, device) = (finish.clone(), device.clone());
+        Box::new(move || {
+            // fuser 0.18 unmounts its mount point by path when `run` ends, even after the
+            // kernel unmounted it (it reads the device's POLLERR the wrong way round: fuser
+            // PR 703), which takes down whatever was mounted there since. A dead connection
+            // means nothing of ours is mounted: the daemon ends here instead.
+            let dead = device.lock().as_ref().is_some_and(connection_dead);
+            let finish = match dead {
+                true => finish.lock().take(),
+                false => None,
+            };
+            if let Some(finish) = finish {
+                std::process::exit(finish(Ok(())));
+            }
+        })
+    });
     let session = match &way {
         Way::Direct => fuser::Session::new(adapter, &mountpoint, &config)
             .map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display())),
@@ -322,6 +342,9 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
             return fail(&mut ready, msg);
         }
     };
+    if matches!(way, Way::Direct) {
+        *device.lock() = fuse_device();
+    }
     let unmounter = session.unmount_callable();
     let mut signals = signals;
     let mp = mountpoint.clone();
@@ -373,22 +396,57 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
     if let Some(mut r) = ready.take() {
         let _ = r.write_all(live.as_bytes());
     }
+    *finish.lock() = Some(Box::new(move |result: std::io::Result<()>| {
+        // destroy() has run the shutdown, unless the session failed first.
+        let clean = fs.shutdown().is_ok() && fs.closed_cleanly() && fs.pipeline().unshipped() == 0;
+        drop(fs);
+        let_go();
+        match result {
+            Ok(()) if clean => {
+                info!("{} unmounted cleanly", mountpoint.display());
+                0
+            }
+            Ok(()) => 1,
+            Err(e) => {
+                error!("session ended: {e}");
+                1
+            }
+        }
+    }));
     let result = session.run();
-    // destroy() has run the shutdown, unless the session failed first.
-    let clean = fs.shutdown().is_ok() && fs.closed_cleanly() && fs.pipeline().unshipped() == 0;
-    drop(fs);
-    let_go();
-    match result {
-        Ok(()) if clean => {
-            info!("{} unmounted cleanly", mountpoint.display());
-            0
+    let finish = finish.lock().take();
+    finish.map_or(1, |f| f(result))
+}
+
+/// A descriptor of the session's `/dev/fuse` connection (fuser keeps its own to itself):
+/// the process has one, just after the mount.
+fn fuse_device() -> Option<std::fs::File> {
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+    fds.flatten().find_map(|fd| {
+        let target = std::fs::read_link(fd.path()).ok()?;
+        if target != Path::new("/dev/fuse") {
+            return None;
         }
-        Ok(()) => 1,
-        Err(e) => {
-            error!("session ended: {e}");
-            1
-        }
-    }
+        let n: i32 = fd.file_name().to_str()?.parse().ok()?;
+        // SAFETY: a descriptor of this process, duplicated: the copy is ours to close.
+        let copy = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 0) };
+        // SAFETY: just made, owned by nothing else.
+        (copy >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(copy) })
+    })
+}
+
+/// Whether the kernel has ended the connection (unmounted, or aborted): its device reports
+/// POLLERR, as libfuse's unmount checks.
+fn connection_dead(device: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: device.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLERR != 0
 }
 
 /// What STORE was before this mount made it a store: a mount that fails leaves it so.

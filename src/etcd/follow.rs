@@ -1,11 +1,12 @@
-//! A read-only mount of a prefix (`recordfs mount --read-only etcd://...`) follows the
-//! changes the serving mount (or a tool) makes: a watch from the revision its cache was built
-//! at gives each transaction's keys, which become changes of the cache (names made, moved,
-//! linked and removed, bytes saved, attributes set), and the kernel is told to forget the
-//! names and attributes they touched. When etcd no longer keeps the history the watch needs
-//! (a compaction), the whole prefix is read again and the cache is brought to it the same
-//! way. The cache only moves forward in revisions: no reader sees a version older than one
-//! it saw.
+//! Every mount of a prefix follows the changes other mounts (or tools) make to it: a watch
+//! from the revision its cache was built at gives each transaction's keys, which become
+//! changes of the cache (names made, moved, linked and removed, bytes saved, attributes
+//! set), and the kernel is told to forget the names and attributes they touched. When etcd
+//! no longer keeps the history the watch needs (a compaction), the whole prefix is read
+//! again and the cache is brought to it the same way. The cache only moves forward in
+//! revisions: no reader sees a version older than one it saw. A mount that also changes the
+//! prefix takes each revision in through `converge.rs`, which leaves what would overwrite its
+//! own unsettled commits for later.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

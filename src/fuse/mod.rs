@@ -27,11 +27,21 @@ mod kernel;
 
 pub struct Adapter {
     fs: Arc<RecordFs>,
+    /// Runs at the end of `destroy`, once the store is shut down (`cli::daemon`).
+    after_destroy: parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Adapter {
     pub fn new(fs: Arc<RecordFs>) -> Adapter {
-        Adapter { fs }
+        Adapter {
+            fs,
+            after_destroy: parking_lot::Mutex::new(None),
+        }
+    }
+
+    pub fn after_destroy(self, f: Box<dyn FnOnce() + Send>) -> Adapter {
+        *self.after_destroy.lock() = Some(f);
+        self
     }
 }
 
@@ -135,6 +145,10 @@ impl Filesystem for Adapter {
     fn destroy(&mut self) {
         if let Err(e) = self.fs.shutdown() {
             error!("unmount: {e}");
+        }
+        let after = self.after_destroy.lock().take();
+        if let Some(f) = after {
+            f();
         }
     }
 
