@@ -228,3 +228,34 @@ pub fn helper_options(
     }
     o
 }
+
+/// A descriptor of the session's `/dev/fuse` connection (fuser keeps its own to itself):
+/// the process has one, just after the mount.
+pub fn fuse_device() -> Option<std::fs::File> {
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+    fds.flatten().find_map(|fd| {
+        let target = std::fs::read_link(fd.path()).ok()?;
+        if target != std::path::Path::new("/dev/fuse") {
+            return None;
+        }
+        let n: i32 = fd.file_name().to_str()?.parse().ok()?;
+        // SAFETY: a descriptor of this process, duplicated: the copy is ours to close.
+        let copy = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 0) };
+        // SAFETY: just made, owned by nothing else.
+        (copy >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(copy) })
+    })
+}
+
+/// Whether the kernel has ended the connection (unmounted, or aborted): its device reports
+/// POLLERR, as libfuse's unmount checks.
+pub fn connection_dead(device: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: device.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLERR != 0
+}

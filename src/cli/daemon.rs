@@ -304,7 +304,10 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
             // kernel unmounted it (it reads the device's POLLERR the wrong way round: fuser
             // PR 703), which takes down whatever was mounted there since. A dead connection
             // means nothing of ours is mounted: the daemon ends here instead.
-            let dead = device.lock().as_ref().is_some_and(connection_dead);
+            let dead = device
+                .lock()
+                .as_ref()
+                .is_some_and(mounting::connection_dead);
             let finish = match dead {
                 true => finish.lock().take(),
                 false => None,
@@ -343,7 +346,7 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
         }
     };
     if matches!(way, Way::Direct) {
-        *device.lock() = fuse_device();
+        *device.lock() = mounting::fuse_device();
     }
     let unmounter = session.unmount_callable();
     let mut signals = signals;
@@ -416,37 +419,6 @@ fn run_mount(m: Serving, mut ready: Option<std::fs::File>) -> i32 {
     let result = session.run();
     let finish = finish.lock().take();
     finish.map_or(1, |f| f(result))
-}
-
-/// A descriptor of the session's `/dev/fuse` connection (fuser keeps its own to itself):
-/// the process has one, just after the mount.
-fn fuse_device() -> Option<std::fs::File> {
-    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
-    fds.flatten().find_map(|fd| {
-        let target = std::fs::read_link(fd.path()).ok()?;
-        if target != Path::new("/dev/fuse") {
-            return None;
-        }
-        let n: i32 = fd.file_name().to_str()?.parse().ok()?;
-        // SAFETY: a descriptor of this process, duplicated: the copy is ours to close.
-        let copy = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 0) };
-        // SAFETY: just made, owned by nothing else.
-        (copy >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(copy) })
-    })
-}
-
-/// Whether the kernel has ended the connection (unmounted, or aborted): its device reports
-/// POLLERR, as libfuse's unmount checks.
-fn connection_dead(device: &std::fs::File) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut p = libc::pollfd {
-        fd: device.as_raw_fd(),
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no wait.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents & libc::POLLERR != 0
 }
 
 /// What STORE was before this mount made it a store: a mount that fails leaves it so.
