@@ -91,6 +91,7 @@ impl Pipeline {
             replica: Mutex::new(None),
             local_sync: AtomicBool::new(true),
             unshipped: AtomicUsize::new(0),
+            shipping: AtomicBool::new(false),
         });
         let spawn = |name: &str, f: fn(&Pipeline)| {
             let p = pipeline.clone();
@@ -275,7 +276,7 @@ impl Pipeline {
         let seq = entry.seq;
         if replicas {
             st.from_replica.insert(seq);
-        } else if self.replica.lock().is_some() {
+        } else if self.shipping.load(Ordering::Relaxed) {
             for fid in entry.op.fids() {
                 st.made_here.insert(fid, seq);
             }

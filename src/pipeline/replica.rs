@@ -66,6 +66,7 @@ impl Pipeline {
         let after = st.ns.last_seq();
         st.settled = after;
         *self.replica.lock() = Some(Shipping { replica, after });
+        self.shipping.store(true, Ordering::Relaxed);
     }
 
     /// Local commits up to `upto` are settled: the replica refused them, or took them and

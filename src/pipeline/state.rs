@@ -211,6 +211,8 @@ pub struct Pipeline {
     pub(super) local_sync: AtomicBool,
     /// Entries logged that the replica has not taken.
     pub(super) unshipped: AtomicUsize,
+    /// Whether `replica` is set: looked at by every commit, without taking its lock.
+    pub(super) shipping: AtomicBool,
 }
 
 /// The pipeline's threads, joined at shutdown.
