@@ -1,13 +1,13 @@
 //! How the follower takes in a revision when the mount also changes the prefix (FORMAT.md,
 //! "Several mounts"): keys this mount wrote at that revision or later are only noted; the
-//! others are made in the cache unless they touch a node with a local commit not shipped
-//! yet (that commit ships what the node holds then, so it would ship theirs and lose its
-//! own). Such a revision is left for later: its keys are `dirty`, and `catch_up` brings them
+//! others are made in the cache unless they touch a node with a local commit not settled
+//! yet (not shipped: it ships what the node holds then, so it would ship theirs and lose its
+//! own; or shipped, but newer than what comes in). Such a revision is left for later: its keys are `dirty`, and `catch_up` brings them
 //! in once nothing local waits on them (the local commit went in over it, or was refused).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::follow::{name_at, parse_fid, show, Follower, Forget, NameAt};
+use super::follow::{name_at, node_at, parse_fid, show, Follower, Forget, NameAt};
 use super::layout;
 use super::{Change, Etcd};
 use crate::error::{err, Result};
@@ -76,7 +76,7 @@ impl Follower {
     }
 
     /// Whether changes of `keys` touch a node (a directory, the node a name leads to or
-    /// held) with a local commit not shipped yet, or a directory the cache does not have.
+    /// held) with a local commit not settled yet, or a directory the cache does not have.
     fn touches_local<'a>(&self, keys: impl Iterator<Item = &'a [u8]> + Clone) -> bool {
         let made_now: BTreeSet<Fid> = keys
             .clone()
@@ -97,8 +97,8 @@ impl Follower {
                 if let Some(to) = self.names.get(&(dir, name)).and_then(|f| self.live(*f)) {
                     fids.push(to);
                 }
-            } else if let Some(fid) = key.get(2..).filter(|_| key.get(1) == Some(&b'/')) {
-                fids.extend(parse_fid(fid).ok().and_then(|f| self.live(f)));
+            } else if let Some(fid) = node_at(key) {
+                fids.extend(self.live(fid));
             }
         }
         self.fs.pipeline().made_here(&fids)
@@ -139,7 +139,7 @@ impl Follower {
                     nodes.extend(want);
                     names.push((at, want, shown));
                 }
-            } else if let Some(fid) = key.get(2..).and_then(|f| parse_fid(f).ok()) {
+            } else if let Some(fid) = node_at(key) {
                 nodes.insert(fid);
             }
         }

@@ -447,6 +447,14 @@ fn parse(changes: &[Change]) -> Result<Parsed> {
     Ok((names, infos, data))
 }
 
+/// The node an `i/` or `d/` key is about.
+pub(super) fn node_at(key: &[u8]) -> Option<Fid> {
+    let fid = key
+        .strip_prefix(b"i/")
+        .or_else(|| key.strip_prefix(b"d/"))?;
+    parse_fid(fid).ok()
+}
+
 /// The name an `n/` key is.
 pub(super) fn name_at(key: &[u8]) -> Option<NameAt> {
     let rest = key.strip_prefix(b"n/")?;

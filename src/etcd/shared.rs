@@ -19,8 +19,9 @@ pub struct Shared {
     /// The cache shows every key not in `Seen::at` as etcd held it at this revision (the
     /// last one the follower took in).
     pub revision: AtomicI64,
-    /// Local commits shipped, up to an entry, and the revision etcd was at once they were
-    /// in (0: refused): they are settled (`Pipeline::settle_upto`) once the follower is past it.
+    /// Local commits shipped (or refused), up to an entry, and the latest revision this
+    /// mount's transactions had made by then: they are settled (`Pipeline::settle_upto`)
+    /// once the follower is past it.
     pub unsettled: Mutex<VecDeque<(Seq, i64)>>,
     /// Callers of refused commits, answered once the follower brought the cache back to
     /// what etcd holds (or after `HOLD_AT_MOST`), with when they were refused.
@@ -142,7 +143,7 @@ pub struct Seen {
     /// whose changes the cache does not show yet (`dirty`).
     pub at: HashMap<Vec<u8>, i64>,
     /// Keys whose latest value in etcd the cache may not show: changes the follower left
-    /// for later (they touched nodes with local changes not shipped yet), and the keys of
+    /// for later (they touched nodes with local commits not settled yet), and the keys of
     /// commits etcd refused. The follower brings them in once nothing local waits on them.
     pub dirty: HashSet<Vec<u8>>,
 }
