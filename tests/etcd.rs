@@ -82,6 +82,22 @@ fn a_store_migrates_into_etcd_and_back_whole() {
         (&3.into(), &4.into(), &8.into(), &1.into()),
         "{out}"
     );
+    // The migration in etcd's history: the big file made with its bytes in pieces and its
+    // two names (the first its path, the other a link), found by either name.
+    let (code, lines, err) = log_of(&[&url, "--name", "players/big-link"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["op"] == "SET" && l["path"] == "big.bin" && l["pieces"] == 3),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["op"] == "LINK" && l["path"] == "players/big-link"),
+        "{lines:#?}"
+    );
 
     // export reads the prefix as it reads a directory.
     let store = env.store.to_str().unwrap();
@@ -406,4 +422,167 @@ fn a_silent_member_is_passed_over() {
     let (code, out) = tool(&["check", &cluster.url("records")]);
     assert_eq!(code, 0, "{out}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+/// `recordfs log ARGS...` of a store in etcd, bounded: (exit code, its lines, stderr).
+fn log_of(args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(BIN)
+        .arg("log")
+        .args(args)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), lines, err)
+}
+
+fn with_op<'a>(lines: &'a [serde_json::Value], op: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|l| l["op"] == op).collect()
+}
+
+#[test]
+fn log_prints_the_changes_etcd_keeps_of_a_prefix_and_ends() {
+    let cluster = Cluster::start();
+    let url = cluster.url("logged");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount");
+    let p = |s: &str| place.path(s);
+    let rec = format!("d/{}", record_name(1));
+    fs::create_dir(p("d")).unwrap();
+    fs::write(p(&rec), "{\"v\": 1}").unwrap();
+    // A save by temporary file and rename, as editors make it.
+    fs::write(p("d/.rec.tmp"), "{\"v\": 2}").unwrap();
+    fs::rename(p("d/.rec.tmp"), p(&rec)).unwrap();
+    fs::hard_link(p(&rec), p("link")).unwrap();
+    let (code, out) = sh(&format!("chmod 600 {}", p(&rec).display()));
+    assert_eq!(code, 0, "{out}");
+    fs::remove_file(p("link")).unwrap();
+    fs::write(p("bin"), [0xffu8, 0, 1]).unwrap();
+    fs::rename(p("bin"), p("d/bin")).unwrap();
+    m.stop_cleanly();
+    // The cluster's newest revision is another prefix's: nothing of this one reaches it.
+    let out = cluster.etcdctl(&["put", "other/x", "y"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let (code, lines, err) = log_of(&[&url]);
+    assert_eq!(code, 0, "{err}");
+    let revs: Vec<i64> = lines
+        .iter()
+        .map(|l| l["revision"].as_i64().unwrap())
+        .collect();
+    assert!(revs.windows(2).all(|w| w[0] <= w[1]), "{lines:#?}");
+    let dir = with_op(&lines, "SET");
+    assert!(
+        dir.iter().any(|l| l["path"] == "d" && l["kind"] == "dir"),
+        "{lines:#?}"
+    );
+    // Every version of the record, the second under its temporary name, then the rename
+    // over the first, which it replaced.
+    let sets: Vec<_> = with_op(&lines, "SET")
+        .into_iter()
+        .filter(|l| l["data"].as_str().is_some_and(|d| d.contains("\"v\"")))
+        .collect();
+    assert_eq!(sets.len(), 2, "{lines:#?}");
+    assert_eq!(
+        (&sets[0]["path"], &sets[0]["data"]),
+        (&rec.as_str().into(), &"{\"v\": 1}".into())
+    );
+    assert_eq!(sets[1]["path"], "d/.rec.tmp");
+    let renames = with_op(&lines, "RENAME");
+    let over = renames
+        .iter()
+        .find(|l| l["to"] == rec.as_str())
+        .unwrap_or_else(|| panic!("no rename to the record: {lines:#?}"));
+    assert_eq!(over["path"], "d/.rec.tmp");
+    assert_eq!(over["fid"], sets[1]["fid"]);
+    assert_eq!(over["replaced"], sets[0]["fid"]);
+    let saved = &sets[1]["fid"];
+    let link = with_op(&lines, "LINK");
+    assert!(
+        link.iter()
+            .any(|l| l["path"] == "link" && &l["fid"] == saved),
+        "{lines:#?}"
+    );
+    let gone = with_op(&lines, "DELETE");
+    assert!(
+        gone.iter()
+            .any(|l| l["path"] == "link" && &l["fid"] == saved),
+        "{lines:#?}"
+    );
+    let attr = with_op(&lines, "ATTR");
+    assert!(
+        attr.iter()
+            .any(|l| &l["fid"] == saved && l["mode"].as_u64().unwrap() & 0o7777 == 0o600),
+        "{lines:#?}"
+    );
+    let bin = with_op(&lines, "SET")
+        .into_iter()
+        .find(|l| l["path"] == "bin")
+        .unwrap_or_else(|| panic!("no SET of bin: {lines:#?}"));
+    assert_eq!(
+        (&bin["enc"], &bin["data"]),
+        (&"base64".into(), &"/wAB".into())
+    );
+    assert!(renames
+        .iter()
+        .any(|l| l["path"] == "bin" && l["to"] == "d/bin"));
+
+    // --name: every change of the files that held the name, under any of their names.
+    let (code, named, err) = log_of(&[&url, "--name", &rec]);
+    assert_eq!(code, 0, "{err}");
+    let data: Vec<_> = with_op(&named, "SET")
+        .iter()
+        .map(|l| l["data"].clone())
+        .collect();
+    let data: Vec<_> = data.iter().filter(|d| d.as_str() != Some("")).collect();
+    assert_eq!(
+        data,
+        [&"{\"v\": 1}".into(), &"{\"v\": 2}".into()] as [&serde_json::Value; 2],
+        "{named:#?}"
+    );
+    assert!(named.iter().all(|l| l["path"] != "bin" && l["path"] != "d"));
+    let (code, none, err) = log_of(&[&url, "--name", "d/nothing.json"]);
+    assert_eq!((code, none.len()), (1, 0), "{err}");
+    assert!(err.contains("names \"d/nothing.json\""), "{err}");
+
+    // --since and --until: one revision alone, its paths as they were then.
+    let at = over["revision"].as_i64().unwrap().to_string();
+    let (code, one, err) = log_of(&[&url, "--since", &at, "--until", &at]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        one.iter().all(|l| l["revision"] == over["revision"]),
+        "{one:#?}"
+    );
+    assert!(one.contains(over), "{one:#?}");
+
+    // After a compaction the log starts where etcd's history does, with paths still known.
+    let link_rev = link[0]["revision"].as_i64().unwrap();
+    let out = cluster
+        .etcdctl(&["compact", &link_rev.to_string()])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, after, err) = log_of(&[&url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        after
+            .iter()
+            .all(|l| l["revision"].as_i64().unwrap() > link_rev),
+        "{after:#?}"
+    );
+    let tail: Vec<_> = lines
+        .iter()
+        .filter(|l| l["revision"].as_i64().unwrap() > link_rev)
+        .collect();
+    assert_eq!(after.iter().collect::<Vec<_>>(), tail);
+    let (code, _, err) = log_of(&[&url, "--since", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("from revision {} on", link_rev + 1)),
+        "{err}"
+    );
 }

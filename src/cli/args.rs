@@ -55,19 +55,24 @@ check (not a store, or mounted).")]
     #[command(after_long_help = "Examples:
   recordfs log /var/lib/records --since 4700 | jq -c '{seq, op, name}'
   recordfs log /var/lib/records --name players/<uuid>.json | jq -r .op
+  recordfs log etcd://10.0.0.1:2379/records --since 4700 | jq -c '{revision, op, path}'
+
+Of a store in etcd (etcd://...) it prints the changes etcd keeps, by revision: SET, ATTR,
+RENAME, LINK and DELETE lines with the revision, fid and path (FORMAT.md has the fields).
 
 Exit status: 0 printed; 1 --name matched no entry; 2 an error (not a store).")]
     Log {
-        /// The store whose log to print (mounted or not).
+        /// The store whose log to print (mounted or not), or an etcd://... address.
         store: PathBuf,
         /// Only entries about this path, as `dir/name` in the directories that hold it now
-        /// (also as either side of a rename).
+        /// (also as either side of a rename); of etcd, the changes of every file that held
+        /// it at some revision.
         #[arg(long)]
         name: Option<String>,
-        /// Only entries with this sequence number or later.
+        /// Only entries with this sequence number (of etcd: revision) or later.
         #[arg(long)]
         since: Option<u64>,
-        /// Only entries with this sequence number or earlier.
+        /// Only entries with this sequence number (of etcd: revision) or earlier.
         #[arg(long)]
         until: Option<u64>,
     },

@@ -5,6 +5,7 @@ mod daemon;
 mod docs;
 mod etcd_history;
 mod etcd_import;
+mod etcd_log;
 mod etcd_store;
 mod history;
 mod logging;

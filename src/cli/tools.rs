@@ -30,6 +30,9 @@ pub(super) fn log_command(
     since: Option<u64>,
     until: Option<u64>,
 ) -> i32 {
+    if let Some(url) = store.to_str().filter(|s| EtcdUrl::is_etcd(s)) {
+        return super::etcd_log::log_command(url, name, since, until);
+    }
     let name_asked = name.clone();
     let filter = crate::inspect::LogFilter {
         name: name.map(String::into_bytes),

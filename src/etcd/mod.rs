@@ -7,6 +7,7 @@
 
 mod converge;
 mod follow;
+pub mod history;
 mod lease;
 pub use lease::{Change, KeyNow, Txned, WatchEnd, Watched};
 pub mod layout;
@@ -313,12 +314,16 @@ impl Etcd {
 
     /// `get_all`, with the revision read at and each key's mod revision (for `put_if`).
     pub fn get_all_at(&self, rest: &[u8]) -> Result<(i64, Vec<KeyAt>)> {
+        self.get_all_as_of(rest, 0)
+    }
+
+    /// `get_all_at` as of `revision` (0: now); one etcd has compacted away fails with ENODATA.
+    pub fn get_all_as_of(&self, rest: &[u8], mut revision: i64) -> Result<(i64, Vec<KeyAt>)> {
         let start = self.key(rest);
         let end = prefix_end(&start);
         let cut = self.url.prefix.len();
         let mut out = Vec::new();
         let mut from = start;
-        let mut revision = 0;
         let mut limit = PAGE_KEYS;
         loop {
             let r = self.call("reading the store's keys", |mut c| {
