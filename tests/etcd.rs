@@ -586,3 +586,34 @@ fn log_prints_the_changes_etcd_keeps_of_a_prefix_and_ends() {
         "{err}"
     );
 }
+
+#[test]
+fn a_transaction_holds_only_while_its_ranges_hold_no_key() {
+    use recordfs::etcd::{Etcd, EtcdUrl, Txned};
+    let cluster = Cluster::start();
+    let url = EtcdUrl::parse(&cluster.url("ranges")).unwrap();
+    let etcd = Etcd::connect(&url, Duration::from_secs(10)).unwrap();
+    let k = |s: &str| s.as_bytes().to_vec();
+    etcd.put_all(&[(k("i/d"), k("{}")), (k("n/d/x"), k("1"))])
+        .unwrap();
+    let remove = |deletes: &[Vec<u8>], empty: &[(Vec<u8>, Vec<u8>)]| {
+        etcd.txn_unless_changed(&[], &[], empty, &[], deletes)
+            .unwrap()
+    };
+    // A name in the range: not done, and the name found is said.
+    match remove(&[k("i/d")], &[(k("n/d/"), k("n/d0"))]) {
+        Txned::Changed(_, taken) => {
+            let keys: Vec<_> = taken.iter().map(|t| t.key.clone()).collect();
+            assert_eq!(keys, [k("n/d/x")]);
+        }
+        Txned::Done(_) => panic!("removed though a name is in the range"),
+    }
+    assert!(etcd.get(b"i/d").unwrap().is_some());
+    // The name removed with it lies between the ranges: done.
+    let gaps = [(k("n/d/"), k("n/d/x")), (k("n/d/x\0"), k("n/d0"))];
+    assert!(matches!(
+        remove(&[k("n/d/x"), k("i/d")], &gaps),
+        Txned::Done(_)
+    ));
+    assert!(etcd.get(b"i/d").unwrap().is_none());
+}

@@ -399,3 +399,103 @@ for r in range(rounds):
     mb.stop_cleanly();
     assert_sound(&url);
 }
+
+/// Reads the record at `mnt/name` over and over (open, read, close) until the file `stop`
+/// exists; prints each content that differs from the one before, `torn ...` for one that is
+/// not JSON.
+const READER: &str = r#"
+import json, os, sys
+path, stop = os.path.join(sys.argv[1], sys.argv[2]), sys.argv[3]
+last = None
+while not os.path.exists(stop):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        print("error", e.errno, flush=True)
+        continue
+    if text != last:
+        try:
+            json.loads(text)
+        except ValueError:
+            print("torn", repr(text), flush=True)
+        print(text, flush=True)
+        last = text
+"#;
+
+#[test]
+fn a_mount_that_saves_never_shows_a_version_older_than_one_it_showed() {
+    let cluster = Cluster::start();
+    let url = cluster.url("forward");
+    let (a, b) = (Place::new(), Place::new());
+    let ma = a.mount(&url, &[]).expect("first mount");
+    let mb = b.mount(&url, &[]).expect("second mount");
+    let name = record_name(0);
+    fs::write(a.path(&name), "{}").unwrap();
+    let shown = wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(b.path(&name)).is_ok_and(|t| t == "{}")
+    });
+    assert!(shown, "not shown by the second mount within 10 s");
+    let stop = a.dir.path().join("stop");
+    let reader = |place: &Place| {
+        let (mnt, stop) = (place.mnt.display(), stop.display());
+        python(READER, &[mnt.to_string(), name.clone(), stop.to_string()])
+    };
+    let readers = [reader(&a), reader(&b)];
+    // Both mounts save the record in place at once while a reader on each reads it.
+    let saver = |place: &Place, who: &str| {
+        let mnt = place.mnt.display().to_string();
+        let args = [
+            mnt,
+            who.into(),
+            "40".into(),
+            "in-place".into(),
+            name.clone(),
+        ];
+        python(SAVER, &args)
+    };
+    let savers = [saver(&a, "a"), saver(&b, "b")];
+    let said: String = savers.into_iter().map(output).collect();
+    assert!(!said.contains("torn") && !said.contains("error"), "{said}");
+    all_alike(&a, &b, &url);
+    fs::write(&stop, "").unwrap();
+    let seen = readers.map(output);
+    ma.stop_cleanly();
+    mb.stop_cleanly();
+
+    // etcd's order of the versions: the record's SETs, revision by revision.
+    let out = Command::new(BIN)
+        .args(["log", &url, "--name", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let order: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["op"] == "SET")
+        .map(|l| l["data"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        order.len(),
+        81,
+        "the first version and 80 saves: {order:#?}"
+    );
+    for (who, seen) in ["first", "second"].iter().zip(&seen) {
+        assert!(!seen.contains("torn") && !seen.contains("error"), "{seen}");
+        let mut at = 0;
+        for text in seen.lines() {
+            let i = order
+                .iter()
+                .position(|v| v == text)
+                .unwrap_or_else(|| panic!("the {who} mount showed {text}, which etcd never held"));
+            assert!(
+                i >= at,
+                "the {who} mount showed {text} (version {i}) after version {at}: {seen}"
+            );
+            at = i;
+        }
+        assert_eq!(at, 80, "the {who} mount ends on the last version: {seen}");
+    }
+    assert_sound(&url);
+}

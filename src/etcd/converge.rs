@@ -46,7 +46,10 @@ impl Follower {
         }
         self.note(&mine, true)?;
         self.advance(rev);
-        Ok(())
+        match later {
+            true => Ok(()),
+            false => from_replica(|| self.sweep()),
+        }
     }
 
     /// The cache shows every key not in `Seen::at` as of `rev`.
@@ -72,17 +75,30 @@ impl Follower {
             let seen = self.shared.seen.lock();
             keys.clone().any(|k| seen.dirty.contains(k))
         };
-        dirty || self.touches_local(keys)
+        dirty || self.touches_local(keys, true)
     }
 
-    /// Whether changes of `keys` touch a node (a directory, the node a name leads to or
-    /// held) with a local commit not settled yet, or a directory the cache does not have.
-    fn touches_local<'a>(&self, keys: impl Iterator<Item = &'a [u8]> + Clone) -> bool {
+    /// Whether changes of `keys` (one `revision`'s, else a catch-up's) touch a node (a
+    /// directory, the node a name leads to or held) with a local commit not settled yet
+    /// (one that removed it too), or a directory the cache does not have.
+    fn touches_local<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a [u8]> + Clone,
+        revision: bool,
+    ) -> bool {
+        // Directories that come with the keys: in a revision, those etcd did not have
+        // before (an `i/` of one it had is only its attributes: where the cache lacks that
+        // one, removed here by a change etcd refused, the revision must wait); in a
+        // catch-up, every one whose `i/` it brings in.
         let made_now: BTreeSet<Fid> = keys
             .clone()
             .filter_map(|k| k.strip_prefix(b"i/"))
             .filter_map(|f| parse_fid(f).ok())
+            .filter(|f| !revision || !self.infos.contains_key(f))
             .collect();
+        // A node's local fid whether the cache has it or not: a local commit that removed
+        // it is as unsettled as one that changed it.
+        let local = |fid: Fid| self.shared.fids.lock().local(fid);
         let mut fids = Vec::new();
         for key in keys {
             if let Some((dir, name)) = name_at(key) {
@@ -91,14 +107,12 @@ impl Follower {
                         fids.push(d);
                         fids.extend(self.fs.lookup(d, &name).ok().map(|s| s.ino));
                     }
-                    None if made_now.contains(&dir) => {}
+                    None if made_now.contains(&dir) => fids.extend(local(dir)),
                     None => return true,
                 }
-                if let Some(to) = self.names.get(&(dir, name)).and_then(|f| self.live(*f)) {
-                    fids.push(to);
-                }
+                fids.extend(self.names.get(&(dir, name)).and_then(|f| local(*f)));
             } else if let Some(fid) = node_at(key) {
-                fids.extend(self.live(fid));
+                fids.extend(local(fid));
             }
         }
         self.fs.pipeline().made_here(&fids)
@@ -116,7 +130,7 @@ impl Follower {
             }
             seen.dirty.iter().cloned().collect()
         };
-        !dirty.is_empty() && !self.touches_local(dirty.iter().map(|k| k.as_slice()))
+        !dirty.is_empty() && !self.touches_local(dirty.iter().map(|k| k.as_slice()), false)
     }
 
     /// Brings the dirty keys in, once nothing local waits on them: each name and node as
@@ -158,16 +172,20 @@ impl Follower {
             infos.insert(fid, info);
         }
         match from_replica(|| self.bring_in(&names, &infos, &data)) {
-            Ok(()) => {
+            Ok(left) => {
                 let mut seen = self.shared.seen.lock();
-                for key in &dirty {
+                let left: HashSet<Vec<u8>> = left
+                    .iter()
+                    .map(|(dir, name)| layout::name_key(*dir, name))
+                    .collect();
+                for key in dirty.iter().filter(|k| !left.contains(*k)) {
                     seen.dirty.remove(key);
                 }
                 seen.prune(rev);
                 let clean = seen.dirty.is_empty();
                 drop(seen);
                 self.shared.release(clean);
-                Ok(())
+                from_replica(|| self.sweep())
             }
             // A local commit came first: again once it is settled.
             Err(e) if e.errno == libc::EINPROGRESS => Ok(()),
@@ -178,13 +196,14 @@ impl Follower {
     /// Makes each of `names` lead where etcd says (parents first), removes those etcd does
     /// not have (children first), then gives each of `infos`' nodes etcd's bytes and
     /// attributes. A name at a time, a file linked before its other name goes, so that no
-    /// node is lost on the way; done again whole after an error.
+    /// node is lost on the way; done again whole after an error. Returns the names in
+    /// directories the cache lacks: they stay as they are (and dirty) until it has them.
     fn bring_in(
         &mut self,
         names: &[Named],
         infos: &HashMap<Fid, Vec<u8>>,
         data: &HashMap<Vec<u8>, Vec<u8>>,
-    ) -> Result<()> {
+    ) -> Result<Vec<NameAt>> {
         let mut forget = Forget::default();
         let mut made: HashSet<Fid> = HashSet::new();
         // Names of nodes the cache has first: a file gains its new name before another
@@ -221,7 +240,7 @@ impl Follower {
             names: forget.names,
             inodes: forget.inodes,
         });
-        Ok(())
+        Ok(todo.into_iter().map(|n| n.0.clone()).collect())
     }
 
     /// Makes `at` lead to etcd node `want`, in the cache's directory `dir`.

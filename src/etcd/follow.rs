@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use log::{error, info, warn};
 
-use super::layout::{self, Node, Tree};
+use super::layout::{self, Tree};
 use super::shared::Shared;
 use super::{Change, Etcd, EtcdUrl, WatchEnd, Watched};
 use crate::error::{err, Result};
-use crate::fs::{Invalidation, RecordFs, SetAttr};
+use crate::fs::{Invalidation, RecordFs};
 use crate::types::{Fid, Kind};
 
 /// A name in a directory, by etcd fids.
@@ -36,6 +36,9 @@ pub struct Follower {
     pub(super) infos: HashMap<Fid, Vec<u8>>,
     /// Which node of the cache each etcd node is; the revision the cache is at.
     pub(super) shared: Arc<Shared>,
+    /// The cache's directories where `beside` may have left its temporary name (made, then
+    /// not moved over: a local commit came first); `sweep` removes them.
+    pub(super) incoming: HashSet<Fid>,
 }
 
 impl Follower {
@@ -57,6 +60,7 @@ impl Follower {
                 .collect(),
             infos,
             shared,
+            incoming: HashSet::new(),
         }
     }
 
@@ -160,8 +164,19 @@ impl Follower {
     /// Makes one revision's changes in the cache (as the replica's own: `from_replica`),
     /// then has the kernel forget what they touched.
     pub(super) fn apply(&mut self, rev: i64, changes: &[Change]) -> Result<()> {
-        let (names, infos, data) = parse(changes)?;
         let mut forget = Forget::default();
+        let done = self.make_changes(rev, changes, &mut forget);
+        // Also after a failure: what was made before it shows in the cache already (it is
+        // brought to etcd's state later, by `catch_up`).
+        self.fs.invalidate(Invalidation::Changed {
+            names: forget.names,
+            inodes: forget.inodes,
+        });
+        done
+    }
+
+    fn make_changes(&mut self, rev: i64, changes: &[Change], forget: &mut Forget) -> Result<()> {
+        let (names, infos, data) = parse(changes)?;
         // Names that lead somewhere new, parents before children; then the names that go,
         // children before parents; then bytes and attributes.
         let mut todo: Vec<(NameAt, Fid)> = names
@@ -185,7 +200,7 @@ impl Follower {
                         &data,
                         &mut done_moves,
                         &mut made,
-                        &mut forget,
+                        forget,
                     )?,
                     None => later.push((at, fid)),
                 }
@@ -203,7 +218,7 @@ impl Follower {
             .filter(|(n, to)| to.is_none() && self.names.contains_key(n) && !done_moves.contains(n))
             .map(|(n, _)| n.clone())
             .collect();
-        self.unname_all(gone, &mut forget)?;
+        self.unname_all(gone, forget)?;
         // Bytes and attributes last: making and removing names changes the times of the
         // directories they are in, which must end as etcd says.
         for (fid, info) in &infos {
@@ -211,15 +226,10 @@ impl Follower {
                 continue;
             };
             if self.infos.get(fid) != Some(info) {
-                self.refresh(*fid, l, info, &data, made.contains(fid), &mut forget)?;
+                self.refresh(*fid, l, info, &data, made.contains(fid), forget)?;
             }
         }
-        self.note(changes, true)?;
-        self.fs.invalidate(Invalidation::Changed {
-            names: forget.names,
-            inodes: forget.inodes,
-        });
-        Ok(())
+        self.note(changes, true)
     }
 
     /// Takes `changes` as what etcd holds; `in_cache`: the cache shows them too (else the
@@ -302,85 +312,6 @@ impl Follower {
         self.make_node((dir, &at.1), fid, &value, data, here)?;
         made.insert(fid);
         Ok(())
-    }
-
-    /// Makes etcd node `fid` (its `i/` value, its bytes in `data`) at `name` in `dir`,
-    /// beside the node `here` if any.
-    pub(super) fn make_node(
-        &mut self,
-        (dir, name): (Fid, &[u8]),
-        fid: Fid,
-        value: &[u8],
-        data: &HashMap<Vec<u8>, Vec<u8>>,
-        here: Option<Fid>,
-    ) -> Result<()> {
-        let fs = self.fs.clone();
-        let node = node_of(fid, value, data, None)?;
-        let a = node.attrs;
-        let (ino, t) = self.beside((dir, name), here, None, |name| match node.kind {
-            Kind::Dir => fs.mkdir(dir, name, a.mode, a.uid, a.gid),
-            Kind::Symlink => fs.symlink(dir, name, &node.bytes, a.uid, a.gid),
-            Kind::File => fs.create_with(dir, name, a.mode, node.bytes.clone()),
-        })?;
-        fs.wait(t)?;
-        self.shared.fids.lock().insert(fid, ino);
-        set_attributes(&fs, ino, &node)
-    }
-
-    /// Makes a name with `make` at `name` in `dir`, or, when `here` holds another node,
-    /// beside it and then moved over it (readers see the old node or the new, never none).
-    /// `linking`: the node `make` gives a further name, if it does.
-    pub(super) fn beside(
-        &self,
-        (dir, name): (Fid, &[u8]),
-        here: Option<Fid>,
-        linking: Option<Fid>,
-        make: impl Fn(&[u8]) -> Result<(crate::fs::Stat, crate::fs::Ticket)>,
-    ) -> Result<(Fid, crate::fs::Ticket)> {
-        if here.is_none() {
-            let (stat, t) = make(name)?;
-            return Ok((stat.ino, t));
-        }
-        let temp = format!(".recordfs-incoming.{}", std::process::id()).into_bytes();
-        // Left by an attempt cut short (a local commit came first: EINPROGRESS): moved on
-        // when it is the node to link (it may have no other name), else removed.
-        if let Ok(left) = self.fs.lookup(dir, &temp) {
-            if Some(left.ino) == linking {
-                let t = self.fs.rename(dir, &temp, dir, name, 0)?;
-                return Ok((left.ino, t));
-            }
-            self.fs.wait(self.fs.unlink(dir, &temp)?)?;
-        }
-        let (stat, t) = make(&temp)?;
-        self.fs.wait(t)?;
-        let t = self.fs.rename(dir, &temp, dir, name, 0)?;
-        Ok((stat.ino, t))
-    }
-
-    /// A node's bytes when they changed (not one `made` in this revision: it has them),
-    /// then its attributes.
-    pub(super) fn refresh(
-        &self,
-        fid: Fid,
-        l: Fid,
-        info: &[u8],
-        data: &HashMap<Vec<u8>, Vec<u8>>,
-        made: bool,
-        forget: &mut Forget,
-    ) -> Result<()> {
-        let fs = &self.fs;
-        let node = node_of(fid, info, data, Some((fs, l)))?;
-        if node.kind == Kind::File && !made && data.contains_key(&layout::data_key(fid)) {
-            let (fh, t) = fs.open(l, libc::O_WRONLY | libc::O_TRUNC)?;
-            let saved = fs
-                .wait(t)
-                .and_then(|_| fs.write(fh, 0, &node.bytes))
-                .and_then(|_| fs.flush(fh));
-            fs.release(fh);
-            fs.wait(saved?)?;
-        }
-        forget.inodes.push(l);
-        set_attributes(fs, l, &node)
     }
 
     /// Removes the names `gone`, children before parents (a directory not yet empty is
@@ -469,59 +400,6 @@ pub(super) fn name_at(key: &[u8]) -> Option<NameAt> {
 pub(super) struct Forget {
     pub(super) names: Vec<(Fid, Vec<u8>)>,
     pub(super) inodes: Vec<Fid>,
-}
-
-/// The node an `i/` value describes, its bytes from this revision's `d/` keys, else (a node
-/// the cache has) from the cache.
-fn node_of(
-    fid: Fid,
-    info: &[u8],
-    data: &HashMap<Vec<u8>, Vec<u8>>,
-    cached: Option<(&RecordFs, Fid)>,
-) -> Result<Node> {
-    let key = layout::info_key(fid);
-    let mut have: Option<Vec<u8>> = None;
-    if !data.contains_key(&layout::data_key(fid)) {
-        if let Some((fs, l)) = cached {
-            have = match fs.getattr(l, None)?.kind {
-                Kind::File => Some(fs.read_whole(l)?),
-                Kind::Symlink => Some(fs.readlink(l)?),
-                Kind::Dir => None,
-            };
-        }
-    }
-    let find = |k: &[u8]| -> Option<&Vec<u8>> { data.get(k).or(have.as_ref()) };
-    layout::node(fid, &key, info, &find)
-}
-
-/// Gives the cache's file `l` the owner, mode, times and extended attributes `node` says.
-pub(super) fn set_attributes(fs: &RecordFs, l: Fid, node: &Node) -> Result<()> {
-    let a = &node.attrs;
-    let want: HashMap<&[u8], &[u8]> = node
-        .xattrs
-        .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .collect();
-    let listed = fs.listxattr(l)?;
-    for name in listed.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if !want.contains_key(name) {
-            fs.wait(fs.setxattr(l, name, None, 0)?)?;
-        }
-    }
-    for (k, v) in &want {
-        if fs.getxattr(l, k).ok().as_deref() != Some(*v) {
-            fs.wait(fs.setxattr(l, k, Some(v), 0)?)?;
-        }
-    }
-    let set = SetAttr {
-        mode: (node.kind != Kind::Symlink).then_some(a.mode),
-        uid: Some(a.uid),
-        gid: Some(a.gid),
-        size: None,
-        atime: Some(a.atime),
-        mtime: Some(a.mtime),
-    };
-    fs.wait(fs.setattr(l, None, set)?.1)
 }
 
 pub(super) fn parse_fid(s: &[u8]) -> Result<Fid> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use super::{from_etcd, Etcd};
@@ -43,8 +43,9 @@ pub struct KeyNow {
 pub enum Txned {
     /// Done, at this revision.
     Done(i64),
-    /// Some key changed after its bound: every compared key as it is now.
-    Changed(Vec<KeyNow>),
+    /// Some key changed after its bound, or a range to be empty is not: every compared key
+    /// as it is now, and a key found in each such range.
+    Changed(Vec<KeyNow>, Vec<KeyNow>),
 }
 
 /// What a watch gives its caller.
@@ -81,14 +82,15 @@ impl Etcd {
 
     /// Puts and deletes keys in one transaction that holds only if none of the keys of
     /// `bounds` changed after its bound (mod revision at most it: a key this mount saw as of
-    /// that revision) and each of `existing` is still there (a deleted key's mod revision
-    /// is 0, which no bound catches). Safe to send twice (after no answer, to another
-    /// member): its puts say what keys hold, and a second one that finds them changed by the
-    /// first says so.
+    /// that revision), each of `existing` is still there (a deleted key's mod revision
+    /// is 0, which no bound catches) and each range of `empty` (start, end) holds no key.
+    /// Safe to send twice (after no answer, to another member): its puts say what keys
+    /// hold, and a second one that finds them changed by the first says so.
     pub fn txn_unless_changed(
         &self,
         bounds: &[(Vec<u8>, i64)],
         existing: &[Vec<u8>],
+        empty: &[(Vec<u8>, Vec<u8>)],
         puts: &[(Vec<u8>, Vec<u8>)],
         deletes: &[Vec<u8>],
     ) -> Result<Txned> {
@@ -101,10 +103,18 @@ impl Etcd {
                 .iter()
                 .map(|k| Compare::version(self.key(k), CompareOp::Greater, 0)),
         );
-        let gets: Vec<TxnOp> = bounds
+        // Over a range, etcd compares every key in it (none: a key of version 0).
+        compares.extend(empty.iter().map(|(start, end)| {
+            Compare::version(self.key(start), CompareOp::Equal, 0).with_range(self.key(end))
+        }));
+        let mut gets: Vec<TxnOp> = bounds
             .iter()
             .map(|(k, _)| TxnOp::get(self.key(k), None))
             .collect();
+        gets.extend(empty.iter().map(|(start, end)| {
+            let o = GetOptions::new().with_range(self.key(end)).with_limit(1);
+            TxnOp::get(self.key(start), Some(o))
+        }));
         let ops = self.txn_ops(puts, deletes);
         let cut = self.url.prefix.len();
         let (done, revision, found) = self.call_as("a transaction", true, |mut c| {
@@ -135,6 +145,14 @@ impl Etcd {
         if done {
             return Ok(Txned::Done(revision));
         }
+        let in_empty = found
+            .iter()
+            .filter(|(k, _, _)| empty.iter().any(|(start, end)| start <= k && k < end));
+        let taken = in_empty.map(|(k, rev, v)| KeyNow {
+            key: k.clone(),
+            mod_revision: *rev,
+            value: Some(v.clone()),
+        });
         let now = bounds
             .iter()
             .map(|(k, _)| match found.iter().find(|(fk, _, _)| fk == k) {
@@ -150,7 +168,7 @@ impl Etcd {
                 },
             })
             .collect();
-        Ok(Txned::Changed(now))
+        Ok(Txned::Changed(now, taken.collect()))
     }
 
     /// Renews a lease once; ENOENT when it has expired.

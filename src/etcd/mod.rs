@@ -5,9 +5,11 @@
 //! thread and blocks on it, so callers stay plain functions and every wait has a deadline:
 //! during an outage a call fails with ETIMEDOUT (or EIO) within `timeout`, never hangs.
 
+mod cache;
 mod converge;
 mod follow;
 pub mod history;
+mod keys;
 mod lease;
 pub use lease::{Change, KeyNow, Txned, WatchEnd, Watched};
 pub mod layout;

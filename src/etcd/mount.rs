@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use serde_json::{json, Value};
 
-use super::follow::{set_attributes, Follower};
+use super::cache::set_attributes;
+use super::follow::Follower;
 use super::layout::{self, Name, Node, Tree, MOUNTS};
 use super::replica::EtcdReplica;
 use super::shared::{Fids, Shared};

@@ -14,15 +14,16 @@
 //! directories), and the nodes that are gone are deleted in the last one, so that a name in
 //! etcd never leads nowhere, whatever moment the mount dies at.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::keys::{emptied, Keys};
 use super::layout::{self, Tree};
 use super::shared::Shared;
-use super::{Etcd, KeyNow, Txned, MAX_TXN_BYTES, MAX_TXN_OPS};
+use super::{Etcd, KeyNow, Txned, MAX_TXN_OPS};
 use crate::error::{err, Error, Result};
 use crate::log::{Entry, Op};
 use crate::pipeline::{Pipeline, Read, Replica, Waiter};
@@ -53,47 +54,6 @@ struct NodeNow {
     dcrc: u32,
     target: Option<Vec<u8>>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// The keys of some entries: puts, and deletes of names and of nodes.
-#[derive(Default)]
-struct Keys {
-    puts: BTreeMap<Vec<u8>, Vec<u8>>,
-    names_gone: BTreeSet<Vec<u8>>,
-    nodes_gone: BTreeSet<Vec<u8>>,
-    /// The bytes etcd holds after them, by local fid (None: the file is gone).
-    shipped: Vec<(Fid, Option<(u64, u32)>)>,
-    /// Nodes made here that etcd has not had: local fid, etcd fid.
-    new_nodes: Vec<(Fid, Fid)>,
-    /// The `i/` keys put of nodes etcd has had: each must still be there (another mount
-    /// may have removed the node).
-    existing: BTreeSet<Vec<u8>>,
-    /// The `i/` keys put of directories: whatever another mount put there since, this one's
-    /// attributes go over it (the last commit's), so their revision is not compared; every
-    /// save in a directory changes its times, and both mounts would keep refusing each other.
-    dir_infos: BTreeSet<Vec<u8>>,
-}
-
-impl Keys {
-    fn ops(&self) -> usize {
-        self.puts.len() + self.names_gone.len()
-    }
-    /// Each key is also compared and, when the compare fails, read.
-    fn bytes(&self) -> usize {
-        let p: usize = self
-            .puts
-            .iter()
-            .map(|(k, v)| 3 * k.len() + v.len() + 96)
-            .sum();
-        p + self
-            .names_gone
-            .iter()
-            .map(|k| 3 * k.len() + 96)
-            .sum::<usize>()
-    }
-    fn fits(&self) -> bool {
-        self.ops() + self.nodes_gone.len() <= MAX_TXN_OPS && self.bytes() <= MAX_TXN_BYTES
-    }
 }
 
 impl EtcdReplica {
@@ -231,6 +191,7 @@ impl EtcdReplica {
     ) -> Result<Option<Error>> {
         let names: Vec<&Vec<u8>> = puts.iter().map(|(k, _)| k).chain(&deletes).collect();
         let existing: Vec<Vec<u8>> = keys.existing.iter().cloned().collect();
+        let empty = emptied(&deletes);
         for _ in 0..REBASES {
             let bounds: Vec<(Vec<u8>, i64)> = {
                 let seen = self.shared.seen.lock();
@@ -249,7 +210,7 @@ impl EtcdReplica {
                 .collect();
             match self
                 .etcd
-                .txn_unless_changed(&compared, &existing, &puts, &deletes)?
+                .txn_unless_changed(&compared, &existing, &empty, &puts, &deletes)?
             {
                 Txned::Done(rev) => {
                     self.latest.fetch_max(rev, Ordering::Relaxed);
@@ -259,7 +220,25 @@ impl EtcdReplica {
                     }
                     return Ok(None);
                 }
-                Txned::Changed(now) => {
+                // Another mount made a name in a directory this transaction removes.
+                Txned::Changed(_, taken) if !taken.is_empty() => {
+                    let mut seen = self.shared.seen.lock();
+                    for (k, bound) in &bounds {
+                        seen.refused(k, *bound);
+                    }
+                    for k in &taken {
+                        seen.refused(&k.key, k.mod_revision - 1);
+                    }
+                    let e = err!(
+                        ENOTEMPTY,
+                        "{}: another mount made {} in a directory this mount removes",
+                        self.etcd.url,
+                        String::from_utf8_lossy(&taken[0].key)
+                    );
+                    log::info!("refused: {}", e.reason);
+                    return Ok(Some(e));
+                }
+                Txned::Changed(now, _) => {
                     if let Some(e) = self.settle(&puts, &compared, &existing, now) {
                         let mut seen = self.shared.seen.lock();
                         for (k, bound) in &bounds {
@@ -449,7 +428,7 @@ impl EtcdReplica {
         while at < batch.len() {
             let mut n = (batch.len() - at).clamp(1, MAX_TXN_OPS / 8);
             let mut keys = self.keys_for(&batch[at..at + n], p)?;
-            while n > 1 && !(keys.ops() <= MAX_TXN_OPS && keys.bytes() <= MAX_TXN_BYTES) {
+            while n > 1 && !keys.part_fits() {
                 n /= 2;
                 keys = self.keys_for(&batch[at..at + n], p)?;
             }
@@ -462,7 +441,8 @@ impl EtcdReplica {
             at += n;
         }
         let gone: Vec<Vec<u8>> = whole.nodes_gone.iter().cloned().collect();
-        for part in gone.chunks(MAX_TXN_OPS) {
+        // Each key deleted is compared, and each node's names range too.
+        for part in gone.chunks(MAX_TXN_OPS / 2) {
             if let Some(refused) = self.send(&Keys::default(), Vec::new(), part.to_vec())? {
                 return Ok(Some(refused));
             }
