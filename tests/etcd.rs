@@ -585,6 +585,11 @@ fn log_prints_the_changes_etcd_keeps_of_a_prefix_and_ends() {
         err.contains(&format!("from revision {} on", link_rev + 1)),
         "{err}"
     );
+    // `stats` says how far back the history reaches.
+    let (code, out) = tool(&["stats", &url]);
+    assert_eq!(code, 0, "{out}");
+    let from = format!("history from revision {}", link_rev + 1);
+    assert!(out.contains(&from), "{out}");
 }
 
 #[test]

@@ -87,7 +87,15 @@ pub(super) fn stats_command(url: &str, json: bool) -> i32 {
         Some(t) => Ok((url, keys, t)),
         None => Err(err!(EIO, "{}", problems.join("; "))),
     });
-    let (url, keys, tree) = match read {
+    // How far back `log`, `history` and `show --at` reach: the revision after etcd's last
+    // compaction (its first change the history still has).
+    let reach = |url: &EtcdUrl| -> Result<(i64, i64)> {
+        let etcd = Etcd::connect(url, ETCD_TIMEOUT)?;
+        let newest = etcd.newest_revision()?;
+        Ok((newest, etcd.oldest_revision(newest)? + 1))
+    };
+    let read = read.and_then(|(url, keys, tree)| Ok((reach(&url)?, url, keys, tree)));
+    let ((revision, history_from), url, keys, tree) = match read {
         Ok(r) => r,
         Err(e) => {
             eprintln!("recordfs stats: {}", describe(&e));
@@ -110,6 +118,8 @@ pub(super) fn stats_command(url: &str, json: bool) -> i32 {
         "names": tree.names.len(),
         "records": records,
         "bytes": bytes,
+        "revision": revision,
+        "history_from": history_from,
     });
     if json {
         println!("{s}");
@@ -119,6 +129,7 @@ pub(super) fn stats_command(url: &str, json: bool) -> i32 {
              {bytes} bytes, {keys} keys",
             s["files"], s["directories"], s["symlinks"], s["names"]
         );
+        println!("at revision {revision}; history from revision {history_from}");
     }
     0
 }
