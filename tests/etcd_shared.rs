@@ -499,3 +499,39 @@ fn a_mount_that_saves_never_shows_a_version_older_than_one_it_showed() {
     }
     assert_sound(&url);
 }
+
+#[test]
+fn mounts_that_start_on_one_empty_prefix_at_once_make_one_store() {
+    let cluster = Cluster::start();
+    let mut raced = 0;
+    for round in 0..5 {
+        let url = cluster.url(&format!("fresh{round}"));
+        let (a, b) = (Place::new(), Place::new());
+        // Both find no `meta` and make the store: one transaction holds, the other mount
+        // takes the store it made.
+        let (ma, mb) = std::thread::scope(|s| {
+            let first = s.spawn(|| a.mount(&url, &[]));
+            let second = s.spawn(|| b.mount(&url, &[]));
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        let (ma, mb) = (ma.expect("first mount"), mb.expect("second mount"));
+        fs::write(a.path(&record_name(1)), "{\"by\": \"a\"}").unwrap();
+        fs::write(b.path(&record_name(2)), "{\"by\": \"b\"}").unwrap();
+        all_alike(&a, &b, &url);
+        for place in [&a, &b] {
+            let names: BTreeSet<String> = fs::read_dir(&place.mnt)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(names, BTreeSet::from([record_name(1), record_name(2)]));
+        }
+        let said = a.mount_log() + &b.mount_log();
+        raced += usize::from(said.contains("another mount moved meta first"));
+        ma.stop_cleanly();
+        mb.stop_cleanly();
+        assert_sound(&url);
+    }
+    // Not certain (the two may start one after the other), said so that a test that no
+    // longer races shows it.
+    eprintln!("note: in {raced} of 5 rounds one mount found meta made by the other");
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use serde_json::{json, Value};
 
 use super::cache::set_attributes;
@@ -214,6 +214,7 @@ fn read_start(etcd: &Etcd, url: &EtcdUrl, taking: bool) -> Result<Start> {
                 base,
             });
         }
+        debug!("{url}: another mount moved meta first; reading the prefix again");
     }
     Err(err!(
         EBUSY,
