@@ -20,9 +20,10 @@ use base64::Engine;
 use etcd_client::GetOptions;
 use serde_json::{Map, Value};
 
+use super::follow::{name_at, parse_fid};
 use super::{prefix_end, Change, Etcd, WatchEnd, Watched};
 use crate::error::{err, Result};
-use crate::types::ROOT;
+use crate::types::{Fid, ROOT};
 
 /// How long a replay's watch must bring nothing before etcd is asked whether it is done.
 const QUIET: Duration = Duration::from_millis(300);
@@ -156,48 +157,47 @@ impl Etcd {
     }
 }
 
-/// A fid as its keys write it: 16 hex digits.
-type Hex = String;
-
 /// The names and nodes of a prefix as of one revision.
 #[derive(Default)]
 pub struct Replay {
     /// (directory, name) → the node it names.
-    names: BTreeMap<(Hex, Vec<u8>), Hex>,
+    names: BTreeMap<(Fid, Vec<u8>), Fid>,
     /// Each node's names, the first of which its path gives.
-    held: HashMap<Hex, BTreeSet<(Hex, Vec<u8>)>>,
+    held: HashMap<Fid, BTreeSet<(Fid, Vec<u8>)>>,
     /// Each node's `i/` value.
-    info: HashMap<Hex, Value>,
+    info: HashMap<Fid, Value>,
 }
 
 /// A name that no longer names the node it named: where, which node, its path before, and
 /// whether another node took it.
 struct Lost {
-    at: (Hex, Vec<u8>),
-    fid: Hex,
+    at: (Fid, Vec<u8>),
+    fid: Fid,
     path: Option<String>,
     taken: bool,
 }
 
+/// A fid as the keys write it: 16 hex digits.
+fn hex(fid: Fid) -> Value {
+    format!("{fid:016x}").into()
+}
+
 /// One key change, by what it changes.
 enum Key {
-    Info(Hex),
-    Data(Hex),
-    Name(Hex, Vec<u8>),
+    Info(Fid),
+    Data(Fid),
+    Name(Fid, Vec<u8>),
     Other,
 }
 
 fn key_of(key: &[u8]) -> Key {
-    let hex = |b: &[u8]| String::from_utf8(b.to_vec()).ok().filter(|s| s.len() == 16);
-    if let Some(fid) = key.strip_prefix(b"i/").and_then(hex) {
+    let fid = |prefix: &[u8]| parse_fid(key.strip_prefix(prefix)?).ok();
+    if let Some(fid) = fid(b"i/") {
         Key::Info(fid)
-    } else if let Some(fid) = key.strip_prefix(b"d/").and_then(hex) {
+    } else if let Some(fid) = fid(b"d/") {
         Key::Data(fid)
-    } else if let Some(rest) = key.strip_prefix(b"n/").filter(|r| r.get(16) == Some(&b'/')) {
-        match hex(&rest[..16]) {
-            Some(dir) => Key::Name(dir, rest[17..].to_vec()),
-            None => Key::Other,
-        }
+    } else if let Some((dir, name)) = name_at(key) {
+        Key::Name(dir, name)
     } else {
         Key::Other
     }
@@ -229,8 +229,8 @@ impl Replay {
                         held.remove(&at);
                     }
                 }
-                if let Some(fid) = v.and_then(|v| String::from_utf8(v.to_vec()).ok()) {
-                    self.held.entry(fid.clone()).or_default().insert(at.clone());
+                if let Some(fid) = v.and_then(|v| parse_fid(v).ok()) {
+                    self.held.entry(fid).or_default().insert(at.clone());
                     self.names.insert(at, fid);
                 }
             }
@@ -240,14 +240,13 @@ impl Replay {
 
     /// `fid`'s path (its first name in each directory up), "" for the root; None when it
     /// has no name (removed, or open only) or its directories do not lead to the root.
-    fn path(&self, fid: &str) -> Option<String> {
-        let root = format!("{ROOT:016x}");
+    fn path(&self, fid: Fid) -> Option<String> {
         let mut parts = Vec::new();
-        let mut at = fid.to_string();
-        while at != root {
+        let mut at = fid;
+        while at != ROOT {
             let (dir, name) = self.held.get(&at)?.iter().next()?;
             parts.push(String::from_utf8_lossy(name).into_owned());
-            at = dir.clone();
+            at = *dir;
             if parts.len() > DEEPEST {
                 return None;
             }
@@ -256,7 +255,7 @@ impl Replay {
         Some(parts.join("/"))
     }
 
-    fn path_of_name(&self, dir: &str, name: &[u8]) -> Option<String> {
+    fn path_of_name(&self, dir: Fid, name: &[u8]) -> Option<String> {
         let dir = self.path(dir)?;
         let name = String::from_utf8_lossy(name);
         Some(match dir.is_empty() {
@@ -270,9 +269,9 @@ impl Replay {
     /// file that has one (`LINK`) and name removed (`DELETE`), each with the revision, the
     /// fid and the path (as of before the change for a name removed or moved, else after).
     pub fn take(&mut self, rev: i64, changes: &[Change]) -> Vec<Value> {
-        let mut infos: BTreeMap<Hex, bool> = BTreeMap::new();
-        let mut data: BTreeMap<Hex, &[u8]> = BTreeMap::new();
-        let mut gained: Vec<(Hex, Vec<u8>, Hex)> = Vec::new();
+        let mut infos: BTreeMap<Fid, bool> = BTreeMap::new();
+        let mut data: BTreeMap<Fid, &[u8]> = BTreeMap::new();
+        let mut gained: Vec<(Fid, Vec<u8>, Fid)> = Vec::new();
         let mut lost: Vec<Lost> = Vec::new();
         for c in changes {
             match key_of(&c.key) {
@@ -286,14 +285,11 @@ impl Replay {
                 }
                 Key::Name(dir, name) => {
                     let at = (dir, name);
-                    let new = c
-                        .value
-                        .as_ref()
-                        .and_then(|v| String::from_utf8(v.clone()).ok());
+                    let new = c.value.as_deref().and_then(|v| parse_fid(v).ok());
                     let old = self.names.get(&at);
                     if old.is_some() && old != new.as_ref() {
                         lost.push(Lost {
-                            path: self.path_of_name(&at.0, &at.1),
+                            path: self.path_of_name(at.0, &at.1),
                             fid: old.cloned().unwrap_or_default(),
                             taken: new.is_some(),
                             at: at.clone(),
@@ -306,7 +302,7 @@ impl Replay {
                 Key::Other => {}
             }
         }
-        let before: HashMap<&Hex, Value> = infos
+        let before: HashMap<&Fid, Value> = infos
             .keys()
             .filter_map(|f| Some((f, self.info.get(f)?.clone())))
             .collect();
@@ -314,24 +310,24 @@ impl Replay {
             self.set(&c.key, c.value.as_deref());
         }
 
-        let line = |op: &str, fid: &str, path: Option<String>| {
+        let line = |op: &str, fid: Fid, path: Option<String>| {
             let mut m = Map::new();
             m.insert("revision".into(), rev.into());
             m.insert("op".into(), op.into());
-            m.insert("fid".into(), fid.into());
+            m.insert("fid".into(), hex(fid));
             m.insert("path".into(), path.map_or(Value::Null, Value::from));
             m
         };
         let mut out = Vec::new();
         let saved = infos.iter().filter(|(_, &put)| put).map(|(f, _)| f);
         let only_data = data.keys().filter(|f| !infos.contains_key(*f));
-        let touched: BTreeSet<&Hex> = saved.chain(only_data).collect();
+        let touched: BTreeSet<&Fid> = saved.chain(only_data).collect();
         for fid in touched {
             let info = self.info.get(fid).cloned().unwrap_or(Value::Null);
             let old = before.get(fid);
             let content = |f: &str| old.is_none_or(|o| o[f] != info[f]);
             let set = data.contains_key(fid) || content("crc") || content("pieces");
-            let mut m = line(if set { "SET" } else { "ATTR" }, fid, self.path(fid));
+            let mut m = line(if set { "SET" } else { "ATTR" }, *fid, self.path(*fid));
             for f in [
                 "kind", "mode", "uid", "gid", "atime", "mtime", "ctime", "size",
             ] {
@@ -357,33 +353,33 @@ impl Replay {
         // links).
         let mut moved = vec![false; lost.len()];
         for (dir, name, fid) in &gained {
-            let to = self.path_of_name(dir, name);
+            let to = self.path_of_name(*dir, name);
             let from = (0..lost.len()).find(|&i| lost[i].fid == *fid && !moved[i]);
             let mut m = match from {
                 Some(i) => {
                     moved[i] = true;
-                    let mut m = line("RENAME", fid, lost[i].path.clone());
+                    let mut m = line("RENAME", *fid, lost[i].path.clone());
                     m.insert("to".into(), to.map_or(Value::Null, Value::from));
                     m
                 }
                 None if !before.contains_key(fid)
                     && infos.get(fid) == Some(&true)
-                    && to == self.path(fid) =>
+                    && to == self.path(*fid) =>
                 {
                     continue
                 }
-                None => line("LINK", fid, to),
+                None => line("LINK", *fid, to),
             };
             let replaced = lost
                 .iter()
                 .find(|l| l.taken && l.at.0 == *dir && l.at.1 == *name);
-            let replaced = replaced.map_or(Value::Null, |l| Value::from(l.fid.clone()));
+            let replaced = replaced.map_or(Value::Null, |l| hex(l.fid));
             m.insert("replaced".into(), replaced);
             out.push(Value::Object(m));
         }
         for (i, l) in lost.iter().enumerate() {
             if !moved[i] && !l.taken {
-                out.push(Value::Object(line("DELETE", &l.fid, l.path.clone())));
+                out.push(Value::Object(line("DELETE", l.fid, l.path.clone())));
             }
         }
         out
@@ -454,7 +450,7 @@ mod tests {
                 "RENAME 000000000000000a a -> b over 000000000000000b",
             ]
         );
-        assert_eq!(r.path("000000000000000a").as_deref(), Some("b"));
+        assert_eq!(r.path(0xa).as_deref(), Some("b"));
     }
 
     #[test]
