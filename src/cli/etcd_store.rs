@@ -48,19 +48,20 @@ pub(super) fn migrate_command(from: &str, to: &str) -> i32 {
 }
 
 /// The store's keys, read at one revision, and what is wrong with them.
-fn read_store(url: &str) -> Result<(EtcdUrl, usize, Option<Tree>, Vec<String>)> {
+fn read_store(url: &str) -> Result<(Etcd, usize, Option<Tree>, Vec<String>)> {
     let url = EtcdUrl::parse(url)?;
     let etcd = Etcd::connect(&url, ETCD_TIMEOUT)?;
     let kvs = etcd.get_all(b"")?;
     let (tree, problems) = layout::problems(&kvs);
-    Ok((url, kvs.len(), tree, problems))
+    Ok((etcd, kvs.len(), tree, problems))
 }
 
 /// `recordfs check etcd://...`: 0 sound, 1 with a line per problem, 2 when it cannot read.
 pub(super) fn check_command(url: &str) -> i32 {
     init_quiet_logging();
     match read_store(url) {
-        Ok((url, keys, tree, problems)) => {
+        Ok((etcd, keys, tree, problems)) => {
+            let url = &etcd.url;
             for p in &problems {
                 println!("PROBLEM: {p}");
             }
@@ -83,18 +84,18 @@ pub(super) fn check_command(url: &str) -> i32 {
 /// `recordfs stats etcd://... [--json]`.
 pub(super) fn stats_command(url: &str, json: bool) -> i32 {
     init_quiet_logging();
-    let read = read_store(url).and_then(|(url, keys, tree, problems)| match tree {
-        Some(t) => Ok((url, keys, t)),
+    let read = read_store(url).and_then(|(etcd, keys, tree, problems)| match tree {
+        Some(t) => Ok((etcd, keys, t)),
         None => Err(err!(EIO, "{}", problems.join("; "))),
     });
     // How far back `log`, `history` and `show --at` reach: the revision after etcd's last
     // compaction (its first change the history still has).
-    let reach = |url: &EtcdUrl| -> Result<(i64, i64)> {
-        let etcd = Etcd::connect(url, ETCD_TIMEOUT)?;
+    let reach = |etcd: &Etcd| -> Result<(i64, i64)> {
         let newest = etcd.newest_revision()?;
         Ok((newest, etcd.oldest_revision(newest)? + 1))
     };
-    let read = read.and_then(|(url, keys, tree)| Ok((reach(&url)?, url, keys, tree)));
+    let read =
+        read.and_then(|(etcd, keys, tree)| Ok((reach(&etcd)?, etcd.url.clone(), keys, tree)));
     let ((revision, history_from), url, keys, tree) = match read {
         Ok(r) => r,
         Err(e) => {

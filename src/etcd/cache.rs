@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::follow::{Follower, Forget};
 use super::layout::{self, Node};
 use crate::error::Result;
-use crate::fs::{Invalidation, RecordFs, SetAttr};
+use crate::fs::{RecordFs, SetAttr};
 use crate::types::{Fid, Kind};
 
 impl Follower {
@@ -78,10 +78,11 @@ impl Follower {
         let temp = incoming_name();
         let mut forget = Forget::default();
         for dir in std::mem::take(&mut self.incoming) {
-            let left = match self.fs.pipeline().inode(dir) {
-                Some(_) => self.fs.lookup(dir, &temp).ok(),
-                None => None,
-            };
+            let left = self
+                .fs
+                .pipeline()
+                .inode(dir)
+                .and_then(|_| self.fs.lookup(dir, &temp).ok());
             let Some(left) = left else { continue };
             let t = self.fs.unlink(dir, &temp).and_then(|t| self.fs.wait(t));
             match t {
@@ -95,10 +96,7 @@ impl Follower {
                 Err(e) => return Err(e),
             }
         }
-        self.fs.invalidate(Invalidation::Changed {
-            names: forget.names,
-            inodes: forget.inodes,
-        });
+        forget.tell(&self.fs);
         Ok(())
     }
 

@@ -11,7 +11,6 @@ use super::follow::{name_at, node_at, parse_fid, show, Follower, Forget, NameAt}
 use super::layout;
 use super::{Change, Etcd};
 use crate::error::{err, Result};
-use crate::fs::Invalidation;
 use crate::pipeline::from_replica;
 use crate::types::{Fid, Kind};
 
@@ -236,10 +235,7 @@ impl Follower {
                 self.refresh(*fid, l, info, data, made.contains(fid), &mut forget)?;
             }
         }
-        self.fs.invalidate(Invalidation::Changed {
-            names: forget.names,
-            inodes: forget.inodes,
-        });
+        forget.tell(&self.fs);
         Ok(todo.into_iter().map(|n| n.0.clone()).collect())
     }
 

@@ -168,10 +168,7 @@ impl Follower {
         let done = self.make_changes(rev, changes, &mut forget);
         // Also after a failure: what was made before it shows in the cache already (it is
         // brought to etcd's state later, by `catch_up`).
-        self.fs.invalidate(Invalidation::Changed {
-            names: forget.names,
-            inodes: forget.inodes,
-        });
+        forget.tell(&self.fs);
         done
     }
 
@@ -400,6 +397,16 @@ pub(super) fn name_at(key: &[u8]) -> Option<NameAt> {
 pub(super) struct Forget {
     pub(super) names: Vec<(Fid, Vec<u8>)>,
     pub(super) inodes: Vec<Fid>,
+}
+
+impl Forget {
+    /// Tells the kernel.
+    pub(super) fn tell(self, fs: &RecordFs) {
+        fs.invalidate(Invalidation::Changed {
+            names: self.names,
+            inodes: self.inodes,
+        });
+    }
 }
 
 pub(super) fn parse_fid(s: &[u8]) -> Result<Fid> {
