@@ -263,3 +263,31 @@ impl Drop for RecordFs {
         }
     }
 }
+
+/// What a test runs in the failpoint below.
+#[cfg(feature = "failpoints")]
+type Between = Box<dyn FnOnce(&RecordFs)>;
+
+#[cfg(feature = "failpoints")]
+thread_local! {
+    static BETWEEN: std::cell::RefCell<Option<Between>> = const { std::cell::RefCell::new(None) };
+}
+
+/// With the `failpoints` feature, `f` runs once on this thread between the next make's or
+/// link's commit and its answer: the moment in which another caller's commit may land.
+#[cfg(feature = "failpoints")]
+pub fn between_commit_and_answer(f: impl FnOnce(&RecordFs) + 'static) {
+    BETWEEN.with(|b| *b.borrow_mut() = Some(Box::new(f)));
+}
+
+impl RecordFs {
+    #[cfg(feature = "failpoints")]
+    pub(super) fn failpoint_between_commit_and_answer(&self) {
+        if let Some(f) = BETWEEN.with(|b| b.borrow_mut().take()) {
+            f(self);
+        }
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    pub(super) fn failpoint_between_commit_and_answer(&self) {}
+}

@@ -84,7 +84,11 @@ impl RecordFs {
                 })
             });
             match result {
-                Ok(seq) => return Ok((self.lookup(dir, name)?, self.commit_ticket(seq))),
+                Ok(seq) => {
+                    self.failpoint_between_commit_and_answer();
+                    // The node linked, whatever the name leads to by now.
+                    return Ok((self.getattr(fid, None)?, self.commit_ticket(seq)));
+                }
                 Err(e) if e.errno == libc::EAGAIN => continue,
                 Err(e) => return Err(e),
             }

@@ -16,5 +16,7 @@ mod rules;
 mod state;
 mod xattrs;
 
+#[cfg(feature = "failpoints")]
+pub use core::between_commit_and_answer;
 pub use rules::display_name;
 pub use state::{DirEntry, Invalidation, RecordFs, SetAttr, Stat, StatFs, Ticket, WriteBy};

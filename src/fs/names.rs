@@ -120,6 +120,7 @@ impl RecordFs {
         data: Data,
     ) -> Result<(Stat, Seq)> {
         check_name(name)?;
+        let mut made = 0;
         let seq = self.commit(|ns| {
             let parent = dir_of(ns, dir)?;
             check_path_len(ns, dir, name, 0, self.max_path)?;
@@ -132,8 +133,9 @@ impl RecordFs {
             if ns.lookup(dir, name).is_some() {
                 return Err(err!(EEXIST, "{} exists", show(name)));
             }
+            made = ns.allocate_fid();
             Ok(Op::Set {
-                fid: ns.allocate_fid(),
+                fid: made,
                 dir,
                 name: name.to_vec(),
                 kind,
@@ -141,7 +143,10 @@ impl RecordFs {
                 data,
             })
         })?;
-        Ok((self.lookup(dir, name)?, seq))
+        self.failpoint_between_commit_and_answer();
+        // The node made, not what the name leads to by now: another commit may have
+        // renamed a file over it or removed it since.
+        Ok((self.getattr(made, None)?, seq))
     }
 
     /// A new regular file holding `bytes` (mode 0644 less nothing, owned by root), committed
