@@ -72,7 +72,7 @@ impl Follower {
     fn waits<'a>(&self, keys: impl Iterator<Item = &'a [u8]> + Clone) -> bool {
         let dirty = {
             let seen = self.shared.seen.lock();
-            keys.clone().any(|k| seen.dirty.contains(k))
+            keys.clone().any(|k| seen.dirty.contains_key(k))
         };
         dirty || self.touches_local(keys, true)
     }
@@ -124,10 +124,10 @@ impl Follower {
         let rev = self.shared.revision();
         let dirty: Vec<Vec<u8>> = {
             let seen = self.shared.seen.lock();
-            if seen.dirty.iter().any(|k| seen.bound(k, rev) > rev) {
+            if seen.dirty.keys().any(|k| seen.bound(k, rev) > rev) {
                 return false;
             }
-            seen.dirty.iter().cloned().collect()
+            seen.dirty.keys().cloned().collect()
         };
         !dirty.is_empty() && !self.touches_local(dirty.iter().map(|k| k.as_slice()), false)
     }
@@ -139,12 +139,12 @@ impl Follower {
         if !self.can_catch_up() {
             return Ok(());
         }
-        let dirty: Vec<Vec<u8>> = self.shared.seen.lock().dirty.iter().cloned().collect();
+        let dirty = self.shared.seen.lock().marked();
         let rev = self.shared.revision();
         // Each name that shows otherwise: what etcd has there, what the cache shows.
         let mut names: Vec<Named> = Vec::new();
         let mut nodes: BTreeSet<Fid> = BTreeSet::new();
-        for key in &dirty {
+        for (key, _) in &dirty {
             if let Some(at) = name_at(key) {
                 let want = self.names.get(&at).copied();
                 let shown = self.shown(&at)?;
@@ -177,8 +177,8 @@ impl Follower {
                     .iter()
                     .map(|(dir, name)| layout::name_key(*dir, name))
                     .collect();
-                for key in dirty.iter().filter(|k| !left.contains(*k)) {
-                    seen.dirty.remove(key);
+                for (key, mark) in dirty.iter().filter(|(k, _)| !left.contains(k)) {
+                    seen.clear(key, *mark);
                 }
                 seen.prune(rev);
                 let clean = seen.dirty.is_empty();

@@ -3,7 +3,7 @@
 //! cache is, and as of which revision the cache shows each key: a commit's transaction holds
 //! only if none of its keys changed since then (FORMAT.md, "Several mounts").
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -124,9 +124,16 @@ impl Fids {
         self.to_etcd.contains_key(&local)
     }
 
+    /// One node to one node: a pair either fid was in before goes.
     pub fn insert(&mut self, etcd: Fid, local: Fid) {
-        self.to_local.insert(etcd, local);
-        self.to_etcd.insert(local, etcd);
+        if let Some(was) = self.to_local.insert(etcd, local) {
+            self.to_etcd.remove(&was);
+        }
+        if let Some(was) = self.to_etcd.insert(local, etcd) {
+            if was != etcd {
+                self.to_local.remove(&was);
+            }
+        }
     }
 
     pub fn remove(&mut self, etcd: Fid) {
@@ -145,7 +152,10 @@ pub struct Seen {
     /// Keys whose latest value in etcd the cache may not show: changes the follower left
     /// for later (they touched nodes with local commits not settled yet), and the keys of
     /// commits etcd refused. The follower brings them in once nothing local waits on them.
-    pub dirty: HashSet<Vec<u8>>,
+    /// Each with the number of the time it was marked: a catch-up clears a key only if no
+    /// refusal marked it again while the catch-up ran (it saw the cache from before).
+    pub dirty: HashMap<Vec<u8>, u64>,
+    marks: u64,
 }
 
 impl Seen {
@@ -160,7 +170,7 @@ impl Seen {
         let at = self.at.entry(key.to_vec()).or_insert(rev - 1);
         if *at < rev {
             *at = (*at).min(rev - 1);
-            self.dirty.insert(key.to_vec());
+            self.mark(key);
         }
     }
 
@@ -168,12 +178,64 @@ impl Seen {
     /// `bound` at the latest.
     pub fn refused(&mut self, key: &[u8], bound: i64) {
         self.at.entry(key.to_vec()).or_insert(bound);
-        self.dirty.insert(key.to_vec());
+        self.mark(key);
+    }
+
+    fn mark(&mut self, key: &[u8]) {
+        self.marks += 1;
+        self.dirty.insert(key.to_vec(), self.marks);
+    }
+
+    /// The dirty keys with their marks, for `clear`.
+    pub fn marked(&self) -> Vec<(Vec<u8>, u64)> {
+        self.dirty.iter().map(|(k, m)| (k.clone(), *m)).collect()
+    }
+
+    /// `key` is brought in as `marked` showed it, unless it was marked again since.
+    pub fn clear(&mut self, key: &[u8], marked: u64) {
+        if self.dirty.get(key) == Some(&marked) {
+            self.dirty.remove(key);
+        }
     }
 
     /// Forgets what `revision` covers now.
     pub fn prune(&mut self, revision: i64) {
         let dirty = &self.dirty;
-        self.at.retain(|k, r| *r > revision || dirty.contains(k));
+        self.at
+            .retain(|k, r| *r > revision || dirty.contains_key(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_paired_again_leaves_no_pair_behind() {
+        let mut fids = Fids::new(&HashMap::from([(0x100, 2)]), 0x1000);
+        // Local node 2 taken for etcd node 0x200: 0x100 no longer leads to it.
+        fids.insert(0x200, 2);
+        assert_eq!(fids.local(0x100), None);
+        assert_eq!((fids.local(0x200), fids.etcd(2).unwrap()), (Some(2), 0x200));
+        // Etcd node 0x200 made again as local 3: local 2 is no longer it.
+        fids.insert(0x200, 3);
+        assert!(!fids.known(2));
+        assert_eq!(fids.etcd(2).unwrap(), 0x1002);
+        assert_eq!(fids.local(0x200), Some(3));
+    }
+
+    #[test]
+    fn a_key_refused_again_during_a_catch_up_stays_dirty() {
+        let mut seen = Seen::default();
+        seen.defer(b"n/1/a", 5);
+        seen.defer(b"n/1/b", 5);
+        let marked = seen.marked();
+        // A local commit refused while the catch-up ran, on a key it had read already.
+        seen.refused(b"n/1/a", 7);
+        for (key, mark) in &marked {
+            seen.clear(key, *mark);
+        }
+        assert!(seen.dirty.contains_key(b"n/1/a".as_slice()));
+        assert!(!seen.dirty.contains_key(b"n/1/b".as_slice()));
     }
 }
