@@ -602,12 +602,12 @@ fn a_transaction_holds_only_while_its_ranges_hold_no_key() {
     etcd.put_all(&[(k("i/d"), k("{}")), (k("n/d/x"), k("1"))])
         .unwrap();
     let remove = |deletes: &[Vec<u8>], empty: &[(Vec<u8>, Vec<u8>)]| {
-        etcd.txn_unless_changed(&[], &[], empty, &[], deletes)
+        etcd.txn_unless_changed(&[], &[], empty, &[], deletes, &[])
             .unwrap()
     };
     // A name in the range: not done, and the name found is said.
     match remove(&[k("i/d")], &[(k("n/d/"), k("n/d0"))]) {
-        Txned::Changed(_, taken) => {
+        Txned::Changed(_, taken, _) => {
             let keys: Vec<_> = taken.iter().map(|t| t.key.clone()).collect();
             assert_eq!(keys, [k("n/d/x")]);
         }
@@ -621,4 +621,31 @@ fn a_transaction_holds_only_while_its_ranges_hold_no_key() {
         Txned::Done(_)
     ));
     assert!(etcd.get(b"i/d").unwrap().is_none());
+    // A key that must be there and is not is said (its value is not read: pieces are large).
+    let pieces = [
+        (k("p/f.1"), k("a")),
+        (k("p/f.2"), k("b")),
+        (k("p/g.1"), k("c")),
+    ];
+    etcd.put_all(&pieces).unwrap();
+    match etcd
+        .txn_unless_changed(&[], &[k("p/f.2"), k("p/f.3")], &[], &[], &[], &[])
+        .unwrap()
+    {
+        Txned::Changed(_, _, missing) => assert_eq!(missing, [k("p/f.3")]),
+        Txned::Done(_) => panic!("done though p/f.3 is not there"),
+    }
+    // Ranges are deleted with it: every piece of f but the one it keeps.
+    let ranges = [(k("p/f."), k("p/f.2")), (k("p/f.2\0"), k("p/f/"))];
+    let done = etcd
+        .txn_unless_changed(&[], &[k("p/f.2")], &[], &[], &[], &ranges)
+        .unwrap();
+    assert!(matches!(done, Txned::Done(_)));
+    let left: Vec<Vec<u8>> = etcd
+        .get_all(b"p/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, [k("p/f.2"), k("p/g.1")]);
 }

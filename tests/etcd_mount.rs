@@ -14,6 +14,7 @@ use common::cluster::*;
 use common::*;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -448,30 +449,145 @@ fn batches_larger_than_a_transaction_arrive_whole() {
     again.stop_cleanly();
 }
 
+/// The piece keys of the prefix, by key.
+fn piece_keys(url: &str) -> Vec<String> {
+    use recordfs::etcd::{Etcd, EtcdUrl};
+    let etcd = Etcd::connect(&EtcdUrl::parse(url).unwrap(), Duration::from_secs(10)).unwrap();
+    let all = etcd.get_all(b"p/").unwrap();
+    all.into_iter()
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect()
+}
+
+/// Bytes no two calls give alike: `n` of them, from `seed`.
+fn bytes_from(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[test]
-fn a_prefix_holding_a_file_larger_than_one_value_is_not_served() {
+fn files_over_one_value_go_in_pieces_through_a_mount_and_leave_no_piece_behind() {
     let cluster = Cluster::start();
     let url = cluster.url("big");
-    let place = Place::new();
-    let m = place.mount(&url, &[]).expect("mount");
-    // Over the limit through the mount: refused, nothing shipped.
-    let big = vec![b' '; (1 << 20) + 1];
-    let e = write_file(&place.path("big.bin"), &big).expect_err("a file over 1 MiB");
+    let (a, b) = (Place::new(), Place::new());
+    let ma = a.mount(&url, &[]).expect("mount");
+    let mb = b.mount(&url, &[]).expect("second mount");
+    let shows = |place: &Place, name: &str, want: &[u8]| {
+        wait_until(Duration::from_secs(20), || {
+            fs::read(place.path(name)).is_ok_and(|got| got == want)
+        })
+    };
+    // Saved on one mount in three pieces, shown by the other.
+    let first = bytes_from(1, (5 << 19) + 5);
+    write_file(&a.path("big.bin"), &first).unwrap();
+    assert!(
+        shows(&b, "big.bin", &first),
+        "the second mount does not show it"
+    );
+    assert_eq!(piece_keys(&url).len(), 3, "{:?}", piece_keys(&url));
+    // Saved over on the other mount, in two: the old pieces are gone.
+    let second = bytes_from(2, (3 << 19) + 1);
+    write_file(&b.path("big.bin"), &second).unwrap();
+    assert!(
+        shows(&a, "big.bin", &second),
+        "the first mount does not show it"
+    );
+    let pieces = piece_keys(&url);
+    assert_eq!(pieces.len(), 2, "{pieces:?}");
+    // An append (bytes change, new pieces) and a chmod (the same pieces, listed again).
+    let mut third = second.clone();
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(a.path("big.bin"))
+            .unwrap();
+        f.write_all(b"appended").unwrap();
+        third.extend_from_slice(b"appended");
+    }
+    assert!(shows(&b, "big.bin", &third), "the append does not show");
+    let before = piece_keys(&url);
+    assert!(before.iter().all(|k| !pieces.contains(k)), "{before:?}");
+    sh(&format!("chmod 600 {}", a.path("big.bin").display()));
+    let mode = |p: &Place| fs::metadata(p.path("big.bin")).map(|m| m.mode() & 0o777);
+    assert!(wait_until(Duration::from_secs(20), || mode(&b).ok() == Some(0o600)));
+    assert_eq!(piece_keys(&url), before);
+    assert_sound(&url);
+    // Each version in etcd's history, with its pieces.
+    let (code, out) = tool(&["log", &url, "--name", "big.bin"]);
+    assert_eq!(code, 0, "{out}");
+    let sets: Vec<u64> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["op"] == "SET")
+        .map(|v| v["pieces"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(sets, [3, 2, 2], "{out}");
+    // A record over 1 MiB: JSON checked as any save; then small again: no piece left.
+    let pad = "x".repeat(1_500_000);
+    let record = format!("{{\"pad\": \"{pad}\"}}");
+    fs::write(a.path(&record_name(1)), &record).unwrap();
+    assert!(shows(&b, &record_name(1), record.as_bytes()));
+    let e = write_file(&b.path(&record_name(1)), &[b'{'; (1 << 20) + 9]).expect_err("not JSON");
+    assert_eq!(errno_of(&e), libc::EINVAL, "{e}");
+    assert!(shows(&a, &record_name(1), record.as_bytes()));
+    fs::write(a.path("big.bin"), b"small").unwrap();
+    fs::write(b.path(&record_name(1)), b"{}").unwrap();
+    assert!(shows(&b, "big.bin", b"small") && shows(&a, &record_name(1), b"{}"));
+    assert_eq!(piece_keys(&url), Vec::<String>::new());
+    // Removed in pieces: no piece left either.
+    write_file(&a.path("gone.bin"), &first).unwrap();
+    assert!(shows(&b, "gone.bin", &first));
+    fs::remove_file(b.path("gone.bin")).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || !a
+        .path("gone.bin")
+        .exists()));
+    assert_eq!(piece_keys(&url), Vec::<String>::new());
+    // The limit: 32 pieces.
+    let over = vec![b' '; (32 << 20) + 1];
+    let e = write_file(&a.path("over.bin"), &over).expect_err("a file over 32 MiB");
     assert_eq!(errno_of(&e), libc::EFBIG, "{e}");
-    m.stop_cleanly();
-    // Put in by a tool (in pieces): the mount says why it does not serve the prefix.
-    let records = place.dir.path().join("big.jsonl");
-    let pad = "x".repeat(1 << 20);
+    write_file(&a.path("big.bin"), &first).unwrap();
+    ma.stop_cleanly();
+    // A new mount serves a prefix holding a file in pieces.
+    let again = a.mount(&url, &[]).expect("mount again");
+    assert_eq!(fs::read(a.path("big.bin")).unwrap(), first);
+    again.stop_cleanly();
+    // A record in pieces imported while a mount serves the prefix: it shows it.
+    let records = a.dir.path().join("big.jsonl");
+    let id = "6f1c2b1e-0000-4000-8000-000000000001";
     fs::write(
         &records,
-        format!("{{\"id\": \"6f1c2b1e-0000-4000-8000-000000000001\", \"pad\": \"{pad}\"}}\n"),
+        format!("{{\"id\": \"{id}\", \"pad\": \"{pad}\"}}\n"),
     )
     .unwrap();
     let (code, out) = tool(&["import", &url, records.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    let refused = place.mount(&url, &[]).err().expect("refused");
+    let shown = wait_until(Duration::from_secs(20), || {
+        fs::read_to_string(b.path(&format!("{id}.json"))).is_ok_and(|t| t.contains(&pad))
+    });
+    assert!(shown, "the imported record does not show");
+    mb.stop_cleanly();
+    assert_sound(&url);
+    // Put in by a tool over the limit: the mount says why it does not serve the prefix.
+    let huge = "x".repeat(32 << 20);
+    fs::write(
+        &records,
+        format!("{{\"id\": \"{id}\", \"pad\": \"{huge}\"}}\n"),
+    )
+    .unwrap();
+    let (code, out) = tool(&["import", &url, records.to_str().unwrap(), "--replace"]);
+    assert_eq!(code, 0, "{out}");
+    let refused = a.mount(&url, &[]).err().expect("refused");
     assert!(
-        refused.contains("serves files of at most 1048576 bytes"),
+        refused.contains("serves files of at most 33554432 bytes"),
         "{refused}"
     );
     assert_sound(&url);

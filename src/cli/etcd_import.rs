@@ -42,8 +42,8 @@ struct Into {
     made: HashMap<String, Fid>,
     /// The pieces each file's bytes were in, as read.
     pieces: HashMap<Fid, Vec<String>>,
-    /// A mount that changes the store, if any (mounts follow what the import does, but
-    /// serve no file in pieces).
+    /// A mount that changes the store, if any (mounts follow what the import does, and
+    /// serve files of at most `MOUNT_PIECES` pieces).
     served: Option<String>,
 }
 
@@ -126,7 +126,8 @@ impl Into {
     }
 
     fn import(&mut self, records: &[Record], dir: &str, replace: bool) -> (usize, Result<()>) {
-        let big = records.iter().find(|r| r.bytes.len() > layout::PIECE);
+        let largest = (layout::PIECE * layout::MOUNT_PIECES) as u64;
+        let big = records.iter().find(|r| r.bytes.len() as u64 > largest);
         if let (Some(big), Some(who)) = (big, &self.served) {
             return (
                 0,
@@ -136,7 +137,7 @@ impl Into {
                     big.name,
                     big.bytes.len(),
                     self.etcd.url,
-                    layout::PIECE
+                    largest
                 )),
             );
         }

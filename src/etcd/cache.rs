@@ -113,7 +113,7 @@ impl Follower {
     ) -> Result<()> {
         let fs = &self.fs;
         let node = node_of(fid, info, data, Some((fs, l)))?;
-        if node.kind == Kind::File && !made && data.contains_key(&layout::data_key(fid)) {
+        if node.kind == Kind::File && !made && brings_bytes(fid, info, data) {
             let (fh, t) = fs.open(l, libc::O_WRONLY | libc::O_TRUNC)?;
             let saved = fs
                 .wait(t)
@@ -133,8 +133,15 @@ fn incoming_name() -> Vec<u8> {
     format!(".recordfs-incoming.{}", std::process::id()).into_bytes()
 }
 
-/// The node an `i/` value describes, its bytes from this revision's `d/` keys, else (a node
-/// the cache has) from the cache.
+/// Whether `data` holds the bytes the `i/` value `info` says (its `d/` key, or every piece
+/// it lists): they changed.
+fn brings_bytes(fid: Fid, info: &[u8], data: &HashMap<Vec<u8>, Vec<u8>>) -> bool {
+    let keys = layout::bytes_keys(fid, info);
+    !keys.is_empty() && keys.iter().all(|k| data.contains_key(k))
+}
+
+/// The node an `i/` value describes, its bytes from `data` (this revision's `d/` keys, or
+/// the pieces a catch-up read), else (a node the cache has) from the cache.
 fn node_of(
     fid: Fid,
     info: &[u8],
@@ -142,18 +149,19 @@ fn node_of(
     cached: Option<(&RecordFs, Fid)>,
 ) -> Result<Node> {
     let key = layout::info_key(fid);
-    let mut have: Option<Vec<u8>> = None;
-    if !data.contains_key(&layout::data_key(fid)) {
+    if !brings_bytes(fid, info, data) {
         if let Some((fs, l)) = cached {
-            have = match fs.getattr(l, None)?.kind {
+            let have = match fs.getattr(l, None)?.kind {
                 Kind::File => Some(fs.read_whole(l)?),
                 Kind::Symlink => Some(fs.readlink(l)?),
                 Kind::Dir => None,
             };
+            if let Some(have) = have {
+                return layout::node_holding(fid, &key, info, have);
+            }
         }
     }
-    let find = |k: &[u8]| -> Option<&Vec<u8>> { data.get(k).or(have.as_ref()) };
-    layout::node(fid, &key, info, &find)
+    layout::node(fid, &key, info, &|k: &[u8]| data.get(k))
 }
 
 /// Gives the cache's file `l` the owner, mode, times and extended attributes `node` says.

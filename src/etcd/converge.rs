@@ -26,7 +26,8 @@ impl Follower {
                 .into_iter()
                 .partition(|c| seen.at.get(&c.key).is_some_and(|at| *at >= rev))
         };
-        let mut later = !theirs.is_empty() && self.waits(theirs.iter().map(|c| c.key.as_slice()));
+        let mut later = !theirs.is_empty()
+            && (self.waits(theirs.iter().map(|c| c.key.as_slice())) || self.in_new_pieces(&theirs));
         if !later && !theirs.is_empty() {
             match from_replica(|| self.apply(rev, &theirs)) {
                 Ok(()) => {}
@@ -66,6 +67,21 @@ impl Follower {
         if let Some(upto) = self.shared.settled() {
             self.fs.pipeline().settle_upto(upto);
         }
+    }
+
+    /// Whether `changes` give a file bytes in pieces the follower has not had: they came
+    /// in revisions of their own before, so the catch-up brings them in (it reads them from
+    /// etcd, which cannot be done from within a watch).
+    fn in_new_pieces(&self, changes: &[Change]) -> bool {
+        changes.iter().any(|c| {
+            let (Some(fid), Some(value)) = (node_at(&c.key), &c.value) else {
+                return false;
+            };
+            let listed = layout::piece_ids(value);
+            listed.is_some()
+                && c.key.starts_with(b"i/")
+                && self.infos.get(&fid).and_then(|i| layout::piece_ids(i)) != listed
+        })
     }
 
     /// Whether changes of `keys` must wait: one is dirty already, or `touches_local`.
@@ -162,8 +178,7 @@ impl Follower {
             let Some(info) = self.infos.get(&fid).cloned() else {
                 continue;
             };
-            if layout::info_kind(&info) != Some(Kind::Dir) {
-                let key = layout::data_key(fid);
+            for key in layout::bytes_keys(fid, &info) {
                 if let Some(d) = etcd.get_at(&key, rev)? {
                     data.insert(key, d.value);
                 }

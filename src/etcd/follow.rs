@@ -112,6 +112,16 @@ impl Follower {
                         std::thread::sleep(Duration::from_millis(500));
                     }
                 }
+                // Fallen so far behind that etcd's answer is too large: read it whole.
+                Err(e) if e.errno == libc::E2BIG => {
+                    warn!("{}: {}; reading the prefix whole", self.url, e.reason);
+                    let relisted = Etcd::connect_from(&self.url, super::MOUNT_TIMEOUT, first, true)
+                        .and_then(|etcd| self.relist(&etcd));
+                    if let Err(e) = relisted {
+                        warn!("{}: reading the prefix again: {}", self.url, e.reason);
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
                 Err(e) => {
                     warn!(
                         "{}: the watch broke, again in 0.5 s: {}",

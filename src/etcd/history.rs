@@ -21,7 +21,7 @@ use etcd_client::GetOptions;
 use serde_json::{Map, Value};
 
 use super::follow::{name_at, parse_fid};
-use super::{prefix_end, Change, Etcd, WatchEnd, Watched};
+use super::{Change, Etcd, WatchEnd, Watched};
 use crate::error::{err, Result};
 use crate::types::{Fid, ROOT};
 
@@ -34,11 +34,10 @@ const QUIET_WATCHES: u32 = 50;
 const DEEPEST: usize = 4096;
 
 impl Etcd {
-    /// The cluster's newest revision and how many keys the prefix held as of `revision` (0:
-    /// now). A revision etcd has compacted away fails with ENODATA.
+    /// The cluster's newest revision and how many keys the watch covers (`watched`) the
+    /// prefix held as of `revision` (0: now). A revision etcd has compacted away fails with ENODATA.
     fn count_at(&self, revision: i64) -> Result<(i64, i64)> {
-        let start = self.key(b"");
-        let end = prefix_end(&start);
+        let (start, end) = self.watched();
         self.call("counting the store's keys", |mut c| {
             let (start, end) = (start.clone(), end.clone());
             async move {
@@ -88,8 +87,7 @@ impl Etcd {
         if self.count_at(upto)?.1 != before {
             return Ok(true);
         }
-        let start = self.key(b"");
-        let end = prefix_end(&start);
+        let (start, end) = self.watched();
         self.call("reading the store's changed keys", |mut c| {
             let (start, end) = (start.clone(), end.clone());
             async move {

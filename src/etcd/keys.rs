@@ -6,14 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{MAX_TXN_BYTES, MAX_TXN_OPS};
 use crate::types::Fid;
 
-/// The keys of some entries: puts, and deletes of names and of nodes.
+/// The keys of some entries: puts, and deletes of names, of nodes and of pieces.
 #[derive(Default)]
 pub(super) struct Keys {
     pub(super) puts: BTreeMap<Vec<u8>, Vec<u8>>,
-    pub(super) names_gone: BTreeSet<Vec<u8>>,
+    /// Keys deleted with the transaction: names gone, and the `d/` of a file now in pieces.
+    pub(super) keys_gone: BTreeSet<Vec<u8>>,
     pub(super) nodes_gone: BTreeSet<Vec<u8>>,
     /// The bytes etcd holds after them, by local fid (None: the file is gone).
-    pub(super) shipped: Vec<(Fid, Option<(u64, u32)>)>,
+    pub(super) shipped: Vec<(Fid, Option<Held>)>,
     /// Nodes made here that etcd has not had: local fid, etcd fid.
     pub(super) new_nodes: Vec<(Fid, Fid)>,
     /// The `i/` keys put of nodes etcd has had: each must still be there (another mount
@@ -23,6 +24,17 @@ pub(super) struct Keys {
     /// attributes go over it (the last commit's), so their revision is not compared; every
     /// save in a directory changes its times, and both mounts would keep refusing each other.
     pub(super) dir_infos: BTreeSet<Vec<u8>>,
+    /// New pieces of files saved in pieces: put before the transaction (each is too large
+    /// to go with others).
+    pub(super) pieces: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The pieces each `i/` put lists, by local fid: the transaction holds only if they are
+    /// all there (another mount's save of the file deletes the pieces it does not list).
+    pub(super) listed: Vec<(Fid, Vec<Vec<u8>>)>,
+    /// Ranges of keys deleted with the transaction: the other pieces of files it saves
+    /// (a version before, or a save cut short), uncompared.
+    pub(super) ranges_gone: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The pieces of the nodes gone, deleted with them.
+    pub(super) pieces_gone: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The ranges of names that must hold none for `deletes` to go in: under each node they
@@ -49,16 +61,20 @@ pub(super) fn emptied(deletes: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 impl Keys {
     pub(super) fn ops(&self) -> usize {
-        self.puts.len() + self.names_gone.len()
+        self.puts.len() + self.keys_gone.len() + self.ranges_gone.len()
     }
     /// etcd takes at most `MAX_TXN_OPS` compares as it does operations: one per key put or
     /// deleted, one per node that must still be there, one per range that must be empty.
     pub(super) fn compares(&self, with_nodes_gone: bool) -> usize {
-        let mut deletes: Vec<Vec<u8>> = self.names_gone.iter().cloned().collect();
+        let mut deletes: Vec<Vec<u8>> = self.keys_gone.iter().cloned().collect();
         if with_nodes_gone {
             deletes.extend(self.nodes_gone.iter().cloned());
         }
-        self.puts.len() + deletes.len() + self.existing.len() + emptied(&deletes).len()
+        self.puts.len()
+            + deletes.len()
+            + self.existing.len()
+            + self.listed.iter().map(|(_, l)| l.len()).sum::<usize>()
+            + emptied(&deletes).len()
     }
     /// Each key is also compared and, when the compare fails, read.
     pub(super) fn bytes(&self) -> usize {
@@ -68,13 +84,13 @@ impl Keys {
             .map(|(k, v)| 3 * k.len() + v.len() + 96)
             .sum();
         p + self
-            .names_gone
+            .keys_gone
             .iter()
             .map(|k| 3 * k.len() + 96)
             .sum::<usize>()
     }
     pub(super) fn fits(&self) -> bool {
-        self.ops() + self.nodes_gone.len() <= MAX_TXN_OPS
+        self.ops() + self.nodes_gone.len() + self.pieces_gone.len() <= MAX_TXN_OPS
             && self.compares(true) <= MAX_TXN_OPS
             && self.bytes() <= MAX_TXN_BYTES
     }
@@ -84,6 +100,15 @@ impl Keys {
             && self.compares(false) <= MAX_TXN_OPS
             && self.bytes() <= MAX_TXN_BYTES
     }
+}
+
+/// A file's bytes as etcd holds them: their size and checksum, and their pieces' ids when
+/// they are in pieces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Held {
+    pub(super) size: u64,
+    pub(super) crc: u32,
+    pub(super) pieces: Option<Vec<String>>,
 }
 
 #[cfg(test)]

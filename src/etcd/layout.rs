@@ -24,6 +24,9 @@ use crate::types::{Attrs, Fid, Kind, Time, ROOT};
 pub const FORMAT: u64 = 1;
 /// The most bytes one value holds: a piece and its key fit one request (`MAX_TXN_BYTES`).
 pub const PIECE: usize = 1 << 20;
+/// The most pieces of a file a mount saves: its switching transaction compares each piece
+/// (and deletes the old ones by range), within etcd's 128 compares (`replica.rs`).
+pub const MOUNT_PIECES: usize = 32;
 
 /// A file, directory or symlink, with its bytes (a symlink's: its target).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +202,52 @@ pub fn info_value(
         .into_bytes()
 }
 
+/// The `i/` value of a file whose bytes (`size`, `crc`) are in the pieces `ids`, in order.
+pub fn info_value_in_pieces(
+    attrs: &Attrs,
+    size: u64,
+    crc: u32,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    ids: &[String],
+) -> Vec<u8> {
+    let mut v = info(Kind::File, attrs, size, crc, xattrs);
+    v["pieces"] = ids.iter().map(|id| Value::from(id.as_str())).collect();
+    v.to_string().into_bytes()
+}
+
+/// The ids of the pieces an `i/` value lists, when its node's bytes are in pieces.
+pub fn piece_ids(info: &[u8]) -> Option<Vec<String>> {
+    let v: Value = serde_json::from_slice(info).ok()?;
+    v["pieces"]
+        .as_array()?
+        .iter()
+        .map(|id| id.as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn piece_key(id: &str) -> Vec<u8> {
+    format!("p/{id}").into_bytes()
+}
+
+/// The keys an `i/` value says its node's bytes are in: its pieces', else `d/<fid>` (none
+/// for a directory).
+pub fn bytes_keys(fid: Fid, info: &[u8]) -> Vec<Vec<u8>> {
+    match (info_kind(info), piece_ids(info)) {
+        (Some(Kind::Dir), _) => Vec::new(),
+        (_, Some(ids)) => ids.iter().map(|id| piece_key(id)).collect(),
+        (_, None) => vec![data_key(fid)],
+    }
+}
+
+/// The keys of every piece a file's pieces may have (any piece id made here starts with the
+/// file's fid and a dot): the range from the first to the one after the last.
+pub fn pieces_range(fid: Fid) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("p/{}.", fid_hex(fid)).into_bytes(),
+        format!("p/{}/", fid_hex(fid)).into_bytes(),
+    )
+}
+
 pub fn info_key(fid: Fid) -> Vec<u8> {
     format!("i/{}", fid_hex(fid)).into_bytes()
 }
@@ -368,6 +417,21 @@ pub fn node<'a>(
     value: &[u8],
     find: &impl Fn(&[u8]) -> Option<&'a Vec<u8>>,
 ) -> Result<Node> {
+    node_with(fid, key, value, find, None)
+}
+
+/// `node`, with the node's bytes as given (a cache's copy) rather than found.
+pub fn node_holding(fid: Fid, key: &[u8], value: &[u8], bytes: Vec<u8>) -> Result<Node> {
+    node_with(fid, key, value, &|_| None, Some(bytes))
+}
+
+fn node_with<'a>(
+    fid: Fid,
+    key: &[u8],
+    value: &[u8],
+    find: &impl Fn(&[u8]) -> Option<&'a Vec<u8>>,
+    given: Option<Vec<u8>>,
+) -> Result<Node> {
     let show = String::from_utf8_lossy(key).into_owned();
     let bad = |what: &str| err!(EIO, "{show}: {what}");
     let v: Value = serde_json::from_slice(value).map_err(|e| bad(&e.to_string()))?;
@@ -399,6 +463,8 @@ pub fn node<'a>(
     };
     let bytes = if kind == Kind::Dir {
         Vec::new()
+    } else if let Some(given) = given {
+        given
     } else if let Some(pieces) = v["pieces"].as_array() {
         let mut bytes = Vec::new();
         for id in pieces {

@@ -7,11 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 
 use super::{from_etcd, Etcd};
 
+/// The largest answer a watch takes: etcd sends up to 1,000 revisions in one (a watch that
+/// fell behind), each up to a request's size, so gRPC's default of 4 MiB is too little
+/// for a few files of 1 MiB.
+const WATCH_MESSAGE: usize = 256 << 20;
 /// How long a watched member may say nothing (not even its progress, asked every second)
 /// before the watch is taken elsewhere.
 const SILENT: Duration = Duration::from_secs(3);
@@ -43,9 +48,10 @@ pub struct KeyNow {
 pub enum Txned {
     /// Done, at this revision.
     Done(i64),
-    /// Some key changed after its bound, or a range to be empty is not: every compared key
-    /// as it is now, and a key found in each such range.
-    Changed(Vec<KeyNow>, Vec<KeyNow>),
+    /// Some key changed after its bound, a range to be empty is not, or a key that must
+    /// exist does not: every compared key as it is now, a key found in each such range,
+    /// and the keys of `existing` that are gone.
+    Changed(Vec<KeyNow>, Vec<KeyNow>, Vec<Vec<u8>>),
 }
 
 /// What a watch gives its caller.
@@ -83,9 +89,11 @@ impl Etcd {
     /// Puts and deletes keys in one transaction that holds only if none of the keys of
     /// `bounds` changed after its bound (mod revision at most it: a key this mount saw as of
     /// that revision), each of `existing` is still there (a deleted key's mod revision
-    /// is 0, which no bound catches) and each range of `empty` (start, end) holds no key.
+    /// is 0, which no bound catches) and each range of `empty` (start, end) holds no key;
+    /// it also deletes every key in each of `ranges` (start, end), uncompared.
     /// Safe to send twice (after no answer, to another member): its puts say what keys
     /// hold, and a second one that finds them changed by the first says so.
+    #[allow(clippy::too_many_arguments)]
     pub fn txn_unless_changed(
         &self,
         bounds: &[(Vec<u8>, i64)],
@@ -93,6 +101,7 @@ impl Etcd {
         empty: &[(Vec<u8>, Vec<u8>)],
         puts: &[(Vec<u8>, Vec<u8>)],
         deletes: &[Vec<u8>],
+        ranges: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<Txned> {
         let mut compares: Vec<Compare> = bounds
             .iter()
@@ -115,7 +124,23 @@ impl Etcd {
             let o = GetOptions::new().with_range(self.key(end)).with_limit(1);
             TxnOp::get(self.key(start), Some(o))
         }));
-        let ops = self.txn_ops(puts, deletes);
+        // Keys that must exist and are not read above (pieces: large), only whether they do.
+        let unread: Vec<&Vec<u8>> = existing
+            .iter()
+            .filter(|k| !bounds.iter().any(|(b, _)| b == *k))
+            .collect();
+        gets.extend(
+            unread
+                .iter()
+                .map(|k| TxnOp::get(self.key(k), Some(GetOptions::new().with_keys_only()))),
+        );
+        let mut ops = self.txn_ops(puts, deletes);
+        ops.extend(ranges.iter().map(|(start, end)| {
+            TxnOp::delete(
+                self.key(start),
+                Some(DeleteOptions::new().with_range(self.key(end))),
+            )
+        }));
         let cut = self.url.prefix.len();
         let (done, revision, found) = self.call_as("a transaction", true, |mut c| {
             let txn = Txn::new()
@@ -168,7 +193,12 @@ impl Etcd {
                 },
             })
             .collect();
-        Ok(Txned::Changed(now, taken.collect()))
+        let missing = unread
+            .into_iter()
+            .filter(|k| !found.iter().any(|(f, _, _)| f == *k))
+            .cloned()
+            .collect();
+        Ok(Txned::Changed(now, taken.collect(), missing))
     }
 
     /// Renews a lease once; ENOENT when it has expired.
@@ -187,8 +217,9 @@ impl Etcd {
         })
     }
 
-    /// Watches every key of the store from revision `from` on, calling `apply` with each
-    /// revision's changes, and with `Tick` at least every 200 ms, until `stop` is set
+    /// Watches every key of the store but its pieces (`watched`) from revision `from` on,
+    /// calling `apply` with each revision's changes, and with `Tick` at least every 200 ms,
+    /// until `stop` is set
     /// (looked at as often), `apply` answers false after a `Tick` (`Paused`), etcd no
     /// longer keeps the history from `from` (`Compacted`), or the member fails or `apply`
     /// does (an error). Not bounded by the client's deadline: a watch waits as long as
@@ -199,14 +230,18 @@ impl Etcd {
         stop: &AtomicBool,
         mut apply: impl FnMut(Watched) -> Result<bool>,
     ) -> Result<WatchEnd> {
-        let prefix = self.key(b"");
+        let (start, end) = self.watched();
         let cut = self.url.prefix.len();
         let what = format!("watching {}", self.url);
-        let mut client = self.client.lock().0.clone();
+        let client = self.client.lock().0.clone();
         self.rt.block_on(async {
-            let o = WatchOptions::new().with_prefix().with_start_revision(from);
+            let o = WatchOptions::new()
+                .with_range(end)
+                .with_start_revision(from);
             let mut stream = client
-                .watch(prefix, Some(o))
+                .watch_client()
+                .max_decoding_message_size(WATCH_MESSAGE)
+                .watch(start, Some(o))
                 .await
                 .map_err(|e| from_etcd(&what, &e))?;
             // A member that stops answering (stopped, cut off) holds the watch open and says

@@ -250,7 +250,7 @@ fn open_cache(
     let fs = Arc::new(fs);
     let shared = Arc::new(Shared::new(Fids::new(&made, start.base), start.revision));
     if let Some(shipper) = shipper {
-        let replica = EtcdReplica::new(shipper, shared.clone(), &start.tree, &made);
+        let replica = EtcdReplica::new(shipper, shared.clone(), &start.tree, &start.infos, &made);
         fs.pipeline().ship_to(Arc::new(replica));
     }
     let follower = Follower::new(fs.clone(), url.clone(), &start.tree, start.infos, shared);
@@ -279,10 +279,16 @@ fn open_cache(
     })
 }
 
-/// A file in pieces would need transactions that put its pieces first (FORMAT.md): not
-/// built, so such a prefix is not served rather than served with files that cannot change.
+/// The largest file a mount of etcd serves: as many pieces as one transaction can list.
+fn largest_file(opts: &Options) -> u64 {
+    opts.max_file_size
+        .min((layout::PIECE * layout::MOUNT_PIECES) as u64)
+}
+
+/// A prefix holding a file larger than a mount saves is not served (it was put there by a
+/// tool), rather than served with a file that cannot change.
 fn servable(url: &EtcdUrl, tree: &Tree, opts: &Options) -> Result<()> {
-    let largest = (opts.max_file_size).min(layout::PIECE as u64);
+    let largest = largest_file(opts);
     match tree.nodes.iter().find(|n| n.bytes.len() as u64 > largest) {
         Some(big) => Err(err!(
             EFBIG,
@@ -300,7 +306,7 @@ fn servable(url: &EtcdUrl, tree: &Tree, opts: &Options) -> Result<()> {
 fn make_cache(tree: &Tree, opts: Options) -> Result<(RecordFs, HashMap<Fid, Fid>, PathBuf)> {
     let cache = make_cache_dir()?;
     let local = Options {
-        max_file_size: opts.max_file_size.min(layout::PIECE as u64),
+        max_file_size: largest_file(&opts),
         read_only: false,
         ..opts
     };

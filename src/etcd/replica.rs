@@ -13,14 +13,20 @@
 //! goes in several, in order: each also puts the nodes its names lead to (and their
 //! directories), and the nodes that are gone are deleted in the last one, so that a name in
 //! etcd never leads nowhere, whatever moment the mount dies at.
+//!
+//! A file over one value's size goes in pieces: new pieces under ids no one else makes (the
+//! file's fid, this mount's fid block, a count) are put first, each in a transaction of its
+//! own; the transaction then lists them in the file's `i/`, holds only if every piece it
+//! lists is there, and deletes the file's other pieces by range. When another mount's save
+//! of the file deleted them first, the bytes are put again in new pieces and it goes again.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::keys::{emptied, Keys};
+use super::keys::{emptied, Held, Keys};
 use super::layout::{self, Tree};
 use super::shared::Shared;
 use super::{Etcd, KeyNow, Txned, MAX_TXN_OPS};
@@ -36,12 +42,23 @@ const REBASES: usize = 50;
 pub struct EtcdReplica {
     etcd: Etcd,
     shared: Arc<Shared>,
-    /// The size and checksum of each file's bytes as etcd holds them, by local fid.
-    shipped: Mutex<HashMap<Fid, (u64, u32)>>,
+    /// Each file's bytes as etcd holds them, by local fid.
+    shipped: Mutex<HashMap<Fid, Held>>,
     /// Nodes made here whose making etcd refused: whatever changes them is refused too.
     refused: Mutex<HashSet<Fid>>,
     /// The latest revision a transaction of this mount made.
     latest: AtomicI64,
+    /// This mount's fid block and its saves in pieces so far: the new pieces' ids.
+    base: Fid,
+    saves: AtomicU64,
+}
+
+/// What one transaction came to.
+enum Sent {
+    Done,
+    Refused(Error),
+    /// Pieces it lists are gone: of these files (local fids).
+    PiecesGone(Vec<Fid>),
 }
 /// A name: its directory and its bytes.
 type NameAt = (Fid, Vec<u8>);
@@ -57,11 +74,13 @@ struct NodeNow {
 }
 
 impl EtcdReplica {
-    /// `made`: the local fid of each node of `tree` (etcd fid → local).
+    /// `made`: the local fid of each node of `tree` (etcd fid → local); `infos`: each
+    /// node's `i/` value.
     pub fn new(
         etcd: Etcd,
         shared: Arc<Shared>,
         tree: &Tree,
+        infos: &HashMap<Fid, Vec<u8>>,
         made: &HashMap<Fid, Fid>,
     ) -> EtcdReplica {
         let shipped = tree
@@ -69,16 +88,23 @@ impl EtcdReplica {
             .iter()
             .filter(|n| n.kind == Kind::File)
             .filter_map(|n| {
-                let crc = crate::log::crc32c(&n.bytes);
-                Some((*made.get(&n.fid)?, (n.bytes.len() as u64, crc)))
+                let held = Held {
+                    size: n.bytes.len() as u64,
+                    crc: crate::log::crc32c(&n.bytes),
+                    pieces: infos.get(&n.fid).and_then(|i| layout::piece_ids(i)),
+                };
+                Some((*made.get(&n.fid)?, held))
             })
             .collect();
+        let base = shared.fids.lock().base();
         EtcdReplica {
             etcd,
-            shared,
             shipped: Mutex::new(shipped),
             refused: Mutex::new(HashSet::new()),
             latest: AtomicI64::new(0),
+            base,
+            saves: AtomicU64::new(0),
+            shared,
         }
     }
 
@@ -137,30 +163,43 @@ impl EtcdReplica {
             let Some(n) = now else {
                 keys.nodes_gone.insert(layout::info_key(efid));
                 keys.nodes_gone.insert(layout::data_key(efid));
+                keys.pieces_gone.push(layout::pieces_range(efid));
                 keys.shipped.push((fid, None));
                 continue;
             };
-            let (size, crc) = match n.kind {
-                Kind::Dir => (0, crate::log::crc32c(b"")),
+            let held = match n.kind {
+                Kind::Dir => Held {
+                    size: 0,
+                    crc: crate::log::crc32c(b""),
+                    pieces: None,
+                },
                 Kind::Symlink => {
                     let t = n.target.unwrap_or_default();
-                    let crc = crate::log::crc32c(&t);
-                    let len = t.len() as u64;
+                    let held = Held {
+                        size: t.len() as u64,
+                        crc: crate::log::crc32c(&t),
+                        pieces: None,
+                    };
                     keys.puts.insert(layout::data_key(efid), t);
-                    (len, crc)
-                }
-                Kind::File if self.shipped.lock().get(&fid) == Some(&(n.size, n.dcrc)) => {
-                    (n.size, n.dcrc)
+                    held
                 }
                 Kind::File => {
-                    let bytes = read_bytes(p, fid)?;
-                    let sum = (bytes.len() as u64, crate::log::crc32c(&bytes));
-                    keys.puts.insert(layout::data_key(efid), bytes);
-                    keys.shipped.push((fid, Some(sum)));
-                    sum
+                    let shipped = self.shipped.lock().get(&fid).cloned();
+                    match shipped {
+                        Some(h) if (h.size, h.crc) == (n.size, n.dcrc) => h,
+                        _ => self.put_bytes(p, fid, efid, &mut keys)?,
+                    }
                 }
             };
-            let info = layout::info_value(n.kind, &n.attrs, size, crc, &n.xattrs);
+            let (size, crc) = (held.size, held.crc);
+            let info = match &held.pieces {
+                Some(ids) => {
+                    let listed = ids.iter().map(|id| layout::piece_key(id)).collect();
+                    keys.listed.push((fid, listed));
+                    layout::info_value_in_pieces(&n.attrs, size, crc, &n.xattrs, ids)
+                }
+                None => layout::info_value(n.kind, &n.attrs, size, crc, &n.xattrs),
+            };
             if n.kind == Kind::Dir {
                 keys.dir_infos.insert(layout::info_key(efid));
             }
@@ -173,24 +212,73 @@ impl EtcdReplica {
                     keys.puts.insert(key, layout::fid_value(fids.etcd(f)?));
                 }
                 None => {
-                    keys.names_gone.insert(key);
+                    keys.keys_gone.insert(key);
                 }
             }
         }
         Ok(keys)
     }
 
-    /// One transaction, holding only if none of its keys changed since the cache saw them,
-    /// sent again over others' saves: None once in, or the error its entries are refused
-    /// with.
+    /// Puts a file's bytes as the local store holds them now into `keys`: one `d/` value,
+    /// or new pieces; either way the file's other pieces go.
+    fn put_bytes(&self, p: &Pipeline, fid: Fid, efid: Fid, keys: &mut Keys) -> Result<Held> {
+        let bytes = read_bytes(p, fid)?;
+        let (size, crc) = (bytes.len() as u64, crate::log::crc32c(&bytes));
+        let (first, end) = layout::pieces_range(efid);
+        let pieces = if bytes.len() <= layout::PIECE {
+            keys.puts.insert(layout::data_key(efid), bytes);
+            keys.ranges_gone.push((first, end));
+            None
+        } else {
+            let n = self.saves.fetch_add(1, Ordering::Relaxed);
+            let tag = format!("{efid:016x}.m{:x}.{n}", self.base);
+            let ids: Vec<String> = (0..bytes.len().div_ceil(layout::PIECE))
+                .map(|i| format!("{tag}.{i}"))
+                .collect();
+            for (id, piece) in ids.iter().zip(bytes.chunks(layout::PIECE)) {
+                keys.pieces.push((layout::piece_key(id), piece.to_vec()));
+            }
+            keys.keys_gone.insert(layout::data_key(efid));
+            // Every piece of the file but the new ones (`tag.0`, `tag.1`, ...).
+            keys.ranges_gone
+                .push((first, format!("p/{tag}.").into_bytes()));
+            keys.ranges_gone
+                .push((format!("p/{tag}/").into_bytes(), end));
+            Some(ids)
+        };
+        let held = Held { size, crc, pieces };
+        keys.shipped.push((fid, Some(held.clone())));
+        Ok(held)
+    }
+
+    /// Deletes the new pieces of `keys`, nobody's once its transaction did not go in (a
+    /// failure to is only said: `check` reports pieces nothing reaches).
+    fn drop_pieces(&self, keys: &Keys) {
+        let ids: Vec<Vec<u8>> = keys.pieces.iter().map(|(k, _)| k.clone()).collect();
+        for some in ids.chunks(MAX_TXN_OPS) {
+            if let Err(e) = self.etcd.put_if(&[], &[], some) {
+                log::warn!(
+                    "{}: deleting pieces no file lists: {}",
+                    self.etcd.url,
+                    e.reason
+                );
+                return;
+            }
+        }
+    }
+
+    /// One transaction, holding only if none of its keys changed since the cache saw them
+    /// and every piece it lists is there, sent again over others' saves.
     fn send(
         &self,
         keys: &Keys,
         puts: Vec<(Vec<u8>, Vec<u8>)>,
         deletes: Vec<Vec<u8>>,
-    ) -> Result<Option<Error>> {
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Sent> {
         let names: Vec<&Vec<u8>> = puts.iter().map(|(k, _)| k).chain(&deletes).collect();
-        let existing: Vec<Vec<u8>> = keys.existing.iter().cloned().collect();
+        let mut existing: Vec<Vec<u8>> = keys.existing.iter().cloned().collect();
+        existing.extend(keys.listed.iter().flat_map(|(_, l)| l.iter().cloned()));
         let empty = emptied(&deletes);
         for _ in 0..REBASES {
             let bounds: Vec<(Vec<u8>, i64)> = {
@@ -208,20 +296,20 @@ impl EtcdReplica {
                     false => (k.clone(), *b),
                 })
                 .collect();
-            match self
+            let txned = self
                 .etcd
-                .txn_unless_changed(&compared, &existing, &empty, &puts, &deletes)?
-            {
+                .txn_unless_changed(&compared, &existing, &empty, &puts, &deletes, &ranges)?;
+            match txned {
                 Txned::Done(rev) => {
                     self.latest.fetch_max(rev, Ordering::Relaxed);
                     let mut seen = self.shared.seen.lock();
                     for k in names {
                         seen.at.insert(k.clone(), rev);
                     }
-                    return Ok(None);
+                    return Ok(Sent::Done);
                 }
                 // Another mount made a name in a directory this transaction removes.
-                Txned::Changed(_, taken) if !taken.is_empty() => {
+                Txned::Changed(_, taken, _) if !taken.is_empty() => {
                     let mut seen = self.shared.seen.lock();
                     for (k, bound) in &bounds {
                         seen.refused(k, *bound);
@@ -236,15 +324,24 @@ impl EtcdReplica {
                         String::from_utf8_lossy(&taken[0].key)
                     );
                     log::info!("refused: {}", e.reason);
-                    return Ok(Some(e));
+                    return Ok(Sent::Refused(e));
                 }
-                Txned::Changed(now, _) => {
-                    if let Some(e) = self.settle(&puts, &compared, &existing, now) {
+                Txned::Changed(now, _, missing) => {
+                    if let Some(e) = self.settle(&puts, &deletes, &compared, &existing, now) {
                         let mut seen = self.shared.seen.lock();
                         for (k, bound) in &bounds {
                             seen.refused(k, *bound);
                         }
-                        return Ok(Some(e));
+                        return Ok(Sent::Refused(e));
+                    }
+                    if !missing.is_empty() {
+                        let files = keys
+                            .listed
+                            .iter()
+                            .filter(|(_, l)| l.iter().any(|k| missing.contains(k)))
+                            .map(|(fid, _)| *fid)
+                            .collect();
+                        return Ok(Sent::PiecesGone(files));
                     }
                 }
             }
@@ -261,6 +358,7 @@ impl EtcdReplica {
     fn settle(
         &self,
         puts: &[(Vec<u8>, Vec<u8>)],
+        deletes: &[Vec<u8>],
         bounds: &[(Vec<u8>, i64)],
         existing: &[Vec<u8>],
         now: Vec<KeyNow>,
@@ -279,21 +377,23 @@ impl EtcdReplica {
             }
             let mine = ours.get(key.as_slice()).copied();
             let present = |key: &[u8]| theirs.get(key).is_some_and(|t| t.value.is_some());
-            let over = match (mine, &k.value) {
+            // A save of a file's bytes: its `d/` put, or deleted for new pieces.
+            let saves = |fid: &[u8]| {
+                let data = [b"d/", fid].concat();
+                ours.contains_key(data.as_slice()) || deletes.contains(&data)
+            };
+            let over = if mine == k.value.as_deref() {
                 // As this mount would leave it (its own transaction that went in unanswered).
-                (m, v) if m == v.as_deref() => true,
-                (Some(_), Some(_)) => match key.strip_prefix(b"i/") {
-                    // A save over another's save of the same file.
-                    Some(fid) => ours.contains_key([b"d/", fid].concat().as_slice()),
-                    None => match key.strip_prefix(b"d/") {
-                        Some(fid) => {
-                            let info = [b"i/", fid].concat();
-                            ours.contains_key(info.as_slice()) && present(&info)
-                        }
-                        None => false,
-                    },
-                },
-                _ => false,
+                true
+            } else if let Some(fid) = key.strip_prefix(b"i/") {
+                // A save over another's save of the same file.
+                mine.is_some() && k.value.is_some() && saves(fid)
+            } else if let Some(fid) = key.strip_prefix(b"d/") {
+                // Their bytes of a file this mount saves, in one value or in pieces.
+                let info = [b"i/", fid].concat();
+                ours.contains_key(info.as_slice()) && present(&info)
+            } else {
+                false
             };
             if !over {
                 let show = String::from_utf8_lossy(key);
@@ -338,11 +438,11 @@ impl EtcdReplica {
         self.record_sums(&keys.shipped);
     }
 
-    fn record_sums(&self, sums: &[(Fid, Option<(u64, u32)>)]) {
+    fn record_sums(&self, sums: &[(Fid, Option<Held>)]) {
         let mut shipped = self.shipped.lock();
         for (fid, sum) in sums {
             match sum {
-                Some(s) => shipped.insert(*fid, *s),
+                Some(s) => shipped.insert(*fid, s.clone()),
                 None => shipped.remove(fid),
             };
         }
@@ -405,18 +505,7 @@ impl EtcdReplica {
     fn ship_entries(&self, batch: &[Entry], p: &Pipeline) -> Result<Option<Error>> {
         let whole = self.keys_for(batch, p)?;
         if whole.fits() {
-            let puts = whole.puts.clone().into_iter().collect();
-            let deletes = whole
-                .names_gone
-                .iter()
-                .chain(&whole.nodes_gone)
-                .cloned()
-                .collect();
-            let refused = self.send(&whole, puts, deletes)?;
-            if refused.is_none() {
-                self.record(&whole);
-            }
-            return Ok(refused);
+            return self.ship_keys(batch, p, whole, true);
         }
         // In parts, in order, as many entries a part as fit; the nodes that are gone last.
         log::debug!(
@@ -432,20 +521,24 @@ impl EtcdReplica {
                 n /= 2;
                 keys = self.keys_for(&batch[at..at + n], p)?;
             }
-            let puts = keys.puts.clone().into_iter().collect();
-            let deletes = keys.names_gone.iter().cloned().collect();
-            if let Some(refused) = self.send(&keys, puts, deletes)? {
+            if let Some(refused) = self.ship_keys(&batch[at..at + n], p, keys, false)? {
                 return Ok(Some(refused));
             }
-            self.record(&keys);
             at += n;
         }
         let gone: Vec<Vec<u8>> = whole.nodes_gone.iter().cloned().collect();
         // Each key deleted is compared, and each node's names range too.
         for part in gone.chunks(MAX_TXN_OPS / 2) {
-            if let Some(refused) = self.send(&Keys::default(), Vec::new(), part.to_vec())? {
-                return Ok(Some(refused));
+            let none = Keys::default();
+            match self.send(&none, Vec::new(), part.to_vec(), Vec::new())? {
+                Sent::Done => {}
+                Sent::Refused(e) => return Ok(Some(e)),
+                Sent::PiecesGone(_) => unreachable!("lists no pieces"),
             }
+        }
+        for part in whole.pieces_gone.chunks(MAX_TXN_OPS) {
+            self.etcd
+                .txn_unless_changed(&[], &[], &[], &[], &[], part)?;
         }
         let gone: Vec<_> = whole
             .shipped
@@ -454,6 +547,60 @@ impl EtcdReplica {
             .collect();
         self.record_sums(&gone);
         Ok(None)
+    }
+
+    /// Sends the keys of `entries` (with the nodes gone, when `whole`): None once in, or
+    /// why etcd refused them. When pieces they list were deleted by another mount's save
+    /// first, those files' bytes are put again in new pieces.
+    fn ship_keys(
+        &self,
+        entries: &[Entry],
+        p: &Pipeline,
+        mut keys: Keys,
+        whole: bool,
+    ) -> Result<Option<Error>> {
+        for _ in 0..REBASES {
+            let puts = keys.puts.clone().into_iter().collect();
+            let mut deletes: Vec<Vec<u8>> = keys.keys_gone.iter().cloned().collect();
+            let mut ranges = keys.ranges_gone.clone();
+            if whole {
+                deletes.extend(keys.nodes_gone.iter().cloned());
+                ranges.extend(keys.pieces_gone.iter().cloned());
+            }
+            // Its new pieces first; deleted again when it does not go in.
+            if !keys.pieces.is_empty() {
+                self.etcd.put_all(&keys.pieces)?;
+            }
+            let sent = self.send(&keys, puts, deletes, ranges)?;
+            if !matches!(sent, Sent::Done) {
+                self.drop_pieces(&keys);
+            }
+            match sent {
+                Sent::Done => {
+                    self.record(&keys);
+                    return Ok(None);
+                }
+                Sent::Refused(e) => return Ok(Some(e)),
+                Sent::PiecesGone(files) => {
+                    log::debug!(
+                        "{}: another mount's save deleted the pieces of {} files first: put again in new pieces",
+                        self.etcd.url,
+                        files.len()
+                    );
+                    let mut shipped = self.shipped.lock();
+                    for fid in files {
+                        shipped.remove(&fid);
+                    }
+                    drop(shipped);
+                    keys = self.keys_for(entries, p)?;
+                }
+            }
+        }
+        Err(err!(
+            EAGAIN,
+            "{}: other mounts kept saving the same files ({REBASES} tries)",
+            self.etcd.url
+        ))
     }
 
     /// A node `e` made that etcd never had stays out of etcd: what changes it later is

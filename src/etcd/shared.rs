@@ -104,6 +104,11 @@ impl Fids {
         }
     }
 
+    /// The first fid of this mount's block: no other mount has it.
+    pub fn base(&self) -> Fid {
+        self.base
+    }
+
     pub fn local(&self, etcd: Fid) -> Option<Fid> {
         self.to_local.get(&etcd).copied()
     }
