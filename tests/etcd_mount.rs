@@ -556,10 +556,38 @@ fn files_over_one_value_go_in_pieces_through_a_mount_and_leave_no_piece_behind()
     assert_eq!(errno_of(&e), libc::EFBIG, "{e}");
     write_file(&a.path("big.bin"), &first).unwrap();
     ma.stop_cleanly();
-    // A new mount serves a prefix holding a file in pieces.
+    // Pieces of saves cut short: by a mount no longer listed, and by one that is (the second,
+    // by the block its key names).
+    use recordfs::etcd::{Etcd, EtcdUrl};
+    let etcd = Etcd::connect(&EtcdUrl::parse(&url).unwrap(), Duration::from_secs(10)).unwrap();
+    let live = etcd
+        .get_all(b"mounts/")
+        .unwrap()
+        .iter()
+        .find_map(|(_, v)| {
+            let v = String::from_utf8(v.clone()).unwrap();
+            Some(v.rsplit_once(", fids from ")?.1.to_string())
+        })
+        .expect("the second mount's key names its fid block");
+    let dead = "p/00000000000000ff.m7700000000000.0.0".to_string();
+    let on_its_way = format!("p/00000000000000ff.m{live}.0.0");
+    let put = [
+        (dead.clone().into_bytes(), b"x".to_vec()),
+        (on_its_way.clone().into_bytes(), b"y".to_vec()),
+    ];
+    etcd.put_all(&put).unwrap();
+    let (code, out) = tool(&["check", &url]);
+    assert!(code == 1 && out.contains(&dead), "{out}");
+    // A new mount serves a prefix holding a file in pieces, and deletes the dead mount's.
     let again = a.mount(&url, &[]).expect("mount again");
     assert_eq!(fs::read(a.path("big.bin")).unwrap(), first);
+    let left = piece_keys(&url);
+    assert!(
+        !left.contains(&dead) && left.contains(&on_its_way),
+        "{left:?}"
+    );
     again.stop_cleanly();
+    etcd.put_if(&[], &[], &[on_its_way.into_bytes()]).unwrap();
     // A record in pieces imported while a mount serves the prefix: it shows it.
     let records = a.dir.path().join("big.jsonl");
     let id = "6f1c2b1e-0000-4000-8000-000000000001";

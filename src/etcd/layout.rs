@@ -267,8 +267,53 @@ pub fn fid_value(fid: Fid) -> Vec<u8> {
 }
 
 /// Where each mount that changes the store says so (`etcd::mount`): a key of its own under
-/// its lease, whose value says who.
+/// its lease, whose value says who (`mount_value`).
 pub const MOUNTS: &[u8] = b"mounts/";
+
+/// A mount's key's value: who, and once it took one, its block of fids, which its pieces'
+/// ids name (`mount_piece_tag`).
+pub fn mount_value(who: &str, block: Option<Fid>) -> Vec<u8> {
+    match block {
+        Some(b) => format!("{who}, fids from {b:x}").into_bytes(),
+        None => who.as_bytes().to_vec(),
+    }
+}
+
+/// The start of the ids of the pieces of one save of file `fid` by the mount with fid block
+/// `block`, its `n`th in pieces: `<fid>.m<block>.<n>`, each piece's id that and `.<i>`.
+pub fn mount_piece_tag(fid: Fid, block: Fid, n: u64) -> String {
+    format!("{}.m{block:x}.{n}", fid_hex(fid))
+}
+
+/// Pieces no file lists whose ids name the block of a mount that is not listed (a save cut
+/// short by its daemon's death), among every key of a store read at one revision.
+pub fn orphan_pieces(kvs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let block_of_piece = |key: &[u8]| -> Option<Fid> {
+        let id = std::str::from_utf8(key.strip_prefix(b"p/")?).ok()?;
+        let block = id.get(17..)?.strip_prefix('m')?.split('.').next()?;
+        u64::from_str_radix(block, 16).ok()
+    };
+    let live: std::collections::HashSet<Fid> = kvs
+        .iter()
+        .filter(|(k, _)| k.starts_with(MOUNTS))
+        .filter_map(|(_, v)| {
+            let v = std::str::from_utf8(v).ok()?;
+            u64::from_str_radix(v.rsplit_once(", fids from ")?.1, 16).ok()
+        })
+        .collect();
+    let listed: std::collections::HashSet<Vec<u8>> = kvs
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"i/"))
+        .flat_map(|(_, v)| piece_ids(v).unwrap_or_default())
+        .map(|id| piece_key(&id))
+        .collect();
+    kvs.iter()
+        .map(|(k, _)| k)
+        .filter(|k| !listed.contains(*k))
+        .filter(|k| block_of_piece(k).is_some_and(|b| !live.contains(&b)))
+        .cloned()
+        .collect()
+}
 
 /// The kind an `i/` value says.
 pub fn info_kind(value: &[u8]) -> Option<Kind> {
@@ -510,6 +555,25 @@ fn node_with<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphan_pieces_are_those_of_unlisted_mounts_that_no_file_lists() {
+        let k = |s: &str| s.as_bytes().to_vec();
+        let listed = mount_piece_tag(9, 0x100, 0) + ".0";
+        let info = format!("{{\"kind\":\"file\",\"pieces\":[\"{listed}\"]}}");
+        let kvs = vec![
+            (k("i/0000000000000009"), k(&info)),
+            (k("mounts/h.1.2"), mount_value("pid 1 on h", Some(0x200))),
+            (k("mounts/h.3.4"), mount_value("pid 3 on h", None)),
+            (piece_key(&listed), k("a")),
+            // A live mount's save on its way; a dead one's; an import's.
+            (piece_key(&(mount_piece_tag(9, 0x200, 3) + ".0")), k("b")),
+            (piece_key(&(mount_piece_tag(9, 0x300, 1) + ".1")), k("c")),
+            (k("p/0000000000000009.1700000000.77.0"), k("d")),
+        ];
+        let want = vec![piece_key(&(mount_piece_tag(9, 0x300, 1) + ".1"))];
+        assert_eq!(orphan_pieces(&kvs), want);
+    }
 
     fn attrs(mode: u32) -> Attrs {
         let t = Time {

@@ -68,22 +68,26 @@ impl Etcd {
         let lease = self.call("granting a lease", |mut c| async move {
             Ok(c.lease_grant(ttl, None).await?.id())
         })?;
-        let key = self.key(rest);
-        let put = self.call("registering a mount", |mut c| {
-            let (key, value) = (key.clone(), value.to_vec());
-            async move {
-                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
-                    .await?;
-                Ok(())
-            }
-        });
-        match put {
+        match self.put_under(rest, value, lease) {
             Ok(()) => Ok(lease),
             Err(e) => {
                 let _ = self.revoke(lease);
                 Err(e)
             }
         }
+    }
+
+    /// Puts `value` at `rest` under `lease`.
+    pub fn put_under(&self, rest: &[u8], value: &[u8], lease: i64) -> Result<()> {
+        let key = self.key(rest);
+        self.call("registering a mount", |mut c| {
+            let (key, value) = (key.clone(), value.to_vec());
+            async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await?;
+                Ok(())
+            }
+        })
     }
 
     /// Puts and deletes keys in one transaction that holds only if none of the keys of

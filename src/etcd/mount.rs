@@ -65,11 +65,17 @@ pub fn open(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
         .map_or(0, |d| d.as_nanos());
     let key = [MOUNTS, format!("{host}.{pid}.{nanos}").as_bytes()].concat();
     let who = format!("pid {pid} on {host}");
-    let lease = etcd.put_leased(&key, who.as_bytes(), LEASE_SECS)?;
+    let lease = etcd.put_leased(&key, &layout::mount_value(&who, None), LEASE_SECS)?;
+    let listed = Listed {
+        etcd: &etcd,
+        key,
+        who,
+        lease,
+    };
     // Kept alive from now on: building the cache of a large prefix takes longer than the
     // lease lasts.
     let opened = keep_alive(url, lease, stop.clone()).and_then(|keeper| {
-        match open_cache(url, opts, Some(&etcd), stop.clone()) {
+        match open_cache(url, opts, Some(&listed), stop.clone()) {
             Ok(mut m) => {
                 m.lease = Some(lease);
                 m.threads.push(keeper);
@@ -143,13 +149,29 @@ fn keep_alive(url: &EtcdUrl, lease: i64, stop: Arc<AtomicBool>) -> Result<JoinHa
         .map_err(|e| Error::io("starting the lease thread", &e))
 }
 
-/// What a mount starts from: the tree read at `revision`, every node's `i/` value, and the
-/// first fid of the block it took (a mount that changes the prefix).
+/// What a mount starts from: the tree read at `revision`, every node's `i/` value, the
+/// first fid of the block it took (a mount that changes the prefix), and the pieces dead
+/// mounts left (`layout::orphan_pieces`).
 struct Start {
     tree: Tree,
     infos: HashMap<Fid, Vec<u8>>,
     revision: i64,
     base: Fid,
+    orphans: Vec<Vec<u8>>,
+}
+
+/// Deletes pieces that saves cut short by their mounts' deaths left. Only said when it
+/// fails: they stay for the next mount (and `check` reports them).
+fn drop_orphans(etcd: &Etcd, url: &EtcdUrl, orphans: &[Vec<u8>]) {
+    for some in orphans.chunks(super::MAX_TXN_OPS) {
+        if let Err(e) = etcd.put_if(&[], &[], some) {
+            warn!("{url}: deleting pieces dead mounts left: {}", e.reason);
+            return;
+        }
+    }
+    if !orphans.is_empty() {
+        info!("{url}: deleted {} pieces dead mounts left", orphans.len());
+    }
 }
 
 /// Reads the prefix; `taking` (a mount that changes it) makes a new store of an empty
@@ -195,8 +217,10 @@ fn read_start(etcd: &Etcd, url: &EtcdUrl, taking: bool) -> Result<Start> {
                 infos,
                 revision,
                 base: 0,
+                orphans: Vec::new(),
             });
         }
+        let orphans = layout::orphan_pieces(&kvs);
         let base = next_fid;
         let end = base
             .checked_add(FID_BLOCK)
@@ -212,6 +236,7 @@ fn read_start(etcd: &Etcd, url: &EtcdUrl, taking: bool) -> Result<Start> {
                 infos,
                 revision,
                 base,
+                orphans,
             });
         }
         debug!("{url}: another mount moved meta first; reading the prefix again");
@@ -222,17 +247,25 @@ fn read_start(etcd: &Etcd, url: &EtcdUrl, taking: bool) -> Result<Start> {
     ))
 }
 
-/// Reads the prefix, builds the cache and starts following (and, with `etcd`, shipping:
+/// A mount that changes the prefix, as listed under `mounts/`.
+struct Listed<'a> {
+    etcd: &'a Etcd,
+    key: Vec<u8>,
+    who: String,
+    lease: i64,
+}
+
+/// Reads the prefix, builds the cache and starts following (and, when `listed`, shipping:
 /// a mount that changes the prefix).
 fn open_cache(
     url: &EtcdUrl,
     opts: Options,
-    etcd: Option<&Etcd>,
+    listed: Option<&Listed>,
     stop: Arc<AtomicBool>,
 ) -> Result<EtcdMount> {
     let reader;
-    let etcd = match etcd {
-        Some(e) => e,
+    let etcd = match listed {
+        Some(l) => l.etcd,
         None => {
             reader = Etcd::connect(url, MOUNT_TIMEOUT)?;
             &reader
@@ -241,6 +274,13 @@ fn open_cache(
     let taking = !opts.read_only;
     let start = read_start(etcd, url, taking)?;
     servable(url, &start.tree, &opts)?;
+    if let Some(l) = listed {
+        // Before this mount puts any piece: the block its pieces' ids name is a live
+        // mount's, so another mount that starts leaves them.
+        let value = layout::mount_value(&l.who, Some(start.base));
+        etcd.put_under(&l.key, &value, l.lease)?;
+        drop_orphans(etcd, url, &start.orphans);
+    }
     // Connected before the cache is made, which nothing would remove after a failure here.
     let shipper = match taking {
         true => Some(Etcd::connect(url, MOUNT_TIMEOUT)?),

@@ -231,7 +231,7 @@ impl EtcdReplica {
             None
         } else {
             let n = self.saves.fetch_add(1, Ordering::Relaxed);
-            let tag = format!("{efid:016x}.m{:x}.{n}", self.base);
+            let tag = layout::mount_piece_tag(efid, self.base, n);
             let ids: Vec<String> = (0..bytes.len().div_ceil(layout::PIECE))
                 .map(|i| format!("{tag}.{i}"))
                 .collect();
