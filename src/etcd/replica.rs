@@ -26,13 +26,16 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+mod conflicts;
+mod pieces;
+
 use super::keys::{emptied, Held, Keys};
 use super::layout::{self, Tree};
 use super::shared::Shared;
-use super::{Etcd, KeyNow, Txned, MAX_TXN_OPS};
+use super::{Etcd, Txned, MAX_TXN_OPS};
 use crate::error::{err, Error, Result};
 use crate::log::{Entry, Op};
-use crate::pipeline::{Pipeline, Read, Replica, Waiter};
+use crate::pipeline::{Pipeline, Replica, Waiter};
 use crate::types::{Attrs, Fid, Kind, Seq};
 
 /// How many times a transaction is sent again over others' saves before it is left for later
@@ -219,54 +222,6 @@ impl EtcdReplica {
         Ok(keys)
     }
 
-    /// Puts a file's bytes as the local store holds them now into `keys`: one `d/` value,
-    /// or new pieces; either way the file's other pieces go.
-    fn put_bytes(&self, p: &Pipeline, fid: Fid, efid: Fid, keys: &mut Keys) -> Result<Held> {
-        let bytes = read_bytes(p, fid)?;
-        let (size, crc) = (bytes.len() as u64, crate::log::crc32c(&bytes));
-        let (first, end) = layout::pieces_range(efid);
-        let pieces = if bytes.len() <= layout::PIECE {
-            keys.puts.insert(layout::data_key(efid), bytes);
-            keys.ranges_gone.push((first, end));
-            None
-        } else {
-            let n = self.saves.fetch_add(1, Ordering::Relaxed);
-            let tag = layout::mount_piece_tag(efid, self.base, n);
-            let ids: Vec<String> = (0..bytes.len().div_ceil(layout::PIECE))
-                .map(|i| format!("{tag}.{i}"))
-                .collect();
-            for (id, piece) in ids.iter().zip(bytes.chunks(layout::PIECE)) {
-                keys.pieces.push((layout::piece_key(id), piece.to_vec()));
-            }
-            keys.keys_gone.insert(layout::data_key(efid));
-            // Every piece of the file but the new ones (`tag.0`, `tag.1`, ...).
-            keys.ranges_gone
-                .push((first, format!("p/{tag}.").into_bytes()));
-            keys.ranges_gone
-                .push((format!("p/{tag}/").into_bytes(), end));
-            Some(ids)
-        };
-        let held = Held { size, crc, pieces };
-        keys.shipped.push((fid, Some(held.clone())));
-        Ok(held)
-    }
-
-    /// Deletes the new pieces of `keys`, nobody's once its transaction did not go in (a
-    /// failure to is only said: `check` reports pieces nothing reaches).
-    fn drop_pieces(&self, keys: &Keys) {
-        let ids: Vec<Vec<u8>> = keys.pieces.iter().map(|(k, _)| k.clone()).collect();
-        for some in ids.chunks(MAX_TXN_OPS) {
-            if let Err(e) = self.etcd.put_if(&[], &[], some) {
-                log::warn!(
-                    "{}: deleting pieces no file lists: {}",
-                    self.etcd.url,
-                    e.reason
-                );
-                return;
-            }
-        }
-    }
-
     /// One transaction, holding only if none of its keys changed since the cache saw them
     /// and every piece it lists is there, sent again over others' saves.
     fn send(
@@ -351,81 +306,6 @@ impl EtcdReplica {
             "{}: other mounts kept changing the same keys ({REBASES} tries)",
             self.etcd.url
         ))
-    }
-
-    /// What to make of keys another mount changed after this mount saw them: None when the
-    /// transaction may go again over them (the bounds moved on), else why it is refused.
-    fn settle(
-        &self,
-        puts: &[(Vec<u8>, Vec<u8>)],
-        deletes: &[Vec<u8>],
-        bounds: &[(Vec<u8>, i64)],
-        existing: &[Vec<u8>],
-        now: Vec<KeyNow>,
-    ) -> Option<Error> {
-        let ours: HashMap<&[u8], &[u8]> = puts
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        let theirs: HashMap<&[u8], &KeyNow> = now.iter().map(|k| (k.key.as_slice(), k)).collect();
-        let mut moved = Vec::new();
-        let mut refused: Option<Error> = None;
-        for ((key, bound), k) in bounds.iter().zip(&now) {
-            let gone = k.value.is_none() && existing.contains(key);
-            if k.mod_revision <= *bound && !gone {
-                continue;
-            }
-            let mine = ours.get(key.as_slice()).copied();
-            let present = |key: &[u8]| theirs.get(key).is_some_and(|t| t.value.is_some());
-            // A save of a file's bytes: its `d/` put, or deleted for new pieces.
-            let saves = |fid: &[u8]| {
-                let data = [b"d/", fid].concat();
-                ours.contains_key(data.as_slice()) || deletes.contains(&data)
-            };
-            let over = if mine == k.value.as_deref() {
-                // As this mount would leave it (its own transaction that went in unanswered).
-                true
-            } else if let Some(fid) = key.strip_prefix(b"i/") {
-                // A save over another's save of the same file.
-                mine.is_some() && k.value.is_some() && saves(fid)
-            } else if let Some(fid) = key.strip_prefix(b"d/") {
-                // Their bytes of a file this mount saves, in one value or in pieces.
-                let info = [b"i/", fid].concat();
-                ours.contains_key(info.as_slice()) && present(&info)
-            } else {
-                false
-            };
-            if !over {
-                let show = String::from_utf8_lossy(key);
-                let made = key.starts_with(b"n/") && mine.is_some() && k.value.is_some();
-                let (errno, what) = match made {
-                    true => (libc::EEXIST, "made"),
-                    false => (libc::ESTALE, "changed"),
-                };
-                let e = Error::new(
-                    errno,
-                    format!("{}: another mount {what} {show} first", self.etcd.url),
-                );
-                // A name another mount made says most of what happened.
-                if refused
-                    .as_ref()
-                    .is_none_or(|r: &Error| r.errno != libc::EEXIST)
-                {
-                    refused = Some(e);
-                }
-                continue;
-            }
-            moved.push((key.clone(), k.mod_revision));
-        }
-        if let Some(e) = refused {
-            log::info!("refused: {}", e.reason);
-            return Some(e);
-        }
-        let mut seen = self.shared.seen.lock();
-        for (key, rev) in moved {
-            seen.at.insert(key, rev);
-        }
-        None
     }
 
     /// What etcd holds once `keys` went in: each file's bytes, the nodes made here.
@@ -641,16 +521,5 @@ fn touched(op: &Op, fids: &mut BTreeSet<Fid>, names: &mut BTreeSet<(Fid, Vec<u8>
             names.insert((*to_dir, to_name.clone()));
         }
         Op::Checkpoint { .. } => {}
-    }
-}
-
-/// A file's bytes as the local store holds them now.
-fn read_bytes(p: &Pipeline, fid: Fid) -> Result<Vec<u8>> {
-    match p.version(fid)? {
-        Read::Fine(held, _) => {
-            let size = held.version.size()?;
-            held.version.read_at(0, size as usize)
-        }
-        Read::Restore(bytes) => Ok(bytes.to_vec()),
     }
 }
