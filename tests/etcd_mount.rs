@@ -621,6 +621,105 @@ fn files_over_one_value_go_in_pieces_through_a_mount_and_leave_no_piece_behind()
     assert_sound(&url);
 }
 
+/// Saves `big.bin` in place over and over, each time 20 MiB and `r` bytes of the byte `r`:
+/// prints `ok R` once its close returned, until a save fails.
+const BIG_WRITER: &str = r#"
+import os, sys
+path = os.path.join(sys.argv[1], "big.bin")
+r = 1
+while True:
+    try:
+        with open(path, "wb") as f:
+            f.write(bytes([r % 256]) * ((20 << 20) + r))
+    except OSError as e:
+        print("error", e.errno, flush=True)
+        break
+    print("ok", r, flush=True)
+    r += 1
+"#;
+
+#[test]
+fn a_daemon_killed_while_it_saves_a_file_in_pieces_leaves_a_whole_version_and_no_piece() {
+    let cluster = Cluster::start();
+    let url = cluster.url("killed");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount");
+    let mut writer = Command::new("python3")
+        .args(["-c", BIG_WRITER, place.mnt.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Two saves in, then killed during the third or later (most of a save's time is its
+    // 21 pieces going in one by one, so the kill most likely lands among them).
+    let start = Instant::now();
+    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut acknowledged = 0;
+    let mut line = String::new();
+    while acknowledged < 2 && start.elapsed() < Duration::from_secs(120) {
+        line.clear();
+        use std::io::BufRead;
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(r) = line.trim().strip_prefix("ok ") {
+            acknowledged = r.parse().unwrap();
+        }
+    }
+    assert!(
+        acknowledged >= 2,
+        "two saves did not go in within 120 s: {line}"
+    );
+    // Killed once the next save's pieces are going in (more pieces than one version has).
+    let pieces = || {
+        let out = cluster
+            .etcdctl(&["get", "--prefix", "/killed/p/", "--keys-only"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    };
+    let among = wait_until(Duration::from_secs(60), || pieces() > 21);
+    m.kill9();
+    let mut rest = String::new();
+    use std::io::Read;
+    let _ = out.read_to_string(&mut rest);
+    let _ = writer.wait();
+    for l in rest.lines() {
+        if let Some(r) = l.strip_prefix("ok ") {
+            acknowledged = r.parse().unwrap();
+        }
+    }
+    let (code, checked) = tool(&["check", &url]);
+    if code == 0 {
+        eprintln!(
+            "note: the kill did not land between a save's pieces and its transaction ({among})"
+        );
+    } else {
+        assert!(
+            checked.contains("nothing in the store reaches it"),
+            "{checked}"
+        );
+    }
+    // Mounted again at once (the killed mount is still listed until its lease ends): the
+    // last acknowledged version or a later one, whole, and the pieces of the save cut short
+    // deleted (the killed mount was of this machine and its process is gone).
+    let again = place.mount(&url, &[]).expect("mount after SIGKILL");
+    let got = fs::read(place.path("big.bin")).unwrap();
+    let r = got.len() - (20 << 20);
+    assert!(
+        r >= acknowledged,
+        "version {r}, after {acknowledged} acknowledged"
+    );
+    assert!(
+        got.iter().all(|b| *b as usize == r % 256),
+        "version {r} is not whole"
+    );
+    again.stop_cleanly();
+    assert_sound(&url);
+}
+
 #[test]
 fn a_member_cut_off_and_joined_again_loses_no_save_and_a_follower_goes_on() {
     let cluster = Cluster::start_in_namespaces();

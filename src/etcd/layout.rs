@@ -287,7 +287,8 @@ pub fn mount_piece_tag(fid: Fid, block: Fid, n: u64) -> String {
 
 /// Pieces no file lists whose ids name the block of a mount that is not listed (a save cut
 /// short by its daemon's death), among every key of a store read at one revision.
-pub fn orphan_pieces(kvs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
+/// `gone(key)`: a listed mount known to be dead (its lease has not ended yet).
+pub fn orphan_pieces(kvs: &[(Vec<u8>, Vec<u8>)], gone: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
     let block_of_piece = |key: &[u8]| -> Option<Fid> {
         let id = std::str::from_utf8(key.strip_prefix(b"p/")?).ok()?;
         let block = id.get(17..)?.strip_prefix('m')?.split('.').next()?;
@@ -295,7 +296,7 @@ pub fn orphan_pieces(kvs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
     };
     let live: std::collections::HashSet<Fid> = kvs
         .iter()
-        .filter(|(k, _)| k.starts_with(MOUNTS))
+        .filter(|(k, _)| k.starts_with(MOUNTS) && !gone(k))
         .filter_map(|(_, v)| {
             let v = std::str::from_utf8(v).ok()?;
             u64::from_str_radix(v.rsplit_once(", fids from ")?.1, 16).ok()
@@ -565,14 +566,23 @@ mod tests {
             (k("i/0000000000000009"), k(&info)),
             (k("mounts/h.1.2"), mount_value("pid 1 on h", Some(0x200))),
             (k("mounts/h.3.4"), mount_value("pid 3 on h", None)),
+            (k("mounts/h.5.6"), mount_value("pid 5 on h", Some(0x400))),
             (piece_key(&listed), k("a")),
             // A live mount's save on its way; a dead one's; an import's.
             (piece_key(&(mount_piece_tag(9, 0x200, 3) + ".0")), k("b")),
             (piece_key(&(mount_piece_tag(9, 0x300, 1) + ".1")), k("c")),
+            // A listed mount whose daemon is known to be dead.
+            (piece_key(&(mount_piece_tag(9, 0x400, 0) + ".0")), k("e")),
             (k("p/0000000000000009.1700000000.77.0"), k("d")),
         ];
-        let want = vec![piece_key(&(mount_piece_tag(9, 0x300, 1) + ".1"))];
-        assert_eq!(orphan_pieces(&kvs), want);
+        let mut want = vec![
+            piece_key(&(mount_piece_tag(9, 0x300, 1) + ".1")),
+            piece_key(&(mount_piece_tag(9, 0x400, 0) + ".0")),
+        ];
+        want.sort();
+        let mut got = orphan_pieces(&kvs, |k| k == b"mounts/h.5.6");
+        got.sort();
+        assert_eq!(got, want);
     }
 
     fn attrs(mode: u32) -> Attrs {

@@ -56,9 +56,7 @@ pub fn open(url: &EtcdUrl, opts: Options) -> Result<EtcdMount> {
         return open_cache(url, opts, None, stop);
     }
     let etcd = Etcd::connect(url, MOUNT_TIMEOUT)?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let host = hostname();
     let pid = std::process::id();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -220,7 +218,7 @@ fn read_start(etcd: &Etcd, url: &EtcdUrl, taking: bool) -> Result<Start> {
                 orphans: Vec::new(),
             });
         }
-        let orphans = layout::orphan_pieces(&kvs);
+        let orphans = layout::orphan_pieces(&kvs, dead_here);
         let base = next_fid;
         let end = base
             .checked_add(FID_BLOCK)
@@ -409,6 +407,34 @@ fn make_cache_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn process_gone(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
+}
+
+/// Whether the mount key `key` (`mounts/<host>.<pid>.<nanos>`) is of this machine and its
+/// daemon is gone: a daemon killed and started again is back before its lease ends.
+fn dead_here(key: &[u8]) -> bool {
+    let Some(name) = key
+        .strip_prefix(MOUNTS)
+        .and_then(|n| std::str::from_utf8(n).ok())
+    else {
+        return false;
+    };
+    let mut parts = name.rsplitn(3, '.');
+    let (_, pid, host) = (parts.next(), parts.next(), parts.next());
+    let pid = pid.and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0);
+    match (host, pid) {
+        (Some(h), Some(pid)) => h == hostname() && process_gone(pid),
+        _ => false,
+    }
+}
+
 /// Removes the caches (ours, in `base`) of mounts whose daemon is gone: one killed never
 /// removed its own, and it holds a copy of the store's bytes.
 fn remove_dead_caches(base: &std::path::Path) {
@@ -428,8 +454,7 @@ fn remove_dead_caches(base: &std::path::Path) {
         else {
             continue;
         };
-        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-            == Err(nix::errno::Errno::ESRCH);
+        let gone = process_gone(pid);
         let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
         if gone && ours {
             match std::fs::remove_dir_all(entry.path()) {
