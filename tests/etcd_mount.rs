@@ -404,6 +404,44 @@ fn without_a_quorum_saves_fail_in_bounded_time_and_the_cluster_restarted_takes_t
 }
 
 #[test]
+fn files_in_pieces_among_batches_larger_than_a_transaction_arrive_whole() {
+    let cluster = Cluster::start();
+    let url = cluster.url("big-batches");
+    let place = Place::new();
+    let m = place.mount(&url, &["--sync", "never"]).expect("mount");
+    // Records and files in pieces made, saved over, renamed over each other and removed
+    // without waiting: batches of many entries, some with pieces.
+    let big = |i: usize| bytes_from(i as u64, (5 << 19) + i);
+    for i in 0..300 {
+        fs::write(place.path(&record_name(i)), format!("{{\"n\": {i}}}")).unwrap();
+        if i % 60 == 0 {
+            write_file(&place.path(&format!("big{i}.bin")), &big(i)).unwrap();
+        }
+    }
+    write_file(&place.path("big60.bin"), &big(1)).unwrap();
+    fs::rename(place.path("big120.bin"), place.path("big180.bin")).unwrap();
+    fs::remove_file(place.path("big240.bin")).unwrap();
+    for i in (0..300).step_by(2) {
+        fs::remove_file(place.path(&record_name(i))).unwrap();
+    }
+    let log = m.daemon_log();
+    m.stop_cleanly();
+    if !log.contains("shipped in parts") {
+        eprintln!("note: no batch was shipped in parts this time");
+    }
+    assert_sound(&url);
+    // big0, big60 (saved over), big180 (big120's bytes, renamed over it): 3 pieces each.
+    assert_eq!(piece_keys(&url).len(), 9, "{:?}", piece_keys(&url));
+    let again = place.mount(&url, &[]).expect("mount again");
+    assert_eq!(fs::read(place.path("big0.bin")).unwrap(), big(0));
+    assert_eq!(fs::read(place.path("big60.bin")).unwrap(), big(1));
+    assert_eq!(fs::read(place.path("big180.bin")).unwrap(), big(120));
+    assert!(!place.path("big120.bin").exists() && !place.path("big240.bin").exists());
+    assert_eq!(fs::read_dir(&place.mnt).unwrap().count(), 150 + 3);
+    again.stop_cleanly();
+}
+
+#[test]
 fn batches_larger_than_a_transaction_arrive_whole() {
     let cluster = Cluster::start();
     let url = cluster.url("batches");
@@ -547,6 +585,17 @@ fn files_over_one_value_go_in_pieces_through_a_mount_and_leave_no_piece_behind()
     assert!(shows(&b, "gone.bin", &first));
     fs::remove_file(b.path("gone.bin")).unwrap();
     assert!(wait_until(Duration::from_secs(20), || !a
+        .path("gone.bin")
+        .exists()));
+    assert_eq!(piece_keys(&url), Vec::<String>::new());
+    // A temporary file in pieces renamed over a file in pieces: only the new one's stay.
+    write_file(&a.path("gone.bin"), &first).unwrap();
+    write_file(&a.path(".gone.bin.tmp"), &second).unwrap();
+    fs::rename(a.path(".gone.bin.tmp"), a.path("gone.bin")).unwrap();
+    assert!(shows(&b, "gone.bin", &second));
+    assert_eq!(piece_keys(&url).len(), 2, "{:?}", piece_keys(&url));
+    fs::remove_file(a.path("gone.bin")).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || !b
         .path("gone.bin")
         .exists()));
     assert_eq!(piece_keys(&url), Vec::<String>::new());
