@@ -670,16 +670,16 @@ fn files_over_one_value_go_in_pieces_through_a_mount_and_leave_no_piece_behind()
     assert_sound(&url);
 }
 
-/// Saves `big.bin` in place over and over, each time 20 MiB and `r` bytes of the byte `r`:
+/// Saves `big.bin` in place over and over, each time MIB MiB and `r` bytes of the byte `r`:
 /// prints `ok R` once its close returned, until a save fails.
 const BIG_WRITER: &str = r#"
 import os, sys
-path = os.path.join(sys.argv[1], "big.bin")
+path, mib = os.path.join(sys.argv[1], "big.bin"), int(sys.argv[2])
 r = 1
 while True:
     try:
         with open(path, "wb") as f:
-            f.write(bytes([r % 256]) * ((20 << 20) + r))
+            f.write(bytes([r % 256]) * ((mib << 20) + r))
     except OSError as e:
         print("error", e.errno, flush=True)
         break
@@ -687,37 +687,121 @@ while True:
     r += 1
 "#;
 
+/// `BIG_WRITER` on a mount, and the last save it said went in.
+struct BigWriter {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    acknowledged: usize,
+    mib: usize,
+}
+
+impl BigWriter {
+    fn start(place: &Place, mib: usize) -> BigWriter {
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                BIG_WRITER,
+                place.mnt.to_str().unwrap(),
+                &mib.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        BigWriter {
+            child,
+            out,
+            acknowledged: 0,
+            mib,
+        }
+    }
+
+    /// Reads what it says until `n` saves are in (at most `limit`): whether they are.
+    fn wait_for(&mut self, n: usize, limit: Duration) -> bool {
+        use std::io::BufRead;
+        let start = Instant::now();
+        let mut line = String::new();
+        while self.acknowledged < n && start.elapsed() < limit {
+            line.clear();
+            if self.out.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            if let Some(r) = line.trim().strip_prefix("ok ") {
+                self.acknowledged = r.parse().unwrap();
+            }
+        }
+        self.acknowledged >= n
+    }
+
+    /// Once its mount is gone or it is killed: the last save it said went in.
+    fn finish(mut self) -> usize {
+        use std::io::Read;
+        let mut rest = String::new();
+        let _ = self.out.read_to_string(&mut rest);
+        let _ = self.child.wait();
+        for l in rest.lines() {
+            if let Some(r) = l.strip_prefix("ok ") {
+                self.acknowledged = r.parse().unwrap();
+            }
+        }
+        self.acknowledged
+    }
+
+    /// That the file on `place` is a version at least `acknowledged`, whole.
+    fn assert_kept(place: &Place, mib: usize, acknowledged: usize) {
+        let got = fs::read(place.path("big.bin")).unwrap();
+        let r = got.len() - (mib << 20);
+        assert!(
+            r >= acknowledged,
+            "version {r}, after {acknowledged} acknowledged"
+        );
+        assert!(
+            got.iter().all(|b| *b as usize == r % 256),
+            "version {r} is not whole"
+        );
+    }
+}
+
+#[test]
+fn saves_of_a_file_in_pieces_survive_the_leaders_death() {
+    let mut cluster = Cluster::start();
+    let url = cluster.url("leader");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount");
+    let mut writer = BigWriter::start(&place, 3);
+    assert!(
+        writer.wait_for(3, Duration::from_secs(60)),
+        "three saves did not go in"
+    );
+    let leader = cluster.leader();
+    cluster.kill(leader);
+    let before = writer.acknowledged;
+    assert!(
+        writer.wait_for(before + 5, Duration::from_secs(60)),
+        "saves did not go on after the leader died"
+    );
+    let mib = writer.mib;
+    m.kill9();
+    let acknowledged = writer.finish();
+    // The killed daemon's pieces, if any, are deleted by the next mount here.
+    let again = place.mount(&url, &[]).expect("mount again");
+    BigWriter::assert_kept(&place, mib, acknowledged);
+    again.stop_cleanly();
+    assert_sound(&url);
+}
+
 #[test]
 fn a_daemon_killed_while_it_saves_a_file_in_pieces_leaves_a_whole_version_and_no_piece() {
     let cluster = Cluster::start();
     let url = cluster.url("killed");
     let place = Place::new();
     let m = place.mount(&url, &[]).expect("mount");
-    let mut writer = Command::new("python3")
-        .args(["-c", BIG_WRITER, place.mnt.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Two saves in, then killed during the third or later (most of a save's time is its
-    // 21 pieces going in one by one, so the kill most likely lands among them).
-    let start = Instant::now();
-    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
-    let mut acknowledged = 0;
-    let mut line = String::new();
-    while acknowledged < 2 && start.elapsed() < Duration::from_secs(120) {
-        line.clear();
-        use std::io::BufRead;
-        if out.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(r) = line.trim().strip_prefix("ok ") {
-            acknowledged = r.parse().unwrap();
-        }
-    }
+    // Two saves in, then killed during the third or later.
+    let mut writer = BigWriter::start(&place, 20);
     assert!(
-        acknowledged >= 2,
-        "two saves did not go in within 120 s: {line}"
+        writer.wait_for(2, Duration::from_secs(120)),
+        "two saves did not go in within 120 s"
     );
     // Killed once the next save's pieces are going in (more pieces than one version has).
     let pieces = || {
@@ -731,15 +815,7 @@ fn a_daemon_killed_while_it_saves_a_file_in_pieces_leaves_a_whole_version_and_no
     };
     let among = wait_until(Duration::from_secs(60), || pieces() > 21);
     m.kill9();
-    let mut rest = String::new();
-    use std::io::Read;
-    let _ = out.read_to_string(&mut rest);
-    let _ = writer.wait();
-    for l in rest.lines() {
-        if let Some(r) = l.strip_prefix("ok ") {
-            acknowledged = r.parse().unwrap();
-        }
-    }
+    let acknowledged = writer.finish();
     let (code, checked) = tool(&["check", &url]);
     if code == 0 {
         eprintln!(
@@ -755,16 +831,7 @@ fn a_daemon_killed_while_it_saves_a_file_in_pieces_leaves_a_whole_version_and_no
     // last acknowledged version or a later one, whole, and the pieces of the save cut short
     // deleted (the killed mount was of this machine and its process is gone).
     let again = place.mount(&url, &[]).expect("mount after SIGKILL");
-    let got = fs::read(place.path("big.bin")).unwrap();
-    let r = got.len() - (20 << 20);
-    assert!(
-        r >= acknowledged,
-        "version {r}, after {acknowledged} acknowledged"
-    );
-    assert!(
-        got.iter().all(|b| *b as usize == r % 256),
-        "version {r} is not whole"
-    );
+    BigWriter::assert_kept(&place, 20, acknowledged);
     again.stop_cleanly();
     assert_sound(&url);
 }
