@@ -63,6 +63,14 @@ pub enum Watched {
 }
 
 impl Etcd {
+    /// The range a watch of the store covers (start, end): every key but its pieces, which
+    /// sort last (`p/`). A watch's answer may hold many revisions at once, and a few pieces
+    /// of 1 MiB are past what one gRPC message takes (4 MiB); nothing that follows the
+    /// store needs them from the watch (a file's `i/` lists its pieces, read when needed).
+    pub fn watched(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.key(b""), self.key(b"p/"))
+    }
+
     /// Puts `value` at `rest` under a new lease of `ttl` seconds: the lease.
     pub fn put_leased(&self, rest: &[u8], value: &[u8], ttl: i64) -> Result<i64> {
         let lease = self.call("granting a lease", |mut c| async move {

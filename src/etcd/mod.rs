@@ -263,14 +263,6 @@ impl Etcd {
         k
     }
 
-    /// The range a watch of the store covers (start, end): every key but its pieces, which
-    /// sort last (`p/`). A watch's answer may hold many revisions at once, and a few pieces
-    /// of 1 MiB are past what one gRPC message takes (4 MiB); nothing that follows the
-    /// store needs them from the watch (a file's `i/` lists its pieces, read when needed).
-    pub fn watched(&self) -> (Vec<u8>, Vec<u8>) {
-        (self.key(b""), self.key(b"p/"))
-    }
-
     /// Whether any key starts with the store's prefix.
     pub fn is_empty(&self) -> Result<bool> {
         let prefix = self.key(b"");
