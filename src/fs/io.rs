@@ -366,6 +366,9 @@ impl RecordFs {
             }
             hs.mtime_set.remove(&fid);
         }
+        drop(hs);
+        // When this is done matters: until then the file is not settled (a writer is open).
+        log::debug!(target: "recordfs::handles", "inode {fid}: handle {fh} released");
     }
 
     /// A file's committed bytes, whole (for the commands that copy stores).

@@ -81,7 +81,13 @@ impl Env {
 
     /// `mount`, with every FUSE request the daemon serves in its log (fuser's debug lines).
     pub fn mount_tracing_requests(&self, args: &[&str]) -> Mount {
-        Mount::start_logging(&self.store, &self.mnt, args, "info,fuser=debug").expect("mount")
+        Mount::start_logging(
+            &self.store,
+            &self.mnt,
+            args,
+            "info,fuser=debug,recordfs::handles=debug",
+        )
+        .expect("mount")
     }
 
     /// Mounts, expecting a refusal; returns what the daemon said.
