@@ -125,6 +125,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ENFILE => "ENFILE",
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ECONNRESET => "ECONNRESET",
         _ => "errno",
     }
 }

@@ -30,6 +30,36 @@ Exit status:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub etcd: EtcdAccess,
+}
+
+/// How to reach a cluster that takes only TLS clients or known users: for etcd://
+/// addresses, with etcdctl's names and environment variables.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "etcd access (etcd:// stores only; as etcdctl takes them)")]
+pub struct EtcdAccess {
+    /// Connect with TLS and check the members' certificates against this CA (PEM).
+    #[arg(long, global = true, env = "ETCDCTL_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// The client certificate (PEM) for members that ask for one (with --key).
+    #[arg(long, global = true, env = "ETCDCTL_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, env = "ETCDCTL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Log in as this etcd user: NAME:PASSWORD, or NAME with the password in
+    /// ETCDCTL_PASSWORD or --password-file (a command line is visible to every local user).
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_USER",
+        value_name = "NAME[:PASSWORD]"
+    )]
+    pub user: Option<String>,
+    /// A file whose first line is the user's password.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

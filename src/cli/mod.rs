@@ -15,7 +15,7 @@ mod transfer;
 
 use clap::{CommandFactory, Parser};
 
-pub use args::{Cli, Command, MountArgs};
+pub use args::{Cli, Command, EtcdAccess, MountArgs};
 
 pub fn main() -> i32 {
     // Whatever the caller's umask, what recordfs creates in STORE gets exactly the private
@@ -28,7 +28,12 @@ pub fn main() -> i32 {
         .collect();
     let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
     let argv = mount_options::helper_form(std::env::args_os().collect(), &commands);
-    match Cli::parse_from(argv).command {
+    let cli = Cli::parse_from(argv);
+    if let Err(e) = etcd_access(&cli.etcd) {
+        eprintln!("recordfs: {e}");
+        return 2;
+    }
+    match cli.command {
         Command::Mount(args) => daemon::mount_command(args),
         Command::Check { store } => tools::check_command(&store),
         Command::Log {
@@ -65,4 +70,27 @@ pub fn main() -> i32 {
         Command::Completions { shell } => docs::completions_command(shell),
         Command::Manpages { dir } => docs::manpages_command(&dir),
     }
+}
+
+/// Reads what the command line and the environment say of how to reach etcd, for every
+/// connection this process makes.
+fn etcd_access(a: &EtcdAccess) -> crate::error::Result<()> {
+    let password = match (&a.password_file, std::env::var("ETCDCTL_PASSWORD")) {
+        (Some(f), _) => {
+            let text = crate::etcd::read_small(f, "password file")?;
+            let text = String::from_utf8_lossy(&text);
+            Some(text.lines().next().unwrap_or("").to_owned())
+        }
+        (None, Ok(p)) => Some(p),
+        (None, Err(_)) => None,
+    };
+    crate::etcd::Access::from_args(crate::etcd::AccessArgs {
+        cacert: a.cacert.as_deref(),
+        cert: a.cert.as_deref(),
+        key: a.key.as_deref(),
+        user: a.user.as_deref(),
+        password,
+    })?
+    .set();
+    Ok(())
 }

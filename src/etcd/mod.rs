@@ -5,6 +5,8 @@
 //! thread and blocks on it, so callers stay plain functions and every wait has a deadline:
 //! during an outage a call fails with ETIMEDOUT (or EIO) within `timeout`, never hangs.
 
+mod access;
+pub use access::{read_small, Access, AccessArgs};
 mod cache;
 mod converge;
 mod follow;
@@ -20,9 +22,7 @@ mod shared;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use parking_lot::Mutex;
 
 use crate::error::{err, Error, Result};
@@ -159,6 +159,14 @@ impl Etcd {
                         timeout,
                         require_leader,
                     })
+                }
+                // A member that refused us says more than one whose connection closed.
+                Err(e)
+                    if last
+                        .as_ref()
+                        .is_some_and(|l: &Error| l.errno == libc::EACCES) =>
+                {
+                    drop(e)
                 }
                 Err(e) => last = Some(e),
             }
@@ -478,7 +486,7 @@ fn member(
 ) -> Result<Client> {
     let endpoint = url.endpoints[i].clone();
     let left = until.saturating_duration_since(Instant::now());
-    let opts = ConnectOptions::new()
+    let opts = access::Access::connect_options()
         .with_connect_timeout(left)
         .with_require_leader(require_leader);
     let what = format!("connecting to {endpoint} of {url}");
@@ -487,6 +495,7 @@ fn member(
         c.status().await?;
         Ok(c)
     })
+    .map_err(access::Access::explain)
 }
 
 /// How long one member has to answer within a call's `timeout`: a share, so that a silent
@@ -532,6 +541,23 @@ fn from_etcd(what: &str, e: &etcd_client::Error) -> Error {
         libc::ENOSPC
     } else if text.contains("request is too large") || text.contains("too many operations") {
         libc::EFBIG
+    } else if text.contains("invalid auth token") || text.contains("revision in header is old") {
+        // The connection's token is gone (the members restarted: etcd keeps simple tokens in
+        // memory) or stale (users or roles changed): a new connection logs in again.
+        libc::ECONNREFUSED
+    } else if text.contains("BadCertificate")
+        || text.contains("CertificateRequired")
+        || text.contains("invalid peer certificate")
+    {
+        // One side did not take the other's certificate (--cacert, --cert, --key); before
+        // the transport errors below, whose words these messages hold too.
+        libc::EACCES
+    } else if text.contains("permission denied")
+        || text.contains("authentication failed")
+        || text.contains("user name is empty")
+        || text.contains("user name not found")
+    {
+        libc::EACCES
     } else if text.contains("deadline") || text.contains("timed out") {
         libc::ETIMEDOUT
     } else if text.contains("connect error") || text.contains("Connection refused") {

