@@ -162,3 +162,87 @@ fn a_cluster_of_tls_clients_and_users_is_reached_with_etcdctls_options_and_token
     let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(words.contains("records 1 (8 bytes)"), "{out}");
 }
+
+/// The space quota of the cluster in the quota test: a few dozen versions of its record.
+const QUOTA: u64 = 4 << 20;
+
+#[test]
+fn a_cluster_out_of_space_refuses_saves_with_enospc_keeps_the_last_taken_and_takes_saves_once_freed(
+) {
+    let cluster = Cluster::start_with(Settings {
+        quota: Some(QUOTA),
+        ..Settings::default()
+    });
+    let url = cluster.url("full");
+    let place = Place::new();
+    let m = place.mount(&url, &[]).expect("mount");
+    let record = place.path(&record_name(1));
+    let version = |n: usize| format!("{{\"n\": {n}, \"pad\": \"{}\"}}", "x".repeat(200_000));
+    // Each save is a version in etcd's history until a compaction: the quota is used up.
+    let mut taken = 0;
+    let mut refusal = None;
+    for n in 1..=200 {
+        let started = Instant::now();
+        match write_file(&record, version(n).as_bytes()) {
+            Ok(()) => taken = n,
+            Err(e) => {
+                refusal = Some((e, started.elapsed()));
+                break;
+            }
+        }
+    }
+    let (e, took) = refusal.expect("200 saves of 200 KB fit a quota of 4 MiB");
+    assert_eq!(errno_of(&e), libc::ENOSPC, "{e}");
+    assert!(took < Duration::from_secs(15), "the refusal took {took:?}");
+    assert!(taken > 0, "not one save went in");
+    let alarms = cluster.etcdctl(&["alarm", "list"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&alarms.stdout).contains("NOSPACE"),
+        "{alarms:?}"
+    );
+    // The record keeps the last version etcd took, on the mount and in etcd.
+    let shows = |n: usize| {
+        let now = fs::read_to_string(&record).unwrap();
+        assert!(
+            now == version(n),
+            "the mount shows {:.16}, not version {n}",
+            now
+        );
+    };
+    shows(taken);
+    let in_etcd = |n: usize| {
+        let (code, out) = tool(&["show", &url, &record_name(1)]);
+        code == 0 && out == version(n)
+    };
+    assert!(
+        in_etcd(taken),
+        "etcd does not hold the last version it took"
+    );
+    // A new file is refused too, and leaves no name; the mount keeps serving.
+    let new = place.path(&record_name(2));
+    let e = write_file(&new, b"{\"n\": 2}").expect_err("a new file while etcd is full");
+    assert_eq!(errno_of(&e), libc::ENOSPC, "{e}");
+    assert!(!new.exists(), "a refused new file is still there");
+    let e = write_file(&record, version(999).as_bytes()).expect_err("a save while full");
+    assert_eq!(errno_of(&e), libc::ENOSPC, "{e}");
+    shows(taken);
+
+    // An operator frees space (etcd's own procedure): the history compacted, every member
+    // defragmented, the alarm disarmed. Saves go in again, and nothing refused shows up.
+    let rev = cluster.revision();
+    for args in [&["compact", &rev][..], &["defrag"], &["alarm", "disarm"]] {
+        let out = cluster.etcdctl(args).unwrap();
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    }
+    let saved = wait_until(Duration::from_secs(30), || {
+        write_file(&record, version(1000).as_bytes()).is_ok()
+    });
+    assert!(saved, "no save went in once space was freed");
+    assert!(in_etcd(1000));
+    m.stop_cleanly();
+    let again = place.mount(&url, &[]).expect("mount again");
+    shows(1000);
+    assert!(!new.exists(), "the refused new file reached etcd");
+    again.stop_cleanly();
+    assert_sound(&url);
+}

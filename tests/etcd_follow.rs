@@ -147,16 +147,7 @@ fn a_follower_reads_the_prefix_again_after_a_compaction_and_goes_on() {
     }
     fs::remove_file(w.path(&record_name(4))).unwrap();
     fs::write(w.path("after.txt"), "x").unwrap();
-    let status = cluster
-        .etcdctl(&["endpoint", "status", "-w", "fields"])
-        .unwrap();
-    let text = String::from_utf8_lossy(&status.stdout).into_owned();
-    let rev = text
-        .lines()
-        .find(|l| l.starts_with("\"Revision\""))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|v| v.trim().to_string())
-        .expect("a revision");
+    let rev = cluster.revision();
     let out = cluster.etcdctl(&["compact", &rev]).unwrap();
     assert!(out.status.success(), "{out:?}");
     follower.signal(libc::SIGCONT);

@@ -236,14 +236,7 @@ impl EtcdReplica {
         existing.extend(keys.listed.iter().flat_map(|(_, l)| l.iter().cloned()));
         let empty = emptied(&deletes);
         for _ in 0..REBASES {
-            let bounds: Vec<(Vec<u8>, i64)> = {
-                let seen = self.shared.seen.lock();
-                let rev = self.shared.revision();
-                names
-                    .iter()
-                    .map(|k| ((*k).clone(), seen.bound(k, rev)))
-                    .collect()
-            };
+            let bounds = self.bounds(names.iter().copied());
             let compared: Vec<(Vec<u8>, i64)> = bounds
                 .iter()
                 .map(|(k, b)| match keys.dir_infos.contains(k) {
@@ -251,9 +244,16 @@ impl EtcdReplica {
                     false => (k.clone(), *b),
                 })
                 .collect();
-            let txned = self
+            let txned = match self
                 .etcd
-                .txn_unless_changed(&compared, &existing, &empty, &puts, &deletes, &ranges)?;
+                .txn_unless_changed(&compared, &existing, &empty, &puts, &deletes, &ranges)
+            {
+                Err(e) if e.errno == libc::ENOSPC => {
+                    self.refuse(&bounds);
+                    return Ok(Sent::Refused(self.full(e)));
+                }
+                r => r?,
+            };
             match txned {
                 Txned::Done(rev) => {
                     self.latest.fetch_max(rev, Ordering::Relaxed);
@@ -265,10 +265,8 @@ impl EtcdReplica {
                 }
                 // Another mount made a name in a directory this transaction removes.
                 Txned::Changed(_, taken, _) if !taken.is_empty() => {
+                    self.refuse(&bounds);
                     let mut seen = self.shared.seen.lock();
-                    for (k, bound) in &bounds {
-                        seen.refused(k, *bound);
-                    }
                     for k in &taken {
                         seen.refused(&k.key, k.mod_revision - 1);
                     }
@@ -283,10 +281,7 @@ impl EtcdReplica {
                 }
                 Txned::Changed(now, _, missing) => {
                     if let Some(e) = self.settle(&puts, &deletes, &compared, &existing, now) {
-                        let mut seen = self.shared.seen.lock();
-                        for (k, bound) in &bounds {
-                            seen.refused(k, *bound);
-                        }
+                        self.refuse(&bounds);
                         return Ok(Sent::Refused(e));
                     }
                     if !missing.is_empty() {
@@ -306,6 +301,35 @@ impl EtcdReplica {
             "{}: other mounts kept changing the same keys ({REBASES} tries)",
             self.etcd.url
         ))
+    }
+
+    /// The revision as of which the cache shows each of `names`.
+    fn bounds<'a>(&self, names: impl Iterator<Item = &'a Vec<u8>>) -> Vec<(Vec<u8>, i64)> {
+        let seen = self.shared.seen.lock();
+        let rev = self.shared.revision();
+        names.map(|k| (k.clone(), seen.bound(k, rev))).collect()
+    }
+
+    /// A change of these keys was refused: the cache is brought back to what etcd holds of
+    /// them before the callers hear of it.
+    fn refuse(&self, bounds: &[(Vec<u8>, i64)]) {
+        let mut seen = self.shared.seen.lock();
+        for (k, bound) in bounds {
+            seen.refused(k, *bound);
+        }
+    }
+
+    /// `e`, etcd's NOSPACE: it took none of the change, so the change is refused as by another
+    /// mount's, and its callers hear ENOSPC once their view shows etcd's state again (the
+    /// contract's "disk full": the previous version kept), rather than the change waiting in
+    /// line until an operator frees space. Removals still go in (etcd takes deletes when full).
+    fn full(&self, e: Error) -> Error {
+        log::warn!(
+            "refused: {}: etcd's space quota is used up (NOSPACE alarm): {}",
+            self.etcd.url,
+            e.reason
+        );
+        e
     }
 
     /// What etcd holds once `keys` went in: each file's bytes, the nodes made here.
@@ -355,25 +379,37 @@ impl EtcdReplica {
             match self.ship_entries(batch, p)? {
                 None => return Ok(Vec::new()),
                 Some(e) if batch.len() == 1 => {
-                    self.note_refused(&batch[0]);
+                    let _ = self.note_refused(&batch[0]);
                     return Ok(vec![(batch[0].seq, e)]);
                 }
                 // Which entries: each alone.
                 Some(_) => {}
             }
         }
-        let mut refused = Vec::new();
+        let mut refused: Vec<(Seq, Error)> = Vec::new();
+        // Why each node made in this batch was refused: its later changes here are refused
+        // for the same reason (a file made and written while etcd is full: ENOSPC at close).
+        let mut made_refused: HashMap<Fid, Error> = HashMap::new();
         for e in batch {
             let why = match after_refused(e) {
-                true => Some(err!(
-                    ESTALE,
-                    "{}: changes a file whose making another mount's change refused",
-                    self.etcd.url
-                )),
+                true => Some(
+                    e.op.fids()
+                        .iter()
+                        .find_map(|f| made_refused.get(f).cloned())
+                        .unwrap_or_else(|| {
+                            err!(
+                                ESTALE,
+                                "{}: changes a file whose making another mount's change refused",
+                                self.etcd.url
+                            )
+                        }),
+                ),
                 false => self.ship_entries(std::slice::from_ref(e), p)?,
             };
             if let Some(why) = why {
-                self.note_refused(e);
+                if let Some(fid) = self.note_refused(e) {
+                    made_refused.entry(fid).or_insert_with(|| why.clone());
+                }
                 refused.push((e.seq, why));
             }
         }
@@ -440,7 +476,7 @@ impl EtcdReplica {
         whole: bool,
     ) -> Result<Option<Error>> {
         for _ in 0..REBASES {
-            let puts = keys.puts.clone().into_iter().collect();
+            let puts: Vec<(Vec<u8>, Vec<u8>)> = keys.puts.clone().into_iter().collect();
             let mut deletes: Vec<Vec<u8>> = keys.keys_gone.iter().cloned().collect();
             let mut ranges = keys.ranges_gone.clone();
             if whole {
@@ -449,7 +485,15 @@ impl EtcdReplica {
             }
             // Its new pieces first; deleted again when it does not go in.
             if !keys.pieces.is_empty() {
-                self.etcd.put_all(&keys.pieces)?;
+                match self.etcd.put_all(&keys.pieces) {
+                    Err(e) if e.errno == libc::ENOSPC => {
+                        self.drop_pieces(&keys);
+                        let names: Vec<&Vec<u8>> = puts.iter().map(|(k, _)| k).collect();
+                        self.refuse(&self.bounds(names.into_iter().chain(&deletes)));
+                        return Ok(Some(self.full(e)));
+                    }
+                    r => r?,
+                }
             }
             let sent = self.send(&keys, puts, deletes, ranges)?;
             if !matches!(sent, Sent::Done) {
@@ -485,12 +529,14 @@ impl EtcdReplica {
 
     /// A node `e` made that etcd never had stays out of etcd: what changes it later is
     /// refused too (the follower removes it from the cache).
-    fn note_refused(&self, e: &Entry) {
-        if let Some(fid) = e.op.fid() {
-            if !self.shared.fids.lock().known(fid) {
-                self.refused.lock().insert(fid);
-            }
+    /// The node, when `e` made it.
+    fn note_refused(&self, e: &Entry) -> Option<Fid> {
+        let fid = e.op.fid()?;
+        if self.shared.fids.lock().known(fid) {
+            return None;
         }
+        self.refused.lock().insert(fid);
+        Some(fid)
     }
 }
 

@@ -424,6 +424,19 @@ impl Cluster {
             .output()
     }
 
+    /// The cluster's newest revision (as the first member that answers says).
+    pub fn revision(&self) -> String {
+        let status = self
+            .etcdctl(&["endpoint", "status", "-w", "fields"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&status.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("\"Revision\""))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no revision in {status:?}"))
+    }
+
     /// The member that leads now (asked of each member in turn, for at most 10 s).
     pub fn leader(&self) -> usize {
         let mut found = None;
