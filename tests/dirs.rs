@@ -12,27 +12,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{errno_of, mount_upgraded, record, sh, write_file, Env};
-
-fn rename2(from: &Path, to: &Path, flags: u32) -> i32 {
-    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let (a, b) = (c(from), c(to));
-    // SAFETY: two valid NUL-terminated paths.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            flags,
-        )
-    };
-    if r == 0 {
-        0
-    } else {
-        errno_of(&std::io::Error::last_os_error())
-    }
-}
+use common::{errno_of, mount_upgraded, record, rename2, sh, write_file, Env};
 
 fn errno<T>(r: std::io::Result<T>) -> i32 {
     errno_of(&r.err().expect("an error"))

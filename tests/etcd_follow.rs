@@ -61,6 +61,16 @@ fn a_read_only_mount_shows_every_kind_of_change() {
         assert_eq!(code, 0, "{what}: {out}");
         same_trees(&w, &f, what);
     }
+    // Two names swapped at once (RENAME_EXCHANGE): the follower swaps them at once too.
+    fs::write(w.path("x.txt"), "x").unwrap();
+    same_trees(&w, &f, "a file to exchange");
+    assert_eq!(
+        rename2(&w.path("x.txt"), &w.path("c.txt"), libc::RENAME_EXCHANGE),
+        0
+    );
+    same_trees(&w, &f, "exchange");
+    assert_eq!(fs::read(f.path("c.txt")).unwrap(), b"x");
+    assert_eq!(fs::read(f.path("x.txt")).unwrap(), b"bb");
     // Read-only: the kernel refuses a write.
     let e = write_file(&f.path("x.json"), b"{}").expect_err("a write on a read-only mount");
     assert_eq!(errno_of(&e), libc::EROFS);

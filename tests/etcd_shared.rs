@@ -617,3 +617,123 @@ fn mounts_that_start_on_one_empty_prefix_at_once_make_one_store() {
     // longer races shows it.
     eprintln!("note: in {raced} of 5 rounds one mount found meta made by the other");
 }
+
+/// `inotifywait -m` of a mount's root, its events (`EVENT NAME` lines) in a file; killed
+/// when dropped.
+struct Watcher {
+    child: Child,
+    events: std::path::PathBuf,
+}
+
+impl Watcher {
+    /// Watches `place`'s mount, and returns once the watch reports a file made through it.
+    fn start(place: &Place, probe: &str) -> Watcher {
+        let events = place.dir.path().join("events");
+        let child = Command::new("inotifywait")
+            .args(["-m", "-q", "-e", "create,close_write,moved_to,delete"])
+            .args(["--format", "%e %f"])
+            .arg(&place.mnt)
+            .stdout(fs::File::create(&events).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let w = Watcher { child, events };
+        let seen = wait_until(Duration::from_secs(10), || {
+            let _ = fs::write(place.path(probe), "x");
+            w.saw(probe)
+        });
+        assert!(seen, "inotifywait never reported {probe}");
+        w
+    }
+
+    fn text(&self) -> String {
+        fs::read_to_string(&self.events).unwrap_or_default()
+    }
+
+    /// Whether an event named `name`.
+    fn saw(&self, name: &str) -> bool {
+        self.text()
+            .lines()
+            .any(|l| l.ends_with(&format!(" {name}")))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn inotify_on_a_mount_sees_its_own_changes_and_none_another_mount_made() {
+    let cluster = Cluster::start();
+    let url = cluster.url("inotify");
+    let (a, b) = (Place::new(), Place::new());
+    let ma = a.mount(&url, &[]).expect("mount a");
+    let mb = b.mount(&url, &[]).expect("mount b");
+    let (wa, wb) = (Watcher::start(&a, "probe-a"), Watcher::start(&b, "probe-b"));
+    let (x, y) = (record_name(1), record_name(2));
+    let body = "{\"by\": \"a\"}";
+    write_file(&a.path(&x), body.as_bytes()).unwrap();
+    fs::write(b.path(&y), "{\"by\": \"b\"}").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || b.path("probe-a").exists()),
+        "a's probe does not show on b"
+    );
+    fs::remove_file(b.path("probe-a")).unwrap();
+    let shown = wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(b.path(&x)).ok().as_deref() == Some(body)
+            && a.path(&y).exists()
+            && !a.path("probe-a").exists()
+    });
+    assert!(shown, "the mounts do not show each other's changes");
+    // Events of one watch come in order: a marker made after the other mount's changes
+    // showed is reported after anything they would have caused.
+    for (w, place, marker) in [(&wa, &a, "marker-a"), (&wb, &b, "marker-b")] {
+        fs::write(place.path(marker), "x").unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || w.saw(marker)),
+            "no event for {marker}"
+        );
+    }
+    let (ta, tb) = (wa.text(), wb.text());
+    // Each sees what was done through its mount: the made, written and removed files.
+    for (text, want) in [
+        (
+            &ta,
+            vec![format!("CREATE {x}"), format!("CLOSE_WRITE,CLOSE {x}")],
+        ),
+        (
+            &tb,
+            vec![
+                format!("CREATE {y}"),
+                format!("CLOSE_WRITE,CLOSE {y}"),
+                "DELETE probe-a".to_string(),
+            ],
+        ),
+    ] {
+        for event in want {
+            assert!(text.lines().any(|l| l == event), "no {event:?} in:\n{text}");
+        }
+    }
+    // And nothing of what the other mount did: its files, its probe and marker, and on a,
+    // b's removal of a's probe.
+    let none = |text: &str, names: &[&str], events: &[&str]| {
+        for line in text.lines() {
+            let bad =
+                names.iter().any(|n| line.ends_with(&format!(" {n}"))) || events.contains(&line);
+            assert!(!bad, "an event of the other mount's change: {line}\n{text}");
+        }
+    };
+    none(&ta, &[&y, "probe-b", "marker-b"], &["DELETE probe-a"]);
+    none(
+        &tb,
+        &[&x, "marker-a"],
+        &["CREATE probe-a", "CLOSE_WRITE,CLOSE probe-a"],
+    );
+    drop((wa, wb));
+    mb.stop_cleanly();
+    ma.stop_cleanly();
+    assert_sound(&url);
+}

@@ -566,13 +566,16 @@ fn start_invalidator(fs: &Arc<RecordFs>, notifier: fuser::Notifier) -> Result<()
                             let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
                         }
                     }
+                    Invalidation::Then(answer) => answer(),
                 }
             }
         })
         .map_err(|e| Error::io("starting the invalidation thread", &e))?;
     fs.set_invalidator(Box::new(move |what| {
-        // A full queue: the name's waiter gives up after its bounded wait.
-        let _ = tx.try_send(what);
+        tx.try_send(what).err().map(|e| match e {
+            std::sync::mpsc::TrySendError::Full(w)
+            | std::sync::mpsc::TrySendError::Disconnected(w) => w,
+        })
     }));
     Ok(())
 }

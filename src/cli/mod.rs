@@ -28,7 +28,13 @@ pub fn main() -> i32 {
         .collect();
     let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
     let argv = mount_options::helper_form(std::env::args_os().collect(), &commands);
-    let cli = Cli::parse_from(argv);
+    let mut cli = Cli::parse_from(argv);
+    if let Command::Mount(args) = &mut cli.command {
+        if let Err(e) = mount_options::take_etcd_access(args, &mut cli.etcd) {
+            eprintln!("recordfs: {e}");
+            return 2;
+        }
+    }
     if let Err(e) = etcd_access(&cli.etcd) {
         eprintln!("recordfs: {e}");
         return 2;

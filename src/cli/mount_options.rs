@@ -4,7 +4,7 @@
 //! options that are mount(8)'s or systemd's business, accepted and left alone. mount.fuse3
 //! runs `recordfs STORE MOUNTPOINT -o OPTIONS`: `helper_form` makes that `recordfs mount`.
 
-use super::args::MountArgs;
+use super::args::{EtcdAccess, MountArgs};
 use crate::limits::{MAX_MAX_FILE_SIZE, MAX_THREADS, MIN_LOG_LIMIT};
 use crate::mounting::KernelFlags;
 use crate::options::SyncMode;
@@ -107,6 +107,45 @@ pub fn apply(args: &mut MountArgs) -> Result<KernelFlags, String> {
     Ok(flags)
 }
 
+/// Takes the `-o` options that say how to reach etcd (`cacert=FILE`, `cert=FILE`,
+/// `key=FILE`, `etcd_user=NAME`, `password_file=FILE`: an fstab line has no environment) out
+/// of `args` into `access`, before anything connects; `apply` then takes the rest. The
+/// password itself is not taken in `-o`: mount(8) prints its options, and fstab is readable
+/// by every user.
+pub fn take_etcd_access(args: &mut MountArgs, access: &mut EtcdAccess) -> Result<(), String> {
+    let mut rest = Vec::new();
+    for option in args.options.iter().flat_map(|o| o.split(',')) {
+        let (name, value) = option.trim().split_once('=').unwrap_or((option.trim(), ""));
+        let slot = match name.replace('-', "_").as_str() {
+            "cacert" => &mut access.cacert,
+            "cert" => &mut access.cert,
+            "key" => &mut access.key,
+            "password_file" => &mut access.password_file,
+            "etcd_user" => {
+                if value.contains(':') {
+                    return Err(format!(
+                        "mount option {option:?}: a password is not taken in -o (password_file=FILE)"
+                    ));
+                }
+                access.user = Some(value.to_owned());
+                continue;
+            }
+            _ => {
+                rest.push(option.to_owned());
+                continue;
+            }
+        };
+        if value.is_empty() {
+            return Err(format!(
+                "mount option {option:?}: needs a value (NAME=FILE)"
+            ));
+        }
+        *slot = Some(value.into());
+    }
+    args.options = vec![rest.join(",")];
+    Ok(())
+}
+
 /// The arguments as `recordfs mount` takes them: mount.fuse3 (and so `mount -t
 /// fuse.recordfs` and fstab) runs `recordfs STORE MOUNTPOINT -o OPTIONS`, with no command
 /// word and always with `-o` (at least `rw,dev,suid`). Any other command line is returned as
@@ -141,6 +180,40 @@ mod tests {
         };
         let flags = apply(&mut args)?;
         Ok((args, flags))
+    }
+
+    #[test]
+    fn o_options_say_how_to_reach_etcd_but_never_a_password() {
+        let words = "recordfs mount etcd://h:1/r M -o ro,cacert=/c.pem,cert=/u.pem,key=/u.key -o etcd_user=rec,password-file=/pw,nosuid";
+        let mut cli = super::super::Cli::try_parse_from(words.split_whitespace()).unwrap();
+        let super::super::Command::Mount(args) = &mut cli.command else {
+            panic!("not a mount")
+        };
+        take_etcd_access(args, &mut cli.etcd).unwrap();
+        let e = &cli.etcd;
+        assert_eq!(e.cacert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(e.cert.as_deref(), Some(std::path::Path::new("/u.pem")));
+        assert_eq!(e.key.as_deref(), Some(std::path::Path::new("/u.key")));
+        assert_eq!(
+            e.password_file.as_deref(),
+            Some(std::path::Path::new("/pw"))
+        );
+        assert_eq!(e.user.as_deref(), Some("rec"));
+        let flags = apply(args).unwrap();
+        assert!(args.read_only && flags.nosuid, "the rest still applies");
+        let (mut a, mut e) = match super::super::Cli::try_parse_from(
+            "recordfs mount S M -o etcd_user=rec:secret".split_whitespace(),
+        )
+        .unwrap()
+        {
+            super::super::Cli {
+                command: super::super::Command::Mount(a),
+                etcd,
+            } => (a, etcd),
+            _ => panic!("not a mount"),
+        };
+        let refused = take_etcd_access(&mut a, &mut e).unwrap_err();
+        assert!(refused.contains("password_file"), "{refused}");
     }
 
     #[test]

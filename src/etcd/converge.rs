@@ -185,6 +185,12 @@ impl Follower {
             }
             infos.insert(fid, info);
         }
+        log::debug!(
+            "catch-up at revision {rev}: {} dirty keys, {} names and {} nodes to bring in",
+            dirty.len(),
+            names.len(),
+            infos.len()
+        );
         match from_replica(|| self.bring_in(&names, &infos, &data)) {
             Ok(left) => {
                 let mut seen = self.shared.seen.lock();
@@ -196,9 +202,8 @@ impl Follower {
                     seen.clear(key, *mark);
                 }
                 seen.prune(rev);
-                let clean = seen.dirty.is_empty();
                 drop(seen);
-                self.shared.release(clean);
+                self.shared.release(false);
                 from_replica(|| self.sweep())
             }
             // A local commit came first: again once it is settled.

@@ -87,8 +87,7 @@ impl Follower {
                     Watched::Revision(rev, changes) => self.take_in(rev, changes).map(|_| true),
                     Watched::Tick => {
                         self.settle();
-                        let clean = self.shared.seen.lock().dirty.is_empty();
-                        self.shared.release(clean);
+                        self.shared.release(false);
                         Ok(!self.can_catch_up())
                     }
                 })

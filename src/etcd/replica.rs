@@ -248,10 +248,13 @@ impl EtcdReplica {
                 .etcd
                 .txn_unless_changed(&compared, &existing, &empty, &puts, &deletes, &ranges)
             {
-                Err(e) if e.errno == libc::ENOSPC => {
-                    self.refuse(&bounds);
-                    return Ok(Sent::Refused(self.full(e)));
-                }
+                Err(e) if e.errno == libc::ENOSPC => match self.went_in(&puts)? {
+                    Some(rev) => Txned::Done(rev),
+                    None => {
+                        self.refuse(&bounds);
+                        return Ok(Sent::Refused(self.full(e)));
+                    }
+                },
                 r => r?,
             };
             match txned {
@@ -319,10 +322,31 @@ impl EtcdReplica {
         }
     }
 
-    /// `e`, etcd's NOSPACE: it took none of the change, so the change is refused as by another
+    /// Whether a transaction etcd answered with NOSPACE went in all the same: etcd applies
+    /// the one that takes it past its quota, then raises its alarm and answers NOSPACE (its
+    /// `quotaApplierV3`); later ones it refuses before applying them. Read back: every key
+    /// put holds what was put. Then the revision it went in at.
+    fn went_in(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<i64>> {
+        let mut rev = None;
+        for (k, v) in puts {
+            match self.etcd.get_at(k, 0)? {
+                Some(now) if now.value == *v => rev = rev.max(Some(now.mod_revision)),
+                _ => return Ok(None),
+            }
+        }
+        if rev.is_some() {
+            log::info!(
+                "{}: a transaction answered with NOSPACE went in at revision {rev:?} (etcd's alarm is raised)",
+                self.etcd.url
+            );
+        }
+        Ok(rev)
+    }
+
+    /// `e`, etcd's NOSPACE for a change it did not take: the change is refused as by another
     /// mount's, and its callers hear ENOSPC once their view shows etcd's state again (the
     /// contract's "disk full": the previous version kept), rather than the change waiting in
-    /// line until an operator frees space. Removals still go in (etcd takes deletes when full).
+    /// line until an operator frees space.
     fn full(&self, e: Error) -> Error {
         log::warn!(
             "refused: {}: etcd's space quota is used up (NOSPACE alarm): {}",

@@ -52,19 +52,28 @@ impl Shared {
         held.extend(refused.into_iter().map(|(w, e)| (now, w, e)));
     }
 
-    /// Answers the held callers: all of them, or those held too long.
+    /// Answers the held callers: all of them once the cache shows what etcd holds (no key
+    /// is dirty) or when `all` (the follower ends), else those held too long.
     pub fn release(&self, all: bool) {
         let due: Vec<(Instant, Waiter, Error)> = {
             let mut held = self.held.lock();
             if held.is_empty() {
                 return;
             }
+            // Looked at under `held`: a refusal marks its keys dirty before its callers are
+            // held, so the keys of every caller held here are dirty here until the catch-up
+            // brought them back. (Looked at before, a refusal could come in between, and its
+            // caller be answered while the cache still showed the refused change.)
+            let all = all || self.seen.lock().dirty.is_empty();
             let (due, keep) = std::mem::take(&mut *held)
                 .into_iter()
                 .partition(|(at, _, _)| all || at.elapsed() > HOLD_AT_MOST);
             *held = keep;
             due
         };
+        if !due.is_empty() {
+            log::debug!("answering {} refused callers", due.len());
+        }
         for (_, done, e) in due {
             done(Err(e));
         }

@@ -211,7 +211,20 @@ impl RecordFs {
     /// Tells the kernel what to forget, if it is listening (a mount's invalidator is set).
     pub fn invalidate(&self, what: Invalidation) {
         if let Some(f) = &*self.invalidator.lock() {
-            f(what);
+            // A full queue drops it: the kernel's caches expire on their own (1 s).
+            let _ = f(what);
+        }
+    }
+
+    /// Runs `answer` once the kernel has taken every invalidation asked before it; at once
+    /// when nobody is listening or the queue is full.
+    pub fn after_invalidations(&self, answer: Box<dyn FnOnce() + Send>) {
+        let left = match &*self.invalidator.lock() {
+            Some(f) => f(Invalidation::Then(answer)),
+            None => Some(Invalidation::Then(answer)),
+        };
+        if let Some(Invalidation::Then(answer)) = left {
+            answer();
         }
     }
 
@@ -221,7 +234,8 @@ impl RecordFs {
     pub(super) fn forget_name(&self, dir: Fid, name: &[u8], file: Fid) {
         let (done, forgotten) = std::sync::mpsc::sync_channel(1);
         if let Some(f) = &*self.invalidator.lock() {
-            f(Invalidation::Entry {
+            // A full queue drops it: the wait below ends at its bound.
+            let _ = f(Invalidation::Entry {
                 dir,
                 name: name.to_vec(),
                 file,

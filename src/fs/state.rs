@@ -426,9 +426,13 @@ pub enum Invalidation {
         names: Vec<(Fid, Vec<u8>)>,
         inodes: Vec<Fid>,
     },
+    /// An answer to give once the kernel has taken every invalidation asked before it
+    /// (`RecordFs::after_invalidations`).
+    Then(Box<dyn FnOnce() + Send>),
 }
 
-pub(super) type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
+/// Queues an invalidation for the kernel; gives it back when it cannot (the queue is full).
+pub(super) type Invalidator = Box<dyn Fn(Invalidation) -> Option<Invalidation> + Send + Sync>;
 
 pub struct RecordFs {
     pub(super) disk: Arc<dyn Disk>,

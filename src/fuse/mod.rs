@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
@@ -17,13 +17,12 @@ use fuser::{
 use log::{error, warn};
 
 use crate::error::{errno_name, Error, Result};
-use crate::fs::{RecordFs, SetAttr, Stat, Ticket, WriteBy};
-use crate::types::Kind;
-use kernel::{
-    attr, attr_ttl, caller, file_type, time, ATTR_TTL, ENTRY_TTL, NEW_FILE_TTL, SETTLED_TTL,
-};
+use crate::fs::{RecordFs, SetAttr, Ticket, WriteBy};
+use kernel::{attr, attr_ttl, caller, file_type, time, ATTR_TTL, NEW_FILE_TTL, SETTLED_TTL};
 
+mod answer;
 mod kernel;
+use answer::logged;
 
 pub struct Adapter {
     fs: Arc<RecordFs>,
@@ -45,82 +44,8 @@ impl Adapter {
     }
 }
 
-/// Logs an error once, where it is answered, at the level it carries.
-fn logged(op: &str, what: &str, e: &Error) -> Errno {
-    log::log!(e.level, "{op} {what}: {e}");
-    Errno::from_i32(e.errno)
-}
-
 fn show(name: &OsStr) -> String {
     name.to_string_lossy().into_owned()
-}
-
-impl Adapter {
-    /// Answers once the ticket's commit is durable, from the commit thread if need be: no
-    /// FUSE thread waits for a sync.
-    fn after(
-        &self,
-        ticket: Ticket,
-        op: &'static str,
-        what: String,
-        answer: impl FnOnce(std::result::Result<(), Errno>) + Send + 'static,
-    ) {
-        self.fs.when_durable(
-            ticket,
-            Box::new(move |r: Result<()>| answer(r.map_err(|e| logged(op, &what, &e)))),
-        );
-    }
-
-    fn empty(&self, op: &'static str, what: String, r: Result<Ticket>, reply: ReplyEmpty) {
-        match r {
-            Ok(t) => self.after(t, op, what, move |r| match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }),
-            Err(e) => reply.error(logged(op, &what, &e)),
-        }
-    }
-
-    fn entry(&self, op: &'static str, what: String, r: Result<(Stat, Ticket)>, reply: ReplyEntry) {
-        match r {
-            Ok((stat, t)) => {
-                let (stat, ttl) = self.cacheable(stat);
-                self.after(t, op, what, move |r| match r {
-                    Ok(()) => reply.entry_with_ttls(ttl, &ENTRY_TTL, &attr(&stat), Generation(0)),
-                    Err(e) => reply.error(e),
-                })
-            }
-            Err(e) => reply.error(logged(op, &what, &e)),
-        }
-    }
-
-    /// The attributes to answer after an operation that returned `stat` (which may be a
-    /// writer's own view), and how long the kernel may keep them: a file's settled ones, read
-    /// again (`RecordFs::settled`), may be kept; otherwise `stat` as it is, not kept.
-    fn cacheable(&self, stat: Stat) -> (Stat, &'static Duration) {
-        if stat.kind != Kind::File {
-            let ttl = attr_ttl(&stat);
-            return (stat, ttl);
-        }
-        match self.fs.settled(stat.ino) {
-            Some(settled) => (settled, &SETTLED_TTL),
-            None => (stat, &ATTR_TTL),
-        }
-    }
-
-    /// Every file handle bypasses the page cache. The cache belongs to the inode, not the
-    /// handle: a handle that writes would show its uncommitted bytes to readers through it,
-    /// and a reader that opened an older version could get pages of a newer one cached by a
-    /// later opener — a torn read across a commit. Each handle reads its own snapshot.
-    ///
-    /// A handle that cannot write has nothing to commit at close: the kernel is told not to
-    /// send its FLUSH (one round trip less for open, read, close).
-    fn open_flags(&self, flags: i32) -> FopenFlags {
-        match flags & libc::O_ACCMODE {
-            libc::O_RDONLY => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
-            _ => FopenFlags::FOPEN_DIRECT_IO,
-        }
-    }
 }
 
 impl Filesystem for Adapter {
@@ -392,7 +317,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         let r = self.fs.flush_as(fh.0, Some(lock_owner.0));
-        self.empty("close", format!("inode {}", ino.0), r, reply);
+        self.closed("close", format!("inode {}", ino.0), r, reply);
     }
 
     fn release(
@@ -418,7 +343,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         let r = self.fs.fsync(fh.0);
-        self.empty("fsync", format!("inode {}", ino.0), r, reply);
+        self.closed("fsync", format!("inode {}", ino.0), r, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -541,3 +541,24 @@ pub fn copy_fixture_store(name: &str, top_mode: u32, dest: &Path) {
     }
     fs::set_permissions(dest, fs::Permissions::from_mode(top_mode)).unwrap();
 }
+
+/// renameat2(2): 0, or the errno.
+pub fn rename2(from: &Path, to: &Path, flags: u32) -> i32 {
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let (a, b) = (c(from), c(to));
+    // SAFETY: two valid NUL-terminated paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        0
+    } else {
+        errno_of(&std::io::Error::last_os_error())
+    }
+}
