@@ -13,21 +13,7 @@ use common::cluster::*;
 use common::*;
 
 use std::fs;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// `recordfs ARGS...` with `env`: (exit code, stdout+stderr, how long it took).
-fn tool_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Duration) {
-    let started = Instant::now();
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text, started.elapsed())
-}
 
 /// Asserts that `args` fails at once (exit 2), saying `why`, with one of `errnos`.
 fn refused(args: &[&str], why: &str, errnos: &[&str]) {

@@ -56,8 +56,17 @@ impl Secure {
         ]
     }
 
+    /// The files of a secure cluster whose directory is `dir`.
+    fn in_dir(dir: &Path) -> Secure {
+        Secure {
+            cacert: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client.key"),
+        }
+    }
+
     /// Makes a CA and the members' and the client's certificates in `dir`.
-    fn make(dir: &Path) -> Secure {
+    fn make(dir: &Path) {
         let (code, out) = sh(&format!(
             "set -e; cd {}; \
              openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=recordfs-test-ca \
@@ -73,11 +82,6 @@ impl Secure {
             dir.display()
         ));
         assert_eq!(code, 0, "making the certificates: {out}");
-        Secure {
-            cacert: dir.join("ca.pem"),
-            cert: dir.join("client.pem"),
-            key: dir.join("client.key"),
-        }
     }
 }
 
@@ -226,12 +230,7 @@ impl Cluster {
     /// The files of a secure cluster.
     pub fn secure(&self) -> Secure {
         assert!(self.settings.secure, "a secure cluster");
-        let dir = self.dir.path();
-        Secure {
-            cacert: dir.join("ca.pem"),
-            cert: dir.join("client.pem"),
-            key: dir.join("client.key"),
-        }
+        Secure::in_dir(self.dir.path())
     }
 
     /// Users `root` and `rec` (who may change `/records/` only), then authentication on.
@@ -506,10 +505,21 @@ impl Drop for Cluster {
 
 /// `recordfs ARGS...`: (exit code, stdout+stderr).
 pub fn tool(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let (code, text, _) = tool_with(args, &[]);
+    (code, text)
+}
+
+/// `recordfs ARGS...` with `env`: (exit code, stdout+stderr, how long it took).
+pub fn tool_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    (out.status.code().unwrap_or(-1), text, started.elapsed())
 }
 
 /// Every path under `root` with what `stat` says of it (kind, mode, owner, links, size, mtime),
