@@ -41,13 +41,7 @@ impl Adapter {
         r: Result<Ticket>,
         reply: ReplyEmpty,
     ) {
-        match r {
-            Ok(t) => self.after(t, op, what, move |r| match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }),
-            Err(e) => reply.error(logged(op, &what, &e)),
-        }
+        self.empty_as(op, what, r, reply, false)
     }
 
     /// `empty` for a close or an fsync: an error comes after the kernel has taken the
@@ -62,14 +56,24 @@ impl Adapter {
         r: Result<Ticket>,
         reply: ReplyEmpty,
     ) {
+        self.empty_as(op, what, r, reply, true)
+    }
+
+    fn empty_as(
+        &self,
+        op: &'static str,
+        what: String,
+        r: Result<Ticket>,
+        reply: ReplyEmpty,
+        error_after_invalidations: bool,
+    ) {
+        let fs = error_after_invalidations.then(|| self.fs.clone());
         match r {
-            Ok(t) => {
-                let fs = self.fs.clone();
-                self.after(t, op, what, move |r| match r {
-                    Ok(()) => reply.ok(),
-                    Err(e) => fs.after_invalidations(Box::new(move || reply.error(e))),
-                })
-            }
+            Ok(t) => self.after(t, op, what, move |r| match (r, fs) {
+                (Ok(()), _) => reply.ok(),
+                (Err(e), Some(fs)) => fs.after_invalidations(Box::new(move || reply.error(e))),
+                (Err(e), None) => reply.error(e),
+            }),
             Err(e) => reply.error(logged(op, &what, &e)),
         }
     }
