@@ -649,3 +649,32 @@ fn a_transaction_holds_only_while_its_ranges_hold_no_key() {
         .collect();
     assert_eq!(left, [k("p/f.2"), k("p/g.1")]);
 }
+
+/// Reading a prefix goes page by page (10,000 keys a page, fewer when their values are
+/// large): a prefix of 3 x 12,000 record keys and 100 files of 1.2 MB (in pieces, more than
+/// one answer may hold) reads back whole, each key once, in `check`, `export` and a mount.
+#[test]
+fn a_prefix_larger_than_a_page_and_an_answer_reads_back_whole() {
+    let (_cluster, url) = cluster_with_store();
+    let dir = tempfile::tempdir().unwrap();
+    let many = records_file(dir.path(), "many", 12_000, |_| 10);
+    let (code, out) = tool(&["import", &url, many.to_str().unwrap(), "--dir", "many"]);
+    assert_eq!(code, 0, "{out}");
+    let big = records_file(dir.path(), "big", 100, |_| 1_200_000);
+    let (code, out) = tool(&["import", &url, big.to_str().unwrap(), "--dir", "big"]);
+    assert_eq!(code, 0, "{out}");
+    assert_sound(&url);
+    for (dir, n, tag) in [("many", 12_000, "\"many\""), ("big", 100, "\"big\"")] {
+        let (code, out) = tool(&["export", &url, "--dir", dir, "--format", "lines"]);
+        assert_eq!(code, 0, "{}", &out[..out.len().min(300)]);
+        assert_eq!(out.lines().count(), n, "records exported from {dir}");
+        assert_eq!(out.matches(tag).count(), n);
+    }
+    let place = Place::new();
+    let m = place
+        .mount(&url, &["--read-only"])
+        .expect("a mount of the prefix");
+    assert_eq!(fs::read_dir(place.path("many")).unwrap().count(), 12_000);
+    assert_eq!(fs::read_dir(place.path("big")).unwrap().count(), 100);
+    m.stop_cleanly();
+}

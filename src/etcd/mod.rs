@@ -24,7 +24,7 @@ mod shared;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use parking_lot::Mutex;
 
 use crate::error::{err, Error, Result};
@@ -43,8 +43,13 @@ pub const MAX_TXN_OPS: usize = 128;
 /// How long one call to etcd may take in a command (`migrate`, `check`, `export`, ...)
 /// before it fails with ETIMEDOUT.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many keys one range read returns at most (the rest in further reads).
-const PAGE_KEYS: i64 = 1000;
+/// How many keys one range read returns at most (the rest in further reads). Large: etcd 3.4
+/// counts every key from a page's start to the range's end for each page (measured: a page
+/// of 1,000 keys took 0.07 to 0.11 s at the start of a prefix of 300,000 keys, under 0.01 s
+/// near its end), so reading a prefix costs its keys times its pages.
+const PAGE_KEYS: i64 = 10_000;
+/// The largest answer a range read takes (a page of large values asks for fewer keys).
+const PAGE_MESSAGE: usize = 64 << 20;
 
 /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,20 +343,21 @@ impl Etcd {
         let mut from = start;
         let mut limit = PAGE_KEYS;
         loop {
-            let r = self.call("reading the store's keys", |mut c| {
+            let r = self.call("reading the store's keys", |c| {
                 let (key, end) = (from.clone(), end.clone());
                 async move {
-                    let mut o = GetOptions::new()
-                        .with_range(end)
-                        .with_limit(limit)
-                        .with_sort(SortTarget::Key, SortOrder::Ascend);
+                    // In key order, as etcd gives a range.
+                    let mut o = GetOptions::new().with_range(end).with_limit(limit);
                     if revision != 0 {
                         o = o.with_revision(revision);
                     }
-                    c.get(key, Some(o)).await
+                    c.kv_client()
+                        .max_decoding_message_size(PAGE_MESSAGE)
+                        .get(key, Some(o))
+                        .await
                 }
             });
-            // A page of large values can pass the 4 MiB a gRPC message may hold: fewer keys.
+            // A page of large values can pass what an answer may hold: fewer keys.
             let r = match r {
                 Err(e) if e.errno == libc::E2BIG && limit > 1 => {
                     limit = (limit / 4).max(1);
