@@ -561,13 +561,25 @@ fn files_over_one_value_go_in_pieces_through_a_mount_and_leave_no_piece_behind()
     // Each version in etcd's history, with its pieces.
     let (code, out) = tool(&["log", &url, "--name", "big.bin"]);
     assert_eq!(code, 0, "{out}");
-    let sets: Vec<u64> = out
+    let mut sets: Vec<(u64, u64)> = out
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["op"] == "SET")
-        .map(|v| v["pieces"].as_u64().unwrap_or(0))
+        .map(|v| {
+            (
+                v["size"].as_u64().unwrap(),
+                v["pieces"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
-    assert_eq!(sets, [3, 2, 2], "{out}");
+    // The file's making may go in on its own, empty, before its first close: it rides with
+    // the next sync any commit waits on, which can come while the 2.5 MB are written (as a
+    // local file exists empty once made). Seen once in a fresh-clone CI run (a debug build).
+    if sets.first() == Some(&(0, 0)) {
+        sets.remove(0);
+    }
+    let pieces: Vec<u64> = sets.iter().map(|(_, p)| *p).collect();
+    assert_eq!(pieces, [3, 2, 2], "{out}");
     // A record over 1 MiB: JSON checked as any save; then small again: no piece left.
     let pad = "x".repeat(1_500_000);
     let record = format!("{{\"pad\": \"{pad}\"}}");
