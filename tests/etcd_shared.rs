@@ -92,6 +92,19 @@ for r in range(rounds):
         print("error", e.errno, who, r, flush=True)
 "#;
 
+/// Makes each of `names` as `{}` on mount `a`, and waits (bounded) until mount `b` shows it.
+fn made_on_both(a: &Place, b: &Place, names: &[String]) {
+    for name in names {
+        fs::write(a.path(name), "{}").unwrap();
+    }
+    for name in names {
+        let shown = wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(b.path(name)).is_ok_and(|t| t == "{}")
+        });
+        assert!(shown, "{name}: not shown by the second mount within 10 s");
+    }
+}
+
 fn python(script: &str, args: &[String]) -> Child {
     Command::new("python3")
         .args(["-c", script])
@@ -193,15 +206,7 @@ fn two_mounts_saving_the_same_records_end_alike_and_every_save_is_in_etcd() {
         v
     };
     // Made first: two mounts that make one name at once are the next test's.
-    for name in &names {
-        fs::write(a.path(name), "{}").unwrap();
-    }
-    for name in &names {
-        let shown = wait_until(Duration::from_secs(10), || {
-            fs::read_to_string(b.path(name)).is_ok_and(|t| t == "{}")
-        });
-        assert!(shown, "{name}: not shown by the second mount within 10 s");
-    }
+    made_on_both(&a, &b, &names);
     let first = python(SAVER, &args(&a, "a"));
     let second = python(SAVER, &args(&b, "b"));
     let said = output(first) + &output(second);
@@ -235,11 +240,7 @@ fn two_mounts_saving_one_file_in_pieces_end_alike_with_every_save_in_etcd() {
     let ma = a.mount(&url, &[]).expect("first mount");
     let mb = b.mount(&url, &[]).expect("second mount");
     let name = record_name(7);
-    fs::write(a.path(&name), "{}").unwrap();
-    let shown = wait_until(Duration::from_secs(10), || {
-        fs::read_to_string(b.path(&name)).is_ok_and(|t| t == "{}")
-    });
-    assert!(shown, "not shown by the second mount within 10 s");
+    made_on_both(&a, &b, std::slice::from_ref(&name));
     let args = |place: &Place, who: &str| {
         [
             place.mnt.display().to_string(),
@@ -513,11 +514,7 @@ fn a_mount_that_saves_never_shows_a_version_older_than_one_it_showed() {
     let ma = a.mount(&url, &[]).expect("first mount");
     let mb = b.mount(&url, &[]).expect("second mount");
     let name = record_name(0);
-    fs::write(a.path(&name), "{}").unwrap();
-    let shown = wait_until(Duration::from_secs(10), || {
-        fs::read_to_string(b.path(&name)).is_ok_and(|t| t == "{}")
-    });
-    assert!(shown, "not shown by the second mount within 10 s");
+    made_on_both(&a, &b, std::slice::from_ref(&name));
     let stop = a.dir.path().join("stop");
     let reader = |place: &Place| {
         let (mnt, stop) = (place.mnt.display(), stop.display());
