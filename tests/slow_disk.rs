@@ -129,8 +129,9 @@ fn a_file_removed_before_its_bytes_reach_the_disk_is_never_written() {
     let disk = SimDisk::new();
     let fs = start(&disk);
     fs.pipeline().quiesce();
-    // The apply thread holds at its next rename: the backing file of a.txt.
-    let rename = disk.stall_next(FaultOn::Rename, 0);
+    // The apply thread holds at the next file it writes whole: the backing file of a.txt
+    // (staged, outside the state lock; its rename into place is under it).
+    let rename = disk.stall_next(FaultOn::Create, 0);
     let ino = save(&fs, "a.txt");
     assert!(rename.wait_entered(BOUND), "a.txt was never applied");
     let before = fs.pipeline().moot.load(Ordering::Relaxed);
@@ -187,8 +188,9 @@ fn the_backing_tree_keeps_only_the_names_that_wait_to_be_applied() {
     fs.pipeline().quiesce();
     assert_eq!(fs.pipeline().placements_apart(), 0);
 
-    // The apply thread holds at its next rename: the backing file of c.txt.
-    let rename = disk.stall_next(FaultOn::Rename, 0);
+    // The apply thread holds at the next file it writes whole: the backing file of c.txt
+    // (staged, outside the state lock; its rename into place is under it).
+    let rename = disk.stall_next(FaultOn::Create, 0);
     save(&fs, "c.txt");
     assert!(rename.wait_entered(BOUND), "c.txt was never applied");
     let held = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -158,15 +158,42 @@ impl Pipeline {
                     Kind::File => {
                         // Every name of the file holds its own copy (a new file has the one
                         // its entry gives). Only this thread changes the tree: the names taken
-                        // here are the names when the copies are renamed into place.
-                        let names = match self.state.lock().tree().get(*fid) {
-                            Some(p) => p.names().map(|(d, n)| (d, n.to_vec())).collect(),
-                            None => vec![(*dir, name.clone())],
+                        // here are the names when the copies are written or renamed into
+                        // place.
+                        let (names, in_place) = {
+                            let mut st = self.state.lock();
+                            match st.tree().get(*fid) {
+                                Some(p) => {
+                                    let names: Vec<_> =
+                                        p.names().map(|(d, n)| (d, n.to_vec())).collect();
+                                    // Readers from now on are served the pending version
+                                    // until `settle`; one reading the backing file as it was
+                                    // holds a token, and then the new bytes go in a new copy.
+                                    let paths = st.tree().paths(layout, *fid);
+                                    let held = st.held(*fid, entry.seq, 0);
+                                    (names, (!held).then_some(paths))
+                                }
+                                None => (vec![(*dir, name.clone())], None),
+                            }
                         };
+                        if let Some(paths) = in_place.filter(|p| !p.is_empty()) {
+                            let mut overwritten = true;
+                            for path in &paths {
+                                overwritten &=
+                                    store::overwrite_file(disk, path, &data.bytes, &meta)?;
+                            }
+                            // Otherwise a name lost its backing file: every name gets a new
+                            // copy, below.
+                            if overwritten {
+                                let mut st = self.state.lock();
+                                self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
+                                return Ok(());
+                            }
+                        }
                         let mut staged = Vec::with_capacity(names.len());
                         for i in 0..names.len() {
                             let s = layout.tmp().join(format!("{fid}.{}.{i}.staged", entry.seq));
-                            store::replace_file(disk, &tmp, &s, &data.bytes, Some(&meta), false)?;
+                            store::write_file(disk, &s, &data.bytes, &meta)?;
                             staged.push(s);
                         }
                         let mut st = self.state.lock();

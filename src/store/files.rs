@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::disk::{Disk, FileMeta};
+use crate::disk::{Disk, EntryKind, FileMeta};
 use crate::error::{Error, Result};
 
 use super::layout::Layout;
@@ -50,6 +50,15 @@ pub fn replace_file(
     Ok(())
 }
 
+/// Writes a new file at `path`, a name in tmp/ of the store's own (a copy staged to be renamed
+/// into place), with `meta`. Not synced.
+pub fn write_file(disk: &dyn Disk, path: &Path, bytes: &[u8], meta: &FileMeta) -> Result<()> {
+    disk.write_file(path, bytes, Some(meta)).map_err(|e| {
+        let _ = disk.remove(path);
+        io_err("writing", path)(e)
+    })
+}
+
 /// Changes a backing file in place by a `PATCH`'s ranges and length, then gives it `meta`. Not
 /// synced: a crash may leave any part of it written, which recovery's replay of the tail
 /// mends (`crate::log::apply_patch`).
@@ -60,12 +69,50 @@ pub fn patch_file(
     ranges: &[crate::log::Range],
     meta: &FileMeta,
 ) -> Result<()> {
+    in_place(
+        disk,
+        path,
+        len,
+        ranges.iter().map(|r| (r.at, &r.data.bytes[..])),
+        meta,
+    )
+}
+
+/// Overwrites a backing file in place with a `SET`'s bytes, then gives it `meta`: cheaper for
+/// the filesystem than a new file renamed over it (no inode made and freed, no directory
+/// changed). Not synced: a crash may leave it part way between versions, and recovery then
+/// writes the `SET`'s bytes from the log's tail, which keeps them until a checkpoint has
+/// synced this file. False, with nothing written, when no regular file is there to overwrite
+/// (one removed or replaced by hand, which a `SET` logged again repairs).
+pub fn overwrite_file(disk: &dyn Disk, path: &Path, bytes: &[u8], meta: &FileMeta) -> Result<bool> {
+    match disk.stat(path) {
+        Ok(st) if st.kind == EntryKind::File => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("stat of", path)(e)),
+    }
+    in_place(
+        disk,
+        path,
+        bytes.len() as u64,
+        [(0, bytes)].into_iter(),
+        meta,
+    )?;
+    Ok(true)
+}
+
+fn in_place<'a>(
+    disk: &dyn Disk,
+    path: &Path,
+    len: u64,
+    writes: impl Iterator<Item = (u64, &'a [u8])>,
+    meta: &FileMeta,
+) -> Result<()> {
     let f = disk
         .open_file(path, false)
         .map_err(io_err("opening", path))?;
-    for r in ranges {
-        f.write_at(r.at, &r.data.bytes)
-            .map_err(io_err("writing", path))?;
+    for (at, bytes) in writes {
+        f.write_at(at, bytes).map_err(io_err("writing", path))?;
     }
     f.set_len(len).map_err(io_err("truncating", path))?;
     disk.set_meta(path, meta)

@@ -9,8 +9,8 @@ mod rejected;
 
 pub use access::Exposure;
 pub use files::{
-    clear_tmp, exchange, make_dir, patch_file, remove, remove_dir, rename, replace_file,
-    replace_symlink, set_meta, sync_dir,
+    clear_tmp, exchange, make_dir, overwrite_file, patch_file, remove, remove_dir, rename,
+    replace_file, replace_symlink, set_meta, sync_dir, write_file,
 };
 pub use layout::{require_store, Layout, MARKER};
 pub use rejected::{keep_rejected, list_rejected, Refusal};

@@ -100,9 +100,10 @@ impl SimDisk {
         });
     }
 
-    /// Holds the `n`th next write or sync of a file open for writing (the log), or rename (a
-    /// backing file put in place), as `on` says (0 = the very next), at the returned gate until
-    /// it is opened: a disk slow at that moment.
+    /// Holds the `n`th next write or sync of a file open for writing (the log), rename (a
+    /// backing file put in place) or new file written whole (a backing file staged), as `on`
+    /// says (0 = the very next), at the returned gate until it is opened: a disk slow at that
+    /// moment.
     pub fn stall_next(&self, on: FaultOn, n: u64) -> Arc<Gate> {
         self.stalls.add(on, n)
     }
@@ -226,6 +227,7 @@ impl Disk for SimDisk {
     }
 
     fn write_file(&self, path: &Path, bytes: &[u8], meta: Option<&FileMeta>) -> io::Result<()> {
+        self.stalls.pass(FaultOn::Create);
         let mut sim = self.live()?;
         if sim.lookup_any(path).is_ok_and(|ino| sim.is_dir(ino)) {
             return Err(errno(libc::EISDIR));

@@ -71,12 +71,14 @@ impl Default for Dir {
     }
 }
 
-/// What `fail_next` can fail.
+/// What `fail_next` can fail (`Write`, `Sync`, `Rename`) or `stall_next` hold (all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultOn {
     Write,
     Sync,
     Rename,
+    /// A new file written whole (`write_file`: a backing file staged, a snapshot).
+    Create,
 }
 
 #[derive(Clone, Debug)]
