@@ -25,7 +25,27 @@ stopped() {
 bind=$work/bind
 mount_with_bindfs() { # ARGS...
   mkdir -p "$disk/bind-src" "$bind"
-  trap 'set +e; eval "${BEFORE_CLEANUP:-}"; for m in "$bind" "$mnt"; do grep -q " $m " /proc/self/mounts && umount "$m"; done; cleanup' EXIT
+  trap 'set +e; eval "${BEFORE_CLEANUP:-}"; for m in "$bind" "$null" "$mnt"; do grep -q " $m " /proc/self/mounts && umount "$m"; done; cleanup' EXIT
   "$bin" mount "$disk/store" "$mnt" "$@" >/dev/null
   bindfs "$disk/bind-src" "$bind"
+}
+# The null FUSE filesystem (examples/nullfs.rs: the least any filesystem behind FUSE does for
+# the same requests) at $null, with ARGS (--sync FILE: one shared fdatasync per flush), beside
+# the mounts of mount_with_bindfs (call that first: its exit trap unmounts this too). Built
+# here unless NULL_BIN names it.
+null=$work/null
+mount_nullfs() { # ARGS...
+  local nullbin=${NULL_BIN:-}
+  if [ -z "$nullbin" ]; then
+    cargo build --release -q --example nullfs
+    nullbin=$PWD/target/release/examples/nullfs
+  fi
+  mkdir -p "$null"
+  "$nullbin" "$null" "$@" 2>"$work/nullfs.log" &
+  for _ in $(seq 200); do
+    grep -q " $null " /proc/self/mounts && return 0
+    sleep 0.05
+  done
+  echo "$(basename "$0"): nullfs did not mount: $(cat "$work/nullfs.log")" >&2
+  exit 1
 }

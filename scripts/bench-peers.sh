@@ -7,6 +7,8 @@
 #   sqlite     one INSERT OR REPLACE transaction per save, WAL, synchronous=FULL
 #   redis      SET of 500 B with appendonly yes, appendfsync always (redis-benchmark, as many
 #              clients as writers)
+#   nullfs     recordfs's saves on examples/nullfs.rs --sync: what any filesystem behind FUSE
+#              reaches here, answering from memory with one shared fdatasync per save
 # for new records (create) and rewrites of existing ones (update), 1 and 8 writers; and the
 # physical limit: fdatasync of a 500 B append, one writer. Installs redis and bindfs if missing.
 #   scripts/bench-peers.sh [SECONDS_PER_RUN] [ROUNDS]
@@ -27,6 +29,7 @@ sock=$work/redis.sock
 mkdir -p "$disk/redis"
 BEFORE_CLEANUP='[ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null'
 mount_with_bindfs --sync always
+mount_nullfs --sync "$disk/null.log"
 redis-server --port 0 --unixsocket "$sock" --dir "$disk/redis" --appendonly yes \
   --appendfsync always --save "" --daemonize yes --pidfile "$work/redis.pid" \
   --logfile "$work/redis.log" >/dev/null
@@ -37,6 +40,7 @@ run() { # system kind writers round
   local sys=$1 kind=$2 w=$3 dir
   case $sys in
     recordfs) dir=$mnt/$kind-$w-$4 ;;
+    nullfs) dir=$null/$kind-$w-$4 ;;
     atomic | sqlite) dir=$disk/$sys-$kind-$w-$4 ;;
     bindfs) dir=$bind/$kind-$w-$4 ;;
     redis)
@@ -54,7 +58,7 @@ run() { # system kind writers round
   esac
   mkdir -p "$dir"
   local mode=$sys
-  [ "$sys" = recordfs ] && mode=mount
+  [ "$sys" = recordfs ] || [ "$sys" = nullfs ] && mode=mount
   [ "$sys" = bindfs ] && mode=atomic
   python3 scripts/bench_load.py "$mode" "$dir" "$w" "$secs" "$kind"
 }
@@ -72,7 +76,7 @@ print(f"{n / (time.monotonic() - start):.0f}")
 EOF
 }
 
-systems=(recordfs atomic bindfs sqlite redis)
+systems=(recordfs atomic bindfs sqlite redis nullfs)
 declare -A res redis_n
 for r in $(seq "$rounds"); do
   for kind in update create; do
