@@ -1,8 +1,6 @@
 //! What a mount is told at start, and the limits that bound it.
 
-use crate::limits::{
-    DEFAULT_COMPACT_EVERY_SECS, DEFAULT_KEEP_LOGS, DEFAULT_LOG_LIMIT, DEFAULT_MAX_FILE_SIZE,
-};
+use crate::limits::{DEFAULT_COMPACT_EVERY_SECS, DEFAULT_KEEP_LOGS, DEFAULT_MAX_FILE_SIZE};
 
 /// When a commit is durable. See CONTRACT section 3 and README "Durability".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,8 +18,9 @@ pub struct Options {
     pub sync: SyncMode,
     pub max_file_size: u64,
     pub read_only: bool,
-    /// Compact online once the live log segment passes this many bytes.
-    pub log_limit: u64,
+    /// Compact online once the live log segment passes this many bytes; by default
+    /// (`None`) 1 MiB, or the last snapshot's size up to 32 MiB (`MAX_GROWN_LOG_LIMIT`).
+    pub log_limit: Option<u64>,
     /// ... or this long after the last compaction, whichever comes first.
     pub compact_every: std::time::Duration,
     /// Old segments (and snapshots) kept in log/old/.
@@ -48,7 +47,7 @@ impl Default for Options {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             patch_min: crate::limits::PATCH_MIN,
             read_only: false,
-            log_limit: DEFAULT_LOG_LIMIT,
+            log_limit: None,
             compact_every: std::time::Duration::from_secs(DEFAULT_COMPACT_EVERY_SECS),
             keep_logs: DEFAULT_KEEP_LOGS,
             salvage: false,

@@ -296,13 +296,77 @@ fn cpu_ticks_of_threads(comm: &str) -> u64 {
         .sum()
 }
 
+/// Issue 12: a compaction writes a whole snapshot (263 bytes a record), so compacting after
+/// every MiB logged made a growing store's cost quadratic: at 90,000 records, 24 MB of snapshot
+/// for each MiB logged. By default the log may grow to the last snapshot's size first, the one
+/// a mount starts from included; a `--log-limit` given stays exact.
+#[test]
+fn by_default_the_log_limit_grows_with_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let never = Options {
+        sync: SyncMode::Never,
+        ..Options::default()
+    };
+    let fs = RecordFs::start(&store, never.clone()).unwrap();
+    assert_eq!(fs.pipeline().log_limit(), 1 << 20);
+    // A snapshot of about 1.6 MB.
+    for n in 0..6000 {
+        let (_, ticket) = fs
+            .create_with(ROOT, &rec(n), 0o644, b"[1]".to_vec())
+            .unwrap();
+        fs.wait(ticket).unwrap();
+    }
+    fs.pipeline().request_compaction();
+    // Compactions the creates started may end after the one asked for: the limit follows the
+    // last.
+    let grown = || {
+        let limit = fs.pipeline().log_limit();
+        limit > 1 << 20 && Some(limit) == last_snapshot_bytes(&store)
+    };
+    let start = std::time::Instant::now();
+    while !grown() && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        grown(),
+        "limit {} after a snapshot of {:?} bytes",
+        fs.pipeline().log_limit(),
+        last_snapshot_bytes(&store)
+    );
+    fs.shutdown().unwrap();
+    drop(fs);
+    let snapshot = last_snapshot_bytes(&store).unwrap();
+    let fs = RecordFs::start(&store, never.clone()).unwrap();
+    assert_eq!(fs.pipeline().log_limit(), snapshot);
+    fs.shutdown().unwrap();
+    drop(fs);
+    let given = Options {
+        log_limit: Some(4096),
+        ..never
+    };
+    let fs = RecordFs::start(&store, given).unwrap();
+    assert_eq!(fs.pipeline().log_limit(), 4096);
+    fs.shutdown().unwrap();
+    drop(fs);
+}
+
+/// The size of the snapshot `log/MANIFEST` names.
+fn last_snapshot_bytes(store: &std::path::Path) -> Option<u64> {
+    let manifest = std::fs::read_to_string(store.join("log/MANIFEST")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(manifest.trim()).ok()?;
+    let upto = v["snapshot"].as_u64()?;
+    let path = store.join(format!("log/{upto:020}.snapshot"));
+    Some(std::fs::metadata(path).ok()?.len())
+}
+
 /// Issue: a log limit below a segment's header made the compaction thread spin: the live
 /// segment is always over the limit, and there is never anything to compact.
 #[test]
 fn a_log_limit_below_a_segment_header_does_not_spin_the_compaction_thread() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
-        log_limit: 10,
+        log_limit: Some(10),
         ..Options::default()
     };
     let fs = RecordFs::start(&dir.path().join("s"), opts).unwrap();

@@ -19,7 +19,6 @@ use proptest::sample::{select, Index};
 use recordfs::disk::sim::SimDisk;
 use recordfs::disk::Disk;
 use recordfs::fs::{RecordFs, SetAttr, Ticket};
-use recordfs::limits::DEFAULT_LOG_LIMIT;
 use recordfs::options::{Options, SyncMode};
 use recordfs::record::{is_record_name, validate_json};
 use recordfs::recovery;
@@ -799,8 +798,9 @@ fn fails(opts: &Options, journal: bool, ops: &[Op], crash_seed: u64) -> Option<S
     (0..5).find_map(|_| run_case(opts, journal, ops, ops.len(), crash_seed).err())
 }
 
-/// `log_limit`: a small one keeps online compaction running beside the ops and the crash.
-fn sweep(mode: SyncMode, log_limit: u64, journal: bool) {
+/// `log_limit`: a small one keeps online compaction running beside the ops and the crash;
+/// `None` is the default, which grows with the snapshot.
+fn sweep(mode: SyncMode, log_limit: Option<u64>, journal: bool) {
     sweep_with(
         Options {
             sync: mode,
@@ -814,7 +814,7 @@ fn sweep(mode: SyncMode, log_limit: u64, journal: bool) {
 /// Like `sweep`, with every save of a file that changes less than half of it logged as a
 /// `PATCH` of the changed ranges (an append to the 9 KB file among them), and its backing
 /// files changed in place, where a crash may leave any part of the change written.
-fn sweep_patches(mode: SyncMode, log_limit: u64, journal: bool) {
+fn sweep_patches(mode: SyncMode, log_limit: Option<u64>, journal: bool) {
     sweep_with(
         Options {
             sync: mode,
@@ -882,49 +882,49 @@ fn sweep_with(opts: Options, journal: bool) {
 
 #[test]
 fn crash_recovery_matches_the_model_sync_always() {
-    sweep(SyncMode::Always, DEFAULT_LOG_LIMIT, true);
+    sweep(SyncMode::Always, None, true);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_sync_fsync() {
-    sweep(SyncMode::Fsync, DEFAULT_LOG_LIMIT, true);
+    sweep(SyncMode::Fsync, None, true);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_sync_never() {
-    sweep(SyncMode::Never, DEFAULT_LOG_LIMIT, true);
+    sweep(SyncMode::Never, None, true);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_online_compaction() {
-    sweep(SyncMode::Always, 1500, true);
+    sweep(SyncMode::Always, Some(1500), true);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_online_compaction_sync_fsync() {
-    sweep(SyncMode::Fsync, 1500, true);
+    sweep(SyncMode::Fsync, Some(1500), true);
 }
 
 /// A disk without a journal, with online compaction: a crash mid-rename may keep neither name
 /// of a backing file, and the log must still restore every file.
 #[test]
 fn crash_recovery_matches_the_model_without_a_journal() {
-    sweep(SyncMode::Always, 1500, false);
+    sweep(SyncMode::Always, Some(1500), false);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_patches() {
-    sweep_patches(SyncMode::Always, DEFAULT_LOG_LIMIT, true);
+    sweep_patches(SyncMode::Always, None, true);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_patches_and_online_compaction() {
-    sweep_patches(SyncMode::Never, 1500, true);
+    sweep_patches(SyncMode::Never, Some(1500), true);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_patches_without_a_journal() {
-    sweep_patches(SyncMode::Always, 1500, false);
+    sweep_patches(SyncMode::Always, Some(1500), false);
 }
 
 /// A failed log sync (fsyncgate): the commit waiting on it gets EIO, every later change is
@@ -1664,7 +1664,7 @@ fn regression_a_link_after_a_compaction_keeps_the_bytes_when_the_first_name_goes
         ),
     ];
     let opts = Options {
-        log_limit: 1500,
+        log_limit: Some(1500),
         ..Options::default()
     };
     for (ops, seed) in &cases {
@@ -1723,7 +1723,7 @@ fn regression_a_directory_moved_between_directories_has_one_name_after_a_crash()
     ];
     let opts = Options {
         sync: SyncMode::Fsync,
-        log_limit: 1500,
+        log_limit: Some(1500),
         ..Options::default()
     };
     for journal in [true, false] {

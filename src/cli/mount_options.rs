@@ -88,7 +88,7 @@ pub fn apply(args: &mut MountArgs) -> Result<KernelFlags, String> {
             "allow_nan" => set(&mut args.allow_nan, true)?,
             "max_file_size" => args.max_file_size = number(1, MAX_MAX_FILE_SIZE)?,
             "threads" => args.threads = number(1, u64::from(MAX_THREADS))? as u16,
-            "log_limit" => args.log_limit = number(MIN_LOG_LIMIT, u64::MAX)?,
+            "log_limit" => args.log_limit = Some(number(MIN_LOG_LIMIT, u64::MAX)?),
             "compact_every" => args.compact_every = number(0, u64::MAX)?,
             "keep_logs" => args.keep_logs = number(0, u32::MAX.into())? as usize,
             "nosuid" => set(&mut flags.nosuid, true)?,

@@ -22,6 +22,8 @@ pub struct Compacted {
     pub retired: usize,
     /// Old segments and snapshots deleted beyond `keep`.
     pub deleted: usize,
+    /// The snapshot's size.
+    pub bytes: u64,
 }
 
 /// Steps 2, 4 and 5: writes the snapshot, then the manifest naming it and segment `upto + 1`
@@ -37,7 +39,10 @@ pub fn commit_snapshot(
     let next = upto + 1;
     let snap = log_dir.join(snapshot_name(upto));
     let tmp = layout.tmp().join("snapshot");
-    store::replace_file(disk, &tmp, &snap, &encode_snapshot(snapshot), None, true)?;
+    let encoded = encode_snapshot(snapshot);
+    store::replace_file(disk, &tmp, &snap, &encoded, None, true)?;
+    let bytes = encoded.len() as u64;
+    drop(encoded);
 
     // 4. The commit point.
     let manifest = Manifest {
@@ -97,6 +102,7 @@ pub fn commit_snapshot(
         upto,
         retired,
         deleted,
+        bytes,
     })
 }
 

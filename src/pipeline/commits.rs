@@ -33,7 +33,7 @@ impl Pipeline {
         backing_durable: bool,
         damaged: &HashSet<Fid>,
     ) -> Result<(Arc<Pipeline>, Threads)> {
-        log.write_ahead(policy.log_limit / 4);
+        log.write_ahead(policy.write_ahead());
         let durable = ns.last_seq();
         // Until proven durable, every backing file is owed a sync at the next checkpoint; not
         // a damaged one, which may not even exist: it is not served either.
@@ -92,6 +92,7 @@ impl Pipeline {
             local_sync: AtomicBool::new(true),
             unshipped: AtomicUsize::new(0),
             shipping: AtomicBool::new(false),
+            snapshot_bytes: AtomicU64::new(policy.snapshot_bytes),
         });
         let spawn = |name: &str, f: fn(&Pipeline)| {
             let p = pipeline.clone();
@@ -283,7 +284,7 @@ impl Pipeline {
         }
         st.unsynced.push(entry);
         self.commits.fetch_add(1, Ordering::Relaxed);
-        if st.live.len > self.policy.log_limit {
+        if st.live.len > self.log_limit() {
             self.compact_wake.notify_one();
         }
         self.wake.notify_one();
@@ -496,6 +497,7 @@ mod tests {
         let r = crate::recovery::recover(&*disk, &layout, &opts).unwrap();
         let policy = CompactPolicy {
             log_limit: opts.log_limit,
+            snapshot_bytes: r.snapshot_bytes,
             every: opts.compact_every,
             keep: opts.keep_logs,
         };
@@ -518,6 +520,24 @@ mod tests {
         );
         p.state.lock().hurry -= 1;
         p.shutdown(threads).unwrap();
+    }
+
+    /// Issue 12: without `--log-limit`, the live log grows to the last snapshot's size between
+    /// 1 MiB and 32 MiB before it is compacted; with it, the limit is the one given.
+    #[test]
+    fn the_log_limit_grows_with_the_snapshot_between_its_bounds() {
+        use crate::limits::{DEFAULT_LOG_LIMIT, MAX_GROWN_LOG_LIMIT};
+        let policy = |log_limit| CompactPolicy {
+            log_limit,
+            every: Duration::from_secs(3600),
+            keep: 1,
+            snapshot_bytes: 0,
+        };
+        assert_eq!(policy(None).limit(0), DEFAULT_LOG_LIMIT);
+        assert_eq!(policy(None).limit(5 << 20), 5 << 20);
+        assert_eq!(policy(None).limit(1 << 30), MAX_GROWN_LOG_LIMIT);
+        assert_eq!(policy(Some(4096)).limit(5 << 20), 4096);
+        assert_eq!(policy(Some(1 << 30)).limit(0), 1 << 30);
     }
 }
 

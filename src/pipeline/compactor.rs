@@ -37,7 +37,7 @@ impl Pipeline {
                     let has_entries = st.live.start_seq <= st.ns.last_seq();
                     let due = st.fatal.is_none()
                         && (st.compact_requested
-                            || (st.live.len > self.policy.log_limit && has_entries)
+                            || (st.live.len > self.log_limit() && has_entries)
                             || last.elapsed() >= self.policy.every);
                     if due {
                         st.compact_requested = false;
@@ -83,6 +83,12 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// The live segment's size past which it is compacted (`CompactPolicy::limit`).
+    pub fn log_limit(&self) -> u64 {
+        self.policy
+            .limit(self.snapshot_bytes.load(Ordering::Relaxed))
     }
 
     pub(super) fn compact_online(&self) -> Result<Option<crate::log::Compacted>> {
@@ -143,7 +149,7 @@ impl Pipeline {
             let mut new = MutexGuard::unlocked(&mut st, || {
                 LogWriter::create_unsynced(&*self.disk, &self.layout.log_dir(), upto + 1, max_line)
             })?;
-            new.write_ahead(self.policy.log_limit / 4);
+            new.write_ahead(self.policy.write_ahead());
             let closed = std::mem::replace(&mut *log, new);
             st.live = Live::of(&log);
             st.log_dir_unsynced = true;
@@ -201,6 +207,7 @@ impl Pipeline {
         }
         let c =
             crate::log::commit_snapshot(&*self.disk, &self.layout, &snapshot, self.policy.keep)?;
+        self.snapshot_bytes.store(c.bytes, Ordering::Relaxed);
         // The copy of the namespace and its encoding are freed: their pages go back too.
         drop(snapshot);
         crate::memory::give_back_freed();

@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use super::tree::{Edit, Tree, View};
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
-use crate::limits::READERS_PRUNE_ABOVE;
+use crate::limits::{DEFAULT_LOG_LIMIT, MAX_GROWN_LOG_LIMIT, READERS_PRUNE_ABOVE};
 use crate::log::{Entry, LogWriter};
 use crate::namespace::{Applied, Namespace};
 use crate::store::Layout;
@@ -213,6 +213,8 @@ pub struct Pipeline {
     pub(super) unshipped: AtomicUsize,
     /// Whether `replica` is set: looked at by every commit, without taking its lock.
     pub(super) shipping: AtomicBool,
+    /// The size of the last snapshot written or mounted from (0 if none).
+    pub(super) snapshot_bytes: AtomicU64,
 }
 
 /// The pipeline's threads, joined at shutdown.
@@ -225,9 +227,27 @@ pub struct Threads {
 /// When the mount compacts its log (README, "Compaction").
 #[derive(Clone, Copy, Debug)]
 pub struct CompactPolicy {
-    pub log_limit: u64,
+    /// `--log-limit`; without it, the limit grows with the snapshot (`CompactPolicy::limit`).
+    pub log_limit: Option<u64>,
+    /// The size of the snapshot the mount started from (0 if none): where the limit starts.
+    pub snapshot_bytes: u64,
     pub every: Duration,
     pub keep: usize,
+}
+
+impl CompactPolicy {
+    /// The zeros written ahead of a segment's lines (FORMAT.md): a quarter of the limit, at
+    /// most 64 KiB (`LogWriter::write_ahead`).
+    pub(super) fn write_ahead(&self) -> u64 {
+        self.log_limit.unwrap_or(DEFAULT_LOG_LIMIT) / 4
+    }
+
+    /// The live segment's size past which it is compacted, after a snapshot of
+    /// `snapshot_bytes` (`MAX_GROWN_LOG_LIMIT` says why it grows).
+    pub(super) fn limit(&self, snapshot_bytes: u64) -> u64 {
+        self.log_limit
+            .unwrap_or_else(|| snapshot_bytes.clamp(DEFAULT_LOG_LIMIT, MAX_GROWN_LOG_LIMIT))
+    }
 }
 
 pub struct Committed {

@@ -39,6 +39,8 @@ pub struct Recovered {
     /// last process died), files it wrote may sit only in the page cache, even those recovery
     /// found right, and the next checkpoint must sync them all.
     pub backing_durable: bool,
+    /// The size of the snapshot replay started from (0 if none).
+    pub snapshot_bytes: u64,
 }
 
 /// Opens (or creates) a store and recovers it. See FORMAT.md, "Recovery".
@@ -169,6 +171,7 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
         findings,
         notices: opened.notices,
         backing_durable,
+        snapshot_bytes: scan.snapshot_bytes,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct LogScan {
     pub checkpoint: Option<(Seq, u64)>,
     /// What the entries after it name.
     pub tail: Tail,
+    /// The size of the snapshot replay started from (0 if none).
+    pub snapshot_bytes: u64,
 }
 
 /// What the entries after the last checkpoint name: all whose bytes a process that died
@@ -137,14 +139,26 @@ pub(super) fn name_str(name: &[u8]) -> String {
 /// Said with every refusal of a damaged log.
 const SALVAGE_HINT: &str = "The store is left as it is; `recordfs mount --salvage` mounts it, dropping the damaged lines and keeping every other commit.";
 
-/// Where replay starts: the snapshot the manifest names, if the store was compacted, else an
-/// empty namespace; and the segments in charge from there.
-fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<(Namespace, Vec<(Seq, PathBuf)>)> {
+/// Where replay starts.
+struct Start {
+    /// The snapshot the manifest names, if the store was compacted, else an empty namespace.
+    ns: Namespace,
+    /// The segments in charge from there.
+    segments: Vec<(Seq, PathBuf)>,
+    /// The snapshot's size (0 if none).
+    snapshot_bytes: u64,
+}
+
+fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<Start> {
     let mut segments = list_segments(disk, &layout.log_dir())?;
     let manifest =
         read_manifest(disk, layout).map_err(|e| err!(EIO, "{}. {SALVAGE_HINT}", e.reason))?;
     let Some(m) = manifest else {
-        return Ok((Namespace::new(), segments));
+        return Ok(Start {
+            ns: Namespace::new(),
+            segments,
+            snapshot_bytes: 0,
+        });
     };
     // Older segments (if a crash left them) are history, not state.
     let path = layout.log_dir().join(log::snapshot_name(m.snapshot));
@@ -167,7 +181,11 @@ fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<(Namespace, Vec<(Seq,
             log::segment_name(m.first_segment)
         ));
     }
-    Ok((Namespace::from_snapshot(&snap)?, segments))
+    Ok(Start {
+        ns: Namespace::from_snapshot(&snap)?,
+        segments,
+        snapshot_bytes: bytes.len() as u64,
+    })
 }
 
 /// Reads every segment, checking each line and replaying the entries. Corruption in the
@@ -181,8 +199,14 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         entries: 0,
         checkpoint: None,
         tail: Tail::default(),
+        snapshot_bytes: 0,
     };
-    let (ns, segments) = start_state(disk, layout)?;
+    let Start {
+        ns,
+        segments,
+        snapshot_bytes,
+    } = start_state(disk, layout)?;
+    scan.snapshot_bytes = snapshot_bytes;
     if ns.last_seq() > 0 {
         scan.checkpoint = Some((ns.last_seq(), 0));
     }
