@@ -1,9 +1,9 @@
 //! The core on a simulated disk that is slow at one chosen moment: a log write or a log sync
 //! held back until the test lets it go.
 //!
-//! Guards against: lookups and getattrs that wait behind the log's I/O because it runs under
-//! the state lock (a commit's write of its line, a compaction's sync of the old segment's
-//! tail). Each test holds the operation, asks a lookup and a getattr from another thread, and
+//! Guards against: lookups and getattrs that wait behind the log's I/O or the apply thread's
+//! because it runs under the state lock (a commit's write of its line, a compaction's sync of
+//! the old segment's tail, a new backing file's rename into place). Each test holds the operation, asks a lookup and a getattr from another thread, and
 //! fails if they are not answered within a bound while the operation is held.
 
 use std::path::Path;
@@ -82,6 +82,26 @@ fn a_commit_writing_its_log_line_does_not_hold_up_lookups() {
     fs.shutdown().unwrap();
 }
 
+/// A new file's backing file is renamed into place without the state lock: no reader opens it
+/// before it settles, and no other file's is under its name. Fails if the rename holds the
+/// lock that lookups take (on a slow disk, every lookup would wait for every new file).
+#[test]
+fn a_new_file_s_rename_into_place_does_not_hold_up_lookups() {
+    let disk = SimDisk::new();
+    let fs = start(&disk);
+    let ino = save(&fs, "a.txt");
+    fs.pipeline().quiesce();
+    let rename = disk.stall_next(FaultOn::Rename, 0);
+    save(&fs, "b.txt");
+    assert!(rename.wait_entered(BOUND), "b.txt was never applied");
+    answered_while_held(&fs, ino, &[&rename]);
+    fs.pipeline().quiesce();
+    let backing: &dyn Disk = &disk;
+    let bytes = backing.read(Path::new("/store/root/b.txt")).unwrap();
+    assert_eq!(bytes, b"some bytes");
+    fs.shutdown().unwrap();
+}
+
 #[test]
 fn a_compaction_syncing_the_old_segment_s_tail_does_not_hold_up_lookups() {
     let disk = SimDisk::new();
@@ -129,8 +149,7 @@ fn a_file_removed_before_its_bytes_reach_the_disk_is_never_written() {
     let disk = SimDisk::new();
     let fs = start(&disk);
     fs.pipeline().quiesce();
-    // The apply thread holds at the next file it writes whole: the backing file of a.txt
-    // (staged, outside the state lock; its rename into place is under it).
+    // The apply thread holds at the next file it writes whole: the backing file of a.txt.
     let rename = disk.stall_next(FaultOn::Create, 0);
     let ino = save(&fs, "a.txt");
     assert!(rename.wait_entered(BOUND), "a.txt was never applied");
@@ -188,8 +207,7 @@ fn the_backing_tree_keeps_only_the_names_that_wait_to_be_applied() {
     fs.pipeline().quiesce();
     assert_eq!(fs.pipeline().placements_apart(), 0);
 
-    // The apply thread holds at the next file it writes whole: the backing file of c.txt
-    // (staged, outside the state lock; its rename into place is under it).
+    // The apply thread holds at the next file it writes whole: the backing file of c.txt.
     let rename = disk.stall_next(FaultOn::Create, 0);
     save(&fs, "c.txt");
     assert!(rename.wait_entered(BOUND), "c.txt was never applied");

@@ -173,7 +173,24 @@ impl Pipeline {
                                     let held = st.held(*fid, entry.seq, 0);
                                     (names, (!held).then_some(paths))
                                 }
-                                None => (vec![(*dir, name.clone())], None),
+                                None => {
+                                    // A new file: no reader opens a backing file of it before
+                                    // `settle`, and every entry before this one is applied, so
+                                    // no other file's is under its name: it goes into place
+                                    // without holding the lock that lookups and commits take.
+                                    let dest = st
+                                        .tree()
+                                        .path_in(layout, *dir, name)
+                                        .ok_or_else(|| unplaced(*dir))?;
+                                    drop(st);
+                                    let s =
+                                        layout.tmp().join(format!("{fid}.{}.staged", entry.seq));
+                                    store::write_file(disk, &s, &data.bytes, &meta)?;
+                                    store::rename(disk, &s, &dest)?;
+                                    let mut st = self.state.lock();
+                                    self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
+                                    return Ok(());
+                                }
                             }
                         };
                         if let Some(paths) = in_place.filter(|p| !p.is_empty()) {
