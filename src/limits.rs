@@ -41,10 +41,10 @@ pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
 /// compaction writes a whole snapshot (263 bytes a record), so compacting after every MiB
 /// logged made a growing store's cost quadratic: at 90,000 records a 24 MB snapshot per MiB,
 /// and creating a million records would have written about 120 GB of snapshots. Grown with
-/// the snapshot, a compaction writes at most as much as was logged since the last; capped, a
-/// mount replays at most this much log after its snapshot (Redis rewrites its AOF alike, when
-/// it has doubled).
-pub const MAX_GROWN_LOG_LIMIT: u64 = 32 << 20;
+/// the snapshot, a compaction writes at most as much as was logged since the last. Capped,
+/// because after a crash the mount checks every backing file the live log names: a 20 MB tail
+/// (25,000 rewrites) took 1.84 s to mount against 0.16 s (cold caches, 100,000 records).
+pub const MAX_GROWN_LOG_LIMIT: u64 = 8 << 20;
 
 /// The smallest `--log-limit`: a segment's header alone is about 130 bytes, and compacting
 /// more often than every few entries only costs.

@@ -19,7 +19,7 @@ pub struct Options {
     pub max_file_size: u64,
     pub read_only: bool,
     /// Compact online once the live log segment passes this many bytes; by default
-    /// (`None`) 1 MiB, or the last snapshot's size up to 32 MiB (`MAX_GROWN_LOG_LIMIT`).
+    /// (`None`) 1 MiB, or the last snapshot's size up to 8 MiB (`MAX_GROWN_LOG_LIMIT`).
     pub log_limit: Option<u64>,
     /// ... or this long after the last compaction, whichever comes first.
     pub compact_every: std::time::Duration,

@@ -352,7 +352,7 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
     pub threads: u16,
     /// Compact the log while mounted once its live segment passes this many bytes
-    /// (at least 4096) [default: 1 MiB, or the last snapshot's size up to 32 MiB]
+    /// (at least 4096) [default: 1 MiB, or the last snapshot's size up to 8 MiB]
     #[arg(long, value_parser = clap::value_parser!(u64).range(MIN_LOG_LIMIT..))]
     pub log_limit: Option<u64>,
     /// ... or this many seconds after the last compaction, whichever comes first.

@@ -523,7 +523,7 @@ mod tests {
     }
 
     /// Issue 12: without `--log-limit`, the live log grows to the last snapshot's size between
-    /// 1 MiB and 32 MiB before it is compacted; with it, the limit is the one given.
+    /// 1 MiB and 8 MiB before it is compacted; with it, the limit is the one given.
     #[test]
     fn the_log_limit_grows_with_the_snapshot_between_its_bounds() {
         use crate::limits::{DEFAULT_LOG_LIMIT, MAX_GROWN_LOG_LIMIT};
