@@ -160,7 +160,7 @@ impl Pipeline {
                         // its entry gives). Only this thread changes the tree: the names taken
                         // here are the names when the copies are written or renamed into
                         // place.
-                        let (names, in_place) = {
+                        let (names, in_place, placed) = {
                             let mut st = self.state.lock();
                             match st.tree().get(*fid) {
                                 Some(p) => {
@@ -171,26 +171,9 @@ impl Pipeline {
                                     // holds a token, and then the new bytes go in a new copy.
                                     let paths = st.tree().paths(layout, *fid);
                                     let held = st.held(*fid, entry.seq, 0);
-                                    (names, (!held).then_some(paths))
+                                    (names, (!held).then_some(paths), true)
                                 }
-                                None => {
-                                    // A new file: no reader opens a backing file of it before
-                                    // `settle`, and every entry before this one is applied, so
-                                    // no other file's is under its name: it goes into place
-                                    // without holding the lock that lookups and commits take.
-                                    let dest = st
-                                        .tree()
-                                        .path_in(layout, *dir, name)
-                                        .ok_or_else(|| unplaced(*dir))?;
-                                    drop(st);
-                                    let s =
-                                        layout.tmp().join(format!("{fid}.{}.staged", entry.seq));
-                                    store::write_file(disk, &s, &data.bytes, &meta)?;
-                                    store::rename(disk, &s, &dest)?;
-                                    let mut st = self.state.lock();
-                                    self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
-                                    return Ok(());
-                                }
+                                None => (vec![(*dir, name.clone())], None, false),
                             }
                         };
                         if let Some(paths) = in_place.filter(|p| !p.is_empty()) {
@@ -213,13 +196,24 @@ impl Pipeline {
                             store::write_file(disk, &s, &data.bytes, &meta)?;
                             staged.push(s);
                         }
-                        let mut st = self.state.lock();
-                        for ((d, n), s) in names.iter().zip(&staged) {
-                            let dest = st
-                                .tree()
-                                .path_in(layout, *d, n)
-                                .ok_or_else(|| unplaced(*d))?;
-                            store::rename(disk, s, &dest)?;
+                        let dests = {
+                            let st = self.state.lock();
+                            let dest = |(d, n): &(Fid, Vec<u8>)| {
+                                st.tree().path_in(layout, *d, n).ok_or_else(|| unplaced(*d))
+                            };
+                            names.iter().map(dest).collect::<Result<Vec<_>>>()?
+                        };
+                        // A placed file's copies are renamed under the lock, so that a reader
+                        // opening one of its backing files never finds it moving. A new
+                        // file's need not hold up lookups and commits: no reader opens a
+                        // backing file of it before `settle`, and with every earlier entry
+                        // applied no other file's is under its name.
+                        let held = placed.then(|| self.state.lock());
+                        for (s, dest) in staged.iter().zip(&dests) {
+                            store::rename(disk, s, dest)?;
+                        }
+                        let mut st = held.unwrap_or_else(|| self.state.lock());
+                        for (d, _) in &names {
                             st.changed.insert(*d);
                         }
                         self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
