@@ -348,15 +348,15 @@ fn by_default_the_log_limit_grows_with_the_snapshot() {
     let fs = RecordFs::start(&store, given).unwrap();
     assert_eq!(fs.pipeline().log_limit(), 4096);
     fs.shutdown().unwrap();
-    drop(fs);
 }
 
 /// The size of the snapshot `log/MANIFEST` names.
 fn last_snapshot_bytes(store: &std::path::Path) -> Option<u64> {
-    let manifest = std::fs::read_to_string(store.join("log/MANIFEST")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(manifest.trim()).ok()?;
-    let upto = v["snapshot"].as_u64()?;
-    let path = store.join(format!("log/{upto:020}.snapshot"));
+    let layout = recordfs::store::Layout::new(store);
+    let manifest = recordfs::recovery::read_manifest(&recordfs::disk::RealDisk, &layout).ok()??;
+    let path = layout
+        .log_dir()
+        .join(recordfs::log::snapshot_name(manifest.snapshot));
     Some(std::fs::metadata(path).ok()?.len())
 }
 

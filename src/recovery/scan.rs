@@ -191,26 +191,21 @@ fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<Start> {
 /// Reads every segment, checking each line and replaying the entries. Corruption in the
 /// middle of the log is an error naming the segment, offset and last good sequence number.
 pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
-    let mut scan = LogScan {
-        ns: Namespace::new(),
-        last: None,
-        torn: None,
-        segments: 0,
-        entries: 0,
-        checkpoint: None,
-        tail: Tail::default(),
-        snapshot_bytes: 0,
-    };
     let Start {
         ns,
         segments,
         snapshot_bytes,
     } = start_state(disk, layout)?;
-    scan.snapshot_bytes = snapshot_bytes;
-    if ns.last_seq() > 0 {
-        scan.checkpoint = Some((ns.last_seq(), 0));
-    }
-    scan.ns = ns;
+    let mut scan = LogScan {
+        checkpoint: (ns.last_seq() > 0).then(|| (ns.last_seq(), 0)),
+        ns,
+        last: None,
+        torn: None,
+        segments: 0,
+        entries: 0,
+        tail: Tail::default(),
+        snapshot_bytes,
+    };
     let count = segments.len();
     for (i, (start, path)) in segments.into_iter().enumerate() {
         let is_last = i + 1 == count;
