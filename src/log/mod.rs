@@ -4,6 +4,7 @@
 
 mod entry;
 mod line;
+mod merge;
 mod retire;
 mod scan;
 mod segment;
@@ -13,7 +14,8 @@ mod tests;
 
 pub use entry::{apply_patch, decode_entry, encode_entry, Data, Entry, Op, Range, Shown};
 pub use line::{crc32c, FORMAT_VERSION};
-pub use retire::{commit_snapshot, old_segments, Compacted};
+pub use merge::{write_merged_snapshot, SnapshotDelta};
+pub use retire::{commit_merged_snapshot, commit_snapshot, old_segments, Compacted};
 pub use scan::{for_each_line, read_entry_at, scan_segment, BadLine, SegmentScan};
 pub use segment::{
     decode_header, encode_header, list_segments, parse_segment_name, parse_snapshot_name,

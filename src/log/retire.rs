@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::store::{self, Layout};
 use crate::types::Seq;
 
+use super::merge::{write_merged_snapshot, SnapshotDelta};
 use super::segment::{list_segments, parse_segment_name, parse_snapshot_name};
 use super::snapshot::{
     encode_manifest, encode_snapshot, snapshot_name, Manifest, Snapshot, MANIFEST,
@@ -34,15 +35,45 @@ pub fn commit_snapshot(
     snapshot: &Snapshot,
     keep: usize,
 ) -> Result<Compacted> {
-    let log_dir = layout.log_dir();
-    let upto = snapshot.upto;
-    let next = upto + 1;
-    let snap = log_dir.join(snapshot_name(upto));
+    let snap = layout.log_dir().join(snapshot_name(snapshot.upto));
     let tmp = layout.tmp().join("snapshot");
     let encoded = encode_snapshot(snapshot);
     store::replace_file(disk, &tmp, &snap, &encoded, None, true)?;
     let bytes = encoded.len() as u64;
     drop(encoded);
+    publish(disk, layout, snapshot.upto, bytes, keep)
+}
+
+/// As `commit_snapshot`, the snapshot written from the one the manifest names now
+/// (`delta.since`, which stays in `log/` until the manifest names another) and the changes
+/// since (`write_merged_snapshot`).
+pub fn commit_merged_snapshot(
+    disk: &dyn Disk,
+    layout: &Layout,
+    delta: &SnapshotDelta,
+    keep: usize,
+) -> Result<Compacted> {
+    let log_dir = layout.log_dir();
+    let tmp = layout.tmp().join("snapshot");
+    let base = log_dir.join(snapshot_name(delta.since));
+    let bytes = write_merged_snapshot(disk, &base, delta, &tmp).inspect_err(|_| {
+        let _ = disk.remove(&tmp);
+    })?;
+    store::rename(disk, &tmp, &log_dir.join(snapshot_name(delta.upto)))?;
+    store::sync_dir(disk, &log_dir)?;
+    publish(disk, layout, delta.upto, bytes, keep)
+}
+
+/// Steps 4 and 5, once snapshot `upto` (of `bytes`) is durable in `log/`.
+fn publish(
+    disk: &dyn Disk,
+    layout: &Layout,
+    upto: Seq,
+    bytes: u64,
+    keep: usize,
+) -> Result<Compacted> {
+    let log_dir = layout.log_dir();
+    let next = upto + 1;
 
     // 4. The commit point.
     let manifest = Manifest {

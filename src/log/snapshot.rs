@@ -48,35 +48,59 @@ pub const MANIFEST: &str = "MANIFEST";
 
 /// A snapshot file: a header line, then one line per file, each sealed like a log line.
 pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
+    let mut out = encode_snapshot_head(
+        s.upto,
+        s.next_fid,
+        s.files.len() as u64,
+        &s.root,
+        &s.root_xattrs,
+    );
+    for f in &s.files {
+        out.extend_from_slice(&encode_file_line(f));
+    }
+    out
+}
+
+/// A snapshot's header line, newline included.
+pub(super) fn encode_snapshot_head(
+    upto: Seq,
+    next_fid: Fid,
+    files: u64,
+    root: &Attrs,
+    root_xattrs: &Xattrs,
+) -> Vec<u8> {
     let mut head = b"{\"recordfs\":\"snapshot\"".to_vec();
     push_json(&mut head, "version", &FORMAT_VERSION);
-    push_json(&mut head, "upto", &s.upto);
-    push_json(&mut head, "next_fid", &s.next_fid);
-    push_json(&mut head, "files", &s.files.len());
-    push_attrs(&mut head, &s.root);
-    push_xattrs(&mut head, &s.root_xattrs, false);
+    push_json(&mut head, "upto", &upto);
+    push_json(&mut head, "next_fid", &next_fid);
+    push_json(&mut head, "files", &files);
+    push_attrs(&mut head, root);
+    push_xattrs(&mut head, root_xattrs, false);
     let mut out = seal(head);
     out.push(b'\n');
-    for f in &s.files {
-        let mut line = b"{\"op\":\"FILE\"".to_vec();
-        push_json(&mut line, "fid", &f.fid);
-        push_json(&mut line, "dir", &f.dir);
-        push_json(&mut line, "name", &name_value(&f.name.bytes()));
-        push_json(&mut line, "kind", f.kind.as_str());
-        push_attrs(&mut line, &f.attrs);
-        push_json(&mut line, "len", &f.len);
-        push_json(&mut line, "dcrc", &format!("{:08x}", f.dcrc));
-        if let Some(t) = &f.target {
-            push_json(&mut line, "target", &name_value(t));
-        }
-        push_xattrs(&mut line, &f.xattrs, false);
-        if !f.links.is_empty() {
-            let links: Vec<_> = f.links.iter().map(|(d, n)| (d, name_value(n))).collect();
-            push_json(&mut line, "links", &links);
-        }
-        out.extend_from_slice(&seal(line));
-        out.push(b'\n');
+    out
+}
+
+/// A file's line, newline included; its fid comes first (`merge::line_fid` reads it there).
+pub(super) fn encode_file_line(f: &FileRecord) -> Vec<u8> {
+    let mut line = b"{\"op\":\"FILE\"".to_vec();
+    push_json(&mut line, "fid", &f.fid);
+    push_json(&mut line, "dir", &f.dir);
+    push_json(&mut line, "name", &name_value(&f.name.bytes()));
+    push_json(&mut line, "kind", f.kind.as_str());
+    push_attrs(&mut line, &f.attrs);
+    push_json(&mut line, "len", &f.len);
+    push_json(&mut line, "dcrc", &format!("{:08x}", f.dcrc));
+    if let Some(t) = &f.target {
+        push_json(&mut line, "target", &name_value(t));
     }
+    push_xattrs(&mut line, &f.xattrs, false);
+    if !f.links.is_empty() {
+        let links: Vec<_> = f.links.iter().map(|(d, n)| (d, name_value(n))).collect();
+        push_json(&mut line, "links", &links);
+    }
+    let mut out = seal(line);
+    out.push(b'\n');
     out
 }
 

@@ -6,6 +6,12 @@
 //! in order, so a new inode nearly always goes at the end. A removed one leaves a hole that
 //! keeps its fid (so the fids stay sorted for the binary search); the holes are squeezed out
 //! once they outnumber the inodes, which keeps the cost of removing one constant on average.
+//!
+//! Every change to an inode goes through here, so here is where the fids changed since the
+//! last snapshot are noted: a compaction writes the next snapshot from the last one and
+//! those alone, not from a copy of every inode.
+
+use std::collections::HashSet;
 
 use super::Inode;
 use crate::types::Fid;
@@ -20,6 +26,8 @@ pub(super) struct Inodes {
     fids: Vec<Fid>,
     slots: Vec<Option<Inode>>,
     holes: usize,
+    /// Fids whose inode was changed, put in or taken out since `take_touched`.
+    touched: HashSet<Fid>,
 }
 
 impl Inodes {
@@ -28,6 +36,7 @@ impl Inodes {
             fids: vec![root.fid],
             slots: vec![Some(root)],
             holes: 0,
+            touched: HashSet::new(),
         }
     }
 
@@ -70,7 +79,9 @@ impl Inodes {
 
     pub(super) fn get_mut(&mut self, fid: &Fid) -> Option<&mut Inode> {
         let at = self.slot(*fid).ok()?;
-        self.slots[at].as_mut()
+        let inode = self.slots[at].as_mut()?;
+        self.touched.insert(*fid);
+        Some(inode)
     }
 
     pub(super) fn contains_key(&self, fid: &Fid) -> bool {
@@ -79,6 +90,7 @@ impl Inodes {
 
     /// Puts `inode` under `fid`, returning the one it replaces.
     pub(super) fn insert(&mut self, fid: Fid, inode: Inode) -> Option<Inode> {
+        self.touched.insert(fid);
         match self.slot(fid) {
             Ok(at) => {
                 let old = self.slots[at].replace(inode);
@@ -99,6 +111,7 @@ impl Inodes {
     pub(super) fn remove(&mut self, fid: &Fid) -> Option<Inode> {
         let at = self.slot(*fid).ok()?;
         let old = self.slots[at].take()?;
+        self.touched.insert(*fid);
         self.holes += 1;
         if self.holes > HOLES_KEPT && self.holes > self.len() {
             self.squeeze();
@@ -111,6 +124,16 @@ impl Inodes {
         self.fids.retain(|_| kept.next() == Some(true));
         self.slots.retain(Option::is_some);
         self.holes = 0;
+    }
+
+    /// The fids touched since the last call, which starts the count again.
+    pub(super) fn take_touched(&mut self) -> HashSet<Fid> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Counts `fids` as touched again (a snapshot that took them was not written).
+    pub(super) fn touch(&mut self, fids: impl IntoIterator<Item = Fid>) {
+        self.touched.extend(fids);
     }
 
     pub(super) fn len(&self) -> usize {

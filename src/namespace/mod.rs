@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{err, Result};
-use crate::log::{FileRecord, Snapshot};
+use crate::log::{FileRecord, Snapshot, SnapshotDelta};
 use crate::types::{Attrs, Fid, Kind, Seq, Time, ROOT};
 
 mod apply;
@@ -76,12 +76,31 @@ pub struct Namespace {
     entries: Entries,
     next_fid: Fid,
     last_seq: Seq,
+    /// The snapshot the files touched (`Inodes`) are counted from: the one this namespace
+    /// was built from, or the one its changes were last taken for (`take_changes`).
+    since: Option<Seq>,
 }
 
 /// What an applied entry took out of the namespace: files that lost their last name.
 #[derive(Debug, Default)]
 pub struct Applied {
     pub removed: Vec<Inode>,
+}
+
+/// How a snapshot lists a file.
+fn record(i: &Inode) -> FileRecord {
+    FileRecord {
+        fid: i.fid,
+        dir: i.parent,
+        name: i.name.clone(),
+        kind: i.kind,
+        attrs: i.attrs,
+        len: i.size,
+        dcrc: i.dcrc,
+        target: i.extras.target().map(|t| t.to_vec()),
+        xattrs: i.extras.xattrs().clone(),
+        links: i.extras.links().to_vec(),
+    }
 }
 
 fn time_of_millis(ms: u64) -> Time {
@@ -126,6 +145,7 @@ impl Namespace {
             entries: Entries::default(),
             next_fid: ROOT + 1,
             last_seq: 0,
+            since: None,
         }
     }
 
@@ -250,26 +270,14 @@ impl Namespace {
         }
         ns.next_fid = snap.next_fid.max(ns.inodes.max_fid().unwrap_or(ROOT) + 1);
         ns.last_seq = snap.upto;
+        ns.inodes.take_touched();
+        ns.since = Some(snap.upto);
         Ok(ns)
     }
 
     /// The snapshot of the current state (names and attributes; no bytes).
     pub fn snapshot(&self) -> Snapshot {
-        let mut files: Vec<FileRecord> = self
-            .files()
-            .map(|i| FileRecord {
-                fid: i.fid,
-                dir: i.parent,
-                name: i.name.clone(),
-                kind: i.kind,
-                attrs: i.attrs,
-                len: i.size,
-                dcrc: i.dcrc,
-                target: i.extras.target().map(|t| t.to_vec()),
-                xattrs: i.extras.xattrs().clone(),
-                links: i.extras.links().to_vec(),
-            })
-            .collect();
+        let mut files: Vec<FileRecord> = self.files().map(record).collect();
         files.sort_by_key(|f| f.fid);
         Snapshot {
             upto: self.last_seq,
@@ -278,6 +286,40 @@ impl Namespace {
             root_xattrs: self.inodes[&ROOT].extras.xattrs().clone(),
             files,
         }
+    }
+
+    /// The snapshot of the current state as the changes since the one this namespace was
+    /// built from or last took changes for; none if there is no such snapshot (a store
+    /// never compacted, or one whose last snapshot was not written: `give_back`), whose
+    /// snapshot is then taken whole. Changes are counted anew from here.
+    pub fn take_changes(&mut self) -> Option<SnapshotDelta> {
+        let touched = self.inodes.take_touched();
+        let since = self.since.replace(self.last_seq)?;
+        let mut fids: Vec<Fid> = touched.into_iter().filter(|f| *f != ROOT).collect();
+        fids.sort_unstable();
+        let changed = fids
+            .into_iter()
+            .map(|fid| (fid, self.inodes.get(&fid).map(record)))
+            .collect();
+        let root = &self.inodes[&ROOT];
+        Some(SnapshotDelta {
+            since,
+            upto: self.last_seq,
+            next_fid: self.next_fid,
+            root: root.attrs,
+            root_xattrs: root.extras.xattrs().clone(),
+            files: self.file_count() as u64,
+            changed,
+        })
+    }
+
+    /// The snapshot changes were taken for (`take_changes`) was not written, or not named by
+    /// the manifest: the next one is taken whole, as nothing says which snapshot is there.
+    pub fn give_back(&mut self, delta: Option<SnapshotDelta>) {
+        if let Some(d) = delta {
+            self.inodes.touch(d.changed.into_iter().map(|(fid, _)| fid));
+        }
+        self.since = None;
     }
 
     pub fn get(&self, fid: Fid) -> Option<&Inode> {

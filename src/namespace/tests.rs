@@ -1,6 +1,7 @@
 //! The namespace against entries: renames, refusals, directories and snapshots.
 
 use super::*;
+use crate::disk::RealDisk;
 use crate::log::{Data, Entry, Op};
 
 fn attrs() -> Attrs {
@@ -360,6 +361,9 @@ fn entries_found_by_a_hash_of_the_name_survive_collisions() {
             }
         }
     };
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, out) = (tmp.path().join("base"), tmp.path().join("out"));
+    let mut merged = 0;
     for step in 0..4000 {
         let seq = ns.last_seq() + 1;
         let place = |r: u64, n: u64| (dirs[r as usize % 3], format!("n{n}").into_bytes());
@@ -446,11 +450,23 @@ fn entries_found_by_a_hash_of_the_name_survive_collisions() {
             }
         }
         check(&ns, &model);
+        if step % 100 == 99 {
+            // A compaction's snapshot, from the last one and the changes since, is the whole
+            // one (the first has no last one).
+            let whole = crate::log::encode_snapshot(&ns.snapshot());
+            if let Some(delta) = ns.take_changes() {
+                crate::log::write_merged_snapshot(&RealDisk, &base, &delta, &out).unwrap();
+                assert_eq!(std::fs::read(&out).unwrap(), whole, "step {step}");
+                merged += 1;
+            }
+            std::fs::write(&base, &whole).unwrap();
+        }
         if step % 500 == 499 {
             ns = Namespace::from_snapshot(&ns.snapshot()).unwrap();
             check(&ns, &model);
         }
     }
+    assert!(merged > 30, "merged snapshots: {merged}");
     assert!(model.len() > 40, "the directories filled: {}", model.len());
     // A snapshot that gives one name twice.
     let mut snap = ns.snapshot();

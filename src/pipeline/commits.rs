@@ -86,6 +86,7 @@ impl Pipeline {
             syncs: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
+            merged_compactions: AtomicU64::new(0),
             moot: AtomicU64::new(0),
             sync_nanos: AtomicU64::new(0),
             replica: Mutex::new(None),
@@ -451,6 +452,12 @@ impl Pipeline {
     /// For reporting and tests: online compactions finished since the mount.
     pub fn compactions(&self) -> u64 {
         self.compactions.load(Ordering::Relaxed)
+    }
+
+    /// For reporting and tests: of those, the ones that wrote their snapshot from the last
+    /// one and the files changed since.
+    pub fn merged_compactions(&self) -> u64 {
+        self.merged_compactions.load(Ordering::Relaxed)
     }
 
     /// For reporting and tests: bytes waiting for their backing files.

@@ -11,8 +11,9 @@ use parking_lot::MutexGuard;
 use super::state::{Live, Pipeline};
 use crate::error::{err, Error, Result};
 use crate::limits::{COMPACT_RETRY, TAIL_SYNC_WAIT, WRITEBACK_BATCH, WRITEBACK_EVERY};
-use crate::log::LogWriter;
+use crate::log::{LogWriter, Snapshot, SnapshotDelta};
 use crate::store::{self};
+use crate::types::Seq;
 
 impl Pipeline {
     /// The compaction thread: compacts when the live log passes the limit, when the interval
@@ -115,7 +116,7 @@ impl Pipeline {
             }
             st.hurry -= 1;
         }
-        let (snapshot, mut closed) = {
+        let (next, mut closed) = {
             let mut log = self.log.lock();
             let mut st = self.state.lock();
             if let Some(reason) = &st.fatal {
@@ -157,14 +158,46 @@ impl Pipeline {
             self.apply_wake.notify_all();
             self.wake.notify_all();
             info!("compacting the log up to entry {upto}; appends go to a new segment");
-            (st.ns.snapshot(), closed)
+            let next = match st.ns.take_changes() {
+                Some(delta) => Next::Merged(delta),
+                None => Next::Whole(st.ns.snapshot()),
+            };
+            (next, closed)
         };
         // The closed segment's zeros written ahead go; it is synced up to its lines already,
         // and zeros left by a failure here are free space to every reader.
         if let Err(e) = closed.trim() {
             log::warn!("compaction: {e}");
         }
-        let upto = snapshot.upto;
+        let upto = next.upto();
+        let c = match self.write_snapshot(&next, upto) {
+            Ok(c) => c,
+            Err(e) => {
+                // The next snapshot is taken whole: which one the manifest names is not known.
+                let delta = match next {
+                    Next::Merged(delta) => Some(delta),
+                    Next::Whole(_) => None,
+                };
+                self.state.lock().ns.give_back(delta);
+                return Err(e);
+            }
+        };
+        self.snapshot_bytes.store(c.bytes, Ordering::Relaxed);
+        if let Next::Merged(_) = next {
+            self.merged_compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        // The copy of what changed (or of the whole namespace) and its encoding are freed:
+        // their pages go back too.
+        drop(next);
+        crate::memory::give_back_freed();
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(c))
+    }
+
+    /// Steps 2 to 5 of an online compaction once the live segment is switched: waits for
+    /// every entry up to `upto` to reach the backing tree, makes it durable, and writes the
+    /// snapshot and the manifest.
+    fn write_snapshot(&self, next: &Next, upto: Seq) -> Result<crate::log::Compacted> {
         {
             let mut st = self.state.lock();
             loop {
@@ -205,13 +238,28 @@ impl Pipeline {
             self.turn_read_only(&mut self.state.lock(), e.reason.clone());
             return Err(e);
         }
-        let c =
-            crate::log::commit_snapshot(&*self.disk, &self.layout, &snapshot, self.policy.keep)?;
-        self.snapshot_bytes.store(c.bytes, Ordering::Relaxed);
-        // The copy of the namespace and its encoding are freed: their pages go back too.
-        drop(snapshot);
-        crate::memory::give_back_freed();
-        self.compactions.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(c))
+        let (disk, keep) = (&*self.disk, self.policy.keep);
+        match next {
+            Next::Merged(delta) => {
+                crate::log::commit_merged_snapshot(disk, &self.layout, delta, keep)
+            }
+            Next::Whole(snap) => crate::log::commit_snapshot(disk, &self.layout, snap, keep),
+        }
+    }
+}
+
+/// The snapshot a compaction writes: from the last one and the files changed since, or
+/// (when there is no last one it can count on) from a copy of every file.
+enum Next {
+    Merged(SnapshotDelta),
+    Whole(Snapshot),
+}
+
+impl Next {
+    fn upto(&self) -> Seq {
+        match self {
+            Next::Merged(d) => d.upto,
+            Next::Whole(s) => s.upto,
+        }
     }
 }

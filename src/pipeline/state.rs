@@ -202,6 +202,8 @@ pub struct Pipeline {
     pub syncs: AtomicU64,
     pub commits: AtomicU64,
     pub compactions: AtomicU64,
+    /// Of those, the ones whose snapshot was written from the last one (`Next::Merged`).
+    pub merged_compactions: AtomicU64,
     /// Entries the apply thread skipped, as a later one undoes them (`apply::moot`).
     pub moot: AtomicU64,
     pub(super) sync_nanos: AtomicU64,
