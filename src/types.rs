@@ -182,6 +182,20 @@ pub struct Attrs {
     pub ctime: Time,
 }
 
+/// A file's attributes at one fixed time, for the crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_attrs() -> Attrs {
+    let t = Time { secs: 1, nsecs: 0 };
+    Attrs {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

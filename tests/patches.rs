@@ -156,9 +156,9 @@ fn a_reader_that_opened_before_a_patch_keeps_its_version() {
     assert_eq!(fs::read(env.path("f.bin")).unwrap(), new);
 }
 
-/// A store made by the previous build (tests/fixtures/store-v4: a tree, records, a hard link,
-/// an xattr, a symlink, a 100,000-byte plain file, a compaction) is upgraded to version 5 at
-/// its first mount and then takes patches, through SIGKILL.
+/// A store made by the build before patches (tests/fixtures/store-v4: a tree, records, a hard
+/// link, an xattr, a symlink, a 100,000-byte plain file, a compaction) is upgraded at its first
+/// mount and then takes patches, through SIGKILL.
 #[test]
 fn a_version_4_store_is_upgraded_and_patched() {
     let env = Env::new();
@@ -185,6 +185,55 @@ fn a_version_4_store_is_upgraded_and_patched() {
     m.kill9();
     let m = env.mount(&[]);
     assert_eq!(fs::read(env.path("data.bin")).unwrap(), want);
+    m.stop_cleanly();
+    let (code, report) = env.check();
+    assert_eq!(code, 0, "{report}");
+}
+
+/// A store the build before online checkpoints made (tests/fixtures/store-v5: store-v4
+/// upgraded, a new record, a patch before and one after a compaction) is upgraded to version 6
+/// at its first mount and reads as that build left it; while mounted, a checkpoint is logged
+/// after the background write-back, and after a SIGKILL that follows a save the store mounts
+/// with every change and checks clean.
+#[test]
+fn a_version_5_store_is_upgraded_and_checkpointed_while_mounted() {
+    let env = Env::new();
+    let m = mount_upgraded(&env, 5);
+    let mut want: Vec<u8> = (0..100_000u32).map(|i| ((i * 7) % 251) as u8).collect();
+    want[70_000..70_012].copy_from_slice(b"version five");
+    want[90_000..90_020].copy_from_slice(b"after the compaction");
+    assert_eq!(fs::read(env.path("data.bin")).unwrap(), want);
+    let bo = "players/2c3d4e5f-6071-4829-8a3b-4c5d6e7f8091.json";
+    assert_eq!(
+        fs::read_to_string(env.path(bo)).unwrap(),
+        "{\"name\": \"bo\", \"score\": 5}\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.path("tokens/ada.json")).unwrap(),
+        "{\"name\": \"ada\", \"score\": 2}\n"
+    );
+    let checkpoints = lines_of(&env, "CHECKPOINT").len();
+    fs::write(env.path(bo), "{\"name\": \"bo\", \"score\": 6}\n").unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            lines_of(&env, "CHECKPOINT").len() > checkpoints
+        }),
+        "no checkpoint logged while mounted"
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(env.path("data.bin"))
+        .unwrap();
+    f.write_all_at(b"after the checkpoint", 10_000).unwrap();
+    drop(f);
+    want[10_000..10_020].copy_from_slice(b"after the checkpoint");
+    m.kill9();
+    let m = env.mount(&[]);
+    assert_eq!(fs::read(env.path("data.bin")).unwrap(), want);
+    assert_eq!(
+        fs::read_to_string(env.path(bo)).unwrap(),
+        "{\"name\": \"bo\", \"score\": 6}\n"
+    );
     m.stop_cleanly();
     let (code, report) = env.check();
     assert_eq!(code, 0, "{report}");

@@ -180,23 +180,15 @@ mod tests {
     use super::*;
     use crate::disk::RealDisk;
     use crate::log::{decode_snapshot, encode_snapshot, Snapshot};
-    use crate::types::{no_xattrs, Kind, Time};
+    use crate::types::{no_xattrs, Kind};
 
     fn record(fid: Fid, name: &str, len: u64) -> FileRecord {
-        let t = Time { secs: 1, nsecs: 2 };
         FileRecord {
             fid,
             dir: 1,
             name: crate::name::Name::new(name.as_bytes()),
             kind: Kind::File,
-            attrs: Attrs {
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                atime: t,
-                mtime: t,
-                ctime: t,
-            },
+            attrs: crate::types::test_attrs(),
             len,
             dcrc: 7,
             target: None,

@@ -4,17 +4,7 @@ use super::*;
 use crate::disk::RealDisk;
 use crate::log::{Data, Entry, Op};
 
-fn attrs() -> Attrs {
-    let t = Time { secs: 1, nsecs: 0 };
-    Attrs {
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        atime: t,
-        mtime: t,
-        ctime: t,
-    }
-}
+use crate::types::test_attrs as attrs;
 
 fn set(seq: Seq, fid: Fid, name: &str, bytes: &[u8]) -> Entry {
     Entry {

@@ -64,6 +64,7 @@ impl Pipeline {
                 shutting_down: false,
                 sync_done: false,
                 log_dir_unsynced: false,
+                covered: if backing_durable { durable } else { 0 },
                 durable,
                 hurry: 0,
                 compact_requested: false,
@@ -458,6 +459,12 @@ impl Pipeline {
     /// one and the files changed since.
     pub fn merged_compactions(&self) -> u64 {
         self.merged_compactions.load(Ordering::Relaxed)
+    }
+
+    /// For reporting and tests: every entry up to this one has its changes durable in the
+    /// backing tree, as a checkpoint logged since the mount says (or as they were at it).
+    pub fn checkpointed(&self) -> Seq {
+        self.state.lock().covered
     }
 
     /// For reporting and tests: bytes waiting for their backing files.

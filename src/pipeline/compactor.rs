@@ -62,8 +62,9 @@ impl Pipeline {
             };
             if let Work::WriteBack = work {
                 last_write_back = Instant::now();
-                if let Err(e) = self.write_back(WRITEBACK_BATCH) {
-                    error!("writing back backing files failed: {e}");
+                match self.write_back() {
+                    Ok(upto) => self.vouch(upto),
+                    Err(e) => error!("writing back backing files failed: {e}"),
                 }
                 continue;
             }
@@ -233,7 +234,7 @@ impl Pipeline {
         }
         // Every backing file durable: the ones owed a sync (all of them, after a process that
         // did not end at a checkpoint: `Pipeline::start`), then the names in `root/`.
-        self.write_back(usize::MAX)?;
+        self.write_back()?;
         if let Err(e) = store::sync_dir(&*self.disk, &self.layout.root()) {
             self.turn_read_only(&mut self.state.lock(), e.reason.clone());
             return Err(e);

@@ -82,6 +82,9 @@ pub struct State {
     /// The log directory holds a new segment whose name is not yet durable: the sync thread
     /// syncs it (outside the lock) before it acknowledges any entry in that segment.
     pub(super) log_dir_unsynced: bool,
+    /// Every entry up to this one has its changes durable in the backing tree by a checkpoint
+    /// logged since the mount (`Pipeline::vouch`), or had them at the mount.
+    pub(super) covered: Seq,
     /// The log is durable up to this entry. Invariants: it never goes backwards, never passes
     /// the last entry appended, and no entry after it reaches the backing tree (applied ≤
     /// durable ≤ appended). A broken one stops the store (`Pipeline::broken`).

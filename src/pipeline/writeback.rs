@@ -2,6 +2,7 @@
 //! checkpoint that vouches for all of them at unmount.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use log::info;
 
@@ -11,12 +12,12 @@ use crate::error::{Error, Result};
 use crate::limits::SYNCFS_ABOVE;
 use crate::log::{encode_entry, Entry, LogWriter, Op};
 use crate::store::{self};
-use crate::types::{Fid, Kind, Time, ROOT};
+use crate::types::{Fid, Kind, Seq, Time, ROOT};
 
 impl Pipeline {
     /// Makes every backing file durable, then records that in the log.
     pub(super) fn checkpoint(&self, log: &mut LogWriter, st: &mut State) -> Result<()> {
-        if st.changed.is_empty() {
+        if st.changed.is_empty() && st.covered >= st.ns.last_seq() {
             return Ok(());
         }
         if let Err(e) = self.sync_changed(st) {
@@ -95,37 +96,78 @@ impl Pipeline {
         owed
     }
 
-    /// Writes back at most `at_most` of the backing files owed a sync (changed since the last
-    /// checkpoint): in the background a batch of `WRITEBACK_BATCH` a round, so that the
-    /// checkpoint at unmount (and the wait of a mount that follows it) costs what changed
-    /// since, not the whole store; at a compaction, all of them. A file written or renamed
-    /// after its path was taken is marked changed again (a renamed one also has its bytes in
-    /// the live log: FORMAT.md, the relog rule). A failed fsync turns the store read-only, as
-    /// any.
-    pub(super) fn write_back(&self, at_most: usize) -> Result<usize> {
-        let (taken, owed) = {
+    /// Writes back every backing file owed a sync (changed since the last checkpoint): in
+    /// the background once `WRITEBACK_BATCH` are owed or `WRITEBACK_EVERY` has passed, so that
+    /// the checkpoint at unmount (and the wait of a mount that follows it) costs what changed
+    /// since, not the whole store; and at a compaction. A file written or renamed after its
+    /// path was taken is marked changed again (a renamed one also has its bytes in the live
+    /// log: FORMAT.md, the relog rule). A failed fsync turns the store read-only, as any.
+    /// Returns the last entry whose changes, and every earlier one's, are now durable in the
+    /// backing tree (`vouch` says so in the log).
+    pub(super) fn write_back(&self) -> Result<Seq> {
+        let (taken, owed, upto) = {
             let mut st = self.state.lock();
-            let taken: Vec<Fid> = st.changed.iter().take(at_most).copied().collect();
-            for fid in &taken {
-                st.changed.remove(fid);
-            }
-            let owed = self.owed(&st, taken.iter().copied());
-            (taken, owed)
+            // Every entry before the first not yet applied is in the backing tree, and each
+            // backing file one of them changed is owed a sync now or was synced since.
+            let first_unapplied = st
+                .unapplied
+                .front()
+                .map(|(_, e)| e.seq)
+                .or_else(|| st.unsynced.first().map(|e| e.seq))
+                .unwrap_or(st.ns.last_seq() + 1);
+            let taken: Vec<Fid> = std::mem::take(&mut st.changed).into_iter().collect();
+            // Past a few hundred files one syncfs costs less than their fsyncs, and needs no
+            // path for each.
+            let owed = match taken.len() > SYNCFS_ABOVE {
+                true => Vec::new(),
+                false => self.owed(&st, taken.iter().copied()),
+            };
+            (taken, owed, first_unapplied - 1)
         };
-        let synced = sync_owed(
-            &*self.disk,
-            &self.layout.root(),
-            owed,
-            true,
-            |fid, which| self.resolve(&self.state.lock(), fid, which),
-        );
+        let synced = match taken.len() > SYNCFS_ABOVE {
+            true => self
+                .disk
+                .sync_everything(&self.layout.root())
+                .map_err(|e| Error::io("syncfs of the backing tree", &e)),
+            false => sync_owed(
+                &*self.disk,
+                &self.layout.root(),
+                owed,
+                true,
+                |fid, which| self.resolve(&self.state.lock(), fid, which),
+            ),
+        };
         if let Err(e) = synced {
             let mut st = self.state.lock();
             st.changed.extend(taken);
             self.turn_read_only(&mut st, e.reason.clone());
             return Err(e);
         }
-        Ok(taken.len())
+        Ok(upto)
+    }
+
+    /// Logs a `CHECKPOINT` of `upto` after a write-back made every change up to it durable,
+    /// unless an earlier one covers it: a mount after a crash then checks only what the
+    /// entries after `upto` touched (FORMAT.md, "CHECKPOINT"). Not for a log that is not
+    /// synced (a replica's cache, which etcd restores). A checkpoint not written (the store
+    /// stopping, or read-only) only leaves that check larger.
+    pub(super) fn vouch(&self, upto: Seq) {
+        if !self.local_sync.load(Ordering::Relaxed) || self.replica.lock().is_some() {
+            return;
+        }
+        if upto <= self.state.lock().covered {
+            return;
+        }
+        match self.commit(|_| Ok(Op::Checkpoint { upto })) {
+            Ok(c) => {
+                let mut st = self.state.lock();
+                // The checkpoint's own entry changes nothing: with none between, it is
+                // covered as well.
+                let covered = if c.seq == upto + 1 { c.seq } else { upto };
+                st.covered = st.covered.max(covered);
+            }
+            Err(e) => log::debug!("no checkpoint of entry {upto} logged: {e}"),
+        }
     }
 }
 

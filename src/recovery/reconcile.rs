@@ -453,7 +453,7 @@ pub(super) fn reconcile(
             let chain = tail.map(|t| t.content_of(inode.fid)).unwrap_or_default();
             let mut candidates: Vec<&[u8]> = vec![rel.as_slice()];
             candidates.extend(copies.iter().map(Vec::as_slice));
-            let bytes = rebuild(disk, layout, inode, &candidates, chain, max_line)?;
+            let bytes = rebuild(disk, layout, inode, &candidates, &chain, max_line)?;
             write_back(disk, layout, inode, rel, &bytes)
         };
         let restored = restore(disk, layout, inode, rel, max_line).or_else(|e| {

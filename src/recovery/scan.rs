@@ -49,8 +49,9 @@ pub struct LogScan {
 pub struct Tail {
     entries: Vec<Touch>,
     /// Each file's entries that changed its bytes, from its last `SET` on (or from the
-    /// checkpoint, when its bytes since are patches on what the backing file held then).
-    content: HashMap<Fid, Vec<ContentLoc>>,
+    /// checkpoint's `upto`, when its bytes since are patches on what the backing file held
+    /// then), by sequence number.
+    content: HashMap<Fid, Vec<(Seq, ContentLoc)>>,
 }
 
 /// One entry of the tail: its sequence number, its file, the directory entries it gives or
@@ -66,10 +67,16 @@ impl Tail {
     fn add(&mut self, seq: Seq, op: &Op, loc: ContentLoc) {
         match op {
             Op::Set { fid, .. } => {
-                self.content.insert(*fid, vec![loc]);
+                self.content.insert(*fid, vec![(seq, loc)]);
             }
-            Op::Patch { fid, .. } => self.content.entry(*fid).or_default().push(loc),
-            Op::Checkpoint { .. } => self.content.clear(),
+            Op::Patch { fid, .. } => self.content.entry(*fid).or_default().push((seq, loc)),
+            // What entries up to `upto` wrote is durable in the backing files; what later
+            // ones wrote, before the checkpoint's line or after it, may not be (one written
+            // while mounted: FORMAT.md, "CHECKPOINT").
+            Op::Checkpoint { upto } => self.content.retain(|_, locs| {
+                locs.retain(|(s, _)| s > upto);
+                !locs.is_empty()
+            }),
             _ => {}
         }
         match (op, op.fid()) {
@@ -100,10 +107,10 @@ impl Tail {
 
     /// Where the entries that changed `fid`'s bytes since its last `SET` (or the checkpoint)
     /// stand in the log, oldest first.
-    pub fn content_of(&self, fid: Fid) -> &[ContentLoc] {
+    pub fn content_of(&self, fid: Fid) -> Vec<ContentLoc> {
         self.content
             .get(&fid)
-            .map(Vec::as_slice)
+            .map(|locs| locs.iter().map(|(_, loc)| *loc).collect())
             .unwrap_or_default()
     }
 
@@ -229,8 +236,11 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
                 offset,
             });
             *entries += 1;
+            // One written while mounted may name an entry before the last compaction's.
             if let Op::Checkpoint { upto } = entry.op {
-                *checkpoint = Some((upto, entry.ts));
+                if checkpoint.is_none_or(|(last, _)| upto >= last) {
+                    *checkpoint = Some((upto, entry.ts));
+                }
             }
             tail.add(
                 entry.seq,
@@ -368,4 +378,69 @@ pub(super) fn root_attrs(disk: &dyn Disk, layout: &Layout) -> Result<Attrs> {
         mtime: now,
         ctime: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Data, Range};
+    use crate::types::{test_attrs as attrs, Kind, ROOT};
+    use std::sync::Arc;
+
+    fn set(fid: Fid) -> Op {
+        Op::Set {
+            fid,
+            dir: ROOT,
+            name: format!("f{fid}").into_bytes(),
+            kind: Kind::File,
+            attrs: attrs(),
+            data: Data::new(Arc::new(b"[1]".to_vec())),
+        }
+    }
+
+    fn patch(fid: Fid) -> Op {
+        Op::Patch {
+            fid,
+            dir: ROOT,
+            name: format!("f{fid}").into_bytes(),
+            attrs: attrs(),
+            len: 3,
+            dcrc: 0,
+            ranges: vec![Range {
+                at: 1,
+                data: Data::new(Arc::new(b"2".to_vec())),
+            }],
+            shown: None,
+        }
+    }
+
+    fn loc(offset: u64) -> ContentLoc {
+        ContentLoc { segment: 1, offset }
+    }
+
+    /// A checkpoint vouches for the entries up to its `upto`, not for those between that and
+    /// its own line (one logged while mounted): their files stay in the tail, with the bytes
+    /// to rebuild them.
+    #[test]
+    fn a_checkpoint_leaves_in_the_tail_the_entries_after_its_upto() {
+        let mut tail = Tail::default();
+        tail.add(1, &set(2), loc(10));
+        tail.add(2, &set(3), loc(20));
+        tail.add(3, &patch(2), loc(30)); // vouched for
+        tail.add(4, &patch(3), loc(40)); // after `upto`, before the checkpoint's line
+        tail.add(5, &set(4), loc(50)); // likewise
+        tail.add(6, &Op::Checkpoint { upto: 3 }, loc(60));
+        tail.add(7, &patch(4), loc(70));
+        assert_eq!(tail.content_of(2), []);
+        // The patch goes onto what the backing file held at the checkpoint.
+        assert_eq!(tail.content_of(3), [loc(40)]);
+        assert_eq!(tail.content_of(4), [loc(50), loc(70)]);
+        let mut fids: Vec<Fid> = tail.fids().collect();
+        fids.sort();
+        assert_eq!(fids, [3, 4, 4]);
+        // One at the end vouches for everything before it.
+        tail.add(8, &Op::Checkpoint { upto: 7 }, loc(80));
+        assert_eq!(tail.content_of(4), []);
+        assert_eq!(tail.fids().count(), 0);
+    }
 }
