@@ -6,7 +6,8 @@
 # checkpoint), the daemon's RSS once mounted and again after the listing once any compaction
 # it started has ended (idle), and a cold `ls -f` of the directory. Medians;
 # with BASE_BIN=/path/to/recordfs the same for that binary in the same rounds, interleaved,
-# and the ratios base/this.
+# and the ratios base/this. The store is made by this build: BASE_BIN must read its store
+# version (FORMAT.md, "Versions"); across a version bump, run each build on a store of its own.
 #   scripts/bench-mount.sh [RECORDS] [ROUNDS]      (the issue's figure: 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
