@@ -115,12 +115,16 @@ enum Op {
         from: usize,
         to: usize,
     },
+    /// Asks for a background write-back now, and the checkpoint logged after it, while later
+    /// ops go on: the crash may find it at any point, its line after entries it does not
+    /// vouch for.
+    WriteBack,
 }
 
 const XATTR_KEYS: [&str; 2] = ["user.a", "trusted.b"];
 const XATTR_VALUES: [&[u8]; 3] = [b"1", b"", &[7; 300]];
 
-/// One operation; weights out of 30.
+/// One operation; weights out of 32.
 fn op() -> impl Strategy<Value = Op> {
     let name = || 0..NAMES.len();
     let content = || 0..contents().len();
@@ -144,6 +148,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (name(), 0..XATTR_KEYS.len(), weighted(0.8, 0..XATTR_VALUES.len()))
             .prop_map(|(name, key, value)| Op::Xattr { name, key, value }),
         2 => (name(), name()).prop_map(|(from, to)| Op::Link { from, to }),
+        2 => Just(Op::WriteBack),
     ]
 }
 
@@ -489,6 +494,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             fs.wait(t).unwrap();
             h.durable_upto(t);
         }
+        Op::WriteBack => fs.pipeline().request_write_back(),
         Op::Mkdir { dir } => {
             let path = DIRS[*dir];
             let r = at(fs, path)

@@ -68,6 +68,7 @@ impl Pipeline {
                 durable,
                 hurry: 0,
                 compact_requested: false,
+                write_back_requested: false,
                 made_here: HashMap::new(),
                 settled: durable,
                 from_replica: HashSet::new(),
@@ -413,6 +414,14 @@ impl Pipeline {
     /// Asks the compaction thread to compact now.
     pub fn request_compaction(&self) {
         self.state.lock().compact_requested = true;
+        self.compact_wake.notify_one();
+    }
+
+    /// Asks the compaction thread to write back the backing files owed a sync now, and to log
+    /// the checkpoint after it (tests run it between commits, so that crashes find one at any
+    /// point).
+    pub fn request_write_back(&self) {
+        self.state.lock().write_back_requested = true;
         self.compact_wake.notify_one();
     }
 

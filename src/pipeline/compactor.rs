@@ -45,10 +45,11 @@ impl Pipeline {
                         break Work::Compact;
                     }
                     let owed = st.changed.len();
-                    if st.fatal.is_none()
-                        && owed > 0
-                        && (owed >= WRITEBACK_BATCH || last_write_back.elapsed() >= WRITEBACK_EVERY)
-                    {
+                    let due = owed > 0
+                        && (owed >= WRITEBACK_BATCH
+                            || last_write_back.elapsed() >= WRITEBACK_EVERY);
+                    if st.fatal.is_none() && (due || st.write_back_requested) {
+                        st.write_back_requested = false;
                         break Work::WriteBack;
                     }
                     let left = self

@@ -94,6 +94,8 @@ pub struct State {
     pub(super) hurry: u32,
     /// Someone asked for a compaction now (SIGUSR1, `recordfs compact` on a mounted store).
     pub(super) compact_requested: bool,
+    /// A write-back (and the checkpoint after it) was asked for (`request_write_back`).
+    pub(super) write_back_requested: bool,
     /// When the store caches a replica: the last entry made here (not `from_replica`) that
     /// changed each node, until it is settled...
     pub(super) made_here: HashMap<Fid, Seq>,
