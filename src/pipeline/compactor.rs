@@ -171,8 +171,7 @@ impl Pipeline {
         if let Err(e) = closed.trim() {
             log::warn!("compaction: {e}");
         }
-        let upto = next.upto();
-        let c = match self.write_snapshot(&next, upto) {
+        let c = match self.write_snapshot(&next) {
             Ok(c) => c,
             Err(e) => {
                 // The next snapshot is taken whole: which one the manifest names is not known.
@@ -197,9 +196,10 @@ impl Pipeline {
     }
 
     /// Steps 2 to 5 of an online compaction once the live segment is switched: waits for
-    /// every entry up to `upto` to reach the backing tree, makes it durable, and writes the
+    /// every entry up to the snapshot's to reach the backing tree, makes it durable, and writes the
     /// snapshot and the manifest.
-    fn write_snapshot(&self, next: &Next, upto: Seq) -> Result<crate::log::Compacted> {
+    fn write_snapshot(&self, next: &Next) -> Result<crate::log::Compacted> {
+        let upto = next.upto();
         {
             let mut st = self.state.lock();
             loop {

@@ -81,8 +81,12 @@ impl Pipeline {
     }
 
     /// One `Owed` for each name of each of `fids` (each name of a file is its own copy); the
-    /// paths of a file's names are taken once, not once per name.
-    fn owed(&self, st: &State, fids: impl Iterator<Item = Fid>) -> Vec<Owed> {
+    /// paths of a file's names are taken once, not once per name. None past `SYNCFS_ABOVE`
+    /// files: one syncfs covers them (`sync_owed`), and no path need be taken.
+    fn owed(&self, st: &State, fids: impl ExactSizeIterator<Item = Fid>) -> Option<Vec<Owed>> {
+        if fids.len() > SYNCFS_ABOVE {
+            return None;
+        }
         let mut owed = Vec::new();
         for fid in fids {
             let (paths, kind) = self.placed(st, fid);
@@ -93,7 +97,7 @@ impl Pipeline {
                 kind,
             }));
         }
-        owed
+        Some(owed)
     }
 
     /// Writes back every backing file owed a sync (changed since the last checkpoint): in
@@ -116,27 +120,16 @@ impl Pipeline {
                 .or_else(|| st.unsynced.first().map(|e| e.seq))
                 .unwrap_or(st.ns.last_seq() + 1);
             let taken: Vec<Fid> = std::mem::take(&mut st.changed).into_iter().collect();
-            // Past a few hundred files one syncfs costs less than their fsyncs, and needs no
-            // path for each.
-            let owed = match taken.len() > SYNCFS_ABOVE {
-                true => Vec::new(),
-                false => self.owed(&st, taken.iter().copied()),
-            };
+            let owed = self.owed(&st, taken.iter().copied());
             (taken, owed, first_unapplied - 1)
         };
-        let synced = match taken.len() > SYNCFS_ABOVE {
-            true => self
-                .disk
-                .sync_everything(&self.layout.root())
-                .map_err(|e| Error::io("syncfs of the backing tree", &e)),
-            false => sync_owed(
-                &*self.disk,
-                &self.layout.root(),
-                owed,
-                true,
-                |fid, which| self.resolve(&self.state.lock(), fid, which),
-            ),
-        };
+        let synced = sync_owed(
+            &*self.disk,
+            &self.layout.root(),
+            owed,
+            true,
+            |fid, which| self.resolve(&self.state.lock(), fid, which),
+        );
         if let Err(e) = synced {
             let mut st = self.state.lock();
             st.changed.extend(taken);
@@ -187,23 +180,26 @@ const RESOLVE_TRIES: usize = 100;
 /// fsync of each file and directory. A symlink cannot be fsynced by itself; if one changed,
 /// syncfs of the tree under `root` covers it (and everything else on that filesystem, which is
 /// slower on a busy disk, hence not the default for a few files), as it covers more than
-/// `SYNCFS_ABOVE` files. With `gone_ok`, a file renamed or removed since its path was taken is
+/// `SYNCFS_ABOVE` files, and all of them when none are given (`Pipeline::owed`). With `gone_ok`, a file renamed or removed since its path was taken is
 /// looked up again (`resolve`): it syncs under its new path, or not at all once it is gone (its
 /// directory's fsync covers a removal). Its old path may then be missing, or hold a symlink
 /// renamed over it, which the no-follow open refuses (ELOOP): neither is the file owed a sync.
 fn sync_owed(
     disk: &dyn Disk,
     root: &Path,
-    owed: Vec<Owed>,
+    owed: Option<Vec<Owed>>,
     gone_ok: bool,
     mut resolve: impl FnMut(Fid, usize) -> Option<(PathBuf, Kind)>,
 ) -> Result<()> {
     // Past a few hundred files one syncfs costs less than their fsyncs.
-    if owed.len() > SYNCFS_ABOVE || owed.iter().any(|o| o.kind == Kind::Symlink) {
-        return disk
-            .sync_everything(root)
-            .map_err(|e| Error::io("syncfs of the backing tree", &e));
-    }
+    let owed = match owed {
+        Some(o) if o.len() <= SYNCFS_ABOVE && o.iter().all(|o| o.kind != Kind::Symlink) => o,
+        _ => {
+            return disk
+                .sync_everything(root)
+                .map_err(|e| Error::io("syncfs of the backing tree", &e))
+        }
+    };
     for Owed {
         fid,
         which,
@@ -249,7 +245,7 @@ mod tests {
         let (file, link) = (dir.path().join("file"), dir.path().join("a"));
         std::fs::write(&file, b"x").unwrap();
         std::os::unix::fs::symlink("file", &link).unwrap();
-        let owed = |paths: &[&std::path::PathBuf]| -> Vec<Owed> {
+        let owed = |paths: &[&std::path::PathBuf]| -> Option<Vec<Owed>> {
             paths
                 .iter()
                 .enumerate()
@@ -259,7 +255,8 @@ mod tests {
                     path: p.to_path_buf(),
                     kind: Kind::File,
                 })
-                .collect()
+                .collect::<Vec<_>>()
+                .into()
         };
         let removed = dir.path().join("removed");
         let gone = |_, _| None;
