@@ -9,6 +9,7 @@ use std::time::Duration;
 use log::{error, info};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::segments::trim_closed;
 use super::state::{
     bytes_in_log, Committed, CompactPolicy, Live, Pipeline, State, Threads, Waiter, Waiters,
 };
@@ -69,6 +70,8 @@ impl Pipeline {
                 hurry: 0,
                 compact_requested: false,
                 write_back_requested: false,
+                compactor_busy: false,
+                rolled: 0,
                 made_here: HashMap::new(),
                 settled: durable,
                 from_replica: HashSet::new(),
@@ -163,21 +166,28 @@ impl Pipeline {
         let mut log = self.log.lock();
         let mut st = self.state.lock();
         self.wait_for_room(&mut st)?;
-        let missing: Vec<Fid> = in_log
-            .iter()
-            .copied()
-            .filter(|f| !bytes_in_log(&st, *f))
-            .collect();
-        for fid in &missing {
-            let again = relog
+        // Before the bytes are checked: a commit and the relogs it needs share one segment.
+        let closed = self.roll_if_full(&mut log, &mut st)?;
+        let committed = (|| {
+            let missing: Vec<Fid> = in_log
                 .iter()
-                .find(|(f, _)| f == fid)
-                .and_then(|(_, data)| set_again(&st.ns, *fid, data));
-            let op = again.ok_or_else(|| err!(EAGAIN, "inode {fid} has left the live log"))?;
-            self.append(&mut log, &mut st, op)?;
-        }
-        let op = build(&mut st.ns)?;
-        self.append(&mut log, &mut st, op)
+                .copied()
+                .filter(|f| !bytes_in_log(&st, *f))
+                .collect();
+            for fid in &missing {
+                let again = relog
+                    .iter()
+                    .find(|(f, _)| f == fid)
+                    .and_then(|(_, data)| set_again(&st.ns, *fid, data));
+                let op = again.ok_or_else(|| err!(EAGAIN, "inode {fid} has left the live log"))?;
+                self.append(&mut log, &mut st, op)?;
+            }
+            let op = build(&mut st.ns)?;
+            self.append(&mut log, &mut st, op)
+        })();
+        drop((st, log));
+        trim_closed(closed);
+        committed
     }
 
     pub(super) fn wait_for_room(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
@@ -301,10 +311,14 @@ impl Pipeline {
         let mut log = self.log.lock();
         let mut st = self.state.lock();
         self.wait_for_room(&mut st)?;
-        match set_again(&st.ns, fid, &Data::new(bytes)) {
+        let closed = self.roll_if_full(&mut log, &mut st)?;
+        let logged = match set_again(&st.ns, fid, &Data::new(bytes)) {
             Some(op) => self.append(&mut log, &mut st, op).map(|_| ()),
             None => Ok(()),
-        }
+        };
+        drop((st, log));
+        trim_closed(closed);
+        logged
     }
 
     /// Calls `done` once `seq` is durable in the log (at once if it is already).

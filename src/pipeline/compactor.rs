@@ -6,18 +6,14 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-use parking_lot::MutexGuard;
-
-use super::state::{Live, Pipeline};
+use super::state::Pipeline;
 use crate::error::{err, Error, Result};
 use crate::limits::{COMPACT_RETRY, TAIL_SYNC_WAIT, WRITEBACK_BATCH, WRITEBACK_EVERY};
-use crate::log::{LogWriter, Snapshot, SnapshotDelta};
+use crate::log::{Snapshot, SnapshotDelta};
 use crate::store::{self};
 use crate::types::Seq;
 
 impl Pipeline {
-    /// The compaction thread: compacts when the live log passes the limit, when the interval
-    /// has passed, or when asked.
     /// The compaction thread: compacts the log when due (`CompactPolicy`), and between
     /// compactions writes back changed backing files (`write_back`).
     pub(super) fn run_compact(&self) {
@@ -33,12 +29,15 @@ impl Pipeline {
                     if st.shutting_down {
                         return;
                     }
-                    // The size counts only once the live segment holds an entry: a limit
-                    // below a segment's header alone would otherwise be passed for ever.
-                    let has_entries = st.live.start_seq <= st.ns.last_seq();
+                    // What was logged since the last compaction: the segments commits closed
+                    // meanwhile (`roll_if_full`) and the live one. The size counts only once
+                    // an entry is there: a limit below a segment's header alone would
+                    // otherwise be passed for ever.
+                    let has_entries = st.live.start_seq <= st.ns.last_seq() || st.rolled > 0;
+                    let logged = st.rolled + st.live.len;
                     let due = st.fatal.is_none()
                         && (st.compact_requested
-                            || (st.live.len > self.log_limit() && has_entries)
+                            || (logged > self.log_limit() && has_entries)
                             || last.elapsed() >= self.policy.every);
                     if due {
                         st.compact_requested = false;
@@ -63,7 +62,10 @@ impl Pipeline {
             };
             if let Work::WriteBack = work {
                 last_write_back = Instant::now();
-                match self.write_back() {
+                self.state.lock().compactor_busy = true;
+                let written = self.write_back();
+                self.state.lock().compactor_busy = false;
+                match written {
                     Ok(upto) => self.vouch(upto),
                     Err(e) => error!("writing back backing files failed: {e}"),
                 }
@@ -95,10 +97,9 @@ impl Pipeline {
     }
 
     pub(super) fn compact_online(&self) -> Result<Option<crate::log::Compacted>> {
-        // The old segment's tail must be durable before the new segment exists: a crash may
-        // keep a new file while it loses unsynced bytes of the old, and a gap between segments
-        // is corruption to recovery. Most of it is synced here, holding no lock; then, holding
-        // the log (commits wait, lookups do not), only what was appended meanwhile.
+        // The old segment's tail must be durable before the new segment exists
+        // (`switch_segment`). Most of it is synced here, holding no lock; then, holding the
+        // log (commits wait, lookups do not), only what was appended meanwhile.
         let old = self.state.lock().live.file.clone();
         if let Err(e) = old.sync_data() {
             let e = Error::io("fdatasync of the log", &e);
@@ -118,47 +119,24 @@ impl Pipeline {
             }
             st.hurry -= 1;
         }
-        let (next, mut closed) = {
+        let (next, closed) = {
             let mut log = self.log.lock();
             let mut st = self.state.lock();
             if let Some(reason) = &st.fatal {
                 return Err(err!(EROFS, "the store failed earlier: {reason}"));
             }
             let upto = st.ns.last_seq();
-            if log.start_seq() > upto {
-                return Ok(None); // the live segment holds no entry yet
-            }
-            // Not all durable yet (commits kept coming, or a checkpoint's entry is not counted):
-            // the rest is synced here, as it must be before the new segment exists. The state
-            // lock is released meanwhile: holding the log keeps every commit out.
-            let durable = st.durable;
-            let tail = MutexGuard::unlocked(&mut st, || match durable < upto {
-                true => {
-                    log::debug!(
-                        "compaction: entries {} to {upto} not durable yet; syncing them first",
-                        durable + 1
-                    );
-                    log.sync()
-                }
-                false => Ok(()),
-            });
-            if let Err(e) = tail {
-                self.turn_read_only(&mut st, e.reason.clone());
-                return Err(e);
-            }
-            // The new segment's header and name are synced later: by the sync thread before it
-            // acknowledges any entry in it, and below before the manifest names it.
-            let max_line = log.max_line();
-            let mut new = MutexGuard::unlocked(&mut st, || {
-                LogWriter::create_unsynced(&*self.disk, &self.layout.log_dir(), upto + 1, max_line)
-            })?;
-            new.write_ahead(self.policy.write_ahead());
-            let closed = std::mem::replace(&mut *log, new);
-            st.live = Live::of(&log);
-            st.log_dir_unsynced = true;
+            // The live segment is closed here, unless it holds no entry yet: then a commit
+            // closed the last one (`roll_if_full`), synced, and there is nothing to close.
+            let closed = match log.start_seq() <= upto {
+                true => Some(self.switch_segment(&mut log, &mut st)?),
+                false if st.rolled > 0 => None,
+                false => return Ok(None), // nothing logged since the last compaction
+            };
+            st.rolled = 0;
+            st.compactor_busy = true;
             st.hurry += 1;
             self.apply_wake.notify_all();
-            self.wake.notify_all();
             info!("compacting the log up to entry {upto}; appends go to a new segment");
             let next = match st.ns.take_changes() {
                 Some(delta) => Next::Merged(delta),
@@ -166,12 +144,10 @@ impl Pipeline {
             };
             (next, closed)
         };
-        // The closed segment's zeros written ahead go; it is synced up to its lines already,
-        // and zeros left by a failure here are free space to every reader.
-        if let Err(e) = closed.trim() {
-            log::warn!("compaction: {e}");
-        }
-        let c = match self.write_snapshot(&next) {
+        super::segments::trim_closed(closed);
+        let written = self.write_snapshot(&next);
+        self.state.lock().compactor_busy = false;
+        let c = match written {
             Ok(c) => c,
             Err(e) => {
                 // The next snapshot is taken whole: which one the manifest names is not known.

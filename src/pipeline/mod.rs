@@ -19,6 +19,7 @@ mod apply;
 mod commits;
 mod compactor;
 mod replica;
+mod segments;
 mod state;
 mod sync;
 mod tree;

@@ -96,6 +96,12 @@ pub struct State {
     pub(super) compact_requested: bool,
     /// A write-back (and the checkpoint after it) was asked for (`request_write_back`).
     pub(super) write_back_requested: bool,
+    /// The compaction thread is compacting or writing back, and cannot close the live segment
+    /// when it passes the limit: a commit does (`Pipeline::roll_if_full`).
+    pub(super) compactor_busy: bool,
+    /// Bytes of the segments commits closed since the last compaction closed one: with the
+    /// live segment's, what the next compaction takes in.
+    pub(super) rolled: u64,
     /// When the store caches a replica: the last entry made here (not `from_replica`) that
     /// changed each node, until it is settled...
     pub(super) made_here: HashMap<Fid, Seq>,
