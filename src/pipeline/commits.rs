@@ -72,6 +72,7 @@ impl Pipeline {
                 write_back_requested: false,
                 compactor_busy: false,
                 rolled: 0,
+                kept_from: log.start_seq(),
                 made_here: HashMap::new(),
                 settled: durable,
                 from_replica: HashSet::new(),
@@ -154,7 +155,7 @@ impl Pipeline {
     }
 
     /// Like `commit`, with the current bytes of every regular file in `in_log` in the live
-    /// segment when the entry is (see `bytes_in_live_log`): for a file whose bytes are not,
+    /// log when the entry is (see `bytes_in_live_log`): for a file whose bytes are not,
     /// `relog` must bring them (read by the caller), and they are committed again first, holding
     /// the log, so that no compaction comes between. EAGAIN if they are missing or stale.
     pub fn commit_keeping(
@@ -500,7 +501,7 @@ impl Pipeline {
         self.state.lock().ns.get(fid).cloned()
     }
 
-    /// Of `fids`, the regular files whose current bytes the live segment does not hold, with
+    /// Of `fids`, the regular files whose current bytes the live log does not hold, with
     /// their sizes.
     pub fn not_in_live_log(&self, fids: &[Fid]) -> Vec<(Fid, u64)> {
         let st = self.state.lock();
@@ -510,9 +511,9 @@ impl Pipeline {
             .collect()
     }
 
-    /// Whether the live log segment holds the current bytes of regular file `fid`. A file
-    /// last written before the latest compaction (or in an earlier segment) has them only in
-    /// its backing file.
+    /// Whether the live log (the segments since the latest compaction's snapshot) holds the
+    /// current bytes of regular file `fid`. A file last written before that snapshot has them
+    /// only in its backing file.
     pub fn bytes_in_live_log(&self, fid: Fid) -> bool {
         bytes_in_log(&self.state.lock(), fid)
     }

@@ -90,7 +90,9 @@ impl Pipeline {
         }
     }
 
-    /// The live segment's size past which it is compacted (`CompactPolicy::limit`).
+    /// The bytes logged since the last compaction past which the log is compacted, and the
+    /// size past which a commit closes the live segment while the compactor is busy
+    /// (`CompactPolicy::limit`).
     pub fn log_limit(&self) -> u64 {
         self.policy
             .limit(self.snapshot_bytes.load(Ordering::Relaxed))
@@ -134,6 +136,7 @@ impl Pipeline {
                 false => return Ok(None), // nothing logged since the last compaction
             };
             st.rolled = 0;
+            st.kept_from = upto + 1;
             st.compactor_busy = true;
             st.hurry += 1;
             self.apply_wake.notify_all();

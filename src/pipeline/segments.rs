@@ -1,7 +1,8 @@
 //! Closing the live log segment and starting the next: by a compaction, at the point its
 //! snapshot is taken, and by a commit when the segment passes the limit while the compaction
 //! thread is busy. So a segment holds at most the limit and one commit, however long a
-//! compaction or a write-back takes.
+//! compaction or a write-back takes. A segment closed by a commit stays in charge as the live
+//! one did (`State::kept_from`): a file's bytes in it need no relog.
 
 use parking_lot::MutexGuard;
 

@@ -102,6 +102,10 @@ pub struct State {
     /// Bytes of the segments commits closed since the last compaction closed one: with the
     /// live segment's, what the next compaction takes in.
     pub(super) rolled: u64,
+    /// The first segment after the last compaction's snapshot (or the live one at the mount):
+    /// the bytes of a SET from there on are in the log until a compaction makes its backing
+    /// file durable (`bytes_in_log`).
+    pub(super) kept_from: Seq,
     /// When the store caches a replica: the last entry made here (not `from_replica`) that
     /// changed each node, until it is settled...
     pub(super) made_here: HashMap<Fid, Seq>,
@@ -255,7 +259,7 @@ impl CompactPolicy {
         self.log_limit.unwrap_or(DEFAULT_LOG_LIMIT) / 4
     }
 
-    /// The live segment's size past which it is compacted, after a snapshot of
+    /// The bytes logged past which the log is compacted, after a snapshot of
     /// `snapshot_bytes` (`MAX_GROWN_LOG_LIMIT` says why it grows).
     pub(super) fn limit(&self, snapshot_bytes: u64) -> u64 {
         self.log_limit
@@ -268,11 +272,11 @@ pub struct Committed {
     pub applied: Applied,
 }
 
+/// Whether the log holds the current bytes of `fid` (not a regular file: nothing to hold) in
+/// a segment that stays in charge until a compaction makes its backing file durable: one
+/// logged since the last compaction's snapshot, whichever segment since then.
 pub(super) fn bytes_in_log(st: &State, fid: Fid) -> bool {
     st.ns.get(fid).is_some_and(|i| {
-        i.kind != Kind::File
-            || i.content
-                .get()
-                .is_some_and(|c| c.segment >= st.live.start_seq)
+        i.kind != Kind::File || i.content.get().is_some_and(|c| c.segment >= st.kept_from)
     })
 }

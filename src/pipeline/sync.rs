@@ -87,7 +87,8 @@ impl Pipeline {
                 }
             };
             let started = Instant::now();
-            // The live segment, then the name of a new one (a compaction created it unsynced).
+            // The live segment, then the name of a new one (created unsynced by a compaction,
+            // or by a commit that closed the last one).
             let local = self.syncs_locally();
             let synced = failpoint_log_sync(self.syncs.load(Ordering::Relaxed))
                 .and_then(|_| match local {
