@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::limits::{DEFAULT_MAX_FILE_SIZE, MAX_MAX_FILE_SIZE, MAX_THREADS, MIN_LOG_LIMIT};
+use crate::limits::{
+    DEFAULT_MAX_FILE_SIZE, DEFAULT_THREADS, MAX_MAX_FILE_SIZE, MAX_THREADS, MIN_LOG_LIMIT,
+};
 use crate::options::SyncMode;
 
 #[derive(Parser, Debug)]
@@ -348,8 +350,9 @@ pub struct MountArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE,
           value_parser = clap::value_parser!(u64).range(1..=MAX_MAX_FILE_SIZE))]
     pub max_file_size: u64,
-    /// FUSE request threads. Syncs never block them; more helps only with slow reads.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
+    /// FUSE request threads. Syncs never block them; more than the CPUs keep one free to read
+    /// requests while others answer (limits.rs, DEFAULT_THREADS).
+    #[arg(long, default_value_t = DEFAULT_THREADS, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
     pub threads: u16,
     /// Compact the log while mounted once its live segment passes this many bytes
     /// (at least 4096) [default: 1 MiB, or the last snapshot's size up to 8 MiB]
