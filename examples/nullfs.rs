@@ -392,7 +392,8 @@ fn main() {
         fuser::MountOption::NoAtime,
         fuser::MountOption::RW,
     ];
-    config.n_threads = Some(2);
+    // As many request threads as recordfs has without `--threads`: the same yardstick.
+    config.n_threads = Some(usize::from(recordfs::limits::DEFAULT_THREADS));
     if let Err(e) = fuser::mount(fs, &mountpoint, &config) {
         eprintln!("nullfs: {mountpoint}: {e}");
         std::process::exit(1);
