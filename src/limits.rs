@@ -75,7 +75,8 @@ pub const MAX_THREADS: u16 = 64;
 /// then wait with no thread reading them. With 8 against 2 (on 2 CPUs, one run, both orders,
 /// 3 s rounds): 8 writers' durable creates +8 to +25%, updates +12 to +15%; 10,000 creates by
 /// one process without durability 2.13 s against 2.62 s (means); one writer's durable updates
-/// 2.6% slower (2,639/s against 2,712/s, within the rounds' spread).
+/// 2.6% slower (2,639/s against 2,712/s, within the rounds' spread), and 10,000 warm
+/// open+read+close by one process 1.16 s against 1.06 s (each request wakes another thread).
 pub const DEFAULT_THREADS: u16 = 8;
 
 /// Open file handles at once; past it open answers ENFILE.
