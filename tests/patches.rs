@@ -437,11 +437,25 @@ fn appends_go_in_place_under_a_reader_and_a_write_below_its_length_does_not() {
 }
 
 /// A patched file whose backing file is found damaged at its first read is restored from the
-/// log: its SET in the live segment with the patches after it replayed (a file whose last
-/// change was a patch has no whole copy in the log). Fails, with EIO, when only a SET can
-/// restore a file.
+/// log: its SET with the patches after it replayed (a file whose last change was a patch has
+/// no whole copy in the log). Fails, with EIO, when only a SET can restore a file.
 #[test]
 fn a_damaged_backing_file_of_a_patched_file_is_restored_from_its_set_and_patches() {
+    damaged_patched_file_is_restored(false);
+}
+
+/// As above, with the SET in an earlier segment than the patches, both in charge: a compaction
+/// closed the segment and then failed (its snapshot's temporary name is a directory). Fails,
+/// with EIO, if the restore reads the live segment alone.
+#[test]
+fn a_damaged_patched_file_is_restored_from_a_set_in_an_earlier_segment() {
+    damaged_patched_file_is_restored(true);
+}
+
+/// Writes journal.bin and changes it twice by patches (with `split`, a compaction between
+/// closes the segment and fails), stops cleanly, damages its backing file by hand and reads it
+/// back through a new mount.
+fn damaged_patched_file_is_restored(split: bool) {
     use recordfs::fs::RecordFs;
     use recordfs::options::{Options, SyncMode};
     use recordfs::types::ROOT;
@@ -461,6 +475,14 @@ fn a_damaged_backing_file_of_a_patched_file_is_restored_from_its_set_and_patches
         fs.wait(t).unwrap();
         fs.write(fh, 0, &content).unwrap();
         fs.wait(fs.fsync(fh).unwrap()).unwrap();
+        if split {
+            fs::create_dir(store.join("tmp").join("snapshot")).unwrap();
+            fs.pipeline().request_compaction();
+            assert!(
+                wait_until(Duration::from_secs(20), || segments(&store) == 2),
+                "no compaction closed the segment"
+            );
+        }
         // Two changes smaller than half the file: patches, under the default threshold.
         for (at, bytes) in [(10_000, noise(300, 8)), (20, noise(28, 9))] {
             fs.write(fh, at, &bytes).unwrap();
@@ -471,6 +493,14 @@ fn a_damaged_backing_file_of_a_patched_file_is_restored_from_its_set_and_patches
         }
         fs.release(fh);
         fs.shutdown().unwrap();
+    }
+    assert!(
+        !store.join("log/MANIFEST").exists(),
+        "no compaction finished"
+    );
+    assert_eq!(segments(&store), if split { 2 } else { 1 });
+    if split {
+        fs::remove_dir(store.join("tmp").join("snapshot")).unwrap();
     }
     let log: Vec<u8> = std::fs::read_dir(store.join("log"))
         .unwrap()
@@ -496,4 +526,18 @@ fn a_damaged_backing_file_of_a_patched_file_is_restored_from_its_set_and_patches
     fs.pipeline().quiesce();
     assert_eq!(std::fs::read(&backing).unwrap(), content, "rewritten");
     fs.shutdown().unwrap();
+}
+
+/// How many log segments `store/log/` holds.
+fn segments(store: &std::path::Path) -> usize {
+    fs::read_dir(store.join("log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
 }

@@ -188,33 +188,34 @@ impl Pipeline {
         }
     }
 
-    /// The bytes of a file whose last change was a patch: its last SET in the live segment
-    /// with the patches after it replayed, as recovery replays them. Reads the whole segment,
-    /// as only a damaged backing file comes here. Fails when the SET is older than the
-    /// segment (the snapshot before it holds no bytes).
+    /// The bytes of a file whose last change was a patch: its last SET with the patches after
+    /// it replayed, as recovery replays them, from every segment in `log/` (the ones in
+    /// charge: after a compaction that failed, or while one runs, several). Reads them whole,
+    /// as only a damaged backing file comes here. Fails when the SET is older than them all
+    /// (the snapshot before them holds no bytes).
     fn bytes_from_patches(&self, inode: &Inode) -> Result<Vec<u8>> {
-        let start = self.state.lock().live.start_seq;
-        let segment = self.layout.log_dir().join(crate::log::segment_name(start));
         let mut bytes: Option<Vec<u8>> = None;
-        // A line being written as this reads may look torn: what was read before it counts,
-        // and the checksum below says whether it was enough.
-        crate::log::scan_segment(&*self.disk, &segment, None, |_, entry| {
-            match entry.op {
-                _ if entry.seq > inode.last_seq => {}
-                Op::Set { fid, data, .. } if fid == inode.fid => {
-                    bytes = Some(data.bytes.to_vec());
-                }
-                Op::Patch {
-                    fid, len, ranges, ..
-                } if fid == inode.fid => {
-                    if let Some(b) = &mut bytes {
-                        crate::log::apply_patch(b, len, &ranges);
+        for (_, segment) in crate::log::list_segments(&*self.disk, &self.layout.log_dir())? {
+            // A line being written as this reads may look torn: what was read before it
+            // counts, and the checksum below says whether it was enough.
+            crate::log::scan_segment(&*self.disk, &segment, None, |_, entry| {
+                match entry.op {
+                    _ if entry.seq > inode.last_seq => {}
+                    Op::Set { fid, data, .. } if fid == inode.fid => {
+                        bytes = Some(data.bytes.to_vec());
                     }
+                    Op::Patch {
+                        fid, len, ranges, ..
+                    } if fid == inode.fid => {
+                        if let Some(b) = &mut bytes {
+                            crate::log::apply_patch(b, len, &ranges);
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
         match bytes {
             Some(b) if b.len() as u64 == inode.size && crc32c(&b) == inode.dcrc => Ok(b),
             Some(_) => Err(err!(
