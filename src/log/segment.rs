@@ -151,11 +151,20 @@ impl LogWriter {
         if let Err(e) = w.append(&header) {
             // A disk full mid-header: the caller goes on with the segment before, and a
             // segment left behind would sit in the middle of the log, where recovery takes a
-            // segment without a header for damage.
-            if let Err(gone) = disk.remove(&path) {
-                log::error!("{}: {gone}", ctx("removing the unfinished log segment"));
-            }
-            return Err(e);
+            // segment without a header for damage. Its removal is made durable before any
+            // later entry can be: a crash must not keep the name and lose the removal. When
+            // that fails, the caller must append nothing more: EIO.
+            let removed = disk
+                .remove(&path)
+                .and_then(|_| disk.sync_dir(dir))
+                .map_err(|gone| {
+                    err!(
+                        EIO,
+                        "{} ({e}): {gone}",
+                        ctx("removing the unfinished log segment")
+                    )
+                });
+            return Err(removed.err().unwrap_or(e));
         }
         w.ahead = LOG_PREALLOC;
         Ok(w)
@@ -286,13 +295,22 @@ impl LogWriter {
                 Ok(offset)
             }
             Err(e) => {
+                // Part of the line may be written, or all of it with the zeros after it
+                // failing: the caller hears that the entry failed, so the cut is made durable
+                // first. A crash must not keep the line and lose the cut, bringing back a
+                // change its caller was told had failed.
                 let error = Error::io(format!("appending to {}", self.path.display()), &e);
-                if let Err(e2) = self.file.set_len(offset) {
+                let cut = self
+                    .file
+                    .set_len(offset)
+                    .and_then(|_| self.file.sync_data());
+                if let Err(e2) = cut {
                     return Err(err!(
                         EIO,
                         "{error}; then cutting the partial entry failed: {e2}"
                     ));
                 }
+                self.size = offset;
                 Err(error)
             }
         }
@@ -304,6 +322,66 @@ mod tests {
     use super::*;
     use crate::log::{encode_entry, Data, Entry, Op};
     use crate::types::{Attrs, Kind, Time, ROOT};
+
+    /// A log directory on a simulated disk, for the crash tests below.
+    #[cfg(feature = "sim")]
+    fn sim_log() -> crate::disk::sim::SimDisk {
+        let disk = crate::disk::sim::SimDisk::new();
+        disk.create_dir(Path::new("/log")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        disk
+    }
+
+    /// An append whose line is written but whose zeros after it fail (a full disk): its caller
+    /// hears the entry failed, so no crash may bring the line back. Fails if the cut of the
+    /// line is not durable before the error is returned (a crash keeps the line's write and
+    /// loses the cut: checked).
+    #[cfg(feature = "sim")]
+    #[test]
+    fn a_line_whose_append_failed_never_comes_back_after_a_crash() {
+        use crate::disk::sim::FaultOn;
+        let line = encode_entry(&Entry {
+            seq: 1,
+            ts: 0,
+            op: Op::Delete {
+                fid: 2,
+                dir: ROOT,
+                name: b"x".to_vec(),
+            },
+        });
+        for seed in 0..64 {
+            let disk = sim_log();
+            let mut w = LogWriter::create(&disk, Path::new("/log"), 1, 1 << 20).unwrap();
+            // The line goes in the first write, the zeros ahead of it in the next ones.
+            disk.fail_next(FaultOn::Write, 1, libc::ENOSPC);
+            assert!(w.append(&line).is_err());
+            let crashed = disk.crash(seed);
+            let mut seen = Vec::new();
+            let _ = crate::log::scan_segment(&crashed, w.path(), None, |_, e| {
+                seen.push(e.seq);
+                Ok(())
+            });
+            assert!(seen.is_empty(), "seed {seed}: the failed entry came back");
+        }
+    }
+
+    /// A segment whose header cannot be written (a full disk) is removed, and the removal is
+    /// durable before the caller goes on with the segment before: no crash keeps its name,
+    /// which would sit in the middle of the log. Fails without the directory's sync after the
+    /// removal (checked).
+    #[cfg(feature = "sim")]
+    #[test]
+    fn a_segment_whose_header_failed_is_gone_after_a_crash() {
+        use crate::disk::sim::FaultOn;
+        for seed in 0..64 {
+            let disk = sim_log();
+            disk.fail_next(FaultOn::Write, 0, libc::ENOSPC);
+            let made = LogWriter::create_unsynced(&disk, Path::new("/log"), 5, 1 << 20);
+            assert_eq!(made.err().map(|e| e.errno), Some(libc::ENOSPC));
+            let left = disk.crash(seed).list(Path::new("/log")).unwrap();
+            assert!(left.is_empty(), "seed {seed}: {left:?} kept");
+        }
+    }
 
     /// The bytes this thread has made dirty so far (`write_bytes` of /proc/thread-self/io).
     fn dirtied_by_this_thread() -> u64 {

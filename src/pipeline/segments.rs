@@ -42,8 +42,15 @@ impl Pipeline {
         // The new segment's header and name are synced by the sync thread before it
         // acknowledges any entry in it (and by a compaction before the manifest names it).
         let max_line = log.max_line();
-        let mut new = MutexGuard::unlocked(st, || {
+        let created = MutexGuard::unlocked(st, || {
             LogWriter::create_unsynced(&*self.disk, &self.layout.log_dir(), upto + 1, max_line)
+        });
+        // As for an append: a full disk leaves the live segment as it was, anything else may
+        // have left the log in a state nothing more may be written on.
+        let mut new = created.inspect_err(|e| {
+            if !e.is_no_space() {
+                self.turn_read_only(st, format!("creating the next log segment failed: {e}"));
+            }
         })?;
         new.write_ahead(self.policy.write_ahead());
         let closed = std::mem::replace(log, new);
