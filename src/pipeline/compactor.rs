@@ -138,9 +138,15 @@ impl Pipeline {
             st.rolled = 0;
             st.kept_from = upto + 1;
             st.compactor_busy = true;
+            // Entries up to `upto` not marked durable yet (synced by a close, or riding) are
+            // taken by the sync and apply threads at once.
             st.hurry += 1;
+            self.wake.notify_all();
             self.apply_wake.notify_all();
-            info!("compacting the log up to entry {upto}; appends go to a new segment");
+            info!(
+                "compacting the log up to entry {upto}; appends go to segment {}",
+                upto + 1
+            );
             let next = match st.ns.take_changes() {
                 Some(delta) => Next::Merged(delta),
                 None => Next::Whole(st.ns.snapshot()),
