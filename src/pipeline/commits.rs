@@ -9,7 +9,6 @@ use std::time::Duration;
 use log::{error, info};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::segments::trim_closed;
 use super::state::{
     bytes_in_log, Committed, CompactPolicy, Live, Pipeline, State, Threads, Waiter, Waiters,
 };
@@ -164,16 +163,11 @@ impl Pipeline {
         relog: &[(Fid, Data)],
         build: impl FnOnce(&mut Namespace) -> Result<Op>,
     ) -> Result<Committed> {
-        let mut log = self.log.lock();
-        let mut st = self.state.lock();
-        self.wait_for_room(&mut st)?;
-        // Before the bytes are checked: a commit and the relogs it needs share one segment.
-        let closed = self.roll_if_full(&mut log, &mut st)?;
-        let committed = (|| {
+        self.holding_log(|log, st| {
             let missing: Vec<Fid> = in_log
                 .iter()
                 .copied()
-                .filter(|f| !bytes_in_log(&st, *f))
+                .filter(|f| !bytes_in_log(st, *f))
                 .collect();
             for fid in &missing {
                 let again = relog
@@ -181,14 +175,11 @@ impl Pipeline {
                     .find(|(f, _)| f == fid)
                     .and_then(|(_, data)| set_again(&st.ns, *fid, data));
                 let op = again.ok_or_else(|| err!(EAGAIN, "inode {fid} has left the live log"))?;
-                self.append(&mut log, &mut st, op)?;
+                self.append(log, st, op)?;
             }
             let op = build(&mut st.ns)?;
-            self.append(&mut log, &mut st, op)
-        })();
-        drop((st, log));
-        trim_closed(closed);
-        committed
+            self.append(log, st, op)
+        })
     }
 
     pub(super) fn wait_for_room(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
@@ -309,17 +300,10 @@ impl Pipeline {
     /// apply thread rewrites its backing file: one found to differ from the log. Nothing if
     /// a commit changed the file since `bytes` were read.
     pub fn log_again(&self, fid: Fid, bytes: Arc<Vec<u8>>) -> Result<()> {
-        let mut log = self.log.lock();
-        let mut st = self.state.lock();
-        self.wait_for_room(&mut st)?;
-        let closed = self.roll_if_full(&mut log, &mut st)?;
-        let logged = match set_again(&st.ns, fid, &Data::new(bytes)) {
-            Some(op) => self.append(&mut log, &mut st, op).map(|_| ()),
+        self.holding_log(|log, st| match set_again(&st.ns, fid, &Data::new(bytes)) {
+            Some(op) => self.append(log, st, op).map(|_| ()),
             None => Ok(()),
-        };
-        drop((st, log));
-        trim_closed(closed);
-        logged
+        })
     }
 
     /// Calls `done` once `seq` is durable in the log (at once if it is already).

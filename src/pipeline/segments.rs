@@ -60,11 +60,29 @@ impl Pipeline {
         Ok(closed)
     }
 
+    /// Runs `f`, which appends entries, holding the log writer and the state lock, once
+    /// there is room for more pending bytes (`wait_for_room`) and the live segment is closed
+    /// if it must be (`roll_if_full`): before `f`, so that a commit and the relogs it needs
+    /// share one segment. A segment closed here is trimmed once both locks are released.
+    pub(super) fn holding_log<T>(
+        &self,
+        f: impl FnOnce(&mut LogWriter, &mut MutexGuard<'_, State>) -> Result<T>,
+    ) -> Result<T> {
+        let mut log = self.log.lock();
+        let mut st = self.state.lock();
+        self.wait_for_room(&mut st)?;
+        let closed = self.roll_if_full(&mut log, &mut st)?;
+        let done = f(&mut log, &mut st);
+        drop((st, log));
+        trim_closed(closed);
+        done
+    }
+
     /// Before a commit: closes the live segment if it is past the limit and the compaction
     /// thread, which would close it, is busy (`State::compactor_busy`), and wakes that thread
     /// to compact what was closed once it is free. Returns the closed segment, which the
     /// caller trims once it holds no lock (`trim_closed`).
-    pub(super) fn roll_if_full(
+    fn roll_if_full(
         &self,
         log: &mut LogWriter,
         st: &mut MutexGuard<'_, State>,
