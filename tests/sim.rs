@@ -119,12 +119,15 @@ enum Op {
     /// ops go on: the crash may find it at any point, its line after entries it does not
     /// vouch for.
     WriteBack,
+    /// Asks for an online compaction now (it closes the live segment, snapshots and trims),
+    /// while later ops go on, as `WriteBack` does.
+    Compact,
 }
 
 const XATTR_KEYS: [&str; 2] = ["user.a", "trusted.b"];
 const XATTR_VALUES: [&[u8]; 3] = [b"1", b"", &[7; 300]];
 
-/// One operation; weights out of 32.
+/// One operation; weights out of 33.
 fn op() -> impl Strategy<Value = Op> {
     let name = || 0..NAMES.len();
     let content = || 0..contents().len();
@@ -149,6 +152,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(name, key, value)| Op::Xattr { name, key, value }),
         2 => (name(), name()).prop_map(|(from, to)| Op::Link { from, to }),
         2 => Just(Op::WriteBack),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -176,6 +180,7 @@ struct FileState {
 type State = BTreeMap<String, FileState>;
 
 /// Every state the store passed through, with the log position after it.
+#[derive(Clone)]
 struct History {
     states: Vec<(State, u64)>,
     durable: usize,
@@ -359,6 +364,11 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                             fs.pipeline().fatal().is_some(),
                             "{op:?}: a refused first save left the new record"
                         );
+                        // The name's removal may have been logged as the store failed: later
+                        // in the log than anything acknowledged, it may survive a crash.
+                        let mut gone = model.clone();
+                        gone.remove(n);
+                        h.states.push((gone, u64::MAX));
                     }
                 }
                 (r, valid) => panic!("{op:?}: core {r:?}, model says valid={valid}"),
@@ -495,6 +505,7 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
             h.durable_upto(t);
         }
         Op::WriteBack => fs.pipeline().request_write_back(),
+        Op::Compact => fs.pipeline().request_compaction(),
         Op::Mkdir { dir } => {
             let path = DIRS[*dir];
             let r = at(fs, path)
@@ -1323,83 +1334,220 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
         let result = runner.run(&faulty, |(ops, at, nth, crash_seed)| {
             let seed = case.get();
             case.set(seed + 1);
-            let disk = SimDisk::new();
-            let fs =
-                RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default())
-                    .unwrap();
-            let mut model = State::new();
-            let mut h = History::new(&fs);
-            let mut open = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                if i == at {
-                    match fault {
-                        Some(on) => disk.fail_next(on, nth, errno),
-                        None => disk.set_capacity(Some(0)),
-                    }
-                    injected.set(injected.get() + 1);
-                }
-                if i >= at {
-                    // After the fault the model no longer predicts outcomes: run the op on the
-                    // core alone; whatever it acknowledged must survive.
-                    let before = fs.pipeline().last_seq();
-                    let mut scratch = model.clone();
-                    let mut h2 = History {
-                        states: Vec::new(),
-                        durable: 0,
-                    };
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_op(&fs, &mut scratch, &mut h2, op, &mut open);
-                    }));
-                    if std::env::var_os("RECORDFS_DEBUG").is_some() {
-                        let why = outcome
-                            .as_ref()
-                            .err()
-                            .and_then(|p| p.downcast_ref::<String>().cloned());
-                        eprintln!(
-                            "op {i} {op:?}: seq {before} -> {}, {why:?}",
-                            fs.pipeline().last_seq()
-                        );
-                    }
-                    let ok = outcome.is_ok();
-                    if ok && fs.pipeline().last_seq() > before && fs.pipeline().fatal().is_none() {
-                        model = scratch;
-                        for (s, _) in h2.states {
-                            h.push(s, &fs);
-                        }
-                        h.durable = h.states.len() - 1;
-                    } else if fs.pipeline().last_seq() > before {
-                        // Committed to the log but the answer was an error: may or may not survive.
-                        model = scratch;
-                        h.push(model.clone(), &fs);
-                    }
-                } else {
-                    run_op(&fs, &mut model, &mut h, op, &mut open);
-                }
-            }
-            disk.set_capacity(None);
-            let rebooted = disk.crash(crash_seed);
-            drop(fs);
-            let fs = RecordFs::start_on(
-                Arc::new(rebooted.clone()),
-                Path::new(STORE),
-                Options::default(),
-            )
-            .unwrap_or_else(|e| panic!("{fault:?}/{errno} seed {seed}: recovery failed: {e}"));
-            let state = read_state(&fs).unwrap();
-            assert!(
-                h.states[h.durable..].iter().any(|(s, _)| matches(&state, s)),
-                "{fault:?}/{errno} seed {seed}: recovered [{}]\nops {ops:?}, fault before op {at}\nhistory (durable from {}):\n{}",
-                summary(&state),
-                h.durable,
-                h.states.iter().map(|(s, q)| format!("  seq {q}: [{}]", summary(s))).collect::<Vec<_>>().join("\n")
-            );
-            fs.shutdown().unwrap();
-            Ok(())
+            let fault = Fault {
+                on: fault,
+                errno,
+                at,
+                nth,
+            };
+            injected.set(injected.get() + (at < ops.len()) as u64);
+            run_faulty(&fault, &ops, crash_seed).map_err(|why| {
+                TestCaseError::fail(format!(
+                    "{fault:?} seed {seed}: {why}\nops {ops:?} (crash seed {crash_seed})"
+                ))
+            })
         });
         result.unwrap();
     }
     let injected = injected.get();
     eprintln!("faults: {injected} injected (write EIO, rename EIO, write ENOSPC, full disk), all recovered");
+}
+
+/// A fault the simulated disk injects before op `at`: the `nth` next write or rename fails
+/// with `errno`, or (`on: None`) the disk is full from then on.
+#[derive(Debug)]
+struct Fault {
+    on: Option<recordfs::disk::sim::FaultOn>,
+    errno: i32,
+    at: usize,
+    nth: u64,
+}
+
+/// Runs `ops` with `fault` injected, crashes, recovers and checks that the store came back at
+/// one of the states it may have been left in. Err says what broke.
+///
+/// Up to the fault the model predicts every outcome. From then on an op that fails may have
+/// done part of its work (a create logged, then its write failed): the store's own state after
+/// it is the model's next state, and, if the op turned the store read-only, the op's whole
+/// effect is possible too, since its entry may have reached the log before the failure (like an
+/// fsync that fails on ext4, an EIO says nothing about what the disk kept).
+fn run_faulty(fault: &Fault, ops: &[Op], crash_seed: u64) -> Result<(), String> {
+    let disk = SimDisk::new();
+    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default())
+        .map_err(|e| e.to_string())?;
+    let mut model = State::new();
+    let mut h = History::new(&fs);
+    let mut open = Vec::new();
+    let debug = std::env::var_os("RECORDFS_DEBUG").is_some();
+    for (i, op) in ops.iter().enumerate() {
+        if i == fault.at {
+            match fault.on {
+                Some(on) => disk.fail_next(on, fault.nth, fault.errno),
+                None => disk.set_capacity(Some(0)),
+            }
+        }
+        if i < fault.at {
+            run_op(&fs, &mut model, &mut h, op, &mut open);
+            continue;
+        }
+        let (before, was_fatal) = (fs.pipeline().last_seq(), fs.pipeline().fatal().is_some());
+        // An op that fails midway may have pushed states it did not reach.
+        let (mut scratch, mut h2) = (model.clone(), h.clone());
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_op(&fs, &mut scratch, &mut h2, op, &mut open);
+        }));
+        if debug {
+            let why = outcome
+                .as_ref()
+                .err()
+                .and_then(|p| p.downcast_ref::<String>().cloned());
+            eprintln!(
+                "op {i} {op:?}: seq {before} -> {}, {why:?}",
+                fs.pipeline().last_seq()
+            );
+        }
+        if outcome.is_ok() {
+            (model, h) = (scratch, h2);
+            continue;
+        }
+        if was_fatal {
+            // A store read-only already changed nothing.
+            continue;
+        }
+        let mut now = read_state(&fs)?;
+        // The store's mtimes are not the model's to predict (it names only those utimes set).
+        now.values_mut().for_each(|f| f.mtime = None);
+        h.push(now.clone(), &fs);
+        if fs.pipeline().fatal().is_some() {
+            // Entries logged as the store failed come after what it shows, in log order.
+            for s in as_if_done(&model, op)? {
+                h.states.push((s, u64::MAX));
+            }
+        }
+        model = now;
+    }
+    disk.set_capacity(None);
+    if debug {
+        dump(&disk, "before the crash");
+    }
+    let rebooted = disk.crash(crash_seed);
+    if debug {
+        dump(&rebooted, "after the crash");
+    }
+    drop(fs);
+    let fs = RecordFs::start_on(
+        Arc::new(rebooted.clone()),
+        Path::new(STORE),
+        Options::default(),
+    )
+    .map_err(|e| format!("recovery failed: {e}"))?;
+    let state = read_state(&fs)?;
+    if !h.states[h.durable..]
+        .iter()
+        .any(|(s, _)| matches(&state, s))
+    {
+        return Err(format!(
+            "recovered [{}], fault before op {}\nhistory (durable from {}):\n{}",
+            summary(&state),
+            fault.at,
+            h.durable,
+            h.states
+                .iter()
+                .map(|(s, q)| format!("  seq {q}: [{}]", summary(s)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    fs.shutdown().map_err(|e| e.to_string())?;
+    drop(fs);
+    let report =
+        recovery::check(&rebooted, &Layout::new(Path::new(STORE))).map_err(|e| e.to_string())?;
+    if !report.problems.is_empty() {
+        return Err(format!("check after recovery: {:?}", report.problems));
+    }
+    Ok(())
+}
+
+/// Prints the store's log and backing files as `disk` holds them (`RECORDFS_DEBUG`).
+fn dump(disk: &SimDisk, when: &str) {
+    for dir in ["/store/log", "/store/root"] {
+        for n in disk.list(Path::new(dir)).unwrap_or_default() {
+            let path = Path::new(dir).join(String::from_utf8_lossy(&n).as_ref());
+            let Ok(f) = disk.open_read(&path) else {
+                continue;
+            };
+            let mut buf = vec![0u8; f.size().unwrap_or(0) as usize];
+            let k = f.read_at(&mut buf, 0).unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..k]).replace('\0', "");
+            eprintln!("{when}, {}:\n{text}", path.display());
+        }
+    }
+}
+
+/// The states `op` passes through from `model` when nothing fails (a create, then the save, for
+/// a new file): the op run on a store of its own, on a disk without faults, that holds exactly
+/// `model`.
+fn as_if_done(model: &State, op: &Op) -> Result<Vec<State>, String> {
+    let fs = RecordFs::start_on(
+        Arc::new(SimDisk::new()),
+        Path::new(STORE),
+        Options::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut made: BTreeMap<u64, Fid> = BTreeMap::new();
+    // Keys sort a directory ("d/") before what it holds ("d/x").
+    for (name, f) in model {
+        let (dir, base) = at(&fs, name.trim_end_matches('/')).map_err(|e| e.to_string())?;
+        let ino = if let Some(ino) = f.link.and_then(|l| made.get(&l)) {
+            fs.link(*ino, dir, base.as_bytes())
+                .and_then(|(_, t)| fs.wait(t))
+                .map_err(|e| e.to_string())?;
+            continue;
+        } else if name.ends_with('/') {
+            fs.mkdir(dir, base.as_bytes(), f.mode, 0, 0)
+                .map_err(|e| e.to_string())?
+                .0
+                .ino
+        } else {
+            let (st, fh, _) = fs
+                .create(dir, base.as_bytes(), f.mode, 0, 0, libc::O_WRONLY)
+                .map_err(|e| e.to_string())?;
+            fs.write(fh, 0, &f.content).map_err(|e| e.to_string())?;
+            fs.flush(fh)
+                .and_then(|t| fs.wait(t))
+                .map_err(|e| e.to_string())?;
+            fs.release(fh);
+            st.ino
+        };
+        if let Some(l) = f.link {
+            made.insert(l, ino);
+        }
+        for (k, v) in &f.xattrs {
+            fs.setxattr(ino, k.as_bytes(), Some(v), 0)
+                .and_then(|t| fs.wait(t))
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(secs) = f.mtime {
+            let t = Time { secs, nsecs: 0 };
+            let set = SetAttr {
+                mtime: Some(t),
+                atime: Some(t),
+                ..SetAttr::default()
+            };
+            fs.setattr(ino, None, set)
+                .and_then(|(_, t)| fs.wait(t))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let mut done = model.clone();
+    let mut h = History::new(&fs);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_op(&fs, &mut done, &mut h, op, &mut Vec::new());
+    }))
+    .map_err(|_| format!("{op:?} fails on a store without faults"))?;
+    fs.shutdown().map_err(|e| e.to_string())?;
+    // The first state is the empty store the history started at, not `model`.
+    Ok(h.states.into_iter().skip(1).map(|(s, _)| s).collect())
 }
 
 /// Regression (found by the fault sweep, write ENOSPC seed 0): close() answered ENOSPC, then

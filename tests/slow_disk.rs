@@ -6,7 +6,8 @@
 //! the old segment's tail, a new backing file's rename into place). Each test holds the operation, asks a lookup and a getattr from another thread, and
 //! fails if they are not answered within a bound while the operation is held. And against a
 //! log that grows past its limit while a compaction is held at its snapshot, or loses saves
-//! made meanwhile in a crash.
+//! made meanwhile in a crash. And against a change logged as the store fails that answers as
+//! if nothing was done.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -412,4 +413,44 @@ fn a_segment_a_save_closes_is_durable_before_the_next_one_exists() {
     for disk in &crashed {
         all_saved(disk, &opts, SAVES, false);
     }
+}
+
+/// A change whose line was being written when the store turned read-only (a log sync failed
+/// meanwhile) is in the log, unacknowledged, and may be there after a remount: it answers EIO,
+/// which says the outcome is unknown, not EROFS, which says nothing was done. Fails with EROFS.
+#[test]
+fn a_change_logged_as_the_store_fails_answers_eio() {
+    let disk = SimDisk::new();
+    let opts = Options {
+        sync: recordfs::options::SyncMode::Never,
+        ..Options::default()
+    };
+    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts).unwrap();
+    fs.pipeline().quiesce();
+    // The sync thread's sync of the first mkdir is held, then fails.
+    let sync = disk.stall_next(FaultOn::Sync, 0);
+    disk.fail_next(FaultOn::Sync, 0, libc::EIO);
+    let _ = fs.mkdir(ROOT, b"p", 0o755, 0, 0).unwrap();
+    assert!(sync.wait_entered(BOUND), "the first mkdir was never synced");
+    let write = disk.stall_next(FaultOn::Write, 0);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| fs.mkdir(ROOT, b"x", 0o755, 0, 0).map(|_| ()));
+        let reached = write.wait_entered(BOUND);
+        sync.open();
+        let until = Instant::now() + BOUND;
+        while reached && fs.pipeline().fatal().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let failed = fs.pipeline().fatal().is_some();
+        write.open();
+        let answer = second.join().unwrap();
+        assert!(reached, "the second mkdir never wrote its line");
+        assert!(failed, "the held log sync did not fail the store");
+        assert_eq!(answer.unwrap_err().errno, libc::EIO);
+    });
+    assert_eq!(
+        fs.mkdir(ROOT, b"y", 0o755, 0, 0).unwrap_err().errno,
+        libc::EROFS,
+        "a change after the failure is refused"
+    );
 }

@@ -236,12 +236,15 @@ impl Pipeline {
         })?;
         st.live.len = log.len();
         if let Some(reason) = &st.fatal {
-            // The store failed while the line was written (a log sync): nothing after the
-            // failure may be acknowledged, so the entry is not queued for a sync. It is in the
-            // log, unacknowledged, as an entry written just before a crash is.
+            // The store failed while the line was written (a log sync, a backing file's
+            // write): nothing after the failure may be acknowledged, so the entry is not
+            // queued for a sync. It is in the log, unacknowledged, as an entry written just
+            // before a crash is, and may be there after a remount: EIO, not EROFS, which would
+            // tell the caller nothing was done.
             return Err(err!(
-                EROFS,
-                "the store is read-only after a failure: {reason}"
+                EIO,
+                "the store turned read-only while this change was logged (it may or may not \
+                 be there after a remount): {reason}"
             ));
         }
         let loc = matches!(entry.op, Op::Set { .. }).then_some(ContentLoc {
