@@ -352,11 +352,13 @@ fn run_op(fs: &RecordFs, model: &mut State, h: &mut History, op: &Op, open: &mut
                 (Err(e), false) => {
                     assert_eq!(e.errno, libc::EINVAL, "{op:?}");
                     // A refused first save takes the new name back (durably under
-                    // --sync always, before the close returns), unless the store failed.
+                    // --sync always, before the close returns, unless the store failed
+                    // meanwhile: then the empty file may come back).
                     if created && ino(n).is_err() {
                         model.remove(n);
                         h.push(model.clone(), fs);
-                        if fs.options().sync == SyncMode::Always {
+                        if fs.options().sync == SyncMode::Always && fs.pipeline().fatal().is_none()
+                        {
                             h.durable_upto(Ticket(Some(fs.pipeline().last_seq())));
                         }
                     } else if created {
@@ -738,32 +740,48 @@ fn matches(actual: &State, expected: &State) -> bool {
         })
 }
 
-/// Runs `ops`, crashes after `crash_after` of them, recovers and checks. Err says what broke.
-/// A disk for a case: `journal: false` models a filesystem without a journal (renames in
-/// one directory are not atomic across a crash).
-fn new_disk(journal: bool) -> SimDisk {
-    let disk = SimDisk::new();
-    if !journal {
-        disk.without_journal();
-    }
-    disk
+/// The disk a case runs on, and what it holds up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Setup {
+    /// A filesystem with a journal (ext4's default).
+    Journal,
+    /// A filesystem without a journal: renames in one directory are not atomic across a crash.
+    NoJournal,
+    /// With a journal, and the first compaction held at its snapshot (the disk slow at that
+    /// moment) until the crash, or in half the cases for the first half of the ops: commits
+    /// close the live segment at the limit meanwhile, so crashes fall among those closes, and
+    /// then the compaction let go takes them in.
+    HeldCompaction,
 }
 
+/// Runs `ops`, crashes after `crash_after` of them, recovers and checks. Err says what broke.
 fn run_case(
     opts: &Options,
-    journal: bool,
+    setup: Setup,
     ops: &[Op],
     crash_after: usize,
     crash_seed: u64,
 ) -> Result<usize, String> {
     let opts = opts.clone();
-    let disk = new_disk(journal);
+    let disk = SimDisk::new();
+    if setup == Setup::NoJournal {
+        disk.without_journal();
+    }
     let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
         .map_err(|e| e.to_string())?;
+    let held = match setup {
+        Setup::HeldCompaction => Some(hold_compaction(&disk, &fs)?),
+        _ => None,
+    };
     let mut model = State::new();
     let mut h = History::new(&fs);
     let mut open = Vec::new();
+    // Half the cases let the held compaction go halfway, the others crash while it is held.
+    let let_go = crash_seed.is_multiple_of(2).then_some(crash_after / 2);
     for (i, op) in ops[..crash_after].iter().enumerate() {
+        if Some(i) == let_go {
+            held.iter().for_each(|g| g.open());
+        }
         // A handle left open would be committed by a later rename of its file (as promised),
         // which the model does not follow: only the last op before the crash leaves one open.
         let op = match op {
@@ -777,6 +795,8 @@ fn run_case(
     }
     let unsynced = disk.unsynced_ops();
     let rebooted = disk.crash(crash_seed);
+    // A compaction still held goes on against the dead disk, and fails.
+    held.iter().for_each(|g| g.open());
     drop(fs); // the dead process: its threads now see EIO
     let fs = RecordFs::start_on(Arc::new(rebooted.clone()), Path::new(STORE), opts)
         .map_err(|e| format!("recovery failed: {e}"))?;
@@ -809,29 +829,46 @@ fn run_case(
     Ok(unsynced)
 }
 
+/// Holds the first compaction of the new store `fs` at its snapshot until the gate returned is
+/// opened.
+fn hold_compaction(
+    disk: &SimDisk,
+    fs: &RecordFs,
+) -> Result<Arc<recordfs::disk::sim::Gate>, String> {
+    // Nothing waits to be applied: the next file written whole is the snapshot.
+    fs.pipeline().quiesce();
+    let snapshot = disk.stall_next(recordfs::disk::sim::FaultOn::Create, 0);
+    fs.pipeline().request_compaction();
+    if !snapshot.wait_entered(std::time::Duration::from_secs(10)) {
+        snapshot.open();
+        return Err("the held compaction never wrote its snapshot".into());
+    }
+    Ok(snapshot)
+}
+
 /// Runs a case a few times: the background threads make the disk at the crash depend on
 /// timing, so a failure may need more than one run to show again.
-fn fails(opts: &Options, journal: bool, ops: &[Op], crash_seed: u64) -> Option<String> {
-    (0..5).find_map(|_| run_case(opts, journal, ops, ops.len(), crash_seed).err())
+fn fails(opts: &Options, setup: Setup, ops: &[Op], crash_seed: u64) -> Option<String> {
+    (0..5).find_map(|_| run_case(opts, setup, ops, ops.len(), crash_seed).err())
 }
 
 /// `log_limit`: a small one keeps online compaction running beside the ops and the crash;
 /// `None` is the default, which grows with the snapshot.
-fn sweep(mode: SyncMode, log_limit: Option<u64>, journal: bool) {
+fn sweep(mode: SyncMode, log_limit: Option<u64>, setup: Setup) {
     sweep_with(
         Options {
             sync: mode,
             log_limit,
             ..Options::default()
         },
-        journal,
+        setup,
     )
 }
 
 /// Like `sweep`, with every save of a file that changes less than half of it logged as a
 /// `PATCH` of the changed ranges (an append to the 9 KB file among them), and its backing
 /// files changed in place, where a crash may leave any part of the change written.
-fn sweep_patches(mode: SyncMode, log_limit: Option<u64>, journal: bool) {
+fn sweep_patches(mode: SyncMode, log_limit: Option<u64>, setup: Setup) {
     sweep_with(
         Options {
             sync: mode,
@@ -839,11 +876,11 @@ fn sweep_patches(mode: SyncMode, log_limit: Option<u64>, journal: bool) {
             patch_min: 1,
             ..Options::default()
         },
-        journal,
+        setup,
     )
 }
 
-fn sweep_with(opts: Options, journal: bool) {
+fn sweep_with(opts: Options, setup: Setup) {
     let mode = opts.sync;
     let cases: u64 = std::env::var("RECORDFS_SOAK")
         .ok()
@@ -853,13 +890,8 @@ fn sweep_with(opts: Options, journal: bool) {
     let failed = std::cell::RefCell::new(None);
     let result = sequences::runner(cases as u32, mode as u64).run(
         &case(),
-        |(ops, crash_after, crash_seed)| match run_case(
-            &opts,
-            journal,
-            &ops,
-            crash_after,
-            crash_seed,
-        ) {
+        |(ops, crash_after, crash_seed)| match run_case(&opts, setup, &ops, crash_after, crash_seed)
+        {
             Ok(unsynced) => {
                 states.set(states.get() + unsynced);
                 Ok(())
@@ -881,7 +913,7 @@ fn sweep_with(opts: Options, journal: bool) {
             first,
             |_| None,
             |ops| {
-                fails(&opts, journal, ops, crash_seed).map(|why| Failure {
+                fails(&opts, setup, ops, crash_seed).map(|why| Failure {
                     ops_run: ops.len(),
                     why,
                 })
@@ -899,49 +931,56 @@ fn sweep_with(opts: Options, journal: bool) {
 
 #[test]
 fn crash_recovery_matches_the_model_sync_always() {
-    sweep(SyncMode::Always, None, true);
+    sweep(SyncMode::Always, None, Setup::Journal);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_sync_fsync() {
-    sweep(SyncMode::Fsync, None, true);
+    sweep(SyncMode::Fsync, None, Setup::Journal);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_sync_never() {
-    sweep(SyncMode::Never, None, true);
+    sweep(SyncMode::Never, None, Setup::Journal);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_online_compaction() {
-    sweep(SyncMode::Always, Some(1500), true);
+    sweep(SyncMode::Always, Some(1500), Setup::Journal);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_online_compaction_sync_fsync() {
-    sweep(SyncMode::Fsync, Some(1500), true);
+    sweep(SyncMode::Fsync, Some(1500), Setup::Journal);
 }
 
 /// A disk without a journal, with online compaction: a crash mid-rename may keep neither name
 /// of a backing file, and the log must still restore every file.
 #[test]
 fn crash_recovery_matches_the_model_without_a_journal() {
-    sweep(SyncMode::Always, Some(1500), false);
+    sweep(SyncMode::Always, Some(1500), Setup::NoJournal);
+}
+
+/// Online compaction with the first compaction held for half the ops: commits close the live
+/// segment meanwhile, and crashes fall among those closes.
+#[test]
+fn crash_recovery_matches_the_model_while_a_compaction_is_held() {
+    sweep(SyncMode::Always, Some(400), Setup::HeldCompaction);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_patches() {
-    sweep_patches(SyncMode::Always, None, true);
+    sweep_patches(SyncMode::Always, None, Setup::Journal);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_patches_and_online_compaction() {
-    sweep_patches(SyncMode::Never, Some(1500), true);
+    sweep_patches(SyncMode::Never, Some(1500), Setup::Journal);
 }
 
 #[test]
 fn crash_recovery_matches_the_model_with_patches_without_a_journal() {
-    sweep_patches(SyncMode::Always, Some(1500), false);
+    sweep_patches(SyncMode::Always, Some(1500), Setup::NoJournal);
 }
 
 /// A failed log sync (fsyncgate): the commit waiting on it gets EIO, every later change is
@@ -1307,18 +1346,78 @@ fn exhaustive_small_workloads_at_every_crash_point() {
 #[test]
 fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
     use recordfs::disk::sim::FaultOn;
+    let injected = [
+        Inject::Fail(FaultOn::Write, libc::EIO),
+        Inject::Fail(FaultOn::Rename, libc::EIO),
+        Inject::Fail(FaultOn::Write, libc::ENOSPC),
+        Inject::Full,
+    ];
+    let n = fault_sweep(&injected, &Options::default(), Setup::Journal, 3, 60, 0);
+    eprintln!(
+        "faults: {n} injected (write EIO, rename EIO, write ENOSPC, full disk), all recovered"
+    );
+}
+
+/// The machine dies in the middle of an operation (every change to the disk after the next
+/// 0 to 59 fails, then the crash), with a small log limit and the first compaction held, so
+/// that deaths fall inside commits that close the live segment; with and without a journal;
+/// with patches applied in place; under `--sync fsync` and `never`.
+#[test]
+fn a_machine_dying_inside_an_operation_never_loses_acknowledged_commits() {
+    let small = Options {
+        log_limit: Some(400),
+        ..Options::default()
+    };
+    let patches = Options {
+        patch_min: 1,
+        ..small.clone()
+    };
+    let runs = [
+        (small.clone(), Setup::HeldCompaction),
+        (small.clone(), Setup::Journal),
+        (small.clone(), Setup::NoJournal),
+        (patches.clone(), Setup::Journal),
+        (patches.clone(), Setup::NoJournal),
+        (
+            Options {
+                sync: SyncMode::Fsync,
+                ..patches.clone()
+            },
+            Setup::HeldCompaction,
+        ),
+        (
+            Options {
+                sync: SyncMode::Never,
+                ..small.clone()
+            },
+            Setup::Journal,
+        ),
+    ];
+    let mut n = 0;
+    for (salt, (opts, setup)) in runs.iter().enumerate() {
+        n += fault_sweep(&[Inject::Die], opts, *setup, 60, 200, salt as u64);
+    }
+    eprintln!("deaths: {n} inside operations, all recovered");
+}
+
+/// Runs `seeds` (or `RECORDFS_SOAK`) random cases per kind of fault in `injected`, the fault
+/// before a random op, its `nth` below `nths`; `salt` gives each sweep of deaths sequences of
+/// its own. How many faults were injected.
+fn fault_sweep(
+    injected: &[Inject],
+    opts: &Options,
+    setup: Setup,
+    nths: u64,
+    seeds: u64,
+    salt: u64,
+) -> u64 {
     let seeds: u64 = std::env::var("RECORDFS_SOAK")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let injected = std::cell::Cell::new(0);
-    for (fault, errno) in [
-        (Some(FaultOn::Write), libc::EIO),
-        (Some(FaultOn::Rename), libc::EIO),
-        (Some(FaultOn::Write), libc::ENOSPC),
-        (None, libc::ENOSPC),
-    ] {
-        let faulty = (vec(op(), 12), any::<Index>(), 0..3u64, any::<u64>()).prop_map(
+        .unwrap_or(seeds);
+    let count = std::cell::Cell::new(0);
+    for inject in injected {
+        let faulty = (vec(op(), 12), any::<Index>(), 0..nths, any::<u64>()).prop_map(
             |(ops, at, nth, crash_seed)| {
                 let ops: Vec<Op> = ops
                     .into_iter()
@@ -1329,38 +1428,50 @@ fn injected_write_rename_and_space_faults_never_lose_acknowledged_commits() {
             },
         );
         let case = std::cell::Cell::new(0u64);
-        let mut runner =
-            sequences::runner(seeds as u32, 1000 * errno as u64 + fault.is_some() as u64);
-        let result = runner.run(&faulty, |(ops, at, nth, crash_seed)| {
-            let seed = case.get();
-            case.set(seed + 1);
-            let fault = Fault {
-                on: fault,
-                errno,
-                at,
-                nth,
-            };
-            injected.set(injected.get() + (at < ops.len()) as u64);
-            run_faulty(&fault, &ops, crash_seed).map_err(|why| {
-                TestCaseError::fail(format!(
-                    "{fault:?} seed {seed}: {why}\nops {ops:?} (crash seed {crash_seed})"
-                ))
-            })
-        });
+        let runner_seed = match inject {
+            Inject::Fail(_, errno) => 1000 * *errno as u64 + 1,
+            Inject::Full => 1000 * libc::ENOSPC as u64,
+            Inject::Die => 7 + salt,
+        };
+        let result = sequences::runner(seeds as u32, runner_seed).run(
+            &faulty,
+            |(ops, at, nth, crash_seed)| {
+                let seed = case.get();
+                case.set(seed + 1);
+                let fault = Fault {
+                    inject: *inject,
+                    at,
+                    nth,
+                };
+                count.set(count.get() + (at < ops.len()) as u64);
+                run_faulty(&fault, opts, setup, &ops, crash_seed).map_err(|why| {
+                    TestCaseError::fail(format!(
+                        "{fault:?} {setup:?} seed {seed}: {why}\nops {ops:?} (crash seed {crash_seed})"
+                    ))
+                })
+            },
+        );
         result.unwrap();
     }
-    let injected = injected.get();
-    eprintln!("faults: {injected} injected (write EIO, rename EIO, write ENOSPC, full disk), all recovered");
+    count.get()
 }
 
-/// A fault the simulated disk injects before op `at`: the `nth` next write or rename fails
-/// with `errno`, or (`on: None`) the disk is full from then on.
+/// A fault the simulated disk injects before op `at`.
 #[derive(Debug)]
 struct Fault {
-    on: Option<recordfs::disk::sim::FaultOn>,
-    errno: i32,
+    inject: Inject,
     at: usize,
     nth: u64,
+}
+
+/// What goes wrong: the `nth` next operation of a kind fails with an errno, the disk is full
+/// from then on, or the machine dies after `nth` more changes to the disk (every later one
+/// fails with EIO, as the crash finds it).
+#[derive(Clone, Copy, Debug)]
+enum Inject {
+    Fail(recordfs::disk::sim::FaultOn, i32),
+    Full,
+    Die,
 }
 
 /// Runs `ops` with `fault` injected, crashes, recovers and checks that the store came back at
@@ -1371,19 +1482,31 @@ struct Fault {
 /// it is the model's next state, and, if the op turned the store read-only, the op's whole
 /// effect is possible too, since its entry may have reached the log before the failure (like an
 /// fsync that fails on ext4, an EIO says nothing about what the disk kept).
-fn run_faulty(fault: &Fault, ops: &[Op], crash_seed: u64) -> Result<(), String> {
+fn run_faulty(
+    fault: &Fault,
+    opts: &Options,
+    setup: Setup,
+    ops: &[Op],
+    crash_seed: u64,
+) -> Result<(), String> {
     let disk = SimDisk::new();
-    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default())
+    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
         .map_err(|e| e.to_string())?;
+    // Held until the crash.
+    let held = match setup {
+        Setup::HeldCompaction => Some(hold_compaction(&disk, &fs)?),
+        _ => None,
+    };
     let mut model = State::new();
     let mut h = History::new(&fs);
     let mut open = Vec::new();
     let debug = std::env::var_os("RECORDFS_DEBUG").is_some();
     for (i, op) in ops.iter().enumerate() {
         if i == fault.at {
-            match fault.on {
-                Some(on) => disk.fail_next(on, fault.nth, fault.errno),
-                None => disk.set_capacity(Some(0)),
+            match fault.inject {
+                Inject::Fail(on, errno) => disk.fail_next(on, fault.nth, errno),
+                Inject::Full => disk.set_capacity(Some(0)),
+                Inject::Die => disk.fail_after(fault.nth),
             }
         }
         if i < fault.at {
@@ -1434,13 +1557,10 @@ fn run_faulty(fault: &Fault, ops: &[Op], crash_seed: u64) -> Result<(), String> 
     if debug {
         dump(&rebooted, "after the crash");
     }
+    held.iter().for_each(|g| g.open());
     drop(fs);
-    let fs = RecordFs::start_on(
-        Arc::new(rebooted.clone()),
-        Path::new(STORE),
-        Options::default(),
-    )
-    .map_err(|e| format!("recovery failed: {e}"))?;
+    let fs = RecordFs::start_on(Arc::new(rebooted.clone()), Path::new(STORE), opts.clone())
+        .map_err(|e| format!("recovery failed: {e}"))?;
     let state = read_state(&fs)?;
     if !h.states[h.durable..]
         .iter()
@@ -1823,7 +1943,7 @@ fn regression_a_link_after_a_compaction_keeps_the_bytes_when_the_first_name_goes
     };
     for (ops, seed) in &cases {
         for _ in 0..100 {
-            if let Err(why) = run_case(&opts, true, ops, ops.len(), *seed) {
+            if let Err(why) = run_case(&opts, Setup::Journal, ops, ops.len(), *seed) {
                 panic!("{ops:?}: {why}");
             }
         }
@@ -1880,10 +2000,10 @@ fn regression_a_directory_moved_between_directories_has_one_name_after_a_crash()
         log_limit: Some(1500),
         ..Options::default()
     };
-    for journal in [true, false] {
+    for setup in [Setup::Journal, Setup::NoJournal] {
         for _ in 0..200 {
-            if let Err(why) = run_case(&opts, journal, &ops, ops.len(), 7590751133947265648) {
-                panic!("journal={journal}: {why}");
+            if let Err(why) = run_case(&opts, setup, &ops, ops.len(), 7590751133947265648) {
+                panic!("{setup:?}: {why}");
             }
         }
     }
