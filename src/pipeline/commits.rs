@@ -70,6 +70,7 @@ impl Pipeline {
                 compact_requested: false,
                 write_back_requested: false,
                 compactor_busy: false,
+                riding: false,
                 rolled: 0,
                 kept_from: log.start_seq(),
                 made_here: HashMap::new(),
@@ -295,7 +296,10 @@ impl Pipeline {
         if st.live.len > self.log_limit() {
             self.compact_wake.notify_one();
         }
-        self.wake.notify_one();
+        // A wake-up per commit would cost a context switch per commit, for nothing.
+        if !st.riding || st.pending_bytes > MAX_PENDING_BYTES / 2 {
+            self.wake.notify_one();
+        }
         Ok(Committed { seq, applied })
     }
 

@@ -99,6 +99,9 @@ pub struct State {
     /// The compaction thread is compacting or writing back, and cannot close the live segment
     /// when it passes the limit: a commit does (`Pipeline::roll_if_full`).
     pub(super) compactor_busy: bool,
+    /// The sync thread lets entries ride (`run_sync`): a new entry changes nothing for it
+    /// unless its bytes fill memory, so an append does not wake it.
+    pub(super) riding: bool,
     /// Bytes of the segments commits closed since the last compaction closed one: with the
     /// live segment's, what the next compaction takes in.
     pub(super) rolled: u64,

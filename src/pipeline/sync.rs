@@ -53,6 +53,7 @@ impl Pipeline {
                 // `SYNC_RIDE`, or sooner when their bytes fill memory or a compaction, a
                 // quiesce or the shutdown needs them applied.
                 let ride_until = Instant::now() + SYNC_RIDE;
+                st.riding = true;
                 while !st.shutting_down
                     && st.hurry == 0
                     && st.pending_bytes <= MAX_PENDING_BYTES / 2
@@ -62,6 +63,7 @@ impl Pipeline {
                         break;
                     }
                 }
+                st.riding = false;
                 let deadline = Instant::now() + (last_sync / 2).min(MAX_LINGER);
                 while st.unsynced.len() < last_batch && !st.shutting_down {
                     if self.wake.wait_until(&mut st, deadline).timed_out() {
