@@ -763,16 +763,7 @@ fn run_case(
     crash_seed: u64,
 ) -> Result<usize, String> {
     let opts = opts.clone();
-    let disk = SimDisk::new();
-    if setup == Setup::NoJournal {
-        disk.without_journal();
-    }
-    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
-        .map_err(|e| e.to_string())?;
-    let held = match setup {
-        Setup::HeldCompaction => Some(hold_compaction(&disk, &fs)?),
-        _ => None,
-    };
+    let (disk, fs, held) = start_case(&opts, setup)?;
     let mut model = State::new();
     let mut h = History::new(&fs);
     let mut open = Vec::new();
@@ -827,6 +818,25 @@ fn run_case(
         return Err(format!("check after recovery: {:?}", report.problems));
     }
     Ok(unsynced)
+}
+
+/// A new store on a disk as `setup` says, and the gate its first compaction is held at, if
+/// `setup` holds it.
+fn start_case(
+    opts: &Options,
+    setup: Setup,
+) -> Result<(SimDisk, RecordFs, Option<Arc<recordfs::disk::sim::Gate>>), String> {
+    let disk = SimDisk::new();
+    if setup == Setup::NoJournal {
+        disk.without_journal();
+    }
+    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
+        .map_err(|e| e.to_string())?;
+    let held = match setup {
+        Setup::HeldCompaction => Some(hold_compaction(&disk, &fs)?),
+        _ => None,
+    };
+    Ok((disk, fs, held))
 }
 
 /// Holds the first compaction of the new store `fs` at its snapshot until the gate returned is
@@ -1489,14 +1499,8 @@ fn run_faulty(
     ops: &[Op],
     crash_seed: u64,
 ) -> Result<(), String> {
-    let disk = SimDisk::new();
-    let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
-        .map_err(|e| e.to_string())?;
-    // Held until the crash.
-    let held = match setup {
-        Setup::HeldCompaction => Some(hold_compaction(&disk, &fs)?),
-        _ => None,
-    };
+    // A held compaction is held until the crash.
+    let (disk, fs, held) = start_case(opts, setup)?;
     let mut model = State::new();
     let mut h = History::new(&fs);
     let mut open = Vec::new();
