@@ -297,7 +297,7 @@ impl Pipeline {
             self.compact_wake.notify_one();
         }
         // A wake-up per commit would cost a context switch per commit, for nothing.
-        if !st.riding || st.pending_bytes > MAX_PENDING_BYTES / 2 {
+        if !st.riding || st.too_heavy_to_ride() {
             self.wake.notify_one();
         }
         Ok(Committed { seq, applied })

@@ -12,7 +12,9 @@ use parking_lot::{Condvar, Mutex};
 use super::tree::{Edit, Tree, View};
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Error, Result};
-use crate::limits::{DEFAULT_LOG_LIMIT, MAX_GROWN_LOG_LIMIT, READERS_PRUNE_ABOVE};
+use crate::limits::{
+    DEFAULT_LOG_LIMIT, MAX_GROWN_LOG_LIMIT, MAX_PENDING_BYTES, READERS_PRUNE_ABOVE,
+};
 use crate::log::{Entry, LogWriter};
 use crate::namespace::{Applied, Namespace};
 use crate::store::Layout;
@@ -120,6 +122,12 @@ pub struct State {
 }
 
 impl State {
+    /// Committed bytes not yet in their backing files fill half their bound: entries stop
+    /// riding (`run_sync`) and are synced, so that they can be applied.
+    pub(super) fn too_heavy_to_ride(&self) -> bool {
+        self.pending_bytes > MAX_PENDING_BYTES / 2
+    }
+
     /// The backing tree as it stands on disk.
     pub(super) fn tree(&self) -> View<'_> {
         View {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::replica::RETRY;
 use super::state::{Pipeline, Waiter};
 use crate::error::{err, Error, Result};
-use crate::limits::{MAX_LINGER, MAX_PENDING_BYTES, SYNC_RIDE};
+use crate::limits::{MAX_LINGER, SYNC_RIDE};
 use crate::log::Entry;
 use crate::store;
 use crate::types::Seq;
@@ -56,7 +56,7 @@ impl Pipeline {
                 st.riding = true;
                 while !st.shutting_down
                     && st.hurry == 0
-                    && st.pending_bytes <= MAX_PENDING_BYTES / 2
+                    && !st.too_heavy_to_ride()
                     && self.waiters.lock().by_seq.is_empty()
                 {
                     if self.wake.wait_until(&mut st, ride_until).timed_out() {
