@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use proptest::collection::vec;
 use proptest::option::weighted;
@@ -26,6 +27,7 @@ use recordfs::store::Layout;
 use recordfs::types::{Fid, Kind, Time, ROOT};
 
 mod common;
+use common::held::hold_compaction;
 use common::sequences::{self, shrink, Failure};
 
 const STORE: &str = "/store";
@@ -833,27 +835,10 @@ fn start_case(
     let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone())
         .map_err(|e| e.to_string())?;
     let held = match setup {
-        Setup::HeldCompaction => Some(hold_compaction(&disk, &fs)?),
+        Setup::HeldCompaction => Some(hold_compaction(&disk, &fs, Duration::from_secs(10))?),
         _ => None,
     };
     Ok((disk, fs, held))
-}
-
-/// Holds the first compaction of the new store `fs` at its snapshot until the gate returned is
-/// opened.
-fn hold_compaction(
-    disk: &SimDisk,
-    fs: &RecordFs,
-) -> Result<Arc<recordfs::disk::sim::Gate>, String> {
-    // Nothing waits to be applied: the next file written whole is the snapshot.
-    fs.pipeline().quiesce();
-    let snapshot = disk.stall_next(recordfs::disk::sim::FaultOn::Create, 0);
-    fs.pipeline().request_compaction();
-    if !snapshot.wait_entered(std::time::Duration::from_secs(10)) {
-        snapshot.open();
-        return Err("the held compaction never wrote its snapshot".into());
-    }
-    Ok(snapshot)
 }
 
 /// Runs a case a few times: the background threads make the disk at the crash depend on

@@ -14,6 +14,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::held::hold_compaction;
 use recordfs::disk::sim::{FaultOn, Gate, SimDisk};
 use recordfs::disk::Disk;
 use recordfs::fs::RecordFs;
@@ -283,11 +286,7 @@ fn held_compaction() -> (SimDisk, Options, RecordFs, Arc<Gate>) {
     };
     let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone()).unwrap();
     save(&fs, "a.txt");
-    fs.pipeline().quiesce();
-    // Nothing waits to be applied: the next file written whole is the first snapshot.
-    let snapshot = disk.stall_next(FaultOn::Create, 0);
-    fs.pipeline().request_compaction();
-    assert!(snapshot.wait_entered(BOUND), "no snapshot was written");
+    let snapshot = hold_compaction(&disk, &fs, BOUND).unwrap();
     (disk, opts, fs, snapshot)
 }
 

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+#[cfg(feature = "sim")]
+pub mod held;
 pub mod sequences;
 
 use std::fs;
