@@ -128,7 +128,14 @@ fn main() {
     let take_time = t0.elapsed();
     counting::reset_peak();
     let t0 = Instant::now();
-    write_merged_snapshot(&recordfs::disk::RealDisk, &base, &delta, &out).expect("merged");
+    write_merged_snapshot(
+        &recordfs::disk::RealDisk,
+        std::slice::from_ref(&base),
+        None,
+        &delta,
+        &out,
+    )
+    .expect("merged");
     let merged_time = t0.elapsed();
     let merged_peak = counting::peak() - before;
     let written = std::fs::read(&out).expect("read");

@@ -37,14 +37,25 @@ pub const MAX_HEADER_LINE: usize = 4096;
 /// snapshot's size if that is more (`MAX_GROWN_LOG_LIMIT`).
 pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
 
-/// Without `--log-limit`, the live log may grow to the last snapshot's size, up to this. A
-/// compaction writes a whole snapshot (263 bytes a record), so compacting after every MiB
+/// Without `--log-limit`, the live log may grow to the last snapshot's size (with the layers
+/// under it), up to this. A compaction wrote a whole snapshot (263 bytes a record) before
+/// snapshot layers (`log::plan_layers`), so compacting after every MiB
 /// logged made a growing store's cost quadratic: at 90,000 records a 24 MB snapshot per MiB,
 /// and creating a million records would have written about 120 GB of snapshots. Grown with
 /// the snapshot, a compaction writes at most as much as was logged since the last. Capped,
 /// because after a crash the mount checks every backing file the live log names: a 20 MB tail
 /// (25,000 rewrites) took 1.84 s to mount against 0.16 s (cold caches, 100,000 records).
 pub const MAX_GROWN_LOG_LIMIT: u64 = 8 << 20;
+
+/// Snapshots in the chain the manifest names, at most: a whole one and the layers over it
+/// (`log::plan_layers`). Layers halve in size up the chain, so a million records changed a few
+/// at a time make about 18; past this the newest ones are merged.
+pub const MAX_SNAPSHOT_LAYERS: usize = 16;
+
+/// A compaction writes a whole snapshot again once its layers would hold more than this
+/// fraction (1/N) of the whole one's lines: a mount then decodes at most 1/N more lines than
+/// the state holds.
+pub const LAYERS_PER_WHOLE: u64 = 4;
 
 /// The smallest `--log-limit`: a segment's header alone is about 130 bytes, and compacting
 /// more often than every few entries only costs.

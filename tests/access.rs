@@ -274,7 +274,7 @@ fn a_store_made_by_the_previous_version_is_made_private_once_and_keeps_its_files
 
     let d = Daemon::start(&env.store, &env.mnt, &[], 0o022).unwrap();
     assert!(
-        d.said.contains("was made by an earlier version of recordfs: upgraded to store version 6; 11 paths made private"),
+        d.said.contains("was made by an earlier version of recordfs: upgraded to store version 7; 11 paths made private"),
         "{}",
         d.said
     );
@@ -296,7 +296,7 @@ fn a_store_made_by_the_previous_version_is_made_private_once_and_keeps_its_files
     assert_private(&env.store);
     assert!(fs::read_to_string(&marker)
         .unwrap()
-        .contains("\"version\":6"));
+        .contains("\"version\":7"));
     // The files keep their own modes.
     assert_eq!(
         fs::metadata(env.backing("notes.txt")).unwrap().mode() & 0o777,

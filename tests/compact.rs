@@ -60,16 +60,7 @@ fn compaction_retires_the_log_keeps_the_state_and_three_old_logs() {
         live_len < 300,
         "the live segment holds only its header: {live_len} bytes"
     );
-    let old = fs::read_dir(env.store.join("log/old"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log")
-        })
-        .count();
+    let old = count_names(&env.store.join("log/old"), |n| n.ends_with(".log"));
     assert_eq!(old, 3);
     let (_, stats) = run(&["stats", "--json", &store]);
     let s: serde_json::Value = serde_json::from_str(&stats).unwrap();

@@ -497,9 +497,17 @@ fn compacted_store_damaged_in_its_manifest_snapshot_or_segment() {
     let env = Env::new();
     build_template(&env);
     env.compact();
-    // Commits after the snapshot: a new version, a new file, a rename, a delete.
+    // A new version, then an online compaction: a layer over that snapshot (FORMAT.md,
+    // "Snapshot layers"), so both are damaged in turn.
     let m = env.mount(&[]);
     fs::write(env.path(&record(1)), "{\"i\": 1, \"third\": true}").unwrap();
+    let snapshots = || count_names(&env.store.join("log"), |n| n.ends_with(".snapshot"));
+    env.compact();
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || snapshots() == 2),
+        "no layer over the snapshot"
+    );
+    // Commits after it: a new file, a rename, a delete.
     fs::write(env.path(&record(10)), "[10]").unwrap();
     fs::rename(env.path(&record(2)), env.path(&record(12))).unwrap();
     fs::remove_file(env.path("blob.bin")).unwrap();

@@ -191,7 +191,7 @@ fn a_version_4_store_is_upgraded_and_patched() {
 }
 
 /// A store the build before online checkpoints made (tests/fixtures/store-v5: store-v4
-/// upgraded, a new record, a patch before and one after a compaction) is upgraded to version 6
+/// upgraded, a new record, a patch before and one after a compaction) is upgraded (to version 7)
 /// at its first mount and reads as that build left it; while mounted, a checkpoint is logged
 /// after the background write-back, and after a SIGKILL that follows a save the store mounts
 /// with every change and checks clean.
@@ -234,6 +234,56 @@ fn a_version_5_store_is_upgraded_and_checkpointed_while_mounted() {
         fs::read_to_string(env.path(bo)).unwrap(),
         "{\"name\": \"bo\", \"score\": 6}\n"
     );
+    m.stop_cleanly();
+    let (code, report) = env.check();
+    assert_eq!(code, 0, "{report}");
+}
+
+/// A store the build before snapshot layers made (tests/fixtures/store-v6: store-v5 upgraded,
+/// a new record, a record removed, a compaction, then a save) is upgraded to version 7 and
+/// reads as that build left it; the next compaction writes a layer over that build's whole
+/// snapshot, and after a SIGKILL the store mounts from the two with every change and checks
+/// clean.
+#[test]
+fn a_version_6_store_is_upgraded_and_its_snapshot_gets_a_layer() {
+    let env = Env::new();
+    let m = mount_upgraded(&env, 6);
+    let mut want: Vec<u8> = (0..100_000u32).map(|i| ((i * 7) % 251) as u8).collect();
+    want[70_000..70_012].copy_from_slice(b"version five");
+    want[90_000..90_020].copy_from_slice(b"after the compaction");
+    assert_eq!(fs::read(env.path("data.bin")).unwrap(), want);
+    let player = |who: &str, score: u32| format!("{{\"name\": \"{who}\", \"score\": {score}}}\n");
+    let bo = "players/2c3d4e5f-6071-4829-8a3b-4c5d6e7f8091.json";
+    let cy = "players/3d4e5f60-7182-4a3b-8c4d-5e6f70819202.json";
+    assert_eq!(fs::read_to_string(env.path(bo)).unwrap(), player("bo", 7));
+    assert_eq!(fs::read_to_string(env.path(cy)).unwrap(), player("cy", 3));
+    assert!(!env.path("tokens/ada.json").exists());
+    fs::write(env.path(cy), player("cy", 4)).unwrap();
+    let log = env.store.join("log");
+    let manifest = || fs::read_to_string(log.join("MANIFEST")).unwrap();
+    let before = manifest();
+    env.compact();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || manifest() != before),
+        "no compaction"
+    );
+    let snapshots: Vec<String> = fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".snapshot"))
+        .collect();
+    assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+    let newest = snapshots.iter().max().unwrap();
+    let head = fs::read_to_string(log.join(newest)).unwrap();
+    assert!(
+        head.lines().next().unwrap().contains("\"base\":28"),
+        "{head}"
+    );
+    m.kill9();
+    let m = env.mount(&[]);
+    assert_eq!(fs::read(env.path("data.bin")).unwrap(), want);
+    assert_eq!(fs::read_to_string(env.path(bo)).unwrap(), player("bo", 7));
+    assert_eq!(fs::read_to_string(env.path(cy)).unwrap(), player("cy", 4));
     m.stop_cleanly();
     let (code, report) = env.check();
     assert_eq!(code, 0, "{report}");
@@ -530,14 +580,5 @@ fn damaged_patched_file_is_restored(split: bool) {
 
 /// How many log segments `store/log/` holds.
 fn segments(store: &std::path::Path) -> usize {
-    fs::read_dir(store.join("log"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count()
+    count_names(&store.join("log"), |n| n.ends_with(".log"))
 }

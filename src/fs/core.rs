@@ -39,7 +39,7 @@ impl RecordFs {
         let recovered = recovery::recover(&*disk, &layout, &opts)?;
         let policy = crate::pipeline::CompactPolicy {
             log_limit: opts.log_limit,
-            snapshot_bytes: recovered.snapshot_bytes,
+            chain: recovered.chain,
             every: opts.compact_every,
             keep: opts.keep_logs,
         };

@@ -1,18 +1,22 @@
 //! Writing a snapshot as the last one plus what changed since: a compaction then holds in
 //! memory only the files changed since the last one, not a copy of every file, and encodes
-//! only those (the other lines are copied as they are, each checked on the way).
+//! only those (the other lines are copied as they are, each checked on the way). The result
+//! is a whole snapshot, or a layer over an earlier one (`layers`).
 
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::disk::{Disk, DiskFile, Reader};
 use crate::error::{err, Error, Result};
 use crate::limits::LONGEST_LINE;
 use crate::types::{Attrs, Fid, Seq, Xattrs};
 
+use super::layers::{encode_gone_line, GONE_PREFIX};
 use super::line::checksum;
 use super::scan::{read_bounded_line, LineRead};
-use super::snapshot::{decode_snapshot_head, encode_file_line, encode_snapshot_head, FileRecord};
+use super::snapshot::{
+    decode_snapshot_head, encode_file_line, encode_snapshot_head, FileRecord, SnapshotHead,
+};
 
 /// The snapshot after entry `upto`, told as the changes since snapshot `since`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,92 +35,232 @@ pub struct SnapshotDelta {
 /// Bytes gathered before each write to the new snapshot.
 const WRITE_CHUNK: usize = 1 << 20;
 
-/// Writes the snapshot `delta` describes to `out` (created new) from snapshot `base` and
-/// syncs it; its size. `base` must be snapshot `delta.since`, each of its lines whole and
-/// its fids increasing, and the result must hold `delta.files` files: anything else is an
-/// error, and `out` is then left for the caller to remove.
-pub fn write_merged_snapshot(
-    disk: &dyn Disk,
-    base: &Path,
-    delta: &SnapshotDelta,
-    out: &Path,
-) -> Result<u64> {
-    let bad = |reason: String| err!(EIO, "snapshot {}: {reason}", base.display());
-    let file = disk
-        .open_read(base)
-        .map_err(|e| Error::io(format!("opening {}", base.display()), &e))?;
-    let mut r = BufReader::with_capacity(WRITE_CHUNK, Reader::new(file, 0));
-    let read_err = |e: std::io::Error| Error::io(format!("reading {}", base.display()), &e);
-    let next_line = |r: &mut BufReader<Reader>| -> Result<Option<Vec<u8>>> {
-        match read_bounded_line(r, LONGEST_LINE as usize).map_err(read_err)? {
-            None => Ok(None),
-            Some(LineRead::Line(line, true)) => Ok(Some(line)),
-            Some(_) => Err(bad("a line is cut short or too long".into())),
-        }
-    };
-    let head = next_line(&mut r)?.ok_or_else(|| bad("empty".into()))?;
-    let (upto, _, _, count, _) = decode_snapshot_head(&head).map_err(|e| bad(e.reason))?;
-    if upto != delta.since {
-        return Err(bad(format!("holds entry {upto}, not {}", delta.since)));
-    }
-
-    let mut w = ChunkWriter::create(disk, out)?;
-    w.push(&encode_snapshot_head(
-        delta.upto,
-        delta.next_fid,
-        delta.files,
-        &delta.root,
-        &delta.root_xattrs,
-    ))?;
-    let mut changed = delta.changed.iter().peekable();
-    let (mut read, mut written, mut last) = (0u64, 0u64, 0);
-    while let Some(line) = next_line(&mut r)? {
-        read += 1;
-        if read > count {
-            return Err(bad(format!("more than the {count} files it says")));
-        }
-        checksum(&line).map_err(|e| bad(format!("file line {read}: {}", e.reason)))?;
-        let fid = line_fid(&line).ok_or_else(|| bad(format!("file line {read} has no fid")))?;
-        if fid <= last {
-            return Err(bad(format!("fid {fid} after fid {last}")));
-        }
-        last = fid;
-        // Files changed since, up to this one, each in its place.
-        let mut kept = true;
-        while let Some((f, record)) = changed.next_if(|(f, _)| *f <= fid) {
-            kept &= *f != fid;
-            if let Some(record) = record {
-                w.push(&encode_file_line(record))?;
-                written += 1;
-            }
-        }
-        if kept {
-            w.push(&line)?;
-            w.push(b"\n")?;
-            written += 1;
-        }
-    }
-    if read != count {
-        return Err(bad(format!("{read} files where it says {count}")));
-    }
-    for record in changed.filter_map(|(_, r)| r.as_ref()) {
-        w.push(&encode_file_line(record))?;
-        written += 1;
-    }
-    if written != delta.files {
-        return Err(err!(
-            EIO,
-            "the snapshot of entry {} would list {written} files where the namespace has {}",
-            delta.upto,
-            delta.files
-        ));
-    }
-    w.finish()
+/// A snapshot file written: its size, and the lines after its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    pub lines: u64,
 }
 
-/// The fid of a file line as `encode_file_line` writes it, which names it first.
+/// Writes snapshot `delta.upto` to `out` (created new) and syncs it: `inputs` (snapshot files,
+/// each over the one before, the last being snapshot `delta.since`) with the changes since
+/// made. With `base` none the first input must be whole and so is the result; else the first
+/// lies over snapshot `base` (with no input: `base` is `delta.since`) and the result is a layer
+/// over it. Inputs whose lines do not check out, that do not chain so, or a whole result
+/// without `delta.files` files are an error, and `out` is then left for the caller to remove.
+pub fn write_merged_snapshot(
+    disk: &dyn Disk,
+    inputs: &[PathBuf],
+    base: Option<Seq>,
+    delta: &SnapshotDelta,
+    out: &Path,
+) -> Result<Written> {
+    let open = || -> Result<Vec<Input>> {
+        let inputs: Vec<Input> = inputs
+            .iter()
+            .map(|p| Input::open(disk, p))
+            .collect::<Result<_>>()?;
+        let mut under = base;
+        for i in &inputs {
+            if i.head.base() != under {
+                return Err(i.bad(format!("lies over {:?}, not {under:?}", i.head.base())));
+            }
+            under = Some(i.head.upto);
+        }
+        match under == Some(delta.since) {
+            true => Ok(inputs),
+            false => Err(err!(
+                EIO,
+                "the changes since snapshot {} cannot go over snapshot {under:?}",
+                delta.since
+            )),
+        }
+    };
+    // A layer's header says how many lines follow: counted first, the inputs read twice (they
+    // are the small layers at the top of the chain).
+    let layer = match base {
+        Some(base) => {
+            let mut lines = 0;
+            merge(&mut open()?, delta, false, |_| {
+                lines += 1;
+                Ok(())
+            })?;
+            Some((base, lines))
+        }
+        None => None,
+    };
+    let mut inputs = open()?;
+    let mut w = ChunkWriter::create(disk, out)?;
+    w.push(&encode_snapshot_head(&SnapshotHead {
+        upto: delta.upto,
+        next_fid: delta.next_fid,
+        root: delta.root,
+        root_xattrs: delta.root_xattrs.clone(),
+        files: delta.files,
+        layer,
+    }))?;
+    let (mut lines, mut files) = (0u64, 0u64);
+    merge(&mut inputs, delta, layer.is_none(), |piece| {
+        lines += 1;
+        match piece {
+            Piece::Line(line, gone) => {
+                files += u64::from(!gone);
+                w.push(line)?;
+                w.push(b"\n")
+            }
+            Piece::Record(record) => {
+                files += 1;
+                w.push(&encode_file_line(record))
+            }
+            Piece::Gone(fid) => w.push(&encode_gone_line(fid)),
+        }
+    })?;
+    let counted = layer.map_or(delta.files, |(_, lines)| lines);
+    let written = match layer {
+        Some(_) => lines,
+        None => files,
+    };
+    if written != counted {
+        return Err(err!(
+            EIO,
+            "the snapshot of entry {} would list {written} files where the namespace has {counted}",
+            delta.upto,
+        ));
+    }
+    Ok(Written {
+        bytes: w.finish()?,
+        lines,
+    })
+}
+
+/// A line of the snapshot being written.
+enum Piece<'a> {
+    /// An input's line as it is, and whether it is a `GONE` line.
+    Line(&'a [u8], bool),
+    Record(&'a FileRecord),
+    Gone(Fid),
+}
+
+/// Each fid of the inputs and changes once, in order, as the newest of them has it: the
+/// changes, else the last input holding it. A whole result drops the gone.
+fn merge(
+    inputs: &mut [Input],
+    delta: &SnapshotDelta,
+    whole: bool,
+    mut emit: impl FnMut(Piece) -> Result<()>,
+) -> Result<()> {
+    let mut changed = delta.changed.iter().peekable();
+    loop {
+        let next_input = inputs
+            .iter()
+            .filter_map(|i| i.next.as_ref().map(|n| n.0))
+            .min();
+        let next_change = changed.peek().map(|(fid, _)| *fid);
+        let Some(fid) = next_input.into_iter().chain(next_change).min() else {
+            return Ok(());
+        };
+        let mut newest = None;
+        for input in inputs.iter_mut() {
+            if input.next.as_ref().is_some_and(|n| n.0 == fid) {
+                newest = input.next.take();
+                input.advance()?;
+            }
+        }
+        if next_change == Some(fid) {
+            match changed.next().expect("peeked") {
+                (_, Some(record)) => emit(Piece::Record(record))?,
+                (_, None) if !whole => emit(Piece::Gone(fid))?,
+                (_, None) => {}
+            }
+        } else if let Some((_, line, gone)) = newest {
+            if !(gone && whole) {
+                emit(Piece::Line(&line, gone))?;
+            }
+        }
+    }
+}
+
+/// A snapshot file read line by line, each checked: its fids must increase and its lines be
+/// as many as its header says.
+struct Input {
+    path: PathBuf,
+    r: BufReader<Reader>,
+    head: SnapshotHead,
+    read: u64,
+    /// The next line: its fid, its bytes, and whether it is a `GONE` line.
+    next: Option<(Fid, Vec<u8>, bool)>,
+}
+
+impl Input {
+    fn open(disk: &dyn Disk, path: &Path) -> Result<Input> {
+        let bad = |reason: String| err!(EIO, "snapshot {}: {reason}", path.display());
+        let file = disk
+            .open_read(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+        let mut r = BufReader::with_capacity(WRITE_CHUNK, Reader::new(file, 0));
+        let head = read_line(&mut r, path)?.ok_or_else(|| bad("empty".into()))?;
+        let mut input = Input {
+            path: path.to_path_buf(),
+            r,
+            head: decode_snapshot_head(&head).map_err(|e| bad(e.reason))?,
+            read: 0,
+            next: None,
+        };
+        input.advance()?;
+        Ok(input)
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        err!(EIO, "snapshot {}: {reason}", self.path.display())
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        let last = self.next.as_ref().map_or(0, |n| n.0);
+        let count = self.head.lines();
+        let Some(line) = read_line(&mut self.r, &self.path)? else {
+            return match self.read == count {
+                true => Ok(()),
+                false => Err(self.bad(format!("{} lines where it says {count}", self.read))),
+            };
+        };
+        self.read += 1;
+        if self.read > count {
+            return Err(self.bad(format!("more than the {count} lines it says")));
+        }
+        let n = self.read;
+        checksum(&line).map_err(|e| self.bad(format!("line {n}: {}", e.reason)))?;
+        let gone = line.starts_with(GONE_PREFIX);
+        if gone && self.head.layer.is_none() {
+            return Err(self.bad(format!("line {n} is a GONE line in a whole snapshot")));
+        }
+        let fid = line_fid(&line).ok_or_else(|| self.bad(format!("line {n} has no fid")))?;
+        if fid <= last {
+            return Err(self.bad(format!("fid {fid} after fid {last}")));
+        }
+        self.next = Some((fid, line, gone));
+        Ok(())
+    }
+}
+
+fn read_line(r: &mut BufReader<Reader>, path: &Path) -> Result<Option<Vec<u8>>> {
+    let read = read_bounded_line(r, LONGEST_LINE as usize)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+    match read {
+        None => Ok(None),
+        Some(LineRead::Line(line, true)) => Ok(Some(line)),
+        Some(_) => Err(err!(
+            EIO,
+            "snapshot {}: a line is cut short or too long",
+            path.display()
+        )),
+    }
+}
+
+/// The fid of a file's or `GONE` line as written here, which names it first.
 fn line_fid(line: &[u8]) -> Option<Fid> {
-    let rest = line.strip_prefix(br#"{"op":"FILE","fid":"#)?;
+    let rest = line
+        .strip_prefix(br#"{"op":"FILE","fid":"#)
+        .or_else(|| line.strip_prefix(br#"{"op":"GONE","fid":"#))?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
@@ -244,9 +388,11 @@ mod tests {
                 (12, Some(record(12, "new-last", 5))),
             ],
         };
-        let bytes = write_merged_snapshot(&RealDisk, &base, &delta, &out).unwrap();
+        let bytes =
+            write_merged_snapshot(&RealDisk, std::slice::from_ref(&base), None, &delta, &out)
+                .unwrap();
         let written = std::fs::read(&out).unwrap();
-        assert_eq!(bytes, written.len() as u64);
+        assert_eq!(bytes.bytes, written.len() as u64);
         assert_eq!(written, encode_snapshot(&now));
         assert_eq!(decode_snapshot(&written).unwrap(), now);
     }
@@ -269,26 +415,49 @@ mod tests {
             files: 2,
             changed: vec![(5, Some(record(5, "b2", 2)))],
         };
-        assert!(write_merged_snapshot(&RealDisk, &base, &delta, &out).is_ok());
+        assert!(
+            write_merged_snapshot(&RealDisk, std::slice::from_ref(&base), None, &delta, &out)
+                .is_ok()
+        );
         let other_base = SnapshotDelta {
             since: 9,
             ..delta.clone()
         };
-        assert!(write_merged_snapshot(&RealDisk, &base, &other_base, &out).is_err());
+        assert!(write_merged_snapshot(
+            &RealDisk,
+            std::slice::from_ref(&base),
+            None,
+            &other_base,
+            &out
+        )
+        .is_err());
         let miscounted = SnapshotDelta {
             files: 3,
             ..delta.clone()
         };
-        let e = write_merged_snapshot(&RealDisk, &base, &miscounted, &out).unwrap_err();
+        let e = write_merged_snapshot(
+            &RealDisk,
+            std::slice::from_ref(&base),
+            None,
+            &miscounted,
+            &out,
+        )
+        .unwrap_err();
         assert!(e.reason.contains("would list 2 files"), "{e}");
         // One byte of a kept line changed: its checksum no longer matches.
         let mut damaged = encoded.clone();
         let at = damaged.len() - 40;
         damaged[at] ^= 1;
         std::fs::write(&base, &damaged).unwrap();
-        assert!(write_merged_snapshot(&RealDisk, &base, &delta, &out).is_err());
+        assert!(
+            write_merged_snapshot(&RealDisk, std::slice::from_ref(&base), None, &delta, &out)
+                .is_err()
+        );
         // Cut short.
         std::fs::write(&base, &encoded[..encoded.len() - 1]).unwrap();
-        assert!(write_merged_snapshot(&RealDisk, &base, &delta, &out).is_err());
+        assert!(
+            write_merged_snapshot(&RealDisk, std::slice::from_ref(&base), None, &delta, &out)
+                .is_err()
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! authoritative description; these files implement it.
 
 mod entry;
+mod layers;
 mod line;
 mod merge;
 mod retire;
@@ -13,9 +14,10 @@ mod snapshot;
 mod tests;
 
 pub use entry::{apply_patch, decode_entry, encode_entry, Data, Entry, Op, Range, Shown};
+pub use layers::{decode_layer_line, load_snapshot, plan_layers, Layer};
 pub use line::{crc32c, FORMAT_VERSION};
-pub use merge::{write_merged_snapshot, SnapshotDelta};
-pub use retire::{commit_merged_snapshot, commit_snapshot, old_segments, Compacted};
+pub use merge::{write_merged_snapshot, SnapshotDelta, Written};
+pub use retire::{commit_layered_snapshot, commit_snapshot, old_segments, Compacted};
 pub use scan::{for_each_line, read_entry_at, scan_segment, BadLine, SegmentScan};
 pub use segment::{
     decode_header, encode_header, list_segments, parse_segment_name, parse_snapshot_name,
@@ -23,5 +25,5 @@ pub use segment::{
 };
 pub use snapshot::{
     decode_manifest, decode_snapshot, encode_manifest, encode_snapshot, salvage_snapshot,
-    snapshot_name, FileRecord, Manifest, SalvagedSnapshot, Snapshot, MANIFEST,
+    snapshot_name, FileRecord, Manifest, SalvagedSnapshot, Snapshot, SnapshotHead, MANIFEST,
 };

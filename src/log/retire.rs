@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::store::{self, Layout};
 use crate::types::Seq;
 
+use super::layers::{check_chain, Layer};
 use super::merge::{write_merged_snapshot, SnapshotDelta};
 use super::segment::{list_segments, parse_segment_name, parse_snapshot_name};
 use super::snapshot::{
@@ -25,6 +26,8 @@ pub struct Compacted {
     pub deleted: usize,
     /// The snapshot's size.
     pub bytes: u64,
+    /// The snapshots the manifest's stands on, whole one first, and itself last.
+    pub chain: Vec<Layer>,
 }
 
 /// Steps 2, 4 and 5: writes the snapshot, then the manifest naming it and segment `upto + 1`
@@ -39,39 +42,54 @@ pub fn commit_snapshot(
     let tmp = layout.tmp().join("snapshot");
     let encoded = encode_snapshot(snapshot);
     store::replace_file(disk, &tmp, &snap, &encoded, None, true)?;
-    let bytes = encoded.len() as u64;
+    let chain = vec![Layer {
+        upto: snapshot.upto,
+        lines: snapshot.files.len() as u64,
+        bytes: encoded.len() as u64,
+    }];
     drop(encoded);
-    publish(disk, layout, snapshot.upto, bytes, keep)
+    publish(disk, layout, chain, keep)
 }
 
-/// As `commit_snapshot`, the snapshot written from the one the manifest names now
-/// (`delta.since`, which stays in `log/` until the manifest names another) and the changes
-/// since (`write_merged_snapshot`).
-pub fn commit_merged_snapshot(
+/// As `commit_snapshot`, the snapshot written from the chain the manifest names now (which
+/// stays in `log/` until the manifest names another) and the changes since: `chain[from..]`
+/// merged with them, a whole snapshot if `from` is 0, else a layer over `chain[from - 1]`
+/// (`layers::plan_layers`).
+pub fn commit_layered_snapshot(
     disk: &dyn Disk,
     layout: &Layout,
+    chain: &[Layer],
+    from: usize,
     delta: &SnapshotDelta,
     keep: usize,
 ) -> Result<Compacted> {
     let log_dir = layout.log_dir();
+    check_chain(disk, &log_dir, &chain[..from])?;
     let tmp = layout.tmp().join("snapshot");
-    let base = log_dir.join(snapshot_name(delta.since));
-    let bytes = write_merged_snapshot(disk, &base, delta, &tmp).inspect_err(|_| {
+    let inputs: Vec<_> = chain[from..]
+        .iter()
+        .map(|l| log_dir.join(snapshot_name(l.upto)))
+        .collect();
+    let base = from.checked_sub(1).map(|under| chain[under].upto);
+    let written = write_merged_snapshot(disk, &inputs, base, delta, &tmp).inspect_err(|_| {
         let _ = disk.remove(&tmp);
     })?;
     store::rename(disk, &tmp, &log_dir.join(snapshot_name(delta.upto)))?;
     store::sync_dir(disk, &log_dir)?;
-    publish(disk, layout, delta.upto, bytes, keep)
+    let mut chain = chain[..from].to_vec();
+    chain.push(Layer {
+        upto: delta.upto,
+        lines: written.lines,
+        bytes: written.bytes,
+    });
+    publish(disk, layout, chain, keep)
 }
 
-/// Steps 4 and 5, once snapshot `upto` (of `bytes`) is durable in `log/`.
-fn publish(
-    disk: &dyn Disk,
-    layout: &Layout,
-    upto: Seq,
-    bytes: u64,
-    keep: usize,
-) -> Result<Compacted> {
+/// Steps 4 and 5, once the last snapshot of `chain` is durable in `log/`: the others of the
+/// chain stay there, every other snapshot is retired.
+fn publish(disk: &dyn Disk, layout: &Layout, chain: Vec<Layer>, keep: usize) -> Result<Compacted> {
+    let top = *chain.last().expect("a snapshot at least");
+    let (upto, bytes) = (top.upto, top.bytes);
     let log_dir = layout.log_dir();
     let next = upto + 1;
 
@@ -104,7 +122,8 @@ fn publish(
         let Some(seq) = history_seq(&name) else {
             continue;
         };
-        if seq < next && !(name.ends_with(b".snapshot") && seq == upto) {
+        let in_chain = name.ends_with(b".snapshot") && chain.iter().any(|l| l.upto == seq);
+        if seq < next && !in_chain {
             let from = log_dir.join(OsStr::from_bytes(&name));
             store::rename(disk, &from, &old.join(OsStr::from_bytes(&name)))?;
             retired += usize::from(name.ends_with(b".log"));
@@ -134,6 +153,7 @@ fn publish(
         retired,
         deleted,
         bytes,
+        chain,
     })
 }
 

@@ -46,15 +46,42 @@ pub fn snapshot_name(upto: Seq) -> String {
 
 pub const MANIFEST: &str = "MANIFEST";
 
+/// A snapshot file's header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotHead {
+    /// The state after this entry.
+    pub upto: Seq,
+    pub next_fid: Fid,
+    pub root: Attrs,
+    pub root_xattrs: Xattrs,
+    /// How many files the state holds.
+    pub files: u64,
+    /// A layer's: the snapshot it lies over, and how many lines it holds (`layers`). A whole
+    /// snapshot has none: its `files` lines follow.
+    pub layer: Option<(Seq, u64)>,
+}
+
+impl SnapshotHead {
+    /// How many lines follow the header.
+    pub fn lines(&self) -> u64 {
+        self.layer.map_or(self.files, |(_, lines)| lines)
+    }
+
+    pub fn base(&self) -> Option<Seq> {
+        self.layer.map(|(base, _)| base)
+    }
+}
+
 /// A snapshot file: a header line, then one line per file, each sealed like a log line.
 pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    let mut out = encode_snapshot_head(
-        s.upto,
-        s.next_fid,
-        s.files.len() as u64,
-        &s.root,
-        &s.root_xattrs,
-    );
+    let mut out = encode_snapshot_head(&SnapshotHead {
+        upto: s.upto,
+        next_fid: s.next_fid,
+        root: s.root,
+        root_xattrs: s.root_xattrs.clone(),
+        files: s.files.len() as u64,
+        layer: None,
+    });
     for f in &s.files {
         out.extend_from_slice(&encode_file_line(f));
     }
@@ -62,20 +89,18 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
 }
 
 /// A snapshot's header line, newline included.
-pub(super) fn encode_snapshot_head(
-    upto: Seq,
-    next_fid: Fid,
-    files: u64,
-    root: &Attrs,
-    root_xattrs: &Xattrs,
-) -> Vec<u8> {
+pub(super) fn encode_snapshot_head(h: &SnapshotHead) -> Vec<u8> {
     let mut head = b"{\"recordfs\":\"snapshot\"".to_vec();
     push_json(&mut head, "version", &FORMAT_VERSION);
-    push_json(&mut head, "upto", &upto);
-    push_json(&mut head, "next_fid", &next_fid);
-    push_json(&mut head, "files", &files);
-    push_attrs(&mut head, root);
-    push_xattrs(&mut head, root_xattrs, false);
+    push_json(&mut head, "upto", &h.upto);
+    push_json(&mut head, "next_fid", &h.next_fid);
+    push_json(&mut head, "files", &h.files);
+    if let Some((base, lines)) = h.layer {
+        push_json(&mut head, "base", &base);
+        push_json(&mut head, "lines", &lines);
+    }
+    push_attrs(&mut head, &h.root);
+    push_xattrs(&mut head, &h.root_xattrs, false);
     let mut out = seal(head);
     out.push(b'\n');
     out
@@ -104,57 +129,91 @@ pub(super) fn encode_file_line(f: &FileRecord) -> Vec<u8> {
     out
 }
 
+/// A whole snapshot (a layer is read with the snapshots under it: `layers::load_snapshot`).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot> {
+    let (head, file_lines) = split_snapshot(bytes)?;
+    if let Some(base) = head.base() {
+        return Err(corrupt(format!(
+            "a layer over snapshot {base}, not a whole snapshot"
+        )));
+    }
+    let files = decode_lines(&file_lines, decode_file_record)?;
+    Ok(Snapshot {
+        upto: head.upto,
+        next_fid: head.next_fid,
+        root: head.root,
+        root_xattrs: head.root_xattrs,
+        files,
+    })
+}
+
+/// A snapshot file's header and the lines it says follow, which must be all there is.
+pub(super) fn split_snapshot(bytes: &[u8]) -> Result<(SnapshotHead, Vec<&[u8]>)> {
     let mut lines = bytes.split(|b| *b == b'\n');
-    let (upto, next_fid, root, count, root_xattrs) =
-        decode_snapshot_head(lines.next().unwrap_or_default())?;
+    let head = decode_snapshot_head(lines.next().unwrap_or_default())?;
+    let count = head.lines();
     let file_lines: Vec<&[u8]> = lines.by_ref().take(count as usize).collect();
     if file_lines.len() as u64 != count || lines.any(|l| !l.is_empty()) {
         return Err(corrupt(format!(
-            "the snapshot should hold exactly {count} files"
+            "the snapshot should hold exactly {count} lines"
         )));
     }
+    Ok((head, file_lines))
+}
+
+/// Decodes `lines` with `decode` on several cores, in order: the first bad line (in order) is
+/// the error, as read one by one.
+pub(super) fn decode_lines<T: Send>(
+    lines: &[&[u8]],
+    decode: fn(&[u8]) -> Result<T>,
+) -> Result<Vec<T>> {
     // A million lines take seconds on one core: each core takes a run of them, and the first
     // bad line (in order) is the error, as read one by one.
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(SNAPSHOT_DECODE_THREADS);
-    let run = file_lines.len().div_ceil(threads).max(SNAPSHOT_DECODE_RUN);
-    let decoded: Vec<Result<Vec<FileRecord>>> = std::thread::scope(|s| {
-        let runs: Vec<_> = file_lines
+    let run = lines.len().div_ceil(threads).max(SNAPSHOT_DECODE_RUN);
+    let decoded: Vec<Result<Vec<T>>> = std::thread::scope(|s| {
+        let runs: Vec<_> = lines
             .chunks(run)
-            .map(|lines| s.spawn(move || lines.iter().map(|l| decode_file_record(l)).collect()))
+            .map(|lines| s.spawn(move || lines.iter().map(|l| decode(l)).collect()))
             .collect();
         runs.into_iter()
             .map(|r| r.join().expect("decoding lines does not panic"))
             .collect()
     });
-    let mut files = Vec::with_capacity(file_lines.len());
+    let mut out = Vec::with_capacity(lines.len());
     for run in decoded {
-        files.extend(run?);
+        out.extend(run?);
     }
-    Ok(Snapshot {
-        upto,
-        next_fid,
-        root,
-        root_xattrs,
-        files,
-    })
+    Ok(out)
 }
 
-/// A snapshot's header: `upto`, `next_fid`, the root's attributes, how many files follow.
-pub(super) fn decode_snapshot_head(line: &[u8]) -> Result<(Seq, Fid, Attrs, u64, Xattrs)> {
+/// A snapshot's header line.
+pub(super) fn decode_snapshot_head(line: &[u8]) -> Result<SnapshotHead> {
     let head = Fields(check_line(line)?);
     if head.str("recordfs")? != "snapshot" || head.u64("version")? != FORMAT_VERSION {
         return Err(corrupt("not a recordfs snapshot of this version"));
     }
-    Ok((
-        head.upto("upto")?,
-        head.id("next_fid")?,
-        head.attrs()?,
-        head.u64("files")?,
-        head.xattrs()?,
-    ))
+    let upto = head.upto("upto")?;
+    let layer = match head.0.contains_key("base") {
+        true => {
+            let base = head.upto("base")?;
+            if base >= upto {
+                return Err(corrupt(format!("a layer over snapshot {base} after it")));
+            }
+            Some((base, head.u64("lines")?))
+        }
+        false => None,
+    };
+    Ok(SnapshotHead {
+        upto,
+        next_fid: head.id("next_fid")?,
+        root: head.attrs()?,
+        root_xattrs: head.xattrs()?,
+        files: head.u64("files")?,
+        layer,
+    })
 }
 
 pub(super) fn decode_file_record(line: &[u8]) -> Result<FileRecord> {
@@ -270,10 +329,11 @@ impl<'de> serde::Deserialize<'de> for Name {
 /// What a salvage can read of a damaged snapshot: the header's fields if it checks out, every
 /// file line that does, and the lines that do not (offset, bytes, why).
 pub struct SalvagedSnapshot {
-    /// `upto`, `next_fid`, the root's attributes and the number of files it names.
-    pub head: Option<(Seq, Fid, Attrs, u64, Xattrs)>,
+    pub head: Option<SnapshotHead>,
     /// Each file line that checks out, with its offset and bytes.
     pub files: Vec<(u64, Vec<u8>, FileRecord)>,
+    /// The fids a layer's lines say are gone (`layers`).
+    pub gone: Vec<Fid>,
     pub bad: Vec<(u64, Vec<u8>, String)>,
 }
 
@@ -281,6 +341,7 @@ pub fn salvage_snapshot(bytes: &[u8]) -> SalvagedSnapshot {
     let mut out = SalvagedSnapshot {
         head: None,
         files: Vec::new(),
+        gone: Vec::new(),
         bad: Vec::new(),
     };
     let mut offset = 0u64;
@@ -297,8 +358,11 @@ pub fn salvage_snapshot(bytes: &[u8]) -> SalvagedSnapshot {
                 Ok(())
             }
             // A first line that is no header may be a file line whose header was lost.
-            _ => decode_file_record(line)
-                .map(|f| out.files.push((at, line.to_vec(), f)))
+            _ => super::layers::decode_layer_line(line)
+                .map(|(fid, f)| match f {
+                    Some(f) => out.files.push((at, line.to_vec(), f)),
+                    None => out.gone.push(fid),
+                })
                 .map_err(|e| match head {
                     Some(Err(h)) => format!("header: {}", h.reason),
                     _ => e.reason,

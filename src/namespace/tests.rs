@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::disk::RealDisk;
+use crate::limits::MAX_SNAPSHOT_LAYERS;
 use crate::log::{Data, Entry, Op};
 
 use crate::types::test_attrs as attrs;
@@ -354,6 +355,11 @@ fn entries_found_by_a_hash_of_the_name_survive_collisions() {
     let tmp = tempfile::tempdir().unwrap();
     let (base, out) = (tmp.path().join("base"), tmp.path().join("out"));
     let mut merged = 0;
+    // The same snapshots as a compaction writes them, layers over a whole one.
+    let log_dir = tmp.path().join("log");
+    std::fs::create_dir(&log_dir).unwrap();
+    let (mut chain, mut layered, mut whole_again): (Vec<crate::log::Layer>, usize, usize) =
+        (Vec::new(), 0, 0);
     for step in 0..4000 {
         let seq = ns.last_seq() + 1;
         let place = |r: u64, n: u64| (dirs[r as usize % 3], format!("n{n}").into_bytes());
@@ -444,11 +450,47 @@ fn entries_found_by_a_hash_of_the_name_survive_collisions() {
             // A compaction's snapshot, from the last one and the changes since, is the whole
             // one (the first has no last one).
             let whole = crate::log::encode_snapshot(&ns.snapshot());
+            let snap = ns.snapshot();
+            let at = log_dir.join(crate::log::snapshot_name(snap.upto));
             if let Some(delta) = ns.take_changes() {
-                crate::log::write_merged_snapshot(&RealDisk, &base, &delta, &out).unwrap();
+                let base_file = [base.clone()];
+                crate::log::write_merged_snapshot(&RealDisk, &base_file, None, &delta, &out)
+                    .unwrap();
                 assert_eq!(std::fs::read(&out).unwrap(), whole, "step {step}");
                 merged += 1;
+                // As layers, merged at a random point of the chain (a plan would mostly
+                // write whole ones here: most files change between two): the chain reads back
+                // as the state.
+                let most = chain.len() + usize::from(chain.len() < MAX_SNAPSHOT_LAYERS - 1);
+                // (Its own numbers: the workload's stay as they were.)
+                let from = ((step as u64 / 100).wrapping_mul(2_654_435_761) >> 8) as usize % most;
+                let inputs: Vec<_> = chain[from..]
+                    .iter()
+                    .map(|l| log_dir.join(crate::log::snapshot_name(l.upto)))
+                    .collect();
+                let under = from.checked_sub(1).map(|u| chain[u].upto);
+                let w = crate::log::write_merged_snapshot(&RealDisk, &inputs, under, &delta, &at)
+                    .unwrap();
+                chain.truncate(from);
+                chain.push(crate::log::Layer {
+                    upto: snap.upto,
+                    lines: w.lines,
+                    bytes: w.bytes,
+                });
+                layered += usize::from(from > 0);
+                whole_again += usize::from(from == 0 && inputs.len() > 1);
+            } else {
+                std::fs::write(&at, &whole).unwrap();
+                chain = vec![crate::log::Layer {
+                    upto: snap.upto,
+                    lines: snap.files.len() as u64,
+                    bytes: whole.len() as u64,
+                }];
             }
+            let (back, back_chain) =
+                crate::log::load_snapshot(&RealDisk, &log_dir, snap.upto).unwrap();
+            assert_eq!(back, snap, "step {step}");
+            assert_eq!(back_chain, chain, "step {step}");
             std::fs::write(&base, &whole).unwrap();
         }
         if step % 500 == 499 {
@@ -457,6 +499,11 @@ fn entries_found_by_a_hash_of_the_name_survive_collisions() {
         }
     }
     assert!(merged > 30, "merged snapshots: {merged}");
+    assert!(layered > 10, "snapshots written as layers: {layered}");
+    assert!(
+        whole_again > 3,
+        "whole snapshots written from layers: {whole_again}"
+    );
     assert!(model.len() > 40, "the directories filled: {}", model.len());
     // A snapshot that gives one name twice.
     let mut snap = ns.snapshot();

@@ -2,7 +2,7 @@
 //! readers see, waiting for durability, and the clean shutdown.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,11 +29,12 @@ impl Pipeline {
         layout: Layout,
         ns: Namespace,
         mut log: LogWriter,
-        policy: CompactPolicy,
+        mut policy: CompactPolicy,
         backing_durable: bool,
         damaged: &HashSet<Fid>,
     ) -> Result<(Arc<Pipeline>, Threads)> {
         log.write_ahead(policy.write_ahead());
+        let chain = std::mem::take(&mut policy.chain);
         let durable = ns.last_seq();
         // Until proven durable, every backing file is owed a sync at the next checkpoint; not
         // a damaged one, which may not even exist: it is not served either.
@@ -99,7 +100,9 @@ impl Pipeline {
             local_sync: AtomicBool::new(true),
             unshipped: AtomicUsize::new(0),
             shipping: AtomicBool::new(false),
-            snapshot_bytes: AtomicU64::new(policy.snapshot_bytes),
+            snapshot_bytes: AtomicU64::new(chain.iter().map(|l| l.bytes).sum()),
+            chain: Mutex::new(chain),
+            compact_tid: AtomicI32::new(0),
         });
         let spawn = |name: &str, f: fn(&Pipeline)| {
             let p = pipeline.clone();
@@ -526,7 +529,7 @@ mod tests {
         let r = crate::recovery::recover(&*disk, &layout, &opts).unwrap();
         let policy = CompactPolicy {
             log_limit: opts.log_limit,
-            snapshot_bytes: r.snapshot_bytes,
+            chain: r.chain,
             every: opts.compact_every,
             keep: opts.keep_logs,
         };
@@ -560,7 +563,7 @@ mod tests {
             log_limit,
             every: Duration::from_secs(3600),
             keep: 1,
-            snapshot_bytes: 0,
+            chain: Vec::new(),
         };
         assert_eq!(policy(None).limit(0), DEFAULT_LOG_LIMIT);
         assert_eq!(policy(None).limit(5 << 20), 5 << 20);

@@ -17,6 +17,9 @@ impl Pipeline {
     /// The compaction thread: compacts the log when due (`CompactPolicy`), and between
     /// compactions writes back changed backing files (`write_back`).
     pub(super) fn run_compact(&self) {
+        // SAFETY: gettid has no preconditions.
+        self.compact_tid
+            .store(unsafe { libc::gettid() }, Ordering::Relaxed);
         enum Work {
             Compact,
             WriteBack,
@@ -88,6 +91,12 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// For tests: the compaction thread's id, once it runs (its CPU time is in
+    /// /proc/self/task/ID/stat, apart from other stores' threads in the same process).
+    pub fn compaction_thread(&self) -> Option<i32> {
+        Some(self.compact_tid.load(Ordering::Relaxed)).filter(|t| *t != 0)
     }
 
     /// The bytes logged since the last compaction past which the log is compacted, and the
@@ -168,7 +177,9 @@ impl Pipeline {
                 return Err(e);
             }
         };
-        self.snapshot_bytes.store(c.bytes, Ordering::Relaxed);
+        self.snapshot_bytes
+            .store(c.chain.iter().map(|l| l.bytes).sum(), Ordering::Relaxed);
+        *self.chain.lock() = c.chain.clone();
         if let Next::Merged(_) = next {
             self.merged_compactions.fetch_add(1, Ordering::Relaxed);
         }
@@ -228,7 +239,9 @@ impl Pipeline {
         let (disk, keep) = (&*self.disk, self.policy.keep);
         match next {
             Next::Merged(delta) => {
-                crate::log::commit_merged_snapshot(disk, &self.layout, delta, keep)
+                let chain = self.chain.lock().clone();
+                let from = crate::log::plan_layers(&chain, delta.changed.len() as u64);
+                crate::log::commit_layered_snapshot(disk, &self.layout, &chain, from, delta, keep)
             }
             Next::Whole(snap) => crate::log::commit_snapshot(disk, &self.layout, snap, keep),
         }

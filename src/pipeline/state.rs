@@ -2,7 +2,7 @@
 //! waiters for durability, and the pipeline itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::limits::{
     DEFAULT_LOG_LIMIT, MAX_GROWN_LOG_LIMIT, MAX_PENDING_BYTES, READERS_PRUNE_ABOVE,
 };
-use crate::log::{Entry, LogWriter};
+use crate::log::{Entry, Layer, LogWriter};
 use crate::namespace::{Applied, Namespace};
 use crate::store::Layout;
 use crate::types::{Fid, Kind, Seq};
@@ -241,8 +241,12 @@ pub struct Pipeline {
     pub(super) unshipped: AtomicUsize,
     /// Whether `replica` is set: looked at by every commit, without taking its lock.
     pub(super) shipping: AtomicBool,
-    /// The size of the last snapshot written or mounted from (0 if none).
+    /// The size of the chain of snapshots the manifest names (0 if none): the state's.
     pub(super) snapshot_bytes: AtomicU64,
+    /// That chain, whole snapshot first (`log::plan_layers`); the compaction thread's.
+    pub(super) chain: Mutex<Vec<Layer>>,
+    /// The compaction thread's id (0 until it runs): `compaction_thread`.
+    pub(super) compact_tid: AtomicI32,
 }
 
 /// The pipeline's threads, joined at shutdown.
@@ -253,12 +257,13 @@ pub struct Threads {
 }
 
 /// When the mount compacts its log (README, "Compaction").
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CompactPolicy {
     /// `--log-limit`; without it, the limit grows with the snapshot (`CompactPolicy::limit`).
     pub log_limit: Option<u64>,
-    /// The size of the snapshot the mount started from (0 if none): where the limit starts.
-    pub snapshot_bytes: u64,
+    /// The snapshots the mount started from, whole one first (none if none): what the first
+    /// compaction's layer goes over, and where the limit starts. Taken by `Pipeline::start`.
+    pub chain: Vec<Layer>,
     pub every: Duration,
     pub keep: usize,
 }

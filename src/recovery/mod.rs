@@ -6,6 +6,7 @@ mod check;
 mod reconcile;
 mod salvage;
 mod scan;
+mod snapshot_salvage;
 
 pub use check::{check, CheckReport};
 pub use scan::{read_manifest, replay, Finding, LogScan};
@@ -39,8 +40,9 @@ pub struct Recovered {
     /// last process died), files it wrote may sit only in the page cache, even those recovery
     /// found right, and the next checkpoint must sync them all.
     pub backing_durable: bool,
-    /// The size of the snapshot replay started from (0 if none).
-    pub snapshot_bytes: u64,
+    /// The snapshots replay started from, whole one first (none if the store was never
+    /// compacted): where the next compaction's layers start (`log::plan_layers`).
+    pub chain: Vec<crate::log::Layer>,
 }
 
 /// Opens (or creates) a store and recovers it. See FORMAT.md, "Recovery".
@@ -171,7 +173,7 @@ pub fn recover(disk: &dyn Disk, layout: &Layout, opts: &Options) -> Result<Recov
         findings,
         notices: opened.notices,
         backing_durable,
-        snapshot_bytes: scan.snapshot_bytes,
+        chain: scan.chain,
     })
 }
 

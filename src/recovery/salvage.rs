@@ -1,13 +1,13 @@
 //! `--salvage`: a log damaged in the middle replayed with every line that can be used; the
 //! rest named and kept aside, and the result compacted (FORMAT.md, "Salvage").
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use ::log::{info, warn};
 
 use super::reconcile::{reconcile, Repair, Scope};
-use super::scan::{keep_beside, name_str, read_manifest, root_attrs, scan_log, Finding};
+use super::scan::{keep_beside, name_str, read_manifest, scan_log, Finding};
+use super::snapshot_salvage::salvaged_snapshot;
 use crate::disk::Disk;
 use crate::error::{err, Error, Result};
 use crate::limits::{max_line_for, MAX_NAMED_DROPS};
@@ -15,7 +15,7 @@ use crate::log::{self, list_segments, LogWriter, Op};
 use crate::namespace::Namespace;
 use crate::options::Options;
 use crate::store::{self, Layout};
-use crate::types::{Kind, Seq, ROOT};
+use crate::types::Seq;
 
 /// `--salvage`: brings a store whose log is damaged in the middle back to a sound state with
 /// every commit the log still holds. Each line that cannot be used is dropped, named, and its
@@ -274,13 +274,9 @@ fn salvage_start(
             newest
         }
     };
-    let path = log_dir.join(log::snapshot_name(upto));
-    let bytes = disk
-        .read(&path)
-        .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
-    let snap = match log::decode_snapshot(&bytes) {
-        Ok(snap) => snap,
-        Err(_) => salvaged_snapshot(disk, layout, &path, upto, &bytes, findings)?,
+    let snap = match log::load_snapshot(disk, &log_dir, upto) {
+        Ok((snap, _)) => snap,
+        Err(_) => salvaged_snapshot(disk, layout, upto, findings)?,
     };
     segments.retain(|(start, _)| *start > upto);
     if segments.first().map(|(start, _)| *start) != Some(upto + 1) {
@@ -291,94 +287,4 @@ fn salvage_start(
         ));
     }
     Ok((Namespace::from_snapshot(&snap)?, segments))
-}
-
-/// The snapshot `upto` from the lines of it that check out; each other line is dropped, named
-/// and kept beside it. A damaged header's fields come from elsewhere: `upto` from the name,
-/// the next fid from the files, the root's attributes from the store directory.
-fn salvaged_snapshot(
-    disk: &dyn Disk,
-    layout: &Layout,
-    path: &Path,
-    upto: Seq,
-    bytes: &[u8],
-    findings: &mut Vec<Finding>,
-) -> Result<log::Snapshot> {
-    let read = log::salvage_snapshot(bytes);
-    let mut bad = read.bad;
-    let (mut fids, mut names) = (HashSet::new(), HashSet::new());
-    let mut fitting = Vec::new();
-    for (offset, line, f) in read.files {
-        let mut all = std::iter::once((f.dir, f.name.to_vec())).chain(f.links.iter().cloned());
-        if f.fid <= ROOT || !fids.insert(f.fid) || !all.all(|n| names.insert(n)) {
-            let why = "the file does not fit the ones before it".to_string();
-            bad.push((offset, line, why));
-            continue;
-        }
-        fitting.push((offset, line, f));
-    }
-    // Only what hangs from the root through directories that are kept is kept.
-    let mut subdirs: std::collections::HashMap<u64, Vec<u64>> = Default::default();
-    for (_, _, f) in fitting.iter().filter(|(_, _, f)| f.kind == Kind::Dir) {
-        subdirs.entry(f.dir).or_default().push(f.fid);
-    }
-    let (mut reached, mut todo) = (HashSet::from([ROOT]), vec![ROOT]);
-    while let Some(dir) = todo.pop() {
-        for sub in subdirs.remove(&dir).unwrap_or_default() {
-            if reached.insert(sub) {
-                todo.push(sub);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    for (offset, line, f) in fitting {
-        if reached.contains(&f.dir) && f.links.iter().all(|(d, _)| reached.contains(d)) {
-            files.push(f);
-        } else {
-            let why = "its directory is not in the snapshot".to_string();
-            bad.push((offset, line, why));
-        }
-    }
-    // The lines after the header: the header's count of files should match them.
-    let lines = files.len() + bad.iter().filter(|(offset, ..)| *offset > 0).count();
-    for (offset, line, why) in bad {
-        let kept = keep_beside(disk, path, &format!("bad-{offset}"), &line)?;
-        findings.push(Finding {
-            what: format!(
-                "snapshot {}: the line at offset {offset} is dropped ({why}){}",
-                path.display(),
-                kept.map(|p| format!("; its bytes are in {}", p.display()))
-                    .unwrap_or_default()
-            ),
-        });
-    }
-    let (next_fid, root, root_xattrs) = match read.head {
-        Some((_, next_fid, root, count, root_xattrs)) => {
-            if count != lines as u64 {
-                findings.push(Finding {
-                    what: format!(
-                        "snapshot {}: its header names {count} files, {lines} lines follow",
-                        path.display()
-                    ),
-                });
-            }
-            (next_fid, root, root_xattrs)
-        }
-        None => {
-            findings.push(Finding {
-                what: format!(
-                    "snapshot {}: no readable header; the root directory's attributes are new",
-                    path.display()
-                ),
-            });
-            (ROOT + 1, root_attrs(disk, layout)?, Default::default())
-        }
-    };
-    Ok(log::Snapshot {
-        upto,
-        next_fid,
-        root,
-        root_xattrs,
-        files,
-    })
 }

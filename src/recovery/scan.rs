@@ -37,8 +37,9 @@ pub struct LogScan {
     pub checkpoint: Option<(Seq, u64)>,
     /// What the entries after it name.
     pub tail: Tail,
-    /// The size of the snapshot replay started from (0 if none).
-    pub snapshot_bytes: u64,
+    /// The snapshots replay started from, whole one first (none if the store was never
+    /// compacted).
+    pub chain: Vec<log::Layer>,
 }
 
 /// What the entries after the last checkpoint name: all whose bytes a process that died
@@ -152,8 +153,8 @@ struct Start {
     ns: Namespace,
     /// The segments in charge from there.
     segments: Vec<(Seq, PathBuf)>,
-    /// The snapshot's size (0 if none).
-    snapshot_bytes: u64,
+    /// The snapshots it stands on, whole one first (none if none).
+    chain: Vec<log::Layer>,
 }
 
 fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<Start> {
@@ -164,22 +165,12 @@ fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<Start> {
         return Ok(Start {
             ns: Namespace::new(),
             segments,
-            snapshot_bytes: 0,
+            chain: Vec::new(),
         });
     };
     // Older segments (if a crash left them) are history, not state.
-    let path = layout.log_dir().join(log::snapshot_name(m.snapshot));
-    let bytes = disk
-        .read(&path)
-        .map_err(|e| Error::io(format!("reading snapshot {}", path.display()), &e))?;
-    let snap = log::decode_snapshot(&bytes).map_err(|e| {
-        err!(
-            EIO,
-            "snapshot {} is corrupt: {}. {SALVAGE_HINT}",
-            path.display(),
-            e.reason
-        )
-    })?;
+    let (snap, chain) = log::load_snapshot(disk, &layout.log_dir(), m.snapshot)
+        .map_err(|e| Error::new(e.errno, format!("{}. {SALVAGE_HINT}", e.reason)))?;
     segments.retain(|(start, _)| *start >= m.first_segment);
     if segments.first().map(|(start, _)| *start) != Some(m.first_segment) {
         return Err(err!(
@@ -191,7 +182,7 @@ fn start_state(disk: &dyn Disk, layout: &Layout) -> Result<Start> {
     Ok(Start {
         ns: Namespace::from_snapshot(&snap)?,
         segments,
-        snapshot_bytes: bytes.len() as u64,
+        chain,
     })
 }
 
@@ -201,7 +192,7 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
     let Start {
         ns,
         segments,
-        snapshot_bytes,
+        chain,
     } = start_state(disk, layout)?;
     let mut scan = LogScan {
         checkpoint: (ns.last_seq() > 0).then(|| (ns.last_seq(), 0)),
@@ -211,7 +202,7 @@ pub(super) fn scan_log(disk: &dyn Disk, layout: &Layout) -> Result<LogScan> {
         segments: 0,
         entries: 0,
         tail: Tail::default(),
-        snapshot_bytes,
+        chain,
     };
     let count = segments.len();
     for (i, (start, path)) in segments.into_iter().enumerate() {

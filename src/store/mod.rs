@@ -24,13 +24,14 @@ use crate::types::Time;
 
 use files::io_err;
 
-const MARKER_TEXT: &str = "{\"format\":\"recordfs-store\",\"version\":6}\n";
+const MARKER_TEXT: &str = "{\"format\":\"recordfs-store\",\"version\":7}\n";
 /// The marker of a store made before modes were enforced; upgraded at its first mount.
 const MARKER_V1: &str = "{\"format\":\"recordfs-store\",\"version\":1}";
 const MARKER_V2: &str = "{\"format\":\"recordfs-store\",\"version\":2}";
 const MARKER_V3: &str = "{\"format\":\"recordfs-store\",\"version\":3}";
 const MARKER_V4: &str = "{\"format\":\"recordfs-store\",\"version\":4}";
 const MARKER_V5: &str = "{\"format\":\"recordfs-store\",\"version\":5}";
+const MARKER_V6: &str = "{\"format\":\"recordfs-store\",\"version\":6}";
 
 /// The exclusive lock on a store, held for as long as this value lives.
 pub struct StoreLock {
@@ -104,7 +105,8 @@ pub struct Opened {
 /// and private modes; version 3 adds directories to the log and the backing tree; version 4
 /// adds hard links (`LINK` entries, `links` in snapshots); version 5 adds `PATCH` entries;
 /// version 6 logs checkpoints while mounted, with entries between a checkpoint's `upto` and
-/// its own line. An older store is upgraded at its
+/// its own line; version 7 writes snapshots as layers over earlier ones. An older store is
+/// upgraded at its
 /// first writable mount: an older binary must not meet an entry it cannot read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Version {
@@ -114,6 +116,7 @@ enum Version {
     V4,
     V5,
     V6,
+    V7,
 }
 
 fn read_version(disk: &dyn Disk, layout: &Layout) -> Result<Version> {
@@ -121,7 +124,8 @@ fn read_version(disk: &dyn Disk, layout: &Layout) -> Result<Version> {
         .read(&layout.marker())
         .map_err(io_err("reading", &layout.marker()))?;
     match marker.trim_ascii() {
-        m if m == MARKER_TEXT.trim().as_bytes() => Ok(Version::V6),
+        m if m == MARKER_TEXT.trim().as_bytes() => Ok(Version::V7),
+        m if m == MARKER_V6.as_bytes() => Ok(Version::V6),
         m if m == MARKER_V5.as_bytes() => Ok(Version::V5),
         m if m == MARKER_V4.as_bytes() => Ok(Version::V4),
         m if m == MARKER_V3.as_bytes() => Ok(Version::V3),
@@ -229,7 +233,7 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
             notices,
         });
     }
-    if version != Version::V6 && writable {
+    if version != Version::V7 && writable {
         let mut tightened = String::new();
         if version == Version::V1 && !allow_open {
             let n = access::tighten(disk, &exposures)?;
@@ -238,7 +242,7 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
         }
         write_marker(disk, layout)?;
         notices.push(format!(
-            "{} was made by an earlier version of recordfs: upgraded to store version 6{tightened}",
+            "{} was made by an earlier version of recordfs: upgraded to store version 7{tightened}",
             store.display()
         ));
     }
@@ -249,7 +253,9 @@ pub fn open_store(disk: &dyn Disk, layout: &Layout, purpose: Purpose) -> Result<
     if refused {
         let hint = match version {
             Version::V1 => ACCEPT_V1,
-            Version::V2 | Version::V3 | Version::V4 | Version::V5 | Version::V6 => ACCEPT,
+            Version::V2 | Version::V3 | Version::V4 | Version::V5 | Version::V6 | Version::V7 => {
+                ACCEPT
+            }
         };
         return Err(access::refusal(store, &exposures, hint));
     }

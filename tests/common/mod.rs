@@ -496,7 +496,7 @@ impl Rng {
 /// Copies a store an earlier version made (tests/fixtures/NAME, with the modes it had, which
 /// git does not keep, from NAME.modes; STORE itself gets `top_mode`) to `dest`.
 /// Copies the fixture store `store-v{from}` (made by an earlier version) into `env`, mounts it
-/// and checks that the mount upgraded it to store version 6, the marker included.
+/// and checks that the mount upgraded it to store version 7, the marker included.
 pub fn mount_upgraded(env: &Env, from: u32) -> Mount {
     copy_fixture_store(&format!("store-v{from}"), 0o700, &env.store);
     let marker = env.store.join("recordfs.store");
@@ -508,12 +508,20 @@ pub fn mount_upgraded(env: &Env, from: u32) -> Mount {
     assert!(version(from));
     let m = env.mount(&[]);
     assert!(
-        m.daemon_log().contains("upgraded to store version 6"),
+        m.daemon_log().contains("upgraded to store version 7"),
         "{}",
         m.daemon_log()
     );
-    assert!(version(6));
+    assert!(version(7));
     m
+}
+
+/// How many entries of `dir` have a name `keep` takes.
+pub fn count_names(dir: &Path, keep: impl Fn(&str) -> bool) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| keep(&e.as_ref().unwrap().file_name().to_string_lossy()))
+        .count()
 }
 
 pub fn copy_fixture_store(name: &str, top_mode: u32, dest: &Path) {
