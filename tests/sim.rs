@@ -189,13 +189,13 @@ struct History {
 }
 
 impl History {
-    /// A history that starts at the empty store `fs` has just made.
-    fn new(fs: &RecordFs) -> History {
+    /// A history that starts at `state`, durable, which `fs` holds.
+    fn starting(state: State, fs: &RecordFs) -> History {
         let mut h = History {
             states: Vec::new(),
             durable: 0,
         };
-        h.push(State::new(), fs);
+        h.push(state, fs);
         h
     }
     fn push(&mut self, s: State, fs: &RecordFs) {
@@ -754,7 +754,14 @@ enum Setup {
     /// close the live segment at the limit meanwhile, so crashes fall among those closes, and
     /// then the compaction let go takes them in.
     HeldCompaction,
+    /// With a journal, and `BULK` files made in `bulk/` (which no op names) and compacted
+    /// before the ops: the ops change a few files between compactions, so their snapshots are
+    /// layers over that one (FORMAT.md, "Snapshot layers"), chains of layers, and whole again.
+    Populated,
 }
+
+/// The files `Setup::Populated` makes before the ops.
+const BULK: u32 = 24;
 
 /// Runs `ops`, crashes after `crash_after` of them, recovers and checks. Err says what broke.
 fn run_case(
@@ -765,9 +772,7 @@ fn run_case(
     crash_seed: u64,
 ) -> Result<usize, String> {
     let opts = opts.clone();
-    let (disk, fs, held) = start_case(&opts, setup)?;
-    let mut model = State::new();
-    let mut h = History::new(&fs);
+    let (disk, fs, held, mut model, mut h) = start_case(&opts, setup)?;
     let mut open = Vec::new();
     // Half the cases let the held compaction go halfway, the others crash while it is held.
     let let_go = crash_seed.is_multiple_of(2).then_some(crash_after / 2);
@@ -822,12 +827,9 @@ fn run_case(
     Ok(unsynced)
 }
 
-/// A new store on a disk as `setup` says, and the gate its first compaction is held at, if
-/// `setup` holds it.
-fn start_case(
-    opts: &Options,
-    setup: Setup,
-) -> Result<(SimDisk, RecordFs, Option<Arc<recordfs::disk::sim::Gate>>), String> {
+/// A new store on a disk as `setup` says, the gate its first compaction is held at if `setup`
+/// holds it, and the model of what it holds with its history.
+fn start_case(opts: &Options, setup: Setup) -> Result<Started, String> {
     let disk = SimDisk::new();
     if setup == Setup::NoJournal {
         disk.without_journal();
@@ -838,7 +840,67 @@ fn start_case(
         Setup::HeldCompaction => Some(hold_compaction(&disk, &fs, Duration::from_secs(10))?),
         _ => None,
     };
-    Ok((disk, fs, held))
+    let model = match setup {
+        Setup::Populated => populate(&fs, &disk)?,
+        _ => State::new(),
+    };
+    let h = History::starting(model.clone(), &fs);
+    Ok((disk, fs, held, model, h))
+}
+
+type Started = (
+    SimDisk,
+    RecordFs,
+    Option<Arc<recordfs::disk::sim::Gate>>,
+    State,
+    History,
+);
+
+/// Makes `BULK` files in `bulk/` and two the ops name, durable, and a compaction after them:
+/// the model of the store.
+fn populate(fs: &RecordFs, disk: &SimDisk) -> Result<State, String> {
+    let e = |e: recordfs::error::Error| e.to_string();
+    let (dir, t) = fs.mkdir(ROOT, b"bulk", 0o755, 0, 0).map_err(e)?;
+    fs.wait(t).map_err(e)?;
+    for n in 0..BULK {
+        let name = format!("f{n:02}");
+        let (_, t) = fs
+            .create_with(
+                dir.ino,
+                name.as_bytes(),
+                0o644,
+                format!("[{n}]").into_bytes(),
+            )
+            .map_err(e)?;
+        fs.wait(t).map_err(e)?;
+    }
+    // Files the ops name too, so that their changes and removals go into layers over the
+    // snapshot that holds them (a layer that lost a `GONE` line would bring one back).
+    for (name, bytes) in [(NAMES[0], &b"bulk"[..]), (NAMES[2], b"{\"bulk\": 1}")] {
+        let (_, t) = fs
+            .create_with(ROOT, name.as_bytes(), 0o644, bytes.to_vec())
+            .map_err(e)?;
+        fs.wait(t).map_err(e)?;
+    }
+    // Until a snapshot holds them (one the creates started may have taken them all in: then
+    // a compaction asked for has nothing to do).
+    let last = fs.pipeline().last_seq();
+    let layout = Layout::new(Path::new(STORE));
+    let start = std::time::Instant::now();
+    while recovery::read_manifest(disk, &layout)
+        .map_err(e)?
+        .is_none_or(|m| m.snapshot < last)
+    {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err("no compaction took the bulk files in".into());
+        }
+        fs.pipeline().request_compaction();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut model = read_state(fs)?;
+    // The store's mtimes are not the model's to predict (it names only those utimes set).
+    model.values_mut().for_each(|f| f.mtime = None);
+    Ok(model)
 }
 
 /// Runs a case a few times: the background threads make the disk at the crash depend on
@@ -964,6 +1026,11 @@ fn crash_recovery_matches_the_model_while_a_compaction_is_held() {
 }
 
 #[test]
+fn crash_recovery_matches_the_model_with_snapshot_layers() {
+    sweep(SyncMode::Always, Some(400), Setup::Populated);
+}
+
+#[test]
 fn crash_recovery_matches_the_model_with_patches() {
     sweep_patches(SyncMode::Always, None, Setup::Journal);
 }
@@ -989,7 +1056,7 @@ fn a_failed_sync_turns_the_store_read_only_and_a_remount_recovers() {
         let fs =
             RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), opts.clone()).unwrap();
         let mut model = State::new();
-        let mut h = History::new(&fs);
+        let mut h = History::starting(State::new(), &fs);
         disk.fail_next(FaultOn::Sync, fail_at, libc::EIO);
         let mut failed = false;
         for i in 0..8 {
@@ -1284,7 +1351,7 @@ fn exhaustive_small_workloads_at_every_crash_point() {
         let fs = RecordFs::start_on(Arc::new(disk.clone()), Path::new(STORE), Options::default())
             .unwrap();
         let mut model = State::new();
-        let mut h = History::new(&fs);
+        let mut h = History::starting(State::new(), &fs);
         let mut open = Vec::new();
         for step in 0..=w.len() {
             if step > 0 {
@@ -1387,6 +1454,7 @@ fn a_machine_dying_inside_an_operation_never_loses_acknowledged_commits() {
             },
             Setup::Journal,
         ),
+        (small.clone(), Setup::Populated),
     ];
     let mut n = 0;
     for (salt, (opts, setup)) in runs.iter().enumerate() {
@@ -1485,9 +1553,7 @@ fn run_faulty(
     crash_seed: u64,
 ) -> Result<(), String> {
     // A held compaction is held until the crash.
-    let (disk, fs, held) = start_case(opts, setup)?;
-    let mut model = State::new();
-    let mut h = History::new(&fs);
+    let (disk, fs, held, mut model, mut h) = start_case(opts, setup)?;
     let mut open = Vec::new();
     let debug = std::env::var_os("RECORDFS_DEBUG").is_some();
     for (i, op) in ops.iter().enumerate() {
@@ -1649,7 +1715,7 @@ fn as_if_done(model: &State, op: &Op) -> Result<Vec<State>, String> {
         }
     }
     let mut done = model.clone();
-    let mut h = History::new(&fs);
+    let mut h = History::starting(State::new(), &fs);
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_op(&fs, &mut done, &mut h, op, &mut Vec::new());
     }))
