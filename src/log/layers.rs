@@ -1,7 +1,8 @@
 //! Snapshot layers (FORMAT.md, "Snapshot layers"): a compaction writes the files changed
 //! since the last snapshot as a layer over it, not the whole state again, so that its cost
 //! follows what changed and not the store's size. A layer holds one line per file changed
-//! since the snapshot under it: the file's line as a whole snapshot has it, or a `GONE` line.
+//! since the snapshot under it: the file's line as a whole snapshot has it, or a `GONE` line
+//! (both encoded in snapshot.rs).
 //! The snapshot the manifest names is the top of a chain: a whole snapshot, then layers, each
 //! over the one before.
 
@@ -12,10 +13,10 @@ use crate::error::{err, Error, Result};
 use crate::limits::{LAYERS_PER_WHOLE, LONGEST_LINE, MAX_SNAPSHOT_LAYERS};
 use crate::types::{Fid, Seq};
 
-use super::line::{check_line, corrupt, push_json, seal, Fields};
+use super::line::corrupt;
 use super::scan::{read_bounded_line, LineRead};
 use super::snapshot::{
-    decode_file_record, decode_lines, decode_snapshot, decode_snapshot_head, snapshot_name,
+    decode_layer_line, decode_lines, decode_snapshot, decode_snapshot_head, snapshot_name,
     split_snapshot, FileRecord, Snapshot,
 };
 
@@ -51,31 +52,6 @@ pub fn plan_layers(chain: &[Layer], changed: u64) -> usize {
         true => 0,
         false => from,
     }
-}
-
-/// A layer's line for a file gone since the snapshot under it, newline included; its fid comes
-/// first, as in a file's line.
-pub(super) fn encode_gone_line(fid: Fid) -> Vec<u8> {
-    let mut line = b"{\"op\":\"GONE\"".to_vec();
-    push_json(&mut line, "fid", &fid);
-    let mut out = seal(line);
-    out.push(b'\n');
-    out
-}
-
-pub(super) const GONE_PREFIX: &[u8] = br#"{"op":"GONE","#;
-
-/// A layer's line: a file's fid and its record now, or none if it is gone.
-pub fn decode_layer_line(line: &[u8]) -> Result<(Fid, Option<FileRecord>)> {
-    if line.starts_with(GONE_PREFIX) {
-        let f = Fields(check_line(line)?);
-        if f.str("op")? != "GONE" || f.0.len() != 3 {
-            return Err(corrupt("not a GONE line"));
-        }
-        return Ok((f.id("fid")?, None));
-    }
-    let record = decode_file_record(line)?;
-    Ok((record.fid, Some(record)))
 }
 
 /// The state snapshot `upto` in `log_dir` holds, read with the snapshots under it, and the
@@ -228,6 +204,8 @@ pub(super) fn apply_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::line::seal;
+    use crate::log::snapshot::encode_gone_line;
 
     fn chain(lines: &[u64]) -> Vec<Layer> {
         lines

@@ -11,11 +11,11 @@ use crate::error::{err, Error, Result};
 use crate::limits::LONGEST_LINE;
 use crate::types::{Attrs, Fid, Seq, Xattrs};
 
-use super::layers::{encode_gone_line, GONE_PREFIX};
 use super::line::checksum;
 use super::scan::{read_bounded_line, LineRead};
 use super::snapshot::{
-    decode_snapshot_head, encode_file_line, encode_snapshot_head, FileRecord, SnapshotHead,
+    decode_snapshot_head, encode_file_line, encode_gone_line, encode_snapshot_head, FileRecord,
+    SnapshotHead, GONE_PREFIX,
 };
 
 /// The snapshot after entry `upto`, told as the changes since snapshot `since`.

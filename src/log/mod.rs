@@ -14,7 +14,7 @@ mod snapshot;
 mod tests;
 
 pub use entry::{apply_patch, decode_entry, encode_entry, Data, Entry, Op, Range, Shown};
-pub use layers::{decode_layer_line, load_snapshot, plan_layers, Layer};
+pub use layers::{load_snapshot, plan_layers, Layer};
 pub use line::{crc32c, FORMAT_VERSION};
 pub use merge::{write_merged_snapshot, SnapshotDelta, Written};
 pub use retire::{commit_layered_snapshot, commit_snapshot, old_segments, Compacted};
@@ -24,6 +24,7 @@ pub use segment::{
     segment_name, Header, LogWriter,
 };
 pub use snapshot::{
-    decode_manifest, decode_snapshot, encode_manifest, encode_snapshot, salvage_snapshot,
-    snapshot_name, FileRecord, Manifest, SalvagedSnapshot, Snapshot, SnapshotHead, MANIFEST,
+    decode_layer_line, decode_manifest, decode_snapshot, encode_manifest, encode_snapshot,
+    salvage_snapshot, snapshot_name, FileRecord, Manifest, SalvagedSnapshot, Snapshot,
+    SnapshotHead, MANIFEST,
 };

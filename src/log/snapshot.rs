@@ -239,6 +239,31 @@ pub(super) fn decode_file_record(line: &[u8]) -> Result<FileRecord> {
     })
 }
 
+/// A layer's line for a file gone since the snapshot under it, newline included; its fid comes
+/// first, as in a file's line.
+pub(super) fn encode_gone_line(fid: Fid) -> Vec<u8> {
+    let mut line = b"{\"op\":\"GONE\"".to_vec();
+    push_json(&mut line, "fid", &fid);
+    let mut out = seal(line);
+    out.push(b'\n');
+    out
+}
+
+pub(super) const GONE_PREFIX: &[u8] = br#"{"op":"GONE","#;
+
+/// A layer's line: a file's fid and its record now, or none if it is gone.
+pub fn decode_layer_line(line: &[u8]) -> Result<(Fid, Option<FileRecord>)> {
+    if line.starts_with(GONE_PREFIX) {
+        let f = Fields(check_line(line)?);
+        if f.str("op")? != "GONE" || f.0.len() != 3 {
+            return Err(corrupt("not a GONE line"));
+        }
+        return Ok((f.id("fid")?, None));
+    }
+    let record = decode_file_record(line)?;
+    Ok((record.fid, Some(record)))
+}
+
 /// A file line as nearly every one is written (no extended attributes), read straight into
 /// its fields: a million of them are most of a mount's time. None for anything else, and for
 /// anything out of range, which `decode_file_record` then reads the general way, saying what
@@ -358,7 +383,7 @@ pub fn salvage_snapshot(bytes: &[u8]) -> SalvagedSnapshot {
                 Ok(())
             }
             // A first line that is no header may be a file line whose header was lost.
-            _ => super::layers::decode_layer_line(line)
+            _ => decode_layer_line(line)
                 .map(|(fid, f)| match f {
                     Some(f) => out.files.push((at, line.to_vec(), f)),
                     None => out.gone.push(fid),

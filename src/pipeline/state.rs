@@ -241,7 +241,8 @@ pub struct Pipeline {
     pub(super) unshipped: AtomicUsize,
     /// Whether `replica` is set: looked at by every commit, without taking its lock.
     pub(super) shipping: AtomicBool,
-    /// The size of the chain of snapshots the manifest names (0 if none): the state's.
+    /// The size of the chain of snapshots the manifest names (0 if none): the state's. Kept
+    /// apart from `chain`, whose lock every commit would take (`log_limit`).
     pub(super) snapshot_bytes: AtomicU64,
     /// That chain, whole snapshot first (`log::plan_layers`); the compaction thread's.
     pub(super) chain: Mutex<Vec<Layer>>,
