@@ -115,17 +115,23 @@ pub fn write_merged_snapshot(
             Piece::Gone(fid) => w.push(&encode_gone_line(fid)),
         }
     })?;
-    let counted = layer.map_or(delta.files, |(_, lines)| lines);
-    let written = match layer {
-        Some(_) => lines,
-        None => files,
-    };
-    if written != counted {
-        return Err(err!(
-            EIO,
-            "the snapshot of entry {} would list {written} files where the namespace has {counted}",
-            delta.upto,
-        ));
+    match layer {
+        None if files != delta.files => {
+            return Err(err!(
+                EIO,
+                "the snapshot of entry {} would list {files} files where the namespace has {}",
+                delta.upto,
+                delta.files
+            ))
+        }
+        Some((_, counted)) if lines != counted => {
+            return Err(err!(
+                EIO,
+                "the layer of entry {} would hold {lines} lines where {counted} were counted",
+                delta.upto
+            ))
+        }
+        _ => {}
     }
     Ok(Written {
         bytes: w.finish()?,
@@ -187,6 +193,8 @@ struct Input {
     r: BufReader<Reader>,
     head: SnapshotHead,
     read: u64,
+    /// The fid of the last line read (`next` is taken by the merge).
+    last: Fid,
     /// The next line: its fid, its bytes, and whether it is a `GONE` line.
     next: Option<(Fid, Vec<u8>, bool)>,
 }
@@ -204,6 +212,7 @@ impl Input {
             r,
             head: decode_snapshot_head(&head).map_err(|e| bad(e.reason))?,
             read: 0,
+            last: 0,
             next: None,
         };
         input.advance()?;
@@ -215,7 +224,6 @@ impl Input {
     }
 
     fn advance(&mut self) -> Result<()> {
-        let last = self.next.as_ref().map_or(0, |n| n.0);
         let count = self.head.lines();
         let Some(line) = read_line(&mut self.r, &self.path)? else {
             return match self.read == count {
@@ -234,9 +242,10 @@ impl Input {
             return Err(self.bad(format!("line {n} is a GONE line in a whole snapshot")));
         }
         let fid = line_fid(&line).ok_or_else(|| self.bad(format!("line {n} has no fid")))?;
-        if fid <= last {
-            return Err(self.bad(format!("fid {fid} after fid {last}")));
+        if fid <= self.last {
+            return Err(self.bad(format!("fid {fid} after fid {}", self.last)));
         }
+        self.last = fid;
         self.next = Some((fid, line, gone));
         Ok(())
     }
@@ -459,5 +468,11 @@ mod tests {
             write_merged_snapshot(&RealDisk, std::slice::from_ref(&base), None, &delta, &out)
                 .is_err()
         );
+        // Fids out of order, each line sound (the merge takes each line in turn from its input).
+        let unordered = snapshot(10, vec![record(5, "b", 2), record(3, "a", 1)]);
+        std::fs::write(&base, encode_snapshot(&unordered)).unwrap();
+        let e = write_merged_snapshot(&RealDisk, std::slice::from_ref(&base), None, &delta, &out)
+            .unwrap_err();
+        assert!(e.reason.contains("fid 3 after fid 5"), "{e}");
     }
 }
