@@ -187,6 +187,11 @@ pub struct Stats {
     pub last_checkpoint_time: Option<u64>,
     /// The same, as ISO 8601 in UTC.
     pub last_checkpoint_at: Option<String>,
+    /// The snapshot the manifest names (none before the first compaction), the layers in its
+    /// chain (FORMAT.md, "Snapshot layers"; 0 for a whole one), and the bytes of the chain.
+    pub snapshot_seq: Option<Seq>,
+    pub snapshot_layers: u64,
+    pub snapshot_bytes: u64,
     /// Old segments kept in log/old/, and the bytes of everything there.
     pub kept_old_logs: u64,
     pub kept_old_log_bytes: u64,
@@ -209,6 +214,9 @@ pub fn stats(disk: &dyn Disk, layout: &Layout) -> Result<Stats> {
         last_checkpoint_at: scan
             .checkpoint
             .map(|(_, ts)| Time::from_millis(ts).iso8601()),
+        snapshot_seq: scan.chain.last().map(|l| l.upto),
+        snapshot_layers: scan.chain.len().saturating_sub(1) as u64,
+        snapshot_bytes: scan.chain.iter().map(|l| l.bytes).sum(),
         ..Stats::default()
     };
     for inode in scan.ns.files() {
@@ -282,6 +290,17 @@ impl Stats {
             (Some(seq), Some(at)) => format!("from entry {seq} at {at} (UTC), the oldest kept"),
             _ => "none yet".into(),
         };
+        let snapshot = match self.snapshot_seq {
+            Some(seq) => {
+                let chain = match self.snapshot_layers {
+                    0 => "whole".to_string(),
+                    1 => "a layer over a whole one".to_string(),
+                    n => format!("{n} layers over a whole one"),
+                };
+                format!("entry {seq}, {chain}, {} bytes", self.snapshot_bytes)
+            }
+            None => "none yet".into(),
+        };
         let mut collections = String::new();
         for (name, c) in &self.collections {
             collections += &format!(
@@ -290,7 +309,7 @@ impl Stats {
             );
         }
         format!(
-            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  directories  {}\n{collections}  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  old logs     {} segments, {} bytes in log/old/\n  history      {history}\n",
+            "store {}\n  records      {} ({} bytes)\n  plain files  {} ({} bytes)\n  symlinks     {}\n  directories  {}\n{collections}  log          {} segments, {} bytes, {} entries, last entry {}\n  checkpoint   {checkpoint}\n  snapshot     {snapshot}\n  old logs     {} segments, {} bytes in log/old/\n  history      {history}\n",
             String::from_utf8_lossy(store.as_os_str().as_bytes()),
             self.records,
             self.record_bytes,

@@ -66,6 +66,10 @@ fn compaction_retires_the_log_keeps_the_state_and_three_old_logs() {
     let s: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(s["kept_old_logs"], 3);
     assert_eq!(
+        (s["snapshot_layers"].as_u64(), s["snapshot_seq"].is_u64()),
+        (Some(0), true)
+    );
+    assert_eq!(
         (s["records"].as_u64(), s["plain_files"].as_u64()),
         (Some(1), Some(5))
     );

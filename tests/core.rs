@@ -906,6 +906,10 @@ fn a_compaction_writes_a_layer_of_what_changed() {
     assert_eq!(before.len(), 4000 - 12 + 24);
     fs.shutdown().unwrap();
     drop(fs);
+    // `recordfs stats` names the chain.
+    let stats = recordfs::inspect::stats(&recordfs::disk::RealDisk, &layout).unwrap();
+    assert_eq!(stats.snapshot_layers as usize + 1, in_log());
+    assert!(stats.snapshot_layers > 0 && stats.snapshot_bytes > whole);
     let fs = RecordFs::start(&store, never.clone()).unwrap();
     assert_eq!(listed(&fs), before, "mounted from the chain");
     // Changes past a quarter of the whole snapshot: whole again, alone in log/.
