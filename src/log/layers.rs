@@ -10,11 +10,11 @@ use std::path::Path;
 
 use crate::disk::Disk;
 use crate::error::{err, Error, Result};
-use crate::limits::{LAYERS_PER_WHOLE, LONGEST_LINE, MAX_SNAPSHOT_LAYERS};
+use crate::limits::{LAYERS_PER_WHOLE, MAX_SNAPSHOT_LAYERS};
 use crate::types::{Fid, Seq};
 
 use super::line::corrupt;
-use super::scan::{read_bounded_line, LineRead};
+use super::merge::open_snapshot;
 use super::snapshot::{
     decode_layer_line, decode_lines, decode_snapshot, decode_snapshot_head, snapshot_name,
     split_snapshot, FileRecord, Snapshot,
@@ -134,16 +134,7 @@ pub(super) fn check_chain(disk: &dyn Disk, log_dir: &Path, chain: &[Layer]) -> R
     let mut under = None;
     for layer in chain {
         let path = log_dir.join(snapshot_name(layer.upto));
-        let file = disk
-            .open_read(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-        let mut r = std::io::BufReader::new(crate::disk::Reader::new(file, 0));
-        let line = match read_bounded_line(&mut r, LONGEST_LINE as usize) {
-            Ok(Some(LineRead::Line(line, true))) => line,
-            Ok(_) => return Err(in_file(&path, corrupt("no header line"))),
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()), &e)),
-        };
-        let head = decode_snapshot_head(&line).map_err(|e| in_file(&path, e))?;
+        let (head, _) = open_snapshot(disk, &path)?;
         if head.upto != layer.upto || head.base() != under {
             let found = (head.upto, head.base());
             let why = format!(

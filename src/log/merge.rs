@@ -201,16 +201,11 @@ struct Input {
 
 impl Input {
     fn open(disk: &dyn Disk, path: &Path) -> Result<Input> {
-        let bad = |reason: String| err!(EIO, "snapshot {}: {reason}", path.display());
-        let file = disk
-            .open_read(path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
-        let mut r = BufReader::with_capacity(WRITE_CHUNK, Reader::new(file, 0));
-        let head = read_line(&mut r, path)?.ok_or_else(|| bad("empty".into()))?;
+        let (head, r) = open_snapshot(disk, path)?;
         let mut input = Input {
             path: path.to_path_buf(),
             r,
-            head: decode_snapshot_head(&head).map_err(|e| bad(e.reason))?,
+            head,
             read: 0,
             last: 0,
             next: None,
@@ -249,6 +244,21 @@ impl Input {
         self.next = Some((fid, line, gone));
         Ok(())
     }
+}
+
+/// Opens the snapshot file at `path` and reads its header; the reader is left at the first line
+/// after it.
+pub(super) fn open_snapshot(
+    disk: &dyn Disk,
+    path: &Path,
+) -> Result<(SnapshotHead, BufReader<Reader>)> {
+    let bad = |reason: String| err!(EIO, "snapshot {}: {reason}", path.display());
+    let file = disk
+        .open_read(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    let mut r = BufReader::with_capacity(WRITE_CHUNK, Reader::new(file, 0));
+    let line = read_line(&mut r, path)?.ok_or_else(|| bad("empty".into()))?;
+    Ok((decode_snapshot_head(&line).map_err(|e| bad(e.reason))?, r))
 }
 
 fn read_line(r: &mut BufReader<Reader>, path: &Path) -> Result<Option<Vec<u8>>> {
