@@ -88,19 +88,19 @@ fn a_commit_writing_its_log_line_does_not_hold_up_lookups() {
     fs.shutdown().unwrap();
 }
 
-/// A new file's backing file is renamed into place without the state lock: no reader opens it
-/// before it settles, and no other file's is under its name. Fails if the rename holds the
+/// A new file's backing file is written at its name without the state lock: no reader opens
+/// it before it settles, and no other file's is under its name. Fails if the write holds the
 /// lock that lookups take (on a slow disk, every lookup would wait for every new file).
 #[test]
-fn a_new_file_s_rename_into_place_does_not_hold_up_lookups() {
+fn a_new_file_s_backing_file_being_written_does_not_hold_up_lookups() {
     let disk = SimDisk::new();
     let fs = start(&disk);
     let ino = save(&fs, "a.txt");
     fs.pipeline().quiesce();
-    let rename = disk.stall_next(FaultOn::Rename, 0);
+    let create = disk.stall_next(FaultOn::Create, 0);
     save(&fs, "b.txt");
-    assert!(rename.wait_entered(BOUND), "b.txt was never applied");
-    answered_while_held(&fs, ino, &[&rename]);
+    assert!(create.wait_entered(BOUND), "b.txt was never applied");
+    answered_while_held(&fs, ino, &[&create]);
     fs.pipeline().quiesce();
     let backing: &dyn Disk = &disk;
     let bytes = backing.read(Path::new("/store/root/b.txt")).unwrap();
@@ -156,9 +156,9 @@ fn a_file_removed_before_its_bytes_reach_the_disk_is_never_written() {
     let fs = start(&disk);
     fs.pipeline().quiesce();
     // The apply thread holds at the next file it writes whole: the backing file of a.txt.
-    let rename = disk.stall_next(FaultOn::Create, 0);
+    let writing = disk.stall_next(FaultOn::Create, 0);
     let ino = save(&fs, "a.txt");
-    assert!(rename.wait_entered(BOUND), "a.txt was never applied");
+    assert!(writing.wait_entered(BOUND), "a.txt was never applied");
     let before = fs.pipeline().moot.load(Ordering::Relaxed);
     let (_, fh, t) = fs
         .create(ROOT, b"journal", 0o644, 0, 0, libc::O_WRONLY)
@@ -170,7 +170,7 @@ fn a_file_removed_before_its_bytes_reach_the_disk_is_never_written() {
     fs.wait(fs.fsync(fh).unwrap()).unwrap();
     fs.release(fh);
     fs.wait(fs.unlink(ROOT, b"journal").unwrap()).unwrap();
-    rename.open();
+    writing.open();
     fs.pipeline().quiesce();
     // The create, the two saves (the second a patch) and nothing else.
     assert_eq!(fs.pipeline().moot.load(Ordering::Relaxed) - before, 3);
@@ -204,9 +204,9 @@ fn the_backing_tree_keeps_only_the_names_that_wait_to_be_applied() {
     assert_eq!(fs.pipeline().placements_apart(), 0);
 
     // The apply thread holds at the next file it writes whole: the backing file of c.txt.
-    let rename = disk.stall_next(FaultOn::Create, 0);
+    let writing = disk.stall_next(FaultOn::Create, 0);
     save(&fs, "c.txt");
-    assert!(rename.wait_entered(BOUND), "c.txt was never applied");
+    assert!(writing.wait_entered(BOUND), "c.txt was never applied");
     let held = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         fs.wait(fs.rename(ROOT, b"d", ROOT, b"e", 0).unwrap())
             .unwrap();
@@ -222,7 +222,7 @@ fn the_backing_tree_keeps_only_the_names_that_wait_to_be_applied() {
         fs.release(fh);
         assert_eq!(bytes.unwrap(), b"B bytes");
     }));
-    rename.open();
+    writing.open();
     if let Err(panic) = held {
         std::panic::resume_unwind(panic);
     }

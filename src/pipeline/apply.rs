@@ -158,8 +158,8 @@ impl Pipeline {
                     Kind::File => {
                         // Every name of the file holds its own copy (a new file has the one
                         // its entry gives). Only this thread changes the tree: the names taken
-                        // here are the names when the copies are written or renamed into
-                        // place.
+                        // here are the names when the copies are written in place or renamed
+                        // into place.
                         let (names, in_place, placed) = {
                             let mut st = self.state.lock();
                             match st.tree().get(*fid) {
@@ -190,6 +190,23 @@ impl Pipeline {
                                 return Ok(());
                             }
                         }
+                        if !placed {
+                            // A new file is written at its name: no reader opens its backing
+                            // file before `settle`, nothing else is under the name with every
+                            // earlier entry applied, and a crash that tears it leaves its SET
+                            // in the log's tail, which recovery checks it against.
+                            let dest = {
+                                let st = self.state.lock();
+                                st.tree()
+                                    .path_in(layout, *dir, name)
+                                    .ok_or_else(|| unplaced(*dir))?
+                            };
+                            store::write_file(disk, &dest, &data.bytes, &meta)?;
+                            let mut st = self.state.lock();
+                            st.changed.insert(*dir);
+                            self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
+                            return Ok(());
+                        }
                         let mut staged = Vec::with_capacity(names.len());
                         for i in 0..names.len() {
                             let s = layout.tmp().join(format!("{fid}.{}.{i}.staged", entry.seq));
@@ -203,16 +220,12 @@ impl Pipeline {
                             };
                             names.iter().map(dest).collect::<Result<Vec<_>>>()?
                         };
-                        // A placed file's copies are renamed under the lock, so that a reader
-                        // opening one of its backing files never finds it moving. A new
-                        // file's need not hold up lookups and commits: no reader opens a
-                        // backing file of it before `settle`, and with every earlier entry
-                        // applied no other file's is under its name.
-                        let held = placed.then(|| self.state.lock());
+                        // Renamed under the lock, so that a reader opening one of the file's
+                        // backing files never finds it moving.
+                        let mut st = self.state.lock();
                         for (s, dest) in staged.iter().zip(&dests) {
                             store::rename(disk, s, dest)?;
                         }
-                        let mut st = held.unwrap_or_else(|| self.state.lock());
                         for (d, _) in &names {
                             st.changed.insert(*d);
                         }

@@ -101,9 +101,9 @@ impl SimDisk {
     }
 
     /// Holds the `n`th next write or sync of a file open for writing (the log), rename (a
-    /// backing file put in place) or new file written whole (a backing file staged), as `on`
-    /// says (0 = the very next), at the returned gate until it is opened: a disk slow at that
-    /// moment.
+    /// backing file put in place) or new file written whole (a new backing file, a staged one,
+    /// a snapshot), as `on` says (0 = the very next), at the returned gate until it is opened:
+    /// a disk slow at that moment.
     pub fn stall_next(&self, on: FaultOn, n: u64) -> Arc<Gate> {
         self.stalls.add(on, n)
     }
