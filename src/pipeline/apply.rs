@@ -203,7 +203,6 @@ impl Pipeline {
                             };
                             store::write_file(disk, &dest, &data.bytes, &meta)?;
                             let mut st = self.state.lock();
-                            st.changed.insert(*dir);
                             self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
                             return Ok(());
                         }
@@ -424,10 +423,10 @@ impl Pipeline {
         })
     }
 
-    /// A file's bytes reached its backing file: readers may read them there now. The new
-    /// backing file was renamed into `dir`, replacing any old one: the directory is owed a
-    /// sync as much as the file, or a crash after a compaction may keep the old file under the
-    /// name while the log no longer holds the new bytes.
+    /// A file's bytes reached its backing file: readers may read them there now. A new
+    /// backing file was written or renamed into `dir`, replacing any old one: the directory is
+    /// owed a sync as much as the file, or a crash after a compaction may keep the old file
+    /// under the name while the log no longer holds the new bytes.
     pub(super) fn settle(
         &self,
         st: &mut State,
