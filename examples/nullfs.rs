@@ -9,16 +9,22 @@
 //! wrote appends the file's bytes to LOGFILE, into zeros written ahead (as recordfs's log does),
 //! and is answered after an `fdatasync` that concurrent flushes share, from a thread of its
 //! own. What a save through recordfs costs beyond a save through this is recordfs's own work;
-//! what this cannot reach, no filesystem behind FUSE on the same machine reaches.
+//! what this cannot reach, no filesystem behind FUSE on the same machine reaches. With
+//! `--backing DIR` too, each synced file's bytes are then written, by a thread of its own, to
+//! a file of its own in DIR (a new one made, an old one written in place, its mode and times
+//! set), as recordfs's apply thread writes backing files: what any filesystem that keeps a
+//! file per record on the same disk costs at the least.
 //!
 //!   cargo build --release --example nullfs
-//!   target/release/examples/nullfs MOUNTPOINT [--sync LOGFILE]   (until unmounted)
+//!   target/release/examples/nullfs MOUNTPOINT [--sync LOGFILE [--backing DIR]]
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -47,12 +53,17 @@ struct Tree {
     next: u64,
 }
 
-/// The log and the flushes waiting for its next sync.
+/// A file's bytes, synced, on their way to its backing file: (inode, bytes).
+type Synced = (u64, Vec<u8>);
+
+/// The log and the flushes waiting for its next sync, with the bytes each flushed.
 struct Log {
     file: File,
     end: Mutex<(u64, u64)>,
-    waiting: Mutex<Vec<ReplyEmpty>>,
+    waiting: Mutex<Vec<(ReplyEmpty, u64, Vec<u8>)>>,
     wake: Condvar,
+    /// Where synced bytes go to be written to their files (`--backing`).
+    backing: Option<Mutex<Sender<Synced>>>,
 }
 
 struct NullFs {
@@ -135,11 +146,39 @@ fn sync_thread(log: Arc<Log>) {
             std::mem::take(&mut *w)
         };
         let synced = log.file.sync_data();
-        for reply in batch {
+        for (reply, ino, bytes) in batch {
             match &synced {
                 Ok(()) => reply.ok(),
                 Err(_) => reply.error(Errno::EIO),
             }
+            if let Some(backing) = &log.backing {
+                let _ = backing.lock().send((ino, bytes));
+            }
+        }
+    }
+}
+
+/// Writes each file's synced bytes to DIR/<inode>: made new (`O_EXCL`), or written in place.
+fn backing_thread(dir: PathBuf, files: Receiver<Synced>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    for (ino, bytes) in files {
+        let path = dir.join(ino.to_string());
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .or_else(|_| std::fs::OpenOptions::new().write(true).open(&path))
+            .and_then(|f| {
+                f.write_all_at(&bytes, 0)?;
+                f.set_len(bytes.len() as u64)?;
+                nix::sys::stat::fchmod(&f, nix::sys::stat::Mode::from_bits_truncate(0o644))?;
+                let now = nix::sys::time::TimeSpec::from(std::time::UNIX_EPOCH.elapsed().unwrap());
+                nix::sys::stat::futimens(&f, &now, &now)?;
+                Ok(())
+            });
+        if let Err(e) = written {
+            eprintln!("nullfs: {}: {e}", path.display());
         }
     }
 }
@@ -288,7 +327,7 @@ impl Filesystem for NullFs {
         if Self::append(log, &bytes).is_err() {
             return reply.error(Errno::EIO);
         }
-        log.waiting.lock().push(reply);
+        log.waiting.lock().push((reply, ino.0, bytes));
         log.wake.notify_one();
     }
 
@@ -346,11 +385,14 @@ impl Filesystem for NullFs {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (mountpoint, log) = match &args[1..] {
-        [m] => (m.clone(), None),
-        [m, flag, file] if flag == "--sync" => (m.clone(), Some(file.clone())),
+    let (mountpoint, log, backing) = match &args[1..] {
+        [m] => (m.clone(), None, None),
+        [m, flag, file] if flag == "--sync" => (m.clone(), Some(file.clone()), None),
+        [m, flag, file, flag2, dir] if flag == "--sync" && flag2 == "--backing" => {
+            (m.clone(), Some(file.clone()), Some(PathBuf::from(dir)))
+        }
         _ => {
-            eprintln!("usage: nullfs MOUNTPOINT [--sync LOGFILE]");
+            eprintln!("usage: nullfs MOUNTPOINT [--sync LOGFILE [--backing DIR]]");
             std::process::exit(2);
         }
     };
@@ -370,6 +412,11 @@ fn main() {
             end: Mutex::new((0, 0)),
             waiting: Mutex::new(Vec::new()),
             wake: Condvar::new(),
+            backing: backing.map(|dir| {
+                let (tx, rx) = channel();
+                std::thread::spawn(move || backing_thread(dir, rx));
+                Mutex::new(tx)
+            }),
         });
         let l = log.clone();
         std::thread::spawn(move || sync_thread(l));

@@ -35,7 +35,7 @@ mount_with_bindfs() { # ARGS...
 # here unless NULL_BIN names it.
 null=$work/null
 mount_nullfs() { # ARGS...
-  local nullbin=${NULL_BIN:-}
+  nullbin=${NULL_BIN:-}
   if [ -z "$nullbin" ]; then
     cargo build --release -q --example nullfs
     nullbin=$PWD/target/release/examples/nullfs

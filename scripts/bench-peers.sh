@@ -9,6 +9,9 @@
 #              clients as writers)
 #   nullfs     recordfs's saves on examples/nullfs.rs --sync: what any filesystem behind FUSE
 #              reaches here, answering from memory with one shared fdatasync per save
+#   nullback   the same with --backing: each synced file then written to a file of its own
+#              on the same ext4, as recordfs's backing files are: what any filesystem behind
+#              FUSE that keeps a file per record reaches here
 # for new records (create) and rewrites of existing ones (update), 1 and 8 writers; and the
 # physical limit: fdatasync of a 500 B append, one writer. Installs redis and bindfs if missing.
 #   scripts/bench-peers.sh [SECONDS_PER_RUN] [ROUNDS]
@@ -27,9 +30,16 @@ fi
 . scripts/bench-lib.sh
 sock=$work/redis.sock
 mkdir -p "$disk/redis"
-BEFORE_CLEANUP='[ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null'
+nullback=$work/nullback
+BEFORE_CLEANUP='[ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null;
+  grep -q " $nullback " /proc/self/mounts && umount "$nullback"'
 mount_with_bindfs --sync always
 mount_nullfs --sync "$disk/null.log"
+mkdir -p "$nullback" "$disk/nullback"
+"$nullbin" "$nullback" --sync "$disk/nullback.log" --backing "$disk/nullback" \
+  2>"$work/nullback.log" &
+for _ in $(seq 200); do grep -q " $nullback " /proc/self/mounts && break; sleep 0.05; done
+grep -q " $nullback " /proc/self/mounts || { echo "nullfs --backing did not mount" >&2; exit 1; }
 redis-server --port 0 --unixsocket "$sock" --dir "$disk/redis" --appendonly yes \
   --appendfsync always --save "" --daemonize yes --pidfile "$work/redis.pid" \
   --logfile "$work/redis.log" >/dev/null
@@ -41,6 +51,7 @@ run() { # system kind writers round
   case $sys in
     recordfs) dir=$mnt/$kind-$w-$4 ;;
     nullfs) dir=$null/$kind-$w-$4 ;;
+    nullback) dir=$nullback/$kind-$w-$4 ;;
     atomic | sqlite) dir=$disk/$sys-$kind-$w-$4 ;;
     bindfs) dir=$bind/$kind-$w-$4 ;;
     redis)
@@ -58,7 +69,7 @@ run() { # system kind writers round
   esac
   mkdir -p "$dir"
   local mode=$sys
-  [ "$sys" = recordfs ] || [ "$sys" = nullfs ] && mode=mount
+  case $sys in recordfs | nullfs | nullback) mode=mount ;; esac
   [ "$sys" = bindfs ] && mode=atomic
   python3 scripts/bench_load.py "$mode" "$dir" "$w" "$secs" "$kind"
 }
@@ -76,7 +87,7 @@ print(f"{n / (time.monotonic() - start):.0f}")
 EOF
 }
 
-systems=(recordfs atomic bindfs sqlite redis nullfs)
+systems=(recordfs atomic bindfs sqlite redis nullfs nullback)
 declare -A res redis_n
 for r in $(seq "$rounds"); do
   for kind in update create; do
