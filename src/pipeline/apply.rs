@@ -156,11 +156,10 @@ impl Pipeline {
                 let meta = FileMeta::of(attrs);
                 match kind {
                     Kind::File => {
-                        // Every name of the file holds its own copy (a new file has the one
-                        // its entry gives). Only this thread changes the tree: the names taken
-                        // here are the names when the copies are written in place or renamed
-                        // into place.
-                        let (names, in_place, placed) = {
+                        // Every name of a placed file holds its own copy. Only this thread
+                        // changes the tree: the names taken here are the names when the copies
+                        // are written in place or renamed into place.
+                        let (names, in_place) = {
                             let mut st = self.state.lock();
                             match st.tree().get(*fid) {
                                 Some(p) => {
@@ -171,9 +170,24 @@ impl Pipeline {
                                     // holds a token, and then the new bytes go in a new copy.
                                     let paths = st.tree().paths(layout, *fid);
                                     let held = st.held(*fid, entry.seq, 0);
-                                    (names, (!held).then_some(paths), true)
+                                    (names, (!held).then_some(paths))
                                 }
-                                None => (vec![(*dir, name.clone())], None, false),
+                                // A new file is written at its name, without the lock: no
+                                // reader opens its backing file before `settle`, nothing else
+                                // is under the name with every earlier entry applied, and a
+                                // crash that tears it leaves its SET in the log's tail, which
+                                // recovery checks it against.
+                                None => {
+                                    let dest = st
+                                        .tree()
+                                        .path_in(layout, *dir, name)
+                                        .ok_or_else(|| unplaced(*dir))?;
+                                    drop(st);
+                                    store::write_file(disk, &dest, &data.bytes, &meta)?;
+                                    let mut st = self.state.lock();
+                                    self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
+                                    return Ok(());
+                                }
                             }
                         };
                         if let Some(paths) = in_place.filter(|p| !p.is_empty()) {
@@ -189,22 +203,6 @@ impl Pipeline {
                                 self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
                                 return Ok(());
                             }
-                        }
-                        if !placed {
-                            // A new file is written at its name: no reader opens its backing
-                            // file before `settle`, nothing else is under the name with every
-                            // earlier entry applied, and a crash that tears it leaves its SET
-                            // in the log's tail, which recovery checks it against.
-                            let dest = {
-                                let st = self.state.lock();
-                                st.tree()
-                                    .path_in(layout, *dir, name)
-                                    .ok_or_else(|| unplaced(*dir))?
-                            };
-                            store::write_file(disk, &dest, &data.bytes, &meta)?;
-                            let mut st = self.state.lock();
-                            self.settle(&mut st, *fid, entry.seq, (*dir, name, *kind));
-                            return Ok(());
                         }
                         let mut staged = Vec::with_capacity(names.len());
                         for i in 0..names.len() {
