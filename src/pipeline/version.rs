@@ -49,7 +49,7 @@ impl Pipeline {
                     let token = version.on_disk().then(|| st.token(fid, pseq, below));
                     return Ok(Read::Fine(Held { version, token }, seq));
                 }
-                let file = st.ns.get(fid).filter(|i| i.kind == Kind::File).cloned();
+                let file = st.ns.get(fid).is_some_and(|i| i.kind == Kind::File);
                 // Opened under the lock: the apply thread cannot move the files meanwhile.
                 let open = |path: &PathBuf| {
                     self.disk
@@ -61,25 +61,25 @@ impl Pipeline {
                 // the apply thread sees it before it patches the file in place; and no patch
                 // of the file is under way (it is in `pending` until applied). A version reads
                 // the file below the length it has now.
-                if !st.tree().unverified(fid) || file.is_none() {
+                if !st.tree().unverified(fid) || !file {
                     let first = st
                         .tree()
                         .path(&self.layout, fid)
                         .ok_or_else(|| err!(ENOENT, "fid {fid} has no backing file"))?;
-                    match (open(&first), &file) {
+                    match (open(&first), file) {
                         (Ok(version), _) => {
                             let token = Some(st.token(fid, 0, version.size()?));
                             return Ok(Read::Fine(Held { version, token }, seq));
                         }
-                        (Err(e), None) => return Err(e),
+                        (Err(e), false) => return Err(e),
                         // A file's backing file gone since it was checked (a rename the
                         // disk did in part before it failed, a hand in STORE) is checked
                         // again below: its bytes come from the log or the read fails with
                         // EIO, never ENOENT for a file that is there.
-                        (Err(_), Some(_)) => {}
+                        (Err(_), true) => {}
                     }
                 }
-                let inode = file.expect("a regular file");
+                let inode = st.ns.get(fid).cloned().expect("a regular file");
                 let paths = st.tree().paths(&self.layout, fid);
                 let first = paths
                     .first()
