@@ -74,6 +74,8 @@ pub trait DiskFile: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// fdatasync: everything written before it is durable when it returns 0.
     fn sync_data(&self) -> io::Result<()>;
+    /// Sets mode, owner (where allowed) and times, as `Disk::set_meta` does by path.
+    fn set_meta(&self, meta: &FileMeta) -> io::Result<()>;
 }
 
 /// A held lock on a store; released when dropped.
@@ -190,6 +192,9 @@ impl DiskFile for File {
     }
     fn sync_data(&self) -> io::Result<()> {
         File::sync_data(self)
+    }
+    fn set_meta(&self, meta: &FileMeta) -> io::Result<()> {
+        apply_meta(self, meta)
     }
 }
 

@@ -115,7 +115,7 @@ fn in_place<'a>(
         f.write_at(at, bytes).map_err(io_err("writing", path))?;
     }
     f.set_len(len).map_err(io_err("truncating", path))?;
-    disk.set_meta(path, meta)
+    f.set_meta(meta)
         .map_err(io_err("setting attributes of", path))
 }
 

@@ -173,6 +173,10 @@ impl DiskFile for SimFile {
         self.disk.stalls.pass(FaultOn::Sync);
         self.disk.live()?.sync_node(self.ino)
     }
+    fn set_meta(&self, meta: &FileMeta) -> io::Result<()> {
+        self.disk.live()?.node(self.ino).meta = *meta;
+        Ok(())
+    }
 }
 
 struct Frozen(Vec<u8>);
