@@ -426,3 +426,66 @@ assert open(p).read() == '{{"again": 1}}', repr(open(p).read())
     let log = _m.daemon_log();
     assert!(!log.contains("refused"), "no half record was tried: {log}");
 }
+
+/// A backing file written over in place (the apply thread skips the truncate, chown and chmod
+/// that would change nothing) ends with exactly the file's bytes, length, mode, owner and
+/// mtime as the mount shows them: rewrites as long, shorter and longer, and after a chmod,
+/// a chown and a set-user-ID mode.
+#[test]
+fn a_backing_file_written_over_in_place_has_the_files_bytes_and_attributes() {
+    use std::os::unix::fs::chown;
+    let env = Env::new();
+    let m = env.mount(&[]);
+    let (name, mut n) = (record(1), 0);
+    let mut save = |text: String| {
+        n += 1;
+        fs::write(env.path(&name), text).unwrap();
+    };
+    let same = |env: &Env| {
+        let (shown, backing) = (
+            fs::metadata(env.path(&name)).unwrap(),
+            fs::metadata(env.backing(&name)),
+        );
+        let key = |m: &fs::Metadata| {
+            (
+                m.len(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.mtime_nsec(),
+            )
+        };
+        backing.is_ok_and(|b| key(&b) == key(&shown))
+            && fs::read(env.backing(&name)).ok() == Some(fs::read(env.path(&name)).unwrap())
+    };
+    let settled = |env: &Env, what: &str| {
+        assert!(
+            wait_until(Duration::from_secs(10), || same(env)),
+            "after {what}: the backing file is not what the mount shows"
+        );
+    };
+    save(format!("{{\"v\": \"{}\"}}", "a".repeat(40)));
+    settled(&env, "the first save");
+    save(format!("{{\"v\": \"{}\"}}", "b".repeat(40)));
+    settled(&env, "a save as long");
+    save("{\"v\": 1}".to_string());
+    settled(&env, "a shorter save");
+    save(format!("{{\"v\": \"{}\"}}", "c".repeat(400)));
+    settled(&env, "a longer save");
+    fs::set_permissions(env.path(&name), fs::Permissions::from_mode(0o640)).unwrap();
+    save(format!("{{\"v\": \"{}\"}}", "d".repeat(400)));
+    settled(&env, "a chmod and a save as long");
+    chown(env.path(&name), Some(1234), Some(5678)).unwrap();
+    save(format!("{{\"v\": \"{}\"}}", "e".repeat(400)));
+    settled(&env, "a chown and a save as long");
+    fs::set_permissions(env.path(&name), fs::Permissions::from_mode(0o4755)).unwrap();
+    settled(&env, "a set-user-ID mode");
+    chown(env.path(&name), Some(0), Some(0)).unwrap();
+    save(format!("{{\"v\": \"{}\"}}", "f".repeat(400)));
+    settled(&env, "a chown back and a save as long");
+    assert_eq!(n, 7);
+    m.stop();
+    let (code, out) = env.check();
+    assert_eq!(code, 0, "{out}");
+}

@@ -188,6 +188,11 @@ impl DiskFile for File {
         FileExt::write_all_at(self, bytes, offset)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        // An ftruncate to the length a file has changes its times only, through the journal:
+        // a backing file written over with as many bytes as it had needs none.
+        if self.metadata()?.len() == len {
+            return Ok(());
+        }
         File::set_len(self, len)
     }
     fn sync_data(&self) -> io::Result<()> {
@@ -223,15 +228,25 @@ fn open_nofollow(path: &Path, flags: libc::c_int) -> io::Result<File> {
         .open(path)
 }
 
+/// chown and chmod each dirty the inode in the filesystem's journal even when they change
+/// nothing, and most writes of a backing file change neither: they are made only when fstat
+/// says the file differs. The times always differ after a write.
 fn apply_meta(f: &File, m: &FileMeta) -> io::Result<()> {
     use nix::sys::stat::{fchmod, futimens, Mode};
     use nix::unistd::{fchown, Gid, Uid};
-    match fchown(f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))) {
-        // A non-root daemon cannot give files away; the log still holds the owner.
-        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
-        Err(e) => return Err(e.into()),
+    let has = f.metadata()?;
+    let chowned = has.uid() != m.uid || has.gid() != m.gid;
+    if chowned {
+        match fchown(f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))) {
+            // A non-root daemon cannot give files away; the log still holds the owner.
+            Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    fchmod(f, Mode::from_bits_truncate(m.mode & 0o7777))?;
+    // A chown clears the set-user-ID and set-group-ID bits: the mode is set again after one.
+    if chowned || has.mode() & 0o7777 != m.mode & 0o7777 {
+        fchmod(f, Mode::from_bits_truncate(m.mode & 0o7777))?;
+    }
     futimens(
         f,
         &m.atime.to_timespec().into(),
