@@ -11,9 +11,9 @@
 //! own. What a save through recordfs costs beyond a save through this is recordfs's own work;
 //! what this cannot reach, no filesystem behind FUSE on the same machine reaches. With
 //! `--backing DIR` too, each synced file's bytes are then written, by a thread of its own, to
-//! a file of its own in DIR (a new one made, an old one written in place, its mode and times
-//! set), as recordfs's apply thread writes backing files: what any filesystem that keeps a
-//! file per record on the same disk costs at the least.
+//! a file of its own in DIR (a new one made, an old one written in place; its length and mode
+//! set where they differ, its times always), as recordfs's apply thread writes backing files:
+//! what any filesystem that keeps a file per record on the same disk costs at the least.
 //!
 //!   cargo build --release --example nullfs
 //!   target/release/examples/nullfs MOUNTPOINT [--sync LOGFILE [--backing DIR]]
@@ -170,9 +170,16 @@ fn backing_thread(dir: PathBuf, files: Receiver<Synced>) {
             .open(&path)
             .or_else(|_| std::fs::OpenOptions::new().write(true).open(&path))
             .and_then(|f| {
+                use std::os::unix::fs::MetadataExt;
                 f.write_all_at(&bytes, 0)?;
-                f.set_len(bytes.len() as u64)?;
-                nix::sys::stat::fchmod(&f, nix::sys::stat::Mode::from_bits_truncate(0o644))?;
+                // As recordfs does: a truncate or chmod only where the file differs.
+                let has = f.metadata()?;
+                if has.len() != bytes.len() as u64 {
+                    f.set_len(bytes.len() as u64)?;
+                }
+                if has.mode() & 0o7777 != 0o644 {
+                    nix::sys::stat::fchmod(&f, nix::sys::stat::Mode::from_bits_truncate(0o644))?;
+                }
                 let now = nix::sys::time::TimeSpec::from(std::time::UNIX_EPOCH.elapsed().unwrap());
                 nix::sys::stat::futimens(&f, &now, &now)?;
                 Ok(())
