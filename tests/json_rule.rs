@@ -38,6 +38,10 @@ fn corpus() -> Vec<(Vec<u8>, bool)> {
         ("{\"a\":1}{\"b\":2}", false),
         ("{\"a\": 1,}", false),
         ("01", false),
+        // RFC 8259's grammar sets no range: numbers beyond an f64's are JSON.
+        ("12.5e30101", true),
+        ("[1e400, -1e400, 1e-400]", true),
+        ("[1e400, x]", false),
     ]
     .iter()
     .map(|(s, ok)| (s.as_bytes().to_vec(), *ok))
@@ -53,16 +57,45 @@ fn corpus() -> Vec<(Vec<u8>, bool)> {
         format!("{{\"s\": \"{}\"}}", "[".repeat(200)).into_bytes(),
         true,
     ));
+    // An escaped quote does not end the string.
+    v.push((
+        format!("{{\"s\": \"\\\"{}\"}}", "[".repeat(200)).into_bytes(),
+        true,
+    ));
     v
 }
 
 /// What a record may hold: nothing (a new file) or one JSON text in UTF-8 (RFC 8259),
-/// nesting at most 127 deep: what serde_json reads into a `Value` (its recursion limit of
-/// 128 counts the top level), once the bytes are known to be UTF-8 (it skips ignored strings' bytes unchecked).
+/// nesting at most 127 deep. The grammar is serde_json's as it skips a value, which takes a
+/// number of any size, as RFC 8259's grammar does (read into a `Value`, one beyond an f64's
+/// range such as `1e400` is refused, though Python, JavaScript and jq read it); the UTF-8 is
+/// checked first (skipping a string, serde_json does not look at its bytes), and the depth is
+/// counted here.
 fn judge(bytes: &[u8]) -> bool {
     bytes.is_empty()
-        || std::str::from_utf8(bytes)
-            .is_ok_and(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
+        || std::str::from_utf8(bytes).is_ok_and(|s| {
+            serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok() && depth(s) <= 127
+        })
+}
+
+/// How deep arrays and objects nest in a JSON text (brackets inside strings aside).
+fn depth(text: &str) -> usize {
+    let (mut deepest, mut now) = (0, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.bytes() {
+        match c {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'[' | b'{' if !in_string => {
+                now += 1;
+                deepest = deepest.max(now);
+            }
+            b']' | b'}' if !in_string => now = now.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[test]
