@@ -42,6 +42,18 @@ fn corpus() -> Vec<(Vec<u8>, bool)> {
         ("12.5e30101", true),
         ("[1e400, -1e400, 1e-400]", true),
         ("[1e400, x]", false),
+        ("[-0, 1E+2, 0.5e-1]", true),
+        ("+1", false),
+        (".5", false),
+        ("1.", false),
+        ("0.e1", false),
+        ("-", false),
+        // Nor does it ask that names be unique, nor that an escaped half of a surrogate pair
+        // have its other half (RFC 8259, sections 4 and 8.2).
+        ("{\"a\": 1, \"a\": 2}", true),
+        ("[\"\\ud800\", \"\\udfff x\"]", true),
+        ("\"\\u12\"", false),
+        ("\"\\x41\"", false),
     ]
     .iter()
     .map(|(s, ok)| (s.as_bytes().to_vec(), *ok))
