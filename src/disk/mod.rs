@@ -74,8 +74,9 @@ pub trait DiskFile: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// fdatasync: everything written before it is durable when it returns 0.
     fn sync_data(&self) -> io::Result<()>;
-    /// Sets mode, owner (where allowed) and times, as `Disk::set_meta` does by path.
-    fn set_meta(&self, meta: &FileMeta) -> io::Result<()>;
+    /// Gives the file length `len`, then mode, owner (where allowed) and times, as
+    /// `Disk::set_meta` does by path: a backing file written over.
+    fn set_len_and_meta(&self, len: u64, meta: &FileMeta) -> io::Result<()>;
 }
 
 /// A held lock on a store; released when dropped.
@@ -188,18 +189,21 @@ impl DiskFile for File {
         FileExt::write_all_at(self, bytes, offset)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        // An ftruncate to the length a file has changes its times only, through the journal:
-        // a backing file written over with as many bytes as it had needs none.
-        if self.metadata()?.len() == len {
-            return Ok(());
-        }
         File::set_len(self, len)
     }
     fn sync_data(&self) -> io::Result<()> {
         File::sync_data(self)
     }
-    fn set_meta(&self, meta: &FileMeta) -> io::Result<()> {
-        apply_meta(self, meta)
+    fn set_len_and_meta(&self, len: u64, meta: &FileMeta) -> io::Result<()> {
+        let mut has = self.metadata()?;
+        // An ftruncate to the length a file has changes its times only, through the journal:
+        // a backing file written over with as many bytes as it had needs none.
+        if has.len() != len {
+            File::set_len(self, len)?;
+            // One by a daemon without CAP_FSETID clears set-ID bits: looked at again.
+            has = self.metadata()?;
+        }
+        apply_meta(self, &has, meta)
     }
 }
 
@@ -228,13 +232,13 @@ fn open_nofollow(path: &Path, flags: libc::c_int) -> io::Result<File> {
         .open(path)
 }
 
-/// chown and chmod each dirty the inode in the filesystem's journal even when they change
-/// nothing, and most writes of a backing file change neither: they are made only when fstat
-/// says the file differs. The times always differ after a write.
-fn apply_meta(f: &File, m: &FileMeta) -> io::Result<()> {
+/// Gives `f`, which `has` these attributes, those of `m`. chown and chmod each dirty the inode
+/// in the filesystem's journal even when they change nothing, and most writes of a backing
+/// file change neither: they are made only where `has` differs. The times always differ after
+/// a write.
+fn apply_meta(f: &File, has: &fs::Metadata, m: &FileMeta) -> io::Result<()> {
     use nix::sys::stat::{fchmod, futimens, Mode};
     use nix::unistd::{fchown, Gid, Uid};
-    let has = f.metadata()?;
     let chowned = has.uid() != m.uid || has.gid() != m.gid;
     if chowned {
         match fchown(f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))) {
@@ -296,7 +300,7 @@ impl Disk for RealDisk {
         };
         FileExt::write_all_at(&f, bytes, 0)?;
         if let Some(m) = meta {
-            apply_meta(&f, m)?;
+            apply_meta(&f, &f.metadata()?, m)?;
         }
         Ok(())
     }
@@ -376,7 +380,7 @@ impl Disk for RealDisk {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
-        apply_meta(&f, meta)
+        apply_meta(&f, &f.metadata()?, meta)
     }
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {

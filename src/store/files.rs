@@ -114,9 +114,8 @@ fn in_place<'a>(
     for (at, bytes) in writes {
         f.write_at(at, bytes).map_err(io_err("writing", path))?;
     }
-    f.set_len(len).map_err(io_err("truncating", path))?;
-    f.set_meta(meta)
-        .map_err(io_err("setting attributes of", path))
+    f.set_len_and_meta(len, meta)
+        .map_err(io_err("setting the length and attributes of", path))
 }
 
 /// Like `replace_file`, for a symbolic link.

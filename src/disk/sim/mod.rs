@@ -173,7 +173,8 @@ impl DiskFile for SimFile {
         self.disk.stalls.pass(FaultOn::Sync);
         self.disk.live()?.sync_node(self.ino)
     }
-    fn set_meta(&self, meta: &FileMeta) -> io::Result<()> {
+    fn set_len_and_meta(&self, len: u64, meta: &FileMeta) -> io::Result<()> {
+        self.set_len(len)?;
         self.disk.live()?.node(self.ino).meta = *meta;
         Ok(())
     }
