@@ -516,6 +516,126 @@ fn a_save_waits_for_one_log_sync_and_a_commit_nobody_waits_for_for_none() {
     assert!(syncs <= windows, "--sync never: {syncs} syncs for 40 saves");
 }
 
+/// Issue 12: a lone committer syncs its own save rather than wake the sync thread to do it (a
+/// wake-up on every save); commits that come together still share syncs; and commits that
+/// come now together, now alone, are each answered once durable, and durable. The waits are
+/// bounded: a lost wake-up fails the test, it does not hang it.
+#[test]
+fn a_lone_committer_syncs_its_own_save_and_concurrent_ones_share_syncs() {
+    use parking_lot::Mutex;
+    use recordfs::limits::SYNC_RIDE;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+    let save = |fs: &RecordFs, name: &[u8], v: u32| -> recordfs::error::Result<()> {
+        let ino = fs.lookup(ROOT, name)?.ino;
+        let (fh, t) = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)?;
+        fs.wait(t)?;
+        fs.write(fh, 0, v.to_string().as_bytes())?;
+        let closed = fs.flush(fh);
+        fs.release(fh);
+        fs.wait(closed?)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let fs = Arc::new(RecordFs::start(&store, Options::default()).unwrap());
+    for t in 0..8 {
+        create_and_commit(&fs, &rec(t), b"0").unwrap();
+    }
+    let p = fs.pipeline();
+    let counts = || {
+        (
+            p.commits.load(Ordering::Relaxed),
+            p.syncs.load(Ordering::Relaxed),
+            p.own_syncs.load(Ordering::Relaxed),
+        )
+    };
+    let (started, (_, syncs0, own0)) = (Instant::now(), counts());
+    for v in 1..=40 {
+        save(&fs, &rec(0), v).unwrap();
+    }
+    // The sync thread syncs only what nobody waits for, at most once per `SYNC_RIDE`.
+    let windows = (started.elapsed().as_millis() / SYNC_RIDE.as_millis()) as u64 + 1;
+    let (_, syncs, own) = counts();
+    assert!(
+        own - own0 + windows >= 40,
+        "one committer: {} of 40 saves synced by their committer",
+        own - own0
+    );
+    assert!(
+        syncs - syncs0 <= 40 + windows,
+        "{} syncs for 40",
+        syncs - syncs0
+    );
+
+    // `n` committers, saving values `from..=to` of their own record each, with a pause of up to
+    // `pause` microseconds before each save, and with `creates` making a new file instead at
+    // every third (two entries, one nobody waits for); any error is kept.
+    let run = |n: u32, from: u32, to: u32, pause: u64, creates: bool| -> Vec<String> {
+        let (done, failed) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        for t in 0..n {
+            let (fs, done, failed) = (fs.clone(), done.clone(), failed.clone());
+            std::thread::spawn(move || {
+                for v in from..=to {
+                    let wait = (u64::from(t * 7919 + v * 104729)) % (pause + 1);
+                    std::thread::sleep(Duration::from_micros(wait));
+                    let saved = match creates && v % 3 == 0 {
+                        true => create_and_commit(&fs, &rec(1000 * (t + 1) + v), b"{}"),
+                        false => save(&fs, &rec(t), v),
+                    };
+                    if let Err(e) = saved {
+                        failed.lock().push(format!("committer {t}, save {v}: {e}"));
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done.load(Ordering::Relaxed) < n as usize {
+            assert!(
+                Instant::now() < deadline,
+                "committers still waiting after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let failed = failed.lock().clone();
+        failed
+    };
+    let (commits0, syncs0, _) = counts();
+    assert_eq!(run(8, 1, 50, 0, false), Vec::<String>::new());
+    let (commits, syncs, _) = counts();
+    let (commits, syncs) = (commits - commits0, syncs - syncs0);
+    assert_eq!(commits, 400);
+    assert!(
+        syncs <= commits * 3 / 4,
+        "8 committers together: {syncs} syncs for {commits} commits"
+    );
+    eprintln!("8 committers together: {syncs} syncs for {commits} commits");
+    // Now together, now alone: the syncs pass from the sync thread to committers and back.
+    let (_, syncs0, own0) = counts();
+    assert_eq!(run(3, 51, 250, 1000, true), Vec::<String>::new());
+    let (_, syncs, own) = counts();
+    eprintln!(
+        "in turns: {} syncs, {} by their committer",
+        syncs - syncs0,
+        own - own0
+    );
+    let fs = Arc::into_inner(fs).expect("the committers are done");
+    fs.shutdown().unwrap();
+    drop(fs);
+    let fs = RecordFs::start(&store, Options::default()).unwrap();
+    for t in 0..8 {
+        let ino = fs.lookup(ROOT, &rec(t)).unwrap().ino;
+        let fh = fs.open(ino, libc::O_RDONLY).unwrap().0;
+        let last: &[u8] = if t < 3 { b"250" } else { b"50" };
+        assert_eq!(fs.read(fh, 0, 10).unwrap(), last, "record {t}");
+        fs.release(fh);
+    }
+    fs.shutdown().unwrap();
+}
+
 /// An open directory keeps only its names' keys and reads each name when readdir reaches it:
 /// a name removed, or renamed away, after the listing was taken is not returned, every other
 /// name comes exactly once at the offset it had, and a rewind (offset 0) sees the changes.
