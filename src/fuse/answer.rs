@@ -1,6 +1,6 @@
-//! How the adapter answers the kernel: once a request's commit is durable (from the sync
-//! thread if need be: a FUSE thread syncs only as a lone committer, `Pipeline::when_durable`),
-//! with the attributes the kernel may keep, and each error logged once, where it is answered.
+//! How the adapter answers the kernel: once a request's commit is durable (from the commit
+//! thread if need be: no FUSE thread waits for a sync), with the attributes the kernel may
+//! keep, and each error logged once, where it is answered.
 
 use std::time::Duration;
 
@@ -19,8 +19,8 @@ pub(super) fn logged(op: &str, what: &str, e: &Error) -> Errno {
 }
 
 impl Adapter {
-    /// Answers once the ticket's commit is durable: from the sync thread if need be, or from
-    /// this thread after it synced the log itself as a lone committer.
+    /// Answers once the ticket's commit is durable, from the commit thread if need be: no
+    /// FUSE thread waits for a sync.
     pub(super) fn after(
         &self,
         ticket: Ticket,

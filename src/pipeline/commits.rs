@@ -72,11 +72,6 @@ impl Pipeline {
                 write_back_requested: false,
                 compactor_busy: false,
                 riding: false,
-                syncing: false,
-                awaiting_sync: false,
-                lone: true,
-                last_batch: 1,
-                last_sync: Duration::ZERO,
                 rolled: 0,
                 kept_from: log.start_seq(),
                 made_here: HashMap::new(),
@@ -96,7 +91,6 @@ impl Pipeline {
                 refused: BTreeMap::new(),
             }),
             syncs: AtomicU64::new(0),
-            own_syncs: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             merged_compactions: AtomicU64::new(0),
@@ -324,43 +318,26 @@ impl Pipeline {
 
     /// Calls `done` once `seq` is durable in the log (at once if it is already).
     pub fn when_durable(&self, seq: Seq, done: Waiter) {
-        // The state lock first: the sync thread looks at the waiters under it (`run_sync`),
-        // so it sees this one only once a lone committer has taken the sync as its own, or
-        // else after the wake-up below.
-        let mut st = self.state.lock();
         let mut w = self.waiters.lock();
         if let Some(e) = w.refused.get(&seq).cloned() {
-            drop((w, st));
+            drop(w);
             return self.refused_answer(vec![(done, e)]);
         }
         if seq <= w.durable {
-            drop((w, st));
+            drop(w);
             return done(Ok(()));
         }
         if let Some(reason) = &w.failed {
             let e = err!(EIO, "{reason}");
-            drop((w, st));
+            drop(w);
             return done(Err(e));
         }
         w.by_seq.entry(seq).or_default().push(done);
         drop(w);
-        // A lone committer syncs its entry itself: waking the sync thread to do it would add
-        // a wake-up (tens of microseconds on an idle CPU) to every save. While commits come
-        // together, the sync thread gathers them into one sync (`run_sync`).
-        if st.lone
-            && !st.syncing
-            && !st.shutting_down
-            && st.hurry == 0
-            && self.syncs_locally()
-            && self.replica.lock().is_none()
-        {
-            if let Some(batch) = self.take_batch(&mut st) {
-                drop(st);
-                self.own_syncs.fetch_add(1, Ordering::Relaxed);
-                return self.sync_batch(batch, &mut Vec::new());
-            }
-        }
-        // The sync thread may be letting entries ride (`run_sync`): someone waits now.
+        // The sync thread may be letting entries ride (`run_sync`): someone waits now. Taken
+        // under the state lock, so that the thread is either waiting (and woken) or has yet to
+        // look at the waiters (and sees this one).
+        let _st = self.state.lock();
         self.wake.notify_all();
     }
 
@@ -397,11 +374,9 @@ impl Pipeline {
             self.syncs.load(Ordering::Relaxed),
         );
         info!(
-            "stats: {commits} commits, {syncs} log syncs ({:.2} commits per sync, {:.0} µs per \
-             sync, {} by a lone committer)",
+            "stats: {commits} commits, {syncs} log syncs ({:.2} commits per sync, {:.0} µs per sync)",
             commits as f64 / syncs.max(1) as f64,
-            self.sync_nanos.load(Ordering::Relaxed) as f64 / syncs.max(1) as f64 / 1000.0,
-            self.own_syncs.load(Ordering::Relaxed)
+            self.sync_nanos.load(Ordering::Relaxed) as f64 / syncs.max(1) as f64 / 1000.0
         );
         let mut log = self.log.lock();
         let mut st = self.state.lock();

@@ -124,13 +124,7 @@ impl Pipeline {
 
     /// After the sync thread logged `synced` (the local log now holds everything up to
     /// `end`): ships them, with what waits from before, and answers the waiters up to `end`.
-    /// Returns how many waiters were answered that the entries were durable.
-    pub(super) fn ship_and_answer(
-        &self,
-        backlog: &mut Vec<Entry>,
-        synced: &[Entry],
-        end: Seq,
-    ) -> usize {
+    pub(super) fn ship_and_answer(&self, backlog: &mut Vec<Entry>, synced: &[Entry], end: Seq) {
         let shipping = self
             .replica
             .lock()
@@ -149,13 +143,12 @@ impl Pipeline {
                 backlog.clear();
                 self.unshipped.store(0, Ordering::Relaxed);
                 self.answer_refused(&*replica, refused);
-                self.mark_durable(end)
+                self.mark_durable(end);
             }
             Err(e) if e.errno == libc::ESTALE => {
                 let reason = format!("the replica refused a commit: {}", e.reason);
                 self.turn_read_only(&mut self.state.lock(), reason.clone());
                 self.fail_waiters(&reason);
-                0
             }
             Err(e) => {
                 warn!(
@@ -164,7 +157,6 @@ impl Pipeline {
                     e.reason
                 );
                 self.fail_upto(end, &e);
-                0
             }
         }
     }

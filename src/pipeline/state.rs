@@ -104,18 +104,6 @@ pub struct State {
     /// The sync thread lets entries ride (`run_sync`): a new entry changes nothing for it
     /// unless its bytes fill memory, so an append does not wake it.
     pub(super) riding: bool,
-    /// A sync is under way (`sync_batch`), by the sync thread or by a lone committer: one at
-    /// a time, so that `durable` moves forward only.
-    pub(super) syncing: bool,
-    /// The sync thread waits for a lone committer's sync to end (`run_sync`).
-    pub(super) awaiting_sync: bool,
-    /// The last sync answered at most one waiter: a committer that waits syncs its entry
-    /// itself rather than wake the sync thread (`when_durable`).
-    pub(super) lone: bool,
-    /// How many entries the last sync took, and how long it took: the next batch may wait
-    /// for as many, for half as long (`run_sync`).
-    pub(super) last_batch: usize,
-    pub(super) last_sync: Duration,
     /// Bytes of the segments commits closed since the last compaction closed one: with the
     /// live segment's, what the next compaction takes in.
     pub(super) rolled: u64,
@@ -238,8 +226,6 @@ pub struct Pipeline {
     pub(super) waiters: Mutex<Waiters>,
     /// Counts log syncs and commits, for the figures in benchmarks and tests.
     pub syncs: AtomicU64,
-    /// Of those, the ones a lone committer made itself (`when_durable`).
-    pub own_syncs: AtomicU64,
     pub commits: AtomicU64,
     pub compactions: AtomicU64,
     /// Of those, the ones whose snapshot was written from the last one (`Next::Merged`).
