@@ -34,28 +34,94 @@ fn create_and_commit(fs: &RecordFs, name: &[u8], bytes: &[u8]) -> recordfs::erro
     r
 }
 
+/// Group commit: eight committers' updates (one entry each) share log syncs; and commits that
+/// come now together, now alone, with new files among them (two entries, one nobody waits
+/// for), are each answered once durable, and durable after a reopen. The waits are bounded: a
+/// lost wake-up fails the test, it does not hang it.
 #[test]
 fn concurrent_commits_share_log_syncs() {
+    use parking_lot::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+    let save = |fs: &RecordFs, name: &[u8], v: u32| -> recordfs::error::Result<()> {
+        let ino = fs.lookup(ROOT, name)?.ino;
+        let (fh, t) = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)?;
+        fs.wait(t)?;
+        fs.write(fh, 0, v.to_string().as_bytes())?;
+        let closed = fs.flush(fh);
+        fs.release(fh);
+        fs.wait(closed?)
+    };
     let dir = tempfile::tempdir().unwrap();
-    let fs = Arc::new(RecordFs::start(&dir.path().join("s"), Options::default()).unwrap());
-    std::thread::scope(|s| {
-        for t in 0..8u32 {
-            let fs = fs.clone();
-            s.spawn(move || {
-                for i in 0..50u32 {
-                    create_and_commit(&fs, &rec(t * 1000 + i), format!("[{t}, {i}]").as_bytes())
-                        .unwrap();
+    let store = dir.path().join("s");
+    let fs = Arc::new(RecordFs::start(&store, Options::default()).unwrap());
+    for t in 0..8 {
+        create_and_commit(&fs, &rec(t), b"0").unwrap();
+    }
+    // `n` committers, saving values `from..=to` of their own record each, with a pause of up to
+    // `pause` microseconds before each save, and with `creates` making a new file instead at
+    // every third; any error is kept.
+    let run = |n: u32, from: u32, to: u32, pause: u64, creates: bool| -> Vec<String> {
+        let (done, failed) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        for t in 0..n {
+            let (fs, done, failed) = (fs.clone(), done.clone(), failed.clone());
+            std::thread::spawn(move || {
+                for v in from..=to {
+                    let wait = u64::from(t * 7919 + v * 104729) % (pause + 1);
+                    std::thread::sleep(Duration::from_micros(wait));
+                    let saved = match creates && v % 3 == 0 {
+                        true => create_and_commit(&fs, &rec(1000 * (t + 1) + v), b"{}"),
+                        false => save(&fs, &rec(t), v),
+                    };
+                    if let Err(e) = saved {
+                        failed.lock().push(format!("committer {t}, save {v}: {e}"));
+                    }
                 }
+                done.fetch_add(1, Ordering::Relaxed);
             });
         }
-    });
-    let commits = fs.pipeline().commits.load(Ordering::Relaxed);
-    let syncs = fs.pipeline().syncs.load(Ordering::Relaxed);
-    assert_eq!(commits, 800);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done.load(Ordering::Relaxed) < n as usize {
+            assert!(
+                Instant::now() < deadline,
+                "committers still waiting after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let failed = failed.lock().clone();
+        failed
+    };
+    let p = fs.pipeline();
+    let counts = || {
+        (
+            p.commits.load(Ordering::Relaxed),
+            p.syncs.load(Ordering::Relaxed),
+        )
+    };
+    let (commits0, syncs0) = counts();
+    assert_eq!(run(8, 1, 50, 0, false), Vec::<String>::new());
+    let (commits, syncs) = counts();
+    let (commits, syncs) = (commits - commits0, syncs - syncs0);
+    assert_eq!(commits, 400);
     assert!(
-        syncs < commits,
+        syncs <= commits * 3 / 4,
         "group commit: {syncs} syncs for {commits} commits"
     );
+    assert_eq!(run(3, 51, 250, 1000, true), Vec::<String>::new());
+    let fs = Arc::into_inner(fs).expect("the committers are done");
+    fs.shutdown().unwrap();
+    drop(fs);
+    let fs = RecordFs::start(&store, Options::default()).unwrap();
+    for t in 0..8 {
+        let ino = fs.lookup(ROOT, &rec(t)).unwrap().ino;
+        let fh = fs.open(ino, libc::O_RDONLY).unwrap().0;
+        let last: &[u8] = if t < 3 { b"250" } else { b"50" };
+        assert_eq!(fs.read(fh, 0, 10).unwrap(), last, "record {t}");
+        fs.release(fh);
+    }
     fs.shutdown().unwrap();
 }
 
