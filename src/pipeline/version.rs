@@ -37,7 +37,7 @@ impl Pipeline {
         // A commit between opening the copies and checking them makes them differ from the
         // inode taken with them: look again.
         for _ in 0..MAX_VERIFY_TRIES {
-            let (first, copies, inode, token) = {
+            let (copies, inode, token) = {
                 let mut st = self.state.lock();
                 let seq = st.ns.get(fid).map_or(0, |i| i.last_seq);
                 if let Some((pseq, version)) = st.pending.get(&fid) {
@@ -81,18 +81,23 @@ impl Pipeline {
                 }
                 let inode = st.ns.get(fid).cloned().expect("a regular file");
                 let paths = st.tree().paths(&self.layout, fid);
-                let first = paths
-                    .first()
-                    .ok_or_else(|| err!(ENOENT, "fid {fid} has no backing file"))?;
+                if paths.is_empty() {
+                    return Err(err!(ENOENT, "fid {fid} has no backing file"));
+                }
                 let token = st.token(fid, 0, u64::MAX);
-                let copies: Vec<(PathBuf, Result<Version>)> =
-                    paths.iter().map(|p| (p.clone(), open(p))).collect();
-                (open(first), copies, inode, token)
+                let copies: Vec<(PathBuf, Result<Version>)> = paths
+                    .into_iter()
+                    .map(|p| {
+                        let version = open(&p);
+                        (p, version)
+                    })
+                    .collect();
+                (copies, inode, token)
             };
             let mut problems = Vec::new();
             let mut good = None;
-            for (path, copy) in copies {
-                let bytes = copy.and_then(|v| v.read_all(u64::MAX));
+            for (path, copy) in &copies {
+                let bytes = copy.clone().and_then(|v| v.read_all(u64::MAX));
                 match bytes {
                     Ok(b) if b.len() as u64 == inode.size && crc32c(&b) == inode.dcrc => {
                         good.get_or_insert(b);
@@ -119,7 +124,9 @@ impl Pipeline {
             }
             if problems.is_empty() {
                 st.tree_mut().set_verified(fid);
-                let (version, token) = (first?, Some(token));
+                // The first copy, checked: the reader reads what was checked.
+                let version = copies.into_iter().next().expect("a first copy").1?;
+                let token = Some(token);
                 return Ok(Read::Fine(Held { version, token }, inode.last_seq));
             }
             drop(st);
