@@ -80,6 +80,8 @@ fn concurrent_commits_share_log_syncs() {
                         failed.lock().push(format!("committer {t}, save {v}: {e}"));
                     }
                 }
+                // Before it says it is done: the store is shut down once all are.
+                drop(fs);
                 done.fetch_add(1, Ordering::Relaxed);
             });
         }
