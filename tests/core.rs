@@ -34,6 +34,18 @@ fn create_and_commit(fs: &RecordFs, name: &[u8], bytes: &[u8]) -> recordfs::erro
     r
 }
 
+/// Saves `bytes` over an existing file, as an editor that truncates does: open(O_TRUNC), write,
+/// close; returns once the save is durable.
+fn save_over(fs: &RecordFs, name: &[u8], bytes: &[u8]) -> recordfs::error::Result<()> {
+    let ino = fs.lookup(ROOT, name)?.ino;
+    let (fh, t) = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)?;
+    fs.wait(t)?;
+    fs.write(fh, 0, bytes)?;
+    let closed = fs.flush(fh);
+    fs.release(fh);
+    fs.wait(closed?)
+}
+
 /// Group commit: eight committers' updates (one entry each) share log syncs; and commits that
 /// come now together, now alone, with new files among them (two entries, one nobody waits
 /// for), are each answered once durable, and durable after a reopen. The waits are bounded: a
@@ -43,15 +55,6 @@ fn concurrent_commits_share_log_syncs() {
     use parking_lot::Mutex;
     use std::sync::atomic::AtomicUsize;
     use std::time::{Duration, Instant};
-    let save = |fs: &RecordFs, name: &[u8], v: u32| -> recordfs::error::Result<()> {
-        let ino = fs.lookup(ROOT, name)?.ino;
-        let (fh, t) = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)?;
-        fs.wait(t)?;
-        fs.write(fh, 0, v.to_string().as_bytes())?;
-        let closed = fs.flush(fh);
-        fs.release(fh);
-        fs.wait(closed?)
-    };
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s");
     let fs = Arc::new(RecordFs::start(&store, Options::default()).unwrap());
@@ -74,7 +77,7 @@ fn concurrent_commits_share_log_syncs() {
                     std::thread::sleep(Duration::from_micros(wait));
                     let saved = match creates && v % 3 == 0 {
                         true => create_and_commit(&fs, &rec(1000 * (t + 1) + v), b"{}"),
-                        false => save(&fs, &rec(t), v),
+                        false => save_over(&fs, &rec(t), v.to_string().as_bytes()),
                     };
                     if let Err(e) = saved {
                         failed.lock().push(format!("committer {t}, save {v}: {e}"));
@@ -919,14 +922,7 @@ fn a_compaction_writes_a_layer_of_what_changed() {
         (bytes.len() as u64, layer)
     };
     let in_log = || common::count_names(&layout.log_dir(), |n| n.ends_with(".snapshot"));
-    let save = |fs: &RecordFs, n: u32, body: &str| {
-        let ino = fs.lookup(ROOT, &rec(n)).unwrap().ino;
-        let (fh, t) = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
-        fs.wait(t).unwrap();
-        fs.write(fh, 0, body.as_bytes()).unwrap();
-        fs.wait(fs.flush(fh).unwrap()).unwrap();
-        fs.release(fh);
-    };
+    let save = |fs: &RecordFs, n: u32, body: &str| save_over(fs, &rec(n), body.as_bytes()).unwrap();
     let fs = RecordFs::start(&store, never.clone()).unwrap();
     for n in 0..4000 {
         create_and_commit(&fs, &rec(n), format!("[{n}]").as_bytes()).unwrap();
